@@ -1,0 +1,74 @@
+# The project's commands. Two of them set everything up on a fresh clone:
+#   make run   - create .venv, install, start the whole stack (`semantic dev`)
+#   make test  - create .venv, install, run the full quality gate and test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PROTO_SRC  := protos
+PROTO_OUT  := gen
+PROTOS     := $(shell find $(PROTO_SRC) -name '*.proto' | sort)
+STAMP      := $(VENV)/.installed
+
+.PHONY: setup run test check fmt lint typecheck buf-lint buf-breaking proto proto-check unit integration clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==26.3
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/semantic dev
+
+## Code generation: one command, reproducible (pinned grpcio-tools + mypy-protobuf).
+proto: setup
+	rm -rf $(PROTO_OUT)/semantic
+	mkdir -p $(PROTO_OUT)
+	$(BIN)/python -m grpc_tools.protoc -I $(PROTO_SRC) \
+	  --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=quiet:$(PROTO_OUT) \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=quiet:$(PROTO_OUT) \
+	  $(PROTOS)
+
+## Fails when the committed generated code differs from what `make proto` produces.
+proto-check: setup
+	$(MAKE) --no-print-directory proto PROTO_OUT=$(VENV)/proto-check
+	diff -r -q $(VENV)/proto-check/semantic $(PROTO_OUT)/semantic \
+	  || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
+	rm -rf $(VENV)/proto-check
+
+fmt: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy libs/common/semantic services/search/semantic services/embedder/semantic services/indexer/semantic
+
+buf-lint: setup
+	cd $(PROTO_SRC) && ../$(BIN)/buf lint
+
+## Compares the contracts with the previous commit of main (skipped until one exists).
+buf-breaking: setup
+	@if git rev-parse --verify -q HEAD~1 >/dev/null; then \
+	  $(BIN)/buf breaking $(PROTO_SRC) --against ".git#ref=HEAD~1,subdir=$(PROTO_SRC)"; \
+	else echo "buf breaking: no previous commit to compare against"; fi
+
+check: lint typecheck buf-lint buf-breaking proto-check
+
+unit: setup
+	$(BIN)/pytest -m unit -q
+
+integration: setup
+	$(BIN)/pytest -m integration -q
+
+test: check
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -53,11 +53,12 @@ typecheck: setup
 buf-lint: setup
 	cd $(PROTO_SRC) && ../$(BIN)/buf lint
 
-## Compares the contracts with the previous commit of main (skipped until one exists).
+## Compares the contracts with the previous commit (skipped until that commit has contracts).
+BREAKING_AGAINST ?= HEAD~1
 buf-breaking: setup
-	@if git rev-parse --verify -q HEAD~1 >/dev/null; then \
-	  $(BIN)/buf breaking $(PROTO_SRC) --against ".git#ref=HEAD~1,subdir=$(PROTO_SRC)"; \
-	else echo "buf breaking: no previous commit to compare against"; fi
+	@if git cat-file -e $(BREAKING_AGAINST):buf.yaml 2>/dev/null; then \
+	  $(BIN)/buf breaking --against ".git#ref=$(BREAKING_AGAINST)"; \
+	else echo "buf breaking: $(BREAKING_AGAINST) has no contracts to compare against"; fi
 
 check: lint typecheck buf-lint buf-breaking proto-check
 

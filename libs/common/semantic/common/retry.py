@@ -1,0 +1,78 @@
+"""The one retry helper: tenacity with backoff, for start-up and idempotent outbound calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from semantic.common.errors import DependencyUnavailable
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: the peer is not (yet) reachable or is starting up."""
+    if isinstance(exc, DependencyUnavailable | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, OSError):  # refused, unreachable, reset, DNS not ready yet
+        return True
+    # asyncpg's "the database system is starting up / shutting down" and friends,
+    # checked by name so this module does not import every driver.
+    return type(exc).__name__ in {
+        "CannotConnectNowError",
+        "TooManyConnectionsError",
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "NoServersError",
+    }
+
+
+async def retry_async(
+    operation: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    timeout_s: float,
+    transient: Callable[[BaseException], bool] = is_transient,
+    initial_s: float = 0.1,
+    max_wait_s: float = 5.0,
+) -> T:
+    """Run ``operation`` until it succeeds, retrying transient errors with jittered backoff.
+
+    Gives up after ``timeout_s`` seconds and re-raises the last error; a non-transient
+    error is raised at once. Every retry is logged with the reason.
+    """
+
+    def _log_retry(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "dependency_retry",
+            dependency=what,
+            attempt=state.attempt_number,
+            error=f"{type(exc).__name__}: {exc}",
+            next_wait_s=round(state.upcoming_sleep, 2),
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=initial_s),
+        retry=retry_if_exception(transient),
+        before_sleep=_log_retry,
+        sleep=asyncio.sleep,
+        reraise=True,
+    )
+    result: T = await retrying(operation)
+    attempts = int(retrying.statistics.get("attempt_number", 1))
+    if attempts > 1:
+        log.info("dependency_ready", dependency=what, attempts=attempts)
+    return result

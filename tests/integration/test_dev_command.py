@@ -1,0 +1,120 @@
+"""`semantic dev` end to end: starts the embedded stack, prints endpoints, stops cleanly
+on Ctrl-C, and a second run reuses the data folder."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import nats
+
+from semantic.devstack.ports import free_port
+
+
+def _start_dev(data_dir: Path, env_extra: dict[str, str]) -> subprocess.Popen[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "NATS_URL", "SEMANTIC_DATABASE_URL", "SEMANTIC_NATS_URL"}
+    }
+    env.update(env_extra)
+    return subprocess.Popen(
+        [sys.executable, "-m", "semantic.cli.main", "dev", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+async def _wait_ready(process: subprocess.Popen[str]) -> list[str]:
+    def read() -> list[str]:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line.rstrip())
+            if line.strip() == "READY":
+                return lines
+        raise AssertionError("semantic dev exited before READY:\n" + "\n".join(lines))
+
+    return await asyncio.wait_for(asyncio.to_thread(read), timeout=180)
+
+
+async def _interrupt(process: subprocess.Popen[str]) -> int:
+    process.send_signal(signal.SIGINT)
+    return await asyncio.to_thread(process.wait, 60)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_dev_runs_the_stack_stops_on_ctrl_c_and_reuses_data(tmp_path: Path) -> None:
+    pg_port, nats_port = free_port(), free_port()
+    ports = {
+        "SEMANTIC_DEV_POSTGRES_PORT": str(pg_port),
+        "SEMANTIC_DEV_NATS_PORT": str(nats_port),
+        "SEMANTIC_DEV_NATS_MONITOR_PORT": "0",
+    }
+    data_dir = tmp_path / "stack"
+    process = _start_dev(data_dir, ports)
+    try:
+        output = await _wait_ready(process)
+        endpoints = json.loads((data_dir / "endpoints.json").read_text())
+        assert endpoints["nats_url"] == f"nats://127.0.0.1:{nats_port}"
+        assert f"127.0.0.1:{pg_port}" in endpoints["database_url"]
+        assert any(endpoints["nats_url"] in line for line in output)
+
+        conn = await asyncpg.connect(endpoints["database_url"])
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM semantic.schema_migrations") >= 1
+            await conn.execute("CREATE TABLE public.kept (note text)")
+            await conn.execute("INSERT INTO public.kept VALUES ('from the first run')")
+        finally:
+            await conn.close()
+        client = await nats.connect(endpoints["nats_url"])
+        try:
+            info = await client.jetstream().account_info()
+            assert info is not None
+        finally:
+            await client.close()
+    finally:
+        code = await _interrupt(process)
+    assert code == 0
+    assert not _listening(pg_port)
+    assert not _listening(nats_port)
+
+    again = _start_dev(data_dir, ports)
+    try:
+        await _wait_ready(again)
+        conn = await asyncpg.connect(endpoints["database_url"])
+        try:
+            assert await conn.fetchval("SELECT note FROM public.kept") == "from the first run"
+        finally:
+            await conn.close()
+    finally:
+        assert await _interrupt(again) == 0
+
+
+async def test_dev_uses_external_database_and_nats_when_configured(
+    tmp_path: Path, database_url: str, nats_server
+) -> None:  # type: ignore[no-untyped-def]
+    data_dir = tmp_path / "external"
+    process = _start_dev(data_dir, {"DATABASE_URL": database_url, "NATS_URL": nats_server.url})
+    try:
+        await _wait_ready(process)
+        assert not (data_dir / "postgres").exists()
+        assert not (data_dir / "nats").exists()
+        conn = await asyncpg.connect(database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM semantic.meta") == 1
+        finally:
+            await conn.close()
+    finally:
+        assert await _interrupt(process) == 0

@@ -108,10 +108,14 @@ async def test_unexpected_error_is_internal_without_leaking_details(served) -> N
 
 async def test_streaming_error_after_items_keeps_the_items_and_the_code(served) -> None:  # type: ignore[no-untyped-def]
     _, channel, _ = served
-    received = []
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    received: list[bytes] = []
+
+    async def consume() -> None:
         async for item in channel.unary_stream(f"/{SERVICE}/Count")(b""):
             received.append(item)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await consume()
     assert received == [b"0", b"1", b"2"]
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
@@ -158,8 +162,7 @@ async def test_health_is_not_serving_until_dependencies_are_ready() -> None:
             stop=stop,
         )
     )
-    while kit.bound_port == 0:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(kit.listening.wait(), 10)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{kit.bound_port}") as channel:
         assert await _health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
         assert await _health(channel, "") == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -190,8 +193,7 @@ async def test_stop_while_waiting_for_dependencies_returns_cleanly() -> None:
             kit, [_register], start_dependencies=never_ready, close_dependencies=close, stop=stop
         )
     )
-    while kit.bound_port == 0:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(kit.listening.wait(), 10)
     stop.set()
     await asyncio.wait_for(service, 10)
     assert closed.is_set()
@@ -202,7 +204,7 @@ async def test_graceful_shutdown_lets_in_flight_calls_finish() -> None:
     port = await kit.start([_register])
     await kit.set_serving()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        in_flight = asyncio.create_task(channel.unary_unary(f"/{SERVICE}/Slow")(b""))
+        in_flight = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/Slow")(b""))
         await asyncio.sleep(0.2)
         await kit.stop()
         assert await in_flight == b"finished"

@@ -25,7 +25,7 @@ def test_files_load_in_numeric_order(tmp_path: Path) -> None:
 
 def test_badly_named_sql_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "nodes.sql").write_text("SELECT 1;")
-    with pytest.raises(BootstrapError, match="NNN_name.sql"):
+    with pytest.raises(BootstrapError, match=r"NNN_name\.sql"):
         load_migrations(tmp_path)
 
 

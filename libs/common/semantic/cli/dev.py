@@ -91,7 +91,7 @@ async def run_dev(data_dir: str | None = None) -> int:
         env = {**os.environ, "DATABASE_URL": dsn, "NATS_URL": nats_url}
         for spec in SERVICES:
             children.append(await _spawn(spec, settings, env))
-        endpoints = {
+        endpoints: dict[str, object] = {
             "data_dir": str(root),
             "database_url": dsn if postgres else "(external) DATABASE_URL",
             "nats_url": nats_url,
@@ -99,7 +99,7 @@ async def run_dev(data_dir: str | None = None) -> int:
         }
         (root / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
         _print_endpoints(endpoints)
-        waiters = [asyncio.create_task(stop.wait())]
+        waiters: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
         waiters += [asyncio.create_task(child.wait()) for child in children]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:

@@ -55,6 +55,7 @@ class ServerKit:
     )
     health: HealthServicer = field(default_factory=HealthServicer)
     bound_port: int = 0
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
     _server: grpc.aio.Server | None = None
     _metrics: Any = None
 
@@ -78,6 +79,7 @@ class ServerKit:
             raise OSError(f"cannot bind gRPC port {self.host}:{self.port}")
         await server.start()
         self._server = server
+        self.listening.set()
         if self.metrics_port:
             self._metrics = start_http_server(self.metrics_port, addr=self.metrics_host)
         log.info(

@@ -59,7 +59,8 @@ buf-lint: setup
 BREAKING_AGAINST ?= HEAD~1
 buf-breaking: setup
 	@if git cat-file -e $(BREAKING_AGAINST):buf.yaml 2>/dev/null; then \
-	  $(BIN)/buf breaking --against ".git#ref=$(BREAKING_AGAINST)"; \
+	  $(BIN)/buf breaking --against ".git#ref=$(BREAKING_AGAINST)" \
+	    && echo "buf breaking: no breaking change against $(BREAKING_AGAINST)"; \
 	else echo "buf breaking: $(BREAKING_AGAINST) has no contracts to compare against"; fi
 
 check: lint typecheck buf-lint buf-breaking proto-check

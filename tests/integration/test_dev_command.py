@@ -45,8 +45,8 @@ async def _wait_ready(process: subprocess.Popen[str]) -> list[str]:
     return await asyncio.wait_for(asyncio.to_thread(read), timeout=180)
 
 
-async def _interrupt(process: subprocess.Popen[str]) -> int:
-    process.send_signal(signal.SIGINT)
+async def _interrupt(process: subprocess.Popen[str], sig: int = signal.SIGINT) -> int:
+    process.send_signal(sig)
     return await asyncio.to_thread(process.wait, 60)
 
 
@@ -55,7 +55,7 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_dev_runs_the_stack_stops_on_ctrl_c_and_reuses_data(tmp_path: Path) -> None:
+async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(tmp_path: Path) -> None:
     pg_port, nats_port = free_port(), free_port()
     ports = {
         "SEMANTIC_DEV_POSTGRES_PORT": str(pg_port),
@@ -99,7 +99,7 @@ async def test_dev_runs_the_stack_stops_on_ctrl_c_and_reuses_data(tmp_path: Path
         finally:
             await conn.close()
     finally:
-        assert await _interrupt(again) == 0
+        assert await _interrupt(again, signal.SIGTERM) == 0
 
 
 async def test_dev_uses_external_database_and_nats_when_configured(

@@ -1,0 +1,99 @@
+"""The embedder process: settings -> logging -> server (NOT_SERVING) -> load models and
+answer a warm-up batch -> SERVING -> SIGTERM -> drain -> close."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import structlog
+
+from semantic.common.log import configure_logging
+from semantic.common.server import ServerKit, run_service
+from semantic.embedder.batcher import BatchPolicy
+from semantic.embedder.engine import EmbeddingEngine, EmbeddingModel, Limits
+from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
+from semantic.embedder.servicer import EmbedderServicer
+from semantic.embedder.settings import EmbedderSettings
+from semantic.v1 import embedder_pb2, embedder_pb2_grpc
+
+log = structlog.get_logger(__name__)
+SERVICE_NAME = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+
+
+def load_models(settings: EmbedderSettings) -> list[EmbeddingModel]:
+    """Load every configured model directory (blocking; run it in a thread)."""
+    return [
+        OnnxEmbeddingModel.load(path, intra_op_threads=settings.embedder_intra_op_threads)
+        for path in settings.embedder_model_dirs
+    ]
+
+
+def build_engine(
+    settings: EmbedderSettings, models: list[EmbeddingModel], executor: ThreadPoolExecutor
+) -> EmbeddingEngine:
+    """The engine as the settings describe it."""
+    return EmbeddingEngine(
+        models,
+        executor=executor,
+        policy=BatchPolicy(
+            token_budget=settings.embedder_token_budget,
+            max_batch_texts=settings.embedder_max_batch_texts,
+            max_wait_s=settings.embedder_max_wait_ms / 1000,
+            max_pending=settings.embedder_max_pending,
+            workers=settings.embedder_workers,
+        ),
+        limits=Limits(
+            max_texts=settings.embedder_max_texts_per_request,
+            max_chars=settings.embedder_max_chars_per_text,
+        ),
+        default_model=settings.embedder_default_model,
+    )
+
+
+async def serve(settings: EmbedderSettings, stop: asyncio.Event | None = None) -> None:
+    """Run the embedder until SIGTERM/SIGINT (or ``stop``)."""
+    executor = ThreadPoolExecutor(
+        max_workers=settings.embedder_workers, thread_name_prefix="inference"
+    )
+    servicer = EmbedderServicer()  # UNAVAILABLE until the models answered a warm-up
+    engines: list[EmbeddingEngine] = []
+    kit = ServerKit(
+        name="embedder",
+        service_names=[SERVICE_NAME],
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        metrics_host=settings.metrics_host,
+        metrics_port=settings.metrics_port,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+
+    async def start() -> None:
+        models = await asyncio.to_thread(load_models, settings)
+        engine = build_engine(settings, models, executor)
+        engine.start()
+        engines.append(engine)
+        await engine.warm_up()
+        servicer.attach(engine)
+        log.info("models_ready", models=[m.manifest.model_id for m in models])
+
+    async def close() -> None:
+        for engine in engines:
+            await engine.close()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    def register(server: grpc.aio.Server) -> None:
+        embedder_pb2_grpc.add_EmbedderServicer_to_server(servicer, server)
+
+    await run_service(
+        kit, [register], start_dependencies=start, close_dependencies=close, stop=stop
+    )
+
+
+def main() -> None:
+    """Entry point of ``python -m semantic.embedder``."""
+    settings = EmbedderSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("starting", service="embedder", settings=settings.redacted())
+    asyncio.run(serve(settings))

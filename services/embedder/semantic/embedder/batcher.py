@@ -1,0 +1,216 @@
+"""Token-budget micro-batching: many callers' texts merged into length-bucketed batches.
+
+Callers submit encoded texts and await one vector each. ``workers`` loops each take a
+batch and run the model on a worker thread, never on the event loop. A loop waits for
+its batch to fill up to the token budget (padded cost: texts x longest text) or until
+``max_wait_s`` has passed since the oldest pending text arrived, whichever comes first.
+While every worker is busy, texts accumulate, so batches grow with load. A batch is
+built around the oldest pending text from its neighbours in length order, so texts of
+similar length are padded together and nothing starves. When ``max_pending`` texts
+are already waiting, new submissions fail at once with ``Overloaded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+from prometheus_client import Histogram
+
+from semantic.common.errors import Overloaded
+
+BATCH_TEXTS = Histogram(
+    "semantic_embedder_batch_texts",
+    "Texts per inference batch.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+BATCH_SECONDS = Histogram(
+    "semantic_embedder_batch_seconds",
+    "Inference time per batch in seconds.",
+    ["model"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+class HasIds(Protocol):
+    """Anything carrying the (truncated) token ids of one text."""
+
+    @property
+    def ids(self) -> np.ndarray[Any, Any]: ...
+
+
+E = TypeVar("E", bound=HasIds)
+Infer = Callable[[Sequence[E]], np.ndarray[Any, Any]]
+
+
+@dataclass(eq=False)
+class _Item(Generic[E]):
+    encoded: E
+    length: int
+    arrival: float
+    seq: int
+    future: asyncio.Future[np.ndarray[Any, Any]] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How batches are formed."""
+
+    token_budget: int = 8192
+    max_batch_texts: int = 64
+    max_wait_s: float = 0.002
+    max_pending: int = 4096
+    workers: int = 1
+
+
+class MicroBatcher(Generic[E]):
+    """Merges concurrent embedding requests into token-budget batches for one model."""
+
+    def __init__(self, name: str, infer: Infer[E], executor: Executor, policy: BatchPolicy) -> None:
+        self._name = name
+        self._infer = infer
+        self._executor = executor
+        self._policy = policy
+        self._by_length: list[tuple[int, int, _Item[E]]] = []  # (length, seq, item), sorted
+        self._oldest: dict[int, _Item[E]] = {}  # seq -> item, insertion = arrival order
+        self._seq = 0
+        self._pending_tokens = 0
+        self._arrived = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def pending(self) -> int:
+        """Texts waiting for a batch."""
+        return len(self._oldest)
+
+    def start(self) -> None:
+        """Start the worker loops (call from the running event loop)."""
+        for i in range(self._policy.workers):
+            self._loops.append(asyncio.create_task(self._run(), name=f"batcher-{self._name}-{i}"))
+
+    async def close(self) -> None:
+        """Stop the loops; texts still pending fail with Overloaded."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+        for item in self._oldest.values():
+            if not item.future.done():
+                item.future.set_exception(Overloaded(f"embedder {self._name} is shutting down"))
+        self._oldest.clear()
+        self._by_length.clear()
+
+    async def embed(self, encoded: Sequence[E]) -> list[np.ndarray[Any, Any]]:
+        """One vector per encoded text, in order; raises Overloaded when the queue is full."""
+        if self.pending + len(encoded) > self._policy.max_pending:
+            raise Overloaded(
+                f"embedder queue for {self._name} "
+                f"({self.pending} texts pending, limit {self._policy.max_pending})"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures = []
+        for enc in encoded:
+            future: asyncio.Future[np.ndarray[Any, Any]] = loop.create_future()
+            self._seq += 1
+            item = _Item(enc, max(1, len(enc.ids)), now, self._seq, future)
+            bisect.insort(self._by_length, (item.length, item.seq, item), key=lambda t: t[:2])
+            self._oldest[item.seq] = item
+            self._pending_tokens += item.length
+            futures.append(future)
+        self._arrived.set()
+        return list(await asyncio.gather(*futures))
+
+    async def _run(self) -> None:
+        while True:
+            while not self._oldest:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._linger()
+            batch = self._take_batch()
+            if batch:
+                await self._execute(batch)
+
+    async def _linger(self) -> None:
+        """Wait for the batch to fill to the budget, at most max_wait after the oldest."""
+        policy = self._policy
+        oldest = next(iter(self._oldest.values()))
+        deadline = oldest.arrival + policy.max_wait_s
+        while (
+            self._pending_tokens < policy.token_budget
+            and len(self._oldest) < policy.max_batch_texts
+        ):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[_Item[E]]:
+        """The oldest pending text plus its length-neighbours, within the token budget."""
+        if not self._oldest:
+            return []
+        policy = self._policy
+        anchor = next(iter(self._oldest.values()))
+        keys = self._by_length
+        at = bisect.bisect_left(keys, (anchor.length, anchor.seq), key=lambda t: t[:2])
+        lo, hi = at, at + 1  # the batch is keys[lo:hi]
+        longest = anchor.length
+        while hi - lo < policy.max_batch_texts:
+            below = keys[lo - 1][0] if lo > 0 else None
+            above = keys[hi][0] if hi < len(keys) else None
+            if below is None and above is None:
+                break
+            take_above = below is None or (above is not None and above - longest <= longest - below)
+            new_longest = max(longest, above) if take_above and above is not None else longest
+            if new_longest * (hi - lo + 1) > policy.token_budget:
+                if (
+                    take_above
+                    and below is not None
+                    and longest * (hi - lo + 1) <= policy.token_budget
+                ):
+                    lo -= 1  # a shorter neighbour still fits
+                    continue
+                break
+            if take_above:
+                hi += 1
+                longest = new_longest
+            else:
+                lo -= 1
+        chosen = [entry[2] for entry in keys[lo:hi]]
+        del keys[lo:hi]
+        for item in chosen:
+            del self._oldest[item.seq]
+            self._pending_tokens -= item.length
+        return chosen
+
+    async def _execute(self, batch: list[_Item[E]]) -> None:
+        live = [item for item in batch if not item.future.done()]  # caller may have gone
+        if not live:
+            return
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            vectors = await loop.run_in_executor(
+                self._executor, self._infer, [item.encoded for item in live]
+            )
+        except Exception as exc:
+            for item in live:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
+        BATCH_TEXTS.labels(self._name).observe(len(live))
+        for item, vector in zip(live, vectors, strict=True):
+            if not item.future.done():
+                item.future.set_result(vector)

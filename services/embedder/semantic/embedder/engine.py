@@ -1,0 +1,174 @@
+"""The embedder's core: validate a request, route it to a model, batch, pool, normalise.
+
+Models sit behind :class:`EmbeddingModel` (the ONNX runtime implements it); each model
+gets its own :class:`MicroBatcher`. Batches always carry raw pooled vectors and
+normalisation is applied per request, so callers with different wishes share batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from semantic.common.errors import InvalidArgument
+from semantic.embedder.batcher import BatchPolicy, MicroBatcher
+from semantic.embedder.model.manifest import Manifest
+
+InputType = Literal["query", "document"]
+
+
+class Encoded(Protocol):
+    """One tokenised text (see the ONNX model's ``Encoded``)."""
+
+    @property
+    def ids(self) -> np.ndarray[Any, Any]: ...
+    @property
+    def tokens(self) -> int: ...
+    @property
+    def truncated(self) -> bool: ...
+
+
+class EmbeddingModel(Protocol):
+    """What the engine needs from a model; the ONNX runtime provides it."""
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    def encode(self, texts: Sequence[str], input_type: InputType) -> Sequence[Encoded]: ...
+
+    def infer(self, batch: Sequence[Encoded], *, normalize: bool = ...) -> np.ndarray[Any, Any]: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits, checked before any work starts."""
+
+    max_texts: int = 256
+    max_chars: int = 32768
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """The answer to one embed call."""
+
+    vectors: np.ndarray[Any, Any]  # float32 [count, dim]
+    tokens: list[int]
+    truncated: list[bool]
+    normalized: bool
+    manifest: Manifest
+
+
+class EmbeddingEngine:
+    """Serves one or more models; one is the default."""
+
+    def __init__(
+        self,
+        models: Sequence[EmbeddingModel],
+        *,
+        executor: Executor,
+        policy: BatchPolicy,
+        limits: Limits,
+        default_model: str | None = None,
+    ) -> None:
+        if not models:
+            raise ValueError("at least one model is required")
+        self.limits = limits
+        self._models = {m.manifest.model_id: m for m in models}
+        if len(self._models) != len(models):
+            raise ValueError("two model directories declare the same model_id")
+        self.default_model = default_model or models[0].manifest.model_id
+        if self.default_model not in self._models:
+            raise ValueError(f"default model {self.default_model!r} is not among the served ones")
+        self._executor = executor
+        self._batchers = {
+            model_id: MicroBatcher[Any](
+                model_id, functools.partial(model.infer, normalize=False), executor, policy
+            )
+            for model_id, model in self._models.items()
+        }
+
+    @property
+    def manifests(self) -> list[Manifest]:
+        """Manifests of the served models, the default first."""
+        first = self._models[self.default_model].manifest
+        return [first, *(m.manifest for m in self._models.values() if m.manifest is not first)]
+
+    def start(self) -> None:
+        """Start the batchers (on the running event loop)."""
+        for batcher in self._batchers.values():
+            batcher.start()
+
+    async def close(self) -> None:
+        """Stop the batchers."""
+        await asyncio.gather(*(b.close() for b in self._batchers.values()))
+
+    async def warm_up(self) -> None:
+        """Answer one small batch per model, so the first real call is not the slow one."""
+        for model_id in self._models:
+            await self.embed(["warm-up", "a slightly longer warm-up text"], model_id=model_id)
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        input_type: InputType = "document",
+        model_id: str = "",
+        truncate: bool = True,
+        normalize: bool | None = None,
+    ) -> Embedding:
+        """Embed ``texts``; raises InvalidArgument naming the field, Overloaded when full."""
+        model = self._model(model_id)
+        self._check_texts(texts)
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(None, model.encode, list(texts), input_type)
+        window = model.manifest.max_tokens
+        if not truncate:
+            for i, enc in enumerate(encoded):
+                if enc.truncated:
+                    raise InvalidArgument(
+                        f"texts[{i}]",
+                        f"{enc.tokens} word-pieces exceed the model's window of {window} "
+                        "(truncation is TRUNCATION_NONE)",
+                    )
+        rows = await self._batchers[model.manifest.model_id].embed(encoded)
+        vectors = np.vstack(rows).astype(np.float32, copy=False)
+        do_normalize = model.manifest.normalize if normalize is None else normalize
+        if do_normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.maximum(norms, 1e-12)
+        return Embedding(
+            vectors=vectors,
+            tokens=[enc.tokens for enc in encoded],
+            truncated=[enc.truncated for enc in encoded],
+            normalized=do_normalize,
+            manifest=model.manifest,
+        )
+
+    def _model(self, model_id: str) -> EmbeddingModel:
+        model = self._models.get(model_id or self.default_model)
+        if model is None:
+            served = ", ".join(sorted(self._models))
+            raise InvalidArgument("model_id", f"unknown model {model_id!r}; served: {served}")
+        return model
+
+    def _check_texts(self, texts: Sequence[str]) -> None:
+        if not texts:
+            raise InvalidArgument("texts", "must hold at least one text")
+        if len(texts) > self.limits.max_texts:
+            raise InvalidArgument(
+                "texts", f"{len(texts)} texts, at most {self.limits.max_texts} per request"
+            )
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise InvalidArgument(f"texts[{i}]", "must not be empty")
+            if len(text) > self.limits.max_chars:
+                raise InvalidArgument(
+                    f"texts[{i}]",
+                    f"{len(text)} characters, at most {self.limits.max_chars} per text",
+                )

@@ -1,0 +1,57 @@
+"""Settings of the embedder service (environment variables SEMANTIC_EMBEDDER_*)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from semantic.common.settings import BaseServiceSettings
+
+
+def _default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class EmbedderSettings(BaseServiceSettings):
+    """Every field reads SEMANTIC_<FIELD NAME>, e.g. SEMANTIC_EMBEDDER_MODEL_DIRS."""
+
+    embedder_model_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("models/all-minilm-l6-v2")],
+        description="Comma-separated model directories to serve; the first is the default.",
+    )
+    embedder_default_model: str | None = Field(
+        None, description="Model id served when a request names none (default: the first dir)."
+    )
+    embedder_intra_op_threads: int = Field(
+        default_factory=_default_threads, ge=1, description="onnxruntime threads per batch."
+    )
+    embedder_workers: int = Field(
+        1, ge=1, le=64, description="Batches run at the same time (inference threads)."
+    )
+    embedder_token_budget: int = Field(
+        8192, ge=256, description="Padded word-pieces per batch (texts x longest text)."
+    )
+    embedder_max_batch_texts: int = Field(64, ge=1, description="Texts per batch at most.")
+    embedder_max_wait_ms: float = Field(
+        2.0, ge=0, description="How long a batch waits to fill after its oldest text arrived."
+    )
+    embedder_max_pending: int = Field(
+        4096, ge=1, description="Texts queued before new calls get RESOURCE_EXHAUSTED."
+    )
+    embedder_max_texts_per_request: int = Field(256, ge=1, description="Texts per Embed call.")
+    embedder_max_chars_per_text: int = Field(
+        32768, ge=1, description="Characters per text; longer input is INVALID_ARGUMENT."
+    )
+
+    @field_validator("embedder_model_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("must name at least one model directory")
+        return value

@@ -1,0 +1,151 @@
+"""Micro-batching: merged across callers, within the token budget, bucketed by length,
+off the event loop, and refusing work when full."""
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from semantic.common.errors import Overloaded
+from semantic.embedder.batcher import BatchPolicy, MicroBatcher
+
+
+@dataclass(frozen=True)
+class Text:
+    """A stand-in encoded text: its length is its token count, its vector names it."""
+
+    ids: np.ndarray
+    tag: float
+
+
+def text(length: int, tag: float) -> Text:
+    return Text(np.zeros(length, dtype=np.int64), tag)
+
+
+class RecordingModel:
+    """Returns [tag, length] per text and records every batch it was given."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: set[int] = set()
+        self.delay = delay
+
+    def __call__(self, batch: list[Text]) -> np.ndarray:
+        self.threads.add(threading.get_ident())
+        self.batches.append([len(t.ids) for t in batch])
+        if self.delay:
+            threading.Event().wait(self.delay)
+        return np.array([[t.tag, len(t.ids)] for t in batch], dtype=np.float32)
+
+
+@pytest.fixture
+def executor():  # type: ignore[no-untyped-def]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield pool
+
+
+async def _with_batcher(model: RecordingModel, executor, policy: BatchPolicy):  # type: ignore[no-untyped-def]
+    batcher = MicroBatcher("test", model, executor, policy)
+    batcher.start()
+    return batcher
+
+
+async def test_each_caller_gets_its_own_vectors_in_order(executor) -> None:  # type: ignore[no-untyped-def]
+    model = RecordingModel()
+    batcher = await _with_batcher(model, executor, BatchPolicy(max_wait_s=0.01))
+    try:
+        requests = [[text(5 + (i * 7 + j) % 20, i * 100 + j) for j in range(5)] for i in range(8)]
+        results = await asyncio.gather(*(batcher.embed(r) for r in requests))
+        for request, vectors in zip(requests, results, strict=True):
+            assert [v[0] for v in vectors] == [t.tag for t in request]
+    finally:
+        await batcher.close()
+
+
+async def test_concurrent_callers_are_merged_into_few_batches(executor) -> None:  # type: ignore[no-untyped-def]
+    model = RecordingModel()
+    batcher = await _with_batcher(
+        model, executor, BatchPolicy(max_wait_s=0.05, token_budget=10_000, max_batch_texts=64)
+    )
+    try:
+        await asyncio.gather(*(batcher.embed([text(10, i)]) for i in range(32)))
+    finally:
+        await batcher.close()
+    assert sum(len(b) for b in model.batches) == 32
+    assert len(model.batches) <= 2
+
+
+async def test_batches_respect_token_budget_and_text_limit(executor) -> None:  # type: ignore[no-untyped-def]
+    model = RecordingModel(delay=0.005)
+    policy = BatchPolicy(max_wait_s=0.01, token_budget=200, max_batch_texts=8)
+    batcher = await _with_batcher(model, executor, policy)
+    rng = np.random.default_rng(7)
+    try:
+        lengths = rng.integers(3, 120, size=200)
+        await asyncio.gather(*(batcher.embed([text(int(n), 0)]) for n in lengths))
+    finally:
+        await batcher.close()
+    assert sum(len(b) for b in model.batches) == 200
+    for batch in model.batches:
+        assert len(batch) <= 8
+        assert max(batch) * len(batch) <= 200 or len(batch) == 1
+
+
+async def test_mixed_lengths_are_bucketed_together(executor) -> None:  # type: ignore[no-untyped-def]
+    model = RecordingModel()
+    policy = BatchPolicy(max_wait_s=0.05, token_budget=4096, max_batch_texts=16)
+    batcher = await _with_batcher(model, executor, policy)
+    mixed = [text(8 if i % 2 else 250, i) for i in range(32)]
+    try:
+        await batcher.embed(mixed)
+    finally:
+        await batcher.close()
+    for batch in model.batches:
+        assert len(set(batch)) == 1, f"short and long texts padded together: {batch}"
+
+
+async def test_inference_runs_off_the_event_loop_thread(executor) -> None:  # type: ignore[no-untyped-def]
+    model = RecordingModel()
+    batcher = await _with_batcher(model, executor, BatchPolicy())
+    try:
+        await batcher.embed([text(4, 1)])
+    finally:
+        await batcher.close()
+    assert threading.get_ident() not in model.threads
+
+
+async def test_full_queue_refuses_at_once(executor) -> None:  # type: ignore[no-untyped-def]
+    model = RecordingModel(delay=0.3)
+    policy = BatchPolicy(max_wait_s=0.0, max_pending=4, max_batch_texts=1, workers=1)
+    batcher = await _with_batcher(model, executor, policy)
+    try:
+        first = asyncio.create_task(batcher.embed([text(4, 0)]))
+        await asyncio.sleep(0.05)  # the first text is now being inferred
+        queued = asyncio.create_task(batcher.embed([text(4, i) for i in range(4)]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded, match="limit 4"):
+            await batcher.embed([text(4, 9)])
+        await asyncio.gather(first, queued)
+    finally:
+        await batcher.close()
+
+
+async def test_a_failing_batch_fails_only_its_callers(executor) -> None:  # type: ignore[no-untyped-def]
+    def infer(batch: list[Text]) -> np.ndarray:
+        if any(t.tag < 0 for t in batch):
+            raise RuntimeError("model exploded")
+        return np.array([[t.tag, 0] for t in batch], dtype=np.float32)
+
+    batcher = MicroBatcher("test", infer, executor, BatchPolicy(max_wait_s=0.0, max_batch_texts=1))
+    batcher.start()
+    try:
+        bad, good = await asyncio.gather(
+            batcher.embed([text(3, -1)]), batcher.embed([text(3, 2)]), return_exceptions=True
+        )
+    finally:
+        await batcher.close()
+    assert isinstance(bad, RuntimeError)
+    assert isinstance(good, list) and good[0][0] == 2

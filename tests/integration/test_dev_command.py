@@ -55,7 +55,9 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(tmp_path: Path) -> None:
+async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(
+    tmp_path: Path,
+) -> None:
     pg_port, nats_port = free_port(), free_port()
     ports = {
         "SEMANTIC_DEV_POSTGRES_PORT": str(pg_port),

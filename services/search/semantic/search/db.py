@@ -1,0 +1,65 @@
+"""PostgreSQL access: the pool (with jsonb and vector codecs) and driver-error translation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+
+from semantic.common.errors import DependencyUnavailable
+
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Codecs every connection needs: pgvector's ``vector`` and jsonb as Python objects."""
+    await register_vector(conn)
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A pool whose connections have the codecs installed."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=init_connection,
+            command_timeout=60,
+            server_settings={"application_name": "semantic"},
+        )
+    except _UNAVAILABLE as exc:
+        raise DependencyUnavailable("postgresql", str(exc) or type(exc).__name__) from exc
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    """Turn "the database is unreachable" into DependencyUnavailable, timeouts into
+    TimeoutError; every other driver error passes through (a bug, hence INTERNAL)."""
+    try:
+        yield
+    except asyncpg.QueryCanceledError as exc:
+        raise TimeoutError("statement timeout") from exc
+    except _UNAVAILABLE as exc:
+        raise DependencyUnavailable("postgresql", str(exc) or type(exc).__name__) from exc
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, with driver errors translated."""
+    async with translated(), pool.acquire() as conn:
+        yield conn

@@ -1,0 +1,161 @@
+"""Domain values of the search service: nodes, filters, queries and hits (no protobuf)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+DEFAULT_VECTOR = "content"
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A content node as stored (the source of truth; vectors live apart)."""
+
+    tenant: str
+    id: str
+    content_type: str
+    slug: str | None = None
+    title: str = ""
+    body: str = ""
+    texts: Mapping[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    version: int = 0
+    content_hash: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def text_for(self, name: str) -> str:
+        """The text a named vector is made from: ``texts[name]``, else title + body."""
+        if name in self.texts:
+            return self.texts[name]
+        if name == "title":
+            return self.title
+        return " ".join(part for part in (self.title.strip(), self.body.strip()) if part)
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """Inclusive/exclusive numeric bounds; None means unbounded."""
+
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """[start, end) in time; None means unbounded."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MetadataCondition:
+    """One test on a metadata key (dotted path for nested objects)."""
+
+    key: str
+    equals: Any = None
+    any_of: tuple[Any, ...] | None = None
+    number_range: NumberRange | None = None
+    time_range: TimeRange | None = None
+    exists: bool | None = None
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Restrictions on which nodes may be returned; empty means no restriction."""
+
+    content_types: tuple[str, ...] = ()
+    tags_any: tuple[str, ...] = ()
+    tags_all: tuple[str, ...] = ()
+    tags_none: tuple[str, ...] = ()
+    metadata: tuple[MetadataCondition, ...] = ()
+    created: TimeRange | None = None
+    updated: TimeRange | None = None
+    ids: tuple[str, ...] = ()
+    exclude_ids: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the filter restricts nothing."""
+        return self == Filter()
+
+
+class Mode(StrEnum):
+    """How a query is matched."""
+
+    DENSE = "dense"
+    KEYWORD = "keyword"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class VectorTarget:
+    """A named vector to search and its weight in the combined score."""
+
+    name: str = DEFAULT_VECTOR
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class HybridParams:
+    """Reciprocal rank fusion: score = sum(weight / (k + rank)) over the two sides."""
+
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.0
+    candidates: int = 100
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A validated search, ready for the core."""
+
+    tenant: str
+    mode: Mode
+    text: str | None = None
+    vector: np.ndarray[Any, Any] | None = None
+    targets: tuple[VectorTarget, ...] = (VectorTarget(),)
+    hybrid: HybridParams = HybridParams()
+    filter: Filter = Filter()
+    top_k: int = 10
+    offset: int = 0
+    min_score: float | None = None
+    include_body: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkMatch:
+    """The chunk of a node that matched a dense query best."""
+
+    vector_name: str
+    chunk_index: int
+    span_start: int
+    span_end: int
+    similarity: float
+
+
+@dataclass
+class Hit:
+    """One result with the parts of its score."""
+
+    node_id: str
+    score: float
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    keyword_rank: int | None = None
+    keyword_score: float | None = None
+    fused_score: float | None = None
+    chunk: ChunkMatch | None = None
+    target_scores: dict[str, float] = field(default_factory=dict)
+    node: NodeRecord | None = None

@@ -1,0 +1,383 @@
+"""The node repository: idempotent, version-ordered writes of nodes and their vectors.
+
+One call to :meth:`NodeRepository.apply` is one transaction: the rows are locked, each
+node's fate decided against what is stored (see ``nodes.decide``), then nodes, keyword
+postings and vectors are written. Vectors are computed *before* the transaction by the
+caller for the content it expects; if the stored content moved meanwhile,
+:class:`~semantic.search.nodes.Replan` asks the caller to embed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+import asyncpg
+import numpy as np
+
+from semantic.common.errors import AlreadyExists
+from semantic.search import keyword
+from semantic.search.domain import NodeRecord
+from semantic.search.nodes import (
+    DeleteOutcome,
+    NodeWrite,
+    Outcome,
+    Replan,
+    Stored,
+    VectorRow,
+    WriteResult,
+    content_hash,
+    decide,
+    same_node,
+)
+from semantic.search.spaces import Space, vector_table
+
+_NODE_COLUMNS = (
+    "tenant, id, slug, content_type, title, body, texts, tags, metadata, content_hash,"
+    " version, created_at, updated_at"
+)
+
+
+def _record(row: asyncpg.Record) -> NodeRecord:
+    return NodeRecord(
+        tenant=row["tenant"],
+        id=row["id"],
+        slug=row["slug"],
+        content_type=row["content_type"],
+        title=row["title"],
+        body=row["body"],
+        texts=row["texts"],
+        tags=tuple(row["tags"]),
+        metadata=row["metadata"],
+        version=row["version"],
+        content_hash=row["content_hash"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class NodeRepository:
+    """Reads and writes nodes; vectors go to the given space's table."""
+
+    def __init__(self, *, text_config: str = "english") -> None:
+        self._text_config = text_config
+
+    async def stored(
+        self, conn: asyncpg.Connection, keys: Sequence[tuple[str, str]], *, lock: bool = False
+    ) -> dict[tuple[str, str], Stored]:
+        """Current state of (tenant, id) keys, tombstones included."""
+        if not keys:
+            return {}
+        tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
+        suffix = " ORDER BY n.tenant, n.id FOR UPDATE OF n" if lock else ""
+        rows = await conn.fetch(
+            f"SELECT {', '.join('n.' + c.strip() for c in _NODE_COLUMNS.split(','))}"
+            " FROM semantic.nodes n JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
+            f" ON n.tenant = k.tenant AND n.id = k.id{suffix}",
+            tenants,
+            ids,
+        )
+        found = {
+            (r["tenant"], r["id"]): Stored(r["version"], r["content_hash"], _record(r))
+            for r in rows
+        }
+        tombs = await conn.fetch(
+            "SELECT t.tenant, t.id, t.version FROM semantic.node_tombstones t"
+            " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
+            " ON t.tenant = k.tenant AND t.id = k.id",
+            tenants,
+            ids,
+        )
+        for row in tombs:
+            key = (row["tenant"], row["id"])
+            if key not in found:
+                found[key] = Stored(row["version"], None, None)
+        return found
+
+    async def apply(
+        self, conn: asyncpg.Connection, space: Space, writes: Sequence[NodeWrite]
+    ) -> list[WriteResult]:
+        """Write a batch in one transaction; raises Replan if vectors must be recomputed.
+
+        A node given twice in one batch: the highest version (the later one on a tie)
+        is applied; the other is reported unchanged if identical, else stale.
+        """
+        writes = [
+            replace(w, node=replace(w.node, content_hash=content_hash(w.node))) for w in writes
+        ]
+        keys = [(w.node.tenant, w.node.id) for w in writes]
+        winner: dict[tuple[str, str], int] = {}
+        for index, write in enumerate(writes):
+            best = winner.get(keys[index])
+            if best is None or writes[best].node.version <= write.node.version:
+                winner[keys[index]] = index
+        async with conn.transaction():
+            stored = await self.stored(conn, sorted(winner), lock=True)
+            results: list[WriteResult] = []
+            changed: list[NodeWrite] = []
+            touched: list[NodeWrite] = []
+            needs_vectors: list[tuple[str, str]] = []
+            for index, write in enumerate(writes):
+                key = keys[index]
+                current = stored.get(key)
+                if winner[key] != index:
+                    same = same_node(write.node, writes[winner[key]].node)
+                    outcome = Outcome.UNCHANGED if same else Outcome.STALE
+                else:
+                    outcome = decide(write.node, current)
+                if winner[key] == index and outcome in (Outcome.CREATED, Outcome.UPDATED):
+                    if write.vectors is None:
+                        needs_vectors.append(key)
+                    changed.append(write)
+                    touched.append(write)
+                elif winner[key] == index and outcome is Outcome.METADATA_UPDATED:
+                    touched.append(write)
+                written = outcome in (Outcome.CREATED, Outcome.UPDATED) and winner[key] == index
+                results.append(
+                    WriteResult(
+                        tenant=write.node.tenant,
+                        id=write.node.id,
+                        slug=write.node.slug,
+                        outcome=outcome,
+                        version=max(write.node.version, current.version if current else 0),
+                        content_hash=write.node.content_hash,
+                        vectors_written=len(write.vectors or ()) if written else 0,
+                    )
+                )
+            if needs_vectors:
+                raise Replan(needs_vectors)
+            await self._check_slugs(conn, touched)
+            await self._write_nodes(conn, touched, stored)
+            await self._write_postings(conn, changed)
+            await self._write_vectors(conn, space, changed)
+            if changed:
+                await conn.execute(
+                    "DELETE FROM semantic.node_tombstones t USING unnest($1::text[], $2::text[])"
+                    " AS k(tenant, id) WHERE t.tenant = k.tenant AND t.id = k.id",
+                    [w.node.tenant for w in changed],
+                    [w.node.id for w in changed],
+                )
+        return results
+
+    async def _check_slugs(self, conn: asyncpg.Connection, writes: Sequence[NodeWrite]) -> None:
+        pairs = [(w.node.tenant, w.node.slug, w.node.id) for w in writes if w.node.slug]
+        if not pairs:
+            return
+        row = await conn.fetchrow(
+            "SELECT n.tenant, n.slug, n.id FROM semantic.nodes n"
+            " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, slug, id)"
+            " ON n.tenant = k.tenant AND n.slug = k.slug AND n.id <> k.id LIMIT 1",
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            [p[2] for p in pairs],
+        )
+        if row is not None:
+            raise AlreadyExists("slug", f"{row['slug']!r} is used by node {row['id']!r}")
+        seen: dict[tuple[str, str | None], str] = {}
+        for tenant, slug, node_id in pairs:
+            other = seen.setdefault((tenant, slug), node_id)
+            if other != node_id:
+                raise AlreadyExists("slug", f"{slug!r} is given to nodes {other!r} and {node_id!r}")
+
+    async def _write_nodes(
+        self,
+        conn: asyncpg.Connection,
+        writes: Sequence[NodeWrite],
+        stored: dict[tuple[str, str], Stored],
+    ) -> None:
+        if not writes:
+            return
+        await conn.executemany(
+            "INSERT INTO semantic.nodes (tenant, id, slug, content_type, title, body, texts,"
+            " tags, metadata, content_hash, version)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (tenant, id) DO UPDATE SET slug = EXCLUDED.slug,"
+            " content_type = EXCLUDED.content_type, title = EXCLUDED.title,"
+            " body = EXCLUDED.body, texts = EXCLUDED.texts, tags = EXCLUDED.tags,"
+            " metadata = EXCLUDED.metadata, content_hash = EXCLUDED.content_hash,"
+            " version = GREATEST(semantic.nodes.version, EXCLUDED.version), updated_at = now()",
+            [
+                (
+                    n.tenant,
+                    n.id,
+                    n.slug,
+                    n.content_type,
+                    n.title,
+                    n.body,
+                    dict(n.texts),
+                    list(n.tags),
+                    dict(n.metadata),
+                    n.content_hash,
+                    n.version or _stored_version(stored, n),
+                )
+                for n in (w.node for w in writes)
+            ],
+        )
+
+    async def _write_postings(self, conn: asyncpg.Connection, writes: Sequence[NodeWrite]) -> None:
+        for tenant, group in _by_tenant(writes):
+            docs = [(w.node.id, _keyword_text(w.node)) for w in group]
+            await keyword.index_postings(conn, tenant, docs, text_config=self._text_config)
+
+    async def _write_vectors(
+        self, conn: asyncpg.Connection, space: Space, writes: Sequence[NodeWrite]
+    ) -> None:
+        if not writes:
+            return
+        table = space.table
+        await conn.execute(
+            f"DELETE FROM {table} v USING unnest($1::text[], $2::text[]) AS k(tenant, id)"
+            " WHERE v.tenant = k.tenant AND v.node_id = k.id",
+            [w.node.tenant for w in writes],
+            [w.node.id for w in writes],
+        )
+        records = [
+            (
+                w.node.tenant,
+                w.node.id,
+                row.name,
+                row.chunk,
+                w.node.content_hash,
+                row.span_start,
+                row.span_end,
+                row.client_supplied,
+                np.asarray(row.embedding, dtype=np.float32),
+            )
+            for w in writes
+            for row in (w.vectors or ())
+        ]
+        if records:
+            await conn.copy_records_to_table(
+                table.split(".", 1)[1],
+                schema_name="semantic",
+                records=records,
+                columns=[
+                    "tenant",
+                    "node_id",
+                    "name",
+                    "chunk",
+                    "content_hash",
+                    "span_start",
+                    "span_end",
+                    "client_supplied",
+                    "embedding",
+                ],
+            )
+
+    async def delete(
+        self,
+        conn: asyncpg.Connection,
+        spaces: Iterable[Space],
+        tenant: str,
+        ids: Sequence[str],
+        version: int = 0,
+    ) -> list[tuple[str, str | None, DeleteOutcome]]:
+        """Delete nodes (and their vectors in every space) in one transaction, leaving
+        tombstones so older upserts arriving later stay out."""
+        results: list[tuple[str, str | None, DeleteOutcome]] = []
+        async with conn.transaction():
+            stored = await self.stored(conn, [(tenant, i) for i in ids], lock=True)
+            doomed: list[str] = []
+            for node_id in ids:
+                current = stored.get((tenant, node_id))
+                node = current.node if current else None
+                if current is not None and version and current.version > version:
+                    results.append((node_id, node.slug if node else None, DeleteOutcome.STALE))
+                    continue
+                if node is None:
+                    results.append((node_id, None, DeleteOutcome.NOT_FOUND))
+                else:
+                    doomed.append(node_id)
+                    results.append((node_id, node.slug, DeleteOutcome.DELETED))
+            if doomed:
+                await keyword.remove_postings(conn, tenant, doomed)
+                for space in spaces:
+                    await conn.execute(
+                        f"DELETE FROM {vector_table(space.id)}"
+                        " WHERE tenant = $1 AND node_id = ANY($2::text[])",
+                        tenant,
+                        doomed,
+                    )
+                await conn.execute(
+                    "DELETE FROM semantic.nodes WHERE tenant = $1 AND id = ANY($2::text[])",
+                    tenant,
+                    doomed,
+                )
+            tomb_ids = [r[0] for r in results if r[2] is not DeleteOutcome.STALE]
+            tomb_versions = [
+                max(version, stored[(tenant, i)].version if (tenant, i) in stored else 0)
+                for i in tomb_ids
+            ]
+            if version or doomed:
+                await conn.execute(
+                    "INSERT INTO semantic.node_tombstones (tenant, id, version)"
+                    " SELECT $1, k.id, k.version"
+                    " FROM unnest($2::text[], $3::bigint[]) AS k(id, version)"
+                    " ON CONFLICT (tenant, id) DO UPDATE SET"
+                    " version = GREATEST(semantic.node_tombstones.version, EXCLUDED.version),"
+                    " deleted_at = now()",
+                    tenant,
+                    tomb_ids,
+                    tomb_versions,
+                )
+        return results
+
+    async def get(
+        self,
+        conn: asyncpg.Connection,
+        tenant: str,
+        *,
+        ids: Sequence[str] = (),
+        slugs: Sequence[str] = (),
+    ) -> list[NodeRecord]:
+        """Nodes by id and/or slug, in no particular order."""
+        rows = await conn.fetch(
+            f"SELECT {_NODE_COLUMNS} FROM semantic.nodes"
+            " WHERE tenant = $1 AND (id = ANY($2::text[]) OR slug = ANY($3::text[]))",
+            tenant,
+            list(ids),
+            list(slugs),
+        )
+        return [_record(r) for r in rows]
+
+    async def vectors(
+        self, conn: asyncpg.Connection, space: Space, tenant: str, ids: Sequence[str]
+    ) -> dict[str, list[VectorRow]]:
+        """Stored vectors of nodes in ``space``, by node id."""
+        rows = await conn.fetch(
+            "SELECT node_id, name, chunk, span_start, span_end, client_supplied, embedding"
+            f" FROM {space.table} WHERE tenant = $1 AND node_id = ANY($2::text[])"
+            " ORDER BY node_id, name, chunk",
+            tenant,
+            list(ids),
+        )
+        out: dict[str, list[VectorRow]] = {}
+        for r in rows:
+            out.setdefault(r["node_id"], []).append(
+                VectorRow(
+                    r["name"],
+                    r["chunk"],
+                    r["span_start"],
+                    r["span_end"],
+                    r["embedding"],
+                    r["client_supplied"],
+                )
+            )
+        return out
+
+
+def _stored_version(stored: dict[tuple[str, str], Stored], node: NodeRecord) -> int:
+    current = stored.get((node.tenant, node.id))
+    return current.version if current else 0
+
+
+def _keyword_text(node: NodeRecord) -> str:
+    extra = " ".join(text for name, text in sorted(node.texts.items()) if name != "content")
+    return " ".join(part for part in (node.text_for("content"), extra) if part)
+
+
+def _by_tenant(writes: Sequence[NodeWrite]) -> list[tuple[str, list[NodeWrite]]]:
+    groups: dict[str, list[NodeWrite]] = {}
+    for write in writes:
+        groups.setdefault(write.node.tenant, []).append(write)
+    return list(groups.items())

@@ -1,0 +1,127 @@
+"""Write rules for nodes: content hashes, version ordering and the fate of each write.
+
+Pure values and functions; the SQL lives in ``node_store``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from semantic.search.domain import NodeRecord
+
+
+class Outcome(StrEnum):
+    """What an upsert did to one node."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    METADATA_UPDATED = "metadata_updated"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+
+
+class DeleteOutcome(StrEnum):
+    """What a delete did to one node."""
+
+    DELETED = "deleted"
+    NOT_FOUND = "not_found"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class VectorRow:
+    """One chunk vector of one named text."""
+
+    name: str
+    chunk: int
+    span_start: int
+    span_end: int
+    embedding: np.ndarray[Any, Any]
+    client_supplied: bool = False
+
+
+@dataclass(frozen=True)
+class NodeWrite:
+    """A node to store, with the vectors computed for its content (None: not computed)."""
+
+    node: NodeRecord
+    vectors: tuple[VectorRow, ...] | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The fate of one node of a batch."""
+
+    tenant: str
+    id: str
+    slug: str | None
+    outcome: Outcome
+    version: int
+    content_hash: str
+    vectors_written: int = 0
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What is stored about a node before a write (or its tombstone)."""
+
+    version: int
+    content_hash: str | None  # None: only a tombstone
+    node: NodeRecord | None
+
+
+class Replan(Exception):
+    """Stored content changed after the caller embedded; embed these nodes again."""
+
+    def __init__(self, keys: list[tuple[str, str]]) -> None:
+        self.keys = keys
+        super().__init__(f"{len(keys)} nodes changed while their vectors were computed")
+
+
+def content_hash(node: NodeRecord) -> str:
+    """sha256 of what vectors and the keyword index are made from (not metadata)."""
+    payload = json.dumps(
+        [node.content_type, node.title, node.body, sorted(node.texts.items())],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def decide(incoming: NodeRecord, stored: Stored | None) -> Outcome:
+    """The fate of ``incoming`` given what is stored; pure, the rules in one place.
+
+    Version 0 means unversioned (last writer wins). A versioned write older than the
+    stored version or than a delete's tombstone is stale; the same version with the
+    same content and metadata is a redelivery (unchanged); the same version with
+    different content is stale too (one version, one content).
+    """
+    if stored is None:
+        return Outcome.CREATED
+    if incoming.version and stored.version and incoming.version <= stored.version:
+        if stored.node is not None and same_node(incoming, stored.node):
+            return Outcome.UNCHANGED
+        return Outcome.STALE
+    if stored.node is None:
+        return Outcome.CREATED  # only a tombstone, and this write is newer
+    if stored.content_hash != incoming.content_hash:
+        return Outcome.UPDATED
+    if same_node(incoming, stored.node):
+        return Outcome.UNCHANGED
+    return Outcome.METADATA_UPDATED
+
+
+def same_node(a: NodeRecord, b: NodeRecord) -> bool:
+    return (
+        a.content_hash == b.content_hash
+        and a.slug == b.slug
+        and tuple(a.tags) == tuple(b.tags)
+        and dict(a.metadata) == dict(b.metadata)
+        and (a.version in (b.version, 0))
+    )

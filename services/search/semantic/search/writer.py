@@ -1,0 +1,141 @@
+"""The write path shared by Search.Upsert and the indexer: chunk, embed, then store.
+
+Vectors are computed before the transaction, only for nodes whose content changed
+(a metadata-only change never re-embeds), then one transaction writes the batch. If
+another writer changed a node in between, the batch is planned and embedded again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import asyncpg
+import numpy as np
+import structlog
+
+from semantic.common.chunking import Chunker
+from semantic.common.embedder_client import Embedded, InputType
+from semantic.common.errors import FailedPrecondition
+from semantic.search.db import connection
+from semantic.search.domain import DEFAULT_VECTOR, NodeRecord
+from semantic.search.node_store import NodeRepository
+from semantic.search.nodes import NodeWrite, Outcome, Replan, VectorRow, WriteResult, decide
+from semantic.search.nodes import content_hash as hash_of
+from semantic.search.spaces import Space
+
+log = structlog.get_logger(__name__)
+Key = tuple[str, str]
+
+
+class Embedder(Protocol):
+    """What the writer needs from the embedder (the gRPC client provides it)."""
+
+    async def embed(
+        self, texts: Sequence[str], *, input_type: InputType = ..., model_id: str = ...
+    ) -> Embedded: ...
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    """How texts become vectors."""
+
+    chunking: bool = True
+    title_vector: bool = False
+    max_replans: int = 3
+
+
+class ContentWriter:
+    """Upserts batches of nodes with their vectors into one embedding space."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        repository: NodeRepository,
+        embedder: Embedder,
+        chunker: Chunker | None,
+        config: WriterConfig = WriterConfig(),
+    ) -> None:
+        self._pool = pool
+        self._repository = repository
+        self._embedder = embedder
+        self._chunker = chunker
+        self._config = config
+
+    async def upsert(
+        self,
+        space: Space,
+        nodes: Sequence[NodeRecord],
+        client_vectors: Mapping[Key, Sequence[VectorRow]] | None = None,
+    ) -> list[WriteResult]:
+        """Store ``nodes`` (validated by the caller) and their vectors; one transaction."""
+        nodes = [replace(n, content_hash=hash_of(n)) for n in nodes]
+        supplied = client_vectors or {}
+        for _attempt in range(self._config.max_replans + 1):
+            async with connection(self._pool) as conn:
+                stored = await self._repository.stored(conn, [(n.tenant, n.id) for n in nodes])
+            due = [
+                n
+                for n in nodes
+                if decide(n, stored.get((n.tenant, n.id))) in (Outcome.CREATED, Outcome.UPDATED)
+            ]
+            computed = await self.vectors_for(space, due, supplied)
+            writes = [NodeWrite(n, computed.get((n.tenant, n.id))) for n in nodes]
+            try:
+                async with connection(self._pool) as conn:
+                    return await self._repository.apply(conn, space, writes)
+            except Replan as replan:
+                log.info("upsert_replanned", nodes=len(replan.keys))
+        raise FailedPrecondition("nodes kept changing while being written; retry")
+
+    async def vectors_for(
+        self,
+        space: Space,
+        nodes: Sequence[NodeRecord],
+        supplied: Mapping[Key, Sequence[VectorRow]],
+    ) -> dict[Key, tuple[VectorRow, ...]]:
+        """Every vector of every node: client-supplied ones plus embedded chunks."""
+        sources: list[tuple[Key, str, str]] = []  # key, vector name, text
+        out: dict[Key, list[VectorRow]] = {}
+        for node in nodes:
+            key = (node.tenant, node.id)
+            given = list(supplied.get(key, ()))
+            out[key] = given
+            given_names = {v.name for v in given}
+            for name in self._names(node):
+                text = node.text_for(name)
+                if name not in given_names and text.strip():
+                    sources.append((key, name, text))
+        jobs: list[tuple[Key, str, int, int, int]] = []  # key, name, chunk, start, end
+        texts: list[str] = []
+        for (key, name, text), chunks in zip(
+            sources, self._chunks([s[2] for s in sources]), strict=True
+        ):
+            for index, start, end in chunks:
+                jobs.append((key, name, index, start, end))
+                texts.append(text[start:end])
+        if texts:
+            embedded = await self._embedder.embed(texts, input_type="document")
+            if (embedded.model_id, embedded.model_sha256) != (space.model_id, space.model_sha256):
+                raise FailedPrecondition(
+                    f"the embedder serves {embedded.model_id} ({embedded.model_sha256[:12]}) but "
+                    f"space {space.id} holds {space.model_id} ({space.model_sha256[:12]}); "
+                    "reindex or point the service at the matching embedder"
+                )
+            for (key, name, index, start, end), vector in zip(jobs, embedded.vectors, strict=True):
+                out[key].append(VectorRow(name, index, start, end, np.asarray(vector)))
+        return {key: tuple(rows) for key, rows in out.items()}
+
+    def _names(self, node: NodeRecord) -> list[str]:
+        names = [DEFAULT_VECTOR, *sorted(n for n in node.texts if n != DEFAULT_VECTOR)]
+        if self._config.title_vector and node.title.strip() and "title" not in names:
+            names.append("title")
+        return names
+
+    def _chunks(self, texts: list[str]) -> list[list[tuple[int, int, int]]]:
+        if not self._config.chunking or self._chunker is None:
+            return [[(0, 0, len(text))] for text in texts]
+        return [
+            [(c.index, c.start, c.end) for c in chunks] for chunks in self._chunker.split(texts)
+        ]

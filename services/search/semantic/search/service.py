@@ -287,7 +287,8 @@ class SearchService:
                 (r["name"], r["kind"], int(r["bytes"]))
                 for r in await conn.fetch(
                     "SELECT c.relname AS name,"
-                    " CASE c.relkind WHEN 'i' THEN 'index' ELSE 'table' END AS kind, pg_total_relation_size(c.oid) AS bytes FROM pg_class c"
+                    " CASE c.relkind WHEN 'i' THEN 'index' ELSE 'table' END AS kind,"
+                    " pg_total_relation_size(c.oid) AS bytes FROM pg_class c"
                     " JOIN pg_namespace n ON n.oid = c.relnamespace"
                     " WHERE n.nspname = 'semantic' AND c.relkind IN ('r', 'i')"
                     " ORDER BY bytes DESC"

@@ -1,0 +1,5 @@
+"""``python -m semantic.search`` runs the search service."""
+
+from semantic.search.app import main
+
+main()

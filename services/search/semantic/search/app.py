@@ -1,0 +1,120 @@
+"""The search process: settings -> logging -> server (NOT_SERVING) -> schema, pool,
+embedder, active space -> SERVING -> SIGTERM -> drain -> close."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import structlog
+
+from semantic.common.auth import AuthInterceptor
+from semantic.common.chunking import Chunker
+from semantic.common.embedder_client import EmbedderClient
+from semantic.common.log import configure_logging
+from semantic.common.schema import bootstrap_schema
+from semantic.common.server import ServerKit, run_service
+from semantic.search import spaces
+from semantic.search.admin import AdminServicer
+from semantic.search.convert import Limits
+from semantic.search.db import connection, create_pool
+from semantic.search.node_store import NodeRepository
+from semantic.search.service import RetrievalConfig, SearchService
+from semantic.search.servicer import SearchServicer
+from semantic.search.settings import SearchSettings
+from semantic.search.writer import ContentWriter, WriterConfig
+from semantic.v1 import search_pb2, search_pb2_grpc
+
+log = structlog.get_logger(__name__)
+SERVICES = [search_pb2.DESCRIPTOR.services_by_name[n].full_name for n in ("Search", "Admin")]
+
+
+async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> None:
+    """Run the search service until SIGTERM/SIGINT (or ``stop``)."""
+    limits = Limits(
+        max_nodes=settings.search_max_nodes_per_upsert,
+        max_top_k=settings.search_max_top_k,
+        max_offset=settings.search_max_offset,
+    )
+    search = SearchServicer(limits)
+    admin = AdminServicer()
+    closers: list[object] = []
+    kit = ServerKit(
+        name="search",
+        service_names=SERVICES,
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        metrics_host=settings.metrics_host,
+        metrics_port=settings.metrics_port,
+        grace_seconds=settings.shutdown_grace_seconds,
+        extra_interceptors=[AuthInterceptor(settings)],
+    )
+
+    async def start() -> None:
+        await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)
+        pool = await create_pool(
+            settings.dsn(), min_size=settings.search_pool_min, max_size=settings.search_pool_max
+        )
+        closers.append(pool)
+        embedder = EmbedderClient(settings.embedder_address)
+        closers.append(embedder)
+        model = await embedder.default_model(wait_s=settings.startup_timeout_seconds)
+        async with connection(pool) as conn:
+            space = await spaces.ensure_space(
+                conn, model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
+            )
+        chunker = (
+            Chunker(
+                settings.search_tokenizer,
+                window=min(settings.search_chunk_window, model.max_tokens),
+                overlap=settings.search_chunk_overlap,
+            )
+            if settings.search_chunking
+            else None
+        )
+        repository = NodeRepository(text_config=settings.search_text_config)
+        writer = ContentWriter(
+            pool,
+            repository,
+            embedder,
+            chunker,
+            WriterConfig(
+                chunking=settings.search_chunking, title_vector=settings.search_title_vector
+            ),
+        )
+        service = SearchService(
+            pool,
+            repository,
+            writer,
+            embedder,
+            RetrievalConfig(
+                text_config=settings.search_text_config,
+                bm25_k1=settings.search_bm25_k1,
+                bm25_b=settings.search_bm25_b,
+                ef_search=settings.search_ef_search,
+                exact_threshold=settings.search_exact_threshold,
+            ),
+        )
+        search.attach(service)
+        admin.attach(pool, embedder)
+        log.info("search_ready", space=space.id, model=space.model_id, state=space.state)
+
+    async def close() -> None:
+        for resource in reversed(closers):
+            await resource.close()  # type: ignore[attr-defined]
+
+    def register(server: grpc.aio.Server) -> None:
+        search_pb2_grpc.add_SearchServicer_to_server(search, server)
+        search_pb2_grpc.add_AdminServicer_to_server(admin, server)
+
+    await run_service(
+        kit, [register], start_dependencies=start, close_dependencies=close, stop=stop
+    )
+
+
+def main() -> None:
+    """Entry point of ``python -m semantic.search``."""
+    settings = SearchSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("starting", service="search", settings=settings.redacted())
+    asyncio.run(serve(settings))

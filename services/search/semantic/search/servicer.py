@@ -1,0 +1,303 @@
+"""gRPC servicers of semantic.v1.Search and semantic.v1.Admin: protobuf <-> core calls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from semantic.common.auth import Role, enforce_tenant, require_role
+from semantic.common.errors import DependencyUnavailable, InvalidArgument
+from semantic.search import convert, domain, spaces
+from semantic.search.nodes import DeleteOutcome, Outcome, VectorRow
+from semantic.search.service import SearchResult, SearchService
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import search_pb2 as pb
+from semantic.v1 import search_pb2_grpc
+
+_OUTCOMES = {
+    Outcome.CREATED: pb.UPSERT_OUTCOME_CREATED,
+    Outcome.UPDATED: pb.UPSERT_OUTCOME_UPDATED,
+    Outcome.METADATA_UPDATED: pb.UPSERT_OUTCOME_METADATA_UPDATED,
+    Outcome.UNCHANGED: pb.UPSERT_OUTCOME_UNCHANGED,
+    Outcome.STALE: pb.UPSERT_OUTCOME_STALE,
+}
+_DELETES = {
+    DeleteOutcome.DELETED: pb.DELETE_OUTCOME_DELETED,
+    DeleteOutcome.NOT_FOUND: pb.DELETE_OUTCOME_NOT_FOUND,
+    DeleteOutcome.STALE: pb.DELETE_OUTCOME_STALE,
+}
+_MODES = {
+    pb.SEARCH_MODE_DENSE: domain.Mode.DENSE,
+    pb.SEARCH_MODE_KEYWORD: domain.Mode.KEYWORD,
+    pb.SEARCH_MODE_HYBRID: domain.Mode.HYBRID,
+}
+_MODE_OUT = {v: k for k, v in _MODES.items()}
+_STATES = {
+    "building": pb.SPACE_STATE_BUILDING,
+    "ready": pb.SPACE_STATE_READY,
+    "active": pb.SPACE_STATE_ACTIVE,
+    "retired": pb.SPACE_STATE_RETIRED,
+    "failed": pb.SPACE_STATE_FAILED,
+}
+
+
+def space_id_from(text: str, field: str = "space_id") -> int | None:
+    """'' -> None (the active space); a number -> that space."""
+    if not text:
+        return None
+    if not text.isdigit():
+        raise InvalidArgument(field, f"{text!r} is not a space id (a number)")
+    return int(text)
+
+
+def space_to_proto(space: spaces.Space, vectors: int | None = None) -> pb.EmbeddingSpace:
+    """An embedding space as protobuf."""
+    message = pb.EmbeddingSpace(
+        id=str(space.id),
+        model_id=space.model_id,
+        model_sha256=space.model_sha256,
+        dim=space.dim,
+        version=space.version,
+        state=_STATES.get(space.state, pb.SPACE_STATE_UNSPECIFIED),
+        vectors=vectors or 0,
+    )
+    message.created_at.FromDatetime(space.created_at)
+    if space.activated_at is not None:
+        message.activated_at.FromDatetime(space.activated_at)
+    return message
+
+
+class SearchServicer(search_pb2_grpc.SearchServicer):
+    """semantic.v1.Search; Recommend and Track arrive with the recommendation engine."""
+
+    def __init__(self, limits: convert.Limits, service: SearchService | None = None) -> None:
+        self._limits = limits
+        self._ready = service
+
+    def attach(self, service: SearchService) -> None:
+        """Start answering (calls before this get UNAVAILABLE)."""
+        self._ready = service
+
+    @property
+    def _service(self) -> SearchService:
+        if self._ready is None:
+            raise DependencyUnavailable("search", "still starting up")
+        return self._ready
+
+    async def Upsert(self, request: pb.UpsertRequest, context: Any) -> pb.UpsertResponse:
+        if not request.nodes:
+            raise InvalidArgument("nodes", "must hold at least one node")
+        if len(request.nodes) > self._limits.max_nodes:
+            raise InvalidArgument("nodes", f"at most {self._limits.max_nodes} nodes per call")
+        space = await self._service.space(space_id_from(request.space_id))
+        records = []
+        supplied: dict[tuple[str, str], list[VectorRow]] = {}
+        for i, node in enumerate(request.nodes):
+            tenant = enforce_tenant(node.tenant)
+            record, vectors = convert.node_from_proto(
+                node, f"nodes[{i}]", tenant, space.dim, self._limits
+            )
+            records.append(record)
+            if vectors:
+                supplied.setdefault((tenant, record.id), []).extend(vectors)
+        results = await self._service.upsert(records, supplied, space.id)
+        return pb.UpsertResponse(
+            results=[
+                pb.UpsertResult(
+                    id=r.id,
+                    slug=r.slug or "",
+                    outcome=_OUTCOMES[r.outcome],
+                    version=r.version,
+                    content_hash=r.content_hash,
+                    vectors_written=r.vectors_written,
+                )
+                for r in results
+            ]
+        )
+
+    async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
+        if not request.ids and not request.slugs:
+            raise InvalidArgument("ids", "give at least one id or slug")
+        tenant = enforce_tenant(request.tenant)
+        results = await self._service.delete(
+            tenant, list(request.ids), list(request.slugs), request.version
+        )
+        return pb.DeleteResponse(
+            results=[
+                pb.DeleteResult(id=i, slug=s or "", outcome=_DELETES[o]) for i, s, o in results
+            ],
+            deleted=sum(1 for *_, o in results if o is DeleteOutcome.DELETED),
+        )
+
+    async def Get(self, request: pb.GetRequest, context: Any) -> pb.GetResponse:
+        if not request.ids and not request.slugs:
+            raise InvalidArgument("ids", "give at least one id or slug")
+        tenant = enforce_tenant(request.tenant)
+        nodes, vectors = await self._service.get(
+            tenant,
+            list(request.ids),
+            list(request.slugs),
+            with_vectors=request.include_vectors,
+            space_id=space_id_from(request.space_id),
+        )
+        found_ids = {n.id for n in nodes}
+        found_slugs = {n.slug for n in nodes}
+        return pb.GetResponse(
+            nodes=[convert.node_to_proto(n, vectors=vectors.get(n.id, ())) for n in nodes],
+            missing_ids=[i for i in request.ids if i not in found_ids],
+            missing_slugs=[s for s in request.slugs if s not in found_slugs],
+        )
+
+    async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
+        tenant = enforce_tenant(request.tenant)
+        query = self._query(request, tenant)
+        result = await self._service.search(query, space_id_from(request.space_id))
+        return pb.SearchResponse(
+            hits=_hits(result, query.include_body),
+            space_id=str(result.space.id),
+            mode=_MODE_OUT[result.mode],
+            query_tokens=result.query_tokens,
+            query_truncated=result.query_truncated,
+        )
+
+    async def Nearest(self, request: pb.NearestRequest, context: Any) -> pb.NearestResponse:
+        tenant = enforce_tenant(request.tenant)
+        source = request.WhichOneof("source")
+        if source is None or not getattr(request, source):
+            raise InvalidArgument("id", "give the id or the slug of the source node")
+        flt = convert.filter_from_proto(request.filter, "filter", self._limits)
+        if request.content_types:
+            flt = domain.Filter(**{**flt.__dict__, "content_types": tuple(request.content_types)})
+        source_id, result = await self._service.nearest(
+            tenant,
+            node_id=request.id or None,
+            slug=request.slug or None,
+            vector_name=request.vector_name or domain.DEFAULT_VECTOR,
+            top_k=self._top_k(request.top_k),
+            flt=flt,
+            min_score=request.min_score if request.HasField("min_score") else None,
+            space_id=space_id_from(request.space_id),
+        )
+        return pb.NearestResponse(
+            hits=_hits(result, request.include_body),
+            source_id=source_id,
+            space_id=str(result.space.id),
+        )
+
+    async def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:
+        tenant: str | None = enforce_tenant(request.tenant)
+        if request.all_tenants:
+            require_role(Role.ADMIN)
+            tenant = None
+        stats = await self._service.stats(tenant)
+        response = pb.StatsResponse(
+            nodes_by_content_type=[
+                pb.ContentTypeCount(content_type=t, nodes=n) for t, n in stats.nodes_by_type.items()
+            ],
+            nodes_total=sum(stats.nodes_by_type.values()),
+            spaces=[space_to_proto(s, stats.vectors.get(s.id)) for s in stats.spaces],
+            relations=[pb.RelationSize(name=n, kind=k, bytes=b) for n, k, b in stats.relations],
+            heal_backlog=pb.HealBacklog(missing=stats.missing, stale=stats.stale),
+        )
+        if stats.active is not None:
+            response.active_space.CopyFrom(
+                space_to_proto(stats.active, stats.vectors.get(stats.active.id))
+            )
+        response.computed_at.FromDatetime(datetime.now(UTC))
+        return response
+
+    async def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.RecommendResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Recommend is not available yet")
+        raise AssertionError("unreachable")
+
+    async def Track(self, request: pb.TrackRequest, context: Any) -> pb.TrackResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Track is not available yet")
+        raise AssertionError("unreachable")
+
+    def _top_k(self, top_k: int) -> int:
+        if top_k == 0:
+            return 10
+        if top_k > self._limits.max_top_k:
+            raise InvalidArgument("top_k", f"must be between 1 and {self._limits.max_top_k}")
+        return top_k
+
+    def _query(self, request: pb.SearchRequest, tenant: str) -> domain.SearchQuery:
+        kind = request.WhichOneof("query")
+        text = request.text if kind == "text" else None
+        vector = None
+        if kind is None or (kind == "text" and not request.text.strip()):
+            raise InvalidArgument("text", "give query text or a query vector")
+        if kind == "vector":
+            vector = convert.vector_from_proto(request.vector, "vector")
+        if request.mode == pb.SEARCH_MODE_UNSPECIFIED:
+            mode = domain.Mode.HYBRID if text else domain.Mode.DENSE
+        elif request.mode in _MODES:
+            mode = _MODES[request.mode]
+        else:
+            raise InvalidArgument("mode", f"unknown value {request.mode}")
+        if mode is not domain.Mode.DENSE and text is None:
+            raise InvalidArgument("mode", f"{mode.value} search needs query text, not a vector")
+        if request.offset > self._limits.max_offset:
+            raise InvalidArgument("offset", f"must be at most {self._limits.max_offset}")
+        targets = []
+        for i, target in enumerate(request.targets):
+            weight = target.weight if target.HasField("weight") else 1.0
+            if not target.name:
+                raise InvalidArgument(f"targets[{i}].name", "must not be empty")
+            if not weight >= 0:
+                raise InvalidArgument(f"targets[{i}].weight", "must be >= 0")
+            targets.append(domain.VectorTarget(target.name, weight))
+        hybrid = request.hybrid
+        defaults = domain.HybridParams()
+        params = domain.HybridParams(
+            rrf_k=hybrid.rrf_k if hybrid.HasField("rrf_k") else defaults.rrf_k,
+            dense_weight=hybrid.dense_weight if hybrid.HasField("dense_weight") else 1.0,
+            keyword_weight=hybrid.keyword_weight if hybrid.HasField("keyword_weight") else 1.0,
+            candidates=min(
+                hybrid.candidates if hybrid.HasField("candidates") else defaults.candidates, 2000
+            ),
+        )
+        return domain.SearchQuery(
+            tenant=tenant,
+            mode=mode,
+            text=text,
+            vector=vector,
+            targets=tuple(targets) or (domain.VectorTarget(),),
+            hybrid=params,
+            filter=convert.filter_from_proto(request.filter, "filter", self._limits),
+            top_k=self._top_k(request.top_k),
+            offset=request.offset,
+            min_score=request.min_score if request.HasField("min_score") else None,
+            include_body=request.include_body,
+        )
+
+
+def _hits(result: SearchResult, include_body: bool) -> list[pb.SearchHit]:
+    out = []
+    for hit in result.hits:
+        assert hit.node is not None
+        message = pb.SearchHit(
+            node=convert.node_to_proto(hit.node, include_body=include_body), score=hit.score
+        )
+        if hit.chunk is not None:
+            text = hit.node.text_for(hit.chunk.vector_name)
+            message.chunk.CopyFrom(
+                pb.ChunkMatch(
+                    vector_name=hit.chunk.vector_name,
+                    chunk_index=hit.chunk.chunk_index,
+                    text=text[hit.chunk.span_start : hit.chunk.span_end],
+                    span=cpb.TextSpan(start=hit.chunk.span_start, end=hit.chunk.span_end),
+                    similarity=hit.chunk.similarity,
+                )
+            )
+        explanation = message.explanation
+        for name in ("dense_rank", "dense_score", "keyword_rank", "keyword_score", "fused_score"):
+            value = getattr(hit, name)
+            if value is not None:
+                setattr(explanation, name, value)
+        for name, similarity in hit.target_scores.items():
+            explanation.targets.append(pb.TargetScore(name=name, similarity=similarity))
+        out.append(message)
+    return out

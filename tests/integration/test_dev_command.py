@@ -64,7 +64,10 @@ def _ports(model_dir: Path) -> dict[str, str]:
         "SEMANTIC_DEV_NATS_MONITOR_PORT": "0",
         "SEMANTIC_DEV_EMBEDDER_PORT": str(free_port()),
         "SEMANTIC_DEV_EMBEDDER_METRICS_PORT": "0",
+        "SEMANTIC_DEV_SEARCH_PORT": str(free_port()),
+        "SEMANTIC_DEV_SEARCH_METRICS_PORT": "0",
         "SEMANTIC_EMBEDDER_MODEL_DIRS": str(model_dir),
+        "SEMANTIC_SEARCH_TOKENIZER": str(model_dir / "tokenizer.json"),
         "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1",
     }
 

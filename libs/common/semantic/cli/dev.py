@@ -57,6 +57,10 @@ class DevSettings(BaseServiceSettings):
     dev_embedder_metrics_port: int = Field(
         9091, ge=0, le=65535, description="Embedder metrics port (0 disables)."
     )
+    dev_search_port: int = Field(50052, ge=1, le=65535, description="Search gRPC port.")
+    dev_search_metrics_port: int = Field(
+        9092, ge=0, le=65535, description="Search metrics port (0 disables)."
+    )
 
     def services(self) -> tuple[ServiceSpec, ...]:
         """Every service `semantic dev` runs, as `python -m <module>`."""
@@ -66,6 +70,9 @@ class DevSettings(BaseServiceSettings):
                 "semantic.embedder",
                 self.dev_embedder_port,
                 self.dev_embedder_metrics_port,
+            ),
+            ServiceSpec(
+                "search", "semantic.search", self.dev_search_port, self.dev_search_metrics_port
             ),
         )
 
@@ -101,7 +108,12 @@ async def run_dev(data_dir: str | None = None) -> int:
         else:
             nats_url = settings.nats_url
         await bootstrap_schema(dsn, timeout_s=settings.startup_timeout_seconds)
-        env = {**os.environ, "DATABASE_URL": dsn, "NATS_URL": nats_url}
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "NATS_URL": nats_url,
+            "SEMANTIC_EMBEDDER_ADDRESS": f"{settings.dev_host}:{settings.dev_embedder_port}",
+        }
         if "SEMANTIC_AUTH_MODE" not in env:
             # Development only: every RPC is allowed without a token. Set
             # SEMANTIC_AUTH_MODE=jwt (and a key) to try the real thing locally.

@@ -184,7 +184,9 @@ def _condition(message: cpb.MetadataCondition, field: str) -> domain.MetadataCon
         )
     base: dict[str, Any] = {"key": message.key, "negate": message.negate}
     if kind == "equals":
-        base["equals"] = _value(message.equals)
+        value = _value(message.equals)
+        # equals=None means "not set" in the domain; JSON null is matched as any_of [null].
+        base["equals" if value is not None else "any_of"] = value if value is not None else (None,)
     elif kind == "any_of":
         base["any_of"] = tuple(_value(v) for v in message.any_of.values)
     elif kind == "number_range":

@@ -21,8 +21,8 @@ class SearchSettings(BaseServiceSettings, AuthSettings):
     search_text_config: str = Field(
         "english", description="PostgreSQL text search configuration of the keyword index."
     )
-    search_bm25_k1: float = Field(0.9, gt=0, description="BM25 term-frequency saturation.")
-    search_bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 length normalisation.")
+    search_bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation.")
+    search_bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
     search_rrf_k: int = Field(60, ge=1, description="Default k of reciprocal rank fusion.")
     search_hybrid_candidates: int = Field(
         100, ge=1, le=2000, description="Candidates per side fused in hybrid mode."

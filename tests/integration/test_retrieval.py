@@ -1,0 +1,385 @@
+"""Dense retrieval on real PostgreSQL + pgvector: 20,000 nodes, filters never shrinking top_k."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+import pytest
+import pytest_asyncio
+from pgvector.asyncpg import register_vector
+
+from semantic.common.errors import InvalidArgument
+from semantic.common.schema import bootstrap_schema
+from semantic.devstack import EmbeddedPostgres
+from semantic.search.dense import DenseHit, dense_search
+from semantic.search.domain import (
+    Filter,
+    VectorTarget,
+)
+from semantic.search.filters import compile_filter
+from semantic.search.spaces import ensure_space
+
+N_NODES = 20_000
+DIM = 32
+EF_SEARCH = 100
+EXACT_THRESHOLD = 1000
+
+
+# --- a 20,000-node corpus with clustered vectors, built once for the module ------------------
+
+
+@dataclass
+class Corpus:
+    """The loaded corpus and everything needed to compute exact answers with numpy."""
+
+    url: str
+    table: str
+    chunk_node: np.ndarray[Any, Any]  # node index of each "content" chunk row
+    chunks: np.ndarray[Any, Any]  # unit-normalised "content" chunk vectors
+    titles: dict[int, np.ndarray[Any, Any]]  # node index -> unit "title" vector (even nodes)
+
+
+def _content_type(i: int) -> str:
+    if i % 100 == 0:
+        return "one_pct"  # 200 nodes
+    if i % 2000 == 1:
+        return "rare"  # 10 nodes
+    return "doc"
+
+
+def _tags(i: int) -> list[str]:
+    return ["thirty"] if i % 10 in (1, 2, 3) else []  # 30 %
+
+
+def _node_id(i: int) -> str:
+    return f"n{i:05d}"
+
+
+def _clustered(rng: np.random.Generator, n: int) -> np.ndarray[Any, Any]:
+    """Points around 40 centres, spread along a few directions per centre (like embeddings).
+
+    The clusters overlap enough for the HNSW graph to connect them: with tight, far-apart
+    clusters a greedy graph search can miss a whole cluster, which tests no code of ours.
+    """
+    centres = rng.normal(size=(40, DIM))
+    bases = rng.normal(size=(40, DIM, 6))
+    cluster = rng.integers(0, 40, size=n)
+    spread = np.einsum("nij,nj->ni", bases[cluster], rng.normal(size=(n, 6))) * 0.6
+    points: np.ndarray[Any, Any] = centres[cluster] + spread + 0.1 * rng.normal(size=(n, DIM))
+    return points.astype(np.float32)
+
+
+@asynccontextmanager
+async def _module_database(pg_server: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A database with the schema, shared by the read-only tests of one module."""
+    name = f"t_{uuid.uuid4().hex}"
+    pg_server.create_database(name)
+    try:
+        url = pg_server.url(name)
+        await bootstrap_schema(url)
+        yield url
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def corpus(pg_server: EmbeddedPostgres) -> AsyncIterator[Corpus]:
+    async with _module_database(pg_server) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            yield await _load(conn, url)
+        finally:
+            await conn.close()
+
+
+async def _load(conn: asyncpg.Connection, url: str) -> Corpus:
+    await register_vector(conn)
+    space = await ensure_space(conn, model_id="test", model_sha256="0" * 64, dim=DIM)
+    # Loading first and indexing after is several times faster than inserting into the
+    # HNSW index; ensure_space puts the index back.
+    index = await conn.fetchval(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = 'semantic' AND tablename = $1"
+        " AND indexdef LIKE '%hnsw%'",
+        space.table.split(".")[1],
+    )
+    await conn.execute(f"DROP INDEX semantic.{index}")
+    rng = np.random.default_rng(20_000)
+    await conn.copy_records_to_table(
+        "nodes",
+        schema_name="semantic",
+        columns=["tenant", "id", "content_type", "tags", "metadata", "content_hash"],
+        records=[
+            ("", _node_id(i), _content_type(i), _tags(i), json.dumps({"k": i % 50}), "")
+            for i in range(N_NODES)
+        ],
+    )
+    chunk_node = np.array([i for i in range(N_NODES) for _ in range(2 if i % 4 == 0 else 1)])
+    content = _clustered(rng, len(chunk_node))
+    title_nodes = list(range(0, N_NODES, 2))
+    title = _clustered(rng, len(title_nodes))
+    records: list[tuple[Any, ...]] = []
+    chunk_no: Counter[int] = Counter()
+    for i, vector in zip(chunk_node.tolist(), content, strict=True):
+        chunk = chunk_no[i]
+        chunk_no[i] += 1
+        records.append(
+            ("", _node_id(i), "content", chunk, "", chunk * 100, chunk * 100 + 99, vector)
+        )
+    for i, vector in zip(title_nodes, title, strict=True):
+        records.append(("", _node_id(i), "title", 0, "", 0, 10, vector))
+    # Another tenant's copies of every query-like vector must never leak into results.
+    for j in range(50):
+        records.append(("other", _node_id(j), "content", 0, "", 0, 0, content[j]))
+    await conn.copy_records_to_table(
+        space.table.split(".")[1],
+        schema_name="semantic",
+        columns=[
+            "tenant",
+            "node_id",
+            "name",
+            "chunk",
+            "content_hash",
+            "span_start",
+            "span_end",
+            "embedding",
+        ],
+        records=records,
+    )
+    await conn.executemany(
+        "INSERT INTO semantic.nodes (tenant, id, content_type, content_hash)"
+        " VALUES ($1, $2, $3, '')",
+        [("other", _node_id(j), "one_pct") for j in range(50)],
+    )
+    await ensure_space(conn, model_id="test", model_sha256="0" * 64, dim=DIM)
+    await conn.execute("ANALYZE")
+    return Corpus(
+        url=url,
+        table=space.table,
+        chunk_node=chunk_node,
+        chunks=_unit(content),
+        titles=dict(zip(title_nodes, _unit(title), strict=True)),
+    )
+
+
+def _unit(m: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    unit: np.ndarray[Any, Any] = m / np.linalg.norm(m, axis=1, keepdims=True)
+    return unit
+
+
+@pytest_asyncio.fixture
+async def conn(corpus: Corpus) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(corpus.url)
+    await register_vector(connection)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def _exact_top(
+    corpus: Corpus,
+    q: np.ndarray[Any, Any],
+    allowed: Callable[[int], bool],
+    k: int,
+    weights: dict[str, float] | None = None,
+) -> list[tuple[str, float]]:
+    """The exact answer: best chunk per node and name, weighted mean over the targets."""
+    weights = weights or {"content": 1.0}
+    unit_q = q / np.linalg.norm(q)
+    score = np.zeros(N_NODES)
+    if "content" in weights:
+        best = np.full(N_NODES, -np.inf)
+        np.maximum.at(best, corpus.chunk_node, corpus.chunks @ unit_q)
+        score += weights["content"] * best
+    if "title" in weights:
+        title = np.zeros(N_NODES)
+        for i, vector in corpus.titles.items():
+            title[i] = vector @ unit_q
+        score += weights["title"] * title
+    score /= sum(weights.values())
+    mask = np.array([allowed(i) for i in range(N_NODES)])
+    score[~mask] = -np.inf
+    order = np.argsort(-score, kind="stable")[: min(k, int(mask.sum()))]
+    return [(_node_id(int(i)), float(score[i])) for i in order]
+
+
+def _queries(corpus: Corpus, n: int, seed: int) -> list[np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(corpus.chunks), size=n)
+    return [(corpus.chunks[p] + 0.1 * rng.normal(size=DIM)).astype(np.float32) for p in picks]
+
+
+async def _dense(
+    conn: asyncpg.Connection,
+    corpus: Corpus,
+    q: np.ndarray[Any, Any],
+    flt: Filter,
+    k: int,
+    *,
+    exact_threshold: int = EXACT_THRESHOLD,
+    targets: Sequence[VectorTarget] = (VectorTarget(),),
+    tenant: str = "",
+    **options: Any,
+) -> list[DenseHit]:
+    sql, params = compile_filter(tenant, flt)
+    return await dense_search(
+        conn,
+        corpus.table,
+        tenant,
+        q,
+        targets=targets,
+        filter_sql=sql,
+        filter_params=params,
+        limit=k,
+        ef_search=EF_SEARCH,
+        exact_threshold=exact_threshold,
+        **options,
+    )
+
+
+NO_FILTER = Filter()
+ONE_PERCENT = Filter(content_types=("one_pct",))
+RARE = Filter(content_types=("rare",))
+THIRTY_PERCENT = Filter(tags_any=("thirty",))
+
+
+@pytest.mark.parametrize("k", [10, 50])
+async def test_a_filter_matching_one_percent_returns_the_full_exact_top_k(
+    conn: asyncpg.Connection, corpus: Corpus, k: int
+) -> None:
+    for q in _queries(corpus, 5, seed=k):
+        hits = await _dense(conn, corpus, q, ONE_PERCENT, k)
+        exact = _exact_top(corpus, q, lambda i: _content_type(i) == "one_pct", k)
+        assert len(hits) == k
+        assert [h.node_id for h in hits] == [node for node, _ in exact]
+        assert [h.score for h in hits] == pytest.approx([s for _, s in exact], abs=1e-5)
+
+
+@pytest.mark.parametrize("k", [10, 50])
+async def test_a_one_percent_filter_through_the_iterative_index_scan_keeps_the_full_top_k(
+    conn: asyncpg.Connection, corpus: Corpus, k: int
+) -> None:
+    recalls = []
+    for q in _queries(corpus, 5, seed=100 + k):
+        hits = await _dense(conn, corpus, q, ONE_PERCENT, k, exact_threshold=0)
+        exact = {node for node, _ in _exact_top(corpus, q, lambda i: i % 100 == 0, k)}
+        assert len(hits) == k
+        assert all(int(h.node_id[1:]) % 100 == 0 for h in hits)
+        recalls.append(len(exact & {h.node_id for h in hits}) / k)
+    assert np.mean(recalls) >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("exact_threshold", "max_scan_tuples"), [(EXACT_THRESHOLD, 20_000), (0, 20_000), (0, 50)]
+)
+async def test_a_filter_matching_ten_nodes_returns_all_ten(
+    conn: asyncpg.Connection, corpus: Corpus, exact_threshold: int, max_scan_tuples: int
+) -> None:
+    # Directly exact, or via the index scan that runs out of budget and falls back to exact.
+    q = _queries(corpus, 1, seed=7)[0]
+    hits = await _dense(
+        conn, corpus, q, RARE, 50, exact_threshold=exact_threshold, max_scan_tuples=max_scan_tuples
+    )
+    exact = _exact_top(corpus, q, lambda i: _content_type(i) == "rare", 50)
+    assert len(exact) == 10
+    assert [h.node_id for h in hits] == [node for node, _ in exact]
+
+
+@pytest.mark.parametrize("k", [10, 50])
+async def test_a_thirty_percent_filter_fills_top_k_through_the_iterative_scan(
+    conn: asyncpg.Connection, corpus: Corpus, k: int
+) -> None:
+    recalls = []
+    for q in _queries(corpus, 5, seed=200 + k):
+        hits = await _dense(conn, corpus, q, THIRTY_PERCENT, k)
+        exact = {node for node, _ in _exact_top(corpus, q, lambda i: i % 10 in (1, 2, 3), k)}
+        assert len(hits) == k
+        assert all(int(h.node_id[1:]) % 10 in (1, 2, 3) for h in hits)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        recalls.append(len(exact & {h.node_id for h in hits}) / k)
+    assert np.mean(recalls) >= 0.9
+
+
+async def test_an_unfiltered_search_finds_the_nearest_nodes_and_their_best_chunk(
+    conn: asyncpg.Connection, corpus: Corpus
+) -> None:
+    recalls = []
+    for q in _queries(corpus, 5, seed=3):
+        hits = await _dense(conn, corpus, q, Filter(), 10)
+        exact = _exact_top(corpus, q, lambda i: True, 10)
+        recalls.append(len({n for n, _ in exact} & {h.node_id for h in hits}) / 10)
+        unit_q = q / np.linalg.norm(q)
+        for hit in hits:
+            i = int(hit.node_id[1:])
+            rows = np.flatnonzero(corpus.chunk_node == i)
+            sims = corpus.chunks[rows] @ unit_q
+            assert hit.chunk.vector_name == "content"
+            assert hit.chunk.chunk_index == int(np.argmax(sims))
+            assert hit.chunk.span_start == hit.chunk.chunk_index * 100
+            assert hit.score == pytest.approx(float(sims.max()), abs=1e-5)
+            assert hit.target_scores == {"content": pytest.approx(hit.score)}
+    assert np.mean(recalls) >= 0.9
+
+
+@pytest.mark.parametrize("exact_threshold", [EXACT_THRESHOLD, 0])
+async def test_several_targets_score_the_weighted_mean_with_a_missing_vector_as_zero(
+    conn: asyncpg.Connection, corpus: Corpus, exact_threshold: int
+) -> None:
+    targets = (VectorTarget("content", 2.0), VectorTarget("title", 1.0))
+    weights = {"content": 2.0, "title": 1.0}
+    for q in _queries(corpus, 3, seed=11):
+        hits = await _dense(
+            conn, corpus, q, ONE_PERCENT, 10, exact_threshold=exact_threshold, targets=targets
+        )
+        exact = _exact_top(corpus, q, lambda i: i % 100 == 0, 10, weights)
+        assert len(hits) == 10
+        if exact_threshold:
+            assert [h.node_id for h in hits] == [n for n, _ in exact]
+            assert [h.score for h in hits] == pytest.approx([s for _, s in exact], abs=1e-5)
+        for hit in hits:
+            parts = hit.target_scores
+            assert set(parts) == {"content", "title"}  # every one_pct node is even: has a title
+            assert hit.score == pytest.approx((2 * parts["content"] + parts["title"]) / 3)
+    # Odd nodes have no title vector: their title part counts as 0.
+    q = corpus.chunks[np.flatnonzero(corpus.chunk_node == 1)[0]]
+    hits = await _dense(conn, corpus, q, Filter(ids=("n00001",)), 5, targets=targets)
+    assert [h.node_id for h in hits] == ["n00001"]
+    assert hits[0].target_scores == {"content": pytest.approx(1.0, abs=1e-5)}
+    assert hits[0].score == pytest.approx(2 / 3, abs=1e-5)
+
+
+async def test_another_tenants_vectors_never_appear(
+    conn: asyncpg.Connection, corpus: Corpus
+) -> None:
+    q = corpus.chunks[0]
+    hits = await _dense(conn, corpus, q, ONE_PERCENT, 10, tenant="")
+    other = await _dense(conn, corpus, q, Filter(), 100, tenant="other")
+    assert hits[0].node_id == "n00000"
+    assert len(other) == 50  # the other tenant sees only its own 50 vectors
+    ours = await _dense(conn, corpus, q, Filter(), 100, exact_threshold=0)
+    assert len(ours) == 100
+
+
+async def test_bad_dense_requests_are_invalid_arguments(
+    conn: asyncpg.Connection, corpus: Corpus
+) -> None:
+    q = corpus.chunks[0]
+    with pytest.raises(InvalidArgument) as wrong_dim:
+        await _dense(conn, corpus, np.ones(DIM + 1, dtype=np.float32), Filter(), 10)
+    assert wrong_dim.value.field == "vector"
+    with pytest.raises(InvalidArgument):
+        await _dense(conn, corpus, np.zeros(DIM, dtype=np.float32), Filter(), 10)
+    with pytest.raises(InvalidArgument) as twice:
+        await _dense(conn, corpus, q, Filter(), 10, targets=(VectorTarget(), VectorTarget()))
+    assert twice.value.field == "targets[1].name"
+    with pytest.raises(InvalidArgument):
+        await _dense(conn, corpus, q, Filter(), 10, targets=(VectorTarget("content", 0.0),))
+    assert await _dense(conn, corpus, q, Filter(), 10, targets=(VectorTarget("nope"),)) == []

@@ -1,6 +1,7 @@
 """Chunking: texts that fit stay whole; long ones become overlapping word-piece windows."""
 
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_long_text_windows_fit_the_model_and_overlap(pieces: Tokenizer) -> None:
     for chunk in chunks:
         assert chunk.text == text[chunk.start : chunk.end]
         assert len(pieces.encode(chunk.text, add_special_tokens=False).ids) <= 62
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in pairwise(chunks):
         assert after.start < before.end, "consecutive windows overlap"
     assert chunks[0].start == 0
     assert chunks[-1].end == len(text.rstrip())

@@ -5,7 +5,9 @@ from semantic.search.nodes import Outcome, Stored, content_hash, decide
 
 
 def node(version: int = 0, body: str = "body", **changes: object) -> NodeRecord:
-    base = NodeRecord(tenant="", id="n1", content_type="page", title="T", body=body, version=version)
+    base = NodeRecord(
+        tenant="", id="n1", content_type="page", title="T", body=body, version=version
+    )
     fields = {**base.__dict__, **changes}
     record = NodeRecord(**fields)  # type: ignore[arg-type]
     return NodeRecord(**{**record.__dict__, "content_hash": content_hash(record)})

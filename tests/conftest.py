@@ -6,11 +6,19 @@ tests/unit/ are marked `unit` and those under tests/integration/ `integration`.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from semantic.devstack import EmbeddedNats, EmbeddedPostgres, free_port
 
@@ -66,3 +74,86 @@ def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
         yield pg_server.url(name)
     finally:
         pg_server.drop_database(name)
+
+
+# --- services as processes ---------------------------------------------------------
+
+
+@dataclass
+class ServiceProcess:
+    """A service started as `python -m <module>` on a free loopback port."""
+
+    process: subprocess.Popen[bytes]
+    address: str
+
+    def stop(self) -> int:
+        """SIGTERM, then wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+async def wait_serving(service: ServiceProcess, timeout_s: float = 120.0) -> None:
+    """Poll grpc.health.v1 until SERVING; fail if the process exits first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while loop.time() < deadline:
+            if service.process.poll() is not None:
+                raise AssertionError(f"service exited with {service.process.returncode}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{service.address} never became SERVING")
+
+
+def start_service(module: str, env: dict[str, str]) -> ServiceProcess:
+    """Start ``module`` with ``env`` on top of ours, on a free port, metrics off."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "SEMANTIC_GRPC_HOST": "127.0.0.1",
+        "SEMANTIC_GRPC_PORT": str(port),
+        "SEMANTIC_METRICS_PORT": "0",
+        **env,
+    }
+    process = subprocess.Popen([sys.executable, "-m", module], env=environment)
+    return ServiceProcess(process, f"127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def service_starter() -> Iterator[Callable[[str, dict[str, str]], ServiceProcess]]:
+    """Starts services for a test and stops whatever is left at the end of the session."""
+    started: list[ServiceProcess] = []
+
+    def start(module: str, env: dict[str, str]) -> ServiceProcess:
+        service = start_service(module, env)
+        started.append(service)
+        return service
+
+    try:
+        yield start
+    finally:
+        for service in started:
+            service.stop()
+
+
+@pytest.fixture(scope="session")
+def embedder_address(
+    fp32_model_dir: Path, service_starter: Callable[[str, dict[str, str]], ServiceProcess]
+) -> str:
+    """One embedder process (fp32 model, one thread) shared by the session's tests."""
+    service = service_starter(
+        "semantic.embedder",
+        {
+            "SEMANTIC_EMBEDDER_MODEL_DIRS": str(fp32_model_dir),
+            "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1",
+        },
+    )
+    asyncio.run(wait_serving(service))
+    return service.address

@@ -1,0 +1,278 @@
+"""The search service through gRPC: idempotent versioned writes, the three search modes,
+filters, nearest, stats, admin spaces, and clear errors. Real PostgreSQL, real embedder."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import grpc
+import numpy as np
+import pytest
+
+from semantic.devstack.ports import free_port
+from semantic.search.app import serve
+from semantic.search.settings import SearchSettings
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import search_pb2 as pb
+from semantic.v1 import search_pb2_grpc
+
+DOCS = {
+    "cache": ("Caching HTTP responses", "Use Cache-Control headers and ETags to cache responses."),
+    "pasta": ("Fresh pasta at home", "Flour, eggs and a rolling pin make silky tagliatelle."),
+    "tls": ("Renewing TLS certificates", "Automate certificate renewal with ACME before expiry."),
+    "bread": ("Sourdough bread", "A starter, flour, water and salt; long fermentation."),
+    "index": ("Database indexes", "B-tree indexes speed up lookups; HNSW indexes find vectors."),
+}
+
+
+@pytest.fixture
+async def stub(
+    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[search_pb2_grpc.SearchStub]:
+    port = free_port()
+    for key, value in {
+        "DATABASE_URL": database_url,
+        "SEMANTIC_GRPC_HOST": "127.0.0.1",
+        "SEMANTIC_GRPC_PORT": str(port),
+        "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
+        "SEMANTIC_AUTH_MODE": "disabled",
+        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
+        "SEMANTIC_SEARCH_CHUNK_WINDOW": "64",
+    }.items():
+        monkeypatch.setenv(key, value)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(SearchSettings(), stop))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        await asyncio.wait_for(channel.channel_ready(), 30)
+        stub = search_pb2_grpc.SearchStub(channel)
+        for _ in range(300):
+            try:
+                await stub.Stats(pb.StatsRequest(), timeout=2)
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() is grpc.StatusCode.UNAVAILABLE
+                await asyncio.sleep(0.1)
+        yield stub
+    finally:
+        await channel.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def _node(key: str, version: int = 1, **extra: object) -> cpb.Node:
+    title, body = DOCS[key]
+    node = cpb.Node(id=key, slug=f"{key}-page", content_type="article", title=title, body=body)
+    node.version = version
+    for name, value in extra.items():
+        if name == "metadata":
+            node.metadata.update(value)  # type: ignore[arg-type]
+        elif name == "tags":
+            node.tags.extend(value)  # type: ignore[arg-type]
+        else:
+            setattr(node, name, value)
+    return node
+
+
+async def _load(stub: search_pb2_grpc.SearchStub) -> None:
+    nodes = [_node(k, metadata={"rank": i, "lang": "en"}, tags=["kb"]) for i, k in enumerate(DOCS)]
+    nodes[1].content_type = "recipe"
+    nodes[3].content_type = "recipe"
+    reply = await stub.Upsert(pb.UpsertRequest(nodes=nodes))
+    assert [r.outcome for r in reply.results] == [pb.UPSERT_OUTCOME_CREATED] * len(DOCS)
+
+
+async def test_resending_the_same_node_changes_nothing(stub) -> None:  # type: ignore[no-untyped-def]
+    await _load(stub)
+    again = await stub.Upsert(
+        pb.UpsertRequest(nodes=[_node("cache", metadata={"rank": 0, "lang": "en"}, tags=["kb"])])
+    )
+    assert again.results[0].outcome == pb.UPSERT_OUTCOME_UNCHANGED
+    assert again.results[0].vectors_written == 0
+
+
+async def test_older_version_never_overwrites_a_newer_one(stub) -> None:  # type: ignore[no-untyped-def]
+    await stub.Upsert(pb.UpsertRequest(nodes=[_node("tls", version=5)]))
+    old = _node("tls", version=3)
+    old.body = "an outdated body"
+    reply = await stub.Upsert(pb.UpsertRequest(nodes=[old]))
+    assert reply.results[0].outcome == pb.UPSERT_OUTCOME_STALE
+    got = await stub.Get(pb.GetRequest(ids=["tls"]))
+    assert got.nodes[0].body == DOCS["tls"][1]
+    assert got.nodes[0].version == 5
+
+
+async def test_metadata_update_never_rewrites_vector_rows(stub, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    await _load(stub)
+    conn = await asyncpg.connect(database_url)
+    try:
+        table = "semantic.vectors_" + str(
+            await conn.fetchval("SELECT space_id FROM semantic.space_aliases WHERE name = 'active'")
+        )
+        before = await conn.fetch(f"SELECT ctid, xmin FROM {table} WHERE node_id = 'pasta'")
+        reply = await stub.Upsert(
+            pb.UpsertRequest(nodes=[_node("pasta", version=2, metadata={"rank": 99}, tags=["new"])])
+        )
+        assert reply.results[0].outcome == pb.UPSERT_OUTCOME_METADATA_UPDATED
+        after = await conn.fetch(f"SELECT ctid, xmin FROM {table} WHERE node_id = 'pasta'")
+    finally:
+        await conn.close()
+    assert before
+    assert [tuple(r) for r in before] == [tuple(r) for r in after]
+
+
+async def test_delete_leaves_a_tombstone_that_blocks_older_upserts(stub) -> None:  # type: ignore[no-untyped-def]
+    await stub.Upsert(pb.UpsertRequest(nodes=[_node("bread", version=4)]))
+    deleted = await stub.Delete(pb.DeleteRequest(slugs=["bread-page"], version=6))
+    assert deleted.deleted == 1
+    late = await stub.Upsert(pb.UpsertRequest(nodes=[_node("bread", version=5)]))
+    assert late.results[0].outcome == pb.UPSERT_OUTCOME_STALE
+    newer = await stub.Upsert(pb.UpsertRequest(nodes=[_node("bread", version=7)]))
+    assert newer.results[0].outcome == pb.UPSERT_OUTCOME_CREATED
+
+
+@pytest.mark.parametrize(
+    "mode", [pb.SEARCH_MODE_DENSE, pb.SEARCH_MODE_KEYWORD, pb.SEARCH_MODE_HYBRID]
+)
+async def test_each_mode_finds_the_matching_document(stub, mode: int) -> None:  # type: ignore[no-untyped-def]
+    await _load(stub)
+    reply = await stub.Search(
+        pb.SearchRequest(text="how do I renew certificates", mode=mode, top_k=3)  # type: ignore[arg-type]
+    )
+    assert reply.hits[0].node.id == "tls"
+    explanation = reply.hits[0].explanation
+    if mode != pb.SEARCH_MODE_KEYWORD:
+        assert explanation.dense_rank == 1
+        assert reply.hits[0].chunk.text
+    if mode != pb.SEARCH_MODE_DENSE:
+        assert explanation.keyword_rank == 1
+
+
+async def test_filters_restrict_the_results(stub) -> None:  # type: ignore[no-untyped-def]
+    await _load(stub)
+    flt = cpb.Filter(content_types=["recipe"])
+    reply = await stub.Search(
+        pb.SearchRequest(text="web caching", mode=pb.SEARCH_MODE_DENSE, filter=flt)
+    )
+    assert {h.node.id for h in reply.hits} == {"pasta", "bread"}
+    ranged = cpb.Filter(
+        metadata=[cpb.MetadataCondition(key="rank", number_range=cpb.NumberRange(gte=3))]
+    )
+    reply = await stub.Search(
+        pb.SearchRequest(text="anything", mode=pb.SEARCH_MODE_DENSE, filter=ranged)
+    )
+    assert {h.node.id for h in reply.hits} == {"bread", "index"}
+
+
+async def test_pagination_and_min_score(stub) -> None:  # type: ignore[no-untyped-def]
+    await _load(stub)
+    full = await stub.Search(pb.SearchRequest(text="bread", mode=pb.SEARCH_MODE_DENSE, top_k=5))
+    second = await stub.Search(
+        pb.SearchRequest(text="bread", mode=pb.SEARCH_MODE_DENSE, top_k=2, offset=2)
+    )
+    assert [h.node.id for h in second.hits] == [h.node.id for h in full.hits[2:4]]
+    cut = full.hits[1].score
+    strict = await stub.Search(
+        pb.SearchRequest(text="bread", mode=pb.SEARCH_MODE_DENSE, top_k=5, min_score=cut)
+    )
+    assert all(h.score >= cut for h in strict.hits)
+    assert len(strict.hits) == 2
+
+
+async def test_vector_query_and_client_vectors(stub) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(1)
+    vector = rng.normal(size=384).astype("<f4")
+    node = cpb.Node(id="v1", content_type="fix", title="pushed", body="")
+    node.vectors.append(cpb.NamedVector(name="code", vector=cpb.Vector(packed=vector.tobytes())))
+    await stub.Upsert(pb.UpsertRequest(nodes=[node]))
+    reply = await stub.Search(
+        pb.SearchRequest(
+            vector=cpb.Vector(values=vector.tolist()), targets=[pb.VectorTarget(name="code")]
+        )
+    )
+    assert reply.hits[0].node.id == "v1"
+    assert reply.hits[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+async def test_nearest_by_slug_excludes_itself(stub) -> None:  # type: ignore[no-untyped-def]
+    await _load(stub)
+    reply = await stub.Nearest(pb.NearestRequest(slug="bread-page", top_k=2))
+    ids = [h.node.id for h in reply.hits]
+    assert "bread" not in ids
+    assert ids[0] == "pasta"
+    assert reply.source_id == "bread"
+
+
+async def test_nearest_unknown_slug_is_not_found(stub) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Nearest(pb.NearestRequest(slug="no-such-page"))
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "no-such-page" in (caught.value.details() or "")
+
+
+async def test_stats_counts_nodes_and_vectors(stub) -> None:  # type: ignore[no-untyped-def]
+    await _load(stub)
+    stats = await stub.Stats(pb.StatsRequest())
+    assert stats.nodes_total == 5
+    assert {c.content_type: c.nodes for c in stats.nodes_by_content_type} == {
+        "article": 3,
+        "recipe": 2,
+    }
+    assert stats.active_space.vectors >= 5
+    assert stats.heal_backlog.missing == 0
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.UpsertRequest(nodes=[cpb.Node(id="x")]), "nodes[0].content_type"),
+        (pb.UpsertRequest(nodes=[cpb.Node(content_type="page")]), "nodes[0].id"),
+        (
+            pb.UpsertRequest(
+                nodes=[
+                    cpb.Node(
+                        id="x",
+                        content_type="page",
+                        vectors=[cpb.NamedVector(name="c", vector=cpb.Vector(values=[1, 2]))],
+                    )
+                ]
+            ),
+            "nodes[0].vectors[0].vector",
+        ),
+    ],
+)
+async def test_bad_upsert_is_invalid_argument_naming_the_field(stub, request_, field) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Upsert(request_)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.SearchRequest(), "text"),
+        (pb.SearchRequest(text="x", top_k=100_000), "top_k"),
+        (
+            pb.SearchRequest(vector=cpb.Vector(values=[1.0] * 384), mode=pb.SEARCH_MODE_KEYWORD),
+            "mode",
+        ),
+        (pb.SearchRequest(vector=cpb.Vector(values=[1.0, 2.0])), "vector"),
+        (
+            pb.SearchRequest(
+                text="x",
+                filter=cpb.Filter(
+                    metadata=[cpb.MetadataCondition(key="", number_range=cpb.NumberRange(gte=1))]
+                ),
+            ),
+            "filter.metadata[0]",
+        ),
+    ],
+)
+async def test_bad_search_is_invalid_argument_naming_the_field(stub, request_, field) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Search(request_)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith(field), caught.value.details()

@@ -33,10 +33,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("version", help="print the version")
 
-    from semantic.cli import bench
+    from semantic.cli import bench, evaluate
     from semantic.common.auth import add_token_arguments
 
     bench.add_parser(sub)
+    evaluate.add_parser(sub)
     add_token_arguments(
         sub.add_parser(
             "token",
@@ -59,8 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.cli.migrate import migrate
 
         return asyncio.run(migrate())
+    if args.command == "eval":
+        from semantic.cli import evaluate
+
+        return evaluate.run(args)
     if args.command == "bench":
-        from semantic.cli import bench
+        from semantic.cli import bench, evaluate
 
         return bench.run(args)
     if args.command == "token":

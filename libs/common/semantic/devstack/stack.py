@@ -1,0 +1,140 @@
+"""A throw-away local stack for `semantic eval` and `semantic bench`: an embedded
+PostgreSQL in a temporary folder plus the embedder and search services as processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from semantic.devstack.errors import DevstackError
+from semantic.devstack.ports import free_port
+from semantic.devstack.postgres import EmbeddedPostgres
+
+log = structlog.get_logger(__name__)
+
+
+class LocalStack:
+    """PostgreSQL + embedder + search on free loopback ports; everything removed on exit."""
+
+    def __init__(
+        self,
+        model_dirs: Sequence[Path],
+        *,
+        threads: int = 2,
+        search_env: Mapping[str, str] | None = None,
+        embedder_env: Mapping[str, str] | None = None,
+        database_url: str | None = None,
+    ) -> None:
+        self._model_dirs = [Path(p).resolve() for p in model_dirs]
+        self._threads = threads
+        self._search_env = dict(search_env or {})
+        self._embedder_env = dict(embedder_env or {})
+        self._external_db = database_url
+        self._tmp: Path | None = None
+        self._postgres: EmbeddedPostgres | None = None
+        self._children: list[subprocess.Popen[bytes]] = []
+        self.database_url = database_url or ""
+        self.embedder_address = ""
+        self.search_address = ""
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self._tmp = Path(tempfile.mkdtemp(prefix="semantic-stack-"))
+        if self._external_db is None:
+            self._postgres = EmbeddedPostgres(
+                self._tmp / "postgres",
+                free_port(),
+                settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
+            )
+            self._postgres.start()
+            self.database_url = self._postgres.url("semantic")
+        base = {**os.environ, "SEMANTIC_METRICS_PORT": "0", "SEMANTIC_LOG_LEVEL": "warning"}
+        base.pop("DATABASE_URL", None)
+        self.embedder_address = self._spawn(
+            "semantic.embedder",
+            {
+                **base,
+                "SEMANTIC_EMBEDDER_MODEL_DIRS": ",".join(str(p) for p in self._model_dirs),
+                "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": str(self._threads),
+                "SEMANTIC_EMBEDDER_MAX_PENDING": "100000",
+                **self._embedder_env,
+            },
+        )
+        self.search_address = self._spawn(
+            "semantic.search",
+            {
+                **base,
+                "DATABASE_URL": self.database_url,
+                "SEMANTIC_EMBEDDER_ADDRESS": self.embedder_address,
+                "SEMANTIC_AUTH_MODE": "disabled",
+                "SEMANTIC_SEARCH_TOKENIZER": str(self._model_dirs[0] / "tokenizer.json"),
+                **self._search_env,
+            },
+        )
+
+    def _spawn(self, module: str, env: dict[str, str]) -> str:
+        port = free_port()
+        env = {**env, "SEMANTIC_GRPC_HOST": "127.0.0.1", "SEMANTIC_GRPC_PORT": str(port)}
+        child = subprocess.Popen([sys.executable, "-m", module], env=env)
+        self._children.append(child)
+        address = f"127.0.0.1:{port}"
+        _wait_serving(address, child, module)
+        log.info("stack_service_ready", service=module, address=address)
+        return address
+
+    def close(self) -> None:
+        """Stop the services, PostgreSQL, and remove the temporary folder."""
+        for child in reversed(self._children):
+            if child.poll() is None:
+                child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self._children.clear()
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def _wait_serving(address: str, child: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + 300
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise DevstackError(f"{name} exited with code {child.returncode} during start-up")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise DevstackError(f"{name} did not become SERVING at {address}")

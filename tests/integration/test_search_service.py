@@ -114,7 +114,17 @@ async def test_metadata_update_never_rewrites_vector_rows(stub, database_url: st
         )
         before = await conn.fetch(f"SELECT ctid, xmin FROM {table} WHERE node_id = 'pasta'")
         reply = await stub.Upsert(
-            pb.UpsertRequest(nodes=[_node("pasta", version=2, metadata={"rank": 99}, tags=["new"])])
+            pb.UpsertRequest(
+                nodes=[
+                    _node(
+                        "pasta",
+                        version=2,
+                        content_type="recipe",
+                        metadata={"rank": 9},
+                        tags=["new"],
+                    )
+                ]
+            )
         )
         assert reply.results[0].outcome == pb.UPSERT_OUTCOME_METADATA_UPDATED
         after = await conn.fetch(f"SELECT ctid, xmin FROM {table} WHERE node_id = 'pasta'")

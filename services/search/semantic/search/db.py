@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
+import numpy as np
 from pgvector.asyncpg import register_vector
 
 from semantic.common.errors import DependencyUnavailable
@@ -19,6 +21,13 @@ _UNAVAILABLE = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
 )
+
+
+def as_array(value: Any) -> np.ndarray[Any, Any]:
+    """A vector column value (pgvector's Vector or a sequence) as a float32 array."""
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from semantic.common.errors import AlreadyExists
 from semantic.search import keyword
+from semantic.search.db import as_array
 from semantic.search.domain import NodeRecord
 from semantic.search.nodes import (
     DeleteOutcome,
@@ -359,7 +360,7 @@ class NodeRepository:
                     r["chunk"],
                     r["span_start"],
                     r["span_end"],
-                    r["embedding"],
+                    as_array(r["embedding"]),
                     r["client_supplied"],
                 )
             )

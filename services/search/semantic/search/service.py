@@ -16,7 +16,7 @@ import numpy as np
 
 from semantic.common.errors import InvalidArgument, NotFound
 from semantic.search import dense, fusion, keyword, spaces
-from semantic.search.db import connection
+from semantic.search.db import as_array, connection
 from semantic.search.domain import (
     DEFAULT_VECTOR,
     Filter,
@@ -145,6 +145,10 @@ class SearchService:
         wanted = query.offset + query.top_k
         result = SearchResult([], space, query.mode)
         vector = query.vector
+        if vector is not None and vector.size != space.dim:
+            raise InvalidArgument(
+                "vector", f"has {vector.size} dimensions, space {space.id} holds {space.dim}"
+            )
         if query.mode is not Mode.KEYWORD and vector is None:
             assert query.text is not None
             embedded = await self._embedder.embed([query.text], input_type="query")
@@ -206,7 +210,7 @@ class SearchService:
             )
         if not rows:
             raise NotFound("vector", f"{vector_name!r} of node {source.id!r} in space {space.id}")
-        centre = np.mean(np.stack([np.asarray(r["embedding"]) for r in rows]), axis=0)
+        centre = np.mean(np.stack([as_array(r["embedding"]) for r in rows]), axis=0)
         flt = Filter(**{**flt.__dict__, "exclude_ids": (*flt.exclude_ids, source.id)})
         query = SearchQuery(
             tenant=tenant,

@@ -35,6 +35,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     embedder.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     embedder.add_argument("--repeat", type=int, default=3, help="runs per measurement")
 
+    search = targets.add_parser(
+        "search",
+        help="search recall and latency at N nodes vs. exact search",
+        description="Loads N clustered 384-d vectors through Search.Upsert, then measures "
+        "recall@10 vs. exact, vector and text query latency, queries/s; baseline: exact scan.",
+    )
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.add_argument("--n", type=int, default=100_000, help="nodes to load")
+    search.add_argument("--queries", type=int, default=200, help="queries per measurement")
+    search.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    search.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark."""
@@ -53,10 +67,25 @@ def run(args: argparse.Namespace) -> int:
             repeat=args.repeat,
         )
         report = run_bench(config, progress=lambda step: print(f"# {step}", file=sys.stderr))
-        if args.json:
-            print(json.dumps(report, indent=2))
-        else:
-            for key, value in report.items():
-                print(f"{key:32} {value}")
+        _print(report, args.json)
+        return 0
+    if args.target == "search":
+        from semantic.search.bench import SearchBenchConfig, run_search_bench
+
+        report = run_search_bench(
+            SearchBenchConfig(
+                model_dir=args.model, n=args.n, queries=args.queries, clients=args.clients
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
         return 0
     raise AssertionError(f"unhandled bench target {args.target}")
+
+
+def _print(report: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:32} {value}")

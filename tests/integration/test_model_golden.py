@@ -79,5 +79,5 @@ def test_a_directory_without_the_graph_is_refused_naming_the_file(
     broken = tmp_path / "broken"
     shutil.copytree(fp32_model_dir, broken)
     (broken / "model.onnx").unlink()
-    with pytest.raises(ModelFileMissing, match="model.onnx"):
+    with pytest.raises(ModelFileMissing, match=r"model\.onnx"):
         OnnxEmbeddingModel.load(broken)

@@ -49,7 +49,7 @@ class Embedded:
 class EmbedderClient:
     """Async client; one channel, reused by every call."""
 
-    def __init__(self, address: str, *, timeout_s: float = 30.0, retry_s: float = 10.0) -> None:
+    def __init__(self, address: str, *, timeout_s: float = 120.0, retry_s: float = 30.0) -> None:
         self._address = address
         self._timeout = timeout_s
         self._retry = retry_s

@@ -44,7 +44,7 @@ class EvalConfig:
     top_k: int = 100
     threads: int = 2
     batch: int = 32
-    concurrency: int = 4
+    concurrency: int = 2
 
 
 async def _ingest(stub: search_pb2_grpc.SearchStub, data: BeirDataset, config: EvalConfig) -> int:

@@ -3,13 +3,16 @@ filters, nearest, stats, admin spaces, and clear errors. Real PostgreSQL, real e
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from semantic.common.auth import mint_token
 from semantic.devstack.ports import free_port
 from semantic.search.app import serve
 from semantic.search.settings import SearchSettings
@@ -26,41 +29,104 @@ DOCS = {
 }
 
 
-@pytest.fixture
-async def stub(
-    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[search_pb2_grpc.SearchStub]:
+SECRET = "test-secret-0123456789-abcdefghijklmnop"
+
+
+@asynccontextmanager
+async def _search_service(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[grpc.aio.Channel]:
+    """The search service in this event loop on a free port; yields a channel to it."""
     port = free_port()
-    for key, value in {
-        "DATABASE_URL": database_url,
-        "SEMANTIC_GRPC_HOST": "127.0.0.1",
-        "SEMANTIC_GRPC_PORT": str(port),
-        "SEMANTIC_METRICS_PORT": "0",
-        "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
-        "SEMANTIC_AUTH_MODE": "disabled",
-        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
-        "SEMANTIC_SEARCH_CHUNK_WINDOW": "64",
-    }.items():
+    for key, value in {**env, "SEMANTIC_GRPC_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
     stop = asyncio.Event()
     task = asyncio.create_task(serve(SearchSettings(), stop))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         await asyncio.wait_for(channel.channel_ready(), 30)
-        stub = search_pb2_grpc.SearchStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
         for _ in range(300):
-            try:
-                await stub.Stats(pb.StatsRequest(), timeout=2)
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
                 break
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() is not grpc.StatusCode.UNAVAILABLE:
-                    raise
-                await asyncio.sleep(0.1)
-        yield stub
+            await asyncio.sleep(0.1)
+        yield channel
     finally:
         await channel.close()
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+def _env(database_url: str, embedder_address: str, fp32_model_dir: Path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "SEMANTIC_GRPC_HOST": "127.0.0.1",
+        "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
+        "SEMANTIC_AUTH_MODE": "disabled",
+        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
+        "SEMANTIC_SEARCH_CHUNK_WINDOW": "64",
+    }
+
+
+@pytest.fixture
+async def stub(
+    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[search_pb2_grpc.SearchStub]:
+    env = _env(database_url, embedder_address, fp32_model_dir)
+    async with _search_service(env, monkeypatch) as channel:
+        yield search_pb2_grpc.SearchStub(channel)
+
+
+@pytest.fixture
+async def secured(
+    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[search_pb2_grpc.SearchStub]:
+    env = {
+        **_env(database_url, embedder_address, fp32_model_dir),
+        "SEMANTIC_AUTH_MODE": "jwt",
+        "SEMANTIC_AUTH_JWT_SECRET": SECRET,
+        "SEMANTIC_AUTH_JWT_AUDIENCE": "semantic",
+    }
+    async with _search_service(env, monkeypatch) as channel:
+        yield search_pb2_grpc.SearchStub(channel)
+
+
+def _auth(roles: list[str], tenant: str | None = None) -> list[tuple[str, str]]:
+    token = mint_token(SECRET, subject="svc", roles=roles, tenant=tenant, audience="semantic")
+    return [("authorization", f"Bearer {token}")]
+
+
+async def test_tenant_claim_forces_the_tenant_on_writes_and_reads(secured) -> None:  # type: ignore[no-untyped-def]
+    node = cpb.Node(id="doc", content_type="page", title="Acme pricing", body="Plans and prices")
+    await secured.Upsert(pb.UpsertRequest(nodes=[node]), metadata=_auth(["writer"], "acme"))
+    mine = await secured.Get(pb.GetRequest(ids=["doc"]), metadata=_auth(["reader"], "acme"))
+    assert [n.tenant for n in mine.nodes] == ["acme"]
+    theirs = await secured.Get(pb.GetRequest(ids=["doc"]), metadata=_auth(["reader"], "globex"))
+    assert list(theirs.missing_ids) == ["doc"]
+    hits = await secured.Search(
+        pb.SearchRequest(text="pricing", mode=pb.SEARCH_MODE_KEYWORD),
+        metadata=_auth(["reader"], "globex"),
+    )
+    assert list(hits.hits) == []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await secured.Get(
+            pb.GetRequest(tenant="acme", ids=["doc"]), metadata=_auth(["reader"], "globex")
+        )
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_roles_and_tokens_are_enforced_by_the_service(secured) -> None:  # type: ignore[no-untyped-def]
+    node = cpb.Node(id="doc", content_type="page", title="t")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await secured.Upsert(pb.UpsertRequest(nodes=[node]), metadata=_auth(["reader"]))
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await secured.Stats(pb.StatsRequest())
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    stats = await secured.Stats(pb.StatsRequest(), metadata=_auth(["reader"]))
+    assert stats.nodes_total == 0
 
 
 def _node(key: str, version: int = 1, **extra: object) -> cpb.Node:

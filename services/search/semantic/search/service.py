@@ -7,6 +7,7 @@ retrieval modules (dense, keyword, filters); ranking glue (fusion) is pure.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,9 @@ from semantic.search.nodes import DeleteOutcome, VectorRow, WriteResult
 from semantic.search.writer import ContentWriter, Embedder
 
 Key = tuple[str, str]
+# A switch of the active space reaches every replica within this many seconds; both
+# spaces stay complete during a switch, so a reader on the old one still gets answers.
+ACTIVE_SPACE_TTL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,13 +90,19 @@ class SearchService:
         self._writer = writer
         self._embedder = embedder
         self._config = config
+        self._active: tuple[spaces.Space, float] | None = None
 
     async def space(self, space_id: int | None = None) -> spaces.Space:
-        """The active space, or the one asked for."""
+        """The active space (re-read at most every ACTIVE_SPACE_TTL_S), or the one asked for."""
+        now = time.monotonic()
+        if space_id is None and self._active and now - self._active[1] < ACTIVE_SPACE_TTL_S:
+            return self._active[0]
         async with connection(self._pool) as conn:
-            if space_id is None:
-                return await spaces.active_space(conn)
-            return await spaces.get_space(conn, space_id)
+            if space_id is not None:
+                return await spaces.get_space(conn, space_id)
+            active = await spaces.active_space(conn)
+        self._active = (active, now)
+        return active
 
     async def upsert(
         self,

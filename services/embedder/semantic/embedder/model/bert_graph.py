@@ -220,7 +220,9 @@ class _BertWriter:
         del bsh
         projected = []
         for name in ("query", "key", "value"):
-            weight = g.const(f"{prefix}.{name}.weight", self.weight(f"{prefix}.{name}.weight").T.copy())
+            weight = g.const(
+                f"{prefix}.{name}.weight", self.weight(f"{prefix}.{name}.weight").T.copy()
+            )
             product = g.op("MatMul", [x, weight], f"{prefix}.{name}/MatMul")
             projected.append(g.op("Reshape", [product, hidden_shape], f"{prefix}.{name}/bsh"))
         bias = g.const(

@@ -15,10 +15,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from semantic.embedder.model.errors import ModelBuildError
 
-OPSET = 21
-"""LayerNormalization needs opset 17; 21 allows per-row (blocked) QuantizeLinear for int8."""
-IR_VERSION = 10
-"""The IR version of opset 21 (onnx 1.23 would write 14; onnxruntime 1.31 reads at most 13)."""
+OPSET = 17
+"""LayerNormalization is an ONNX operator from opset 17 on."""
+IR_VERSION = 8
+"""The IR version that goes with opset 17; onnxruntime 1.31 reads at most 13."""
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "last_hidden_state"
 _MASK_FILL = -10000.0
@@ -165,79 +165,45 @@ class _BertWriter:
             "Unsqueeze", [bias, g.const("mask_axes", np.array([1, 2], np.int64))], "mask/bias4d"
         )
 
-    def attention(self, x: str, prefix: str) -> str:
-        """Self-attention, output projection, residual and LayerNorm."""
-        g = self.g
-        context = (
-            self.fused_attention_core(x, f"{prefix}.self")
-            if self.fused
-            else self.attention_core(x, f"{prefix}.self")
-        )
-        out = self.linear(context, [f"{prefix}.output.dense"], f"{prefix}.output.dense")
-        residual = g.op("Add", [out, x], f"{prefix}.output/residual")
-        return self.layer_norm(residual, f"{prefix}.output.LayerNorm")
-
-    def attention_core(self, x: str, prefix: str) -> str:
-        """Standard operators; one GEMM for query, key and value, 1/sqrt(d) folded into query."""
+    def attention(self, x: str, mask: str, prefix: str) -> str:
         g = self.g
         c = self.c
-        parts = [f"{prefix}.{name}" for name in ("query", "key", "value")]
-        qkv = self.linear(x, parts, f"{prefix}.qkv", [1.0 / math.sqrt(c.head_size), 1.0, 1.0])
-        heads = g.const(f"{prefix}/heads", np.array([3, c.num_heads, c.head_size], np.int64))
-        heads_shape = g.op("Concat", [self.batch_seq, heads], f"{prefix}/heads_shape", axis=0)
-        split = g.op("Reshape", [qkv, heads_shape], f"{prefix}/split")
+        # One GEMM for query, key and value; 1/sqrt(head_size) is folded into the query.
+        parts = [f"{prefix}.self.{name}" for name in ("query", "key", "value")]
+        qkv = self.linear(x, parts, f"{prefix}.self.qkv", [1.0 / math.sqrt(c.head_size), 1.0, 1.0])
+        batch_seq = g.op("Shape", ["input_ids"], f"{prefix}.self/batch_seq")
+        heads_shape = g.op(
+            "Concat",
+            [
+                batch_seq,
+                g.const(f"{prefix}.self/heads", np.array([3, c.num_heads, c.head_size], np.int64)),
+            ],
+            f"{prefix}.self/heads_shape",
+            axis=0,
+        )
+        split = g.op("Reshape", [qkv, heads_shape], f"{prefix}.self/split")
         # [3, batch, heads, seq, head_size]
-        stacked = g.op("Transpose", [split], f"{prefix}/stacked", perm=[2, 0, 3, 1, 4])
+        stacked = g.op("Transpose", [split], f"{prefix}.self/stacked", perm=[2, 0, 3, 1, 4])
         q, k, v = (
             g.op(
                 "Gather",
-                [stacked, g.const(f"{prefix}/{name}_index", np.array(i, np.int64))],
-                f"{prefix}/{name}",
+                [stacked, g.const(f"{prefix}.self/{name}_index", np.array(i, np.int64))],
+                f"{prefix}.self/{name}",
                 axis=0,
             )
             for i, name in enumerate(("q", "k", "v"))
         )
-        k_t = g.op("Transpose", [k], f"{prefix}/k_t", perm=[0, 1, 3, 2])
-        scores = g.op("MatMul", [q, k_t], f"{prefix}/scores")
-        masked = g.op("Add", [scores, self.mask], f"{prefix}/masked")
-        probs = g.op("Softmax", [masked], f"{prefix}/probs", axis=-1)
-        context = g.op("MatMul", [probs, v], f"{prefix}/context")
-        merged = g.op("Transpose", [context], f"{prefix}/context_t", perm=[0, 2, 1, 3])
-        rows = g.const(f"{prefix}/rows", np.array([-1, c.hidden_size], np.int64))
-        return g.op("Reshape", [merged, rows], f"{prefix}/merged")
-
-    def fused_attention_core(self, x: str, prefix: str) -> str:
-        """onnxruntime's MultiHeadAttention: mask, scale, softmax and heads in one kernel."""
-        g = self.g
-        c = self.c
-        bsh = g.const(f"{prefix}/bsh", np.array([0, 0, c.hidden_size], np.int64))
-        hidden_shape = g.op(
-            "Concat",
-            [self.batch_seq, g.const(f"{prefix}/hidden", np.array([c.hidden_size], np.int64))],
-            f"{prefix}/bsh_shape",
-            axis=0,
-        )
-        del bsh
-        projected = []
-        for name in ("query", "key", "value"):
-            weight = g.const(
-                f"{prefix}.{name}.weight", self.weight(f"{prefix}.{name}.weight").T.copy()
-            )
-            product = g.op("MatMul", [x, weight], f"{prefix}.{name}/MatMul")
-            projected.append(g.op("Reshape", [product, hidden_shape], f"{prefix}.{name}/bsh"))
-        bias = g.const(
-            f"{prefix}.qkv.bias",
-            np.concatenate([self.weight(f"{prefix}.{n}.bias") for n in ("query", "key", "value")]),
-        )
-        attended = g.op(
-            "MultiHeadAttention",
-            [*projected, bias, self.key_mask],
-            f"{prefix}/mha",
-            domain=CONTRIB_DOMAIN,
-            num_heads=c.num_heads,
-        )
-        rows = g.const(f"{prefix}/rows", np.array([-1, c.hidden_size], np.int64))
-        return g.op("Reshape", [attended, rows], f"{prefix}/merged")
+        k_t = g.op("Transpose", [k], f"{prefix}.self/k_t", perm=[0, 1, 3, 2])
+        scores = g.op("MatMul", [q, k_t], f"{prefix}.self/scores")
+        masked = g.op("Add", [scores, mask], f"{prefix}.self/masked")
+        probs = g.op("Softmax", [masked], f"{prefix}.self/probs", axis=-1)
+        context = g.op("MatMul", [probs, v], f"{prefix}.self/context")
+        merged = g.op("Transpose", [context], f"{prefix}.self/context_t", perm=[0, 2, 1, 3])
+        rows = g.const(f"{prefix}.self/rows", np.array([-1, c.hidden_size], np.int64))
+        flat = g.op("Reshape", [merged, rows], f"{prefix}.self/merged")
+        out = self.linear(flat, [f"{prefix}.output.dense"], f"{prefix}.output.dense")
+        residual = g.op("Add", [out, x], f"{prefix}.output/residual")
+        return self.layer_norm(residual, f"{prefix}.output.LayerNorm")
 
     def gelu(self, x: str, prefix: str) -> str:
         """Exact GELU, 0.5 * x * (1 + erf(x / sqrt(2))), in the pattern exporters emit."""

@@ -52,6 +52,10 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run one subcommand; returns the process exit code."""
     args = _build_parser().parse_args(argv)
+    # Logs go to stderr so that `--json` output on stdout stays machine-readable.
+    from semantic.common.log import configure_logging
+
+    configure_logging("info", "console")
     if args.command == "version":
         from importlib.metadata import version
 

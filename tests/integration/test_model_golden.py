@@ -69,7 +69,7 @@ def test_query_prefix_from_the_manifest_changes_queries_not_documents(
     query_prefixed, encoded = prefixed.embed(text, "query")
     assert float(query_plain @ query_prefixed[0]) < 0.999
     assert (
-        encoded[0].tokens == plain.embed(text, "query")[1][0].tokens + 3
+        encoded[0].tokens == plain.embed(text, "query")[1][0].tokens + 2
     )  # "query", ":", " "→2-3 pieces
 
 

@@ -68,9 +68,8 @@ def test_query_prefix_from_the_manifest_changes_queries_not_documents(
     query_plain = plain.embed(text, "query")[0][0]
     query_prefixed, encoded = prefixed.embed(text, "query")
     assert float(query_plain @ query_prefixed[0]) < 0.999
-    assert (
-        encoded[0].tokens == plain.embed(text, "query")[1][0].tokens + 2
-    )  # "query", ":", " "→2-3 pieces
+    prefix_pieces = 2  # "query" and ":"
+    assert encoded[0].tokens == plain.embed(text, "query")[1][0].tokens + prefix_pieces
 
 
 def test_a_directory_without_the_graph_is_refused_naming_the_file(

@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from semantic.devstack import EmbeddedNats, EmbeddedPostgres, free_port
+from semantic.devstack.health import wait_serving as wait_until_serving
 
 TESTS_DIR = Path(__file__).parent
 _MARK_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}
@@ -94,22 +93,10 @@ class ServiceProcess:
 
 
 async def wait_serving(service: ServiceProcess, timeout_s: float = 120.0) -> None:
-    """Poll grpc.health.v1 until SERVING; fail if the process exits first."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    async with grpc.aio.insecure_channel(service.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while loop.time() < deadline:
-            if service.process.poll() is not None:
-                raise AssertionError(f"service exited with {service.process.returncode}")
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"{service.address} never became SERVING")
+    """Wait until the service reports SERVING; fail if its process exits first."""
+    await wait_until_serving(
+        service.address, exit_code=service.process.poll, name=service.address, timeout_s=timeout_s
+    )
 
 
 def start_service(module: str, env: dict[str, str]) -> ServiceProcess:

@@ -3,79 +3,39 @@ several models, clear errors, load shedding and a clean SIGTERM."""
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from semantic.devstack.ports import free_port
+from semantic.devstack.health import wait_serving
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 
 REFERENCE = Path(__file__).parent.parent / "data" / "minilm-reference.jsonl"
 
 
-@dataclass
-class Running:
-    process: subprocess.Popen[bytes]
-    address: str
-
-
-def _start(models: list[Path], **env: str) -> Running:
-    port = free_port()
-    environment = {
-        **os.environ,
+def _env(models: list[Path], **extra: str) -> dict[str, str]:
+    return {
         "SEMANTIC_EMBEDDER_MODEL_DIRS": ",".join(str(m) for m in models),
-        "SEMANTIC_GRPC_HOST": "127.0.0.1",
-        "SEMANTIC_GRPC_PORT": str(port),
-        "SEMANTIC_METRICS_PORT": "0",
         "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1",
-        **env,
+        **extra,
     }
-    process = subprocess.Popen([sys.executable, "-m", "semantic.embedder"], env=environment)
-    return Running(process, f"127.0.0.1:{port}")
-
-
-async def _wait_serving(address: str, process: subprocess.Popen[bytes]) -> None:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(600):
-            assert process.poll() is None, "embedder exited during start-up"
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("embedder never became SERVING")
-
-
-def _stop(running: Running) -> int:
-    running.process.send_signal(signal.SIGTERM)
-    return running.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def embedder(fp32_model_dir: Path, int8_model_dir: Path) -> Iterator[Running]:
-    running = _start([fp32_model_dir, int8_model_dir])
-    try:
-        asyncio.run(_wait_serving(running.address, running.process))
-        yield running
-    finally:
-        assert _stop(running) == 0
+def embedder(fp32_model_dir: Path, int8_model_dir: Path, service_starter: Any) -> Iterator[Any]:
+    running = service_starter("semantic.embedder", _env([fp32_model_dir, int8_model_dir]))
+    asyncio.run(wait_serving(running.address, exit_code=running.process.poll))
+    yield running
+    assert running.stop() == 0
 
 
 @pytest.fixture
-async def stub(embedder: Running) -> AsyncIterator[embedder_pb2_grpc.EmbedderStub]:
+async def stub(embedder: Any) -> AsyncIterator[embedder_pb2_grpc.EmbedderStub]:
     async with grpc.aio.insecure_channel(embedder.address) as channel:
         yield embedder_pb2_grpc.EmbedderStub(channel)
 
@@ -219,15 +179,20 @@ async def test_bad_input_is_invalid_argument_naming_the_field(
     assert problem in details
 
 
-async def test_overload_is_refused_with_resource_exhausted(fp32_model_dir: Path) -> None:
-    running = _start(
-        [fp32_model_dir],
-        SEMANTIC_EMBEDDER_MAX_PENDING="64",
-        SEMANTIC_EMBEDDER_MAX_BATCH_TEXTS="8",
-        SEMANTIC_EMBEDDER_MAX_WAIT_MS="0",
+async def test_overload_is_refused_with_resource_exhausted(
+    fp32_model_dir: Path, service_starter
+) -> None:  # type: ignore[no-untyped-def]
+    running = service_starter(
+        "semantic.embedder",
+        _env(
+            [fp32_model_dir],
+            SEMANTIC_EMBEDDER_MAX_PENDING="64",
+            SEMANTIC_EMBEDDER_MAX_BATCH_TEXTS="8",
+            SEMANTIC_EMBEDDER_MAX_WAIT_MS="0",
+        ),
     )
     try:
-        await _wait_serving(running.address, running.process)
+        await wait_serving(running.address, exit_code=running.process.poll)
         long_text = "many words in a long document " * 40
         async with grpc.aio.insecure_channel(running.address) as channel:
             stub = embedder_pb2_grpc.EmbedderStub(channel)
@@ -240,4 +205,4 @@ async def test_overload_is_refused_with_resource_exhausted(fp32_model_dir: Path)
         assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         assert all("retry later" in (r.details() or "") for r in refused)
     finally:
-        assert _stop(running) == 0
+        assert running.stop() == 0

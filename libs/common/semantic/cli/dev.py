@@ -15,16 +15,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import Field
 
-from semantic.common.errors import BootstrapError, SemanticError
+from semantic.common.errors import SemanticError
 from semantic.common.log import configure_logging
 from semantic.common.schema import bootstrap_schema
 from semantic.common.server import termination_event
 from semantic.common.settings import BaseServiceSettings, LogFormat
+from semantic.devstack.errors import DevstackError
+from semantic.devstack.health import wait_serving
 from semantic.devstack.nats import EmbeddedNats
 from semantic.devstack.postgres import EmbeddedPostgres
 
@@ -123,7 +123,14 @@ async def run_dev(data_dir: str | None = None) -> int:
         for spec in services:
             children.append(await _spawn(spec, settings, env))
         for spec, child in zip(services, children, strict=True):
-            await _wait_serving(spec, settings, child)
+            address = f"{settings.dev_host}:{spec.grpc_port}"
+            await wait_serving(
+                address,
+                exit_code=lambda child=child: child.returncode,  # type: ignore[misc]
+                name=spec.name,
+                timeout_s=settings.startup_timeout_seconds,
+            )
+            log.info("service_ready", service=spec.name, address=address)
         endpoints: dict[str, object] = {
             "data_dir": str(root),
             "database_url": dsn if postgres else "(external) DATABASE_URL",
@@ -143,7 +150,7 @@ async def run_dev(data_dir: str | None = None) -> int:
             return 1
         log.info("dev_stopping")
         return 0
-    except SemanticError as exc:
+    except (SemanticError, DevstackError) as exc:
         log.error("dev_failed", reason=str(exc))
         return 1
     finally:
@@ -169,29 +176,6 @@ async def _spawn(
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", spec.module, env=child_env)
     log.info("service_started", service=spec.name, pid=process.pid, port=spec.grpc_port)
     return process
-
-
-async def _wait_serving(
-    spec: ServiceSpec, settings: DevSettings, child: asyncio.subprocess.Process
-) -> None:
-    """Poll the child's gRPC health until SERVING; fail if it exits or takes too long."""
-    address = f"{settings.dev_host}:{spec.grpc_port}"
-    request = health_pb2.HealthCheckRequest(service="")
-    deadline = asyncio.get_running_loop().time() + settings.startup_timeout_seconds
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while asyncio.get_running_loop().time() < deadline:
-            if child.returncode is not None:
-                raise BootstrapError(f"{spec.name} exited with code {child.returncode}")
-            try:
-                reply = await stub.Check(request, timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    log.info("service_ready", service=spec.name, address=address)
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    raise BootstrapError(f"{spec.name} did not become SERVING at {address}")
 
 
 async def _terminate(child: asyncio.subprocess.Process, grace: float) -> None:

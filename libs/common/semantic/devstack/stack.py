@@ -3,21 +3,19 @@ PostgreSQL in a temporary folder plus the embedder and search services as proces
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from semantic.devstack.errors import DevstackError
+from semantic.devstack.health import wait_serving
 from semantic.devstack.ports import free_port
 from semantic.devstack.postgres import EmbeddedPostgres
 
@@ -101,7 +99,7 @@ class LocalStack:
         child = subprocess.Popen([sys.executable, "-m", module], env=env)
         self._children.append(child)
         address = f"127.0.0.1:{port}"
-        _wait_serving(address, child, module)
+        asyncio.run(wait_serving(address, exit_code=child.poll, name=module))
         log.info("stack_service_ready", service=module, address=address)
         return address
 
@@ -121,20 +119,3 @@ class LocalStack:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-
-
-def _wait_serving(address: str, child: subprocess.Popen[bytes], name: str) -> None:
-    deadline = time.monotonic() + 300
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if child.poll() is not None:
-                raise DevstackError(f"{name} exited with code {child.returncode} during start-up")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise DevstackError(f"{name} did not become SERVING at {address}")

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tokenizers import Tokenizer
 
+from semantic.devstack.health import wait_serving
 from semantic.devstack.ports import free_port
 from semantic.embedder.batcher import BatchPolicy
 from semantic.embedder.engine import EmbeddingEngine, Limits
@@ -143,19 +143,7 @@ class _Server:
         self.address = f"127.0.0.1:{self.port}"
 
     async def ready(self) -> None:
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            for _ in range(1200):
-                if self.process.poll() is not None:
-                    raise RuntimeError("embedder exited during start-up")
-                try:
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError("embedder did not become SERVING")
+        await wait_serving(self.address, exit_code=self.process.poll, name="embedder")
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)

@@ -1,7 +1,9 @@
-"""Model fixtures: the fp32 and int8 model directories, built once if not present.
+"""Model fixtures: the fp32 and int8 model directories, built at most once per session.
 
-`make test` builds them into ./models and passes SEMANTIC_TEST_MODELS; a bare `pytest`
-run uses ./models when it is up to date and otherwise builds into a temporary folder.
+`make test` builds them into ./models and passes SEMANTIC_TEST_MODELS (a folder that is
+then brought up to date if needed). A bare `pytest` run uses ./models when both variants
+there are up to date, and otherwise builds into a temporary folder, leaving ./models
+untouched.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from semantic.embedder.model.builder import FP32_DIR, INT8_DIR, build_models
+from semantic.embedder.model.builder import FP32_DIR, INT8_DIR, build_models, stale_variants
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -19,13 +21,15 @@ REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding both built variants."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model hub
     configured = os.environ.get("SEMANTIC_TEST_MODELS")
-    root = Path(configured) if configured else REPO_MODELS
-    try:
-        build_models(root)
-    except OSError:
-        root = tmp_path_factory.mktemp("models")
-        build_models(root)
+    if configured:
+        build_models(Path(configured))
+        return Path(configured)
+    if not stale_variants(REPO_MODELS):
+        return REPO_MODELS
+    root = tmp_path_factory.mktemp("models")
+    build_models(root)
     return root
 
 

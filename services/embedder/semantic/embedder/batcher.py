@@ -1,10 +1,12 @@
 """Token-budget micro-batching: many callers' texts merged into length-bucketed batches.
 
 Callers submit encoded texts and await one vector each. ``workers`` loops each take a
-batch and run the model on a worker thread, never on the event loop. A loop waits for
-its batch to fill up to the token budget (padded cost: texts x longest text) or until
-``max_wait_s`` has passed since the oldest pending text arrived, whichever comes first.
-While every worker is busy, texts accumulate, so batches grow with load. A batch is
+batch and run the model on a worker thread, never on the event loop. While another
+batch is running, a loop waits for its batch to fill up to the token budget (padded
+cost: texts x longest text) or until ``max_wait_s`` has passed since the oldest pending
+text arrived, whichever comes first; when nothing else runs it starts at once (waiting
+would only idle the CPU and add latency). While every worker is busy, texts accumulate,
+so batches grow with load. A batch is
 built around the oldest pending text from its neighbours in length order, so texts of
 similar length are padded together and nothing starves. When ``max_pending`` texts
 are already waiting, new submissions fail at once with ``Overloaded``.
@@ -84,6 +86,7 @@ class MicroBatcher(Generic[E]):
         self._pending_tokens = 0
         self._arrived = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
+        self._running = 0  # batches executing right now
 
     @property
     def pending(self) -> int:
@@ -141,6 +144,8 @@ class MicroBatcher(Generic[E]):
     async def _linger(self) -> None:
         """Wait for the batch to fill to the budget, at most max_wait after the oldest."""
         policy = self._policy
+        if not self._running:
+            return
         oldest = next(iter(self._oldest.values()))
         deadline = oldest.arrival + policy.max_wait_s
         while (
@@ -200,6 +205,7 @@ class MicroBatcher(Generic[E]):
             return
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        self._running += 1
         try:
             vectors = await loop.run_in_executor(
                 self._executor, self._infer, [item.encoded for item in live]
@@ -209,6 +215,8 @@ class MicroBatcher(Generic[E]):
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        finally:
+            self._running -= 1
         BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
         BATCH_TEXTS.labels(self._name).observe(len(live))
         for item, vector in zip(live, vectors, strict=True):

@@ -15,12 +15,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from semantic.embedder.model.errors import ModelBuildError
 
-OPSET = 17
-"""LayerNormalization is an ONNX operator from opset 17 on."""
-IR_VERSION = 8
-"""The IR version that goes with opset 17; onnxruntime 1.31 reads at most 13."""
+OPSET = 21
+"""LayerNormalization needs opset 17; 21 allows per-row (blocked) QuantizeLinear for int8."""
+IR_VERSION = 10
+"""The IR version of opset 21 (onnx 1.23 would write 14; onnxruntime 1.31 reads at most 13)."""
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "last_hidden_state"
+CONTRIB_DOMAIN = "com.microsoft"
 _MASK_FILL = -10000.0
 """Added to the attention scores of padding; exp() of it is exactly 0 in float32."""
 
@@ -93,14 +94,26 @@ class _BertWriter:
     """Writes the encoder layer by layer; names follow the checkpoint's weight names.
 
     Hidden states are kept as a [tokens, hidden] matrix between layers (every Linear is
-    one 2-D GEMM); only attention reshapes to [batch, heads, sequence, head_size]. The
-    query, key and value projections are one GEMM with the three weights side by side.
+    one 2-D GEMM, and the int8 rewrite can scale each token's row); only attention sees
+    [batch, heads, sequence, head_size]. With standard operators the query, key and value
+    projections are one GEMM with the three weights side by side; with ``fused`` they are
+    three GEMMs feeding onnxruntime's MultiHeadAttention.
     """
 
-    def __init__(self, weights: Mapping[str, np.ndarray[Any, Any]], config: BertConfig) -> None:
+    def __init__(
+        self, weights: Mapping[str, np.ndarray[Any, Any]], config: BertConfig, *, fused: bool
+    ) -> None:
         self.w = weights
         self.c = config
+        self.fused = fused
         self.g = _GraphWriter()
+        self.batch_seq = self.g.op("Shape", ["input_ids"], "batch_seq")
+        self.mask = "" if fused else self.mask_bias()
+        self.key_mask = (
+            self.g.op("Cast", ["attention_mask"], "mask/int32", to=TensorProto.INT32)
+            if fused
+            else ""
+        )
 
     def weight(self, key: str) -> np.ndarray[Any, Any]:
         try:
@@ -165,45 +178,77 @@ class _BertWriter:
             "Unsqueeze", [bias, g.const("mask_axes", np.array([1, 2], np.int64))], "mask/bias4d"
         )
 
-    def attention(self, x: str, mask: str, prefix: str) -> str:
+    def attention(self, x: str, prefix: str) -> str:
+        """Self-attention, output projection, residual and LayerNorm."""
+        g = self.g
+        context = (
+            self.fused_attention_core(x, f"{prefix}.self")
+            if self.fused
+            else self.attention_core(x, f"{prefix}.self")
+        )
+        out = self.linear(context, [f"{prefix}.output.dense"], f"{prefix}.output.dense")
+        residual = g.op("Add", [out, x], f"{prefix}.output/residual")
+        return self.layer_norm(residual, f"{prefix}.output.LayerNorm")
+
+    def attention_core(self, x: str, prefix: str) -> str:
+        """Standard operators; one GEMM for query, key and value, 1/sqrt(d) folded into query."""
         g = self.g
         c = self.c
-        # One GEMM for query, key and value; 1/sqrt(head_size) is folded into the query.
-        parts = [f"{prefix}.self.{name}" for name in ("query", "key", "value")]
-        qkv = self.linear(x, parts, f"{prefix}.self.qkv", [1.0 / math.sqrt(c.head_size), 1.0, 1.0])
-        batch_seq = g.op("Shape", ["input_ids"], f"{prefix}.self/batch_seq")
-        heads_shape = g.op(
-            "Concat",
-            [
-                batch_seq,
-                g.const(f"{prefix}.self/heads", np.array([3, c.num_heads, c.head_size], np.int64)),
-            ],
-            f"{prefix}.self/heads_shape",
-            axis=0,
-        )
-        split = g.op("Reshape", [qkv, heads_shape], f"{prefix}.self/split")
+        parts = [f"{prefix}.{name}" for name in ("query", "key", "value")]
+        qkv = self.linear(x, parts, f"{prefix}.qkv", [1.0 / math.sqrt(c.head_size), 1.0, 1.0])
+        heads = g.const(f"{prefix}/heads", np.array([3, c.num_heads, c.head_size], np.int64))
+        heads_shape = g.op("Concat", [self.batch_seq, heads], f"{prefix}/heads_shape", axis=0)
+        split = g.op("Reshape", [qkv, heads_shape], f"{prefix}/split")
         # [3, batch, heads, seq, head_size]
-        stacked = g.op("Transpose", [split], f"{prefix}.self/stacked", perm=[2, 0, 3, 1, 4])
+        stacked = g.op("Transpose", [split], f"{prefix}/stacked", perm=[2, 0, 3, 1, 4])
         q, k, v = (
             g.op(
                 "Gather",
-                [stacked, g.const(f"{prefix}.self/{name}_index", np.array(i, np.int64))],
-                f"{prefix}.self/{name}",
+                [stacked, g.const(f"{prefix}/{name}_index", np.array(i, np.int64))],
+                f"{prefix}/{name}",
                 axis=0,
             )
             for i, name in enumerate(("q", "k", "v"))
         )
-        k_t = g.op("Transpose", [k], f"{prefix}.self/k_t", perm=[0, 1, 3, 2])
-        scores = g.op("MatMul", [q, k_t], f"{prefix}.self/scores")
-        masked = g.op("Add", [scores, mask], f"{prefix}.self/masked")
-        probs = g.op("Softmax", [masked], f"{prefix}.self/probs", axis=-1)
-        context = g.op("MatMul", [probs, v], f"{prefix}.self/context")
-        merged = g.op("Transpose", [context], f"{prefix}.self/context_t", perm=[0, 2, 1, 3])
-        rows = g.const(f"{prefix}.self/rows", np.array([-1, c.hidden_size], np.int64))
-        flat = g.op("Reshape", [merged, rows], f"{prefix}.self/merged")
-        out = self.linear(flat, [f"{prefix}.output.dense"], f"{prefix}.output.dense")
-        residual = g.op("Add", [out, x], f"{prefix}.output/residual")
-        return self.layer_norm(residual, f"{prefix}.output.LayerNorm")
+        k_t = g.op("Transpose", [k], f"{prefix}/k_t", perm=[0, 1, 3, 2])
+        scores = g.op("MatMul", [q, k_t], f"{prefix}/scores")
+        masked = g.op("Add", [scores, self.mask], f"{prefix}/masked")
+        probs = g.op("Softmax", [masked], f"{prefix}/probs", axis=-1)
+        context = g.op("MatMul", [probs, v], f"{prefix}/context")
+        merged = g.op("Transpose", [context], f"{prefix}/context_t", perm=[0, 2, 1, 3])
+        rows = g.const(f"{prefix}/rows", np.array([-1, c.hidden_size], np.int64))
+        return g.op("Reshape", [merged, rows], f"{prefix}/merged")
+
+    def fused_attention_core(self, x: str, prefix: str) -> str:
+        """onnxruntime's MultiHeadAttention: mask, scale, softmax and heads in one kernel."""
+        g = self.g
+        c = self.c
+        hidden_shape = g.op(
+            "Concat",
+            [self.batch_seq, g.const(f"{prefix}/hidden", np.array([c.hidden_size], np.int64))],
+            f"{prefix}/bsh_shape",
+            axis=0,
+        )
+        projected = []
+        for name in ("query", "key", "value"):
+            weight = g.const(
+                f"{prefix}.{name}.weight", self.weight(f"{prefix}.{name}.weight").T.copy()
+            )
+            product = g.op("MatMul", [x, weight], f"{prefix}.{name}/MatMul")
+            projected.append(g.op("Reshape", [product, hidden_shape], f"{prefix}.{name}/bsh"))
+        bias = g.const(
+            f"{prefix}.qkv.bias",
+            np.concatenate([self.weight(f"{prefix}.{n}.bias") for n in ("query", "key", "value")]),
+        )
+        attended = g.op(
+            "MultiHeadAttention",
+            [*projected, bias, self.key_mask],
+            f"{prefix}/mha",
+            domain=CONTRIB_DOMAIN,
+            num_heads=c.num_heads,
+        )
+        rows = g.const(f"{prefix}/rows", np.array([-1, c.hidden_size], np.int64))
+        return g.op("Reshape", [attended, rows], f"{prefix}/merged")
 
     def gelu(self, x: str, prefix: str) -> str:
         """Exact GELU, 0.5 * x * (1 + erf(x / sqrt(2))), in the pattern exporters emit."""
@@ -215,9 +260,9 @@ class _BertWriter:
         gated = g.op("Mul", [x, g.op("Add", [erf, one], f"{prefix}/add")], f"{prefix}/mul")
         return g.op("Mul", [gated, half], f"{prefix}/gelu")
 
-    def layer(self, x: str, mask: str, index: int) -> str:
+    def layer(self, x: str, index: int) -> str:
         prefix = f"encoder.layer.{index}"
-        attended = self.attention(x, mask, f"{prefix}.attention")
+        attended = self.attention(x, f"{prefix}.attention")
         up = self.linear(attended, [f"{prefix}.intermediate.dense"], f"{prefix}.intermediate.dense")
         down = self.linear(
             self.gelu(up, f"{prefix}.intermediate"),
@@ -230,18 +275,10 @@ class _BertWriter:
     def model(self) -> onnx.ModelProto:
         g = self.g
         x = self.embeddings()
-        mask = self.mask_bias()
         for index in range(self.c.num_layers):
-            x = self.layer(x, mask, index)
-        out_shape = g.op(
-            "Concat",
-            [
-                g.op("Shape", ["input_ids"], "out/batch_seq"),
-                g.const("out/hidden", np.array([self.c.hidden_size], np.int64)),
-            ],
-            "out/shape",
-            axis=0,
-        )
+            x = self.layer(x, index)
+        hidden = g.const("out/hidden", np.array([self.c.hidden_size], np.int64))
+        out_shape = g.op("Concat", [self.batch_seq, hidden], "out/shape", axis=0)
         g.nodes.append(helper.make_node("Reshape", [x, out_shape], [OUTPUT_NAME], name=OUTPUT_NAME))
         dims = ["batch", "sequence"]
         graph = helper.make_graph(
@@ -255,23 +292,29 @@ class _BertWriter:
             ],
             g.initializers,
         )
-        model = helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="semantic"
-        )
+        opsets = [helper.make_opsetid("", OPSET)]
+        if self.fused:
+            opsets.append(helper.make_opsetid(CONTRIB_DOMAIN, 1))
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="semantic")
         model.ir_version = IR_VERSION
         return model
 
 
 def build_bert_graph(
-    weights: Mapping[str, np.ndarray[Any, Any]], config: BertConfig
+    weights: Mapping[str, np.ndarray[Any, Any]],
+    config: BertConfig,
+    *,
+    fused_attention: bool = False,
 ) -> onnx.ModelProto:
     """The encoder as an ONNX model: int64 ``input_ids``, ``attention_mask`` and
     ``token_type_ids`` [batch, sequence] in, float32 ``last_hidden_state``
     [batch, sequence, hidden] out (right padding; padded rows are meaningless).
 
     ``weights`` are the checkpoint tensors by name, without a ``bert.`` prefix, Linear
-    weights stored [out, in] as PyTorch saves them.
+    weights stored [out, in] as PyTorch saves them. ``fused_attention`` writes the
+    attention core as onnxruntime's ``MultiHeadAttention`` instead of standard operators
+    (the graph then runs on onnxruntime only).
     """
-    model = _BertWriter(weights, config).model()
+    model = _BertWriter(weights, config, fused=fused_attention).model()
     onnx.checker.check_model(model, full_check=False)
     return model

@@ -89,6 +89,7 @@ class Manifest(BaseModel):
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(text)
+            Path(tmp).chmod(0o644)  # mkstemp makes it private
             Path(tmp).replace(path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asemantic/v1/embedder.proto\x12\x0bsemantic.v1\"\xbb\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12*\n\ninput_type\x18\x02 \x01(\x0e\x32\x16.semantic.v1.InputType\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12+\n\ntruncation\x18\x04 \x01(\x0e\x32\x17.semantic.v1.Truncation\x12\x31\n\rnormalization\x18\x05 \x01(\x0e\x32\x1a.semantic.v1.Normalization\"\x9b\x01\n\rEmbedResponse\x12\x0f\n\x07vectors\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x05 \x01(\t\x12\x0e\n\x06tokens\x18\x06 \x03(\r\x12\x11\n\ttruncated\x18\x07 \x03(\x08\x12\x12\n\nnormalized\x18\x08 \x01(\x08\"R\n\x12\x45mbedStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x19.semantic.v1.EmbedRequest\"T\n\x13\x45mbedStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x1a.semantic.v1.EmbedResponse\"\r\n\x0bInfoRequest\"\x92\x01\n\x0cInfoResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.semantic.v1.ModelInfo\x12\x18\n\x10\x64\x65\x66\x61ult_model_id\x18\x02 \x01(\t\x12(\n\x06limits\x18\x03 \x01(\x0b\x32\x18.semantic.v1.EmbedLimits\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\"\x8d\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12%\n\x07pooling\x18\x05 \x01(\x0e\x32\x14.semantic.v1.Pooling\x12\x11\n\tnormalize\x18\x06 \x01(\x08\x12\x14\n\x0cquery_prefix\x18\x07 \x01(\t\x12\x17\n\x0f\x64ocument_prefix\x18\x08 \x01(\t\x12/\n\x0cquantization\x18\t \x01(\x0e\x32\x19.semantic.v1.Quantization\x12\x12\n\nis_default\x18\n \x01(\x08\x12\x15\n\rbase_model_id\x18\x0b \x01(\t\"H\n\x0b\x45mbedLimits\x12\x1d\n\x15max_texts_per_request\x18\x01 \x01(\r\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\r*V\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x02*Q\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRUNCATION_END\x10\x01\x12\x13\n\x0fTRUNCATION_NONE\x10\x02*\\\n\rNormalization\x12\x1d\n\x19NORMALIZATION_UNSPECIFIED\x10\x00\x12\x14\n\x10NORMALIZATION_L2\x10\x01\x12\x16\n\x12NORMALIZATION_NONE\x10\x02*V\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_MEAN\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x12\x0f\n\x0bPOOLING_MAX\x10\x03*q\n\x0cQuantization\x12\x1c\n\x18QUANTIZATION_UNSPECIFIED\x10\x00\x12\x15\n\x11QUANTIZATION_FP32\x10\x01\x12\x15\n\x11QUANTIZATION_FP16\x10\x02\x12\x15\n\x11QUANTIZATION_INT8\x10\x03\x32\xdd\x01\n\x08\x45mbedder\x12>\n\x05\x45mbed\x12\x19.semantic.v1.EmbedRequest\x1a\x1a.semantic.v1.EmbedResponse\x12T\n\x0b\x45mbedStream\x12\x1f.semantic.v1.EmbedStreamRequest\x1a .semantic.v1.EmbedStreamResponse(\x01\x30\x01\x12;\n\x04Info\x12\x18.semantic.v1.InfoRequest\x1a\x19.semantic.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asemantic/v1/embedder.proto\x12\x0bsemantic.v1\"\xbb\x01\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12*\n\ninput_type\x18\x02 \x01(\x0e\x32\x16.semantic.v1.InputType\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12+\n\ntruncation\x18\x04 \x01(\x0e\x32\x17.semantic.v1.Truncation\x12\x31\n\rnormalization\x18\x05 \x01(\x0e\x32\x1a.semantic.v1.Normalization\"\x9b\x01\n\rEmbedResponse\x12\x0f\n\x07vectors\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x05 \x01(\t\x12\x0e\n\x06tokens\x18\x06 \x03(\r\x12\x11\n\ttruncated\x18\x07 \x03(\x08\x12\x12\n\nnormalized\x18\x08 \x01(\x08\"R\n\x12\x45mbedStreamRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x19.semantic.v1.EmbedRequest\"T\n\x13\x45mbedStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x05\x65mbed\x18\x02 \x01(\x0b\x32\x1a.semantic.v1.EmbedResponse\"\r\n\x0bInfoRequest\"%\n\x10LoadModelRequest\x12\x11\n\tmodel_dir\x18\x01 \x01(\t\"J\n\x11LoadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.semantic.v1.ModelInfo\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\"\x92\x01\n\x0cInfoResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.semantic.v1.ModelInfo\x12\x18\n\x10\x64\x65\x66\x61ult_model_id\x18\x02 \x01(\t\x12(\n\x06limits\x18\x03 \x01(\x0b\x32\x18.semantic.v1.EmbedLimits\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\"\x8d\x02\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x12\n\nmax_tokens\x18\x04 \x01(\r\x12%\n\x07pooling\x18\x05 \x01(\x0e\x32\x14.semantic.v1.Pooling\x12\x11\n\tnormalize\x18\x06 \x01(\x08\x12\x14\n\x0cquery_prefix\x18\x07 \x01(\t\x12\x17\n\x0f\x64ocument_prefix\x18\x08 \x01(\t\x12/\n\x0cquantization\x18\t \x01(\x0e\x32\x19.semantic.v1.Quantization\x12\x12\n\nis_default\x18\n \x01(\x08\x12\x15\n\rbase_model_id\x18\x0b \x01(\t\"H\n\x0b\x45mbedLimits\x12\x1d\n\x15max_texts_per_request\x18\x01 \x01(\r\x12\x1a\n\x12max_chars_per_text\x18\x02 \x01(\r*V\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10INPUT_TYPE_QUERY\x10\x01\x12\x17\n\x13INPUT_TYPE_DOCUMENT\x10\x02*Q\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRUNCATION_END\x10\x01\x12\x13\n\x0fTRUNCATION_NONE\x10\x02*\\\n\rNormalization\x12\x1d\n\x19NORMALIZATION_UNSPECIFIED\x10\x00\x12\x14\n\x10NORMALIZATION_L2\x10\x01\x12\x16\n\x12NORMALIZATION_NONE\x10\x02*V\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_MEAN\x10\x01\x12\x0f\n\x0bPOOLING_CLS\x10\x02\x12\x0f\n\x0bPOOLING_MAX\x10\x03*q\n\x0cQuantization\x12\x1c\n\x18QUANTIZATION_UNSPECIFIED\x10\x00\x12\x15\n\x11QUANTIZATION_FP32\x10\x01\x12\x15\n\x11QUANTIZATION_FP16\x10\x02\x12\x15\n\x11QUANTIZATION_INT8\x10\x03\x32\xa9\x02\n\x08\x45mbedder\x12>\n\x05\x45mbed\x12\x19.semantic.v1.EmbedRequest\x1a\x1a.semantic.v1.EmbedResponse\x12T\n\x0b\x45mbedStream\x12\x1f.semantic.v1.EmbedStreamRequest\x1a .semantic.v1.EmbedStreamResponse(\x01\x30\x01\x12;\n\x04Info\x12\x18.semantic.v1.InfoRequest\x1a\x19.semantic.v1.InfoResponse\x12J\n\tLoadModel\x12\x1d.semantic.v1.LoadModelRequest\x1a\x1e.semantic.v1.LoadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'semantic.v1.embedder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INPUTTYPE']._serialized_start=1071
-  _globals['_INPUTTYPE']._serialized_end=1157
-  _globals['_TRUNCATION']._serialized_start=1159
-  _globals['_TRUNCATION']._serialized_end=1240
-  _globals['_NORMALIZATION']._serialized_start=1242
-  _globals['_NORMALIZATION']._serialized_end=1334
-  _globals['_POOLING']._serialized_start=1336
-  _globals['_POOLING']._serialized_end=1422
-  _globals['_QUANTIZATION']._serialized_start=1424
-  _globals['_QUANTIZATION']._serialized_end=1537
+  _globals['_INPUTTYPE']._serialized_start=1186
+  _globals['_INPUTTYPE']._serialized_end=1272
+  _globals['_TRUNCATION']._serialized_start=1274
+  _globals['_TRUNCATION']._serialized_end=1355
+  _globals['_NORMALIZATION']._serialized_start=1357
+  _globals['_NORMALIZATION']._serialized_end=1449
+  _globals['_POOLING']._serialized_start=1451
+  _globals['_POOLING']._serialized_end=1537
+  _globals['_QUANTIZATION']._serialized_start=1539
+  _globals['_QUANTIZATION']._serialized_end=1652
   _globals['_EMBEDREQUEST']._serialized_start=44
   _globals['_EMBEDREQUEST']._serialized_end=231
   _globals['_EMBEDRESPONSE']._serialized_start=234
@@ -51,12 +51,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDSTREAMRESPONSE']._serialized_end=559
   _globals['_INFOREQUEST']._serialized_start=561
   _globals['_INFOREQUEST']._serialized_end=574
-  _globals['_INFORESPONSE']._serialized_start=577
-  _globals['_INFORESPONSE']._serialized_end=723
-  _globals['_MODELINFO']._serialized_start=726
-  _globals['_MODELINFO']._serialized_end=995
-  _globals['_EMBEDLIMITS']._serialized_start=997
-  _globals['_EMBEDLIMITS']._serialized_end=1069
-  _globals['_EMBEDDER']._serialized_start=1540
-  _globals['_EMBEDDER']._serialized_end=1761
+  _globals['_LOADMODELREQUEST']._serialized_start=576
+  _globals['_LOADMODELREQUEST']._serialized_end=613
+  _globals['_LOADMODELRESPONSE']._serialized_start=615
+  _globals['_LOADMODELRESPONSE']._serialized_end=689
+  _globals['_INFORESPONSE']._serialized_start=692
+  _globals['_INFORESPONSE']._serialized_end=838
+  _globals['_MODELINFO']._serialized_start=841
+  _globals['_MODELINFO']._serialized_end=1110
+  _globals['_EMBEDLIMITS']._serialized_start=1112
+  _globals['_EMBEDLIMITS']._serialized_end=1184
+  _globals['_EMBEDDER']._serialized_start=1655
+  _globals['_EMBEDDER']._serialized_end=1952
 # @@protoc_insertion_point(module_scope)

@@ -370,6 +370,56 @@ class InfoRequest(_message.Message):
 Global___InfoRequest: _TypeAlias = InfoRequest  # noqa: Y015
 
 @_typing.final
+class LoadModelRequest(_message.Message):
+    """Which model directory to load."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_DIR_FIELD_NUMBER: _builtins.int
+    model_dir: _builtins.str
+    """Path of the model directory on the embedder's file system. Required."""
+    def __init__(
+        self,
+        *,
+        model_dir: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_dir", b"model_dir"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadModelRequest: _TypeAlias = LoadModelRequest  # noqa: Y015
+
+@_typing.final
+class LoadModelResponse(_message.Message):
+    """The model now served."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    LOADED_FIELD_NUMBER: _builtins.int
+    loaded: _builtins.bool
+    """True when this call loaded it; false when it was already served."""
+    @_builtins.property
+    def model(self) -> Global___ModelInfo:
+        """The model as Info describes it."""
+
+    def __init__(
+        self,
+        *,
+        model: Global___ModelInfo | None = ...,
+        loaded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["loaded", b"loaded", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadModelResponse: _TypeAlias = LoadModelResponse  # noqa: Y015
+
+@_typing.final
 class InfoResponse(_message.Message):
     """The served models and the request limits."""
 

@@ -50,6 +50,11 @@ class EmbedderStub:
                 request_serializer=semantic_dot_v1_dot_embedder__pb2.InfoRequest.SerializeToString,
                 response_deserializer=semantic_dot_v1_dot_embedder__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/semantic.v1.Embedder/LoadModel',
+                request_serializer=semantic_dot_v1_dot_embedder__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_embedder__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
 
 
 class EmbedderServicer:
@@ -85,6 +90,20 @@ class EmbedderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Loads a model directory (model.onnx, tokenizer.json, manifest.json) readable by this
+        embedder process and serves it beside the others, after a warm-up batch, until the
+        process ends (list the directory in SEMANTIC_EMBEDDER_MODEL_DIRS to keep it across
+        restarts). Admin.Reindex with a `model_dir` calls it. Idempotent: a directory whose
+        model is already served returns that model. An unreadable or invalid directory gives
+        INVALID_ARGUMENT naming `model_dir` and the file at fault; another model under an id
+        already served gives ALREADY_EXISTS; loading switched off by the operator
+        (SEMANTIC_EMBEDDER_ALLOW_LOAD=false) gives PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +121,11 @@ def add_EmbedderServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=semantic_dot_v1_dot_embedder__pb2.InfoRequest.FromString,
                     response_serializer=semantic_dot_v1_dot_embedder__pb2.InfoResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=semantic_dot_v1_dot_embedder__pb2.LoadModelRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_embedder__pb2.LoadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +210,33 @@ class Embedder:
             '/semantic.v1.Embedder/Info',
             semantic_dot_v1_dot_embedder__pb2.InfoRequest.SerializeToString,
             semantic_dot_v1_dot_embedder__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Embedder/LoadModel',
+            semantic_dot_v1_dot_embedder__pb2.LoadModelRequest.SerializeToString,
+            semantic_dot_v1_dot_embedder__pb2.LoadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

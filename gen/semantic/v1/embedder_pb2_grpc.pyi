@@ -61,6 +61,16 @@ class EmbedderStub:
     """Describes the served models and the request limits. Cheap; clients may call it at
     start-up to learn the default model, its dimension and its sha256.
     """
+    LoadModel: _grpc.UnaryUnaryMultiCallable[_embedder_pb2.LoadModelRequest, _embedder_pb2.LoadModelResponse]
+    """Loads a model directory (model.onnx, tokenizer.json, manifest.json) readable by this
+    embedder process and serves it beside the others, after a warm-up batch, until the
+    process ends (list the directory in SEMANTIC_EMBEDDER_MODEL_DIRS to keep it across
+    restarts). Admin.Reindex with a `model_dir` calls it. Idempotent: a directory whose
+    model is already served returns that model. An unreadable or invalid directory gives
+    INVALID_ARGUMENT naming `model_dir` and the file at fault; another model under an id
+    already served gives ALREADY_EXISTS; loading switched off by the operator
+    (SEMANTIC_EMBEDDER_ALLOW_LOAD=false) gives PERMISSION_DENIED.
+    """
 
 @_typing.type_check_only
 class EmbedderAsyncStub(EmbedderStub):
@@ -83,6 +93,16 @@ class EmbedderAsyncStub(EmbedderStub):
     Info: _aio.UnaryUnaryMultiCallable[_embedder_pb2.InfoRequest, _embedder_pb2.InfoResponse]  # type: ignore[assignment]
     """Describes the served models and the request limits. Cheap; clients may call it at
     start-up to learn the default model, its dimension and its sha256.
+    """
+    LoadModel: _aio.UnaryUnaryMultiCallable[_embedder_pb2.LoadModelRequest, _embedder_pb2.LoadModelResponse]  # type: ignore[assignment]
+    """Loads a model directory (model.onnx, tokenizer.json, manifest.json) readable by this
+    embedder process and serves it beside the others, after a warm-up batch, until the
+    process ends (list the directory in SEMANTIC_EMBEDDER_MODEL_DIRS to keep it across
+    restarts). Admin.Reindex with a `model_dir` calls it. Idempotent: a directory whose
+    model is already served returns that model. An unreadable or invalid directory gives
+    INVALID_ARGUMENT naming `model_dir` and the file at fault; another model under an id
+    already served gives ALREADY_EXISTS; loading switched off by the operator
+    (SEMANTIC_EMBEDDER_ALLOW_LOAD=false) gives PERMISSION_DENIED.
     """
 
 class EmbedderServicer(metaclass=_abc_1.ABCMeta):
@@ -121,6 +141,22 @@ class EmbedderServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_embedder_pb2.InfoResponse, _abc.Awaitable[_embedder_pb2.InfoResponse]]:
         """Describes the served models and the request limits. Cheap; clients may call it at
         start-up to learn the default model, its dimension and its sha256.
+        """
+
+    @_abc_1.abstractmethod
+    def LoadModel(
+        self,
+        request: _embedder_pb2.LoadModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedder_pb2.LoadModelResponse, _abc.Awaitable[_embedder_pb2.LoadModelResponse]]:
+        """Loads a model directory (model.onnx, tokenizer.json, manifest.json) readable by this
+        embedder process and serves it beside the others, after a warm-up batch, until the
+        process ends (list the directory in SEMANTIC_EMBEDDER_MODEL_DIRS to keep it across
+        restarts). Admin.Reindex with a `model_dir` calls it. Idempotent: a directory whose
+        model is already served returns that model. An unreadable or invalid directory gives
+        INVALID_ARGUMENT naming `model_dir` and the file at fault; another model under an id
+        already served gives ALREADY_EXISTS; loading switched off by the operator
+        (SEMANTIC_EMBEDDER_ALLOW_LOAD=false) gives PERMISSION_DENIED.
         """
 
 def add_EmbedderServicer_to_server(servicer: EmbedderServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

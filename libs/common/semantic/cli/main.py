@@ -33,9 +33,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("version", help="print the version")
 
-    from semantic.cli import bench, evaluate, model
+    from semantic.cli import bench, evaluate, maintain, model
     from semantic.common.auth import add_token_arguments
 
+    maintain.add_parsers(sub)
     bench.add_parser(sub)
     evaluate.add_parser(sub)
     model.add_parser(sub)
@@ -77,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.cli import bench, evaluate, model
 
         return bench.run(args)
+    if args.command in ("backfill", "heal", "reindex", "rollback", "activate", "spaces"):
+        from semantic.cli import maintain
+
+        return maintain.run(args)
     if args.command == "token":
         from semantic.common.auth import token_command
 

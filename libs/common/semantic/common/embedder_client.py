@@ -16,7 +16,12 @@ from typing import Any, Literal, TypeVar
 import grpc
 import numpy as np
 
-from semantic.common.errors import DependencyUnavailable, InvalidArgument, Overloaded
+from semantic.common.errors import (
+    DependencyUnavailable,
+    FailedPrecondition,
+    InvalidArgument,
+    Overloaded,
+)
 from semantic.common.retry import retry_async
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
@@ -76,7 +81,19 @@ class EmbedderClient:
         reply = await retry_async(info, what="embedder", timeout_s=max(wait_s, 0.001))
         self._max_texts = max(1, reply.limits.max_texts_per_request)
         model = next(m for m in reply.models if m.id == reply.default_model_id)
-        return ModelDescription(model.id, model.sha256, model.dim, model.max_tokens)
+        return _description(model)
+
+    async def models(self) -> list[ModelDescription]:
+        """Every model the embedder serves, the default first."""
+        reply = await self._call(self._stub.Info(pb.InfoRequest(), timeout=self._timeout))
+        return [_description(m) for m in reply.models]
+
+    async def load_model(self, model_dir: str) -> ModelDescription:
+        """Have the embedder load and serve a model directory (idempotent)."""
+        reply = await self._call(
+            self._stub.LoadModel(pb.LoadModelRequest(model_dir=model_dir), timeout=self._timeout)
+        )
+        return _description(reply.model)
 
     async def embed(
         self, texts: Sequence[str], *, input_type: InputType = "document", model_id: str = ""
@@ -123,4 +140,12 @@ class EmbedderClient:
             if code is grpc.StatusCode.INVALID_ARGUMENT:
                 field, _, problem = details.partition(": ")
                 raise InvalidArgument(field, problem or details) from exc
+            if code is grpc.StatusCode.ALREADY_EXISTS:
+                raise FailedPrecondition(f"embedder: {details}") from exc
+            if code is grpc.StatusCode.PERMISSION_DENIED:
+                raise FailedPrecondition(f"embedder: {details}") from exc
             raise DependencyUnavailable("embedder", f"{code.name}: {details}") from exc
+
+
+def _description(model: pb.ModelInfo) -> ModelDescription:
+    return ModelDescription(model.id, model.sha256, model.dim, model.max_tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import structlog
@@ -57,7 +58,12 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event | None = None) -
     executor = ThreadPoolExecutor(
         max_workers=settings.embedder_workers, thread_name_prefix="inference"
     )
-    servicer = EmbedderServicer()  # UNAVAILABLE until the models answered a warm-up
+
+    def loader(path: Path) -> EmbeddingModel:
+        return OnnxEmbeddingModel.load(path, intra_op_threads=settings.embedder_intra_op_threads)
+
+    # UNAVAILABLE until the models answered a warm-up
+    servicer = EmbedderServicer(loader=loader if settings.embedder_allow_load else None)
     engines: list[EmbeddingEngine] = []
     kit = ServerKit(
         name="embedder",

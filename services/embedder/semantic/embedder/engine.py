@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from semantic.common.errors import InvalidArgument
+from semantic.common.errors import AlreadyExists, InvalidArgument
 from semantic.embedder.batcher import BatchPolicy, MicroBatcher
 from semantic.embedder.model.manifest import Manifest
 
@@ -88,6 +88,8 @@ class EmbeddingEngine:
         if self.default_model not in self._models:
             raise ValueError(f"default model {self.default_model!r} is not among the served ones")
         self._executor = executor
+        self._policy = policy
+        self._started = False
         self._batchers = {
             model_id: MicroBatcher[Any](
                 model_id, functools.partial(model.infer, normalize=False), executor, policy
@@ -105,6 +107,48 @@ class EmbeddingEngine:
         """Start the batchers (on the running event loop)."""
         for batcher in self._batchers.values():
             batcher.start()
+        self._started = True
+
+    def served(self, model_id: str) -> Manifest | None:
+        """The manifest of a served model, None when not served."""
+        model = self._models.get(model_id)
+        return model.manifest if model is not None else None
+
+    async def add_model(self, model: EmbeddingModel) -> bool:
+        """Serve ``model`` too, after a warm-up batch; False if it is already served.
+
+        Raises AlreadyExists when another model is served under the same id.
+        """
+        manifest = model.manifest
+        current = self._models.get(manifest.model_id)
+        if current is not None:
+            if current.manifest.onnx_sha256 != manifest.onnx_sha256:
+                raise AlreadyExists(
+                    "model",
+                    f"{manifest.model_id} (served with sha256 "
+                    f"{current.manifest.onnx_sha256[:12]}, the directory holds "
+                    f"{manifest.onnx_sha256[:12]})",
+                )
+            return False
+        batcher = MicroBatcher[Any](
+            manifest.model_id,
+            functools.partial(model.infer, normalize=False),
+            self._executor,
+            self._policy,
+        )
+        if self._started:
+            batcher.start()
+        self._models[manifest.model_id] = model
+        self._batchers[manifest.model_id] = batcher
+        try:
+            await self.embed(
+                ["warm-up", "a slightly longer warm-up text"], model_id=manifest.model_id
+            )
+        except BaseException:
+            del self._models[manifest.model_id]
+            await self._batchers.pop(manifest.model_id).close()
+            raise
+        return True
 
     async def close(self) -> None:
         """Stop the batchers."""

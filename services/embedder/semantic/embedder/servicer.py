@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
-from semantic.common.errors import DependencyUnavailable, InvalidArgument
-from semantic.embedder.engine import Embedding, EmbeddingEngine, InputType
+import structlog
+
+from semantic.common.errors import DependencyUnavailable, InvalidArgument, PermissionDenied
+from semantic.embedder.engine import Embedding, EmbeddingEngine, EmbeddingModel, InputType
+from semantic.embedder.model.errors import ModelError
 from semantic.embedder.model.manifest import Manifest
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
+
+log = structlog.get_logger(__name__)
+ModelLoader = Callable[[Path], EmbeddingModel]
+"""Loads a model directory (blocking; run in a thread)."""
 
 _INPUT_TYPES: dict[int, InputType] = {
     pb.INPUT_TYPE_UNSPECIFIED: "document",
@@ -29,8 +38,12 @@ _QUANT = {"fp32": pb.QUANTIZATION_FP32, "fp16": pb.QUANTIZATION_FP16, "int8": pb
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Converts between protobuf and the engine; no logic of its own."""
 
-    def __init__(self, engine: EmbeddingEngine | None = None) -> None:
+    def __init__(
+        self, engine: EmbeddingEngine | None = None, loader: ModelLoader | None = None
+    ) -> None:
         self._ready = engine
+        self._loader = loader
+        self._loading = asyncio.Lock()
 
     def attach(self, engine: EmbeddingEngine) -> None:
         """Start answering with ``engine`` (calls before this get UNAVAILABLE)."""
@@ -62,6 +75,26 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                 max_chars_per_text=engine.limits.max_chars,
             ),
             server_version=version("semantic"),
+        )
+
+    async def LoadModel(self, request: pb.LoadModelRequest, context: Any) -> pb.LoadModelResponse:
+        engine = self._engine
+        if self._loader is None:
+            raise PermissionDenied("loading models at run time is switched off on this embedder")
+        if not request.model_dir.strip():
+            raise InvalidArgument("model_dir", "must name a model directory")
+        async with self._loading:  # one load at a time: they are large
+            try:
+                model = await asyncio.to_thread(self._loader, Path(request.model_dir))
+            except ModelError as exc:
+                raise InvalidArgument("model_dir", str(exc)) from exc
+            except OSError as exc:
+                raise InvalidArgument("model_dir", f"cannot be read: {exc}") from exc
+            loaded = await engine.add_model(model)
+        manifest = model.manifest
+        log.info("model_loaded" if loaded else "model_already_served", model=manifest.model_id)
+        return pb.LoadModelResponse(
+            model=_model_info(manifest, manifest.model_id == engine.default_model), loaded=loaded
         )
 
     async def _embed(self, request: pb.EmbedRequest) -> pb.EmbedResponse:

@@ -47,6 +47,10 @@ class EmbedderSettings(BaseServiceSettings):
         32768, ge=1, description="Characters per text; longer input is INVALID_ARGUMENT."
     )
 
+    embedder_allow_load: bool = Field(
+        True, description="Whether LoadModel may load further model directories at run time."
+    )
+
     @field_validator("embedder_model_dirs", mode="before")
     @classmethod
     def _split_dirs(cls, value: object) -> object:

@@ -1,23 +1,29 @@
-"""gRPC servicer of semantic.v1.Admin: spaces and a health report (heal and reindex
-arrive with the indexer)."""
+"""gRPC servicer of semantic.v1.Admin: spaces, heal, reindex and a health report.
+
+A Reindex creates the space and fills it in a background task of this process; if the
+process stops first, the indexer's heal loop (or the next Reindex call) resumes it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import grpc
+import structlog
 
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.search import spaces
 from semantic.search.db import connection
+from semantic.search.maintenance import Maintenance
 from semantic.search.servicer import space_id_from, space_to_proto
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
+
+log = structlog.get_logger(__name__)
 
 OK, DEGRADED, DOWN = (
     pb.COMPONENT_STATUS_OK,
@@ -30,11 +36,20 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
     """Space switching and rollback, and a health report of the dependencies."""
 
     def __init__(self) -> None:
-        self._deps: tuple[asyncpg.Pool, EmbedderClient] | None = None
+        self._deps: tuple[asyncpg.Pool, EmbedderClient, Maintenance] | None = None
+        self._builds: dict[int, asyncio.Task[Any]] = {}
 
-    def attach(self, pool: asyncpg.Pool, embedder: EmbedderClient) -> None:
+    def attach(
+        self, pool: asyncpg.Pool, embedder: EmbedderClient, maintenance: Maintenance
+    ) -> None:
         """Start answering (calls before this get UNAVAILABLE)."""
-        self._deps = (pool, embedder)
+        self._deps = (pool, embedder, maintenance)
+
+    @property
+    def _maintenance(self) -> Maintenance:
+        if self._deps is None:
+            raise DependencyUnavailable("search", "still starting up")
+        return self._deps[2]
 
     @property
     def _pool(self) -> asyncpg.Pool:
@@ -99,12 +114,83 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         return response
 
     async def Heal(self, request: pb.HealRequest, context: Any) -> pb.HealResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Heal arrives with the indexer")
-        raise AssertionError("unreachable")
+        if request.content_type and len(request.content_type) > 128:
+            raise InvalidArgument("content_type", "is longer than 128 characters")
+        space_id = space_id_from(request.space_id)
+        async with connection(self._pool) as conn:
+            space = (
+                await spaces.get_space(conn, space_id)
+                if space_id is not None
+                else await spaces.active_space(conn)
+            )
+        report = await self._maintenance.heal(
+            space,
+            mode="missing" if request.only_missing else "heal",
+            content_type=request.content_type or None,
+            limit=request.limit,
+            dry_run=request.dry_run,
+        )
+        return pb.HealResponse(
+            scanned=report.scanned,
+            missing=report.missing,
+            stale=report.stale,
+            reembedded=report.reembedded,
+            failed=report.failed,
+            duration_seconds=report.duration_s,
+        )
 
     async def Reindex(self, request: pb.ReindexRequest, context: Any) -> pb.ReindexResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Reindex arrives with the indexer")
-        raise AssertionError("unreachable")
+        which = request.WhichOneof("model")
+        if which is None:
+            raise InvalidArgument("model", "set model_id or model_dir")
+        if which == "model_dir":
+            if not request.model_dir.strip():
+                raise InvalidArgument("model_dir", "must not be empty")
+            model = await self._embedder.load_model(request.model_dir)
+        else:
+            served = {m.model_id: m for m in await self._embedder.models()}
+            if request.model_id not in served:
+                raise InvalidArgument(
+                    "model_id",
+                    f"the embedder does not serve {request.model_id!r}; "
+                    f"served: {', '.join(sorted(served))}",
+                )
+            model = served[request.model_id]
+        build: dict[str, Any] = {"manual_activation": request.manual_activation}
+        if which == "model_dir":
+            build["model_dir"] = request.model_dir
+        async with connection(self._pool) as conn:
+            space, created = await spaces.reindex_space(
+                conn,
+                model_id=model.model_id,
+                model_sha256=model.sha256,
+                dim=model.dim,
+                build=build,
+                force_new=request.force_new,
+            )
+        if space.state == "building":
+            self._start_build(space)
+        return pb.ReindexResponse(space=space_to_proto(space), created=created)
+
+    def _start_build(self, space: spaces.Space) -> None:
+        """Fill the space in the background; the task is kept so it is not collected."""
+        if space.id in self._builds:
+            return
+        task = asyncio.create_task(self._maintenance.build_space(space), name=f"build-{space.id}")
+        self._builds[space.id] = task
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            self._builds.pop(space.id, None)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("space_build_failed", space=space.id, error=str(finished.exception()))
+
+        task.add_done_callback(done)
+
+    async def close(self) -> None:
+        """Stop background builds (another process resumes them)."""
+        for task in list(self._builds.values()):
+            task.cancel()
+        await asyncio.gather(*self._builds.values(), return_exceptions=True)
 
     async def _ping_database(self) -> str:
         async with connection(self._pool) as conn:

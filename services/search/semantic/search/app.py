@@ -9,7 +9,6 @@ import grpc
 import structlog
 
 from semantic.common.auth import AuthInterceptor
-from semantic.common.chunking import Chunker
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.log import configure_logging
 from semantic.common.schema import bootstrap_schema
@@ -18,11 +17,11 @@ from semantic.search import spaces
 from semantic.search.admin import AdminServicer
 from semantic.search.convert import Limits
 from semantic.search.db import connection, create_pool
-from semantic.search.node_store import NodeRepository
+from semantic.search.maintenance import Maintenance
 from semantic.search.service import RetrievalConfig, SearchService
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
-from semantic.search.writer import ContentWriter, WriterConfig
+from semantic.search.writer import writer_from_settings
 from semantic.v1 import search_pb2, search_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -63,28 +62,10 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             space = await spaces.ensure_space(
                 conn, model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
             )
-        chunker = (
-            Chunker(
-                settings.search_tokenizer,
-                window=min(settings.search_chunk_window, model.max_tokens),
-                overlap=settings.search_chunk_overlap,
-            )
-            if settings.search_chunking
-            else None
-        )
-        repository = NodeRepository(text_config=settings.search_text_config)
-        writer = ContentWriter(
-            pool,
-            repository,
-            embedder,
-            chunker,
-            WriterConfig(
-                chunking=settings.search_chunking, title_vector=settings.search_title_vector
-            ),
-        )
+        writer = writer_from_settings(settings, pool, embedder, model.max_tokens)
         service = SearchService(
             pool,
-            repository,
+            writer.repository,
             writer,
             embedder,
             RetrievalConfig(
@@ -96,10 +77,11 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             ),
         )
         search.attach(service)
-        admin.attach(pool, embedder)
+        admin.attach(pool, embedder, Maintenance(pool, writer))
         log.info("search_ready", space=space.id, model=space.model_id, state=space.state)
 
     async def close() -> None:
+        await admin.close()
         for resource in reversed(closers):
             await resource.close()  # type: ignore[attr-defined]
 

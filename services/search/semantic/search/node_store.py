@@ -9,7 +9,7 @@ caller for the content it expects; if the stored content moved meanwhile,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 import asyncpg
@@ -37,6 +37,16 @@ _NODE_COLUMNS = (
     "tenant, id, slug, content_type, title, body, texts, tags, metadata, content_hash,"
     " version, created_at, updated_at"
 )
+
+
+def node_select(alias: str) -> str:
+    """The node columns :func:`node_from_row` reads, qualified by a table alias."""
+    return ", ".join(f"{alias}.{c.strip()}" for c in _NODE_COLUMNS.split(","))
+
+
+def node_from_row(row: asyncpg.Record) -> NodeRecord:
+    """A NodeRecord from a row holding the columns of :func:`node_select`."""
+    return _record(row)
 
 
 def _record(row: asyncpg.Record) -> NodeRecord:
@@ -72,7 +82,7 @@ class NodeRepository:
         tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
         suffix = " ORDER BY n.tenant, n.id FOR UPDATE OF n" if lock else ""
         rows = await conn.fetch(
-            f"SELECT {', '.join('n.' + c.strip() for c in _NODE_COLUMNS.split(','))}"
+            f"SELECT {node_select('n')}"
             " FROM semantic.nodes n JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
             f" ON n.tenant = k.tenant AND n.id = k.id{suffix}",
             tenants,
@@ -225,45 +235,77 @@ class NodeRepository:
     ) -> None:
         if not writes:
             return
-        table = space.table
         await conn.execute(
-            f"DELETE FROM {table} v USING unnest($1::text[], $2::text[]) AS k(tenant, id)"
+            f"DELETE FROM {space.table} v USING unnest($1::text[], $2::text[]) AS k(tenant, id)"
             " WHERE v.tenant = k.tenant AND v.node_id = k.id",
             [w.node.tenant for w in writes],
             [w.node.id for w in writes],
         )
-        records = [
-            (
-                w.node.tenant,
-                w.node.id,
-                row.name,
-                row.chunk,
-                w.node.content_hash,
-                row.span_start,
-                row.span_end,
-                row.client_supplied,
-                np.asarray(row.embedding, dtype=np.float32),
+        await _copy_vectors(
+            conn,
+            space,
+            [
+                (w.node.tenant, w.node.id, w.node.content_hash, row)
+                for w in writes
+                for row in (w.vectors or ())
+            ],
+        )
+
+    async def replace_vectors(
+        self,
+        conn: asyncpg.Connection,
+        space: Space,
+        computed: Mapping[tuple[str, str], Sequence[VectorRow]],
+        expected_hash: Mapping[tuple[str, str], str],
+    ) -> list[tuple[str, str]]:
+        """Replace the computed (not client-supplied) vectors of nodes in ``space``, in one
+        transaction, for the nodes whose stored content hash is still ``expected_hash``."""
+        keys = sorted(expected_hash)
+        if not keys:
+            return []
+        async with conn.transaction():
+            rows = await conn.fetch(
+                "SELECT n.tenant, n.id, n.content_hash FROM semantic.nodes n"
+                " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
+                " ON n.tenant = k.tenant AND n.id = k.id ORDER BY n.tenant, n.id FOR SHARE OF n",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
             )
-            for w in writes
-            for row in (w.vectors or ())
-        ]
-        if records:
-            await conn.copy_records_to_table(
-                table.split(".", 1)[1],
-                schema_name="semantic",
-                records=records,
-                columns=[
-                    "tenant",
-                    "node_id",
-                    "name",
-                    "chunk",
-                    "content_hash",
-                    "span_start",
-                    "span_end",
-                    "client_supplied",
-                    "embedding",
+            current = [
+                (r["tenant"], r["id"], r["content_hash"])
+                for r in rows
+                if expected_hash.get((r["tenant"], r["id"])) == r["content_hash"]
+            ]
+            if not current:
+                return []
+            tenants, ids = [c[0] for c in current], [c[1] for c in current]
+            await conn.execute(
+                f"DELETE FROM {space.table} v USING unnest($1::text[], $2::text[]) AS k(tenant, id)"
+                " WHERE v.tenant = k.tenant AND v.node_id = k.id AND NOT v.client_supplied",
+                tenants,
+                ids,
+            )
+            client_names = {
+                (r["tenant"], r["node_id"], r["name"])
+                for r in await conn.fetch(
+                    f"SELECT v.tenant, v.node_id, v.name FROM {space.table} v"
+                    " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
+                    " ON v.tenant = k.tenant AND v.node_id = k.id",
+                    tenants,
+                    ids,
+                )
+            }
+            await _copy_vectors(
+                conn,
+                space,
+                [
+                    (tenant, node_id, content, row)
+                    for tenant, node_id, content in current
+                    for row in computed.get((tenant, node_id), ())
+                    if (tenant, node_id, row.name) not in client_names
                 ],
             )
+        return [(c[0], c[1]) for c in current]
 
     async def delete(
         self,
@@ -365,6 +407,43 @@ class NodeRepository:
                 )
             )
         return out
+
+
+async def _copy_vectors(
+    conn: asyncpg.Connection, space: Space, rows: Sequence[tuple[str, str, str, VectorRow]]
+) -> None:
+    """COPY (tenant, node id, content hash, vector row) into the space's table."""
+    if not rows:
+        return
+    await conn.copy_records_to_table(
+        space.table.split(".", 1)[1],
+        schema_name="semantic",
+        records=[
+            (
+                tenant,
+                node_id,
+                row.name,
+                row.chunk,
+                content,
+                row.span_start,
+                row.span_end,
+                row.client_supplied,
+                np.asarray(row.embedding, dtype=np.float32),
+            )
+            for tenant, node_id, content, row in rows
+        ],
+        columns=[
+            "tenant",
+            "node_id",
+            "name",
+            "chunk",
+            "content_hash",
+            "span_start",
+            "span_end",
+            "client_supplied",
+            "embedding",
+        ],
+    )
 
 
 def _stored_version(stored: dict[tuple[str, str], Stored], node: NodeRecord) -> int:

@@ -10,17 +10,35 @@ from semantic.common.auth import AuthSettings
 from semantic.common.settings import BaseServiceSettings
 
 
-class SearchSettings(BaseServiceSettings, AuthSettings):
-    """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required."""
+class WritePathSettings(BaseServiceSettings):
+    """How nodes become vectors and keyword postings; shared by search and the indexer so
+    both write paths index the same way."""
 
     embedder_address: str = Field(
         "127.0.0.1:50051", description="host:port of the embedder service."
     )
-    search_pool_min: int = Field(2, ge=1, description="PostgreSQL pool: connections kept open.")
-    search_pool_max: int = Field(16, ge=1, description="PostgreSQL pool: connections at most.")
     search_text_config: str = Field(
         "english", description="PostgreSQL text search configuration of the keyword index."
     )
+    search_chunking: bool = Field(True, description="Split long texts into word-piece windows.")
+    search_chunk_window: int = Field(
+        256, ge=8, description="Word-pieces per chunk ([CLS]/[SEP] incl.)."
+    )
+    search_chunk_overlap: int = Field(
+        32, ge=0, description="Word-pieces shared by neighbouring chunks."
+    )
+    search_tokenizer: Path = Field(
+        Path("models/all-minilm-l6-v2/tokenizer.json"),
+        description="tokenizer.json of the embedding model, for chunking.",
+    )
+    search_title_vector: bool = Field(False, description="Also embed titles as the `title` vector.")
+
+
+class SearchSettings(WritePathSettings, AuthSettings):
+    """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required."""
+
+    search_pool_min: int = Field(2, ge=1, description="PostgreSQL pool: connections kept open.")
+    search_pool_max: int = Field(16, ge=1, description="PostgreSQL pool: connections at most.")
     search_bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation.")
     search_bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
     search_rrf_k: int = Field(60, ge=1, description="Default k of reciprocal rank fusion.")
@@ -34,15 +52,3 @@ class SearchSettings(BaseServiceSettings, AuthSettings):
     search_max_top_k: int = Field(1000, ge=1, description="Largest top_k a request may ask.")
     search_max_offset: int = Field(10_000, ge=0, description="Largest offset a request may ask.")
     search_max_nodes_per_upsert: int = Field(500, ge=1, description="Nodes per Upsert call.")
-    search_chunking: bool = Field(True, description="Split long texts into word-piece windows.")
-    search_chunk_window: int = Field(
-        256, ge=8, description="Word-pieces per chunk ([CLS]/[SEP] incl.)."
-    )
-    search_chunk_overlap: int = Field(
-        32, ge=0, description="Word-pieces shared by neighbouring chunks."
-    )
-    search_tokenizer: Path = Field(
-        Path("models/all-minilm-l6-v2/tokenizer.json"),
-        description="tokenizer.json of the embedding model, for chunking.",
-    )
-    search_title_vector: bool = Field(False, description="Also embed titles as the `title` vector.")

@@ -131,6 +131,51 @@ async def ensure_space(
     return space
 
 
+async def reindex_space(
+    conn: asyncpg.Connection,
+    *,
+    model_id: str,
+    model_sha256: str,
+    dim: int,
+    build: dict[str, Any],
+    force_new: bool = False,
+    m: int = 16,
+    ef_construction: int = 64,
+) -> tuple[Space, bool]:
+    """A BUILDING space for this model (its table and HNSW index created empty), and
+    whether it was created. Without ``force_new`` an existing BUILDING or READY space of
+    the same model is returned instead, and so is the active space when it holds the
+    model already (nothing to rebuild)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('semantic.spaces'))")
+        if not force_new:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM semantic.embedding_spaces"
+                " WHERE model_id = $1 AND model_sha256 = $2 AND dim = $3"
+                " AND state IN ('building', 'ready', 'active') ORDER BY version DESC LIMIT 1",
+                model_id,
+                model_sha256,
+                dim,
+            )
+            if row is not None:
+                return _space(row), False
+        row = await conn.fetchrow(
+            "INSERT INTO semantic.embedding_spaces (model_id, model_sha256, dim, version, build)"
+            " SELECT $1, $2, $3, coalesce(max(version), 0) + 1, $4::jsonb"
+            " FROM semantic.embedding_spaces"
+            " WHERE model_id = $1 AND model_sha256 = $2 AND dim = $3"
+            f" RETURNING {_COLUMNS}",
+            model_id,
+            model_sha256,
+            dim,
+            build,
+        )
+        assert row is not None
+        space = _space(row)
+        await conn.execute(_vector_table_ddl(space.id, space.dim, m, ef_construction))
+        return space, True
+
+
 async def active_space(conn: asyncpg.Connection) -> Space:
     """The space search reads; FailedPrecondition when none is set up yet."""
     row = await conn.fetchrow(
@@ -155,11 +200,15 @@ async def list_spaces(conn: asyncpg.Connection) -> list[Space]:
     return [_space(r) for r in rows]
 
 
-async def activate(conn: asyncpg.Connection, space_id: int) -> tuple[int | None, Space]:
-    """Point `active` at ``space_id`` in one transaction; returns (previous id, new space)."""
+async def activate(
+    conn: asyncpg.Connection, space_id: int, *, allow_building: bool = False
+) -> tuple[int | None, Space]:
+    """Point `active` at ``space_id`` in one transaction; returns (previous id, new space).
+
+    ``allow_building`` is for the build that just filled the space."""
     async with conn.transaction():
         target = await _get(conn, space_id)
-        if target.state in ("building", "failed"):
+        if target.state == "failed" or (target.state == "building" and not allow_building):
             raise FailedPrecondition(
                 f"space {space_id} is {target.state}; only a ready space can be activated"
             )

@@ -17,12 +17,22 @@ import structlog
 
 from semantic.common.chunking import Chunker
 from semantic.common.embedder_client import Embedded, InputType
-from semantic.common.errors import FailedPrecondition
+from semantic.common.errors import FailedPrecondition, InvalidArgument
+from semantic.search import spaces
 from semantic.search.db import connection
 from semantic.search.domain import DEFAULT_VECTOR, NodeRecord
 from semantic.search.node_store import NodeRepository
-from semantic.search.nodes import NodeWrite, Outcome, Replan, VectorRow, WriteResult, decide
+from semantic.search.nodes import (
+    DeleteOutcome,
+    NodeWrite,
+    Outcome,
+    Replan,
+    VectorRow,
+    WriteResult,
+    decide,
+)
 from semantic.search.nodes import content_hash as hash_of
+from semantic.search.settings import WritePathSettings
 from semantic.search.spaces import Space
 
 log = structlog.get_logger(__name__)
@@ -35,6 +45,25 @@ class Embedder(Protocol):
     async def embed(
         self, texts: Sequence[str], *, input_type: InputType = ..., model_id: str = ...
     ) -> Embedded: ...
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """Delete node ``id`` of ``tenant`` at ``version`` (0: unversioned)."""
+
+    tenant: str
+    id: str
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """The fate of one deletion."""
+
+    tenant: str
+    id: str
+    slug: str | None
+    outcome: DeleteOutcome
 
 
 @dataclass(frozen=True)
@@ -70,6 +99,20 @@ class ContentWriter:
         client_vectors: Mapping[Key, Sequence[VectorRow]] | None = None,
     ) -> list[WriteResult]:
         """Store ``nodes`` (validated by the caller) and their vectors; one transaction."""
+        results, _ = await self.write(space, nodes, (), client_vectors)
+        return results
+
+    async def write(
+        self,
+        space: Space,
+        nodes: Sequence[NodeRecord],
+        deletes: Sequence[Deletion],
+        client_vectors: Mapping[Key, Sequence[VectorRow]] | None = None,
+    ) -> tuple[list[WriteResult], list[DeleteResult]]:
+        """Upsert ``nodes`` and apply ``deletes`` (other keys) in one transaction.
+
+        Deletes remove the node's vectors from every space and leave a tombstone.
+        """
         nodes = [replace(n, content_hash=hash_of(n)) for n in nodes]
         supplied = client_vectors or {}
         for _attempt in range(self._config.max_replans + 1):
@@ -83,11 +126,38 @@ class ContentWriter:
             computed = await self.vectors_for(space, due, supplied)
             writes = [NodeWrite(n, computed.get((n.tenant, n.id))) for n in nodes]
             try:
-                async with connection(self._pool) as conn:
-                    return await self._repository.apply(conn, space, writes)
+                async with connection(self._pool) as conn, conn.transaction():
+                    results = await self._repository.apply(conn, space, writes) if writes else []
+                    removed: list[DeleteResult] = []
+                    if deletes:
+                        every_space = await spaces.list_spaces(conn)
+                        for d in deletes:
+                            for node_id, slug, outcome in await self._repository.delete(
+                                conn, every_space, d.tenant, [d.id], d.version
+                            ):
+                                removed.append(DeleteResult(d.tenant, node_id, slug, outcome))
+                    return results, removed
             except Replan as replan:
                 log.info("upsert_replanned", nodes=len(replan.keys))
         raise FailedPrecondition("nodes kept changing while being written; retry")
+
+    async def rewrite_vectors(self, space: Space, nodes: Sequence[NodeRecord]) -> list[Key]:
+        """Re-embed stored ``nodes`` into ``space`` (heal, backfill, reindex).
+
+        Nodes whose content changed since they were read are skipped (a later pass sees
+        them again); their client-supplied vectors are kept. Returns the keys rewritten.
+        """
+        if not nodes:
+            return []
+        computed = await self.vectors_for(space, nodes, {})
+        expected = {(n.tenant, n.id): n.content_hash for n in nodes}
+        async with connection(self._pool) as conn:
+            return await self._repository.replace_vectors(conn, space, computed, expected)
+
+    @property
+    def repository(self) -> NodeRepository:
+        """The node repository this writer writes through."""
+        return self._repository
 
     async def vectors_for(
         self,
@@ -116,7 +186,17 @@ class ContentWriter:
                 jobs.append((key, name, index, start, end))
                 texts.append(text[start:end])
         if texts:
-            embedded = await self._embedder.embed(texts, input_type="document")
+            try:
+                embedded = await self._embedder.embed(
+                    texts, input_type="document", model_id=space.model_id
+                )
+            except InvalidArgument as exc:
+                if exc.field != "model_id":
+                    raise
+                raise FailedPrecondition(
+                    f"the embedder does not serve {space.model_id}, the model of space "
+                    f"{space.id}; add its directory to SEMANTIC_EMBEDDER_MODEL_DIRS"
+                ) from exc
             if (embedded.model_id, embedded.model_sha256) != (space.model_id, space.model_sha256):
                 raise FailedPrecondition(
                     f"the embedder serves {embedded.model_id} ({embedded.model_sha256[:12]}) but "
@@ -126,6 +206,10 @@ class ContentWriter:
             for (key, name, index, start, end), vector in zip(jobs, embedded.vectors, strict=True):
                 out[key].append(VectorRow(name, index, start, end, np.asarray(vector)))
         return {key: tuple(rows) for key, rows in out.items()}
+
+    def embeddable(self, node: NodeRecord) -> bool:
+        """Whether the node has any text this writer would embed."""
+        return any(node.text_for(name).strip() for name in self._names(node))
 
     def _names(self, node: NodeRecord) -> list[str]:
         names = [DEFAULT_VECTOR, *sorted(n for n in node.texts if n != DEFAULT_VECTOR)]
@@ -139,3 +223,25 @@ class ContentWriter:
         return [
             [(c.index, c.start, c.end) for c in chunks] for chunks in self._chunker.split(texts)
         ]
+
+
+def writer_from_settings(
+    settings: WritePathSettings, pool: asyncpg.Pool, embedder: Embedder, max_tokens: int
+) -> ContentWriter:
+    """The write path both search and the indexer run, configured the same way."""
+    chunker = (
+        Chunker(
+            settings.search_tokenizer,
+            window=min(settings.search_chunk_window, max_tokens),
+            overlap=settings.search_chunk_overlap,
+        )
+        if settings.search_chunking
+        else None
+    )
+    return ContentWriter(
+        pool,
+        NodeRepository(text_config=settings.search_text_config),
+        embedder,
+        chunker,
+        WriterConfig(chunking=settings.search_chunking, title_vector=settings.search_title_vector),
+    )

@@ -1,0 +1,176 @@
+"""The indexer process: settings -> logging -> health server (NOT_SERVING) -> schema,
+pool, embedder, NATS (streams and consumer) -> SERVING -> consume + heal loop ->
+SIGTERM -> finish or return the batch in flight -> close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from prometheus_client import Counter
+
+from semantic.common.embedder_client import EmbedderClient
+from semantic.common.log import configure_logging
+from semantic.common.retry import retry_async
+from semantic.common.schema import bootstrap_schema
+from semantic.common.server import ServerKit, run_service
+from semantic.indexer.consumer import ConsumerConfig, ContentConsumer, dependency_down
+from semantic.indexer.processor import ChangeProcessor
+from semantic.indexer.settings import IndexerSettings
+from semantic.indexer.streams import Topology, ensure_topology
+from semantic.search import convert, spaces
+from semantic.search.db import connection, create_pool
+from semantic.search.maintenance import Maintenance, sleep_or_stop
+from semantic.search.writer import writer_from_settings
+
+log = structlog.get_logger(__name__)
+
+HEALED = Counter("semantic_indexer_healed_total", "Nodes re-embedded by heal", ["kind"])
+
+
+async def connect_nats(url: str, timeout_s: float, name: str) -> NatsClient:
+    """Connect (retrying until NATS answers), reconnecting forever afterwards."""
+
+    async def attempt() -> NatsClient:
+        return await nats.connect(
+            servers=[u.strip() for u in url.split(",")],
+            name=name,
+            connect_timeout=2,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+        )
+
+    return await retry_async(attempt, what="nats", timeout_s=timeout_s)
+
+
+async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) -> None:
+    """Run the indexer until SIGTERM/SIGINT (or ``stop``)."""
+    if not settings.nats_url:
+        raise ValueError("NATS_URL is not set")
+    halt = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    closers: list[object] = []
+    consumer_box: list[ContentConsumer] = []
+    kit = ServerKit(
+        name="indexer",
+        service_names=[],
+        host=settings.grpc_host,
+        port=settings.grpc_port,
+        metrics_host=settings.metrics_host,
+        metrics_port=settings.metrics_port,
+        grace_seconds=settings.shutdown_grace_seconds,
+    )
+
+    async def start() -> None:
+        await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)
+        pool = await create_pool(settings.dsn(), min_size=1, max_size=settings.indexer_pool_max)
+        closers.append(pool)
+        embedder = EmbedderClient(settings.embedder_address)
+        closers.append(embedder)
+        model = await embedder.default_model(wait_s=settings.startup_timeout_seconds)
+        async with connection(pool) as conn:
+            await spaces.ensure_space(
+                conn, model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
+            )
+        nc = await connect_nats(
+            settings.nats_url or "", settings.startup_timeout_seconds, "semantic-indexer"
+        )
+        closers.append(_NatsCloser(nc))
+        js = nc.jetstream()
+
+        async def topology_ready() -> Topology:
+            return await ensure_topology(js, settings)
+
+        topology = await retry_async(
+            topology_ready, what="jetstream", timeout_s=settings.startup_timeout_seconds
+        )
+        writer = writer_from_settings(settings, pool, embedder, model.max_tokens)
+        consumer = ContentConsumer(
+            js,
+            topology,
+            ChangeProcessor(pool, writer),
+            ConsumerConfig(
+                batch_size=settings.indexer_batch_size,
+                fetch_timeout_s=max(settings.indexer_fetch_wait_s, 0.05) * 20,
+                ack_wait_s=settings.indexer_ack_wait_s,
+                max_deliver=settings.indexer_max_deliver,
+                retry_initial_s=settings.indexer_retry_initial_s,
+                retry_max_s=settings.indexer_retry_max_s,
+                max_event_bytes=settings.indexer_max_event_bytes,
+                limits=convert.Limits(max_text_chars=settings.indexer_max_text_chars),
+            ),
+        )
+        consumer_box.append(consumer)
+        maintenance = Maintenance(pool, writer, batch_size=settings.indexer_heal_batch_size)
+        tasks.append(asyncio.create_task(consumer.run(halt), name="consumer"))
+        tasks.append(asyncio.create_task(_lag_loop(consumer, halt), name="lag"))
+        if settings.indexer_heal_interval_s > 0:
+            tasks.append(
+                asyncio.create_task(
+                    _heal_loop(maintenance, pool, settings.indexer_heal_interval_s, halt),
+                    name="heal",
+                )
+            )
+        log.info("indexer_ready", stream=topology.stream, consumer=topology.consumer)
+
+    async def close() -> None:
+        halt.set()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=settings.shutdown_grace_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for resource in reversed(closers):
+            with contextlib.suppress(Exception):
+                await resource.close()  # type: ignore[attr-defined]
+
+    await run_service(kit, [], start_dependencies=start, close_dependencies=close, stop=stop)
+
+
+class _NatsCloser:
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+
+    async def close(self) -> None:
+        await self._nc.drain()
+
+
+async def _lag_loop(consumer: ContentConsumer, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            await consumer.report_lag()
+        if await sleep_or_stop(stop, 5.0):
+            return
+
+
+async def _heal_loop(
+    maintenance: Maintenance, pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event
+) -> None:
+    """Resume space builds, then heal the active space; every ``interval_s``."""
+    delay = min(interval_s, 5.0)  # first pass soon after start: heal a replaced database
+    while not await sleep_or_stop(stop, delay):
+        delay = interval_s
+        try:
+            await maintenance.resume_builds()
+            async with connection(pool) as conn:
+                space = await spaces.active_space(conn)
+            report = await maintenance.heal(space, mode="heal")
+            HEALED.labels("missing").inc(min(report.missing, report.reembedded))
+            HEALED.labels("stale").inc(max(0, report.reembedded - report.missing))
+        except Exception as exc:
+            level = log.warning if dependency_down(exc) else log.error
+            level("heal_failed", error=f"{type(exc).__name__}: {exc}")
+            delay = min(interval_s, 10.0)
+
+
+def main() -> None:
+    """Entry point of ``python -m semantic.indexer``."""
+    settings = IndexerSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    log.info("starting", service="indexer", settings=settings.redacted())
+    asyncio.run(serve(settings))

@@ -1,0 +1,323 @@
+"""The consumer loop: fetch a batch, decode, apply in one transaction, then ack.
+
+    poison (undecodable, invalid, too large, wrong tenant)  -> dead letter, then term
+    dependency down (embedder, PostgreSQL, overloaded)      -> nak with growing delay;
+                                                               the loop pauses as long
+    any other failure of a batch                            -> events retried one by one;
+                                                               the failing one is nak'ed,
+                                                               dead-lettered after
+                                                               max_deliver attempts
+    success                                                 -> ack every event
+
+While a batch is being applied, every message gets a progress signal each third of the
+ack wait, so a slow batch is never redelivered to another replica (no double work). On
+shutdown the current batch gets the grace period to finish; what is still in flight
+after it is nak'ed for immediate redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge, Histogram
+
+from semantic.common.errors import DependencyUnavailable, FailedPrecondition, Overloaded
+from semantic.common.retry import is_transient
+from semantic.indexer.events import (
+    CONTENT_PREFIX,
+    DLQ_PREFIX,
+    ContentChange,
+    Poison,
+    decode_content,
+)
+from semantic.indexer.processor import ChangeProcessor
+from semantic.indexer.streams import Topology
+from semantic.search import convert
+
+log = structlog.get_logger(__name__)
+
+EVENTS = Counter("semantic_indexer_events_total", "Content events handled", ["outcome"])
+DEAD_LETTERS = Counter("semantic_indexer_dead_letters_total", "Events dead-lettered", ["reason"])
+BATCH_SIZE = Histogram(
+    "semantic_indexer_batch_size", "Events per applied batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+APPLY_SECONDS = Histogram(
+    "semantic_indexer_apply_seconds", "Embed + write time of one batch (seconds)"
+)
+FRESHNESS = Histogram(
+    "semantic_indexer_freshness_seconds",
+    "Publish (or, without it, occurred_at) to commit, seconds",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+LAG = Gauge("semantic_indexer_consumer_lag", "Events not yet delivered to the consumer")
+ACK_PENDING = Gauge("semantic_indexer_ack_pending", "Events delivered and not yet acked")
+RETRIES = Counter("semantic_indexer_retries_total", "Batches nak'ed for a retry", ["kind"])
+
+
+def dependency_down(exc: BaseException) -> bool:
+    """A failure caused by an unavailable dependency, not by the events."""
+    if isinstance(exc, DependencyUnavailable | Overloaded | FailedPrecondition):
+        return True  # FailedPrecondition: no active space yet, model not served, contention
+    if is_transient(exc):
+        return True
+    return type(exc).__name__ in {
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "ConnectionFailureError",
+        "ConnectionRejectionError",
+        "CannotConnectNowError",
+    }
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """Knobs of the loop (from settings)."""
+
+    batch_size: int = 64
+    fetch_timeout_s: float = 1.0
+    ack_wait_s: float = 30.0
+    max_deliver: int = 10
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    max_event_bytes: int = 1024 * 1024
+    limits: convert.Limits = field(default_factory=convert.Limits)
+
+
+@dataclass
+class _Decoded:
+    msg: Msg
+    change: ContentChange
+
+
+class ContentConsumer:
+    """One replica's loop over the shared durable consumer."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        topology: Topology,
+        processor: ChangeProcessor,
+        config: ConsumerConfig,
+    ) -> None:
+        self._js = js
+        self._topology = topology
+        self._processor = processor
+        self._config = config
+        self._inflight: list[Msg] = []
+        self._outage_delay = 0.0
+
+    def delay_for(self, attempt: int) -> float:
+        """Growing redelivery delay: initial x 2^(attempt-1), capped."""
+        exponent = min(max(attempt - 1, 0), 20)
+        return float(min(self._config.retry_max_s, self._config.retry_initial_s * 2**exponent))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and handle batches until ``stop`` is set."""
+        subscription = await self._js.pull_subscribe_bind(
+            durable=self._topology.consumer, stream=self._topology.stream
+        )
+        log.info("consuming", stream=self._topology.stream, consumer=self._topology.consumer)
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await subscription.fetch(
+                        self._config.batch_size, timeout=self._config.fetch_timeout_s
+                    )
+                except TimeoutError:
+                    continue
+                except (nats.errors.Error, OSError) as exc:
+                    log.warning("fetch_failed", error=f"{type(exc).__name__}: {exc}")
+                    await _sleep_unless(stop, 1.0)
+                    continue
+                await self.handle(messages)
+                if self._outage_delay:
+                    await _sleep_unless(stop, self._outage_delay)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def handle(self, messages: Sequence[Msg]) -> None:
+        """Decode, apply and settle one fetched batch."""
+        self._inflight = list(messages)
+        try:
+            valid: list[_Decoded] = []
+            for msg in messages:
+                try:
+                    valid.append(_Decoded(msg, self._decode(msg)))
+                except Poison as poison:
+                    await self._dead_letter(msg, poison.reason, poison.detail)
+            if valid:
+                await self._apply(valid)
+        except asyncio.CancelledError:
+            await self._return_inflight()
+            raise
+        finally:
+            self._inflight = []
+
+    def _decode(self, msg: Msg) -> ContentChange:
+        if not msg.subject.startswith(CONTENT_PREFIX + "."):
+            raise Poison("invalid", f"subject {msg.subject!r} is not a content subject")
+        return decode_content(
+            msg.subject,
+            msg.headers,
+            msg.data,
+            max_bytes=self._config.max_event_bytes,
+            limits=self._config.limits,
+        )
+
+    async def _apply(self, batch: list[_Decoded]) -> None:
+        try:
+            await self._apply_batch(batch)
+        except Exception as exc:
+            if dependency_down(exc):
+                await self._retry_later(batch, exc)
+                return
+            if len(batch) == 1:
+                await self._failed(batch[0], exc)
+                return
+            log.warning("batch_failed_isolating", events=len(batch), error=str(exc))
+            for index, item in enumerate(batch):  # find the event(s) at fault, apply the rest
+                try:
+                    await self._apply_batch([item])
+                except Exception as one:
+                    if dependency_down(one):
+                        await self._retry_later(batch[index:], one)
+                        return
+                    await self._failed(item, one)
+
+    async def _apply_batch(self, batch: list[_Decoded]) -> None:
+        started = time.perf_counter()
+        heartbeat = asyncio.create_task(self._keep_alive([i.msg for i in batch]))
+        try:
+            outcome = await self._processor.apply([i.change for i in batch])
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        for item in batch:
+            await item.msg.ack()
+        now = datetime.now(UTC)
+        for item in batch:
+            stamp = _published(item.msg) or item.change.occurred_at
+            if stamp is not None:
+                FRESHNESS.observe(max(0.0, (now - stamp).total_seconds()))
+        APPLY_SECONDS.observe(time.perf_counter() - started)
+        BATCH_SIZE.observe(len(batch))
+        for name, count in outcome.outcomes.items():
+            EVENTS.labels(name).inc(count)
+        if outcome.superseded:
+            EVENTS.labels("superseded").inc(outcome.superseded)
+        self._outage_delay = 0.0
+        log.debug("batch_applied", events=len(batch), **dict(outcome.outcomes))
+
+    async def _keep_alive(self, messages: list[Msg]) -> None:
+        interval = max(self._config.ack_wait_s / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            for msg in messages:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    async def _retry_later(self, batch: list[_Decoded], exc: BaseException) -> None:
+        """A dependency is down: nak with a growing delay; the loop pauses as long."""
+        attempt = max(_deliveries(i.msg) for i in batch)
+        delay = self.delay_for(attempt)
+        self._outage_delay = delay
+        RETRIES.labels("dependency").inc()
+        log.warning(
+            "dependency_down_retrying",
+            events=len(batch),
+            delay_s=delay,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        for item in batch:
+            with contextlib.suppress(Exception):
+                await item.msg.nak(delay=delay)
+
+    async def _failed(self, item: _Decoded, exc: BaseException) -> None:
+        """The event itself failed: retry with delay, dead letter after max_deliver."""
+        deliveries = _deliveries(item.msg)
+        detail = f"{type(exc).__name__}: {exc}"
+        if deliveries >= self._config.max_deliver:
+            await self._dead_letter(item.msg, "max_deliver", detail)
+            return
+        RETRIES.labels("event").inc()
+        log.warning(
+            "event_failed",
+            event_id=item.change.event_id,
+            deliveries=deliveries,
+            error=detail,
+        )
+        with contextlib.suppress(Exception):
+            await item.msg.nak(delay=self.delay_for(deliveries))
+
+    async def _dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
+        """Publish the original payload with the reason to the DLQ subject, then term."""
+        original = msg.subject
+        rest = original.split(".", 1)[1] if "." in original else original
+        headers = {
+            "Semantic-Dlq-Reason": reason,
+            "Semantic-Dlq-Detail": detail[:1024],
+            "Semantic-Original-Subject": original,
+            "Semantic-Deliveries": str(_deliveries(msg)),
+        }
+        for name in ("Content-Type", "Nats-Msg-Id"):
+            if msg.headers and name in msg.headers:
+                headers[name] = msg.headers[name]
+        if "Nats-Msg-Id" in headers:
+            headers["Nats-Msg-Id"] = f"dlq:{headers['Nats-Msg-Id']}"
+        try:
+            await self._js.publish(
+                f"{DLQ_PREFIX}.{rest}", msg.data, stream=self._topology.dlq_stream, headers=headers
+            )
+        except Exception as exc:  # the DLQ is unreachable: keep the event, retry later
+            log.warning("dead_letter_failed", subject=original, error=str(exc))
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self.delay_for(_deliveries(msg)))
+            return
+        await msg.term()
+        DEAD_LETTERS.labels(reason).inc()
+        log.warning("dead_lettered", subject=original, reason=reason, detail=detail[:300])
+
+    async def _return_inflight(self) -> None:
+        for msg in self._inflight:
+            if not msg.is_acked:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+
+    async def report_lag(self) -> None:
+        """Update the lag gauges from the consumer's info."""
+        info = await self._js.consumer_info(self._topology.stream, self._topology.consumer)
+        LAG.set(info.num_pending or 0)
+        ACK_PENDING.set(info.num_ack_pending or 0)
+
+
+def _deliveries(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except Exception:
+        return 1
+
+
+def _published(msg: Msg) -> datetime | None:
+    try:
+        stamp = msg.metadata.timestamp
+    except Exception:
+        return None
+    if stamp is None:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,60 @@
+"""Settings of the indexer (environment variables SEMANTIC_*)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from semantic.search.settings import WritePathSettings
+
+
+class IndexerSettings(WritePathSettings):
+    """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL and NATS_URL are required.
+
+    The write-path fields (``SEMANTIC_SEARCH_CHUNKING`` and friends) are shared with the
+    search service so events and direct upserts are indexed the same way.
+    """
+
+    grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC port (health only).")
+    metrics_port: int = Field(9093, ge=0, le=65535, description="Prometheus port (0: off).")
+    indexer_stream: str = Field("SEMANTIC", description="JetStream stream of the events.")
+    indexer_subjects: list[str] = Field(
+        default_factory=lambda: ["semantic.content.>", "semantic.user.>"],
+        description="Subjects the event stream captures (JSON list).",
+    )
+    indexer_dlq_stream: str = Field("SEMANTIC_DLQ", description="Stream of the dead letters.")
+    indexer_consumer: str = Field("indexer", description="Durable pull consumer (shared).")
+    indexer_stream_replicas: int = Field(1, ge=1, le=5, description="Stream replicas.")
+    indexer_stream_max_age_hours: float = Field(
+        168.0, ge=0, description="How long the stream keeps events (0: forever)."
+    )
+    indexer_duplicate_window_s: float = Field(
+        120.0, gt=0, description="JetStream duplicate window for Nats-Msg-Id."
+    )
+    indexer_batch_size: int = Field(64, ge=1, le=1000, description="Events fetched per batch.")
+    indexer_fetch_wait_s: float = Field(
+        0.05, gt=0, description="How long a fetch waits to fill a batch once one event is in."
+    )
+    indexer_ack_wait_s: float = Field(
+        30.0, ge=1, description="Redelivery after this long without ack or progress signal."
+    )
+    indexer_max_deliver: int = Field(
+        10, ge=1, description="Attempts before an event failing for its own reasons is dead."
+    )
+    indexer_max_ack_pending: int = Field(
+        1024, ge=1, description="Events in flight across all replicas."
+    )
+    indexer_retry_initial_s: float = Field(
+        0.5, gt=0, description="First redelivery delay after a transient failure."
+    )
+    indexer_retry_max_s: float = Field(30.0, gt=0, description="Largest redelivery delay.")
+    indexer_max_event_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Larger events are dead-lettered (too_large)."
+    )
+    indexer_max_text_chars: int = Field(
+        1_000_000, ge=1, description="Characters per title/body/text of an event."
+    )
+    indexer_heal_interval_s: float = Field(
+        300.0, ge=0, description="Seconds between heal passes (0: no heal loop)."
+    )
+    indexer_heal_batch_size: int = Field(64, ge=1, description="Nodes per heal/backfill batch.")
+    indexer_pool_max: int = Field(8, ge=2, description="PostgreSQL pool: connections at most.")

@@ -1,0 +1,216 @@
+"""The indexer end to end on real NATS JetStream, PostgreSQL and embedder: events become
+nodes with vectors, idempotently and in version order; poison goes to the dead-letter
+subject with its reason; the stream and consumer are created or updated at start."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from indexer_kit import (
+    content_event,
+    dead_letters,
+    indexer_env,
+    node_versions,
+    publish,
+    publish_raw,
+    reset_streams,
+    running_indexer,
+    vector_counts,
+    wait_for,
+    wait_for_streams,
+)
+from nats.aio.client import Client as NatsClient
+from nats.js import api as js_api
+
+from semantic.devstack.nats import EmbeddedNats
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
+    await reset_streams(nats_server.url)
+    client = await nats.connect(nats_server.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def env(
+    database_url: str, nats_server: EmbeddedNats, embedder_address: str, fp32_model_dir: Path
+) -> dict[str, str]:
+    return indexer_env(database_url, nats_server.url, embedder_address, fp32_model_dir)
+
+
+async def _vector_rows(database_url: str, node_id: str) -> list[tuple[str, str]]:
+    """(ctid, xmin) of a node's vector rows: they change only when rows are rewritten."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        space = await conn.fetchval("SELECT space_id FROM semantic.space_aliases")
+        rows = await conn.fetch(
+            f"SELECT ctid::text AS c, xmin::text AS x FROM semantic.vectors_{int(space)}"
+            " WHERE node_id = $1 ORDER BY name, chunk",
+            node_id,
+        )
+        return [(r["c"], r["x"]) for r in rows]
+    finally:
+        await conn.close()
+
+
+async def _node(database_url: str, node_id: str) -> asyncpg.Record | None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchrow(
+            "SELECT title, tags, metadata, version, content_hash FROM semantic.nodes"
+            " WHERE tenant = '' AND id = $1",
+            node_id,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_events_become_nodes_with_vectors_in_version_order(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+        await publish(nc, content_event("a", 1, title="Sourdough", body="Starter, flour, water."))
+        await publish(
+            nc, content_event("b", 1, title="TLS", body="Renew certificates early."), as_json=True
+        )
+
+        async def both_indexed() -> bool:
+            counts = await vector_counts(database_url)
+            return counts.get("a", 0) > 0 and counts.get("b", 0) > 0
+
+        await wait_for(both_indexed, what="both nodes with vectors")
+        assert await node_versions(database_url) == {"a": 1, "b": 1}
+        before = await _vector_rows(database_url, "a")
+        first = await _node(database_url, "a")
+        assert first is not None
+
+        # Metadata only: the node row is updated in place, its vectors are not rewritten.
+        await publish(
+            nc,
+            content_event(
+                "a", 2, title="Sourdough", body="Starter, flour, water.", tags=("baking",)
+            ),
+        )
+        # An older version arriving late changes nothing.
+        await publish(nc, content_event("b", 0 + 1, title="stale", body="old"))
+        await publish(nc, content_event("b", 3, title="TLS", body="Automate renewal with ACME."))
+        await publish(nc, content_event("b", 2, title="older", body="must not win"))
+
+        async def settled() -> bool:
+            return await node_versions(database_url) == {"a": 2, "b": 3}
+
+        await wait_for(settled, what="versions 2 and 3")
+        await asyncio.sleep(0.5)  # let the late, older event be handled too
+        second = await _node(database_url, "a")
+        assert second is not None
+        assert list(second["tags"]) == ["baking"]
+        assert second["content_hash"] == first["content_hash"]
+        assert await _vector_rows(database_url, "a") == before
+        b = await _node(database_url, "b")
+        assert b is not None
+        assert (b["title"], b["version"]) == ("TLS", 3)
+
+        # Delete by slug-less id; the vectors go with the node; an older upsert stays out.
+        await publish(nc, content_event("a", 5, delete=True))
+        await publish(nc, content_event("a", 4, title="resurrected?", body="no"))
+
+        async def deleted() -> bool:
+            return "a" not in await node_versions(database_url)
+
+        await wait_for(deleted, what="node a deleted")
+        await asyncio.sleep(0.5)
+        assert "a" not in await node_versions(database_url)
+        assert "a" not in await vector_counts(database_url)
+    assert await dead_letters(env["NATS_URL"]) == []
+
+
+async def test_poison_events_are_dead_lettered_with_their_reason(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**env, "SEMANTIC_INDEXER_MAX_EVENT_BYTES": "4096"}
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+        await publish_raw(nc, "semantic.content._.page", b"\xff\x00 not protobuf")
+        await publish_raw(
+            nc,
+            "semantic.content._.page",
+            b'{"eventId": "j1", "op": "NOPE"}',
+            {"Content-Type": "application/json"},
+        )
+        zero = content_event("v0", 1, title="t", body="b")
+        zero.version = 0
+        await publish(nc, zero)
+        await publish(nc, content_event("big", 1, title="t", body="word " * 2000))
+        wrong_tenant = content_event("w", 1, title="t", body="b", tenant="acme")
+        await publish_raw(nc, "semantic.content.other.page", wrong_tenant.SerializeToString())
+        no_type = content_event("nt", 1, title="t", body="b", content_type="")
+        await publish_raw(nc, "semantic.content._._", no_type.SerializeToString())
+        await publish(nc, content_event("good", 1, title="Good", body="A valid event."))
+
+        async def five_dead() -> bool:
+            return len(await dead_letters(env["NATS_URL"])) >= 6
+
+        await wait_for(five_dead, what="six dead letters")
+
+        async def good_indexed() -> bool:
+            return (await vector_counts(database_url)).get("good", 0) > 0
+
+        await wait_for(good_indexed, what="the valid event")
+    letters = await dead_letters(env["NATS_URL"])
+    reasons = sorted(h["Semantic-Dlq-Reason"] for _, h, _ in letters)
+    assert reasons == sorted(
+        ["decode_error", "decode_error", "invalid", "too_large", "tenant_mismatch", "invalid"]
+    )
+    by_reason = {h["Semantic-Dlq-Reason"]: (s, h, p) for s, h, p in letters}
+    subject, headers, payload = by_reason["tenant_mismatch"]
+    assert subject == "semantic.dlq.content.other.page"
+    assert headers["Semantic-Original-Subject"] == "semantic.content.other.page"
+    assert payload == wrong_tenant.SerializeToString()  # the original, unchanged
+    details = " ".join(h["Semantic-Dlq-Detail"] for _, h, _ in letters)
+    assert "version" in details
+    assert "content_type" in details
+    assert await node_versions(database_url) == {"good": 1}
+
+
+async def test_stream_and_consumer_are_created_or_updated_at_start(
+    nc: NatsClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    js = nc.jetstream()
+    # A stale configuration from an older deployment.
+    await js.add_stream(name="SEMANTIC", subjects=["semantic.content.>"], max_age=60)
+    await js.add_consumer(
+        "SEMANTIC",
+        js_api.ConsumerConfig(
+            name="indexer",
+            durable_name="indexer",
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            ack_wait=5,
+            filter_subject="semantic.content.>",
+        ),
+    )
+    env = {**env, "SEMANTIC_INDEXER_ACK_WAIT_S": "45"}
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+
+        async def updated() -> bool:
+            info = await js.consumer_info("SEMANTIC", "indexer")
+            return info.config.ack_wait == 45
+
+        await wait_for(updated, what="the consumer's ack_wait updated")
+        stream = await js.stream_info("SEMANTIC")
+        assert sorted(stream.config.subjects or []) == ["semantic.content.>", "semantic.user.>"]
+        assert stream.config.max_age == 168 * 3600
+        assert (await js.stream_info("SEMANTIC_DLQ")).config.subjects == ["semantic.dlq.>"]
+    # A second start with the same settings changes nothing and fails nothing.
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])

@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import nats
 from google.protobuf import json_format
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
+from semantic.devstack.health import wait_serving as wait_until_serving
+from semantic.devstack.ports import free_port
 from semantic.indexer.app import serve
 from semantic.indexer.settings import IndexerSettings
 from semantic.v1 import common_pb2 as cpb
@@ -56,6 +59,29 @@ async def running_indexer(env: dict[str, str], monkeypatch: Any) -> AsyncIterato
     try:
         yield
     finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+@asynccontextmanager
+async def running_search(env: dict[str, str], monkeypatch: Any) -> AsyncIterator[grpc.aio.Channel]:
+    """The search service in this event loop on a free port, SERVING; yields a channel."""
+    from semantic.search.app import serve as serve_search
+    from semantic.search.settings import SearchSettings
+
+    port = free_port()
+    for key, value in {**env, "SEMANTIC_GRPC_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_search(SearchSettings(), stop))
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        await wait_until_serving(
+            f"127.0.0.1:{port}", exit_code=lambda: None, name="search", timeout_s=60
+        )
+        yield channel
+    finally:
+        await channel.close()
         stop.set()
         await asyncio.wait_for(task, 60)
 
@@ -196,9 +222,12 @@ async def vector_counts(database_url: str) -> dict[str, int]:
     """node id -> vector rows in the active space."""
     conn = await asyncpg.connect(database_url)
     try:
-        space = await conn.fetchval(
-            "SELECT space_id FROM semantic.space_aliases WHERE name = 'active'"
-        )
+        try:
+            space = await conn.fetchval(
+                "SELECT space_id FROM semantic.space_aliases WHERE name = 'active'"
+            )
+        except asyncpg.UndefinedTableError:  # the schema is not bootstrapped yet
+            return {}
         if space is None:
             return {}
         rows = await conn.fetch(

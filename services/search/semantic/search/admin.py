@@ -70,7 +70,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
             found = await spaces.list_spaces(conn)
         active = next((s for s in found if s.state == "active"), None)
         return pb.ListSpacesResponse(
-            spaces=[space_to_proto(s) for s in found],
+            spaces=[_space_message(s) for s in found],
             active_space_id=str(active.id) if active else "",
         )
 
@@ -83,16 +83,16 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         async with connection(self._pool) as conn:
             previous, current = await spaces.activate(conn, space_id)
             before = await spaces.get_space(conn, previous) if previous is not None else None
-        response = pb.ActivateSpaceResponse(current=space_to_proto(current))
+        response = pb.ActivateSpaceResponse(current=_space_message(current))
         if before is not None:
-            response.previous.CopyFrom(space_to_proto(before))
+            response.previous.CopyFrom(_space_message(before))
         return response
 
     async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
         async with connection(self._pool) as conn:
             left, current = await spaces.rollback(conn)
             before = await spaces.get_space(conn, left)
-        return pb.RollbackResponse(previous=space_to_proto(before), current=space_to_proto(current))
+        return pb.RollbackResponse(previous=_space_message(before), current=_space_message(current))
 
     async def HealthReport(
         self, request: pb.HealthReportRequest, context: Any
@@ -104,7 +104,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         response = pb.HealthReportResponse(components=components)
         try:
             async with connection(self._pool) as conn:
-                response.active_space.CopyFrom(space_to_proto(await spaces.active_space(conn)))
+                response.active_space.CopyFrom(_space_message(await spaces.active_space(conn)))
         except Exception as exc:  # reported, not raised: this is a health report
             components.append(pb.ComponentHealth(name="active_space", status=DOWN, detail=str(exc)))
             response.components.append(components[-1])
@@ -170,7 +170,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
             )
         if space.state == "building":
             self._start_build(space)
-        return pb.ReindexResponse(space=space_to_proto(space), created=created)
+        return pb.ReindexResponse(space=_space_message(space), created=created)
 
     def _start_build(self, space: spaces.Space) -> None:
         """Fill the space in the background; the task is kept so it is not collected."""
@@ -202,6 +202,21 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
     async def _ping_embedder(self) -> str:
         model = await self._embedder.default_model()
         return f"{model.model_id} ({model.dim}-d)"
+
+
+def _space_message(space: spaces.Space) -> pb.EmbeddingSpace:
+    """A space with its build progress (``build`` of the registry row)."""
+    message = space_to_proto(space)
+    build = space.build
+    if build:
+        message.build.nodes_total = int(build.get("nodes_total", 0))
+        message.build.nodes_done = int(build.get("nodes_done", 0))
+        message.build.nodes_failed = int(build.get("nodes_failed", 0))
+        message.build.error = str(build.get("error", ""))
+        for name in ("started_at", "finished_at"):
+            if build.get(name):
+                getattr(message.build, name).FromDatetime(datetime.fromisoformat(build[name]))
+    return message
 
 
 async def _probe(name: str, check: Callable[[], Awaitable[str]]) -> pb.ComponentHealth:

@@ -1,0 +1,131 @@
+"""A model change without downtime: Reindex builds a new space from a model directory the
+embedder loads, search keeps answering from the old space until the switch (one
+transaction), and Rollback switches back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from indexer_kit import running_search, wait_for
+
+from semantic.devstack.health import wait_serving
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import search_pb2 as pb
+from semantic.v1 import search_pb2_grpc
+
+TOPICS = [
+    "sourdough bread needs a starter and a long fermentation",
+    "renew TLS certificates automatically with ACME",
+    "cache HTTP responses with Cache-Control and ETags",
+    "fresh pasta is flour and eggs rolled thin",
+    "HNSW indexes find the nearest vectors quickly",
+    "vitamin D and heart disease in older adults",
+]
+
+
+@pytest.fixture
+async def reindex_embedder(fp32_model_dir: Path, service_starter: Callable[..., Any]) -> str:
+    """An embedder of our own: Reindex makes it load a second model."""
+    service = service_starter(
+        "semantic.embedder",
+        {
+            "SEMANTIC_EMBEDDER_MODEL_DIRS": str(fp32_model_dir),
+            "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1",
+        },
+    )
+    await wait_serving(service.address, exit_code=service.process.poll, name="embedder")
+    return str(service.address)
+
+
+async def test_reindex_switches_models_while_search_keeps_answering(
+    database_url: str,
+    reindex_embedder: str,
+    fp32_model_dir: Path,
+    int8_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        "DATABASE_URL": database_url,
+        "SEMANTIC_GRPC_HOST": "127.0.0.1",
+        "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_EMBEDDER_ADDRESS": reindex_embedder,
+        "SEMANTIC_AUTH_MODE": "disabled",
+        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
+    }
+    async with running_search(env, monkeypatch) as channel:
+        search = search_pb2_grpc.SearchStub(channel)
+        admin = search_pb2_grpc.AdminStub(channel)
+        nodes = [
+            cpb.Node(id=f"n{i}", content_type="page", title=f"Note {i}", body=TOPICS[i % 6])
+            for i in range(120)
+        ]
+        for start in range(0, len(nodes), 40):
+            await search.Upsert(pb.UpsertRequest(nodes=nodes[start : start + 40]))
+        first = (await admin.ListSpaces(pb.ListSpacesRequest())).active_space_id
+
+        answered, failures = [0], []
+        stop = asyncio.Event()
+
+        async def keep_searching() -> None:
+            i = 0
+            while not stop.is_set():
+                query = pb.SearchRequest(text=TOPICS[i % 6], top_k=5)
+                i += 1
+                try:
+                    reply = await search.Search(query, timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    failures.append(f"{exc.code().name}: {exc.details()}")
+                    continue
+                if len(reply.hits) != 5:
+                    failures.append(f"{len(reply.hits)} hits for {query.text!r}")
+                answered[0] += 1
+
+        searcher = asyncio.create_task(keep_searching())
+        try:
+            started = await admin.Reindex(pb.ReindexRequest(model_dir=str(int8_model_dir)))
+            assert started.created
+            assert started.space.state == pb.SPACE_STATE_BUILDING
+            assert started.space.model_id.endswith(":int8")
+            again = await admin.Reindex(pb.ReindexRequest(model_dir=str(int8_model_dir)))
+            assert not again.created  # idempotent: the same space
+            assert again.space.id == started.space.id
+
+            async def switched() -> bool:
+                listed = await admin.ListSpaces(pb.ListSpacesRequest())
+                return listed.active_space_id == started.space.id
+
+            await wait_for(switched, timeout_s=180, what="the switch to the int8 space")
+            await asyncio.sleep(1.5)  # searches against the new space too
+        finally:
+            stop.set()
+            await searcher
+        assert failures == []
+        assert answered[0] > 10
+        listed = await admin.ListSpaces(pb.ListSpacesRequest())
+        new = next(s for s in listed.spaces if s.id == started.space.id)
+        assert new.state == pb.SPACE_STATE_ACTIVE
+        assert new.build.nodes_done == 120
+        assert new.build.HasField("finished_at")
+        reply = await search.Search(pb.SearchRequest(text=TOPICS[1], top_k=3))
+        assert reply.space_id == started.space.id
+        assert int(reply.hits[0].node.id[1:]) % 6 == 1  # a TLS note
+
+        back = await admin.Rollback(pb.RollbackRequest())
+        assert back.current.id == first
+        assert back.previous.id == started.space.id
+        reply = await search.Search(pb.SearchRequest(text=TOPICS[1], top_k=3))
+        assert int(reply.hits[0].node.id[1:]) % 6 == 1  # a TLS note
+
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await admin.Reindex(pb.ReindexRequest(model_dir="/nonexistent/model"))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "model_dir" in (bad.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await admin.Reindex(pb.ReindexRequest(model_id="no/such-model"))
+        assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "model_id" in (unknown.value.details() or "")

@@ -48,6 +48,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     search.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
+    indexer = targets.add_parser(
+        "indexer",
+        help="indexer events/s and freshness vs. the embedder alone and one-by-one writes",
+        description="Publishes N content events to a throw-away stack and times publish to "
+        "committed; freshness (publish -> searchable) at a steady rate; baselines in the same "
+        "run: the embedder in-process on the same texts, one document at a time.",
+    )
+    indexer.add_argument("--json", action="store_true", help="print one JSON object")
+    indexer.add_argument("--n", type=int, default=20_000, help="events for the throughput run")
+    indexer.add_argument("--dataset", type=Path, help="BEIR folder to take documents from")
+    indexer.add_argument("--rate", type=float, default=50.0, help="events/s for freshness")
+    indexer.add_argument("--freshness-events", type=int, default=1000, help="events at --rate")
+    indexer.add_argument("--baseline-n", type=int, default=300, help="one-by-one documents")
+    indexer.add_argument("--batch-size", type=int, default=64, help="indexer fetch batch")
+    indexer.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    indexer.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +93,24 @@ def run(args: argparse.Namespace) -> int:
         report = run_search_bench(
             SearchBenchConfig(
                 model_dir=args.model, n=args.n, queries=args.queries, clients=args.clients
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "indexer":
+        from semantic.indexer.bench import IndexerBenchConfig, run_indexer_bench
+
+        report = run_indexer_bench(
+            IndexerBenchConfig(
+                model_dir=args.model,
+                n=args.n,
+                dataset=args.dataset,
+                rate=args.rate,
+                freshness_events=args.freshness_events,
+                baseline_n=args.baseline_n,
+                threads=args.threads,
+                batch_size=args.batch_size,
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )

@@ -1,5 +1,6 @@
 """A throw-away local stack for `semantic eval` and `semantic bench`: an embedded
-PostgreSQL in a temporary folder plus the embedder and search services as processes."""
+PostgreSQL in a temporary folder plus the embedder and search services as processes
+(and, when asked, NATS JetStream and the indexer)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from types import TracebackType
 import structlog
 
 from semantic.devstack.health import wait_serving
+from semantic.devstack.nats import EmbeddedNats
 from semantic.devstack.ports import free_port
 from semantic.devstack.postgres import EmbeddedPostgres
 
@@ -33,14 +35,20 @@ class LocalStack:
         search_env: Mapping[str, str] | None = None,
         embedder_env: Mapping[str, str] | None = None,
         database_url: str | None = None,
+        indexer_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``indexer_env`` (even empty) also starts NATS and the indexer."""
         self._model_dirs = [Path(p).resolve() for p in model_dirs]
         self._threads = threads
         self._search_env = dict(search_env or {})
         self._embedder_env = dict(embedder_env or {})
         self._external_db = database_url
+        self._indexer_env = None if indexer_env is None else dict(indexer_env)
         self._tmp: Path | None = None
         self._postgres: EmbeddedPostgres | None = None
+        self._nats: EmbeddedNats | None = None
+        self.nats_url = ""
+        self.indexer_address = ""
         self._children: list[subprocess.Popen[bytes]] = []
         self.database_url = database_url or ""
         self.embedder_address = ""
@@ -92,6 +100,22 @@ class LocalStack:
                 **self._search_env,
             },
         )
+        if self._indexer_env is not None:
+            self._nats = EmbeddedNats(self._tmp / "nats", free_port())
+            self._nats.start()
+            self.nats_url = self._nats.url
+            self.indexer_address = self._spawn(
+                "semantic.indexer",
+                {
+                    **base,
+                    "DATABASE_URL": self.database_url,
+                    "NATS_URL": self.nats_url,
+                    "SEMANTIC_EMBEDDER_ADDRESS": self.embedder_address,
+                    "SEMANTIC_SEARCH_TOKENIZER": str(self._model_dirs[0] / "tokenizer.json"),
+                    **self._search_env,
+                    **self._indexer_env,
+                },
+            )
 
     def _spawn(self, module: str, env: dict[str, str]) -> str:
         port = free_port()
@@ -113,6 +137,9 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 child.kill()
         self._children.clear()
+        if self._nats is not None:
+            self._nats.stop()
+            self._nats = None
         if self._postgres is not None:
             self._postgres.stop()
             self._postgres = None

@@ -55,7 +55,6 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
     halt = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     closers: list[object] = []
-    consumer_box: list[ContentConsumer] = []
     kit = ServerKit(
         name="indexer",
         service_names=[],
@@ -90,25 +89,26 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             topology_ready, what="jetstream", timeout_s=settings.startup_timeout_seconds
         )
         writer = writer_from_settings(settings, pool, embedder, model.max_tokens)
-        consumer = ContentConsumer(
-            js,
-            topology,
-            ChangeProcessor(pool, writer),
-            ConsumerConfig(
-                batch_size=settings.indexer_batch_size,
-                fetch_timeout_s=max(settings.indexer_fetch_wait_s, 0.05) * 20,
-                ack_wait_s=settings.indexer_ack_wait_s,
-                max_deliver=settings.indexer_max_deliver,
-                retry_initial_s=settings.indexer_retry_initial_s,
-                retry_max_s=settings.indexer_retry_max_s,
-                max_event_bytes=settings.indexer_max_event_bytes,
-                limits=convert.Limits(max_text_chars=settings.indexer_max_text_chars),
-            ),
+        processor = ChangeProcessor(pool, writer)
+        config = ConsumerConfig(
+            batch_size=settings.indexer_batch_size,
+            fetch_timeout_s=1.0,
+            ack_wait_s=settings.indexer_ack_wait_s,
+            max_deliver=settings.indexer_max_deliver,
+            retry_initial_s=settings.indexer_retry_initial_s,
+            retry_max_s=settings.indexer_retry_max_s,
+            max_event_bytes=settings.indexer_max_event_bytes,
+            limits=convert.Limits(max_text_chars=settings.indexer_max_text_chars),
         )
-        consumer_box.append(consumer)
+        # Several loops: one embeds while another writes, so the embedder never idles.
+        consumers = [
+            ContentConsumer(js, topology, processor, config)
+            for _ in range(settings.indexer_concurrency)
+        ]
         maintenance = Maintenance(pool, writer, batch_size=settings.indexer_heal_batch_size)
-        tasks.append(asyncio.create_task(consumer.run(halt), name="consumer"))
-        tasks.append(asyncio.create_task(_lag_loop(consumer, halt), name="lag"))
+        for index, consumer in enumerate(consumers):
+            tasks.append(asyncio.create_task(consumer.run(halt), name=f"consumer-{index}"))
+        tasks.append(asyncio.create_task(_lag_loop(consumers[0], halt), name="lag"))
         if settings.indexer_heal_interval_s > 0:
             tasks.append(
                 asyncio.create_task(

@@ -31,8 +31,8 @@ class IndexerSettings(WritePathSettings):
         120.0, gt=0, description="JetStream duplicate window for Nats-Msg-Id."
     )
     indexer_batch_size: int = Field(64, ge=1, le=1000, description="Events fetched per batch.")
-    indexer_fetch_wait_s: float = Field(
-        0.05, gt=0, description="How long a fetch waits to fill a batch once one event is in."
+    indexer_concurrency: int = Field(
+        2, ge=1, le=16, description="Batches in flight per replica (embedding overlaps writing)."
     )
     indexer_ack_wait_s: float = Field(
         30.0, ge=1, description="Redelivery after this long without ack or progress signal."

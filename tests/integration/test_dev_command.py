@@ -15,7 +15,14 @@ import grpc
 import nats
 
 from semantic.devstack.ports import free_port
-from semantic.v1 import embedder_pb2, embedder_pb2_grpc
+from semantic.v1 import (
+    common_pb2,
+    embedder_pb2,
+    embedder_pb2_grpc,
+    events_pb2,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 
 def _start_dev(data_dir: Path, env_extra: dict[str, str]) -> subprocess.Popen[str]:
@@ -66,6 +73,8 @@ def _ports(model_dir: Path) -> dict[str, str]:
         "SEMANTIC_DEV_EMBEDDER_METRICS_PORT": "0",
         "SEMANTIC_DEV_SEARCH_PORT": str(free_port()),
         "SEMANTIC_DEV_SEARCH_METRICS_PORT": "0",
+        "SEMANTIC_DEV_INDEXER_PORT": str(free_port()),
+        "SEMANTIC_DEV_INDEXER_METRICS_PORT": "0",
         "SEMANTIC_EMBEDDER_MODEL_DIRS": str(model_dir),
         "SEMANTIC_SEARCH_TOKENIZER": str(model_dir / "tokenizer.json"),
         "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1",
@@ -105,8 +114,26 @@ async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(
         try:
             info = await client.jetstream().account_info()
             assert info is not None
+            # A publisher's event is indexed by the stack's indexer and found by search.
+            event = events_pb2.ContentEvent(
+                event_id="dev-1",
+                op=events_pb2.CONTENT_OP_UPSERT,
+                version=1,
+                node=common_pb2.Node(
+                    id="welcome", content_type="page", title="Welcome", body="Sourdough bread"
+                ),
+            )
+            await client.jetstream().publish("semantic.content._.page", event.SerializeToString())
         finally:
             await client.close()
+        async with grpc.aio.insecure_channel(endpoints["services"]["search"]) as channel:
+            search = search_pb2_grpc.SearchStub(channel)
+            for _ in range(200):
+                reply = await search.Search(search_pb2.SearchRequest(text="bread", top_k=1))
+                if reply.hits:
+                    break
+                await asyncio.sleep(0.1)
+            assert [h.node.id for h in reply.hits] == ["welcome"]
     finally:
         code = await _interrupt(process)
     assert code == 0

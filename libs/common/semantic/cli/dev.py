@@ -61,6 +61,10 @@ class DevSettings(BaseServiceSettings):
     dev_search_metrics_port: int = Field(
         9092, ge=0, le=65535, description="Search metrics port (0 disables)."
     )
+    dev_indexer_port: int = Field(50053, ge=1, le=65535, description="Indexer gRPC (health).")
+    dev_indexer_metrics_port: int = Field(
+        9093, ge=0, le=65535, description="Indexer metrics port (0 disables)."
+    )
 
     def services(self) -> tuple[ServiceSpec, ...]:
         """Every service `semantic dev` runs, as `python -m <module>`."""
@@ -73,6 +77,12 @@ class DevSettings(BaseServiceSettings):
             ),
             ServiceSpec(
                 "search", "semantic.search", self.dev_search_port, self.dev_search_metrics_port
+            ),
+            ServiceSpec(
+                "indexer",
+                "semantic.indexer",
+                self.dev_indexer_port,
+                self.dev_indexer_metrics_port,
             ),
         )
 

@@ -214,3 +214,30 @@ async def test_stream_and_consumer_are_created_or_updated_at_start(
     # A second start with the same settings changes nothing and fails nothing.
     async with running_indexer(env, monkeypatch):
         await wait_for_streams(env["NATS_URL"])
+
+
+async def test_an_event_failing_for_its_own_reason_is_dead_lettered_after_max_deliver(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_indexer(env, monkeypatch):  # SEMANTIC_INDEXER_MAX_DELIVER=3
+        await wait_for_streams(env["NATS_URL"])
+        await publish(nc, content_event("a", 1, title="A", body="first", slug="home"))
+
+        async def a_indexed() -> bool:
+            return "a" in await node_versions(database_url)
+
+        await wait_for(a_indexed, what="node a")
+        # Valid on its own, but the slug belongs to node a: it can never be applied.
+        await publish(nc, content_event("b", 1, title="B", body="second", slug="home"))
+        await publish(nc, content_event("c", 1, title="C", body="third"))
+
+        async def one_dead() -> bool:
+            return len(await dead_letters(env["NATS_URL"])) == 1
+
+        await wait_for(one_dead, what="the conflicting event dead-lettered")
+    [(subject, headers, _)] = await dead_letters(env["NATS_URL"])
+    assert subject == "semantic.dlq.content._.page"
+    assert headers["Semantic-Dlq-Reason"] == "max_deliver"
+    assert headers["Semantic-Deliveries"] == "3"
+    assert "slug" in headers["Semantic-Dlq-Detail"]
+    assert await node_versions(database_url) == {"a": 1, "c": 1}

@@ -5,6 +5,7 @@ transaction), and Rollback switches back."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from indexer_kit import running_search, wait_for
 
+from semantic.cli.main import main
 from semantic.devstack.health import wait_serving
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -115,9 +117,12 @@ async def test_reindex_switches_models_while_search_keeps_answering(
         assert reply.space_id == started.space.id
         assert int(reply.hits[0].node.id[1:]) % 6 == 1  # a TLS note
 
-        back = await admin.Rollback(pb.RollbackRequest())
-        assert back.current.id == first
-        assert back.previous.id == started.space.id
+        # The operator's command line: `semantic rollback` calls Admin.Rollback.
+        address = f"127.0.0.1:{os.environ['SEMANTIC_GRPC_PORT']}"  # set by running_search
+        monkeypatch.setenv("SEMANTIC_SEARCH_ADDRESS", address)
+        assert await asyncio.to_thread(main, ["rollback"]) == 0
+        listed = await admin.ListSpaces(pb.ListSpacesRequest())
+        assert listed.active_space_id == first
         reply = await search.Search(pb.SearchRequest(text=TOPICS[1], top_k=3))
         assert int(reply.hits[0].node.id[1:]) % 6 == 1  # a TLS note
 

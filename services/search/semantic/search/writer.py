@@ -14,6 +14,7 @@ from typing import Protocol
 import asyncpg
 import numpy as np
 import structlog
+from prometheus_client import Histogram
 
 from semantic.common.chunking import Chunker
 from semantic.common.embedder_client import Embedded, InputType
@@ -37,6 +38,13 @@ from semantic.search.spaces import Space
 
 log = structlog.get_logger(__name__)
 Key = tuple[str, str]
+
+EMBED_SECONDS = Histogram(
+    "semantic_write_embed_seconds", "Embedding time of one write batch (seconds)"
+)
+TRANSACTION_SECONDS = Histogram(
+    "semantic_write_transaction_seconds", "Database transaction time of one write batch (seconds)"
+)
 
 
 class Embedder(Protocol):
@@ -123,23 +131,30 @@ class ContentWriter:
                 for n in nodes
                 if decide(n, stored.get((n.tenant, n.id))) in (Outcome.CREATED, Outcome.UPDATED)
             ]
-            computed = await self.vectors_for(space, due, supplied)
+            with EMBED_SECONDS.time():
+                computed = await self.vectors_for(space, due, supplied)
             writes = [NodeWrite(n, computed.get((n.tenant, n.id))) for n in nodes]
             try:
-                async with connection(self._pool) as conn, conn.transaction():
-                    results = await self._repository.apply(conn, space, writes) if writes else []
-                    removed: list[DeleteResult] = []
-                    if deletes:
-                        every_space = await spaces.list_spaces(conn)
-                        for d in deletes:
-                            for node_id, slug, outcome in await self._repository.delete(
-                                conn, every_space, d.tenant, [d.id], d.version
-                            ):
-                                removed.append(DeleteResult(d.tenant, node_id, slug, outcome))
-                    return results, removed
+                with TRANSACTION_SECONDS.time():
+                    return await self._transaction(space, writes, deletes)
             except Replan as replan:
                 log.info("upsert_replanned", nodes=len(replan.keys))
         raise FailedPrecondition("nodes kept changing while being written; retry")
+
+    async def _transaction(
+        self, space: Space, writes: list[NodeWrite], deletes: Sequence[Deletion]
+    ) -> tuple[list[WriteResult], list[DeleteResult]]:
+        async with connection(self._pool) as conn, conn.transaction():
+            results = await self._repository.apply(conn, space, writes) if writes else []
+            removed: list[DeleteResult] = []
+            if deletes:
+                every_space = await spaces.list_spaces(conn)
+                for d in deletes:
+                    for node_id, slug, outcome in await self._repository.delete(
+                        conn, every_space, d.tenant, [d.id], d.version
+                    ):
+                        removed.append(DeleteResult(d.tenant, node_id, slug, outcome))
+            return results, removed
 
     async def rewrite_vectors(self, space: Space, nodes: Sequence[NodeRecord]) -> list[Key]:
         """Re-embed stored ``nodes`` into ``space`` (heal, backfill, reindex).

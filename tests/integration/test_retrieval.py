@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -19,7 +20,7 @@ from pgvector.asyncpg import register_vector
 from semantic.common.errors import InvalidArgument
 from semantic.common.schema import bootstrap_schema
 from semantic.devstack import EmbeddedPostgres
-from semantic.search.dense import DenseHit, dense_search
+from semantic.search.dense import SESSION_SETTINGS, DenseHit, dense_search
 from semantic.search.domain import (
     Filter,
     VectorTarget,
@@ -383,3 +384,103 @@ async def test_bad_dense_requests_are_invalid_arguments(
     with pytest.raises(InvalidArgument):
         await _dense(conn, corpus, q, Filter(), 10, targets=(VectorTarget("content", 0.0),))
     assert await _dense(conn, corpus, q, Filter(), 10, targets=(VectorTarget("nope"),)) == []
+
+
+# --- the connection the search pool hands out: settings at start-up, one statement ----------
+
+
+@pytest_asyncio.fixture
+async def tuned(corpus: Corpus) -> AsyncIterator[tuple[asyncpg.Connection, list[str]]]:
+    """A connection configured as ``db.create_pool`` does, and the statements it runs."""
+    connection = await asyncpg.connect(corpus.url, server_settings=dict(SESSION_SETTINGS))
+    await register_vector(connection)
+    statements: list[str] = []
+    connection.add_query_logger(lambda record: statements.append(record.query))
+    try:
+        yield connection, statements
+    finally:
+        await connection.close()
+
+
+async def _logged(statements: list[str]) -> int:
+    """How many statements ran (asyncpg calls query loggers from the event loop)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return len(statements)
+
+
+async def test_an_unfiltered_search_on_a_tuned_connection_is_one_statement_with_its_nodes(
+    conn: asyncpg.Connection, tuned: tuple[asyncpg.Connection, list[str]], corpus: Corpus
+) -> None:
+    fast, statements = tuned
+    for q in _queries(corpus, 3, seed=5):
+        await _logged(statements)
+        statements.clear()
+        hits = await _dense(fast, corpus, q, Filter(), 10, filtered=False, attach_after=0)
+        assert await _logged(statements) == 1
+        assert len(hits) == 10
+        for hit in hits:
+            assert hit.node is not None
+            assert hit.node.id == hit.node_id
+            assert hit.node.content_type == _content_type(int(hit.node_id[1:]))
+        # The same answer as on an untuned connection (which tunes it per transaction).
+        slow = await _dense(conn, corpus, q, Filter(), 10)
+        assert [h.node_id for h in slow] == [h.node_id for h in hits]
+        assert [h.score for h in slow] == pytest.approx([h.score for h in hits])
+
+
+async def test_nodes_are_attached_only_after_the_offset(
+    tuned: tuple[asyncpg.Connection, list[str]], corpus: Corpus
+) -> None:
+    fast, _ = tuned
+    q = _queries(corpus, 1, seed=6)[0]
+    for flt, threshold in ((Filter(), EXACT_THRESHOLD), (ONE_PERCENT, EXACT_THRESHOLD)):
+        hits = await _dense(fast, corpus, q, flt, 15, exact_threshold=threshold, attach_after=5)
+        assert [h.node is None for h in hits] == [True] * 5 + [False] * 10
+        bare = await _dense(fast, corpus, q, flt, 15, exact_threshold=threshold)
+        assert [h.node_id for h in bare] == [h.node_id for h in hits]
+        assert all(h.node is None for h in bare)
+
+
+async def test_a_filter_is_counted_in_the_same_statement_as_the_index_scan(
+    tuned: tuple[asyncpg.Connection, list[str]], corpus: Corpus
+) -> None:
+    fast, statements = tuned
+    q = _queries(corpus, 1, seed=8)[0]
+    # 30 % of the nodes match: counted past the threshold, then scanned, in one statement.
+    await _logged(statements)
+    statements.clear()
+    hits = await _dense(fast, corpus, q, THIRTY_PERCENT, 10)
+    assert await _logged(statements) == 1
+    assert len(hits) == 10
+    assert all(int(h.node_id[1:]) % 10 in (1, 2, 3) for h in hits)
+    # 1 % match (200 <= 1000): the count says exact, a second statement scores them.
+    await _dense(fast, corpus, q, ONE_PERCENT, 10)  # asyncpg learns the exact path's types
+    await _logged(statements)
+    statements.clear()
+    hits = await _dense(fast, corpus, q, ONE_PERCENT, 10)
+    assert await _logged(statements) == 2
+    exact = _exact_top(corpus, q, lambda i: _content_type(i) == "one_pct", 10)
+    assert [h.node_id for h in hits] == [node for node, _ in exact]
+
+
+async def test_a_connection_without_the_settings_gets_them_for_the_search_only(
+    conn: asyncpg.Connection, corpus: Corpus
+) -> None:
+    await conn.execute("SELECT '[1]'::vector")  # pgvector loaded: its settings are defined
+    before = await conn.fetchval("SELECT current_setting('hnsw.ef_search')")
+    q = _queries(corpus, 1, seed=9)[0]
+    assert len(await _dense(conn, corpus, q, Filter(), 10, filtered=False)) == 10
+    assert await conn.fetchval("SELECT current_setting('hnsw.ef_search')") == before
+
+
+async def test_an_unfiltered_search_of_a_small_tenant_falls_back_to_exact(
+    tuned: tuple[asyncpg.Connection, list[str]], corpus: Corpus
+) -> None:
+    fast, _ = tuned
+    hits = await _dense(
+        fast, corpus, corpus.chunks[3], Filter(), 100, tenant="other", filtered=False
+    )
+    assert sorted(h.node_id for h in hits) == sorted(_node_id(j) for j in range(50))
+    assert hits[0].node_id == _node_id(3)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,8 +38,23 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections have the codecs installed."""
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    session_settings: Mapping[str, str] | None = None,
+) -> asyncpg.Pool:
+    """A pool whose connections have the codecs installed and the read path's settings.
+
+    ``session_settings`` (default: ``dense.SESSION_SETTINGS``, the HNSW settings dense search
+    runs with) travel as start-up parameters, so they cost no round trip and survive the
+    ``RESET ALL`` the pool runs when a connection is released. They only steer HNSW index
+    scans and plan caching; writers are unaffected.
+    """
+    from semantic.search.dense import SESSION_SETTINGS  # dense -> node_store -> db
+
+    settings = dict(SESSION_SETTINGS if session_settings is None else session_settings)
     try:
         pool = await asyncpg.create_pool(
             dsn,
@@ -47,7 +62,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
             max_size=max_size,
             init=init_connection,
             command_timeout=60,
-            server_settings={"application_name": "semantic"},
+            server_settings={"application_name": "semantic", **settings},
         )
     except _UNAVAILABLE as exc:
         raise DependencyUnavailable("postgresql", str(exc) or type(exc).__name__) from exc

@@ -5,21 +5,31 @@ A node's similarity for one named vector is its best chunk's cosine similarity
 ``sum(weight * similarity) / sum(weights)`` over the targets, a target the node has no vector
 for counting as 0. The best chunk reported is the one contributing most (weight x similarity).
 
-How a query runs, in one transaction:
+How a query runs (one round trip in the common case):
 
-1. ``hnsw.iterative_scan = relaxed_order``, ``hnsw.ef_search`` and ``hnsw.max_scan_tuples`` are
-   set for the transaction only (``set_config(..., true)``), and the nodes matching the filter
-   are counted up to ``exact_threshold + 1``, in the same round trip.
-2. At most ``exact_threshold`` matching nodes: exact search. The matching nodes are
-   materialised, joined to the vector table by its primary key prefix (tenant, node_id) and
-   every chunk's distance is computed; the HNSW index is not involved.
-3. Otherwise the HNSW index scan runs with the filter applied through the join to
-   ``semantic.nodes``. Iterative scanning keeps it going until enough rows pass the filter.
-   Chunk rows are over-fetched (a node may have several chunks) and reduced to nodes; when
-   too few nodes come back the fetch grows, and when the index scan ends early (its tuple
-   budget is spent) the search falls back to the exact path. A filter therefore never
-   silently shrinks the result. Several targets: each target's nearest nodes are gathered
-   this way and the union is scored exactly.
+1. The HNSW settings (``hnsw.iterative_scan = relaxed_order``, ``hnsw.ef_search``,
+   ``hnsw.max_scan_tuples``, ``plan_cache_mode = force_custom_plan``) are expected on the
+   connection already: the search pool sets them when it connects (:data:`SESSION_SETTINGS`,
+   via ``db.create_pool``), and since they are start-up values the pool's ``RESET ALL`` keeps
+   them. Every index scan reads back the settings it ran with; on a connection that lacks them
+   (or needs a larger ``ef_search`` for a large ``limit``) the search runs again in a
+   transaction that sets them with ``set_config(..., true)``, so the answer never depends on
+   how the connection was configured.
+2. Without a filter (the tenant alone) the HNSW index scan runs directly. With one, the same
+   statement first counts the matching nodes up to ``exact_threshold + 1`` and only scans the
+   index when more match (a gating condition: the index is not touched otherwise); at most
+   ``exact_threshold`` matching nodes are searched exactly: they are materialised, joined to
+   the vector table by its primary key prefix (tenant, node_id) and every chunk's distance is
+   computed.
+3. The HNSW index scan applies the filter through the join to ``semantic.nodes``. Iterative
+   scanning keeps it going until enough rows pass the filter. Chunk rows are over-fetched (a
+   node may have several chunks) and reduced to nodes; when too few nodes come back the fetch
+   grows, and when the index scan ends early (its tuple budget is spent or the graph is
+   exhausted, as in a small table) the search falls back to the exact path. A filter therefore
+   never silently shrinks the result. Several targets: each target's nearest nodes are
+   gathered this way and the union is scored exactly.
+4. ``attach_after``: the node rows of the hits ranked after that many are read in the same
+   statement (``DenseHit.node``), so a dense search needs no second query for them.
 
 The vector table's name comes from ``spaces.vector_table`` (an integer id), never from input.
 The connection must have the pgvector codec registered (``pgvector.asyncpg.register_vector``).
@@ -37,7 +47,8 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
-from semantic.search.domain import ChunkMatch, VectorTarget
+from semantic.search.domain import ChunkMatch, NodeRecord, VectorTarget
+from semantic.search.node_store import node_from_row, node_select
 
 MAX_TARGETS = 8
 FIRST_FETCH_PER_NODE = 3
@@ -46,35 +57,74 @@ FETCH_GROWTH = 4
 MAX_INDEX_FETCH = 20_000
 """Beyond this many chunk rows the exact path is cheaper than growing the index scan."""
 DEFAULT_MAX_SCAN_TUPLES = 20_000
+DEFAULT_EF_SEARCH = 100
 MAX_EF_SEARCH = 1000
+
+
+def session_settings(ef_search: int = DEFAULT_EF_SEARCH) -> dict[str, str]:
+    """The settings dense search runs with, as connection start-up parameters."""
+    return {
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.ef_search": str(max(1, min(int(ef_search), MAX_EF_SEARCH))),
+        "hnsw.max_scan_tuples": str(DEFAULT_MAX_SCAN_TUPLES),
+        # The filter's selectivity decides the plan: never a generic plan for a cached
+        # statement.
+        "plan_cache_mode": "force_custom_plan",
+    }
+
+
+SESSION_SETTINGS = session_settings()
 
 _TABLE = re.compile(r"^semantic\.vectors_[0-9]+$")
 
 # {filter}: the fragment of filters.compile_filter, parameters $1..$m; ${...}: ours, after.
-_PREPARE = """
+_TUNE = """
 SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
        set_config('plan_cache_mode', 'force_custom_plan', true),
-       set_config('hnsw.ef_search', ${ef}::int::text, true),
-       set_config('hnsw.max_scan_tuples', ${max_scan}::int::text, true),
-       (SELECT count(*) FROM (SELECT 1 FROM semantic.nodes n WHERE {filter} LIMIT ${cap}) AS m)
-           AS matching
+       set_config('hnsw.ef_search', $1::int::text, true),
+       set_config('hnsw.max_scan_tuples', $2::int::text, true)
 """
 
+# Whether the statement ran with the settings this search needs (read back, not assumed).
+_TUNED = """coalesce(
+        current_setting('hnsw.iterative_scan', true) = 'relaxed_order'
+        AND current_setting('hnsw.ef_search', true)::int >= ${ef}
+        AND current_setting('hnsw.max_scan_tuples', true)::int = ${max_scan}
+        AND current_setting('plan_cache_mode') = 'force_custom_plan', false)"""
+
+# With a filter: count the matching nodes up to ${cap}; the index is scanned only when the
+# count reaches it (a one-time gating condition, evaluated before the scan starts).
+_GATE_CTE = """matching AS (
+    SELECT count(*) AS n FROM (SELECT 1 FROM semantic.nodes n WHERE {filter} LIMIT ${cap}) AS m
+),
+"""
+_GATE = " AND (SELECT matching.n FROM matching) >= ${cap}"
+
 _INDEX_SCAN = """
-WITH chunk AS MATERIALIZED (
+WITH {gate_cte}chunk AS MATERIALIZED (
     SELECT v.node_id, v.chunk, v.span_start, v.span_end, v.embedding <=> ${q} AS distance
     FROM {table} v
     JOIN semantic.nodes n ON n.tenant = v.tenant AND n.id = v.node_id
-    WHERE v.tenant = ${tenant} AND v.name = ${name} AND {filter}
+    WHERE v.tenant = ${tenant} AND v.name = ${name} AND {filter}{gate}
     ORDER BY v.embedding <=> ${q}
     LIMIT ${fetch}
 ),
 best AS (
     SELECT DISTINCT ON (node_id) node_id, chunk, span_start, span_end, distance
     FROM chunk ORDER BY node_id, distance
+),
+ranked AS (
+    SELECT best.*, row_number() OVER (ORDER BY distance, node_id) AS rank
+    FROM best ORDER BY distance, node_id LIMIT ${limit}
 )
-SELECT best.*, (SELECT count(*) FROM chunk) AS fetched
-FROM best ORDER BY distance, node_id LIMIT ${limit}
+SELECT ranked.node_id, ranked.chunk, ranked.span_start, ranked.span_end, ranked.distance,
+       (SELECT count(*) FROM chunk) AS fetched, {matching} AS matching, {tuned} AS tuned,
+       {nodes}
+FROM (SELECT 1) AS one
+LEFT JOIN ranked ON true
+LEFT JOIN semantic.nodes n
+    ON ranked.rank > ${attach}::bigint AND n.tenant = ${tenant} AND n.id = ranked.node_id
+ORDER BY ranked.rank
 """
 
 _MATCHING_BY_FILTER = "SELECT n.id FROM semantic.nodes n WHERE {filter}"
@@ -109,19 +159,30 @@ scored AS (
                AS span_ends
     FROM best JOIN target ON target.name = best.name
     GROUP BY best.node_id
+),
+ranked AS (
+    SELECT scored.*, row_number() OVER (ORDER BY score DESC, node_id) AS rank
+    FROM scored ORDER BY score DESC, node_id LIMIT ${limit}
 )
-SELECT * FROM scored ORDER BY score DESC, node_id LIMIT ${limit}
+SELECT ranked.*, {nodes}
+FROM ranked
+LEFT JOIN semantic.nodes n
+    ON ranked.rank > ${attach}::bigint AND n.tenant = ${tenant} AND n.id = ranked.node_id
+ORDER BY ranked.rank
 """
+
+_NODES = node_select("n")
 
 
 @dataclass(frozen=True)
 class DenseHit:
-    """One node found by vector similarity."""
+    """One node found by vector similarity (with its row when the search attached it)."""
 
     node_id: str
     score: float
     chunk: ChunkMatch
     target_scores: dict[str, float] = field(default_factory=dict)
+    node: NodeRecord | None = None
 
 
 class _Sql:
@@ -141,6 +202,10 @@ class _Sql:
         return template.format(**self.numbers, **fragments)
 
 
+class _Untuned(Exception):
+    """The connection lacks the HNSW settings the search needs; run again with them."""
+
+
 async def dense_search(
     conn: asyncpg.Connection,
     space_table: str,
@@ -154,11 +219,15 @@ async def dense_search(
     ef_search: int,
     exact_threshold: int,
     max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES,
+    filtered: bool = True,
+    attach_after: int | None = None,
 ) -> list[DenseHit]:
     """The ``limit`` nodes most similar to ``query_vector``, best first.
 
-    ``filter_sql`` / ``filter_params`` come from ``filters.compile_filter(..., start=1)``.
+    ``filter_sql`` / ``filter_params`` come from ``filters.compile_filter(..., start=1)``;
+    ``filtered=False`` says they hold the tenant alone: the matching nodes are not counted.
     ``exact_threshold``: when at most this many nodes match the filter, search exactly.
+    ``attach_after``: read the node rows of the hits ranked after this many (``None``: none).
     ``query_vector`` must have the space's dimension; a mismatch is an ``InvalidArgument``.
     """
     if not _TABLE.match(space_table):
@@ -167,28 +236,28 @@ async def dense_search(
     q = _check_vector(query_vector)
     if limit <= 0:
         return []
-    search = _DenseQuery(conn, space_table, tenant, q, chosen, limit, filter_sql, filter_params)
+    search = _DenseQuery(
+        conn,
+        space_table,
+        tenant,
+        q,
+        chosen,
+        limit,
+        filter_sql,
+        filter_params,
+        filtered=filtered,
+        cap=max(0, int(exact_threshold)) + 1,
+        ef=max(1, min(int(ef_search), MAX_EF_SEARCH)),
+        max_scan=max(1, int(max_scan_tuples)),
+        attach=attach_after,
+    )
     try:
-        async with conn.transaction():
-            prepare = _Sql(filter_params).bind(
-                ef=max(1, min(int(ef_search), MAX_EF_SEARCH)),
-                max_scan=max(1, int(max_scan_tuples)),
-                cap=max(0, int(exact_threshold)) + 1,
-            )
-            row = await conn.fetchrow(prepare.render(_PREPARE, filter=filter_sql), *prepare.params)
-            assert row is not None
-            if row["matching"] <= exact_threshold:
-                return await search.exact()
-            if len(chosen) == 1:
-                found = await search.index_scan(chosen[0])
-                return found if found is not None else await search.exact()
-            candidates: dict[str, None] = {}
-            for target in chosen:
-                found = await search.index_scan(target)
-                if found is None:
-                    return await search.exact()
-                candidates.update((hit.node_id, None) for hit in found)
-            return await search.exact(ids=list(candidates))
+        try:
+            return await search.run()
+        except _Untuned:
+            async with conn.transaction():
+                await conn.execute(_TUNE, search.ef, search.max_scan)
+                return await search.run()
     except asyncpg.DataError as exc:
         if "different vector dimensions" in str(exc):
             raise InvalidArgument("vector", f"dimension does not match the space: {exc}") from exc
@@ -207,26 +276,78 @@ class _DenseQuery:
     limit: int
     filter_sql: str
     filter_params: Sequence[Any]
+    filtered: bool
+    cap: int
+    ef: int
+    max_scan: int
+    attach: int | None
 
-    async def index_scan(self, target: VectorTarget) -> list[DenseHit] | None:
-        """The nearest ``limit`` nodes for one named vector via HNSW; None: go exact."""
+    async def run(self) -> list[DenseHit]:
+        """Index scan(s) or the exact path; raises _Untuned on an untuned connection."""
+        gated = self.filtered
+        if len(self.targets) == 1:
+            found = await self.index_scan(self.targets[0], gated=gated, attach=self.attach)
+            return found if found is not None else await self.exact(attach=self.attach)
+        candidates: dict[str, None] = {}
+        for target in self.targets:
+            found = await self.index_scan(target, gated=gated, attach=None)
+            if found is None:
+                return await self.exact(attach=self.attach)
+            gated = False  # counted once: enough nodes match
+            candidates.update((hit.node_id, None) for hit in found)
+        return await self.exact(ids=list(candidates), attach=self.attach)
+
+    async def index_scan(
+        self, target: VectorTarget, *, gated: bool, attach: int | None
+    ) -> list[DenseHit] | None:
+        """The nearest ``limit`` nodes for one named vector via HNSW; None: go exact.
+
+        ``gated``: count the nodes matching the filter first (same statement) and return
+        None without touching the index when at most ``cap - 1`` match.
+        """
         fetch = max(self.limit * FIRST_FETCH_PER_NODE, self.limit + 16)
         while True:
             sql = _Sql(self.filter_params).bind(
-                q=self.q, tenant=self.tenant, name=target.name, fetch=fetch, limit=self.limit
+                q=self.q,
+                tenant=self.tenant,
+                name=target.name,
+                fetch=fetch,
+                limit=self.limit,
+                ef=self.ef,
+                max_scan=self.max_scan,
+                attach=attach,
             )
-            text = sql.render(_INDEX_SCAN, table=self.table, filter=self.filter_sql)
+            if gated:
+                sql.bind(cap=self.cap)
+            text = sql.render(
+                _INDEX_SCAN,
+                table=self.table,
+                filter=self.filter_sql,
+                gate_cte=sql.render(_GATE_CTE, filter=self.filter_sql) if gated else "",
+                gate=sql.render(_GATE) if gated else "",
+                matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
+                tuned=sql.render(_TUNED),
+                nodes=_NODES,
+            )
             rows = await self.conn.fetch(text, *sql.params)
-            if len(rows) >= self.limit:
-                return [_single_hit(row, target.name) for row in rows]
-            fetched = rows[0]["fetched"] if rows else 0
-            if fetched < fetch or fetch >= MAX_INDEX_FETCH:
+            head = rows[0]  # the statement always returns at least one row
+            if gated and head["matching"] < self.cap:
+                return None  # few enough nodes match: exact
+            if not head["tuned"]:
+                raise _Untuned
+            gated = False
+            hits = [_single_hit(row, target.name) for row in rows if row["node_id"] is not None]
+            if len(hits) >= self.limit:
+                return hits
+            if head["fetched"] < fetch or fetch >= MAX_INDEX_FETCH:
                 # The index scan stopped before its LIMIT (tuple budget spent or graph
                 # exhausted): only an exact scan can tell how many nodes really qualify.
                 return None
             fetch = min(fetch * FETCH_GROWTH, MAX_INDEX_FETCH)
 
-    async def exact(self, *, ids: list[str] | None = None) -> list[DenseHit]:
+    async def exact(
+        self, *, ids: list[str] | None = None, attach: int | None = None
+    ) -> list[DenseHit]:
         """Exact scores over the nodes matching the filter, or over exactly ``ids``."""
         if ids is None:
             sql = _Sql(self.filter_params)
@@ -241,15 +362,20 @@ class _DenseQuery:
             weights=[float(t.weight) for t in self.targets],
             total_weight=math.fsum(t.weight for t in self.targets),
             limit=self.limit,
+            attach=attach,
         )
-        text = sql.render(_EXACT, table=self.table, matching=matching)
+        text = sql.render(_EXACT, table=self.table, matching=matching, nodes=_NODES)
         return [_combined_hit(row) for row in await self.conn.fetch(text, *sql.params)]
+
+
+def _node(row: asyncpg.Record) -> NodeRecord | None:
+    return node_from_row(row) if row["id"] is not None else None
 
 
 def _single_hit(row: asyncpg.Record, name: str) -> DenseHit:
     similarity = 1.0 - float(row["distance"])
     chunk = ChunkMatch(name, row["chunk"], row["span_start"], row["span_end"], similarity)
-    return DenseHit(row["node_id"], similarity, chunk, {name: similarity})
+    return DenseHit(row["node_id"], similarity, chunk, {name: similarity}, _node(row))
 
 
 def _combined_hit(row: asyncpg.Record) -> DenseHit:
@@ -259,7 +385,11 @@ def _combined_hit(row: asyncpg.Record) -> DenseHit:
         names[0], row["chunks"][0], row["span_starts"][0], row["span_ends"][0], similarities[0]
     )
     return DenseHit(
-        row["node_id"], float(row["score"]), chunk, dict(zip(names, similarities, strict=True))
+        row["node_id"],
+        float(row["score"]),
+        chunk,
+        dict(zip(names, similarities, strict=True)),
+        _node(row),
     )
 
 

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def from_dense(hits: Sequence[DenseHit]) -> list[Hit]:
-    """Dense results as hits: score = similarity, with rank, best chunk and per-target scores."""
+    """Dense results as hits: score = similarity, with rank, best chunk, per-target scores and
+    the node when the dense search attached it."""
     out: list[Hit] = []
     seen: set[str] = set()
     for hit in hits:
@@ -35,6 +36,7 @@ def from_dense(hits: Sequence[DenseHit]) -> list[Hit]:
                 dense_score=hit.score,
                 chunk=hit.chunk,
                 target_scores=dict(hit.target_scores),
+                node=hit.node,
             )
         )
     return out

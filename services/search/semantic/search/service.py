@@ -161,12 +161,16 @@ class SearchService:
             )
         if query.mode is not Mode.KEYWORD and vector is None:
             assert query.text is not None
-            embedded = await self._embedder.embed([query.text], input_type="query")
+            embedded = await self._embedder.embed(
+                [query.text], input_type="query", model_id=space.model_id
+            )
             vector = embedded.vectors[0]
             result.query_tokens, result.query_truncated = embedded.tokens[0], embedded.truncated[0]
         if query.mode is Mode.DENSE:
             assert vector is not None
-            hits = fusion.from_dense(await self._dense(space, query, vector, wanted))
+            # The page's nodes come with the dense statement itself.
+            dense_hits = await self._dense(space, query, vector, wanted, attach_after=query.offset)
+            hits = fusion.from_dense(dense_hits)
         elif query.mode is Mode.KEYWORD:
             if not query.text:
                 raise InvalidArgument("text", "keyword search needs query text")
@@ -231,13 +235,19 @@ class SearchService:
             top_k=top_k,
             min_score=min_score,
         )
-        hits = fusion.from_dense(await self._dense(space, query, centre, top_k))
+        hits = fusion.from_dense(await self._dense(space, query, centre, top_k, attach_after=0))
         result = SearchResult(fusion.above(hits, min_score)[:top_k], space, Mode.DENSE)
         await self._attach(tenant, result.hits)
         return source.id, result
 
     async def _dense(
-        self, space: spaces.Space, query: SearchQuery, vector: np.ndarray[Any, Any], limit: int
+        self,
+        space: spaces.Space,
+        query: SearchQuery,
+        vector: np.ndarray[Any, Any],
+        limit: int,
+        *,
+        attach_after: int | None = None,
     ) -> list[dense.DenseHit]:
         sql, params = compile_filter(query.tenant, query.filter, start=1)
         async with connection(self._pool) as conn:
@@ -252,6 +262,8 @@ class SearchService:
                 limit=limit,
                 ef_search=max(self._config.ef_search, limit),
                 exact_threshold=self._config.exact_threshold,
+                filtered=not query.filter.is_empty,
+                attach_after=attach_after,
             )
 
     async def _keyword(self, query: SearchQuery, limit: int) -> list[tuple[str, float]]:
@@ -270,13 +282,15 @@ class SearchService:
             )
 
     async def _attach(self, tenant: str, hits: list[Hit]) -> None:
-        if not hits:
-            return
-        async with connection(self._pool) as conn:
-            nodes = await self._repository.get(conn, tenant, ids=[h.node_id for h in hits])
-        by_id = {n.id: n for n in nodes}
-        for hit in hits:
-            hit.node = by_id.get(hit.node_id)
+        """Read the nodes of the hits that do not carry theirs yet (one query, or none)."""
+        missing = [h.node_id for h in hits if h.node is None]
+        if missing:
+            async with connection(self._pool) as conn:
+                nodes = await self._repository.get(conn, tenant, ids=missing)
+            by_id = {n.id: n for n in nodes}
+            for hit in hits:
+                if hit.node is None:
+                    hit.node = by_id.get(hit.node_id)
         hits[:] = [h for h in hits if h.node is not None]  # deleted between the two reads
 
     async def stats(self, tenant: str | None) -> Stats:

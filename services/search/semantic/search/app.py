@@ -18,6 +18,7 @@ from semantic.search.admin import AdminServicer
 from semantic.search.convert import Limits
 from semantic.search.db import connection, create_pool
 from semantic.search.maintenance import Maintenance
+from semantic.search.recommend.service import Recommendations
 from semantic.search.service import RetrievalConfig, SearchService
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
@@ -76,7 +77,14 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
                 exact_threshold=settings.search_exact_threshold,
             ),
         )
-        search.attach(service)
+        recommendations = Recommendations(
+            pool,
+            limits,
+            settings.recommend_config(settings.search_ef_search, settings.search_exact_threshold),
+            settings.track_config(),
+            max_track_events=settings.recommend_max_track_events,
+        )
+        search.attach(service, recommendations)
         admin.attach(pool, embedder, Maintenance(pool, writer))
         log.info("search_ready", space=space.id, model=space.model_id, state=space.state)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
-
 from semantic.common.auth import Role, enforce_tenant, require_role
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.search import convert, domain, spaces
 from semantic.search.nodes import DeleteOutcome, Outcome, VectorRow
+from semantic.search.recommend.service import Recommendations
 from semantic.search.service import SearchResult, SearchService
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -70,15 +69,19 @@ def space_to_proto(space: spaces.Space, vectors: int | None = None) -> pb.Embedd
 
 
 class SearchServicer(search_pb2_grpc.SearchServicer):
-    """semantic.v1.Search; Recommend and Track arrive with the recommendation engine."""
+    """semantic.v1.Search: writes, search, nearest, stats, Recommend and Track."""
 
     def __init__(self, limits: convert.Limits, service: SearchService | None = None) -> None:
         self._limits = limits
         self._ready = service
+        self._recommend: Recommendations | None = None
 
-    def attach(self, service: SearchService) -> None:
+    def attach(
+        self, service: SearchService, recommendations: Recommendations | None = None
+    ) -> None:
         """Start answering (calls before this get UNAVAILABLE)."""
         self._ready = service
+        self._recommend = recommendations
 
     @property
     def _service(self) -> SearchService:
@@ -209,12 +212,16 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return response
 
     async def Recommend(self, request: pb.RecommendRequest, context: Any) -> pb.RecommendResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Recommend is not available yet")
-        raise AssertionError("unreachable")
+        return await self._recommendations.recommend(request, space_id_from(request.space_id))
 
     async def Track(self, request: pb.TrackRequest, context: Any) -> pb.TrackResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Track is not available yet")
-        raise AssertionError("unreachable")
+        return await self._recommendations.track(request)
+
+    @property
+    def _recommendations(self) -> Recommendations:
+        if self._recommend is None:
+            raise DependencyUnavailable("search", "still starting up")
+        return self._recommend
 
     def _top_k(self, top_k: int) -> int:
         if top_k == 0:

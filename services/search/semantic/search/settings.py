@@ -8,6 +8,7 @@ from pydantic import Field
 
 from semantic.common.auth import AuthSettings
 from semantic.common.settings import BaseServiceSettings
+from semantic.search.recommend.settings import RecommendSettings
 
 
 class WritePathSettings(BaseServiceSettings):
@@ -34,7 +35,7 @@ class WritePathSettings(BaseServiceSettings):
     search_title_vector: bool = Field(False, description="Also embed titles as the `title` vector.")
 
 
-class SearchSettings(WritePathSettings, AuthSettings):
+class SearchSettings(WritePathSettings, AuthSettings, RecommendSettings):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required."""
 
     search_pool_min: int = Field(2, ge=1, description="PostgreSQL pool: connections kept open.")

@@ -1,0 +1,1 @@
+"""Recommendations: tracking user events, journeys, engagement, and Recommend."""

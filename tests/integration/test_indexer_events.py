@@ -5,12 +5,14 @@ subject with its reason; the stream and consumer are created or updated at start
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import nats
 import pytest
+from google.protobuf import json_format
 from indexer_kit import (
     content_event,
     dead_letters,
@@ -28,6 +30,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import api as js_api
 
 from semantic.devstack.nats import EmbeddedNats
+from semantic.v1 import events_pb2
 
 
 @pytest.fixture
@@ -241,3 +244,64 @@ async def test_an_event_failing_for_its_own_reason_is_dead_lettered_after_max_de
     assert headers["Semantic-Deliveries"] == "3"
     assert "slug" in headers["Semantic-Dlq-Detail"]
     assert await node_versions(database_url) == {"a": 1, "c": 1}
+
+
+async def test_user_events_on_nats_update_journeys_and_wait_for_late_nodes(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def user_event(node_id: str, action: int) -> events_pb2.UserEvent:
+        return events_pb2.UserEvent(
+            event_id=str(uuid.uuid4()), user_id="u1", node_id=node_id, action=action
+        )
+
+    async def publish_user(event: events_pb2.UserEvent, *, as_json: bool = False) -> None:
+        if as_json:
+            payload = json_format.MessageToJson(event).encode()
+            headers = {"Content-Type": "application/json", "Nats-Msg-Id": event.event_id}
+        else:
+            payload = event.SerializeToString()
+            headers = {"Nats-Msg-Id": event.event_id}
+        await nc.jetstream().publish("semantic.user._", payload, headers=headers)
+
+    env = {**env, "SEMANTIC_INDEXER_MAX_DELIVER": "20"}
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+        await publish(nc, content_event("a", 1, title="Sourdough", body="Starter and flour."))
+        await publish(nc, content_event("b", 1, title="Rye", body="Dense rye loaves."))
+
+        async def both() -> bool:
+            counts = await vector_counts(database_url)
+            return counts.get("a", 0) > 0 and counts.get("b", 0) > 0
+
+        await wait_for(both, what="nodes a and b")
+        await publish_user(user_event("a", events_pb2.USER_ACTION_VIEW))
+        await publish_user(user_event("b", events_pb2.USER_ACTION_CLICK), as_json=True)
+        await publish_user(user_event("late", events_pb2.USER_ACTION_LIKE))  # not indexed yet
+        await publish_user(user_event("a", events_pb2.USER_ACTION_UNSPECIFIED))  # poison
+        await asyncio.sleep(1.0)
+        await publish(nc, content_event("late", 1, title="Late", body="Arrives after its event."))
+
+        async def tracked() -> bool:
+            conn = await asyncpg.connect(database_url)
+            try:
+                return await conn.fetchval("SELECT count(*) FROM semantic.user_events") == 3
+            finally:
+                await conn.close()
+
+        await wait_for(tracked, timeout_s=60, what="three user events recorded")
+    conn = await asyncpg.connect(database_url)
+    try:
+        user = await conn.fetchrow("SELECT events, journey_sum FROM semantic.users")
+        engagement = {
+            r["node_id"]: (r["views"], r["clicks"], r["likes"])
+            for r in await conn.fetch("SELECT * FROM semantic.node_engagement")
+        }
+    finally:
+        await conn.close()
+    assert user["events"] == 3
+    assert user["journey_sum"] is not None
+    assert engagement == {"a": (1, 0, 0), "b": (0, 1, 0), "late": (0, 0, 1)}
+    [(subject, headers, _)] = await dead_letters(env["NATS_URL"])
+    assert subject == "semantic.dlq.user._"
+    assert headers["Semantic-Dlq-Reason"] == "invalid"
+    assert "action" in headers["Semantic-Dlq-Detail"]

@@ -277,7 +277,7 @@ async def test_two_replicas_share_the_work_without_doing_any_twice(
         js = nc.jetstream()
         await wait_for(lambda: _drained(js), timeout_s=300, what="the consumer drained")
         per_replica = [r.metric("semantic_indexer_events_total") for r in replicas]
-        created = [m.get('{outcome="created"}', 0.0) for m in per_replica]
+        created = [m.get('{kind="content",outcome="created"}', 0.0) for m in per_replica]
         handled = [sum(m.values()) for m in per_replica]
         assert sum(created) == 600
         assert sum(handled) == 600  # no event handled by both (no "unchanged" redelivery)

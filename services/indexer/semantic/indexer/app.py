@@ -22,9 +22,11 @@ from semantic.indexer.consumer import ConsumerConfig, ContentConsumer, dependenc
 from semantic.indexer.processor import ChangeProcessor
 from semantic.indexer.settings import IndexerSettings
 from semantic.indexer.streams import Topology, ensure_topology
+from semantic.indexer.users import UserEventHandler
 from semantic.search import convert, spaces
 from semantic.search.db import connection, create_pool
 from semantic.search.maintenance import Maintenance, sleep_or_stop
+from semantic.search.recommend.tracking import Tracker
 from semantic.search.writer import writer_from_settings
 
 log = structlog.get_logger(__name__)
@@ -108,7 +110,16 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         maintenance = Maintenance(pool, writer, batch_size=settings.indexer_heal_batch_size)
         for index, consumer in enumerate(consumers):
             tasks.append(asyncio.create_task(consumer.run(halt), name=f"consumer-{index}"))
-        tasks.append(asyncio.create_task(_lag_loop(consumers[0], halt), name="lag"))
+        users = UserEventHandler(
+            pool, Tracker(settings.track_config()), max_bytes=settings.indexer_max_event_bytes
+        )
+        user_consumer = ContentConsumer(
+            js, topology, users, config, consumer=topology.user_consumer
+        )
+        tasks.append(asyncio.create_task(user_consumer.run(halt), name="user-consumer"))
+        tasks.append(
+            asyncio.create_task(_lag_loop([consumers[0], user_consumer], halt), name="lag")
+        )
         if settings.indexer_heal_interval_s > 0:
             tasks.append(
                 asyncio.create_task(
@@ -140,10 +151,11 @@ class _NatsCloser:
         await self._nc.drain()
 
 
-async def _lag_loop(consumer: ContentConsumer, stop: asyncio.Event) -> None:
+async def _lag_loop(consumers: list[ContentConsumer], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        with contextlib.suppress(Exception):
-            await consumer.report_lag()
+        for consumer in consumers:
+            with contextlib.suppress(Exception):
+                await consumer.report_lag()
         if await sleep_or_stop(stop, 5.0):
             return
 

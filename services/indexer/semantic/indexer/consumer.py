@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter as CounterType
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import nats.errors
 import structlog
@@ -45,21 +47,29 @@ from semantic.search import convert
 
 log = structlog.get_logger(__name__)
 
-EVENTS = Counter("semantic_indexer_events_total", "Content events handled", ["outcome"])
+EVENTS = Counter("semantic_indexer_events_total", "Events handled", ["kind", "outcome"])
 DEAD_LETTERS = Counter("semantic_indexer_dead_letters_total", "Events dead-lettered", ["reason"])
 BATCH_SIZE = Histogram(
-    "semantic_indexer_batch_size", "Events per applied batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+    "semantic_indexer_batch_size",
+    "Events per applied batch",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 APPLY_SECONDS = Histogram(
-    "semantic_indexer_apply_seconds", "Embed + write time of one batch (seconds)"
+    "semantic_indexer_apply_seconds", "Apply time of one batch (embed + write)", ["kind"]
 )
 FRESHNESS = Histogram(
     "semantic_indexer_freshness_seconds",
     "Publish (or, without it, occurred_at) to commit, seconds",
+    ["kind"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
-LAG = Gauge("semantic_indexer_consumer_lag", "Events not yet delivered to the consumer")
-ACK_PENDING = Gauge("semantic_indexer_ack_pending", "Events delivered and not yet acked")
+LAG = Gauge(
+    "semantic_indexer_consumer_lag", "Events not yet delivered to the consumer", ["consumer"]
+)
+ACK_PENDING = Gauge(
+    "semantic_indexer_ack_pending", "Events delivered and not yet acked", ["consumer"]
+)
 RETRIES = Counter("semantic_indexer_retries_total", "Batches nak'ed for a retry", ["kind"])
 
 
@@ -93,27 +103,84 @@ class ConsumerConfig:
 
 
 @dataclass
+class Applied:
+    """What a handler did with a batch: outcome counts, and the items (by index) that
+    failed for their own reason and must be retried later (with that reason)."""
+
+    outcomes: CounterType[str] = field(default_factory=CounterType)
+    retry: dict[int, str] = field(default_factory=dict)
+
+
+class Handler(Protocol):
+    """One kind of event: how to decode a message and apply a batch of them."""
+
+    kind: str
+
+    def decode(self, msg: Msg) -> Any:
+        """The validated item; raises Poison."""
+
+    async def apply(self, items: list[Any]) -> Applied:
+        """Apply every item in one go; raises on failure (nothing applied)."""
+
+
+class ContentHandler:
+    """ContentEvents -> ChangeProcessor (one transaction per batch)."""
+
+    kind = "content"
+
+    def __init__(self, processor: ChangeProcessor, config: ConsumerConfig) -> None:
+        self._processor = processor
+        self._config = config
+
+    def decode(self, msg: Msg) -> ContentChange:
+        if not msg.subject.startswith(CONTENT_PREFIX + "."):
+            raise Poison("invalid", f"subject {msg.subject!r} is not a content subject")
+        return decode_content(
+            msg.subject,
+            msg.headers,
+            msg.data,
+            max_bytes=self._config.max_event_bytes,
+            limits=self._config.limits,
+        )
+
+    async def apply(self, items: list[Any]) -> Applied:
+        outcome = await self._processor.apply(items)
+        applied = Applied(outcome.outcomes)
+        if outcome.superseded:
+            applied.outcomes["superseded"] += outcome.superseded
+        return applied
+
+
+@dataclass
 class _Decoded:
     msg: Msg
-    change: ContentChange
+    item: Any
 
 
 class ContentConsumer:
-    """One replica's loop over the shared durable consumer."""
+    """One replica's loop over one shared durable consumer (content or user events)."""
 
     def __init__(
         self,
         js: JetStreamContext,
         topology: Topology,
-        processor: ChangeProcessor,
+        processor: ChangeProcessor | Handler,
         config: ConsumerConfig,
+        *,
+        consumer: str | None = None,
     ) -> None:
         self._js = js
         self._topology = topology
-        self._processor = processor
+        self._handler: Handler = (
+            ContentHandler(processor, config)
+            if isinstance(processor, ChangeProcessor)
+            else processor
+        )
+        self._consumer = consumer or topology.consumer
         self._config = config
         self._inflight: list[Msg] = []
         self._outage_delay = 0.0
+        self._outage_naks: dict[int, int] = {}  # stream sequence -> naks for outages
 
     def delay_for(self, attempt: int) -> float:
         """Growing redelivery delay: initial x 2^(attempt-1), capped."""
@@ -123,9 +190,9 @@ class ContentConsumer:
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and handle batches until ``stop`` is set."""
         subscription = await self._js.pull_subscribe_bind(
-            durable=self._topology.consumer, stream=self._topology.stream
+            durable=self._consumer, stream=self._topology.stream
         )
-        log.info("consuming", stream=self._topology.stream, consumer=self._topology.consumer)
+        log.info("consuming", stream=self._topology.stream, consumer=self._consumer)
         try:
             while not stop.is_set():
                 try:
@@ -152,7 +219,7 @@ class ContentConsumer:
             valid: list[_Decoded] = []
             for msg in messages:
                 try:
-                    valid.append(_Decoded(msg, self._decode(msg)))
+                    valid.append(_Decoded(msg, self._handler.decode(msg)))
                 except Poison as poison:
                     await self._dead_letter(msg, poison.reason, poison.detail)
             if valid:
@@ -162,17 +229,6 @@ class ContentConsumer:
             raise
         finally:
             self._inflight = []
-
-    def _decode(self, msg: Msg) -> ContentChange:
-        if not msg.subject.startswith(CONTENT_PREFIX + "."):
-            raise Poison("invalid", f"subject {msg.subject!r} is not a content subject")
-        return decode_content(
-            msg.subject,
-            msg.headers,
-            msg.data,
-            max_bytes=self._config.max_event_bytes,
-            limits=self._config.limits,
-        )
 
     async def _apply(self, batch: list[_Decoded]) -> None:
         try:
@@ -198,26 +254,30 @@ class ContentConsumer:
         started = time.perf_counter()
         heartbeat = asyncio.create_task(self._keep_alive([i.msg for i in batch]))
         try:
-            outcome = await self._processor.apply([i.change for i in batch])
+            applied = await self._handler.apply([i.item for i in batch])
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        for item in batch:
-            await item.msg.ack()
         now = datetime.now(UTC)
-        for item in batch:
-            stamp = _published(item.msg) or item.change.occurred_at
+        for index, item in enumerate(batch):
+            reason = applied.retry.get(index)
+            if reason is not None:
+                await self._failed(item, RetryLater(reason))
+                continue
+            await item.msg.ack()
+            self._forget(item.msg)
+            stamp = _published(item.msg) or getattr(item.item, "occurred_at", None)
             if stamp is not None:
-                FRESHNESS.observe(max(0.0, (now - stamp).total_seconds()))
-        APPLY_SECONDS.observe(time.perf_counter() - started)
-        BATCH_SIZE.observe(len(batch))
-        for name, count in outcome.outcomes.items():
-            EVENTS.labels(name).inc(count)
-        if outcome.superseded:
-            EVENTS.labels("superseded").inc(outcome.superseded)
+                FRESHNESS.labels(self._handler.kind).observe(
+                    max(0.0, (now - stamp).total_seconds())
+                )
+        APPLY_SECONDS.labels(self._handler.kind).observe(time.perf_counter() - started)
+        BATCH_SIZE.labels(self._handler.kind).observe(len(batch))
+        for name, count in applied.outcomes.items():
+            EVENTS.labels(self._handler.kind, name).inc(count)
         self._outage_delay = 0.0
-        log.debug("batch_applied", events=len(batch), **dict(outcome.outcomes))
+        log.debug("batch_applied", kind=self._handler.kind, events=len(batch))
 
     async def _keep_alive(self, messages: list[Msg]) -> None:
         interval = max(self._config.ack_wait_s / 3, 0.5)
@@ -240,20 +300,37 @@ class ContentConsumer:
             error=f"{type(exc).__name__}: {exc}",
         )
         for item in batch:
+            sequence = _sequence(item.msg)
+            if sequence is not None:
+                if len(self._outage_naks) > 100_000:
+                    self._outage_naks.clear()
+                self._outage_naks[sequence] = self._outage_naks.get(sequence, 0) + 1
             with contextlib.suppress(Exception):
                 await item.msg.nak(delay=delay)
 
+    def _forget(self, msg: Msg) -> None:
+        sequence = _sequence(msg)
+        if sequence is not None:
+            self._outage_naks.pop(sequence, None)
+
+    def attempts(self, msg: Msg) -> int:
+        """Deliveries of ``msg`` that were not outage retries seen by this replica."""
+        sequence = _sequence(msg)
+        outages = self._outage_naks.get(sequence, 0) if sequence is not None else 0
+        return max(1, _deliveries(msg) - outages)
+
     async def _failed(self, item: _Decoded, exc: BaseException) -> None:
         """The event itself failed: retry with delay, dead letter after max_deliver."""
-        deliveries = _deliveries(item.msg)
-        detail = f"{type(exc).__name__}: {exc}"
+        deliveries = self.attempts(item.msg)
+        detail = str(exc) if isinstance(exc, RetryLater) else f"{type(exc).__name__}: {exc}"
         if deliveries >= self._config.max_deliver:
+            self._forget(item.msg)
             await self._dead_letter(item.msg, "max_deliver", detail)
             return
         RETRIES.labels("event").inc()
         log.warning(
             "event_failed",
-            event_id=item.change.event_id,
+            event_id=getattr(item.item, "event_id", ""),
             deliveries=deliveries,
             error=detail,
         )
@@ -296,9 +373,20 @@ class ContentConsumer:
 
     async def report_lag(self) -> None:
         """Update the lag gauges from the consumer's info."""
-        info = await self._js.consumer_info(self._topology.stream, self._topology.consumer)
-        LAG.set(info.num_pending or 0)
-        ACK_PENDING.set(info.num_ack_pending or 0)
+        info = await self._js.consumer_info(self._topology.stream, self._consumer)
+        LAG.labels(self._consumer).set(info.num_pending or 0)
+        ACK_PENDING.labels(self._consumer).set(info.num_ack_pending or 0)
+
+
+class RetryLater(Exception):
+    """An item a handler could not apply yet for its own reason (e.g. unknown node)."""
+
+
+def _sequence(msg: Msg) -> int | None:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:
+        return None
 
 
 def _deliveries(msg: Msg) -> int:

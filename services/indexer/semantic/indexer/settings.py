@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from semantic.search.recommend.settings import RecommendSettings
 from semantic.search.settings import WritePathSettings
 
 
-class IndexerSettings(WritePathSettings):
+class IndexerSettings(WritePathSettings, RecommendSettings):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL and NATS_URL are required.
 
-    The write-path fields (``SEMANTIC_SEARCH_CHUNKING`` and friends) are shared with the
-    search service so events and direct upserts are indexed the same way.
+    The write-path fields (``SEMANTIC_SEARCH_CHUNKING`` and friends) and the tracking
+    weights (``SEMANTIC_RECOMMEND_WEIGHT_*``, ``..._JOURNEY_HALF_LIFE_HOURS``) are shared
+    with the search service so events and direct calls have the same effect.
     """
 
     grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC port (health only).")
@@ -22,7 +24,10 @@ class IndexerSettings(WritePathSettings):
         description="Subjects the event stream captures (JSON list).",
     )
     indexer_dlq_stream: str = Field("SEMANTIC_DLQ", description="Stream of the dead letters.")
-    indexer_consumer: str = Field("indexer", description="Durable pull consumer (shared).")
+    indexer_consumer: str = Field("indexer", description="Durable consumer of content events.")
+    indexer_user_consumer: str = Field(
+        "indexer-users", description="Durable consumer of user events."
+    )
     indexer_stream_replicas: int = Field(1, ge=1, le=5, description="Stream replicas.")
     indexer_stream_max_age_hours: float = Field(
         168.0, ge=0, description="How long the stream keeps events (0: forever)."

@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 
-from semantic.indexer.events import CONTENT_PREFIX, DLQ_PREFIX
+from semantic.indexer.events import CONTENT_PREFIX, DLQ_PREFIX, USER_PREFIX
 from semantic.indexer.settings import IndexerSettings
 
 log = structlog.get_logger(__name__)
@@ -28,6 +28,7 @@ class Topology:
     dlq_stream: str
     consumer: str
     filter_subject: str
+    user_consumer: str = ""
 
 
 def stream_configs(settings: IndexerSettings) -> list[js_api.StreamConfig]:
@@ -54,6 +55,17 @@ def stream_configs(settings: IndexerSettings) -> list[js_api.StreamConfig]:
             **common,  # type: ignore[arg-type]
         ),
     ]
+
+
+def user_consumer_config(settings: IndexerSettings) -> js_api.ConsumerConfig:
+    """The shared durable pull consumer of user events (same rules as content)."""
+    base = consumer_config(settings)
+    return base.evolve(
+        name=settings.indexer_user_consumer,
+        durable_name=settings.indexer_user_consumer,
+        description="Semantic indexer: user events to journeys and engagement",
+        filter_subject=f"{USER_PREFIX}.>",
+    )
 
 
 def consumer_config(settings: IndexerSettings) -> js_api.ConsumerConfig:
@@ -83,6 +95,7 @@ async def ensure_topology(js: JetStreamContext, settings: IndexerSettings) -> To
         await _ensure_stream(js, config)
     consumer = consumer_config(settings)
     info = await js.add_consumer(settings.indexer_stream, consumer)  # create or update
+    await js.add_consumer(settings.indexer_stream, user_consumer_config(settings))
     log.info(
         "consumer_ready",
         stream=settings.indexer_stream,
@@ -96,6 +109,7 @@ async def ensure_topology(js: JetStreamContext, settings: IndexerSettings) -> To
         dlq_stream=settings.indexer_dlq_stream,
         consumer=settings.indexer_consumer,
         filter_subject=consumer.filter_subject,
+        user_consumer=settings.indexer_user_consumer,
     )
 
 

@@ -1,0 +1,63 @@
+"""User events off NATS (``semantic.user.<tenant>``): decoded and validated like
+Search.Track's, recorded through the same tracker, one transaction per batch. An event
+whose node is not indexed yet is retried with a delay (the node may still be on its way)
+and dead-lettered after max_deliver."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from nats.aio.msg import Msg
+
+from semantic.common.errors import InvalidArgument
+from semantic.indexer.consumer import Applied
+from semantic.indexer.events import USER_PREFIX, Poison, parse_event, tenant_from_subject
+from semantic.search import spaces
+from semantic.search.db import connection
+from semantic.search.recommend.service import user_event_from_proto
+from semantic.search.recommend.tracking import Tracker, UserEventRecord
+from semantic.v1 import events_pb2
+
+
+class UserEventHandler:
+    """UserEvents -> the tracker (journeys, engagement, archetypes)."""
+
+    kind = "user"
+
+    def __init__(self, pool: asyncpg.Pool, tracker: Tracker, *, max_bytes: int) -> None:
+        self._pool = pool
+        self._tracker = tracker
+        self._max_bytes = max_bytes
+
+    def decode(self, msg: Msg) -> UserEventRecord:
+        """A validated UserEventRecord; Poison naming the reason otherwise."""
+        if not msg.subject.startswith(USER_PREFIX + "."):
+            raise Poison("invalid", f"subject {msg.subject!r} is not a user-event subject")
+        event = events_pb2.UserEvent()
+        parse_event(msg.data, msg.headers, event, max_bytes=self._max_bytes)
+        subject_tenant = tenant_from_subject(msg.subject, USER_PREFIX)
+        if event.tenant != subject_tenant:
+            raise Poison(
+                "tenant_mismatch",
+                f"tenant {event.tenant!r} differs from the subject's tenant {subject_tenant!r}",
+            )
+        try:
+            return user_event_from_proto(
+                event, "event", event.tenant, datetime.now(UTC), self._tracker.config
+            )
+        except InvalidArgument as exc:
+            raise Poison("invalid", str(exc).removeprefix("event.")) from exc
+
+    async def apply(self, items: list[Any]) -> Applied:
+        """Track the batch; events of unknown nodes are handed back for a later retry."""
+        async with connection(self._pool) as conn:
+            space = await spaces.active_space(conn)
+            result = await self._tracker.track(conn, space, items)
+        applied = Applied()
+        applied.outcomes["tracked"] += result.accepted
+        applied.outcomes["duplicate"] += result.duplicates
+        for index in result.unknown:
+            applied.retry[index] = f"node {items[index].node_id or items[index].slug!r} is unknown"
+        return applied

@@ -112,6 +112,7 @@ async def test_reindex_switches_models_while_search_keeps_answering(
         new = next(s for s in listed.spaces if s.id == started.space.id)
         assert new.state == pb.SPACE_STATE_ACTIVE
         assert new.build.nodes_done == 120
+        assert (new.nodes, new.vectors) == (120, 120)  # one chunk per short note
         assert new.build.HasField("finished_at")
         reply = await search.Search(pb.SearchRequest(text=TOPICS[1], top_k=3))
         assert reply.space_id == started.space.id

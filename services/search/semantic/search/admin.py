@@ -68,9 +68,10 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
     ) -> pb.ListSpacesResponse:
         async with connection(self._pool) as conn:
             found = await spaces.list_spaces(conn)
+            counts = {s.id: await _vector_counts(conn, s) for s in found}
         active = next((s for s in found if s.state == "active"), None)
         return pb.ListSpacesResponse(
-            spaces=[_space_message(s) for s in found],
+            spaces=[_space_message(s, counts[s.id]) for s in found],
             active_space_id=str(active.id) if active else "",
         )
 
@@ -81,7 +82,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         if space_id is None:
             raise InvalidArgument("space_id", "must name the space to activate")
         async with connection(self._pool) as conn:
-            previous, current = await spaces.activate(conn, space_id)
+            previous, current = await spaces.activate(conn, space_id, allow_building=request.force)
             before = await spaces.get_space(conn, previous) if previous is not None else None
         response = pb.ActivateSpaceResponse(current=_space_message(current))
         if before is not None:
@@ -204,9 +205,22 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         return f"{model.model_id} ({model.dim}-d)"
 
 
-def _space_message(space: spaces.Space) -> pb.EmbeddingSpace:
-    """A space with its build progress (``build`` of the registry row)."""
-    message = space_to_proto(space)
+async def _vector_counts(conn: asyncpg.Connection, space: spaces.Space) -> tuple[int, int]:
+    """(vector rows, nodes with vectors) of a space; (0, 0) when its table is missing."""
+    try:
+        row = await conn.fetchrow(
+            f"SELECT count(*) AS v, count(DISTINCT (tenant, node_id)) AS n FROM {space.table}"
+        )
+    except asyncpg.UndefinedTableError:
+        return 0, 0
+    return (int(row["v"]), int(row["n"])) if row else (0, 0)
+
+
+def _space_message(space: spaces.Space, counts: tuple[int, int] | None = None) -> pb.EmbeddingSpace:
+    """A space with its build progress (``build`` of the registry row) and counts."""
+    message = space_to_proto(space, counts[0] if counts else None)
+    if counts:
+        message.nodes = counts[1]
     build = space.build
     if build:
         message.build.nodes_total = int(build.get("nodes_total", 0))

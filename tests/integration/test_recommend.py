@@ -4,15 +4,18 @@ and per-user authorisation. Real PostgreSQL, real embedder."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from indexer_kit import running_search
 
+from semantic.cli.main import main
 from semantic.common.auth import mint_token
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
@@ -311,3 +314,44 @@ async def test_a_user_token_reads_only_its_own_recommendations(
             metadata=_auth("alice", "reader"),
         )
     assert reader_tracks.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_archetypes_are_derived_by_clustering_journeys(
+    stubs: tuple[search_pb2_grpc.SearchStub, str], database_url: str
+) -> None:
+    search, _ = stubs
+    for topic in ("bread", "tls"):
+        for user in range(4):
+            await _track(
+                search,
+                *(
+                    _event(f"{topic}-fan{user}", f"{topic}{i}", epb.USER_ACTION_VIEW)
+                    for i in range(3)
+                ),
+            )
+    # The command line the indexer's heal loop also runs (DATABASE_URL is set by the fixture).
+    assert await asyncio.to_thread(main, ["archetypes", "--k", "2"]) == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        labels = {
+            r["user_id"]: (r["archetype"], r["archetype_source"])
+            for r in await conn.fetch(
+                "SELECT user_id, archetype, archetype_source FROM semantic.users"
+            )
+        }
+    finally:
+        await conn.close()
+    bread = {labels[f"bread-fan{u}"] for u in range(4)}
+    tls = {labels[f"tls-fan{u}"] for u in range(4)}
+    assert len(bread) == 1
+    assert len(tls) == 1
+    assert bread != tls
+    [(bread_label, source)] = bread
+    assert source == "derived"
+    assert bread_label.startswith("derived_")
+    # A newcomer with one bread view is placed by the nearest centroid.
+    await _track(search, _event("newcomer", "bread0", epb.USER_ACTION_VIEW))
+    reply = await _recommend(search, user_id="newcomer", top_k=3, exclude_seen=True)
+    assert reply.archetype == bread_label
+    assert reply.hits[0].node.id.startswith("bread")
+    assert reply.hits[0].explanation.archetype_prior.value > 0

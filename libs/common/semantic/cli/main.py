@@ -33,12 +33,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("version", help="print the version")
 
-    from semantic.cli import bench, evaluate, maintain, model
+    from semantic.cli import bench, eval_recommend, evaluate, maintain, model
     from semantic.common.auth import add_token_arguments
 
     maintain.add_parsers(sub)
     bench.add_parser(sub)
     evaluate.add_parser(sub)
+    eval_recommend.add_parser(sub)
     model.add_parser(sub)
     add_token_arguments(
         sub.add_parser(
@@ -74,11 +75,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.cli import evaluate
 
         return evaluate.run(args)
+    if args.command == "eval-recommend":
+        from semantic.cli import eval_recommend
+
+        return eval_recommend.run(args)
     if args.command == "bench":
         from semantic.cli import bench, evaluate, model
 
         return bench.run(args)
-    if args.command in ("backfill", "heal", "reindex", "rollback", "activate", "spaces"):
+    if args.command in (
+        "backfill",
+        "heal",
+        "reindex",
+        "rollback",
+        "activate",
+        "spaces",
+        "archetypes",
+    ):
         from semantic.cli import maintain
 
         return maintain.run(args)

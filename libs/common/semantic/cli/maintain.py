@@ -67,12 +67,22 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     activate = sub.add_parser("activate", help="switch search to a READY embedding space")
     activate.add_argument("space", help="space id")
     sub.add_parser("spaces", help="list the embedding spaces")
+    archetypes = sub.add_parser(
+        "archetypes",
+        help="cluster users' journeys into derived archetypes, once",
+        description="k-means over journey vectors per tenant (what the indexer's heal loop "
+        "runs periodically). Reads DATABASE_URL.",
+    )
+    archetypes.add_argument("--k", type=int, default=8, help="archetypes per tenant")
+    archetypes.add_argument("--min-events", type=int, default=3, help="events per user")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run one of the commands; exit code 0 on success."""
     if args.command in ("backfill", "heal"):
         return asyncio.run(_heal(args))
+    if args.command == "archetypes":
+        return asyncio.run(_archetypes(args))
     return asyncio.run(_admin(args))
 
 
@@ -164,6 +174,35 @@ async def _heal(args: argparse.Namespace) -> int:
             f"failed {report.failed} in {report.duration_s:.1f}s"
         )
     return 0 if report.failed == 0 else 1
+
+
+async def _archetypes(args: argparse.Namespace) -> int:
+    from semantic.search import spaces
+    from semantic.search.db import connection, create_pool
+    from semantic.search.recommend.archetypes import derive_archetypes
+    from semantic.search.recommend.settings import RecommendSettings
+    from semantic.search.settings import WritePathSettings
+
+    settings = WritePathSettings()
+    if settings.database_url is None:
+        print("DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    pool = await create_pool(settings.dsn(), min_size=1, max_size=2)
+    try:
+        async with connection(pool) as conn:
+            space = await spaces.active_space(conn)
+        done = await derive_archetypes(
+            pool,
+            space,
+            RecommendSettings().track_config(),
+            k=args.k,
+            min_events=args.min_events,
+        )
+    finally:
+        await pool.close()
+    for result in done:
+        print(f"tenant {result.tenant or '_'}: {result.users} users, {result.clusters} archetypes")
+    return 0
 
 
 async def _admin(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from semantic.indexer.users import UserEventHandler
 from semantic.search import convert, spaces
 from semantic.search.db import connection, create_pool
 from semantic.search.maintenance import Maintenance, sleep_or_stop
+from semantic.search.recommend.archetypes import derive_archetypes
 from semantic.search.recommend.tracking import Tracker
 from semantic.search.writer import writer_from_settings
 
@@ -123,7 +124,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         if settings.indexer_heal_interval_s > 0:
             tasks.append(
                 asyncio.create_task(
-                    _heal_loop(maintenance, pool, settings.indexer_heal_interval_s, halt),
+                    _heal_loop(maintenance, pool, settings, halt),
                     name="heal",
                 )
             )
@@ -161,9 +162,10 @@ async def _lag_loop(consumers: list[ContentConsumer], stop: asyncio.Event) -> No
 
 
 async def _heal_loop(
-    maintenance: Maintenance, pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event
+    maintenance: Maintenance, pool: asyncpg.Pool, settings: IndexerSettings, stop: asyncio.Event
 ) -> None:
-    """Resume space builds, then heal the active space; every ``interval_s``."""
+    """Resume space builds, heal the active space, derive archetypes; every interval."""
+    interval_s = settings.indexer_heal_interval_s
     delay = min(interval_s, 5.0)  # first pass soon after start: heal a replaced database
     while not await sleep_or_stop(stop, delay):
         delay = interval_s
@@ -174,6 +176,14 @@ async def _heal_loop(
             report = await maintenance.heal(space, mode="heal")
             HEALED.labels("missing").inc(min(report.missing, report.reembedded))
             HEALED.labels("stale").inc(max(0, report.reembedded - report.missing))
+            if settings.recommend_archetypes:
+                await derive_archetypes(
+                    pool,
+                    space,
+                    settings.track_config(),
+                    k=settings.recommend_archetypes,
+                    min_events=settings.recommend_archetype_min_events,
+                )
         except Exception as exc:
             level = log.warning if dependency_down(exc) else log.error
             level("heal_failed", error=f"{type(exc).__name__}: {exc}")

@@ -44,6 +44,12 @@ class RecommendSettings(BaseSettings):
     recommend_popular_candidates: int = Field(50, ge=0, description="Popular candidates.")
     recommend_max_top_k: int = Field(100, ge=1, description="Largest top_k a request may ask.")
     recommend_max_examples: int = Field(64, ge=1, description="Positive + negative examples.")
+    recommend_archetypes: int = Field(
+        8, ge=0, le=256, description="Derived archetypes per tenant (k of k-means; 0: none)."
+    )
+    recommend_archetype_min_events: int = Field(
+        3, ge=1, description="Events a user needs before being clustered into an archetype."
+    )
     recommend_max_share_per_content_type: float = Field(
         1.0, gt=0, le=1, description="Default cap on one content type's share of the hits."
     )

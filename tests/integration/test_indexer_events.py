@@ -305,3 +305,29 @@ async def test_user_events_on_nats_update_journeys_and_wait_for_late_nodes(
     assert subject == "semantic.dlq.user._"
     assert headers["Semantic-Dlq-Reason"] == "invalid"
     assert "action" in headers["Semantic-Dlq-Detail"]
+
+
+async def test_a_graceful_stop_mid_stream_loses_nothing(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**env, "SEMANTIC_INDEXER_BATCH_SIZE": "8"}
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+        for i in range(300):
+            await publish(nc, content_event(f"g{i}", 1, title=f"Note {i}", body="Some words."))
+
+        async def started() -> bool:
+            return len(await node_versions(database_url)) > 0
+
+        await wait_for(started, what="the first nodes")
+    # SIGTERM-like stop while batches were in flight; the rest is still in the stream.
+    stopped_with = len(await node_versions(database_url))
+    assert stopped_with < 300
+    async with running_indexer(env, monkeypatch):
+
+        async def all_there() -> bool:
+            return len(await node_versions(database_url)) == 300
+
+        await wait_for(all_there, what="all 300 nodes after the restart")
+    assert set((await vector_counts(database_url)).values()) == {1}
+    assert await dead_letters(env["NATS_URL"]) == []

@@ -20,7 +20,8 @@ from pgvector.asyncpg import register_vector
 from semantic.common.errors import InvalidArgument
 from semantic.common.schema import bootstrap_schema
 from semantic.devstack import EmbeddedPostgres
-from semantic.search.dense import SESSION_SETTINGS, DenseHit, dense_search
+from semantic.search.db import SESSION_SETTINGS
+from semantic.search.dense import DenseHit, dense_search
 from semantic.search.domain import (
     Filter,
     VectorTarget,

@@ -23,6 +23,27 @@ _UNAVAILABLE = (
 )
 
 
+DEFAULT_EF_SEARCH = 100
+MAX_EF_SEARCH = 1000
+DEFAULT_MAX_SCAN_TUPLES = 20_000
+
+
+def session_settings(ef_search: int = DEFAULT_EF_SEARCH) -> dict[str, str]:
+    """The settings dense search runs with (see ``dense``), as connection start-up parameters:
+    HNSW iterative scans in relaxed order, ``ef_search``, the iterative scan's tuple budget,
+    and custom plans only (the filter's selectivity decides the plan, never a generic plan of
+    a cached statement)."""
+    return {
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.ef_search": str(max(1, min(int(ef_search), MAX_EF_SEARCH))),
+        "hnsw.max_scan_tuples": str(DEFAULT_MAX_SCAN_TUPLES),
+        "plan_cache_mode": "force_custom_plan",
+    }
+
+
+SESSION_SETTINGS = session_settings()
+
+
 def as_array(value: Any) -> np.ndarray[Any, Any]:
     """A vector column value (pgvector's Vector or a sequence) as a float32 array."""
     if hasattr(value, "to_numpy"):
@@ -47,13 +68,11 @@ async def create_pool(
 ) -> asyncpg.Pool:
     """A pool whose connections have the codecs installed and the read path's settings.
 
-    ``session_settings`` (default: ``dense.SESSION_SETTINGS``, the HNSW settings dense search
+    ``session_settings`` (default: :data:`SESSION_SETTINGS`, the HNSW settings dense search
     runs with) travel as start-up parameters, so they cost no round trip and survive the
     ``RESET ALL`` the pool runs when a connection is released. They only steer HNSW index
     scans and plan caching; writers are unaffected.
     """
-    from semantic.search.dense import SESSION_SETTINGS  # dense -> node_store -> db
-
     settings = dict(SESSION_SETTINGS if session_settings is None else session_settings)
     try:
         pool = await asyncpg.create_pool(

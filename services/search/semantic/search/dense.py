@@ -9,13 +9,14 @@ How a query runs (one round trip in the common case):
 
 1. The HNSW settings (``hnsw.iterative_scan = relaxed_order``, ``hnsw.ef_search``,
    ``hnsw.max_scan_tuples``, ``plan_cache_mode = force_custom_plan``) are expected on the
-   connection already: the search pool sets them when it connects (:data:`SESSION_SETTINGS`,
+   connection already: the search pool sets them when it connects (``db.SESSION_SETTINGS``,
    via ``db.create_pool``), and since they are start-up values the pool's ``RESET ALL`` keeps
    them. Every index scan reads back the settings it ran with; on a connection that lacks them
    (or needs a larger ``ef_search`` for a large ``limit``) the search runs again in a
    transaction that sets them with ``set_config(..., true)``, so the answer never depends on
    how the connection was configured.
-2. Without a filter (the tenant alone) the HNSW index scan runs directly. With one, the same
+2. Without a filter (the tenant alone) the HNSW index scan runs directly, over the vector
+   table alone (its rows carry the tenant; the node rows come with step 4). With one, the same
    statement first counts the matching nodes up to ``exact_threshold + 1`` and only scans the
    index when more match (a gating condition: the index is not touched otherwise); at most
    ``exact_threshold`` matching nodes are searched exactly: they are materialised, joined to
@@ -47,6 +48,7 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
+from semantic.search.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
 from semantic.search.domain import ChunkMatch, NodeRecord, VectorTarget
 from semantic.search.node_store import node_from_row, node_select
 
@@ -56,24 +58,6 @@ FIRST_FETCH_PER_NODE = 3
 FETCH_GROWTH = 4
 MAX_INDEX_FETCH = 20_000
 """Beyond this many chunk rows the exact path is cheaper than growing the index scan."""
-DEFAULT_MAX_SCAN_TUPLES = 20_000
-DEFAULT_EF_SEARCH = 100
-MAX_EF_SEARCH = 1000
-
-
-def session_settings(ef_search: int = DEFAULT_EF_SEARCH) -> dict[str, str]:
-    """The settings dense search runs with, as connection start-up parameters."""
-    return {
-        "hnsw.iterative_scan": "relaxed_order",
-        "hnsw.ef_search": str(max(1, min(int(ef_search), MAX_EF_SEARCH))),
-        "hnsw.max_scan_tuples": str(DEFAULT_MAX_SCAN_TUPLES),
-        # The filter's selectivity decides the plan: never a generic plan for a cached
-        # statement.
-        "plan_cache_mode": "force_custom_plan",
-    }
-
-
-SESSION_SETTINGS = session_settings()
 
 _TABLE = re.compile(r"^semantic\.vectors_[0-9]+$")
 
@@ -100,12 +84,17 @@ _GATE_CTE = """matching AS (
 """
 _GATE = " AND (SELECT matching.n FROM matching) >= ${cap}"
 
+# The rows the index scan reads: with a filter, joined to the nodes it tests; without one
+# (the tenant alone), the vector table only.
+_FILTERED_SOURCE = """{table} v
+    JOIN semantic.nodes n ON n.tenant = v.tenant AND n.id = v.node_id
+    WHERE v.tenant = ${tenant} AND v.name = ${name} AND {filter}{gate}"""
+_UNFILTERED_SOURCE = "{table} v WHERE v.tenant = ${tenant} AND v.name = ${name}"
+
 _INDEX_SCAN = """
 WITH {gate_cte}chunk AS MATERIALIZED (
     SELECT v.node_id, v.chunk, v.span_start, v.span_end, v.embedding <=> ${q} AS distance
-    FROM {table} v
-    JOIN semantic.nodes n ON n.tenant = v.tenant AND n.id = v.node_id
-    WHERE v.tenant = ${tenant} AND v.name = ${name} AND {filter}{gate}
+    FROM {source}
     ORDER BY v.embedding <=> ${q}
     LIMIT ${fetch}
 ),
@@ -232,6 +221,8 @@ async def dense_search(
     """
     if not _TABLE.match(space_table):
         raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
+    if not filtered and len(filter_params) != 1:
+        raise ValueError("filtered=False is for a filter that holds the tenant alone")
     chosen = _check_targets(targets)
     q = _check_vector(query_vector)
     if limit <= 0:
@@ -307,7 +298,7 @@ class _DenseQuery:
         """
         fetch = max(self.limit * FIRST_FETCH_PER_NODE, self.limit + 16)
         while True:
-            sql = _Sql(self.filter_params).bind(
+            sql = _Sql(self.filter_params if self.filtered else ()).bind(
                 q=self.q,
                 tenant=self.tenant,
                 name=target.name,
@@ -319,12 +310,16 @@ class _DenseQuery:
             )
             if gated:
                 sql.bind(cap=self.cap)
+            source = _FILTERED_SOURCE if self.filtered else _UNFILTERED_SOURCE
             text = sql.render(
                 _INDEX_SCAN,
-                table=self.table,
-                filter=self.filter_sql,
+                source=sql.render(
+                    source,
+                    table=self.table,
+                    filter=self.filter_sql,
+                    gate=sql.render(_GATE) if gated else "",
+                ),
                 gate_cte=sql.render(_GATE_CTE, filter=self.filter_sql) if gated else "",
-                gate=sql.render(_GATE) if gated else "",
                 matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
                 tuned=sql.render(_TUNED),
                 nodes=_NODES,

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import numpy as np
+import structlog
 
 from semantic.common.errors import InvalidArgument, NotFound
 from semantic.search import dense, fusion, keyword, spaces
-from semantic.search.db import as_array, connection
+from semantic.search.db import as_array, connection, translated
 from semantic.search.domain import (
     DEFAULT_VECTOR,
     Filter,
@@ -31,6 +33,8 @@ from semantic.search.filters import compile_filter, validate_filter
 from semantic.search.node_store import NodeRepository
 from semantic.search.nodes import DeleteOutcome, VectorRow, WriteResult
 from semantic.search.writer import ContentWriter, Embedder
+
+log = structlog.get_logger(__name__)
 
 Key = tuple[str, str]
 # A switch of the active space reaches every replica within this many seconds; both
@@ -91,6 +95,30 @@ class SearchService:
         self._embedder = embedder
         self._config = config
         self._active: tuple[spaces.Space, float] | None = None
+        self._releasing: set[asyncio.Future[None]] = set()
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection for the read path, driver errors translated.
+
+        Giving a connection back costs a round trip (asyncpg resets its session state);
+        here that happens in the background, so the reply does not wait for it.
+        """
+        async with translated():
+            conn = await self._pool.acquire()
+        try:
+            async with translated():
+                yield conn
+        finally:
+            release = asyncio.ensure_future(self._pool.release(conn))
+            self._releasing.add(release)
+            release.add_done_callback(self._released)
+
+    def _released(self, release: asyncio.Future[None]) -> None:
+        self._releasing.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            # asyncpg closed the connection; the pool opens a new one when needed.
+            log.warning("connection_release_failed", error=repr(release.exception()))
 
     async def space(self, space_id: int | None = None) -> spaces.Space:
         """The active space (re-read at most every ACTIVE_SPACE_TTL_S), or the one asked for."""
@@ -250,7 +278,7 @@ class SearchService:
         attach_after: int | None = None,
     ) -> list[dense.DenseHit]:
         sql, params = compile_filter(query.tenant, query.filter, start=1)
-        async with connection(self._pool) as conn:
+        async with self._reading() as conn:
             return await dense.dense_search(
                 conn,
                 space.table,
@@ -268,7 +296,7 @@ class SearchService:
 
     async def _keyword(self, query: SearchQuery, limit: int) -> list[tuple[str, float]]:
         sql, params = compile_filter(query.tenant, query.filter, start=1)
-        async with connection(self._pool) as conn:
+        async with self._reading() as conn:
             return await keyword.keyword_search(
                 conn,
                 query.tenant,
@@ -285,7 +313,7 @@ class SearchService:
         """Read the nodes of the hits that do not carry theirs yet (one query, or none)."""
         missing = [h.node_id for h in hits if h.node is None]
         if missing:
-            async with connection(self._pool) as conn:
+            async with self._reading() as conn:
                 nodes = await self._repository.get(conn, tenant, ids=missing)
             by_id = {n.id: n for n in nodes}
             for hit in hits:

@@ -24,7 +24,9 @@ Measured through gRPC against the search service process (``LocalStack``): recal
 dense vector queries against the exact answer (numpy, all N vectors), latency p50/p99 of
 vector queries and of text queries (dense, the embedder call included), queries/s with
 concurrent clients. Baseline, same run and database: exact search, a sequential scan ordered
-by distance (``enable_indexscan = off``), asked directly with asyncpg (no gRPC).
+by distance (``enable_indexscan = off``), asked directly with asyncpg (no gRPC). Also: recall
+and latency of the same dense search in this process at several ``hnsw.ef_search`` values,
+the evidence for the service's default.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ import numpy as np
 
 from semantic.devstack import EmbeddedPostgres, free_port
 from semantic.devstack.stack import LocalStack
-from semantic.search import spaces
-from semantic.search.db import init_connection
+from semantic.search import dense, spaces
+from semantic.search.db import init_connection, session_settings
+from semantic.search.domain import Filter, VectorTarget
+from semantic.search.filters import compile_filter
 from semantic.search.settings import SearchSettings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -58,6 +62,7 @@ WORDS = (
     *("bread", "flour", "recipe", "oven", "pasta", "garden", "tomato", "water", "salt"),
     *("refund", "order", "shipping", "price", "invoice", "account", "password", "reset"),
 )
+EF_SWEEP = (40, 64, 100, 150, 200, 300)
 GOALS = {"recall_at_10": 0.98, "vector_p50_ms": 3.0, "vector_p99_ms": 10.0, "text_p50_ms": 10.0}
 SHARED_BUFFERS = "1GB"
 
@@ -227,6 +232,52 @@ async def _exact_baseline(
     return {**_percentiles(samples), "recall_at_10": round(statistics.fmean(recalls), 4)}
 
 
+async def _ef_sweep(
+    dsn: str,
+    queries: np.ndarray[Any, Any],
+    exact: np.ndarray[Any, Any],
+    top_k: int,
+    values: tuple[int, ...] = EF_SWEEP,
+) -> dict[str, dict[str, float]]:
+    """Recall@10 and latency of the product's dense search (``dense.dense_search``, no
+    filter, in this process, no gRPC) at several ``hnsw.ef_search`` values."""
+    out: dict[str, dict[str, float]] = {}
+    for ef in values:
+        conn = await asyncpg.connect(dsn, server_settings=session_settings(ef))
+        try:
+            await init_connection(conn)
+            table = (await spaces.active_space(conn)).table
+            tenant_only, params = compile_filter("", Filter())
+            samples, recalls = [], []
+            for round_ in range(2):  # the first round reads index pages in
+                for i, q in enumerate(queries):
+                    started = time.perf_counter()
+                    hits = await dense.dense_search(
+                        conn,
+                        table,
+                        "",
+                        q,
+                        targets=(VectorTarget(),),
+                        filter_sql=tenant_only,
+                        filter_params=params,
+                        limit=top_k,
+                        ef_search=ef,
+                        exact_threshold=0,
+                        filtered=False,
+                    )
+                    if round_:
+                        samples.append((time.perf_counter() - started) * 1000)
+                        got = {int(h.node_id[1:]) for h in hits}
+                        recalls.append(len(got & set(exact[i].tolist())) / top_k)
+        finally:
+            await conn.close()
+        out[str(ef)] = {
+            "recall_at_10": round(statistics.fmean(recalls), 4),
+            "p50_ms": _percentiles(samples)["p50_ms"],
+        }
+    return out
+
+
 async def _measure(
     stack: LocalStack, config: SearchBenchConfig, progress: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -288,6 +339,8 @@ async def _measure(
         qps = total / (time.perf_counter() - started)
     progress("exact baseline")
     baseline = await _exact_baseline(stack.database_url, queries, exact, config.top_k)
+    progress("ef_search sweep")
+    sweep = await _ef_sweep(stack.database_url, queries, exact, config.top_k)
     vector, text_query = _percentiles(latencies), _percentiles(text_latencies)
     recall = round(statistics.fmean(recalls), 4)
     return {
@@ -315,6 +368,7 @@ async def _measure(
             "p99_speedup": round(baseline["p99_ms"] / vector["p99_ms"], 1),
             "recall_ratio": round(recall / baseline["recall_at_10"], 4),
         },
+        "ef_search_sweep_in_process": sweep,
         "goals_met": {
             "recall_at_10>=0.98": recall >= GOALS["recall_at_10"],
             "vector_p50<3ms": vector["p50_ms"] < GOALS["vector_p50_ms"],

@@ -12,9 +12,9 @@ How a query runs (one round trip in the common case):
    connection already: the search pool sets them when it connects (``db.SESSION_SETTINGS``,
    via ``db.create_pool``), and since they are start-up values the pool's ``RESET ALL`` keeps
    them. Every index scan reads back the settings it ran with; on a connection that lacks them
-   (or needs a larger ``ef_search`` for a large ``limit``) the search runs again in a
+   (or has another ``ef_search``, e.g. for a ``limit`` above it) the search runs again in a
    transaction that sets them with ``set_config(..., true)``, so the answer never depends on
-   how the connection was configured.
+   how the connection was configured (only its cost does: three more round trips).
 2. Without a filter (the tenant alone) the HNSW index scan runs directly, over the vector
    table alone (its rows carry the tenant; the node rows come with step 4). With one, the same
    statement first counts the matching nodes up to ``exact_threshold + 1`` and only scans the
@@ -72,7 +72,7 @@ SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
 # Whether the statement ran with the settings this search needs (read back, not assumed).
 _TUNED = """coalesce(
         current_setting('hnsw.iterative_scan', true) = 'relaxed_order'
-        AND current_setting('hnsw.ef_search', true)::int >= ${ef}
+        AND current_setting('hnsw.ef_search', true)::int = ${ef}
         AND current_setting('hnsw.max_scan_tuples', true)::int = ${max_scan}
         AND current_setting('plan_cache_mode') = 'force_custom_plan', false)"""
 

@@ -47,24 +47,28 @@ class EvalConfig:
     concurrency: int = 2
 
 
-async def _ingest(stub: search_pb2_grpc.SearchStub, data: BeirDataset, config: EvalConfig) -> int:
+async def ingest_corpus(
+    stub: search_pb2_grpc.SearchStub, data: BeirDataset, *, batch: int = 32, concurrency: int = 2
+) -> int:
+    """Upsert every document of ``data`` (``batch`` per call, ``concurrency`` calls at a time)
+    as a node of content type "document"; returns the vectors written."""
     docs = list(data.corpus.values())
-    batches = [docs[i : i + config.batch] for i in range(0, len(docs), config.batch)]
+    batches = [docs[i : i + batch] for i in range(0, len(docs), batch)]
     queue = list(reversed(batches))
 
     async def worker() -> int:
         written = 0
         while queue:
-            batch = queue.pop()
+            chunk = queue.pop()
             nodes = [
                 cpb.Node(id=d.id, content_type="document", title=d.title, body=d.text)
-                for d in batch
+                for d in chunk
             ]
             reply = await stub.Upsert(pb.UpsertRequest(nodes=nodes), timeout=600)
             written += sum(r.vectors_written for r in reply.results)
         return written
 
-    return sum(await asyncio.gather(*(worker() for _ in range(config.concurrency))))
+    return sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
 
 
 async def _run_mode(
@@ -90,7 +94,9 @@ async def _evaluate(
     async with grpc.aio.insecure_channel(address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
         started = time.perf_counter()
-        vectors = await _ingest(stub, data, config)
+        vectors = await ingest_corpus(
+            stub, data, batch=config.batch, concurrency=config.concurrency
+        )
         ingest_s = time.perf_counter() - started
         progress(f"ingested {len(data.corpus)} documents ({vectors} vectors) in {ingest_s:.0f} s")
         modes: dict[str, dict[str, float]] = {}

@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
 class ProgressBar:
     """A one-line progress bar on a terminal, a line per 10% otherwise."""
 
-    def __init__(self, label: str, out: TextIO = sys.stderr) -> None:
+    def __init__(self, label: str, out: TextIO | None = None) -> None:
         self._label = label
-        self._out = out
+        self._out = out or sys.stderr  # looked up now: sys.stderr may have been replaced
         self._tty = out.isatty()
         self._last_decile = -1
         self._started = time.perf_counter()

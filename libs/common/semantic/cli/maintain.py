@@ -91,8 +91,10 @@ class ProgressBar:
 
     def __init__(self, label: str, out: TextIO | None = None) -> None:
         self._label = label
-        self._out = out or sys.stderr  # looked up now: sys.stderr may have been replaced
-        self._tty = out.isatty()
+        stream = out if out is not None else sys.stderr  # the current one, not import time's
+        usable = stream is not None and not getattr(stream, "closed", False)
+        self._out: TextIO | None = stream if usable else None
+        self._tty = bool(self._out is not None and self._out.isatty())
         self._last_decile = -1
         self._started = time.perf_counter()
 
@@ -102,6 +104,8 @@ class ProgressBar:
         elapsed = time.perf_counter() - self._started
         rate = done / elapsed if elapsed > 0 else 0.0
         text = f"{self._label} {done}/{total} ({share:.0%}) {rate:.0f}/s {extra}".rstrip()
+        if self._out is None:
+            return
         if self._tty:
             filled = int(share * 30)
             self._out.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {text}")
@@ -112,7 +116,7 @@ class ProgressBar:
 
     def close(self) -> None:
         """End the bar's line."""
-        if self._tty:
+        if self._tty and self._out is not None:
             self._out.write("\n")
 
 

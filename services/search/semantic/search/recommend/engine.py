@@ -16,20 +16,23 @@ then the global popular ones; never an error.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
 import numpy as np
+import structlog
 
 from semantic.common.errors import InvalidArgument, NotFound
 from semantic.search import dense
-from semantic.search.db import as_array, connection
+from semantic.search.db import as_array, translated
 from semantic.search.domain import Filter, NodeRecord, VectorTarget
 from semantic.search.filters import compile_filter, validate_filter
 from semantic.search.node_store import node_from_row, node_select
@@ -41,6 +44,8 @@ from semantic.search.recommend.tracking import (
     replay_journey,
 )
 from semantic.search.spaces import Space
+
+log = structlog.get_logger(__name__)
 
 Source = Literal["journey", "examples", "archetype_popular", "global_popular"]
 Strategy = Literal["average_vector", "best_score"]
@@ -179,6 +184,7 @@ class Recommender:
         self._config = config or RecommendConfig()
         self._track = track or TrackConfig()
         self._rates: dict[str, tuple[float, float]] = {}  # tenant -> (rate, read at)
+        self._releasing: set[asyncio.Future[None]] = set()
 
     @property
     def config(self) -> RecommendConfig:
@@ -195,7 +201,7 @@ class Recommender:
             "recency": query.weights.get("recency", config.recency_weight),
             "archetype_prior": query.weights.get("archetype_prior", config.archetype_weight),
         }
-        async with connection(self._pool) as conn:
+        async with self._reading() as conn:
             user = await self._user(conn, space, query)
             examples_pos = await self._examples(conn, space, query, query.positive, "positive")
             examples_neg = await self._examples(conn, space, query, query.negative, "negative")
@@ -257,31 +263,48 @@ class Recommender:
 
     # --- reading -------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, driver errors translated; given back in the background
+        (the pool's reset costs a round trip the reply need not wait for)."""
+        async with translated():
+            conn = await self._pool.acquire()
+        try:
+            async with translated():
+                yield conn
+        finally:
+            release = asyncio.ensure_future(self._pool.release(conn))
+            self._releasing.add(release)
+            release.add_done_callback(self._released)
+
+    def _released(self, release: asyncio.Future[None]) -> None:
+        self._releasing.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            # asyncpg closed the connection; the pool opens a new one when needed.
+            log.warning("connection_release_failed", error=repr(release.exception()))
+
     async def _user(self, conn: asyncpg.Connection, space: Space, query: RecommendQuery) -> _User:
         if not query.user_id:
             return _User()
+        # One round trip: the user's row (if any) and the nodes to exclude (of the 5,000
+        # most recent dismissed, converted or, with exclude_seen, seen ones).
         row = await conn.fetchrow(
-            "SELECT archetype, space_id, journey_sum, journey_weight, journey_at, events"
-            " FROM semantic.users WHERE tenant = $1 AND user_id = $2",
-            query.tenant,
-            query.user_id,
-        )
-        states = await conn.fetch(
-            "SELECT node_id, seen, converted, dismissed FROM semantic.user_nodes"
-            " WHERE tenant = $1 AND user_id = $2 AND (dismissed OR converted OR $3)"
-            " ORDER BY last_at DESC LIMIT 5000",
+            "SELECT u.user_id IS NOT NULL AS found, u.archetype, u.space_id, u.journey_sum,"
+            " u.journey_weight, u.journey_at, u.events,"
+            " ARRAY(SELECT s.node_id FROM (SELECT node_id, seen, converted, dismissed"
+            "   FROM semantic.user_nodes WHERE tenant = $1 AND user_id = $2"
+            "   AND (dismissed OR converted OR $3) ORDER BY last_at DESC LIMIT 5000) AS s"
+            "  WHERE s.dismissed OR (s.converted AND NOT $4) OR (s.seen AND $3)) AS excluded"
+            " FROM (SELECT 1) AS one"
+            " LEFT JOIN semantic.users u ON u.tenant = $1 AND u.user_id = $2",
             query.tenant,
             query.user_id,
             query.exclude_seen,
+            query.include_converted,
         )
-        excluded = [
-            s["node_id"]
-            for s in states
-            if s["dismissed"]
-            or (s["converted"] and not query.include_converted)
-            or (s["seen"] and query.exclude_seen)
-        ]
-        if row is None:
+        assert row is not None  # the statement always returns one row
+        excluded = list(row["excluded"])
+        if not row["found"]:
             return _User(excluded=excluded)
         journey = Journey.from_row(row, space)
         if row["space_id"] not in (None, space.id) and row["events"]:
@@ -428,9 +451,13 @@ class Recommender:
             f" (SELECT avg(v.embedding) FROM {space.table} v WHERE v.tenant = n.tenant"
             "   AND v.node_id = n.id AND v.name = $4) AS vector"
             " FROM semantic.nodes n"
-            " LEFT JOIN semantic.node_engagement e ON e.tenant = n.tenant AND e.node_id = n.id"
-            " LEFT JOIN semantic.archetype_engagement a"
-            "   ON a.tenant = n.tenant AND a.archetype = $3 AND a.node_id = n.id"
+            # Primary-key lookups per candidate (LIMIT 1 keeps the planner from joining
+            # the whole engagement tables instead).
+            " LEFT JOIN LATERAL (SELECT * FROM semantic.node_engagement"
+            "   WHERE tenant = n.tenant AND node_id = n.id LIMIT 1) AS e ON true"
+            " LEFT JOIN LATERAL (SELECT score FROM semantic.archetype_engagement"
+            "   WHERE tenant = n.tenant AND archetype = $3 AND node_id = n.id LIMIT 1) AS a"
+            "   ON true"
             " WHERE n.tenant = $1 AND n.id = ANY($2::text[])",
             query.tenant,
             ids,
@@ -452,7 +479,9 @@ class Recommender:
         self, conn: asyncpg.Connection, space: Space, query: RecommendQuery, user: _User
     ) -> list[tuple[Similar, np.ndarray[Any, Any]]]:
         rows = await conn.fetch(
-            "SELECT s.node_id, s.strongest, s.last_at, s.dismissed, n.slug, n.title"
+            "SELECT s.node_id, s.strongest, s.last_at, s.dismissed, n.slug, n.title,"
+            f" (SELECT avg(v.embedding) FROM {space.table} v WHERE v.tenant = s.tenant"
+            "   AND v.node_id = s.node_id AND v.name = $5) AS vector"
             " FROM semantic.user_nodes s JOIN semantic.nodes n"
             "   ON n.tenant = s.tenant AND n.id = s.node_id"
             " WHERE s.tenant = $1 AND s.user_id = $2 AND s.strongest > $3"
@@ -461,15 +490,13 @@ class Recommender:
             query.user_id,
             int(Action.IMPRESSION),
             self._config.journey_items,
-        )
-        vectors = await node_vectors(
-            conn, space, {(query.tenant, r["node_id"]) for r in rows}, query.vector_name
+            query.vector_name,
         )
         items = []
         for r in rows:
-            vector = vectors.get((query.tenant, r["node_id"]))
-            if vector is None:
+            if r["vector"] is None:
                 continue
+            vector = as_array(r["vector"])
             item = Similar(
                 node_id=r["node_id"],
                 slug=r["slug"] or "",

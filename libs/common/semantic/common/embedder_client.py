@@ -63,6 +63,9 @@ class EmbedderClient:
             options=[
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # Spread calls over every address the name resolves to (a headless
+                # Service's pods), not only the first one.
+                ("grpc.lb_policy_name", "round_robin"),
             ],
         )
         self._stub = embedder_pb2_grpc.EmbedderStub(self._channel)

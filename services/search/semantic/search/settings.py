@@ -38,6 +38,9 @@ class WritePathSettings(BaseServiceSettings):
 class SearchSettings(WritePathSettings, AuthSettings, RecommendSettings):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required."""
 
+    grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port (0 picks a free one).")
+    metrics_port: int = Field(9092, ge=0, le=65535, description="Prometheus port (0: off).")
+
     search_pool_min: int = Field(2, ge=1, description="PostgreSQL pool: connections kept open.")
     search_pool_max: int = Field(16, ge=1, description="PostgreSQL pool: connections at most.")
     search_bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation.")

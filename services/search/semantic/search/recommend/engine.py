@@ -20,11 +20,11 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 import numpy as np
@@ -46,6 +46,8 @@ from semantic.search.recommend.tracking import (
 from semantic.search.spaces import Space
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+_U = TypeVar("_U")
 
 Source = Literal["journey", "examples", "archetype_popular", "global_popular"]
 Strategy = Literal["average_vector", "best_score"]
@@ -231,27 +233,69 @@ class Recommender:
                 journey_vector = user.journey.vector()
                 if journey_vector is not None:
                     query_vectors = [journey_vector]
-            for vector in query_vectors:
-                for hit in await self._dense(conn, space, query, flt, vector):
-                    candidates.setdefault(hit, _Candidate(hit, source))
-            popular, best_archetype_score = await self._popular(conn, query, flt, archetype)
-            for node_id, from_archetype in popular:
-                kind: Source = "archetype_popular" if from_archetype else "global_popular"
-                candidates.setdefault(node_id, _Candidate(node_id, kind))
-            details = await self._details(conn, space, query, archetype, list(candidates))
-            journey_items = (
-                await self._journey_items(conn, space, query, user)
-                if (source == "journey" and query_vectors)
-                else []
+            # At most one query vector scoring every candidate (no best_score over examples,
+            # no MMR comparing candidates with each other): the cosine is computed in SQL and
+            # only the final hits' rows and vectors are read in full (``_complete``).
+            best_of_examples = query.strategy == "best_score" and bool(positives or negatives)
+            slim = len(query_vectors) <= 1 and not best_of_examples and query.mmr_lambda is None
+            similarity_to = query_vectors[0] if slim and query_vectors else None
+            want_items = source == "journey" and bool(query_vectors)
+
+            async def nearest(on: asyncpg.Connection) -> list[list[str]]:
+                return [await self._dense(on, space, query, flt, v) for v in query_vectors]
+
+            async def aside(on: asyncpg.Connection) -> _Aside:
+                popular, best = await self._popular(on, query, flt, archetype)
+                ids = list(dict.fromkeys(node_id for node_id, _ in popular))
+                return _Aside(
+                    popular,
+                    best,
+                    await self._details(
+                        on, space, query, archetype, ids, slim=slim, similarity_to=similarity_to
+                    ),
+                    await self._journey_items(on, space, query, user) if want_items else [],
+                    await self._rate(on, query.tenant),
+                )
+
+            async def rest_details(on: asyncpg.Connection, ids: list[str]) -> dict[str, _Details]:
+                return await self._details(
+                    on, space, query, archetype, ids, slim=slim, similarity_to=similarity_to
+                )
+
+            # The nearest nodes on this connection while the popular ones, their details
+            # and the journey items are read on a second one, when one is idle; then the
+            # details of the nearest nodes, half on each.
+            async with self._spare(bool(query_vectors)) as spare:
+                if spare is None:
+                    found, side = await nearest(conn), await aside(conn)
+                else:
+                    found, side = await _both(nearest(conn), aside(spare))
+                for nodes in found:
+                    for node_id in nodes:
+                        candidates.setdefault(node_id, _Candidate(node_id, source))
+                for node_id, from_archetype in side.popular:
+                    kind: Source = "archetype_popular" if from_archetype else "global_popular"
+                    candidates.setdefault(node_id, _Candidate(node_id, kind))
+                details = dict(side.details)
+                rest = [node_id for node_id in candidates if node_id not in details]
+                if spare is None:
+                    details.update(await rest_details(conn, rest))
+                else:
+                    half = (len(rest) + 1) // 2
+                    first, second = await _both(
+                        rest_details(conn, rest[:half]), rest_details(spare, rest[half:])
+                    )
+                    details.update(first)
+                    details.update(second)
+            best_archetype_score, journey_items, rate = side.best, side.journey_items, side.rate
+            hits = self._score(
+                query,
+                candidates,
+                details,
+                _Scoring(weights, query_vectors, positives, negatives, best_archetype_score, rate),
             )
-            rate = await self._rate(conn, query.tenant)
-        hits = self._score(
-            query,
-            candidates,
-            details,
-            _Scoring(weights, query_vectors, positives, negatives, best_archetype_score, rate),
-        )
-        hits = self._diversify(query, hits, details)
+            hits = self._diversify(query, hits, details)
+            hits = await self._complete(conn, space, query, hits, details)
         self._explain(hits, details, journey_items, examples_pos, examples_neg)
         return RecommendResult(
             hits=hits,
@@ -276,6 +320,17 @@ class Recommender:
             release = asyncio.ensure_future(self._pool.release(conn))
             self._releasing.add(release)
             release.add_done_callback(self._released)
+
+    @asynccontextmanager
+    async def _spare(self, wanted: bool) -> AsyncIterator[asyncpg.Connection | None]:
+        """A second connection if ``wanted`` and the pool has an idle one now, else None: a
+        request that holds a connection never waits for another (no deadlock when the pool
+        runs dry)."""
+        if not wanted or self._pool.get_idle_size() == 0:
+            yield None
+            return
+        async with self._reading() as conn:
+            yield conn
 
     def _released(self, release: asyncio.Future[None]) -> None:
         self._releasing.discard(release)
@@ -388,8 +443,17 @@ class Recommender:
         flt: Filter,
         vector: np.ndarray[Any, Any],
     ) -> list[str]:
-        sql, params = compile_filter(query.tenant, flt, start=1)
+        """The ``limit`` nearest nodes to ``vector`` that pass ``flt``, nearest first.
+
+        When ``flt`` only excludes ids (a user's seen, converted or dismissed nodes, the
+        examples) and not more than ``limit`` of them, the index is scanned without a filter
+        for ``limit`` + that many nodes and the excluded ones are dropped here: the same
+        nodes, without counting the matching nodes and joining every index row to its node.
+        """
         limit = max(self._config.candidates, query.top_k * 4)
+        excluded = set(flt.exclude_ids)
+        post_filter = replace(flt, exclude_ids=()).is_empty and len(excluded) <= limit
+        sql, params = compile_filter(query.tenant, Filter() if post_filter else flt, start=1)
         hits = await dense.dense_search(
             conn,
             space.table,
@@ -398,11 +462,12 @@ class Recommender:
             targets=(VectorTarget(query.vector_name),),
             filter_sql=sql,
             filter_params=params,
-            limit=limit,
+            limit=limit + len(excluded) if post_filter else limit,
             ef_search=max(self._config.ef_search, limit),
             exact_threshold=self._config.exact_threshold,
+            filtered=not post_filter,
         )
-        return [h.node_id for h in hits]
+        return [h.node_id for h in hits if h.node_id not in excluded][:limit]
 
     async def _popular(
         self, conn: asyncpg.Connection, query: RecommendQuery, flt: Filter, archetype: str
@@ -440,16 +505,35 @@ class Recommender:
         query: RecommendQuery,
         archetype: str,
         ids: list[str],
+        *,
+        slim: bool = False,
+        similarity_to: np.ndarray[Any, Any] | None = None,
     ) -> dict[str, _Details]:
+        """What scoring needs of each candidate: ``slim``, only the node's id, type and
+        update time (``_complete`` reads the rest for the final hits) and, given
+        ``similarity_to``, the cosine of the node's vector (mean of its chunks) to it;
+        else the full node row and its vector."""
         if not ids:
             return {}
+        vector_sql = (
+            f"(SELECT avg(v.embedding) FROM {space.table} v WHERE v.tenant = n.tenant"
+            "   AND v.node_id = n.id AND v.name = $4)"
+        )
+        slim_columns = "n.tenant, n.id, n.content_type, n.updated_at"
+        extra: tuple[Any, ...] = (query.vector_name,)
+        if not slim:
+            columns = f"{node_select('n')}, NULL::float8 AS similarity, {vector_sql} AS vector"
+        elif similarity_to is not None:
+            columns = f"{slim_columns}, 1.0 - ({vector_sql} <=> $5) AS similarity, NULL AS vector"
+            extra = (query.vector_name, similarity_to)
+        else:
+            columns = f"{slim_columns}, NULL::float8 AS similarity, NULL AS vector"
+            extra = ()
         rows = await conn.fetch(
-            f"SELECT {node_select('n')}, coalesce(e.impressions, 0) AS impressions,"
+            f"SELECT {columns}, coalesce(e.impressions, 0) AS impressions,"
             " coalesce(e.views, 0) AS views, coalesce(e.clicks, 0) AS clicks,"
             " coalesce(e.likes, 0) AS likes, coalesce(e.conversions, 0) AS conversions,"
-            " coalesce(e.dismissals, 0) AS dismissals, coalesce(a.score, 0) AS archetype_score,"
-            f" (SELECT avg(v.embedding) FROM {space.table} v WHERE v.tenant = n.tenant"
-            "   AND v.node_id = n.id AND v.name = $4) AS vector"
+            " coalesce(e.dismissals, 0) AS dismissals, coalesce(a.score, 0) AS archetype_score"
             " FROM semantic.nodes n"
             # Primary-key lookups per candidate (LIMIT 1 keeps the planner from joining
             # the whole engagement tables instead).
@@ -462,18 +546,65 @@ class Recommender:
             query.tenant,
             ids,
             archetype or "",
-            query.vector_name,
+            *extra,
         )
         out = {}
         for r in rows:
-            vector = r["vector"]
+            vector, similarity = r["vector"], r["similarity"]
             out[r["id"]] = _Details(
-                node=node_from_row(r),
+                node=NodeRecord(
+                    tenant=r["tenant"],
+                    id=r["id"],
+                    content_type=r["content_type"],
+                    updated_at=r["updated_at"],
+                )
+                if slim
+                else node_from_row(r),
                 counts={k: int(r[k]) for k in _COUNTS},
                 archetype_score=float(r["archetype_score"]),
                 vector=_unit(as_array(vector)) if vector is not None else None,
+                similarity=float(similarity) if similarity is not None else None,
+                partial=slim,
             )
         return out
+
+    async def _complete(
+        self,
+        conn: asyncpg.Connection,
+        space: Space,
+        query: RecommendQuery,
+        hits: list[RecommendHit],
+        details: dict[str, _Details],
+    ) -> list[RecommendHit]:
+        """The full node rows and vectors of hits scored from slim details (a hit whose
+        node was deleted since is dropped)."""
+        ids = [h.node.id for h in hits if details[h.node.id].partial]
+        if not ids:
+            return hits
+        rows = await conn.fetch(
+            f"SELECT {node_select('n')},"
+            f" (SELECT avg(v.embedding) FROM {space.table} v WHERE v.tenant = n.tenant"
+            "   AND v.node_id = n.id AND v.name = $3) AS vector"
+            " FROM semantic.nodes n WHERE n.tenant = $1 AND n.id = ANY($2::text[])",
+            query.tenant,
+            ids,
+            query.vector_name,
+        )
+        for r in rows:
+            vector = r["vector"]
+            details[r["id"]] = replace(
+                details[r["id"]],
+                node=node_from_row(r),
+                vector=_unit(as_array(vector)) if vector is not None else None,
+                partial=False,
+            )
+        kept = []
+        for hit in hits:
+            detail = details[hit.node.id]
+            if not detail.partial:
+                hit.node = detail.node
+                kept.append(hit)
+        return kept
 
     async def _journey_items(
         self, conn: asyncpg.Connection, space: Space, query: RecommendQuery, user: _User
@@ -548,7 +679,9 @@ class Recommender:
                 continue
             vector = detail.vector
             similarity = 0.0
-            if vector is not None:
+            if detail.similarity is not None:
+                similarity = detail.similarity
+            elif vector is not None:
                 if query.strategy == "best_score" and (positives or negatives):
                     similarity = _best_score(vector, positives, negatives)
                 elif query_vectors:
@@ -644,12 +777,38 @@ class _Scoring:
     rate: float
 
 
+@dataclass(frozen=True)
+class _Aside:
+    """The reads that do not depend on the nearest nodes."""
+
+    popular: list[tuple[str, bool]]
+    best: float
+    details: dict[str, _Details]
+    journey_items: list[tuple[Similar, np.ndarray[Any, Any]]]
+    rate: float
+
+
+async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
+    """Both results; when one fails the other is cancelled and awaited, and the first
+    error is raised as is."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    try:
+        return await one, await two
+    finally:
+        for task in (one, two):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(one, two, return_exceptions=True)
+
+
 @dataclass
 class _Details:
     node: NodeRecord
     counts: dict[str, int]
     archetype_score: float
     vector: np.ndarray[Any, Any] | None
+    similarity: float | None = None  # cosine to the query vector, computed in SQL
+    partial: bool = False  # node holds id, type and update time only (until _complete)
 
 
 def _unit(vector: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import asyncpg
 import numpy as np
@@ -288,13 +288,13 @@ class Recommender:
                     details.update(first)
                     details.update(second)
             best_archetype_score, journey_items, rate = side.best, side.journey_items, side.rate
-            hits = self._score(
+            scored = self._score(
                 query,
                 candidates,
                 details,
                 _Scoring(weights, query_vectors, positives, negatives, best_archetype_score, rate),
             )
-            hits = self._diversify(query, hits, details)
+            hits = self._diversify(query, scored, details, weights)
             hits = await self._complete(conn, space, query, hits, details)
         self._explain(hits, details, journey_items, examples_pos, examples_neg)
         return RecommendResult(
@@ -665,14 +665,18 @@ class Recommender:
         candidates: Mapping[str, _Candidate],
         details: Mapping[str, _Details],
         scoring: _Scoring,
-    ) -> list[RecommendHit]:
+    ) -> list[_Scored]:
+        """Every candidate's parts and score, best first (ties by node id); the hits
+        themselves are made only for the candidates ``_diversify`` keeps."""
         weights, query_vectors = scoring.weights, scoring.query_vectors
         positives, negatives = scoring.positives, scoring.negatives
         best_archetype, rate = scoring.best_archetype, scoring.rate
+        w_sim, w_eng = weights["similarity"], weights["engagement"]
+        w_rec, w_arch = weights["recency"], weights["archetype_prior"]
         now = datetime.now(UTC)
         a = self._config.prior_strength
         half_life = self._config.recency_half_life_days
-        hits = []
+        scored = []
         for node_id, candidate in candidates.items():
             detail = details.get(node_id)
             if detail is None:
@@ -690,29 +694,39 @@ class Recommender:
             engaged = counts["clicks"] + counts["likes"] + counts["conversions"]
             shown = max(counts["impressions"], engaged)
             engagement = (engaged + a * rate) / (shown + a) if a + shown > 0 else 0.0
+            engagement = min(1.0, engagement)
             updated = detail.node.updated_at or now
             age_days = max(0.0, (now - updated).total_seconds() / 86400)
             recency = 0.5 ** (age_days / half_life) if half_life > 0 else 0.0
             prior = detail.archetype_score / best_archetype if best_archetype > 0 else 0.0
-            hits.append(
-                RecommendHit(
-                    node=detail.node,
-                    source=candidate.source,
-                    similarity=Part(similarity, weights["similarity"]),
-                    engagement=Part(min(1.0, engagement), weights["engagement"]),
-                    recency=Part(recency, weights["recency"]),
-                    archetype_prior=Part(min(1.0, max(0.0, prior)), weights["archetype_prior"]),
-                    counts=dict(counts),
+            prior = min(1.0, max(0.0, prior))
+            # The same sum, in the same order, as RecommendHit.score.
+            score = similarity * w_sim + engagement * w_eng + recency * w_rec + prior * w_arch
+            scored.append(
+                _Scored(
+                    score,
+                    detail.node.id,
+                    candidate.source,
+                    detail,
+                    similarity,
+                    engagement,
+                    recency,
+                    prior,
                 )
             )
-        hits.sort(key=lambda h: (-h.score, h.node.id))
-        return hits
+        scored.sort(key=lambda s: (-s.score, s.node_id))
+        return scored
 
     def _diversify(
-        self, query: RecommendQuery, hits: list[RecommendHit], details: Mapping[str, _Details]
+        self,
+        query: RecommendQuery,
+        scored: list[_Scored],
+        details: Mapping[str, _Details],
+        weights: Mapping[str, float],
     ) -> list[RecommendHit]:
-        if query.mmr_lambda is not None and hits:
-            hits = _mmr(hits, details, query.mmr_lambda, len(hits))
+        hits: Sequence[RecommendHit | _Scored] = scored
+        if query.mmr_lambda is not None and scored:
+            hits = _mmr([s.hit(weights) for s in scored], details, query.mmr_lambda, len(scored))
         share = (
             query.max_share
             if query.max_share is not None
@@ -726,7 +740,7 @@ class Recommender:
             if per_type.get(kind, 0) >= cap:
                 continue
             per_type[kind] = per_type.get(kind, 0) + 1
-            chosen.append(hit)
+            chosen.append(hit.hit(weights) if isinstance(hit, _Scored) else hit)
             if len(chosen) == query.top_k:
                 break
         return chosen
@@ -775,6 +789,36 @@ class _Scoring:
     negatives: list[np.ndarray[Any, Any]]
     best_archetype: float
     rate: float
+
+
+class _Scored(NamedTuple):
+    """A candidate's score and parts, before it becomes a RecommendHit."""
+
+    score: float
+    node_id: str
+    source: Source
+    detail: _Details
+    similarity: float
+    engagement: float
+    recency: float
+    prior: float
+
+    @property
+    def node(self) -> NodeRecord:
+        """The candidate's node (as read for scoring)."""
+        return self.detail.node
+
+    def hit(self, weights: Mapping[str, float]) -> RecommendHit:
+        """The RecommendHit with these parts."""
+        return RecommendHit(
+            node=self.detail.node,
+            source=self.source,
+            similarity=Part(self.similarity, weights["similarity"]),
+            engagement=Part(self.engagement, weights["engagement"]),
+            recency=Part(self.recency, weights["recency"]),
+            archetype_prior=Part(self.prior, weights["archetype_prior"]),
+            counts=dict(self.detail.counts),
+        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pgvector.asyncpg import register_vector
 from semantic.common.errors import InvalidArgument
 from semantic.common.schema import bootstrap_schema
 from semantic.devstack import EmbeddedPostgres
-from semantic.search.db import SESSION_SETTINGS
+from semantic.search.db import session_settings
 from semantic.search.dense import DenseHit, dense_search
 from semantic.search.domain import (
     Filter,
@@ -393,7 +393,7 @@ async def test_bad_dense_requests_are_invalid_arguments(
 @pytest_asyncio.fixture
 async def tuned(corpus: Corpus) -> AsyncIterator[tuple[asyncpg.Connection, list[str]]]:
     """A connection configured as ``db.create_pool`` does, and the statements it runs."""
-    connection = await asyncpg.connect(corpus.url, server_settings=dict(SESSION_SETTINGS))
+    connection = await asyncpg.connect(corpus.url, server_settings=session_settings(EF_SEARCH))
     await register_vector(connection)
     statements: list[str] = []
     connection.add_query_logger(lambda record: statements.append(record.query))

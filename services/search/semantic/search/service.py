@@ -19,7 +19,7 @@ import structlog
 
 from semantic.common.errors import InvalidArgument, NotFound
 from semantic.search import dense, fusion, keyword, spaces
-from semantic.search.db import as_array, connection, translated
+from semantic.search.db import DEFAULT_EF_SEARCH, as_array, connection, translated
 from semantic.search.domain import (
     DEFAULT_VECTOR,
     Filter,
@@ -49,7 +49,7 @@ class RetrievalConfig:
     text_config: str = "english"
     bm25_k1: float = keyword.DEFAULT_K1
     bm25_b: float = keyword.DEFAULT_B
-    ef_search: int = 100
+    ef_search: int = DEFAULT_EF_SEARCH
     exact_threshold: int = 2000
 
 

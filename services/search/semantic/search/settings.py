@@ -49,7 +49,12 @@ class SearchSettings(WritePathSettings, AuthSettings, RecommendSettings):
     search_hybrid_candidates: int = Field(
         100, ge=1, le=2000, description="Candidates per side fused in hybrid mode."
     )
-    search_ef_search: int = Field(100, ge=1, le=1000, description="HNSW ef_search per query.")
+    search_ef_search: int = Field(
+        150,
+        ge=1,
+        le=1000,
+        description="HNSW ef_search per query (150: recall@10 >= 0.98 at 100k, see the bench).",
+    )
     search_exact_threshold: int = Field(
         2000, ge=0, description="Filters matching at most this many nodes are scanned exactly."
     )

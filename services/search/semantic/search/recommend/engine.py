@@ -208,11 +208,7 @@ class Recommender:
             examples_pos = await self._examples(conn, space, query, query.positive, "positive")
             examples_neg = await self._examples(conn, space, query, query.negative, "negative")
             example_ids = {e[0] for e in (*examples_pos, *examples_neg) if e[0]}
-            archetype = (
-                query.archetype
-                or user.archetype
-                or await self._derived(conn, space, query.tenant, user.journey)
-            )
+            given = query.archetype or user.archetype
             excluded = set(user.excluded) | example_ids
             flt = replace(
                 query.filter, exclude_ids=tuple(sorted({*query.filter.exclude_ids, *excluded}))
@@ -245,9 +241,11 @@ class Recommender:
                 return [await self._dense(on, space, query, flt, v) for v in query_vectors]
 
             async def aside(on: asyncpg.Connection) -> _Aside:
+                archetype = given or await self._derived(on, space, query.tenant, user.journey)
                 popular, best = await self._popular(on, query, flt, archetype)
                 ids = list(dict.fromkeys(node_id for node_id, _ in popular))
                 return _Aside(
+                    archetype,
                     popular,
                     best,
                     await self._details(
@@ -259,12 +257,12 @@ class Recommender:
 
             async def rest_details(on: asyncpg.Connection, ids: list[str]) -> dict[str, _Details]:
                 return await self._details(
-                    on, space, query, archetype, ids, slim=slim, similarity_to=similarity_to
+                    on, space, query, side.archetype, ids, slim=slim, similarity_to=similarity_to
                 )
 
-            # The nearest nodes on this connection while the popular ones, their details
-            # and the journey items are read on a second one, when one is idle; then the
-            # details of the nearest nodes, half on each.
+            # The nearest nodes on this connection while the archetype, the popular nodes,
+            # their details and the journey items are read on a second one, when one is
+            # idle; then the details of the nearest nodes, half on each.
             async with self._spare(bool(query_vectors)) as spare:
                 if spare is None:
                     found, side = await nearest(conn), await aside(conn)
@@ -287,7 +285,8 @@ class Recommender:
                     )
                     details.update(first)
                     details.update(second)
-            best_archetype_score, journey_items, rate = side.best, side.journey_items, side.rate
+            archetype, best_archetype_score = side.archetype, side.best
+            journey_items, rate = side.journey_items, side.rate
             scored = self._score(
                 query,
                 candidates,
@@ -825,6 +824,7 @@ class _Scored(NamedTuple):
 class _Aside:
     """The reads that do not depend on the nearest nodes."""
 
+    archetype: str
     popular: list[tuple[str, bool]]
     best: float
     details: dict[str, _Details]

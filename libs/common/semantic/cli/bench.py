@@ -48,6 +48,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     search.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
+    recommend = targets.add_parser(
+        "recommend",
+        help="Track and Recommend latency at N nodes and U users vs. a dense search",
+        description="Loads N clustered 384-d vectors (as `bench search`), tracks U users' events "
+        "through Search.Track, then measures single-event Track and Recommend (journey and cold "
+        "users) p50/p99 through gRPC; baseline in the same run: dense vector Search.",
+    )
+    recommend.add_argument("--json", action="store_true", help="print one JSON object")
+    recommend.add_argument("--nodes", type=int, default=100_000, help="nodes to load")
+    recommend.add_argument("--users", type=int, default=10_000, help="users to track")
+    recommend.add_argument("--events-per-user", type=int, default=10, help="events per user")
+    recommend.add_argument("--queries", type=int, default=300, help="calls per measurement")
+    recommend.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
     indexer = targets.add_parser(
         "indexer",
         help="indexer events/s and freshness vs. the embedder alone and one-by-one writes",
@@ -93,6 +108,21 @@ def run(args: argparse.Namespace) -> int:
         report = run_search_bench(
             SearchBenchConfig(
                 model_dir=args.model, n=args.n, queries=args.queries, clients=args.clients
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "recommend":
+        from semantic.search.recommend.bench import RecommendBenchConfig, run_recommend_bench
+
+        report = run_recommend_bench(
+            RecommendBenchConfig(
+                model_dir=args.model,
+                nodes=args.nodes,
+                users=args.users,
+                events_per_user=args.events_per_user,
+                queries=args.queries,
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )

@@ -16,7 +16,7 @@ from semantic.common.server import ServerKit, run_service
 from semantic.search import spaces
 from semantic.search.admin import AdminServicer
 from semantic.search.convert import Limits
-from semantic.search.db import connection, create_pool
+from semantic.search.db import connection, create_pool, session_settings
 from semantic.search.maintenance import Maintenance
 from semantic.search.recommend.service import Recommendations
 from semantic.search.service import RetrievalConfig, SearchService
@@ -53,7 +53,10 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
     async def start() -> None:
         await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)
         pool = await create_pool(
-            settings.dsn(), min_size=settings.search_pool_min, max_size=settings.search_pool_max
+            settings.dsn(),
+            min_size=settings.search_pool_min,
+            max_size=settings.search_pool_max,
+            session_settings=session_settings(settings.search_ef_search),
         )
         closers.append(pool)
         embedder = EmbedderClient(settings.embedder_address)

@@ -1,4 +1,5 @@
-"""Model fixtures: the fp32 and int8 model directories, built at most once per session.
+"""Model fixtures (the fp32 and int8 model directories, built at most once per session)
+and the indexer tests' NATS client and environment.
 
 `make test` builds them into ./models and passes SEMANTIC_TEST_MODELS (a folder that is
 then brought up to date if needed). A bare `pytest` run uses ./models when both variants
@@ -9,10 +10,15 @@ untouched.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import nats
 import pytest
+from indexer_kit import indexer_env, reset_streams
+from nats.aio.client import Client as NatsClient
 
+from semantic.devstack.nats import EmbeddedNats
 from semantic.embedder.model.builder import FP32_DIR, INT8_DIR, build_models, stale_variants
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -43,3 +49,22 @@ def fp32_model_dir(model_root: Path) -> Path:
 def int8_model_dir(model_root: Path) -> Path:
     """The int8 variant of the default model."""
     return model_root / INT8_DIR
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
+    """A NATS client on a server whose indexer streams were deleted (a fresh start)."""
+    await reset_streams(nats_server.url)
+    client = await nats.connect(nats_server.url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def env(
+    database_url: str, nats_server: EmbeddedNats, embedder_address: str, fp32_model_dir: Path
+) -> dict[str, str]:
+    """The environment of an indexer on this test's database."""
+    return indexer_env(database_url, nats_server.url, embedder_address, fp32_model_dir)

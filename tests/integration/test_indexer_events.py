@@ -6,21 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
-import nats
 import pytest
 from google.protobuf import json_format
 from indexer_kit import (
     content_event,
     dead_letters,
-    indexer_env,
     node_versions,
     publish,
     publish_raw,
-    reset_streams,
     running_indexer,
     vector_counts,
     wait_for,
@@ -29,25 +24,7 @@ from indexer_kit import (
 from nats.aio.client import Client as NatsClient
 from nats.js import api as js_api
 
-from semantic.devstack.nats import EmbeddedNats
 from semantic.v1 import events_pb2
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
-    await reset_streams(nats_server.url)
-    client = await nats.connect(nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
-def env(
-    database_url: str, nats_server: EmbeddedNats, embedder_address: str, fp32_model_dir: Path
-) -> dict[str, str]:
-    return indexer_env(database_url, nats_server.url, embedder_address, fp32_model_dir)
 
 
 async def _vector_rows(database_url: str, node_id: str) -> list[tuple[str, str]]:

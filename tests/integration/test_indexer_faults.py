@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +24,6 @@ from indexer_kit import (
     dead_letters,
     publish,
     publish_raw,
-    reset_streams,
     wait_for,
     wait_for_streams,
 )
@@ -110,16 +109,6 @@ def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
-    await reset_streams(nats_server.url)
-    client = await nats.connect(nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def _indexer_env(dsn: str, nats_url: str, embedder: str, model_dir: Path) -> dict[str, str]:

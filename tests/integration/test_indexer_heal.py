@@ -6,18 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import nats
 import pytest
 from indexer_kit import (
     content_event,
-    indexer_env,
     node_versions,
     publish,
-    reset_streams,
     running_indexer,
     running_search,
     vector_counts,
@@ -27,7 +23,6 @@ from indexer_kit import (
 from nats.aio.client import Client as NatsClient
 
 from semantic.cli.main import main
-from semantic.devstack.nats import EmbeddedNats
 from semantic.devstack.postgres import EmbeddedPostgres
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -39,23 +34,6 @@ TOPICS = [
     ("Fresh pasta", "Flour and eggs, rolled thin, cut into tagliatelle."),
     ("B-tree indexes", "Indexes speed up lookups; HNSW indexes find nearest vectors."),
 ]
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
-    await reset_streams(nats_server.url)
-    client = await nats.connect(nats_server.url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
-def env(
-    database_url: str, nats_server: EmbeddedNats, embedder_address: str, fp32_model_dir: Path
-) -> dict[str, str]:
-    return indexer_env(database_url, nats_server.url, embedder_address, fp32_model_dir)
 
 
 async def _publish_corpus(nc: NatsClient, count: int, version: int = 1) -> None:

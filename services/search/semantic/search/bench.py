@@ -36,7 +36,8 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,8 @@ class EmbeddingLike:
         return out
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50, p99 and mean of millisecond samples."""
     ordered = sorted(samples)
     return {
         "p50_ms": round(ordered[len(ordered) // 2], 3),
@@ -232,7 +234,7 @@ async def _exact_baseline(
             recalls.append(len(got & set(exact[i].tolist())) / top_k)
     finally:
         await conn.close()
-    return {**_percentiles(samples), "recall_at_10": round(statistics.fmean(recalls), 4)}
+    return {**percentiles(samples), "recall_at_10": round(statistics.fmean(recalls), 4)}
 
 
 async def _ef_sweep(
@@ -276,7 +278,7 @@ async def _ef_sweep(
             await conn.close()
         out[str(ef)] = {
             "recall_at_10": round(statistics.fmean(recalls), 4),
-            "p50_ms": _percentiles(samples)["p50_ms"],
+            "p50_ms": percentiles(samples)["p50_ms"],
         }
     return out
 
@@ -344,7 +346,7 @@ async def _measure(
     baseline = await _exact_baseline(stack.database_url, queries, exact, config.top_k)
     progress("ef_search sweep")
     sweep = await _ef_sweep(stack.database_url, queries, exact, config.top_k)
-    vector, text_query = _percentiles(latencies), _percentiles(text_latencies)
+    vector, text_query = percentiles(latencies), percentiles(text_latencies)
     recall = round(statistics.fmean(recalls), 4)
     return {
         "data": {
@@ -382,11 +384,10 @@ async def _measure(
     }
 
 
-def run_search_bench(
-    config: SearchBenchConfig, progress: Callable[[str], None] = lambda _: None
-) -> dict[str, Any]:
-    """Build a local stack on a tuned throw-away PostgreSQL, load, measure; returns the
-    JSON-ready report."""
+@contextmanager
+def tuned_stack(model_dir: Path, *, threads: int) -> Iterator[LocalStack]:
+    """A LocalStack on a throw-away PostgreSQL tuned for bulk loads (no fsync, large
+    shared_buffers), removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="semantic-bench-") as folder:
         postgres = EmbeddedPostgres(
             Path(folder) / "postgres",
@@ -401,9 +402,18 @@ def run_search_bench(
         postgres.start()
         try:
             with LocalStack(
-                [config.model_dir], threads=EMBEDDER_THREADS, database_url=postgres.url("semantic")
+                [model_dir], threads=threads, database_url=postgres.url("semantic")
             ) as stack:
-                report = asyncio.run(_measure(stack, config, progress))
+                yield stack
         finally:
             postgres.stop()
+
+
+def run_search_bench(
+    config: SearchBenchConfig, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Build a local stack on a tuned throw-away PostgreSQL, load, measure; returns the
+    JSON-ready report."""
+    with tuned_stack(config.model_dir, threads=EMBEDDER_THREADS) as stack:
+        report = asyncio.run(_measure(stack, config, progress))
     return {"benchmark": "search", "n": config.n, "dim": config.dim, **report}

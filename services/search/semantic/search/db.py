@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -9,9 +10,12 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import structlog
 from pgvector.asyncpg import register_vector
 
 from semantic.common.errors import DependencyUnavailable
+
+log = structlog.get_logger(__name__)
 
 _UNAVAILABLE = (
     OSError,
@@ -108,3 +112,34 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection, with driver errors translated."""
     async with translated(), pool.acquire() as conn:
         yield conn
+
+
+class ReadConnections:
+    """Pooled connections for the read path, given back in the background.
+
+    Giving a connection back costs a round trip (asyncpg resets its session state); here
+    that happens after the caller is done, so a reply does not wait for it.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._releasing: set[asyncio.Future[None]] = set()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, driver errors translated."""
+        async with translated():
+            conn = await self._pool.acquire()
+        try:
+            async with translated():
+                yield conn
+        finally:
+            release = asyncio.ensure_future(self._pool.release(conn))
+            self._releasing.add(release)
+            release.add_done_callback(self._released)
+
+    def _released(self, release: asyncio.Future[None]) -> None:
+        self._releasing.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            # asyncpg closed the connection; the pool opens a new one when needed.
+            log.warning("connection_release_failed", error=repr(release.exception()))

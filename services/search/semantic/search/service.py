@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ import structlog
 
 from semantic.common.errors import InvalidArgument, NotFound
 from semantic.search import dense, fusion, keyword, spaces
-from semantic.search.db import DEFAULT_EF_SEARCH, as_array, connection, translated
+from semantic.search.db import DEFAULT_EF_SEARCH, ReadConnections, as_array, connection
 from semantic.search.domain import (
     DEFAULT_VECTOR,
     Filter,
@@ -95,30 +94,7 @@ class SearchService:
         self._embedder = embedder
         self._config = config
         self._active: tuple[spaces.Space, float] | None = None
-        self._releasing: set[asyncio.Future[None]] = set()
-
-    @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection for the read path, driver errors translated.
-
-        Giving a connection back costs a round trip (asyncpg resets its session state);
-        here that happens in the background, so the reply does not wait for it.
-        """
-        async with translated():
-            conn = await self._pool.acquire()
-        try:
-            async with translated():
-                yield conn
-        finally:
-            release = asyncio.ensure_future(self._pool.release(conn))
-            self._releasing.add(release)
-            release.add_done_callback(self._released)
-
-    def _released(self, release: asyncio.Future[None]) -> None:
-        self._releasing.discard(release)
-        if not release.cancelled() and release.exception() is not None:
-            # asyncpg closed the connection; the pool opens a new one when needed.
-            log.warning("connection_release_failed", error=repr(release.exception()))
+        self._reads = ReadConnections(pool)
 
     async def space(self, space_id: int | None = None) -> spaces.Space:
         """The active space (re-read at most every ACTIVE_SPACE_TTL_S), or the one asked for."""
@@ -278,7 +254,7 @@ class SearchService:
         attach_after: int | None = None,
     ) -> list[dense.DenseHit]:
         sql, params = compile_filter(query.tenant, query.filter, start=1)
-        async with self._reading() as conn:
+        async with self._reads.reading() as conn:
             return await dense.dense_search(
                 conn,
                 space.table,
@@ -296,7 +272,7 @@ class SearchService:
 
     async def _keyword(self, query: SearchQuery, limit: int) -> list[tuple[str, float]]:
         sql, params = compile_filter(query.tenant, query.filter, start=1)
-        async with self._reading() as conn:
+        async with self._reads.reading() as conn:
             return await keyword.keyword_search(
                 conn,
                 query.tenant,
@@ -313,7 +289,7 @@ class SearchService:
         """Read the nodes of the hits that do not carry theirs yet (one query, or none)."""
         missing = [h.node_id for h in hits if h.node is None]
         if missing:
-            async with self._reading() as conn:
+            async with self._reads.reading() as conn:
                 nodes = await self._repository.get(conn, tenant, ids=missing)
             by_id = {n.id: n for n in nodes}
             for hit in hits:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,9 +37,14 @@ from typing import Any
 import grpc
 import numpy as np
 
-from semantic.devstack import EmbeddedPostgres, free_port
 from semantic.devstack.stack import LocalStack
-from semantic.search.bench import SHARED_BUFFERS, EmbeddingLike, load_corpus
+from semantic.search.bench import (
+    SHARED_BUFFERS,
+    EmbeddingLike,
+    load_corpus,
+    percentiles,
+    tuned_stack,
+)
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
@@ -71,15 +75,6 @@ class RecommendBenchConfig:
     clusters: int = 200
     top_k: int = 10
     seed: int = 7
-
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(ordered[len(ordered) // 2], 3),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
-        "mean_ms": round(statistics.fmean(ordered), 3),
-    }
 
 
 def topics(
@@ -213,7 +208,7 @@ async def _measure(
                         pb.RecommendSource.Name(h.explanation.source) for h in reply.hits
                     )
 
-    journey, cold = _percentiles(samples["journey"]), _percentiles(samples["cold"])
+    journey, cold = percentiles(samples["journey"]), percentiles(samples["cold"])
     return {
         "data": {
             "kind": "embedding-like clusters (semantic.search.bench.EmbeddingLike)",
@@ -229,7 +224,7 @@ async def _measure(
             "track_batches_seconds": round(track_s, 1),
             "track_batch_events_per_s": round(accepted / track_s, 1) if track_s else None,
         },
-        "track_single_event": _percentiles(samples["track"]),
+        "track_single_event": percentiles(samples["track"]),
         "recommend_journey": {
             **journey,
             "hits_mean": round(statistics.fmean(hits["journey"]), 2),
@@ -240,7 +235,7 @@ async def _measure(
             "hits_mean": round(statistics.fmean(hits["cold"]), 2),
             "sources": sorted(sources["cold"]),
         },
-        "baseline_search_dense_vector": _percentiles(samples["search"]),
+        "baseline_search_dense_vector": percentiles(samples["search"]),
         "goals_met": {
             "recommend_journey_p99<15ms": journey["p99_ms"] < GOALS["recommend_p99_ms"],
             "recommend_cold_p99<15ms": cold["p99_ms"] < GOALS["recommend_p99_ms"],
@@ -253,25 +248,8 @@ def run_recommend_bench(
 ) -> dict[str, Any]:
     """Build a local stack on a tuned throw-away PostgreSQL, load, track, measure; returns the
     JSON-ready report."""
-    with tempfile.TemporaryDirectory(prefix="semantic-bench-") as folder:
-        postgres = EmbeddedPostgres(
-            Path(folder) / "postgres",
-            free_port(),
-            settings={
-                "fsync": "off",
-                "synchronous_commit": "off",
-                "full_page_writes": "off",
-                "shared_buffers": SHARED_BUFFERS,
-            },
-        )
-        postgres.start()
-        try:
-            with LocalStack(
-                [config.model_dir], threads=1, database_url=postgres.url("semantic")
-            ) as stack:
-                report = asyncio.run(_measure(stack, config, progress))
-        finally:
-            postgres.stop()
+    with tuned_stack(config.model_dir, threads=1) as stack:
+        report = asyncio.run(_measure(stack, config, progress))
     return {
         "benchmark": "recommend",
         "nodes": config.nodes,

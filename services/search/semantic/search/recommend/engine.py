@@ -32,7 +32,7 @@ import structlog
 
 from semantic.common.errors import InvalidArgument, NotFound
 from semantic.search import dense
-from semantic.search.db import as_array, translated
+from semantic.search.db import ReadConnections, as_array
 from semantic.search.domain import Filter, NodeRecord, VectorTarget
 from semantic.search.filters import compile_filter, validate_filter
 from semantic.search.node_store import node_from_row, node_select
@@ -186,7 +186,7 @@ class Recommender:
         self._config = config or RecommendConfig()
         self._track = track or TrackConfig()
         self._rates: dict[str, tuple[float, float]] = {}  # tenant -> (rate, read at)
-        self._releasing: set[asyncio.Future[None]] = set()
+        self._reads = ReadConnections(pool)
 
     @property
     def config(self) -> RecommendConfig:
@@ -203,7 +203,7 @@ class Recommender:
             "recency": query.weights.get("recency", config.recency_weight),
             "archetype_prior": query.weights.get("archetype_prior", config.archetype_weight),
         }
-        async with self._reading() as conn:
+        async with self._reads.reading() as conn:
             user = await self._user(conn, space, query)
             examples_pos = await self._examples(conn, space, query, query.positive, "positive")
             examples_neg = await self._examples(conn, space, query, query.negative, "negative")
@@ -307,20 +307,6 @@ class Recommender:
     # --- reading -------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _reading(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, driver errors translated; given back in the background
-        (the pool's reset costs a round trip the reply need not wait for)."""
-        async with translated():
-            conn = await self._pool.acquire()
-        try:
-            async with translated():
-                yield conn
-        finally:
-            release = asyncio.ensure_future(self._pool.release(conn))
-            self._releasing.add(release)
-            release.add_done_callback(self._released)
-
-    @asynccontextmanager
     async def _spare(self, wanted: bool) -> AsyncIterator[asyncpg.Connection | None]:
         """A second connection if ``wanted`` and the pool has an idle one now, else None: a
         request that holds a connection never waits for another (no deadlock when the pool
@@ -328,14 +314,8 @@ class Recommender:
         if not wanted or self._pool.get_idle_size() == 0:
             yield None
             return
-        async with self._reading() as conn:
+        async with self._reads.reading() as conn:
             yield conn
-
-    def _released(self, release: asyncio.Future[None]) -> None:
-        self._releasing.discard(release)
-        if not release.cancelled() and release.exception() is not None:
-            # asyncpg closed the connection; the pool opens a new one when needed.
-            log.warning("connection_release_failed", error=repr(release.exception()))
 
     async def _user(self, conn: asyncpg.Connection, space: Space, query: RecommendQuery) -> _User:
         if not query.user_id:

@@ -57,7 +57,7 @@ class IndexerBenchConfig:
     freshness_events: int = 1000
     baseline_n: int = 300
     threads: int = 2
-    batch_size: int = 64
+    batch_size: int = 256
     seed: int = 7
 
 

@@ -53,7 +53,7 @@ BATCH_SIZE = Histogram(
     "semantic_indexer_batch_size",
     "Events per applied batch",
     ["kind"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
 )
 APPLY_SECONDS = Histogram(
     "semantic_indexer_apply_seconds", "Apply time of one batch (embed + write)", ["kind"]
@@ -92,7 +92,7 @@ def dependency_down(exc: BaseException) -> bool:
 class ConsumerConfig:
     """Knobs of the loop (from settings)."""
 
-    batch_size: int = 64
+    batch_size: int = 256
     fetch_timeout_s: float = 1.0
     ack_wait_s: float = 30.0
     max_deliver: int = 10

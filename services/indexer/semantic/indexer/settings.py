@@ -35,9 +35,9 @@ class IndexerSettings(WritePathSettings, RecommendSettings):
     indexer_duplicate_window_s: float = Field(
         120.0, gt=0, description="JetStream duplicate window for Nats-Msg-Id."
     )
-    indexer_batch_size: int = Field(64, ge=1, le=1000, description="Events fetched per batch.")
+    indexer_batch_size: int = Field(256, ge=1, le=1000, description="Events fetched per batch.")
     indexer_concurrency: int = Field(
-        2, ge=1, le=16, description="Batches in flight per replica (embedding overlaps writing)."
+        3, ge=1, le=16, description="Batches in flight per replica (embedding overlaps writing)."
     )
     indexer_ack_wait_s: float = Field(
         30.0, ge=1, description="Redelivery after this long without ack or progress signal."
@@ -46,7 +46,7 @@ class IndexerSettings(WritePathSettings, RecommendSettings):
         10, ge=1, description="Attempts before an event failing for its own reasons is dead."
     )
     indexer_max_ack_pending: int = Field(
-        1024, ge=1, description="Events in flight across all replicas."
+        4096, ge=1, description="Events in flight across all replicas."
     )
     indexer_retry_initial_s: float = Field(
         0.5, gt=0, description="First redelivery delay after a transient failure."

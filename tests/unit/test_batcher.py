@@ -2,6 +2,7 @@
 off the event loop, and refusing work when full."""
 
 import asyncio
+import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from semantic.common.errors import Overloaded
-from semantic.embedder.batcher import BatchPolicy, MicroBatcher
+from semantic.embedder.batcher import BatchPolicy, MicroBatcher, split_by_length
 
 
 @dataclass(frozen=True)
@@ -150,3 +151,56 @@ async def test_a_failing_batch_fails_only_its_callers(executor) -> None:  # type
     assert isinstance(bad, RuntimeError)
     assert isinstance(good, list)
     assert good[0][0] == 2
+
+
+def _cost(lengths: list[int], ends: list[int], call_cost: int) -> int:
+    total, start = 0, 0
+    for end in ends:
+        total += (end - start) * lengths[end - 1] + call_cost
+        start = end
+    return total
+
+
+def test_split_keeps_equal_lengths_in_one_call() -> None:
+    assert split_by_length([12] * 40, group_tokens=2048, call_cost=64) == [40]
+
+
+def test_split_cuts_between_short_and_long_texts() -> None:
+    lengths = [10] * 30 + [250] * 8
+    assert split_by_length(lengths, group_tokens=4096, call_cost=64) == [30, 38]
+
+
+def test_split_respects_the_group_budget() -> None:
+    lengths = sorted(random.Random(3).randint(20, 256) for _ in range(64))
+    ends = split_by_length(lengths, group_tokens=1024, call_cost=64)
+    start = 0
+    for end in ends:
+        assert end - start == 1 or (end - start) * lengths[end - 1] <= 1024
+        start = end
+    assert ends[-1] == len(lengths)
+
+
+def test_split_is_the_cheapest_partition() -> None:
+    rng = random.Random(11)
+    for _ in range(50):
+        lengths = sorted(rng.randint(1, 120) for _ in range(rng.randint(1, 9)))
+        n = len(lengths)
+        brute = min(
+            _cost(lengths, [i for i in range(1, n) if mask >> (i - 1) & 1] + [n], 16)
+            for mask in range(2 ** (n - 1))
+        )
+        assert _cost(lengths, split_by_length(lengths, 10_000, 16), 16) == brute
+
+
+async def test_a_mixed_batch_runs_as_several_calls_with_answers_in_order(executor) -> None:  # type: ignore[no-untyped-def]
+    model = RecordingModel()
+    policy = BatchPolicy(max_wait_s=0.05, token_budget=100_000, max_batch_texts=64)
+    batcher = await _with_batcher(model, executor, policy)
+    try:
+        requests = [[text(8, i), text(240, 100 + i)] for i in range(16)]
+        results = await asyncio.gather(*(batcher.embed(r) for r in requests))
+    finally:
+        await batcher.close()
+    for request, vectors in zip(requests, results, strict=True):
+        assert [(v[0], v[1]) for v in vectors] == [(t.tag, len(t.ids)) for t in request]
+    assert all(len(set(lengths)) == 1 for lengths in model.batches)  # never padded 8 to 240

@@ -10,6 +10,14 @@ so batches grow with load. A batch is
 built around the oldest pending text from its neighbours in length order, so texts of
 similar length are padded together and nothing starves. When ``max_pending`` texts
 are already waiting, new submissions fail at once with ``Overloaded``.
+
+A batch then runs as one or more model calls (:func:`split_by_length`): its texts, in
+length order, are cut into runs that minimise the padded word-pieces plus a fixed cost per
+call (``call_cost_tokens``), each run at most ``group_tokens`` padded word-pieces. With few
+texts waiting (a handful of clients) a batch mixes lengths; padding every text to the
+longest would waste up to a third of the work on short texts. Measured on this model, a
+call of 64 or more padded word-pieces runs near full speed and calls of about 512-2048 are
+the fastest per word-piece, so the cuts cost nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +78,35 @@ class BatchPolicy:
     max_wait_s: float = 0.002
     max_pending: int = 4096
     workers: int = 1
+    group_tokens: int = 2048
+    call_cost_tokens: int = 64
+
+
+def split_by_length(lengths: Sequence[int], group_tokens: int, call_cost: int) -> list[int]:
+    """Where to cut ``lengths`` (ascending) into model calls: the end index of each run.
+
+    Minimises ``sum(run size x longest in run) + call_cost x runs`` (dynamic programming over
+    the cut points, O(n^2) for n texts); a run longer than one text stays within
+    ``group_tokens`` padded word-pieces.
+    """
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest cost of lengths[:j]
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[j - 1]  # ascending: the run's last text is its longest
+        for i in range(j - 1, -1, -1):
+            size = j - i
+            if size > 1 and size * longest > group_tokens:
+                break
+            cost = best[i] + size * longest + call_cost
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    ends: list[int] = []
+    j = n
+    while j > 0:
+        ends.append(j)
+        j = cut[j]
+    return ends[::-1]
 
 
 class MicroBatcher(Generic[E]):
@@ -199,6 +236,19 @@ class MicroBatcher(Generic[E]):
             self._pending_tokens -= item.length
         return chosen
 
+    def _infer_split(self, batch: list[E]) -> np.ndarray[Any, Any]:
+        """Run ``batch`` (in length order) as the model calls ``split_by_length`` chooses."""
+        policy = self._policy
+        lengths = [max(1, len(encoded.ids)) for encoded in batch]
+        ends = split_by_length(lengths, policy.group_tokens, policy.call_cost_tokens)
+        if len(ends) == 1:
+            return self._infer(batch)
+        parts, start = [], 0
+        for end in ends:
+            parts.append(self._infer(batch[start:end]))
+            start = end
+        return np.concatenate(parts)
+
     async def _execute(self, batch: list[_Item[E]]) -> None:
         live = [item for item in batch if not item.future.done()]  # caller may have gone
         if not live:
@@ -208,7 +258,7 @@ class MicroBatcher(Generic[E]):
         self._running += 1
         try:
             vectors = await loop.run_in_executor(
-                self._executor, self._infer, [item.encoded for item in live]
+                self._executor, self._infer_split, [item.encoded for item in live]
             )
         except Exception as exc:
             for item in live:

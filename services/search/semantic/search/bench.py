@@ -26,7 +26,10 @@ N vectors), latency p50/p99 of vector queries and of text queries (dense, the em
 included), queries/s with concurrent clients. Baseline, same run and database: exact search,
 a sequential scan ordered by distance (``enable_indexscan = off``), asked directly with
 asyncpg (no gRPC). Also: recall and latency of the same dense search in this process at
-several ``hnsw.ef_search`` values, the evidence for the service's default.
+several ``hnsw.ef_search`` values, the evidence for the service's default. And the floor
+(``floor``): an empty gRPC round trip to the search process, the bare HNSW query over
+asyncpg and one query embedding through the embedder, whose sums bound from below what any
+search service could answer in on this machine.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 import asyncpg
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from semantic.devstack import EmbeddedPostgres, free_port
 from semantic.devstack.stack import LocalStack
@@ -54,8 +58,9 @@ from semantic.search.domain import Filter, VectorTarget
 from semantic.search.filters import compile_filter
 from semantic.search.settings import SearchSettings
 from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import embedder_pb2 as epb
+from semantic.v1 import embedder_pb2_grpc, search_pb2_grpc
 from semantic.v1 import search_pb2 as pb
-from semantic.v1 import search_pb2_grpc
 
 WORDS = (
     *("how", "to", "cache", "http", "responses", "vector", "index", "search", "ranking"),
@@ -237,6 +242,54 @@ async def _exact_baseline(
     return {**percentiles(samples), "recall_at_10": round(statistics.fmean(recalls), 4)}
 
 
+async def _floor(
+    stack: LocalStack, queries: np.ndarray[Any, Any], texts: list[str], top_k: int
+) -> dict[str, Any]:
+    """What no search service on this machine can go below, measured in the same run: an
+    empty gRPC round trip to the search process (``grpc.health.v1`` Check), the bare HNSW
+    query (``ORDER BY embedding <=> q LIMIT k`` with the service's session settings, asyncpg,
+    no gRPC), and one query text embedded through the embedder's gRPC ``Embed``."""
+    samples: dict[str, list[float]] = {"grpc": [], "sql": [], "embed": []}
+    async with grpc.aio.insecure_channel(stack.search_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for i in range(len(queries) + 20):
+            started = time.perf_counter()
+            await health.Check(health_pb2.HealthCheckRequest())
+            if i >= 20:
+                samples["grpc"].append((time.perf_counter() - started) * 1000)
+    async with grpc.aio.insecure_channel(stack.embedder_address) as channel:
+        embedder = embedder_pb2_grpc.EmbedderStub(channel)
+        for i, text in enumerate([*texts[:20], *texts]):
+            started = time.perf_counter()
+            await embedder.Embed(epb.EmbedRequest(texts=[text], input_type=epb.INPUT_TYPE_QUERY))
+            if i >= 20:
+                samples["embed"].append((time.perf_counter() - started) * 1000)
+    conn = await asyncpg.connect(stack.database_url, server_settings=session_settings())
+    try:
+        await init_connection(conn)
+        table = (await spaces.active_space(conn)).table
+        sql = f"SELECT node_id FROM {table} ORDER BY embedding <=> $1 LIMIT $2"
+        for round_ in range(2):
+            for q in queries:
+                started = time.perf_counter()
+                await conn.fetch(sql, q, top_k)
+                if round_:
+                    samples["sql"].append((time.perf_counter() - started) * 1000)
+    finally:
+        await conn.close()
+    grpc_call, sql_query = percentiles(samples["grpc"]), percentiles(samples["sql"])
+    embed = percentiles(samples["embed"])
+    return {
+        "empty_grpc_call": grpc_call,
+        "bare_hnsw_query_sql": sql_query,
+        "embed_query_grpc": embed,
+        "vector_query_floor_p50_ms": round(grpc_call["p50_ms"] + sql_query["p50_ms"], 3),
+        "text_query_floor_p50_ms": round(
+            grpc_call["p50_ms"] + sql_query["p50_ms"] + embed["p50_ms"], 3
+        ),
+    }
+
+
 async def _ef_sweep(
     dsn: str,
     queries: np.ndarray[Any, Any],
@@ -344,6 +397,8 @@ async def _measure(
         qps = total / (time.perf_counter() - started)
     progress("exact baseline")
     baseline = await _exact_baseline(stack.database_url, queries, exact, config.top_k)
+    progress("floor: empty gRPC call, bare HNSW query, query embedding")
+    floor = await _floor(stack, queries, texts, config.top_k)
     progress("ef_search sweep")
     sweep = await _ef_sweep(stack.database_url, queries, exact, config.top_k)
     vector, text_query = percentiles(latencies), percentiles(text_latencies)
@@ -374,6 +429,7 @@ async def _measure(
             "p99_speedup": round(baseline["p99_ms"] / vector["p99_ms"], 1),
             "recall_ratio": round(recall / baseline["recall_at_10"], 4),
         },
+        "floor": floor,
         "ef_search_sweep_in_process": sweep,
         "goals_met": {
             "recall_at_10>=0.98": recall >= GOALS["recall_at_10"],

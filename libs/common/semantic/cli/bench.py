@@ -76,7 +76,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     indexer.add_argument("--rate", type=float, default=50.0, help="events/s for freshness")
     indexer.add_argument("--freshness-events", type=int, default=1000, help="events at --rate")
     indexer.add_argument("--baseline-n", type=int, default=300, help="one-by-one documents")
-    indexer.add_argument("--batch-size", type=int, default=64, help="indexer fetch batch")
+    indexer.add_argument(
+        "--batch-size", type=int, default=256, help="indexer fetch batch (the service default)"
+    )
     indexer.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     indexer.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"

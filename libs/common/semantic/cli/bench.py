@@ -77,7 +77,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     indexer.add_argument("--freshness-events", type=int, default=1000, help="events at --rate")
     indexer.add_argument("--baseline-n", type=int, default=300, help="one-by-one documents")
     indexer.add_argument(
-        "--batch-size", type=int, default=256, help="indexer fetch batch (the service default)"
+        "--batch-size", type=int, help="indexer fetch batch (default: the service's default)"
     )
     indexer.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     indexer.add_argument(
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 freshness_events=args.freshness_events,
                 baseline_n=args.baseline_n,
                 threads=args.threads,
-                batch_size=args.batch_size,
+                **({"batch_size": args.batch_size} if args.batch_size else {}),
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )

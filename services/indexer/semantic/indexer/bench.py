@@ -37,6 +37,7 @@ from semantic.common.embedder_client import EmbedderClient
 from semantic.devstack.stack import LocalStack
 from semantic.embedder.bench import engine_rate
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
+from semantic.indexer.settings import IndexerSettings
 from semantic.search import spaces
 from semantic.search.db import connection, create_pool
 from semantic.search.domain import NodeRecord
@@ -57,7 +58,7 @@ class IndexerBenchConfig:
     freshness_events: int = 1000
     baseline_n: int = 300
     threads: int = 2
-    batch_size: int = 256
+    batch_size: int = IndexerSettings.model_fields["indexer_batch_size"].default
     seed: int = 7
 
 

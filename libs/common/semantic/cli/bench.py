@@ -73,8 +73,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     indexer.add_argument("--json", action="store_true", help="print one JSON object")
     indexer.add_argument("--n", type=int, default=20_000, help="events for the throughput run")
     indexer.add_argument("--dataset", type=Path, help="BEIR folder to take documents from")
-    indexer.add_argument("--rate", type=float, default=50.0, help="events/s for freshness")
-    indexer.add_argument("--freshness-events", type=int, default=1000, help="events at --rate")
+    indexer.add_argument(
+        "--rate",
+        type=float,
+        nargs="+",
+        default=[50.0],
+        help="events/s for freshness (several: one measurement each)",
+    )
+    indexer.add_argument("--freshness-events", type=int, default=1000, help="events at each --rate")
+    indexer.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="the N events in this many rounds, each timed in process then through the stack",
+    )
     indexer.add_argument("--baseline-n", type=int, default=300, help="one-by-one documents")
     indexer.add_argument(
         "--batch-size", type=int, help="indexer fetch batch (default: the service's default)"
@@ -138,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
                 model_dir=args.model,
                 n=args.n,
                 dataset=args.dataset,
-                rate=args.rate,
+                rates=tuple(args.rate),
+                rounds=args.rounds,
                 freshness_events=args.freshness_events,
                 baseline_n=args.baseline_n,
                 threads=args.threads,

@@ -74,6 +74,30 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by `pid` and every live descendant, plus the
+    children they reaped (Linux only; 0.0 elsewhere or once it is gone)."""
+    if not _PROC.is_dir():
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in _PROC.iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])
+                times[int(entry.name)] = sum(int(f) for f in fields[11:15])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(p, 0) for p in tree) / tick
+
+
 def kill_and_wait(pids: list[int], sig: signal.Signals, timeout: float) -> bool:
     """Send `sig` to every pid, then wait until all are dead; False if some outlive `timeout`."""
     for pid in pids:

@@ -50,6 +50,7 @@ class LocalStack:
         self.nats_url = ""
         self.indexer_address = ""
         self._children: list[subprocess.Popen[bytes]] = []
+        self._pids: dict[str, int] = {}
         self.database_url = database_url or ""
         self.embedder_address = ""
         self.search_address = ""
@@ -122,10 +123,20 @@ class LocalStack:
         env = {**env, "SEMANTIC_GRPC_HOST": "127.0.0.1", "SEMANTIC_GRPC_PORT": str(port)}
         child = subprocess.Popen([sys.executable, "-m", module], env=env)
         self._children.append(child)
+        self._pids[module.rsplit(".", 1)[-1]] = child.pid
         address = f"127.0.0.1:{port}"
         asyncio.run(wait_serving(address, exit_code=child.poll, name=module))
         log.info("stack_service_ready", service=module, address=address)
         return address
+
+    def pids(self) -> dict[str, int]:
+        """The running processes by name (embedder, search, indexer, postgres, nats)."""
+        pids = dict(self._pids)
+        if self._postgres is not None and self._postgres.pid is not None:
+            pids["postgres"] = self._postgres.pid
+        if self._nats is not None and self._nats.pid is not None:
+            pids["nats"] = self._nats.pid
+        return pids
 
     def close(self) -> None:
         """Stop the services, PostgreSQL, and remove the temporary folder."""
@@ -137,6 +148,7 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 child.kill()
         self._children.clear()
+        self._pids.clear()
         if self._nats is not None:
             self._nats.stop()
             self._nats = None

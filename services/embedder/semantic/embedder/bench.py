@@ -96,30 +96,39 @@ def naive_rate(model: OnnxEmbeddingModel, texts: list[str], repeat: int) -> floa
 
 def engine_rate(model: OnnxEmbeddingModel, texts: list[str], repeat: int) -> float:
     """All texts offered at once, as many 8-text callers would; the batcher buckets them."""
+    timings = engine_seconds(model, texts, repeat=repeat, warmup=texts)
+    return round(len(texts) / statistics.median(timings), 1)
 
-    async def run_once(engine: EmbeddingEngine) -> None:
-        calls = [engine.embed(texts[i : i + 8]) for i in range(0, len(texts), 8)]
+
+def engine_seconds(
+    model: OnnxEmbeddingModel, texts: list[str], *, repeat: int = 1, warmup: list[str]
+) -> list[float]:
+    """Seconds of each of ``repeat`` passes of the engine over ``texts`` (offered at once, in
+    8-text calls), after one untimed pass over ``warmup``."""
+
+    async def run_once(engine: EmbeddingEngine, batch: list[str]) -> None:
+        calls = [engine.embed(batch[i : i + 8]) for i in range(0, len(batch), 8)]
         await asyncio.gather(*calls)
 
-    async def measure() -> float:
+    async def measure() -> list[float]:
         with ThreadPoolExecutor(max_workers=1) as pool:
             engine = EmbeddingEngine(
                 [model],
                 executor=pool,
-                policy=BatchPolicy(max_pending=len(texts) + 64),
+                policy=BatchPolicy(max_pending=max(len(texts), len(warmup)) + 64),
                 limits=Limits(),
             )
             engine.start()
             try:
-                await run_once(engine)  # warm-up
+                await run_once(engine, warmup)
                 timings = []
                 for _ in range(repeat):
                     started = time.perf_counter()
-                    await run_once(engine)
+                    await run_once(engine, texts)
                     timings.append(time.perf_counter() - started)
             finally:
                 await engine.close()
-        return round(len(texts) / statistics.median(timings), 1)
+        return timings
 
     return asyncio.run(measure())
 

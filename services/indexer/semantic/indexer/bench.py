@@ -4,14 +4,20 @@ One run measures, on a throw-away stack (embedded PostgreSQL and NATS, the embed
 search and indexer as processes):
 
 * ``embedder_in_process``: the model's own throughput on exactly the texts the indexer
-  will embed (each document's chunks), in this process, before the stack starts: the
-  ceiling the indexer is compared with;
+  will embed (each document's chunks), in this process: the ceiling the indexer is
+  compared with;
 * ``indexer``: N ContentEvents published as fast as possible, timed from the first
   publish until the durable consumer has nothing pending or unacked (every event
-  committed);
-* ``freshness``: new events published at a steady rate; for each, the time from publish
-  until its node has vectors in PostgreSQL, which is when Search can find it (search
-  reads committed rows; nothing is cached);
+  committed). The N events go in ``rounds``; each round is first embedded in process,
+  then published to the stack, so both sides of the ratio see the same machine (a shared
+  machine's speed drifts by 10-15% over minutes). Alongside: how busy the embedder was
+  (its inference seconds over the wall time, from its metrics) and the CPU seconds of
+  every process, which tell whether the embedder is the bottleneck;
+* ``freshness``: new events published at a steady rate (each of ``rates``); for each,
+  the time from publish until its node has vectors in PostgreSQL, which is when Search
+  can find it (search reads committed rows; nothing is cached), polled every
+  ``poll_s``; with the CPU used meanwhile (``cpu_utilisation``: all processes' CPU
+  seconds over the machine's cores x wall time);
 * ``one_by_one_baseline``: the same kind of documents embedded and written one at a time
   through the same write path (one embed call and one transaction per document).
 """
@@ -19,9 +25,12 @@ search and indexer as processes):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import random
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,8 +43,10 @@ from tokenizers import Tokenizer
 
 from semantic.common.chunking import Chunker
 from semantic.common.embedder_client import EmbedderClient
+from semantic.devstack.ports import free_port
+from semantic.devstack.process import cpu_seconds
 from semantic.devstack.stack import LocalStack
-from semantic.embedder.bench import engine_rate
+from semantic.embedder.bench import engine_seconds
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.indexer.settings import IndexerSettings
 from semantic.search import spaces
@@ -54,11 +65,13 @@ class IndexerBenchConfig:
     model_dir: Path
     n: int = 20_000
     dataset: Path | None = None
-    rate: float = 50.0
+    rates: tuple[float, ...] = (50.0,)
     freshness_events: int = 1000
     baseline_n: int = 300
     threads: int = 2
     batch_size: int = IndexerSettings.model_fields["indexer_batch_size"].default
+    rounds: int = 4
+    poll_s: float = 0.025
     seed: int = 7
 
 
@@ -113,31 +126,67 @@ async def _drained(js: Any, timeout_s: float) -> None:
     raise TimeoutError("the indexer did not drain the stream in time")
 
 
-async def _throughput(stack: LocalStack, docs: list[tuple[str, str]]) -> dict[str, float]:
+class _Meter:
+    """CPU seconds of every stack process (and this one), and the embedder's inference
+    seconds (from its metrics), between two readings."""
+
+    def __init__(self, stack: LocalStack, metrics_url: str) -> None:
+        self._stack = stack
+        self._metrics_url = metrics_url
+
+    def read(self) -> dict[str, float]:
+        """Cumulative readings: ``wall``, ``inference`` and one CPU entry per process."""
+        reading = {name: cpu_seconds(pid) for name, pid in self._stack.pids().items()}
+        reading["bench"] = time.process_time()
+        with urllib.request.urlopen(self._metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        reading["inference"] = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("semantic_embedder_batch_seconds_sum")
+        )
+        reading["wall"] = time.perf_counter()
+        return reading
+
+
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What two meter readings differ by."""
+    return {key: after[key] - before.get(key, 0.0) for key in after}
+
+
+def _usage(spent: dict[str, float]) -> dict[str, Any]:
+    """Embedder busy fraction, CPU by process and the share of the machine's CPU used, from
+    what was spent (wall, inference and CPU seconds)."""
+    wall = max(spent["wall"], 1e-9)
+    cpu = {name: round(v, 1) for name, v in spent.items() if name not in ("wall", "inference")}
+    total = sum(cpu.values())
+    return {
+        "embedder_busy": round(spent["inference"] / wall, 3),
+        "cpu_seconds": cpu,
+        "cpu_share": {name: round(value / max(total, 1e-9), 3) for name, value in cpu.items()},
+        "cpu_utilisation": round(total / (wall * (os.cpu_count() or 1)), 3),
+    }
+
+
+async def _publish_all(stack: LocalStack, docs: list[tuple[str, str]], first: int) -> float:
+    """Publish events t<first>.. at once; seconds from the first publish until drained."""
     nc = await nats.connect(stack.nats_url)
     try:
         js = nc.jetstream()
-        payloads = [_event(f"t{i}", t, b) for i, (t, b) in enumerate(docs)]
+        payloads = [_event(f"t{first + i}", t, b) for i, (t, b) in enumerate(docs)]
         started = time.perf_counter()
         for start in range(0, len(payloads), 256):  # pipelined publishes, acked by JetStream
             await asyncio.gather(
                 *(js.publish("semantic.content._.page", p) for p in payloads[start : start + 256])
             )
-        published = time.perf_counter() - started
         await _drained(js, timeout_s=3600)
-        elapsed = time.perf_counter() - started
+        return time.perf_counter() - started
     finally:
         await nc.close()
-    return {
-        "events": len(docs),
-        "seconds": round(elapsed, 2),
-        "publish_seconds": round(published, 2),
-        "events_per_s": round(len(docs) / elapsed, 1),
-    }
 
 
 async def _freshness(
-    stack: LocalStack, docs: list[tuple[str, str]], rate: float
+    stack: LocalStack, docs: list[tuple[str, str]], rate: float, poll_s: float, prefix: str
 ) -> dict[str, float]:
     nc = await nats.connect(stack.nats_url)
     conn = await asyncpg.connect(stack.database_url)
@@ -158,7 +207,7 @@ async def _freshness(
                 if waiting:
                     for row in await conn.fetch(query, waiting):
                         visible[row["node_id"]] = time.perf_counter()
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(poll_s)
 
         watcher = asyncio.create_task(watch())
         interval = 1.0 / rate
@@ -166,7 +215,7 @@ async def _freshness(
         for i, (title, body) in enumerate(docs):
             due = start + i * interval
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            node_id = f"f{i}"
+            node_id = f"{prefix}{i}"
             await js.publish("semantic.content._.page", _event(node_id, title, body))
             published[node_id] = time.perf_counter()
         done.set()
@@ -175,7 +224,12 @@ async def _freshness(
         await conn.close()
         await nc.close()
     delays = [visible[k] - published[k] for k in published]
-    return {"rate_per_s": rate, "events": len(delays), **_percentiles(delays)}
+    return {
+        "rate_per_s": rate,
+        "events": len(delays),
+        "poll_ms": poll_s * 1000,
+        **_percentiles(delays),
+    }
 
 
 async def _one_by_one(
@@ -216,11 +270,16 @@ def run_indexer_bench(
 ) -> dict[str, Any]:
     """Every measurement of the module doc; returns the JSON-ready report."""
     rng = random.Random(config.seed)
-    docs = documents(config, config.n + config.freshness_events + config.baseline_n, rng)
+    fresh_total = config.freshness_events * len(config.rates)
+    docs = documents(config, config.n + fresh_total + config.baseline_n, rng)
     main_docs = docs[: config.n]
-    fresh_docs = docs[config.n : config.n + config.freshness_events]
-    baseline_docs = docs[config.n + config.freshness_events :]
-    chunks = _chunk_texts(config, main_docs)
+    fresh_docs = docs[config.n : config.n + fresh_total]
+    baseline_docs = docs[config.n + fresh_total :]
+    rounds = max(1, min(config.rounds, config.n))
+    bounds = [config.n * r // rounds for r in range(rounds + 1)]
+    spans = list(itertools.pairwise(bounds))
+    round_chunks = [_chunk_texts(config, main_docs[a:b]) for a, b in spans]
+    chunks = [text for texts in round_chunks for text in texts]
     report: dict[str, Any] = {
         "benchmark": "indexer",
         "documents": config.n,
@@ -228,32 +287,62 @@ def run_indexer_bench(
         "chunks": len(chunks),
         "intra_op_threads": config.threads,
         "indexer_batch_size": config.batch_size,
+        "cpus": os.cpu_count(),
     }
-    progress("embedder in-process on the same texts")
-    model = OnnxEmbeddingModel.load(config.model_dir, intra_op_threads=config.threads)
-    chunk_rate = engine_rate(model, chunks, repeat=1)
-    del model
-    per_doc = len(chunks) / max(1, len(main_docs))
-    report["embedder_in_process"] = {
-        "chunks_per_s": chunk_rate,
-        "docs_per_s": round(chunk_rate / per_doc, 1),
-    }
+    metrics_port = free_port()
     indexer_env = {
         "SEMANTIC_INDEXER_HEAL_INTERVAL_S": "0",
         "SEMANTIC_INDEXER_BATCH_SIZE": str(config.batch_size),
     }
-    with LocalStack([config.model_dir], threads=config.threads, indexer_env=indexer_env) as stack:
-        progress(f"indexer: {config.n} events, publish to committed")
-        report["indexer"] = asyncio.run(_throughput(stack, main_docs))
-        report["indexer"]["chunks_per_s"] = round(report["indexer"]["events_per_s"] * per_doc, 1)
-        progress(f"freshness at {config.rate:g} events/s")
-        report["freshness"] = asyncio.run(_freshness(stack, fresh_docs, config.rate))
+    model = OnnxEmbeddingModel.load(config.model_dir, intra_op_threads=config.threads)
+    with LocalStack(
+        [config.model_dir],
+        threads=config.threads,
+        indexer_env=indexer_env,
+        embedder_env={"SEMANTIC_METRICS_PORT": str(metrics_port)},
+    ) as stack:
+        meter = _Meter(stack, f"http://127.0.0.1:{metrics_port}/metrics")
+        in_process = stack_seconds = 0.0
+        per_round: list[float] = []
+        spent: dict[str, float] = {}
+        for index, (a, b) in enumerate(spans):
+            progress(f"round {index + 1}/{rounds}: embedder in process, {b - a} documents")
+            texts = round_chunks[index]
+            alone = engine_seconds(model, texts, warmup=chunks[:256])[0]
+            progress(f"round {index + 1}/{rounds}: indexer, {b - a} events published at once")
+            before = meter.read()
+            seconds = asyncio.run(_publish_all(stack, main_docs[a:b], a))
+            for key, value in _spent(before, meter.read()).items():  # the stack's part only
+                spent[key] = spent.get(key, 0.0) + value
+            in_process += alone
+            stack_seconds += seconds
+            per_round.append(round(alone / seconds, 3))
+        del model
+        report["embedder_in_process"] = {
+            "chunks_per_s": round(len(chunks) / in_process, 1),
+            "docs_per_s": round(config.n / in_process, 1),
+        }
+        report["indexer"] = {
+            "events": config.n,
+            "rounds": rounds,
+            "seconds": round(stack_seconds, 2),
+            "events_per_s": round(config.n / stack_seconds, 1),
+            "chunks_per_s": round(len(chunks) / stack_seconds, 1),
+            **_usage(spent),
+        }
+        report["freshness"] = []
+        for index, rate in enumerate(config.rates):
+            progress(f"freshness at {rate:g} events/s")
+            first = index * config.freshness_events
+            part = fresh_docs[first : first + config.freshness_events]
+            before = meter.read()
+            result = asyncio.run(_freshness(stack, part, rate, config.poll_s, f"f{index}-"))
+            report["freshness"].append({**result, **_usage(_spent(before, meter.read()))})
         progress("baseline: one document at a time")
         report["one_by_one_baseline"] = asyncio.run(_one_by_one(stack, baseline_docs, config))
     report["ratios"] = {
-        "indexer_vs_embedder_in_process": round(
-            report["indexer"]["chunks_per_s"] / max(chunk_rate, 1e-9), 3
-        ),
+        "indexer_vs_embedder_in_process": round(in_process / stack_seconds, 3),
+        "indexer_vs_embedder_in_process_by_round": per_round,
         "indexer_vs_one_by_one": round(
             report["indexer"]["events_per_s"]
             / max(report["one_by_one_baseline"]["docs_per_s"], 1e-9),

@@ -86,3 +86,17 @@ def test_int8_vector_does_not_depend_on_its_batch_mates(int8: OnnxEmbeddingModel
     # A batch-mate with very large activations would change a per-batch activation scale.
     loud, _ = int8.embed([text, "!!!! " * 200, "🙂" * 50], "query")
     assert float(quiet[0].astype(np.float64) @ loud[0]) >= 0.999
+
+
+@pytest.mark.parametrize("variant", ["fp32_model_dir", "int8_model_dir"])
+def test_the_shared_session_gives_the_solo_sessions_vectors(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    """Batches running side by side use a second, single-threaded session: same vectors."""
+    model = OnnxEmbeddingModel.load(
+        request.getfixturevalue(variant), intra_op_threads=2, shared_threads=1
+    )
+    encoded = model.encode(TEXTS, "document")
+    solo = model.infer(encoded).astype(np.float64)
+    shared = model.infer(encoded, shared=True).astype(np.float64)
+    assert np.min(np.sum(solo * shared, axis=1)) >= 0.99999

@@ -204,3 +204,38 @@ async def test_a_mixed_batch_runs_as_several_calls_with_answers_in_order(executo
     for request, vectors in zip(requests, results, strict=True):
         assert [(v[0], v[1]) for v in vectors] == [(t.tag, len(t.ids)) for t in request]
     assert all(len(set(lengths)) == 1 for lengths in model.batches)  # never padded 8 to 240
+
+
+async def test_a_lone_batch_runs_solo_and_batches_side_by_side_run_shared(executor) -> None:  # type: ignore[no-untyped-def]
+    solo, shared = RecordingModel(delay=0.05), RecordingModel(delay=0.05)
+    batcher = MicroBatcher(
+        "test",
+        solo,
+        executor,
+        BatchPolicy(max_wait_s=0.0, max_batch_texts=2, workers=2),
+        infer_shared=shared,
+    )
+    batcher.start()
+    try:
+        await batcher.embed([text(4, 1)])  # alone: every thread on it
+        assert (len(solo.batches), len(shared.batches)) == (1, 0)
+        # six texts, two per batch: while one batch runs, the next ones run beside it
+        await asyncio.gather(*(batcher.embed([text(4, i)]) for i in range(6)))
+        assert sum(len(b) for b in solo.batches + shared.batches) == 7
+        assert len(shared.batches) >= 2
+    finally:
+        await batcher.close()
+
+
+async def test_one_worker_always_runs_solo(executor) -> None:  # type: ignore[no-untyped-def]
+    solo, shared = RecordingModel(delay=0.02), RecordingModel()
+    batcher = MicroBatcher(
+        "test", solo, executor, BatchPolicy(max_wait_s=0.0, max_batch_texts=2), infer_shared=shared
+    )
+    batcher.start()
+    try:
+        await asyncio.gather(*(batcher.embed([text(4, i)]) for i in range(6)))
+    finally:
+        await batcher.close()
+    assert shared.batches == []
+    assert sum(len(b) for b in solo.batches) == 6

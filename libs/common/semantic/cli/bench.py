@@ -32,7 +32,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     embedder.add_argument("--n", type=int, default=1000, help="texts per set")
     embedder.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients")
     embedder.add_argument("--request-texts", type=int, default=8, help="texts per gRPC call")
-    embedder.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    embedder.add_argument(
+        "--threads", type=int, default=2, help="onnxruntime threads of a batch running alone"
+    )
+    embedder.add_argument(
+        "--workers", type=int, default=2, help="embedder batches at a time (1 thread each)"
+    )
     embedder.add_argument("--repeat", type=int, default=3, help="runs per measurement")
 
     search = targets.add_parser(
@@ -91,7 +96,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     indexer.add_argument(
         "--batch-size", type=int, help="indexer fetch batch (default: the service's default)"
     )
-    indexer.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    indexer.add_argument(
+        "--threads", type=int, default=2, help="onnxruntime threads of a batch running alone"
+    )
+    indexer.add_argument(
+        "--workers", type=int, default=2, help="embedder batches at a time (1 thread each)"
+    )
     indexer.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
@@ -111,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             clients=args.clients,
             request_texts=args.request_texts,
             threads=args.threads,
+            workers=args.workers,
             repeat=args.repeat,
         )
         report = run_bench(config, progress=lambda step: print(f"# {step}", file=sys.stderr))
@@ -155,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 freshness_events=args.freshness_events,
                 baseline_n=args.baseline_n,
                 threads=args.threads,
+                workers=args.workers,
                 **({"batch_size": args.batch_size} if args.batch_size else {}),
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),

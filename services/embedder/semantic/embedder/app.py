@@ -26,7 +26,11 @@ SERVICE_NAME = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 def load_models(settings: EmbedderSettings) -> list[EmbeddingModel]:
     """Load every configured model directory (blocking; run it in a thread)."""
     return [
-        OnnxEmbeddingModel.load(path, intra_op_threads=settings.embedder_intra_op_threads)
+        OnnxEmbeddingModel.load(
+            path,
+            intra_op_threads=settings.embedder_intra_op_threads,
+            shared_threads=settings.shared_threads,
+        )
         for path in settings.embedder_model_dirs
     ]
 
@@ -60,7 +64,11 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event | None = None) -
     )
 
     def loader(path: Path) -> EmbeddingModel:
-        return OnnxEmbeddingModel.load(path, intra_op_threads=settings.embedder_intra_op_threads)
+        return OnnxEmbeddingModel.load(
+            path,
+            intra_op_threads=settings.embedder_intra_op_threads,
+            shared_threads=settings.shared_threads,
+        )
 
     # UNAVAILABLE until the models answered a warm-up
     servicer = EmbedderServicer(loader=loader if settings.embedder_allow_load else None)

@@ -11,6 +11,13 @@ built around the oldest pending text from its neighbours in length order, so tex
 similar length are padded together and nothing starves. When ``max_pending`` texts
 are already waiting, new submissions fail at once with ``Overloaded``.
 
+With several ``workers``, a batch that starts while another runs (or while texts are left
+waiting for the next one) runs through ``infer_shared``; one that runs alone through
+``infer``. The embedder gives the two different onnxruntime sessions: all threads on a
+lone batch (latency), one thread per batch side by side (throughput: no thread waits on
+another inside a batch, and on a machine shared with other processes a preempted thread
+stalls only its own batch).
+
 A batch then runs as one or more model calls (:func:`split_by_length`): its texts, in
 length order, are cut into runs that minimise the padded word-pieces plus a fixed cost per
 call (``call_cost_tokens``), each run at most ``group_tokens`` padded word-pieces. With few
@@ -112,9 +119,18 @@ def split_by_length(lengths: Sequence[int], group_tokens: int, call_cost: int) -
 class MicroBatcher(Generic[E]):
     """Merges concurrent embedding requests into token-budget batches for one model."""
 
-    def __init__(self, name: str, infer: Infer[E], executor: Executor, policy: BatchPolicy) -> None:
+    def __init__(
+        self,
+        name: str,
+        infer: Infer[E],
+        executor: Executor,
+        policy: BatchPolicy,
+        *,
+        infer_shared: Infer[E] | None = None,
+    ) -> None:
         self._name = name
         self._infer = infer
+        self._infer_shared = infer_shared or infer
         self._executor = executor
         self._policy = policy
         self._by_length: list[tuple[int, int, _Item[E]]] = []  # (length, seq, item), sorted
@@ -236,16 +252,16 @@ class MicroBatcher(Generic[E]):
             self._pending_tokens -= item.length
         return chosen
 
-    def _infer_split(self, batch: list[E]) -> np.ndarray[Any, Any]:
+    def _infer_split(self, infer: Infer[E], batch: list[E]) -> np.ndarray[Any, Any]:
         """Run ``batch`` (in length order) as the model calls ``split_by_length`` chooses."""
         policy = self._policy
         lengths = [max(1, len(encoded.ids)) for encoded in batch]
         ends = split_by_length(lengths, policy.group_tokens, policy.call_cost_tokens)
         if len(ends) == 1:
-            return self._infer(batch)
+            return infer(batch)
         parts, start = [], 0
         for end in ends:
-            parts.append(self._infer(batch[start:end]))
+            parts.append(infer(batch[start:end]))
             start = end
         return np.concatenate(parts)
 
@@ -255,10 +271,14 @@ class MicroBatcher(Generic[E]):
             return
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        # side by side with another batch (running, or about to start from what is pending):
+        # the shared inference; alone: the solo one, every thread on this batch
+        shared = self._policy.workers > 1 and (self._running > 0 or bool(self._oldest))
+        infer = self._infer_shared if shared else self._infer
         self._running += 1
         try:
             vectors = await loop.run_in_executor(
-                self._executor, self._infer_split, [item.encoded for item in live]
+                self._executor, self._infer_split, infer, [item.encoded for item in live]
             )
         except Exception as exc:
             for item in live:

@@ -37,6 +37,7 @@ from semantic.devstack.ports import free_port
 from semantic.embedder.batcher import BatchPolicy
 from semantic.embedder.engine import EmbeddingEngine, Limits
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
+from semantic.embedder.settings import shared_threads
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 
@@ -52,6 +53,7 @@ class BenchConfig:
     clients: int = 16
     request_texts: int = 8
     threads: int = 2
+    workers: int = 2
     repeat: int = 3
     latency_calls: int = 300
     seed: int = 13
@@ -94,28 +96,36 @@ def naive_rate(model: OnnxEmbeddingModel, texts: list[str], repeat: int) -> floa
     return _rate(len(texts), run, repeat)
 
 
-def engine_rate(model: OnnxEmbeddingModel, texts: list[str], repeat: int) -> float:
+def engine_rate(
+    model: OnnxEmbeddingModel, texts: list[str], repeat: int, *, workers: int = 1
+) -> float:
     """All texts offered at once, as many 8-text callers would; the batcher buckets them."""
-    timings = engine_seconds(model, texts, repeat=repeat, warmup=texts)
+    timings = engine_seconds(model, texts, repeat=repeat, warmup=texts, workers=workers)
     return round(len(texts) / statistics.median(timings), 1)
 
 
 def engine_seconds(
-    model: OnnxEmbeddingModel, texts: list[str], *, repeat: int = 1, warmup: list[str]
+    model: OnnxEmbeddingModel,
+    texts: list[str],
+    *,
+    repeat: int = 1,
+    warmup: list[str],
+    workers: int = 1,
 ) -> list[float]:
-    """Seconds of each of ``repeat`` passes of the engine over ``texts`` (offered at once, in
-    8-text calls), after one untimed pass over ``warmup``."""
+    """Seconds of each of ``repeat`` passes of the engine (``workers`` batches at a time)
+    over ``texts`` (offered at once, in 8-text calls), after one untimed pass over
+    ``warmup``."""
 
     async def run_once(engine: EmbeddingEngine, batch: list[str]) -> None:
         calls = [engine.embed(batch[i : i + 8]) for i in range(0, len(batch), 8)]
         await asyncio.gather(*calls)
 
     async def measure() -> list[float]:
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             engine = EmbeddingEngine(
                 [model],
                 executor=pool,
-                policy=BatchPolicy(max_pending=max(len(texts), len(warmup)) + 64),
+                policy=BatchPolicy(max_pending=max(len(texts), len(warmup)) + 64, workers=workers),
                 limits=Limits(),
             )
             engine.start()
@@ -136,7 +146,7 @@ def engine_seconds(
 class _Server:
     """The embedder as a child process on a free port."""
 
-    def __init__(self, model_dirs: Sequence[Path], threads: int) -> None:
+    def __init__(self, model_dirs: Sequence[Path], threads: int, workers: int) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -145,6 +155,7 @@ class _Server:
             "SEMANTIC_GRPC_PORT": str(self.port),
             "SEMANTIC_METRICS_PORT": "0",
             "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": str(threads),
+            "SEMANTIC_EMBEDDER_WORKERS": str(workers),
             "SEMANTIC_EMBEDDER_MAX_PENDING": "100000",
             "SEMANTIC_LOG_LEVEL": "warning",
         }
@@ -203,12 +214,21 @@ async def _latency(address: str, queries: list[str]) -> dict[str, float]:
     }
 
 
+def _load(model_dir: Path, config: BenchConfig) -> OnnxEmbeddingModel:
+    """The model as the service loads it with these threads and workers."""
+    return OnnxEmbeddingModel.load(
+        model_dir,
+        intra_op_threads=config.threads,
+        shared_threads=shared_threads(config.threads, config.workers),
+    )
+
+
 def run_bench(
     config: BenchConfig, progress: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
     """Run every measurement; returns the JSON-ready report."""
     rng = random.Random(config.seed)
-    fp32 = OnnxEmbeddingModel.load(config.model_dir, intra_op_threads=config.threads)
+    fp32 = _load(config.model_dir, config)
     words = _words(config)
     short = make_texts(words, config.n, 10, 15, rng)
     long = make_texts(words, config.n, 150, 250, rng)
@@ -220,6 +240,7 @@ def run_bench(
         "model": fp32.manifest.model_id,
         "texts_per_set": config.n,
         "intra_op_threads": config.threads,
+        "workers": config.workers,
         "cpu_count": os.cpu_count(),
         "words_from": str(config.dataset) if config.dataset else "tokenizer vocabulary",
         "unit": "texts/s (median of repeats)",
@@ -227,17 +248,20 @@ def run_bench(
     progress("naive baseline")
     report["naive_fp32"] = {k: naive_rate(fp32, v, config.repeat) for k, v in sets.items()}
     progress("in-process fp32")
-    report["in_process_fp32"] = {k: engine_rate(fp32, v, config.repeat) for k, v in sets.items()}
+    report["in_process_fp32"] = {
+        k: engine_rate(fp32, v, config.repeat, workers=config.workers) for k, v in sets.items()
+    }
     models = {"fp32": (config.model_dir, fp32.manifest.model_id)}
     if config.int8_model_dir is not None:
-        int8 = OnnxEmbeddingModel.load(config.int8_model_dir, intra_op_threads=config.threads)
+        int8 = _load(config.int8_model_dir, config)
         progress("in-process int8")
         report["in_process_int8"] = {
-            k: engine_rate(int8, sets[k], config.repeat) for k in ("short", "long")
+            k: engine_rate(int8, sets[k], config.repeat, workers=config.workers)
+            for k in ("short", "long")
         }
         models["int8"] = (config.int8_model_dir, int8.manifest.model_id)
     del fp32
-    server = _Server([m[0] for m in models.values()], config.threads)
+    server = _Server([m[0] for m in models.values()], config.threads, config.workers)
     try:
         asyncio.run(server.ready())
         for name, (_, model_id) in models.items():

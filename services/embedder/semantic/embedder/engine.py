@@ -43,7 +43,7 @@ class EmbeddingModel(Protocol):
     def encode(self, texts: Sequence[str], input_type: InputType) -> Sequence[Encoded]: ...
 
     def infer(
-        self, batch: Sequence[Any], *, normalize: bool | None = ...
+        self, batch: Sequence[Any], *, normalize: bool | None = ..., shared: bool = ...
     ) -> np.ndarray[Any, Any]: ...
 
 
@@ -91,9 +91,7 @@ class EmbeddingEngine:
         self._policy = policy
         self._started = False
         self._batchers = {
-            model_id: MicroBatcher[Any](
-                model_id, functools.partial(model.infer, normalize=False), executor, policy
-            )
+            model_id: _batcher(model_id, model, executor, policy)
             for model_id, model in self._models.items()
         }
 
@@ -130,9 +128,9 @@ class EmbeddingEngine:
                     f"{manifest.onnx_sha256[:12]})",
                 )
             return False
-        batcher = MicroBatcher[Any](
+        batcher = _batcher(
             manifest.model_id,
-            functools.partial(model.infer, normalize=False),
+            model,
             self._executor,
             self._policy,
         )
@@ -218,3 +216,16 @@ class EmbeddingEngine:
                     f"texts[{i}]",
                     f"{len(text)} characters, at most {self.limits.max_chars} per text",
                 )
+
+
+def _batcher(
+    model_id: str, model: EmbeddingModel, executor: Executor, policy: BatchPolicy
+) -> MicroBatcher[Any]:
+    """The model's batcher: raw pooled vectors, solo or shared inference."""
+    return MicroBatcher[Any](
+        model_id,
+        functools.partial(model.infer, normalize=False),
+        executor,
+        policy,
+        infer_shared=functools.partial(model.infer, normalize=False, shared=True),
+    )

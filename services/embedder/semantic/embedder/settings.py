@@ -16,6 +16,12 @@ def _default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def shared_threads(intra_op_threads: int, workers: int) -> int:
+    """The default threads of a batch running beside others: the solo batch's threads split
+    among the workers."""
+    return max(1, intra_op_threads // workers)
+
+
 class EmbedderSettings(BaseServiceSettings):
     """Every field reads SEMANTIC_<FIELD NAME>, e.g. SEMANTIC_EMBEDDER_MODEL_DIRS."""
 
@@ -27,10 +33,21 @@ class EmbedderSettings(BaseServiceSettings):
         None, description="Model id served when a request names none (default: the first dir)."
     )
     embedder_intra_op_threads: int = Field(
-        default_factory=_default_threads, ge=1, description="onnxruntime threads per batch."
+        default_factory=_default_threads,
+        ge=1,
+        description="onnxruntime threads of a batch that runs alone (default: the CPUs).",
     )
     embedder_workers: int = Field(
-        1, ge=1, le=64, description="Batches run at the same time (inference threads)."
+        default_factory=lambda: min(2, _default_threads()),
+        ge=1,
+        le=64,
+        description="Batches run at the same time under load (default: 2, 1 on one CPU).",
+    )
+    embedder_shared_threads: int | None = Field(
+        None,
+        ge=1,
+        description="onnxruntime threads of a batch running beside others "
+        "(default: intra-op threads / workers, at least 1).",
     )
     embedder_token_budget: int = Field(
         8192, ge=256, description="Padded word-pieces per batch (texts x longest text)."
@@ -50,6 +67,13 @@ class EmbedderSettings(BaseServiceSettings):
     embedder_allow_load: bool = Field(
         True, description="Whether LoadModel may load further model directories at run time."
     )
+
+    @property
+    def shared_threads(self) -> int:
+        """Threads of a batch that runs beside others."""
+        if self.embedder_shared_threads is not None:
+            return self.embedder_shared_threads
+        return shared_threads(self.embedder_intra_op_threads, self.embedder_workers)
 
     @field_validator("embedder_model_dirs", mode="before")
     @classmethod

@@ -11,7 +11,8 @@ search and indexer as processes):
   committed). The N events go in ``rounds``; each round is first embedded in process,
   then published to the stack, so both sides of the ratio see the same machine (a shared
   machine's speed drifts by 10-15% over minutes). Alongside: how busy the embedder was
-  (its inference seconds over the wall time, from its metrics) and the CPU seconds of
+  (its inference seconds over the wall time, from its metrics; up to the number of
+  embedder workers, as batches run side by side) and the CPU seconds of
   every process, which tell whether the embedder is the bottleneck;
 * ``freshness``: new events published at a steady rate (each of ``rates``); for each,
   the time from publish until its node has vectors in PostgreSQL, which is when Search
@@ -48,6 +49,7 @@ from semantic.devstack.process import cpu_seconds
 from semantic.devstack.stack import LocalStack
 from semantic.embedder.bench import engine_seconds
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
+from semantic.embedder.settings import shared_threads
 from semantic.indexer.settings import IndexerSettings
 from semantic.search import spaces
 from semantic.search.db import connection, create_pool
@@ -69,6 +71,7 @@ class IndexerBenchConfig:
     freshness_events: int = 1000
     baseline_n: int = 300
     threads: int = 2
+    workers: int = 2
     batch_size: int = IndexerSettings.model_fields["indexer_batch_size"].default
     rounds: int = 4
     poll_s: float = 0.025
@@ -286,6 +289,7 @@ def run_indexer_bench(
         "documents_from": str(config.dataset) if config.dataset else "generated (30-90 words)",
         "chunks": len(chunks),
         "intra_op_threads": config.threads,
+        "embedder_workers": config.workers,
         "indexer_batch_size": config.batch_size,
         "cpus": os.cpu_count(),
     }
@@ -294,12 +298,20 @@ def run_indexer_bench(
         "SEMANTIC_INDEXER_HEAL_INTERVAL_S": "0",
         "SEMANTIC_INDEXER_BATCH_SIZE": str(config.batch_size),
     }
-    model = OnnxEmbeddingModel.load(config.model_dir, intra_op_threads=config.threads)
+    model = OnnxEmbeddingModel.load(
+        config.model_dir,
+        intra_op_threads=config.threads,
+        shared_threads=shared_threads(config.threads, config.workers),
+    )
+    embedder_env = {
+        "SEMANTIC_METRICS_PORT": str(metrics_port),
+        "SEMANTIC_EMBEDDER_WORKERS": str(config.workers),
+    }
     with LocalStack(
         [config.model_dir],
         threads=config.threads,
         indexer_env=indexer_env,
-        embedder_env={"SEMANTIC_METRICS_PORT": str(metrics_port)},
+        embedder_env=embedder_env,
     ) as stack:
         meter = _Meter(stack, f"http://127.0.0.1:{metrics_port}/metrics")
         in_process = stack_seconds = 0.0
@@ -308,7 +320,7 @@ def run_indexer_bench(
         for index, (a, b) in enumerate(spans):
             progress(f"round {index + 1}/{rounds}: embedder in process, {b - a} documents")
             texts = round_chunks[index]
-            alone = engine_seconds(model, texts, warmup=chunks[:256])[0]
+            alone = engine_seconds(model, texts, warmup=chunks[:256], workers=config.workers)[0]
             progress(f"round {index + 1}/{rounds}: indexer, {b - a} events published at once")
             before = meter.read()
             seconds = asyncio.run(_publish_all(stack, main_docs[a:b], a))

@@ -25,14 +25,16 @@ SERVICE_NAME = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 
 def load_models(settings: EmbedderSettings) -> list[EmbeddingModel]:
     """Load every configured model directory (blocking; run it in a thread)."""
-    return [
-        OnnxEmbeddingModel.load(
-            path,
-            intra_op_threads=settings.embedder_intra_op_threads,
-            shared_threads=settings.shared_threads,
-        )
-        for path in settings.embedder_model_dirs
-    ]
+    return [load_model(settings, path) for path in settings.embedder_model_dirs]
+
+
+def load_model(settings: EmbedderSettings, path: Path) -> EmbeddingModel:
+    """One model directory with the configured solo and shared threads (blocking)."""
+    return OnnxEmbeddingModel.load(
+        path,
+        intra_op_threads=settings.embedder_intra_op_threads,
+        shared_threads=settings.shared_threads,
+    )
 
 
 def build_engine(
@@ -64,11 +66,7 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event | None = None) -
     )
 
     def loader(path: Path) -> EmbeddingModel:
-        return OnnxEmbeddingModel.load(
-            path,
-            intra_op_threads=settings.embedder_intra_op_threads,
-            shared_threads=settings.shared_threads,
-        )
+        return load_model(settings, path)
 
     # UNAVAILABLE until the models answered a warm-up
     servicer = EmbedderServicer(loader=loader if settings.embedder_allow_load else None)

@@ -214,12 +214,10 @@ async def _latency(address: str, queries: list[str]) -> dict[str, float]:
     }
 
 
-def _load(model_dir: Path, config: BenchConfig) -> OnnxEmbeddingModel:
+def load_as_served(model_dir: Path, threads: int, workers: int) -> OnnxEmbeddingModel:
     """The model as the service loads it with these threads and workers."""
     return OnnxEmbeddingModel.load(
-        model_dir,
-        intra_op_threads=config.threads,
-        shared_threads=shared_threads(config.threads, config.workers),
+        model_dir, intra_op_threads=threads, shared_threads=shared_threads(threads, workers)
     )
 
 
@@ -228,7 +226,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run every measurement; returns the JSON-ready report."""
     rng = random.Random(config.seed)
-    fp32 = _load(config.model_dir, config)
+    fp32 = load_as_served(config.model_dir, config.threads, config.workers)
     words = _words(config)
     short = make_texts(words, config.n, 10, 15, rng)
     long = make_texts(words, config.n, 150, 250, rng)
@@ -253,7 +251,7 @@ def run_bench(
     }
     models = {"fp32": (config.model_dir, fp32.manifest.model_id)}
     if config.int8_model_dir is not None:
-        int8 = _load(config.int8_model_dir, config)
+        int8 = load_as_served(config.int8_model_dir, config.threads, config.workers)
         progress("in-process int8")
         report["in_process_int8"] = {
             k: engine_rate(int8, sets[k], config.repeat, workers=config.workers)

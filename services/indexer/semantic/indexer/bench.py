@@ -47,9 +47,7 @@ from semantic.common.embedder_client import EmbedderClient
 from semantic.devstack.ports import free_port
 from semantic.devstack.process import cpu_seconds
 from semantic.devstack.stack import LocalStack
-from semantic.embedder.bench import engine_seconds
-from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
-from semantic.embedder.settings import shared_threads
+from semantic.embedder.bench import engine_seconds, load_as_served
 from semantic.indexer.settings import IndexerSettings
 from semantic.search import spaces
 from semantic.search.db import connection, create_pool
@@ -298,11 +296,7 @@ def run_indexer_bench(
         "SEMANTIC_INDEXER_HEAL_INTERVAL_S": "0",
         "SEMANTIC_INDEXER_BATCH_SIZE": str(config.batch_size),
     }
-    model = OnnxEmbeddingModel.load(
-        config.model_dir,
-        intra_op_threads=config.threads,
-        shared_threads=shared_threads(config.threads, config.workers),
-    )
+    model = load_as_served(config.model_dir, config.threads, config.workers)
     embedder_env = {
         "SEMANTIC_METRICS_PORT": str(metrics_port),
         "SEMANTIC_EMBEDDER_WORKERS": str(config.workers),

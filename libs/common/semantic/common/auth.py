@@ -3,10 +3,15 @@
     AuthSettings      SEMANTIC_AUTH_* fields a service's settings mix in (from ``tokens``)
     Role, ROLE_GRANTS reader < writer < service < admin; each includes the ones below
     METHOD_ROLES      the one table: full method name -> the least role that may call it
+    EMBEDDER_METHOD_ROLES, EMBEDDER_OPEN_METHODS   the embedder's table: LoadModel needs
+                      admin; Embed, EmbedStream and Info need no token
+    EVERY_TENANT_METHODS  methods acting on every tenant at once: a token with a tenant
+                      claim may not call them, whatever its roles
     Principal         the verified caller: subject, roles, tenant, raw claims
     AuthInterceptor   checks ``authorization: Bearer <JWT>`` and the role of every RPC,
                       then runs the handler with the caller in ``current_principal()``
-    enforce_tenant / enforce_user / require_role   checks a servicer makes itself
+    enforce_tenant / enforce_user / require_role / require_every_tenant
+                      checks a servicer makes itself
 
 Health and reflection are open without a token; a method of ours missing from the table
 is denied. Rejections follow the status table of ``grpc_errors``: Unauthenticated ->
@@ -20,7 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -43,6 +56,9 @@ from semantic.common.tokens import (
 
 __all__ = [
     "DEVELOPMENT_PRINCIPAL",
+    "EMBEDDER_METHOD_ROLES",
+    "EMBEDDER_OPEN_METHODS",
+    "EVERY_TENANT_METHODS",
     "METHOD_ROLES",
     "ROLE_GRANTS",
     "AuthInterceptor",
@@ -59,6 +75,7 @@ __all__ = [
     "is_public_method",
     "mint_token",
     "principal_from_claims",
+    "require_every_tenant",
     "require_role",
     "token_command",
 ]
@@ -93,6 +110,30 @@ METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
         "/semantic.v1.Admin/ListSpaces": Role.ADMIN,
     }
 )
+
+EMBEDDER_METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
+    {"/semantic.v1.Embedder/LoadModel": Role.ADMIN}
+)
+"""The embedder's table: loading a model changes what every caller of the process gets."""
+
+EMBEDDER_OPEN_METHODS: frozenset[str] = frozenset(
+    {
+        "/semantic.v1.Embedder/Embed",
+        "/semantic.v1.Embedder/EmbedStream",
+        "/semantic.v1.Embedder/Info",
+    }
+)
+"""Embedder RPCs callable without a token: the embedder holds no data, and its callers
+(search, the indexer) are let in by the network (the NetworkPolicy under deploy/)."""
+
+EVERY_TENANT_METHODS: frozenset[str] = frozenset(
+    {
+        *(method for method in METHOD_ROLES if method.startswith("/semantic.v1.Admin/")),
+        "/semantic.v1.Embedder/LoadModel",
+    }
+)
+"""Methods that read or change every tenant at once (spaces, heal, reindex, health, model
+loading). A token pinned to a tenant cannot be held to its tenant there, so it is refused."""
 
 
 def is_public_method(method: str) -> bool:
@@ -159,6 +200,18 @@ def enforce_tenant(requested: str) -> str:
     if requested in ("", tenant):
         return tenant
     raise errors.PermissionDenied(f"token is limited to tenant {tenant!r}")
+
+
+def require_every_tenant(role: Role | str = Role.ADMIN) -> Principal:
+    """The current principal if it has ``role`` and may act on every tenant at once (its
+    token has no tenant claim); else PermissionDenied."""
+    principal = require_role(role)
+    if principal.tenant is not None:
+        raise errors.PermissionDenied(
+            f"token is limited to tenant {principal.tenant!r}; acting on every tenant "
+            "needs a token without a tenant claim"
+        )
+    return principal
 
 
 def enforce_user(requested_user_id: str) -> str:
@@ -242,15 +295,24 @@ Behavior = Callable[[Any, ServicerContext[Any, Any]], Any]
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates and authorizes every RPC; pass it in ServerKit's extra_interceptors.
 
+    ``method_roles`` is the role table; ``open_methods`` need no token (like health and
+    reflection); ``every_tenant_methods`` are refused to tokens with a tenant claim.
     Raises BootstrapError at construction when jwt mode lacks usable key material. With
     ``auth_mode=disabled`` every call (health, reflection and ours alike) goes through as
     DEVELOPMENT_PRINCIPAL, and the table is not consulted.
     """
 
     def __init__(
-        self, settings: AuthSettings, *, method_roles: Mapping[str, Role] = METHOD_ROLES
+        self,
+        settings: AuthSettings,
+        *,
+        method_roles: Mapping[str, Role] = METHOD_ROLES,
+        open_methods: Collection[str] = frozenset(),
+        every_tenant_methods: Collection[str] = EVERY_TENANT_METHODS,
     ) -> None:
         self._method_roles = method_roles
+        self._open_methods = frozenset(open_methods)
+        self._every_tenant_methods = frozenset(every_tenant_methods)
         self._roles_claim = settings.auth_roles_claim
         self._tenant_claim = settings.auth_tenant_claim
         self._verifier: TokenVerifier | None = None
@@ -295,6 +357,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise errors.PermissionDenied(
                 f"method {method} needs role {needed}{_granted(principal)}"
             )
+        if principal.tenant is not None and method in self._every_tenant_methods:
+            raise errors.PermissionDenied(
+                f"method {method} acts on every tenant; the token is limited to tenant "
+                f"{principal.tenant!r}"
+            )
 
     def authorize(
         self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None
@@ -311,7 +378,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or is_public_method(method):
+        if handler is None or is_public_method(method) or method in self._open_methods:
             return handler
         principal: Principal | None = None
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from semantic.common.auth import Role, enforce_tenant, require_role
+from semantic.common.auth import Role, enforce_tenant, require_every_tenant
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.search import convert, domain, spaces
 from semantic.search.nodes import DeleteOutcome, Outcome, VectorRow
@@ -190,10 +190,11 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
 
     async def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:
-        tenant: str | None = enforce_tenant(request.tenant)
+        tenant: str | None = None
         if request.all_tenants:
-            require_role(Role.ADMIN)
-            tenant = None
+            require_every_tenant(Role.ADMIN)  # a tenant claim never counts other tenants
+        else:
+            tenant = enforce_tenant(request.tenant)
         stats = await self._service.stats(tenant)
         response = pb.StatsResponse(
             nodes_by_content_type=[

@@ -105,6 +105,30 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     indexer.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
+    soak = targets.add_parser(
+        "soak",
+        help="the whole stack under mixed load for N minutes: errors, latency, events, memory",
+        description="Starts a throw-away stack (PostgreSQL, NATS, embedder, search, indexer), "
+        "loads a starting corpus through Upsert, then runs concurrent clients mixing Search, "
+        "Nearest, Recommend, Get, Upsert and Track plus a steady stream of content and user "
+        "events on NATS; reports calls by RPC and status code, p50/p99 per RPC, events "
+        "published/applied/dead-lettered and each process's memory after warm-up and at the end.",
+    )
+    soak.add_argument("--json", action="store_true", help="print one JSON object")
+    soak.add_argument("--minutes", type=float, default=10.0, help="measured time (after warm-up)")
+    soak.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients")
+    soak.add_argument("--rate", type=float, default=20.0, help="NATS events/s (0: none)")
+    soak.add_argument("--corpus", type=int, default=2000, help="documents loaded before the soak")
+    soak.add_argument(
+        "--dataset",
+        type=Path,
+        help="BEIR folder for the documents (default: ../shared/data/nfcorpus when present, "
+        "else generated text)",
+    )
+    soak.add_argument("--warmup", type=float, default=30.0, help="seconds of load before measuring")
+    soak.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,6 +192,23 @@ def run(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 workers=args.workers,
                 **({"batch_size": args.batch_size} if args.batch_size else {}),
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "soak":
+        from semantic.devstack.soak import SoakConfig, run_soak
+
+        report = run_soak(
+            SoakConfig(
+                model_dir=args.model,
+                minutes=args.minutes,
+                clients=args.clients,
+                rate=args.rate,
+                corpus=args.corpus,
+                dataset=args.dataset,
+                warmup_s=args.warmup,
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )

@@ -1,0 +1,163 @@
+"""The soak's pure helpers: the status tally, memory growth, the counters read from the
+indexer's metrics, and the event stream's order of writes."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from semantic.devstack.footprint import Footprint, footprint, growth, growth_within
+from semantic.devstack.soak import counter_by
+from semantic.devstack.tally import StatusTally
+from semantic.devstack.workload import Workload
+from semantic.v1 import events_pb2 as epb
+
+MB = 1024 * 1024
+
+
+def test_tally_counts_calls_by_rpc_and_code_and_times_only_successes() -> None:
+    tally = StatusTally()
+    for ms in (1.0, 2.0, 3.0):
+        tally.record("Search", "OK", ms)
+    tally.record("Search", "RESOURCE_EXHAUSTED", 500.0, "busy")
+    tally.record("Get", "OK", 4.0)
+
+    summary = tally.summary()
+
+    assert tally.calls() == 5
+    assert summary["Search"]["calls"] == 4
+    assert summary["Search"]["errors"] == 1
+    assert summary["Search"]["codes"] == {"OK": 3, "RESOURCE_EXHAUSTED": 1}
+    assert summary["Search"]["p50_ms"] == 2.0  # the 500 ms refusal is not a latency sample
+    assert summary["Get"]["p99_ms"] == 4.0
+    assert tally.by_code() == {"OK": 4, "RESOURCE_EXHAUSTED": 1}
+
+
+def test_tally_goal_allows_only_ok_and_resource_exhausted() -> None:
+    tally = StatusTally()
+    tally.record("Track", "OK", 1.0)
+    tally.record("Track", "RESOURCE_EXHAUSTED", 1.0)
+    assert tally.unexpected() == {}
+
+    tally.record("Upsert", "INTERNAL", 1.0, "internal error")
+    tally.record("Nearest", "NOT_FOUND", 1.0, "no node d7")
+    assert tally.unexpected() == {"INTERNAL": 1, "NOT_FOUND": 1}
+
+
+def test_tally_keeps_a_few_examples_of_each_failure() -> None:
+    tally = StatusTally(examples_per_kind=2)
+    for i in range(5):
+        tally.record("Upsert", "INTERNAL", 1.0, f"failure {i}")
+    tally.record("Search", "DEADLINE_EXCEEDED", 30_000.0, "x" * 1000)
+
+    failures = tally.failures()
+
+    assert failures[1] == {
+        "rpc": "Upsert",
+        "code": "INTERNAL",
+        "details": ["failure 0", "failure 1"],
+    }
+    assert failures[0]["rpc"] == "Search"
+    assert len(failures[0]["details"][0]) == 300  # long details are cut
+    assert "p50_ms" not in tally.summary()["Upsert"]  # no success, no latency
+
+
+def test_growth_compares_end_with_start_on_the_chosen_metric() -> None:
+    start = {
+        "search": Footprint(rss_bytes=100 * MB, pss_bytes=90 * MB, processes=1),
+        "postgres": Footprint(rss_bytes=800 * MB, pss_bytes=120 * MB, processes=12),
+    }
+    end = {
+        "search": Footprint(rss_bytes=105 * MB, pss_bytes=95 * MB, processes=1),
+        # RSS counts shared buffers once per backend: more backends, "more" memory
+        "postgres": Footprint(rss_bytes=1200 * MB, pss_bytes=126 * MB, processes=18),
+    }
+    peak = {"search": Footprint(rss_bytes=130 * MB, pss_bytes=0, processes=1)}
+
+    report = growth(start, end, metrics={"postgres": "pss"}, peak=peak)
+
+    assert report["search"]["metric"] == "rss"
+    assert report["search"]["growth_ratio"] == 1.05
+    assert report["search"]["peak_mb"] == 130.0
+    assert report["postgres"]["metric"] == "pss"
+    assert report["postgres"]["start_mb"] == 120.0
+    assert report["postgres"]["growth_ratio"] == 1.05
+    assert report["postgres"]["peak_mb"] == 126.0  # no peak sample: the larger of the two
+    assert report["postgres"]["rss_mb"] == [800.0, 1200.0]
+    assert report["postgres"]["processes"] == [12, 18]
+    assert growth_within(report, 0.10)
+
+
+@pytest.mark.parametrize(("end_mb", "met"), [(109, True), (110, False), (150, False)])
+def test_growth_goal_is_strictly_under_the_limit(end_mb: int, met: bool) -> None:
+    report = growth(
+        {"nats": Footprint(100 * MB, 100 * MB, 1)},
+        {"nats": Footprint(end_mb * MB, end_mb * MB, 1)},
+        metrics={},
+    )
+    assert growth_within(report, 0.10) is met
+
+
+def test_growth_of_a_process_gone_at_the_end_is_zero_not_an_error() -> None:
+    report = growth({"indexer": Footprint(50 * MB, 50 * MB, 1)}, {}, metrics={})
+    assert report["indexer"]["end_mb"] == 0.0
+    assert report["indexer"]["growth_ratio"] == 0.0
+
+
+def test_footprint_of_this_process_reads_rss_and_pss() -> None:
+    if not os.path.exists("/proc/self/smaps_rollup"):
+        pytest.skip("needs Linux /proc")
+    mine = footprint(os.getpid())
+    assert mine.processes >= 1
+    assert mine.rss_bytes > 10 * MB
+    assert 0 < mine.pss_bytes <= mine.rss_bytes
+
+
+def test_counter_by_sums_prometheus_samples_by_label() -> None:
+    text = "\n".join(
+        [
+            "# HELP semantic_indexer_events_total Events handled",
+            "# TYPE semantic_indexer_events_total counter",
+            'semantic_indexer_events_total{kind="content",outcome="created"} 7.0',
+            'semantic_indexer_events_total{kind="content",outcome="deleted"} 2.0',
+            'semantic_indexer_events_total{kind="user",outcome="tracked"} 5.0',
+            'semantic_indexer_events_created{kind="user",outcome="tracked"} 1.7e9',
+            "",
+        ]
+    )
+    assert counter_by(text, "semantic_indexer_events_total", "kind") == {
+        ("content",): 9.0,
+        ("user",): 5.0,
+    }
+    assert counter_by(text, "semantic_indexer_dead_letters_total", "reason") == {}
+
+
+def test_event_stream_versions_increase_and_deletes_follow_upserts() -> None:
+    work = Workload([("title", "body text"), ("other", "more text")], users=5)
+    rng = random.Random(3)
+    versions: dict[str, int] = {}
+    live: set[str] = set()
+    kinds: set[str] = set()
+    for _ in range(2000):
+        kind, subject, payload, event_id = work.event(rng)
+        kinds.add(kind)
+        if kind == "user":
+            user = epb.UserEvent.FromString(payload)
+            assert subject == "semantic.user._"
+            assert user.node_id.startswith("d")  # corpus nodes only: never deleted
+            assert user.event_id == event_id
+            continue
+        content = epb.ContentEvent.FromString(payload)
+        node_id = content.node.id
+        assert content.event_id == event_id
+        assert content.version > versions.get(node_id, 0)
+        versions[node_id] = content.version
+        if kind == "content_delete":
+            assert node_id in live
+            live.discard(node_id)
+        else:
+            assert subject == f"semantic.content._.{content.node.content_type}"
+            live.add(node_id)
+    assert kinds == {"content_upsert", "content_delete", "user"}

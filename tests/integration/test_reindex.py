@@ -38,6 +38,8 @@ async def reindex_embedder(fp32_model_dir: Path, service_starter: Callable[..., 
         {
             "SEMANTIC_EMBEDDER_MODEL_DIRS": str(fp32_model_dir),
             "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1",
+            # like the search service below: LoadModel takes no token here
+            "SEMANTIC_AUTH_MODE": "disabled",
         },
     )
     await wait_serving(service.address, exit_code=service.process.poll, name="embedder")

@@ -3,7 +3,9 @@
 Splits large calls to the server's per-request limit, retries UNAVAILABLE with the one
 retry helper (embedding is idempotent), and turns gRPC failures into domain errors:
 UNAVAILABLE / DEADLINE_EXCEEDED -> DependencyUnavailable, INVALID_ARGUMENT ->
-InvalidArgument (field path kept), RESOURCE_EXHAUSTED -> Overloaded.
+InvalidArgument (field path kept), RESOURCE_EXHAUSTED -> Overloaded; ALREADY_EXISTS,
+PERMISSION_DENIED, UNAUTHENTICATED and FAILED_PRECONDITION (LoadModel refused, a model
+limit) -> FailedPrecondition.
 """
 
 from __future__ import annotations
@@ -91,10 +93,19 @@ class EmbedderClient:
         reply = await self._call(self._stub.Info(pb.InfoRequest(), timeout=self._timeout))
         return [_description(m) for m in reply.models]
 
-    async def load_model(self, model_dir: str) -> ModelDescription:
-        """Have the embedder load and serve a model directory (idempotent)."""
+    async def load_model(
+        self, model_dir: str, *, authorization: str | None = None
+    ) -> ModelDescription:
+        """Have the embedder load and serve a model directory (idempotent).
+
+        ``authorization`` is the ``authorization`` metadata to send (``Bearer <JWT>``):
+        LoadModel needs an admin token when the embedder checks tokens.
+        """
+        metadata = (("authorization", authorization),) if authorization else None
         reply = await self._call(
-            self._stub.LoadModel(pb.LoadModelRequest(model_dir=model_dir), timeout=self._timeout)
+            self._stub.LoadModel(
+                pb.LoadModelRequest(model_dir=model_dir), timeout=self._timeout, metadata=metadata
+            )
         )
         return _description(reply.model)
 
@@ -145,7 +156,11 @@ class EmbedderClient:
                 raise InvalidArgument(field, problem or details) from exc
             if code is grpc.StatusCode.ALREADY_EXISTS:
                 raise FailedPrecondition(f"embedder: {details}") from exc
-            if code is grpc.StatusCode.PERMISSION_DENIED:
+            if code in (
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.FAILED_PRECONDITION,
+            ):
                 raise FailedPrecondition(f"embedder: {details}") from exc
             raise DependencyUnavailable("embedder", f"{code.name}: {details}") from exc
 

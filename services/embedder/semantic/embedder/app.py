@@ -1,5 +1,11 @@
 """The embedder process: settings -> logging -> server (NOT_SERVING) -> load models and
-answer a warm-up batch -> SERVING -> SIGTERM -> drain -> close."""
+answer a warm-up batch -> SERVING -> SIGTERM -> drain -> close.
+
+Auth: Embed, EmbedStream and Info need no token (the embedder holds no data; the network
+lets in its callers). LoadModel needs an admin token without a tenant claim, checked by
+the shared AuthInterceptor with the SEMANTIC_AUTH_* settings; with SEMANTIC_AUTH_MODE=jwt
+and no key to check tokens with, LoadModel is refused and the rest is served.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ from pathlib import Path
 import grpc
 import structlog
 
+from semantic.common.auth import EMBEDDER_METHOD_ROLES, EMBEDDER_OPEN_METHODS, AuthInterceptor
 from semantic.common.log import configure_logging
 from semantic.common.server import ServerKit, run_service
 from semantic.embedder.batcher import BatchPolicy
 from semantic.embedder.engine import EmbeddingEngine, EmbeddingModel, Limits
+from semantic.embedder.loading import ModelLoading
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.embedder.servicer import EmbedderServicer
 from semantic.embedder.settings import EmbedderSettings
@@ -56,7 +64,40 @@ def build_engine(
             max_chars=settings.embedder_max_chars_per_text,
         ),
         default_model=settings.embedder_default_model,
+        max_models=settings.embedder_max_models,
     )
+
+
+def access(settings: EmbedderSettings) -> tuple[list[grpc.aio.ServerInterceptor], str | None]:
+    """The auth interceptors to install, and why LoadModel is refused (None: it is not).
+
+    Raises BootstrapError when key material is configured but unusable.
+    """
+    refusal = None
+    if not settings.embedder_allow_load:
+        refusal = (
+            "loading models at run time is switched off on this embedder "
+            "(SEMANTIC_EMBEDDER_ALLOW_LOAD=false)"
+        )
+    has_key = bool(
+        settings.auth_jwt_secret
+        or settings.auth_jwt_public_key
+        or settings.auth_jwt_public_key_file
+    )
+    if settings.auth_mode == "jwt" and not has_key:
+        if refusal is None:
+            refusal = (
+                "LoadModel needs an admin token and this embedder has no key to check one "
+                "with: set SEMANTIC_AUTH_JWT_SECRET or SEMANTIC_AUTH_JWT_PUBLIC_KEY(_FILE) "
+                "as on the search service (or SEMANTIC_AUTH_MODE=disabled for development "
+                "only)"
+            )
+            log.warning("load_model_refused", reason=refusal)
+        return [], refusal
+    interceptor = AuthInterceptor(
+        settings, method_roles=EMBEDDER_METHOD_ROLES, open_methods=EMBEDDER_OPEN_METHODS
+    )
+    return [interceptor], refusal
 
 
 async def serve(settings: EmbedderSettings, stop: asyncio.Event | None = None) -> None:
@@ -68,8 +109,10 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event | None = None) -
     def loader(path: Path) -> EmbeddingModel:
         return load_model(settings, path)
 
+    interceptors, refusal = access(settings)
+    loading = ModelLoading(loader, settings.model_roots, refusal=refusal)
     # UNAVAILABLE until the models answered a warm-up
-    servicer = EmbedderServicer(loader=loader if settings.embedder_allow_load else None)
+    servicer = EmbedderServicer(loading=loading)
     engines: list[EmbeddingEngine] = []
     kit = ServerKit(
         name="embedder",
@@ -79,6 +122,7 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event | None = None) -
         metrics_host=settings.metrics_host,
         metrics_port=settings.metrics_port,
         grace_seconds=settings.shutdown_grace_seconds,
+        extra_interceptors=interceptors,
     )
 
     async def start() -> None:

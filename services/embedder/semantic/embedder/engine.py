@@ -16,9 +16,10 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from semantic.common.errors import AlreadyExists, InvalidArgument
+from semantic.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from semantic.embedder.batcher import BatchPolicy, MicroBatcher
-from semantic.embedder.model.manifest import Manifest
+from semantic.embedder.model.errors import ModelError
+from semantic.embedder.model.manifest import Manifest, model_id_problem
 
 InputType = Literal["query", "document"]
 
@@ -55,6 +56,15 @@ class Limits:
     max_chars: int = 32768
 
 
+class ModelOutputInvalid(ModelError):
+    """A served model produced a non-finite vector: a fault of the model, not of the
+    request (INTERNAL, logged), and never handed to a caller."""
+
+    def __init__(self, model_id: str) -> None:
+        self.model_id = model_id
+        super().__init__(f"model {model_id} produced a non-finite vector (NaN or inf)")
+
+
 @dataclass(frozen=True)
 class Embedding:
     """The answer to one embed call."""
@@ -67,7 +77,7 @@ class Embedding:
 
 
 class EmbeddingEngine:
-    """Serves one or more models; one is the default."""
+    """Serves one or more models, at most ``max_models``; one is the default."""
 
     def __init__(
         self,
@@ -77,9 +87,13 @@ class EmbeddingEngine:
         policy: BatchPolicy,
         limits: Limits,
         default_model: str | None = None,
+        max_models: int | None = None,
     ) -> None:
         if not models:
             raise ValueError("at least one model is required")
+        self.max_models = max_models if max_models is not None else len(models)
+        if len(models) > self.max_models:
+            raise ValueError(f"{len(models)} models, at most {self.max_models} may be served")
         self.limits = limits
         self._models = {m.manifest.model_id: m for m in models}
         if len(self._models) != len(models):
@@ -112,12 +126,10 @@ class EmbeddingEngine:
         model = self._models.get(model_id)
         return model.manifest if model is not None else None
 
-    async def add_model(self, model: EmbeddingModel) -> bool:
-        """Serve ``model`` too, after a warm-up batch; False if it is already served.
-
-        Raises AlreadyExists when another model is served under the same id.
-        """
-        manifest = model.manifest
+    def admit(self, manifest: Manifest) -> Manifest | None:
+        """The served manifest when ``manifest``'s model is served already, None when it
+        may be added. Raises AlreadyExists for another model under the same id and
+        FailedPrecondition when ``max_models`` are served."""
         current = self._models.get(manifest.model_id)
         if current is not None:
             if current.manifest.onnx_sha256 != manifest.onnx_sha256:
@@ -127,6 +139,24 @@ class EmbeddingEngine:
                     f"{current.manifest.onnx_sha256[:12]}, the directory holds "
                     f"{manifest.onnx_sha256[:12]})",
                 )
+            return current.manifest
+        if len(self._models) >= self.max_models:
+            raise FailedPrecondition(
+                f"this embedder already serves {len(self._models)} models, the most "
+                f"SEMANTIC_EMBEDDER_MAX_MODELS={self.max_models} allows; a loaded model is "
+                "served until the process ends: raise the limit or restart without the "
+                "models no longer needed"
+            )
+        return None
+
+    async def add_model(self, model: EmbeddingModel) -> bool:
+        """Serve ``model`` too, after a warm-up batch; False if it is already served.
+
+        Raises AlreadyExists when another model is served under the same id and
+        FailedPrecondition when ``max_models`` are served (see :meth:`admit`).
+        """
+        manifest = model.manifest
+        if self.admit(manifest) is not None:
             return False
         batcher = _batcher(
             manifest.model_id,
@@ -182,6 +212,8 @@ class EmbeddingEngine:
                     )
         rows = await self._batchers[model.manifest.model_id].embed(encoded)
         vectors = np.vstack(rows).astype(np.float32, copy=False)
+        if not np.isfinite(vectors).all():
+            raise ModelOutputInvalid(model.manifest.model_id)
         do_normalize = model.manifest.normalize if normalize is None else normalize
         if do_normalize:
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -195,6 +227,10 @@ class EmbeddingEngine:
         )
 
     def _model(self, model_id: str) -> EmbeddingModel:
+        if model_id:
+            problem = model_id_problem(model_id)
+            if problem is not None:
+                raise InvalidArgument("model_id", f"{problem} (or empty for the default model)")
         model = self._models.get(model_id or self.default_model)
         if model is None:
             served = ", ".join(sorted(self._models))

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
-import structlog
-
 from semantic.common.errors import DependencyUnavailable, InvalidArgument, PermissionDenied
-from semantic.embedder.engine import Embedding, EmbeddingEngine, EmbeddingModel, InputType
-from semantic.embedder.model.errors import ModelError
+from semantic.embedder.engine import Embedding, EmbeddingEngine, InputType
+from semantic.embedder.loading import ModelLoading
 from semantic.embedder.model.manifest import Manifest
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 
-log = structlog.get_logger(__name__)
-ModelLoader = Callable[[Path], EmbeddingModel]
-"""Loads a model directory (blocking; run in a thread)."""
+MAX_REQUEST_ID_CHARS = 128
 
 _INPUT_TYPES: dict[int, InputType] = {
     pb.INPUT_TYPE_UNSPECIFIED: "document",
@@ -39,11 +33,10 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Converts between protobuf and the engine; no logic of its own."""
 
     def __init__(
-        self, engine: EmbeddingEngine | None = None, loader: ModelLoader | None = None
+        self, engine: EmbeddingEngine | None = None, loading: ModelLoading | None = None
     ) -> None:
         self._ready = engine
-        self._loader = loader
-        self._loading = asyncio.Lock()
+        self._loading = loading
 
     def attach(self, engine: EmbeddingEngine) -> None:
         """Start answering with ``engine`` (calls before this get UNAVAILABLE)."""
@@ -62,6 +55,11 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         self, request_iterator: AsyncIterator[pb.EmbedStreamRequest], context: Any
     ) -> AsyncIterator[pb.EmbedStreamResponse]:
         async for item in request_iterator:
+            if len(item.request_id) > MAX_REQUEST_ID_CHARS:
+                raise InvalidArgument(
+                    "request_id",
+                    f"{len(item.request_id)} characters, at most {MAX_REQUEST_ID_CHARS}",
+                )
             reply = await self._embed(item.embed)
             yield pb.EmbedStreamResponse(request_id=item.request_id, embed=reply)
 
@@ -79,22 +77,13 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
     async def LoadModel(self, request: pb.LoadModelRequest, context: Any) -> pb.LoadModelResponse:
         engine = self._engine
-        if self._loader is None:
+        if self._loading is None:
             raise PermissionDenied("loading models at run time is switched off on this embedder")
-        if not request.model_dir.strip():
-            raise InvalidArgument("model_dir", "must name a model directory")
-        async with self._loading:  # one load at a time: they are large
-            try:
-                model = await asyncio.to_thread(self._loader, Path(request.model_dir))
-            except ModelError as exc:
-                raise InvalidArgument("model_dir", str(exc)) from exc
-            except OSError as exc:
-                raise InvalidArgument("model_dir", f"cannot be read: {exc}") from exc
-            loaded = await engine.add_model(model)
-        manifest = model.manifest
-        log.info("model_loaded" if loaded else "model_already_served", model=manifest.model_id)
+        result = await self._loading.load(engine, request.model_dir)
+        manifest = result.manifest
         return pb.LoadModelResponse(
-            model=_model_info(manifest, manifest.model_id == engine.default_model), loaded=loaded
+            model=_model_info(manifest, manifest.model_id == engine.default_model),
+            loaded=result.loaded,
         )
 
     async def _embed(self, request: pb.EmbedRequest) -> pb.EmbedResponse:

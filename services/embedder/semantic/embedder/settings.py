@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
+from semantic.common.auth import AuthSettings
 from semantic.common.settings import BaseServiceSettings
 
 
@@ -22,8 +23,13 @@ def shared_threads(intra_op_threads: int, workers: int) -> int:
     return max(1, intra_op_threads // workers)
 
 
-class EmbedderSettings(BaseServiceSettings):
-    """Every field reads SEMANTIC_<FIELD NAME>, e.g. SEMANTIC_EMBEDDER_MODEL_DIRS."""
+class EmbedderSettings(BaseServiceSettings, AuthSettings):
+    """Every field reads SEMANTIC_<FIELD NAME>, e.g. SEMANTIC_EMBEDDER_MODEL_DIRS.
+
+    The SEMANTIC_AUTH_* fields are the other services' (see ``semantic.common.tokens``):
+    LoadModel needs an admin token without a tenant claim; Embed, EmbedStream and Info
+    need none.
+    """
 
     embedder_model_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [Path("models/all-minilm-l6-v2")],
@@ -67,6 +73,18 @@ class EmbedderSettings(BaseServiceSettings):
     embedder_allow_load: bool = Field(
         True, description="Whether LoadModel may load further model directories at run time."
     )
+    embedder_model_roots: Annotated[list[Path] | None, NoDecode] = Field(
+        None,
+        description="Comma-separated folders LoadModel may load model directories from "
+        "(default: the folders holding SEMANTIC_EMBEDDER_MODEL_DIRS).",
+    )
+    embedder_max_models: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="Models served at once, the configured ones included; LoadModel beyond "
+        "it is FAILED_PRECONDITION (a loaded model stays until the process ends).",
+    )
 
     @property
     def shared_threads(self) -> int:
@@ -75,11 +93,27 @@ class EmbedderSettings(BaseServiceSettings):
             return self.embedder_shared_threads
         return shared_threads(self.embedder_intra_op_threads, self.embedder_workers)
 
-    @field_validator("embedder_model_dirs", mode="before")
+    @property
+    def model_roots(self) -> list[Path]:
+        """Folders LoadModel may load from: as configured, else the model dirs' parents."""
+        if self.embedder_model_roots is not None:
+            return list(self.embedder_model_roots)
+        return list(dict.fromkeys(path.parent for path in self.embedder_model_dirs))
+
+    @field_validator("embedder_model_dirs", "embedder_model_roots", mode="before")
     @classmethod
     def _split_dirs(cls, value: object) -> object:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list) and not value:
-            raise ValueError("must name at least one model directory")
+            raise ValueError("must name at least one directory")
         return value
+
+    @model_validator(mode="after")
+    def _models_fit(self) -> EmbedderSettings:
+        if len(self.embedder_model_dirs) > self.embedder_max_models:
+            raise ValueError(
+                f"SEMANTIC_EMBEDDER_MODEL_DIRS names {len(self.embedder_model_dirs)} "
+                f"directories, SEMANTIC_EMBEDDER_MAX_MODELS allows {self.embedder_max_models}"
+            )
+        return self

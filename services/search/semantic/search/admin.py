@@ -147,7 +147,10 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         if which == "model_dir":
             if not request.model_dir.strip():
                 raise InvalidArgument("model_dir", "must not be empty")
-            model = await self._embedder.load_model(request.model_dir)
+            # The caller's token (admin, no tenant claim) is what the embedder checks.
+            model = await self._embedder.load_model(
+                request.model_dir, authorization=_authorization(context)
+            )
         else:
             served = {m.model_id: m for m in await self._embedder.models()}
             if request.model_id not in served:
@@ -203,6 +206,14 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
     async def _ping_embedder(self) -> str:
         model = await self._embedder.default_model()
         return f"{model.model_id} ({model.dim}-d)"
+
+
+def _authorization(context: Any) -> str | None:
+    """The caller's ``authorization`` metadata, to pass on to the embedder."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization":
+            return value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    return None
 
 
 async def _vector_counts(conn: asyncpg.Connection, space: spaces.Space) -> tuple[int, int]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from semantic.embedder.model.errors import ManifestInvalid, ModelFileMissing
 
@@ -21,6 +22,39 @@ Pooling = Literal["mean", "cls", "max"]
 Quantization = Literal["fp32", "fp16", "int8"]
 InputType = Literal["query", "document"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+"""A model id: 1-128 characters, letters, digits and ``. _ : / -``, starting with a letter
+or digit (``sentence-transformers/all-MiniLM-L6-v2``, ``...-L6-v2:int8``)."""
+MAX_WINDOW = 8192
+"""The largest ``max_tokens`` a manifest may declare (long-context encoders use 8192)."""
+
+
+def model_id_problem(model_id: str) -> str | None:
+    """Why ``model_id`` is not a valid model id, or None when it is.
+
+    Model ids name embedding spaces, appear in logs, metrics and file names: no control
+    characters, no ``..``, ``.`` or empty path segments, nothing beyond MODEL_ID_PATTERN.
+    """
+    if "\x00" in model_id:
+        return "must not contain NUL characters"
+    if MODEL_ID_PATTERN.fullmatch(model_id) is None:
+        return (
+            "must be 1-128 characters: letters, digits and . _ / -, starting with a letter or digit"
+        )
+    if any(part in ("", ".", "..") for part in model_id.split("/")):
+        return "must not contain empty, '.' or '..' path segments"
+    return None
+
+
+def _valid_model_id(model_id: str) -> str:
+    problem = model_id_problem(model_id)
+    if problem is not None:
+        raise ValueError(problem)
+    return model_id
+
+
+ModelId = Annotated[str, AfterValidator(_valid_model_id)]
 
 
 class Manifest(BaseModel):
@@ -36,9 +70,9 @@ class Manifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     manifest_version: Literal[1] = 1
-    model_id: Annotated[str, Field(min_length=1)]
-    """Id used in requests and stored with every embedding space."""
-    base_model_id: str | None = None
+    model_id: ModelId
+    """Id used in requests and stored with every embedding space (see MODEL_ID_PATTERN)."""
+    base_model_id: ModelId | None = None
     """The model this one is a variant of (the fp32 id for an int8 build); else None."""
     onnx_sha256: Sha256
     """Lowercase hex SHA-256 of model.onnx."""
@@ -46,8 +80,9 @@ class Manifest(BaseModel):
     pooling: Pooling = "mean"
     normalize: bool = True
     """L2-normalise pooled vectors by default."""
-    max_tokens: Annotated[int, Field(gt=2)]
-    """Model window in word-pieces, special tokens included."""
+    max_tokens: Annotated[int, Field(gt=2, le=MAX_WINDOW)]
+    """Model window in word-pieces, special tokens included; the graph must accept it
+    (checked at load against its position embeddings and a run at this length)."""
     query_prefix: str = ""
     document_prefix: str = ""
     quantization: Quantization = "fp32"

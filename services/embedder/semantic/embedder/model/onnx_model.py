@@ -7,6 +7,12 @@ the tokenizer's own truncation, so the cut matches the reference implementation 
 template ([CLS] ... [SEP], <s> ... </s>). Batches are padded on the right to their
 longest text, pooled with the attention mask as the manifest says and optionally
 L2-normalised. Everything here is safe to call from several threads at once.
+
+Loading checks the manifest against the model itself: ``max_tokens`` within the graph's
+position embeddings, the tokenizer's ids within its word-piece table (``GraphLimits``),
+then one text of exactly ``max_tokens`` word-pieces must run through the graph and give a
+finite ``dim``-wide vector. A manifest that promises more than the graph can do is
+refused at load, never discovered by a long request.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from semantic.embedder.model.errors import (
     ModelFileMissing,
     ModelIncompatible,
 )
+from semantic.embedder.model.graph_limits import GraphLimits
 from semantic.embedder.model.manifest import (
+    MANIFEST_FILE,
     ONNX_FILE,
     TOKENIZER_FILE,
     InputType,
@@ -103,6 +111,13 @@ class OnnxEmbeddingModel:
             actual = file_sha256(onnx_path)
             if actual != manifest.onnx_sha256:
                 raise ModelChecksumMismatch(onnx_path, manifest.onnx_sha256, actual)
+        limits = GraphLimits.read(model_dir)
+        if limits.positions is not None and manifest.max_tokens > limits.positions:
+            raise ModelIncompatible(
+                model_dir / MANIFEST_FILE,
+                f"max_tokens {manifest.max_tokens} exceeds the {limits.positions} position "
+                "embeddings of model.onnx",
+            )
         session = _session(onnx_path, intra_op_threads)
         shared = (
             _session(onnx_path, shared_threads)
@@ -115,7 +130,15 @@ class OnnxEmbeddingModel:
             raise ModelIncompatible(tokenizer_path, str(exc)) from exc
         tokenizer.no_truncation()
         tokenizer.no_padding()
+        ids = tokenizer.get_vocab_size(with_added_tokens=True)
+        if limits.vocabulary is not None and ids > limits.vocabulary:
+            raise ModelIncompatible(
+                tokenizer_path,
+                f"the tokenizer has {ids} token ids, the word-piece embeddings of model.onnx "
+                f"{limits.vocabulary} rows",
+            )
         model = cls(manifest, session, tokenizer, path=model_dir, shared_session=shared)
+        model.check_window()
         log.info(
             "model_loaded",
             model_id=manifest.model_id,
@@ -126,6 +149,30 @@ class OnnxEmbeddingModel:
             shared_threads=shared_threads if shared is not None else intra_op_threads,
         )
         return model
+
+    def check_window(self) -> None:
+        """Run one text of exactly ``max_tokens`` word-pieces; ModelIncompatible unless the
+        graph answers with one finite vector of ``dim`` values."""
+        window = self.manifest.max_tokens
+        ids = np.asarray(self._cutter.encode("hello " * window).ids, np.int64)
+        onnx_path = self.path / ONNX_FILE
+        try:
+            vectors = self.infer([Encoded(ids, len(ids), False)], normalize=False)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            detail = " ".join(str(exc).split())[:300]
+            raise ModelIncompatible(
+                onnx_path,
+                f"a text of max_tokens={window} word-pieces does not run through the graph "
+                f"({detail}); lower max_tokens in {MANIFEST_FILE}",
+            ) from exc
+        if vectors.shape != (1, self.manifest.dim):
+            raise ModelIncompatible(
+                onnx_path,
+                f"the graph gives vectors of shape {list(vectors.shape[1:])}; "
+                f"{MANIFEST_FILE} declares dim {self.manifest.dim}",
+            )
+        if not np.isfinite(vectors).all():
+            raise ModelIncompatible(onnx_path, "the graph gives non-finite values (NaN or inf)")
 
     def encode(self, texts: Sequence[str], input_type: InputType) -> list[Encoded]:
         """Tokenise with the manifest's prefix for ``input_type``; cut to the window."""

@@ -296,6 +296,25 @@ async def test_a_stream_request_id_over_128_characters_is_invalid_argument(
     assert details.startswith("request_id: ")
 
 
+async def test_an_invalid_stream_request_is_named_by_its_request_id_and_field(
+    stub: embedder_pb2_grpc.EmbedderStub,
+) -> None:
+    requests = [
+        pb.EmbedStreamRequest(request_id="ok", embed=pb.EmbedRequest(texts=["fine"])),
+        pb.EmbedStreamRequest(request_id="r-2", embed=pb.EmbedRequest(texts=["x", " "])),
+    ]
+    answered: list[str] = []
+
+    async def drain() -> None:
+        async for reply in stub.EmbedStream(iter(requests)):
+            answered.append(reply.request_id)
+
+    details = await _refused(drain(), grpc.StatusCode.INVALID_ARGUMENT)
+    assert details.startswith("texts[1]: ")
+    assert "request_id 'r-2'" in details
+    assert answered == ["ok"]
+
+
 async def test_an_undecodable_request_is_invalid_argument(embedder: str) -> None:
     async with grpc.aio.insecure_channel(embedder) as channel:
         embed = channel.unary_unary("/semantic.v1.Embedder/Embed")

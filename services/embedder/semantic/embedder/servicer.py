@@ -60,7 +60,12 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                     "request_id",
                     f"{len(item.request_id)} characters, at most {MAX_REQUEST_ID_CHARS}",
                 )
-            reply = await self._embed(item.embed)
+            try:
+                reply = await self._embed(item.embed)
+            except InvalidArgument as exc:  # the contract: name the request and the field
+                raise InvalidArgument(
+                    exc.field, f"{exc.problem} (request_id {item.request_id!r})"
+                ) from exc
             yield pb.EmbedStreamResponse(request_id=item.request_id, embed=reply)
 
     async def Info(self, request: pb.InfoRequest, context: Any) -> pb.InfoResponse:

@@ -11,7 +11,7 @@ STAMP      := $(VENV)/.installed
 
 MODELS     := models
 
-.PHONY: setup models run test check fmt lint typecheck buf-lint buf-breaking proto proto-check unit integration clean
+.PHONY: setup models run test check fmt lint typecheck buf-lint buf-breaking proto proto-check unit integration fuzz clean
 
 setup: $(STAMP)
 
@@ -80,6 +80,12 @@ integration: setup models
 
 test: check models
 	SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q
+
+## A long fuzz campaign against the real services (Hypothesis profile `fuzz`, thousands of
+## examples per RPC; failures are replayed first next time from .hypothesis/).
+## `make test` runs the same tests with the short, derandomized `ci` profile.
+fuzz: setup models
+	SEMANTIC_FUZZ_PROFILE=fuzz SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -m fuzz -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

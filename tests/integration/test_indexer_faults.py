@@ -130,23 +130,27 @@ async def _drained(js: nats.js.JetStreamContext) -> bool:
     return (info.num_pending or 0) == 0 and (info.num_ack_pending or 0) == 0
 
 
-async def _state(dsn: str) -> tuple[dict[str, int], dict[str, int]]:
+async def _state(dsn: str) -> tuple[dict[str, tuple[int, str, str]], dict[str, int]]:
+    """Each node's (version, title, body), and its vector count when every vector row was
+    made from the node's stored content."""
     conn = await asyncpg.connect(dsn)
     try:
         nodes = {
-            r["id"]: r["version"]
-            for r in await conn.fetch("SELECT id, version FROM semantic.nodes")
+            r["id"]: (r["version"], r["title"], r["body"])
+            for r in await conn.fetch("SELECT id, version, title, body FROM semantic.nodes")
         }
         space = await conn.fetchval("SELECT space_id FROM semantic.space_aliases")
         rows = await conn.fetch(
-            "SELECT node_id, count(*) AS n, max(content_hash) AS h"
+            "SELECT node_id, count(*) AS n, max(content_hash) AS h, min(content_hash) AS l"
             f" FROM semantic.vectors_{int(space)} GROUP BY node_id"
         )
         hashes = {
             r["id"]: r["content_hash"]
             for r in await conn.fetch("SELECT id, content_hash FROM semantic.nodes")
         }
-        vectors = {r["node_id"]: r["n"] for r in rows if hashes.get(r["node_id"]) == r["h"]}
+        vectors = {
+            r["node_id"]: r["n"] for r in rows if hashes.get(r["node_id"]) == r["h"] == r["l"]
+        }
         return nodes, vectors
     finally:
         await conn.close()
@@ -192,8 +196,11 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
         events = [(f"n{i}", v) for i in range(NODES) for v in range(1, VERSIONS + 1)]
         rng.shuffle(events)  # versions of a node arrive in any order
         poison = 0
+        newest: dict[str, tuple[int, str, str]] = {}
         for index, (node_id, version) in enumerate(events):
             words = " ".join(rng.choice(WORDS) for _ in range(8))
+            if version == VERSIONS:
+                newest[node_id] = (version, f"{node_id} v{version}", words)
             event = content_event(node_id, version, title=f"{node_id} v{version}", body=words)
             await publish(nc, event, as_json=index % 7 == 0)
             if index % 250 == 0:  # poison, interleaved: undecodable and invalid
@@ -226,8 +233,11 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
         await wait_for(lambda: _drained(js), timeout_s=600, what="the consumer drained")
         assert all(p < NODES * VERSIONS for p in progress_at_faults)  # faults hit mid-stream
         nodes, vectors = await _state(dsn)
-        assert nodes == {f"n{i}": VERSIONS for i in range(NODES)}
-        assert set(vectors) == set(nodes)  # every node has vectors of its newest content
+        # Every node at its newest version, with that version's own title and body ...
+        assert nodes == newest
+        assert len(nodes) == NODES
+        # ... and vectors made from that content (content hash of every row = the node's).
+        assert set(vectors) == set(nodes)
         letters = await dead_letters(nats_server.url)
         assert len(letters) == poison
         reasons = sorted(h["Semantic-Dlq-Reason"] for _, h, _ in letters)

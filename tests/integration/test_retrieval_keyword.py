@@ -13,7 +13,13 @@ import pytest_asyncio
 from semantic.common.schema import bootstrap_schema
 from semantic.search.domain import Filter
 from semantic.search.filters import compile_filter
-from semantic.search.keyword import index_postings, keyword_search, remove_postings
+from semantic.search.keyword import (
+    StatsDelta,
+    add_stats,
+    index_postings,
+    keyword_search,
+    remove_postings,
+)
 
 NO_FILTER = Filter()
 
@@ -38,7 +44,9 @@ async def _add_nodes(
             " ON CONFLICT (tenant, id) DO UPDATE SET body = EXCLUDED.body",
             [(tenant, node_id, content_type, text) for node_id, text in docs.items()],
         )
-        await index_postings(conn, tenant, list(docs.items()))
+        stats = StatsDelta()
+        await index_postings(conn, tenant, list(docs.items()), stats)
+        await add_stats(conn, stats)
 
 
 async def _search(
@@ -138,7 +146,9 @@ async def test_statistics_follow_reindexing_and_removal(kw: asyncpg.Connection) 
     await _add_nodes(kw, {"b": "   "})  # nothing indexable: no longer a document
     assert await _stats(kw) == (2, 5) == await _truth(kw)
     async with kw.transaction():
-        await remove_postings(kw, "", ["a", "a", "missing"])
+        stats = StatsDelta()
+        await remove_postings(kw, "", ["a", "a", "missing"], stats)
+        await add_stats(kw, stats)
         await kw.execute("DELETE FROM semantic.nodes WHERE tenant = '' AND id = 'a'")
     assert await _stats(kw) == (1, 4) == await _truth(kw)
     assert await _search(kw, "delta") == []

@@ -13,8 +13,9 @@ from semantic.indexer.events import ContentChange
 from semantic.search import spaces
 from semantic.search.db import connection
 from semantic.search.domain import NodeRecord
+from semantic.search.nodes import Deletion
 from semantic.search.spaces import Space
-from semantic.search.writer import ContentWriter, Deletion
+from semantic.search.writer import ContentWriter
 
 
 @dataclass

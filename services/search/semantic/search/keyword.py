@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -52,7 +53,7 @@ WITH segment AS (
 ),
 lexeme AS (
     SELECT segment.node_id, t.lexeme, sum(coalesce(array_length(t.positions, 1), 1))::int AS tf
-    FROM segment, unnest(to_tsvector($4::regconfig, segment.body)) AS t
+    FROM segment, unnest(to_tsvector($5::regconfig, segment.body)) AS t
     GROUP BY segment.node_id, t.lexeme
 ),
 added AS (
@@ -66,20 +67,20 @@ length AS (
 ),
 node_length AS (
     UPDATE semantic.nodes n SET doc_length = coalesce(length.dl, 0)
-    FROM unnest($5::text[]) AS d (id) LEFT JOIN length ON length.node_id = d.id
+    FROM unnest($4::text[]) AS d (id) LEFT JOIN length ON length.node_id = d.id
     WHERE n.tenant = $1 AND n.id = d.id AND n.doc_length IS DISTINCT FROM coalesce(length.dl, 0)
 )
-INSERT INTO semantic.keyword_stats AS k (tenant, documents, total_length)
-SELECT $1, (SELECT count(*) FROM length) - $6::bigint,
-       (SELECT coalesce(sum(dl), 0) FROM length) - $7::bigint
-ON CONFLICT (tenant) DO UPDATE
-SET documents = k.documents + EXCLUDED.documents,
-    total_length = k.total_length + EXCLUDED.total_length
+SELECT (SELECT count(*) FROM length)::bigint AS documents,
+       (SELECT coalesce(sum(dl), 0) FROM length)::bigint AS total_length
 """
 
-_ADJUST = """
+# Every tenant's change in one statement, in tenant order: the one global order in which
+# writers lock statistics rows, so concurrent batches over several tenants never deadlock.
+_ADD_STATS = """
 INSERT INTO semantic.keyword_stats AS k (tenant, documents, total_length)
-VALUES ($1, -$2::bigint, -$3::bigint)
+SELECT d.tenant, d.documents, d.total_length
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS d (tenant, documents, total_length)
+ORDER BY d.tenant
 ON CONFLICT (tenant) DO UPDATE
 SET documents = k.documents + EXCLUDED.documents,
     total_length = k.total_length + EXCLUDED.total_length
@@ -121,18 +122,38 @@ SELECT node_id, score FROM scored ORDER BY score DESC, node_id LIMIT ${limit}
 """
 
 
+@dataclass
+class StatsDelta:
+    """Changes to tenants' keyword statistics made by a transaction, applied at its end.
+
+    Postings are written per node (under the node's lock); the per-tenant totals are shared
+    by every writer of the tenant, so they are changed once, last, for all tenants in one
+    statement (:func:`add_stats`): the row locks are then taken in one order and held only
+    until commit.
+    """
+
+    by_tenant: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, tenant: str, documents: int, total_length: int) -> None:
+        """Count ``documents`` and ``total_length`` more (or fewer) for ``tenant``."""
+        docs, length = self.by_tenant.get(tenant, (0, 0))
+        self.by_tenant[tenant] = (docs + documents, length + total_length)
+
+
 async def index_postings(
     conn: asyncpg.Connection,
     tenant: str,
     docs: Sequence[tuple[str, str]],
+    stats: StatsDelta,
     *,
     text_config: str = DEFAULT_TEXT_CONFIG,
 ) -> None:
-    """Replace the postings of each ``(node_id, text)`` and keep the statistics right.
+    """Replace the postings of each ``(node_id, text)``; the change to the tenant's statistics
+    is added to ``stats`` (apply it with :func:`add_stats` before commit).
 
     Call it inside the caller's transaction, after the node rows are written (their
-    ``doc_length`` is set here) and while they are locked by that transaction, so that two
-    writers never index the same node at once. A node id given twice keeps its last text.
+    ``doc_length`` is set here) and while the caller holds the nodes' write locks, so that
+    two writers never index the same node at once. A node id given twice keeps its last text.
     Set-based: two statements for the whole batch, whatever its size.
     """
     latest = dict(docs)
@@ -146,21 +167,20 @@ async def index_postings(
             seg_ids.append(node_id)
             seg_texts.append(piece)
     old = await conn.fetchrow(_DELETE, tenant, ids)
+    new = await conn.fetchrow(_INSERT, tenant, seg_ids, seg_texts, ids, text_config)
     assert old is not None
-    await conn.execute(
-        _INSERT,
+    assert new is not None
+    stats.add(
         tenant,
-        seg_ids,
-        seg_texts,
-        text_config,
-        ids,
-        old["documents"],
-        old["total_length"],
+        new["documents"] - old["documents"],
+        new["total_length"] - old["total_length"],
     )
 
 
-async def remove_postings(conn: asyncpg.Connection, tenant: str, node_ids: Sequence[str]) -> None:
-    """Delete the postings of ``node_ids`` and take them out of the tenant's statistics.
+async def remove_postings(
+    conn: asyncpg.Connection, tenant: str, node_ids: Sequence[str], stats: StatsDelta
+) -> None:
+    """Delete the postings of ``node_ids``; what they counted is taken out of ``stats``.
 
     The amounts subtracted are read from the deleted postings themselves, so this is right
     whether it runs before or after the node rows are deleted; run it in the same
@@ -171,9 +191,22 @@ async def remove_postings(conn: asyncpg.Connection, tenant: str, node_ids: Seque
         return
     gone = await conn.fetchrow(_DELETE, tenant, ids)
     assert gone is not None
-    if gone["documents"]:
-        await conn.execute(_ADJUST, tenant, gone["documents"], gone["total_length"])
+    stats.add(tenant, -gone["documents"], -gone["total_length"])
     await conn.execute(_ZERO_LENGTHS, tenant, ids)
+
+
+async def add_stats(conn: asyncpg.Connection, stats: StatsDelta) -> None:
+    """Apply the collected changes to the tenants' statistics, in tenant order."""
+    changed = sorted((t, d) for t, d in stats.by_tenant.items() if d != (0, 0))
+    if not changed:
+        return
+    await conn.execute(
+        _ADD_STATS,
+        [t for t, _ in changed],
+        [d[0] for t, d in changed],
+        [d[1] for t, d in changed],
+    )
+    stats.by_tenant.clear()
 
 
 async def keyword_search(

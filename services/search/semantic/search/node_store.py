@@ -1,14 +1,24 @@
 """The node repository: idempotent, version-ordered writes of nodes and their vectors.
 
-One call to :meth:`NodeRepository.apply` is one transaction: the rows are locked, each
-node's fate decided against what is stored (see ``nodes.decide``), then nodes, keyword
-postings and vectors are written. Vectors are computed *before* the transaction by the
-caller for the content it expects; if the stored content moved meanwhile,
+One call to :meth:`NodeRepository.write` is one transaction: the nodes' write locks are
+taken, each node's fate decided against what is stored (see ``nodes.decide``), then nodes,
+keyword postings and vectors are written. Vectors are computed *before* the transaction by
+the caller for the content it expects; if the stored content moved meanwhile,
 :class:`~semantic.search.nodes.Replan` asks the caller to embed again.
+
+Locking: every transaction that changes a node or its vectors first takes one
+transaction-scoped advisory lock per (tenant, id) key, all at once, in ascending lock-id
+order (:meth:`NodeRepository.lock`). Locks exist before rows do, so two writers of a node
+that does not exist yet are serialised like writers of an existing one: the second decides
+against what the first committed, and the newest version wins under any interleaving. The
+only rows shared between nodes, the tenants' keyword statistics, are changed last, in
+tenant order (``keyword.add_stats``). One order for everything: concurrent batches cannot
+deadlock.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
@@ -21,6 +31,8 @@ from semantic.search.db import as_array
 from semantic.search.domain import NodeRecord
 from semantic.search.nodes import (
     DeleteOutcome,
+    DeleteResult,
+    Deletion,
     NodeWrite,
     Outcome,
     Replan,
@@ -32,6 +44,10 @@ from semantic.search.nodes import (
     same_node,
 )
 from semantic.search.spaces import Space, vector_table
+
+NODE_LOCK_CLASS = 0x5E3B
+"""First key of the node write locks (``pg_advisory_xact_lock(class, id)``); the second is
+:func:`node_lock_id`. Maintenance's space-build lock uses 0x5E3A."""
 
 _NODE_COLUMNS = (
     "tenant, id, slug, content_type, title, body, texts, tags, metadata, content_hash,"
@@ -47,6 +63,16 @@ def node_select(alias: str) -> str:
 def node_from_row(row: asyncpg.Record) -> NodeRecord:
     """A NodeRecord from a row holding the columns of :func:`node_select`."""
     return _record(row)
+
+
+def node_lock_id(tenant: str, node_id: str) -> int:
+    """The second key of the write lock of node ``(tenant, id)``: 32 bits of its sha256.
+
+    Two keys may share a lock id; they are then serialised together, which is harmless."""
+    digest = hashlib.sha256(
+        tenant.encode("utf-8", "surrogatepass") + b"\x00" + node_id.encode("utf-8", "surrogatepass")
+    ).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
 
 
 def _record(row: asyncpg.Record) -> NodeRecord:
@@ -73,18 +99,32 @@ class NodeRepository:
     def __init__(self, *, text_config: str = "english") -> None:
         self._text_config = text_config
 
+    async def lock(self, conn: asyncpg.Connection, keys: Iterable[tuple[str, str]]) -> None:
+        """Take the write locks of ``keys`` (tenant, id) until the transaction ends.
+
+        All in one statement, in ascending lock-id order: every writer takes its locks in
+        this one order, so two writers never wait for each other in a cycle. Taking a lock
+        the transaction already holds returns at once."""
+        ids = sorted({node_lock_id(tenant, node_id) for tenant, node_id in keys})
+        if ids:
+            await conn.execute(
+                "SELECT count(pg_advisory_xact_lock($1, k.id))"
+                " FROM unnest($2::int4[]) WITH ORDINALITY AS k(id, n)",
+                NODE_LOCK_CLASS,
+                ids,
+            )
+
     async def stored(
-        self, conn: asyncpg.Connection, keys: Sequence[tuple[str, str]], *, lock: bool = False
+        self, conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], Stored]:
         """Current state of (tenant, id) keys, tombstones included."""
         if not keys:
             return {}
         tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
-        suffix = " ORDER BY n.tenant, n.id FOR UPDATE OF n" if lock else ""
         rows = await conn.fetch(
             f"SELECT {node_select('n')}"
             " FROM semantic.nodes n JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
-            f" ON n.tenant = k.tenant AND n.id = k.id{suffix}",
+            " ON n.tenant = k.tenant AND n.id = k.id",
             tenants,
             ids,
         )
@@ -108,10 +148,23 @@ class NodeRepository:
     async def apply(
         self, conn: asyncpg.Connection, space: Space, writes: Sequence[NodeWrite]
     ) -> list[WriteResult]:
-        """Write a batch in one transaction; raises Replan if vectors must be recomputed.
+        """Write a batch of upserts in one transaction (see :meth:`write`)."""
+        results, _ = await self.write(conn, space, writes)
+        return results
+
+    async def write(
+        self,
+        conn: asyncpg.Connection,
+        space: Space,
+        writes: Sequence[NodeWrite],
+        deletes: Sequence[Deletion] = (),
+        every_space: Sequence[Space] = (),
+    ) -> tuple[list[WriteResult], list[DeleteResult]]:
+        """Upserts and deletes in one transaction; raises Replan if vectors must be recomputed.
 
         A node given twice in one batch: the highest version (the later one on a tie)
-        is applied; the other is reported unchanged if identical, else stale.
+        is applied; the other is reported unchanged if identical, else stale. Deletes run
+        after the upserts and remove the node's vectors from ``every_space``.
         """
         writes = [
             replace(w, node=replace(w.node, content_hash=content_hash(w.node))) for w in writes
@@ -122,8 +175,10 @@ class NodeRepository:
             best = winner.get(keys[index])
             if best is None or writes[best].node.version <= write.node.version:
                 winner[keys[index]] = index
+        stats = keyword.StatsDelta()
         async with conn.transaction():
-            stored = await self.stored(conn, sorted(winner), lock=True)
+            await self.lock(conn, [*winner, *((d.tenant, d.id) for d in deletes)])
+            stored = await self.stored(conn, sorted(winner))
             results: list[WriteResult] = []
             changed: list[NodeWrite] = []
             touched: list[NodeWrite] = []
@@ -159,8 +214,8 @@ class NodeRepository:
                 raise Replan(needs_vectors)
             await self._check_slugs(conn, touched)
             await self._write_nodes(conn, touched, stored)
-            await self._write_postings(conn, changed)
             await self._write_vectors(conn, space, changed)
+            await self._write_postings(conn, changed, stats)
             if changed:
                 await conn.execute(
                     "DELETE FROM semantic.node_tombstones t USING unnest($1::text[], $2::text[])"
@@ -168,7 +223,9 @@ class NodeRepository:
                     [w.node.tenant for w in changed],
                     [w.node.id for w in changed],
                 )
-        return results
+            removed = await self._delete(conn, every_space, deletes, stats) if deletes else []
+            await keyword.add_stats(conn, stats)
+        return results, removed
 
     async def _check_slugs(self, conn: asyncpg.Connection, writes: Sequence[NodeWrite]) -> None:
         pairs = [(w.node.tenant, w.node.slug, w.node.id) for w in writes if w.node.slug]
@@ -198,6 +255,19 @@ class NodeRepository:
     ) -> None:
         if not writes:
             return
+        try:
+            await self._insert_nodes(conn, writes, stored)
+        except asyncpg.UniqueViolationError as exc:
+            # Two writers gave one slug to two nodes at the same moment: the check before the
+            # insert could not see the other's uncommitted row; the unique index did.
+            raise AlreadyExists("slug", exc.detail or "the slug is used by another node") from exc
+
+    async def _insert_nodes(
+        self,
+        conn: asyncpg.Connection,
+        writes: Sequence[NodeWrite],
+        stored: dict[tuple[str, str], Stored],
+    ) -> None:
         await conn.executemany(
             "INSERT INTO semantic.nodes (tenant, id, slug, content_type, title, body, texts,"
             " tags, metadata, content_hash, version)"
@@ -206,7 +276,9 @@ class NodeRepository:
             " content_type = EXCLUDED.content_type, title = EXCLUDED.title,"
             " body = EXCLUDED.body, texts = EXCLUDED.texts, tags = EXCLUDED.tags,"
             " metadata = EXCLUDED.metadata, content_hash = EXCLUDED.content_hash,"
-            " version = GREATEST(semantic.nodes.version, EXCLUDED.version), updated_at = now()",
+            " version = GREATEST(semantic.nodes.version, EXCLUDED.version), updated_at = now()"
+            # Never reached under the node locks; a guard should a writer ever skip them.
+            " WHERE semantic.nodes.version <= EXCLUDED.version",
             [
                 (
                     n.tenant,
@@ -225,10 +297,12 @@ class NodeRepository:
             ],
         )
 
-    async def _write_postings(self, conn: asyncpg.Connection, writes: Sequence[NodeWrite]) -> None:
+    async def _write_postings(
+        self, conn: asyncpg.Connection, writes: Sequence[NodeWrite], stats: keyword.StatsDelta
+    ) -> None:
         for tenant, group in _by_tenant(writes):
             docs = [(w.node.id, _keyword_text(w.node)) for w in group]
-            await keyword.index_postings(conn, tenant, docs, text_config=self._text_config)
+            await keyword.index_postings(conn, tenant, docs, stats, text_config=self._text_config)
 
     async def _write_vectors(
         self, conn: asyncpg.Connection, space: Space, writes: Sequence[NodeWrite]
@@ -264,18 +338,19 @@ class NodeRepository:
         if not keys:
             return []
         async with conn.transaction():
+            await self.lock(conn, keys)
             rows = await conn.fetch(
                 "SELECT n.tenant, n.id, n.content_hash FROM semantic.nodes n"
                 " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
-                " ON n.tenant = k.tenant AND n.id = k.id ORDER BY n.tenant, n.id FOR SHARE OF n",
+                " ON n.tenant = k.tenant AND n.id = k.id",
                 [k[0] for k in keys],
                 [k[1] for k in keys],
             )
-            current = [
+            current = sorted(
                 (r["tenant"], r["id"], r["content_hash"])
                 for r in rows
                 if expected_hash.get((r["tenant"], r["id"])) == r["content_hash"]
-            ]
+            )
             if not current:
                 return []
             tenants, ids = [c[0] for c in current], [c[1] for c in current]
@@ -310,59 +385,75 @@ class NodeRepository:
     async def delete(
         self,
         conn: asyncpg.Connection,
-        spaces: Iterable[Space],
+        spaces: Sequence[Space],
         tenant: str,
         ids: Sequence[str],
         version: int = 0,
     ) -> list[tuple[str, str | None, DeleteOutcome]]:
         """Delete nodes (and their vectors in every space) in one transaction, leaving
         tombstones so older upserts arriving later stay out."""
-        results: list[tuple[str, str | None, DeleteOutcome]] = []
+        deletes = [Deletion(tenant, node_id, version) for node_id in dict.fromkeys(ids)]
+        stats = keyword.StatsDelta()
         async with conn.transaction():
-            stored = await self.stored(conn, [(tenant, i) for i in ids], lock=True)
-            doomed: list[str] = []
-            for node_id in ids:
-                current = stored.get((tenant, node_id))
-                node = current.node if current else None
-                if current is not None and version and current.version > version:
-                    results.append((node_id, node.slug if node else None, DeleteOutcome.STALE))
-                    continue
-                if node is None:
-                    results.append((node_id, None, DeleteOutcome.NOT_FOUND))
-                else:
-                    doomed.append(node_id)
-                    results.append((node_id, node.slug, DeleteOutcome.DELETED))
-            if doomed:
-                await keyword.remove_postings(conn, tenant, doomed)
-                for space in spaces:
-                    await conn.execute(
-                        f"DELETE FROM {vector_table(space.id)}"
-                        " WHERE tenant = $1 AND node_id = ANY($2::text[])",
-                        tenant,
-                        doomed,
-                    )
-                await conn.execute(
-                    "DELETE FROM semantic.nodes WHERE tenant = $1 AND id = ANY($2::text[])",
-                    tenant,
-                    doomed,
+            await self.lock(conn, [(d.tenant, d.id) for d in deletes])
+            removed = await self._delete(conn, spaces, deletes, stats)
+            await keyword.add_stats(conn, stats)
+        return [(r.id, r.slug, r.outcome) for r in removed]
+
+    async def _delete(
+        self,
+        conn: asyncpg.Connection,
+        spaces: Sequence[Space],
+        deletes: Sequence[Deletion],
+        stats: keyword.StatsDelta,
+    ) -> list[DeleteResult]:
+        """Deletions inside the caller's transaction, the nodes' locks held."""
+        stored = await self.stored(conn, [(d.tenant, d.id) for d in deletes])
+        results: list[DeleteResult] = []
+        doomed: dict[str, list[str]] = {}
+        tombs: dict[tuple[str, str], int] = {}
+        for d in deletes:
+            current = stored.get((d.tenant, d.id))
+            node = current.node if current else None
+            if current is not None and d.version and current.version > d.version:
+                results.append(
+                    DeleteResult(d.tenant, d.id, node.slug if node else None, DeleteOutcome.STALE)
                 )
-            tomb_ids = [r[0] for r in results if r[2] is not DeleteOutcome.STALE]
-            tomb_versions = [
-                max(version, stored[(tenant, i)].version if (tenant, i) in stored else 0)
-                for i in tomb_ids
-            ]
-            if version or doomed:
+                continue
+            if node is None:
+                results.append(DeleteResult(d.tenant, d.id, None, DeleteOutcome.NOT_FOUND))
+            else:
+                doomed.setdefault(d.tenant, []).append(d.id)
+                results.append(DeleteResult(d.tenant, d.id, node.slug, DeleteOutcome.DELETED))
+            if d.version or node is not None:
+                version = max(d.version, current.version if current else 0)
+                tombs[(d.tenant, d.id)] = max(version, tombs.get((d.tenant, d.id), 0))
+        for tenant, node_ids in sorted(doomed.items()):
+            await keyword.remove_postings(conn, tenant, node_ids, stats)
+            for space in spaces:
                 await conn.execute(
-                    "INSERT INTO semantic.node_tombstones (tenant, id, version)"
-                    " SELECT $1, k.id, k.version"
-                    " FROM unnest($2::text[], $3::bigint[]) AS k(id, version)"
-                    " ON CONFLICT (tenant, id) DO UPDATE SET"
-                    " version = GREATEST(semantic.node_tombstones.version, EXCLUDED.version),"
-                    " deleted_at = now()",
+                    f"DELETE FROM {vector_table(space.id)}"
+                    " WHERE tenant = $1 AND node_id = ANY($2::text[])",
                     tenant,
-                    tomb_ids,
-                    tomb_versions,
+                    node_ids,
                 )
+            await conn.execute(
+                "DELETE FROM semantic.nodes WHERE tenant = $1 AND id = ANY($2::text[])",
+                tenant,
+                node_ids,
+            )
+        if tombs:
+            await conn.execute(
+                "INSERT INTO semantic.node_tombstones (tenant, id, version)"
+                " SELECT k.tenant, k.id, k.version"
+                " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(tenant, id, version)"
+                " ON CONFLICT (tenant, id) DO UPDATE SET"
+                " version = GREATEST(semantic.node_tombstones.version, EXCLUDED.version),"
+                " deleted_at = now()",
+                [k[0] for k in tombs],
+                [k[1] for k in tombs],
+                list(tombs.values()),
+            )
         return results
 
     async def get(

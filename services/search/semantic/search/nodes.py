@@ -68,6 +68,25 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class Deletion:
+    """Delete node ``id`` of ``tenant`` at ``version`` (0: unversioned)."""
+
+    tenant: str
+    id: str
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """The fate of one deletion."""
+
+    tenant: str
+    id: str
+    slug: str | None
+    outcome: DeleteOutcome
+
+
+@dataclass(frozen=True)
 class Stored:
     """What is stored about a node before a write (or its tombstone)."""
 

@@ -24,7 +24,8 @@ from semantic.search.db import connection
 from semantic.search.domain import DEFAULT_VECTOR, NodeRecord
 from semantic.search.node_store import NodeRepository
 from semantic.search.nodes import (
-    DeleteOutcome,
+    DeleteResult,
+    Deletion,
     NodeWrite,
     Outcome,
     Replan,
@@ -53,25 +54,6 @@ class Embedder(Protocol):
     async def embed(
         self, texts: Sequence[str], *, input_type: InputType = ..., model_id: str = ...
     ) -> Embedded: ...
-
-
-@dataclass(frozen=True)
-class Deletion:
-    """Delete node ``id`` of ``tenant`` at ``version`` (0: unversioned)."""
-
-    tenant: str
-    id: str
-    version: int = 0
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    """The fate of one deletion."""
-
-    tenant: str
-    id: str
-    slug: str | None
-    outcome: DeleteOutcome
 
 
 @dataclass(frozen=True)
@@ -144,17 +126,9 @@ class ContentWriter:
     async def _transaction(
         self, space: Space, writes: list[NodeWrite], deletes: Sequence[Deletion]
     ) -> tuple[list[WriteResult], list[DeleteResult]]:
-        async with connection(self._pool) as conn, conn.transaction():
-            results = await self._repository.apply(conn, space, writes) if writes else []
-            removed: list[DeleteResult] = []
-            if deletes:
-                every_space = await spaces.list_spaces(conn)
-                for d in deletes:
-                    for node_id, slug, outcome in await self._repository.delete(
-                        conn, every_space, d.tenant, [d.id], d.version
-                    ):
-                        removed.append(DeleteResult(d.tenant, node_id, slug, outcome))
-            return results, removed
+        async with connection(self._pool) as conn:
+            every_space = await spaces.list_spaces(conn) if deletes else []
+            return await self._repository.write(conn, space, writes, deletes, every_space)
 
     async def rewrite_vectors(self, space: Space, nodes: Sequence[NodeRecord]) -> list[Key]:
         """Re-embed stored ``nodes`` into ``space`` (heal, backfill, reindex).

@@ -6,7 +6,9 @@ with backoff), creates the database if it is missing and the role may, creates t
 file in its own transaction and records it in ``semantic.schema_migrations`` with its
 sha256. A migration whose file changed after it was applied stops start-up. Because
 the ledger lives inside the schema, a dropped schema or an empty replacement database
-is rebuilt from the files on the next start.
+is rebuilt from the files on the next start, and while a service runs: its database
+guardian (``semantic.search.recovery``) checks :func:`schema_gaps` and calls
+:func:`bootstrap_schema` again when something is missing.
 """
 
 from __future__ import annotations
@@ -167,6 +169,28 @@ async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[
         log.info("migration_applied", migration=migration.filename)
         applied.append(migration.filename)
     return applied
+
+
+async def schema_gaps(
+    conn: asyncpg.Connection, migrations: list[Migration] | None = None
+) -> list[str]:
+    """What a bootstrap would have to (re-)create, named; empty when the database is up to
+    date: the ``vector`` extension, the ledger, migrations not recorded in it. Cheap (two
+    catalog lookups and the ledger), for a periodic check."""
+    todo = load_migrations() if migrations is None else migrations
+    row = await conn.fetchrow(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'vector') AS vector,"
+        f" to_regclass('{SCHEMA}.schema_migrations') IS NOT NULL AS ledger"
+    )
+    assert row is not None
+    gaps = [] if row["vector"] else ["extension vector"]
+    if not row["ledger"]:
+        return [*gaps, f"{SCHEMA}.schema_migrations"]
+    recorded = {
+        r["version"] for r in await conn.fetch(f"SELECT version FROM {SCHEMA}.schema_migrations")
+    }
+    gaps += [f"migration {m.filename}" for m in todo if m.version not in recorded]
+    return gaps
 
 
 def _db_name(dsn: str) -> str:

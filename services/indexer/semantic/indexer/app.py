@@ -1,6 +1,11 @@
 """The indexer process: settings -> logging -> health server (NOT_SERVING) -> schema,
-pool, embedder, NATS (streams and consumer) -> SERVING -> consume + heal loop ->
-SIGTERM -> finish or return the batch in flight -> close."""
+pool, embedder, NATS (streams and consumer), database guardian -> SERVING -> consume +
+heal loop -> SIGTERM -> finish or return the batch in flight -> close.
+
+While the database guardian (``semantic.search.recovery``) recovers a lost, emptied or
+replaced database, health is NOT_SERVING and the consumers fetch nothing; once it is
+back, a heal pass starts at once. So does one when the completeness check finds nodes
+without vectors in the active space."""
 
 from __future__ import annotations
 
@@ -24,15 +29,26 @@ from semantic.indexer.settings import IndexerSettings
 from semantic.indexer.streams import Topology, ensure_topology
 from semantic.indexer.users import UserEventHandler
 from semantic.search import convert, spaces
-from semantic.search.db import connection, create_pool
-from semantic.search.maintenance import Maintenance, sleep_or_stop
+from semantic.search.db import connection, create_pool, outage_of
+from semantic.search.maintenance import (
+    CompletenessCheck,
+    HealTrigger,
+    Maintenance,
+    sleep_or_stop,
+)
 from semantic.search.recommend.archetypes import derive_archetypes
 from semantic.search.recommend.tracking import Tracker
+from semantic.search.recovery import DatabaseGuardian, health_reporter
 from semantic.search.writer import writer_from_settings
 
 log = structlog.get_logger(__name__)
 
 HEALED = Counter("semantic_indexer_healed_total", "Nodes re-embedded by heal", ["kind"])
+HEAL_PASSES = Counter(
+    "semantic_indexer_heal_passes_total",
+    "Heal passes run by the heal loop, by what started them",
+    ["trigger"],
+)
 
 
 async def connect_nats(url: str, timeout_s: float, name: str) -> NatsClient:
@@ -76,7 +92,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         closers.append(embedder)
         model = await embedder.default_model(wait_s=settings.startup_timeout_seconds)
         async with connection(pool) as conn:
-            await spaces.ensure_space(
+            space = await spaces.ensure_space(
                 conn, model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
             )
         nc = await connect_nats(
@@ -103,9 +119,22 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             max_event_bytes=settings.indexer_max_event_bytes,
             limits=convert.Limits(max_text_chars=settings.indexer_max_text_chars),
         )
+        guardian = DatabaseGuardian(
+            pool,
+            settings.dsn(),
+            model,
+            report=health_reporter(kit),
+            service="indexer",
+            check_interval_s=settings.database_check_interval_s,
+            max_backoff_s=settings.database_recovery_max_backoff_s,
+        )
+        trigger = HealTrigger()
+        guardian.on_recovered(lambda: trigger.request("database_recovered"))
+        guardian.start(space)
+        closers.append(guardian)  # closed before the pool
         # Several loops: one embeds while another writes, so the embedder never idles.
         consumers = [
-            ContentConsumer(js, topology, processor, config)
+            ContentConsumer(js, topology, processor, config, gate=guardian)
             for _ in range(settings.indexer_concurrency)
         ]
         maintenance = Maintenance(pool, writer, batch_size=settings.indexer_heal_batch_size)
@@ -115,7 +144,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             pool, Tracker(settings.track_config()), max_bytes=settings.indexer_max_event_bytes
         )
         user_consumer = ContentConsumer(
-            js, topology, users, config, consumer=topology.user_consumer
+            js, topology, users, config, consumer=topology.user_consumer, gate=guardian
         )
         tasks.append(asyncio.create_task(user_consumer.run(halt), name="user-consumer"))
         tasks.append(
@@ -124,7 +153,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         if settings.indexer_heal_interval_s > 0:
             tasks.append(
                 asyncio.create_task(
-                    _heal_loop(maintenance, pool, settings, halt),
+                    _heal_loop(maintenance, trigger, pool, settings, halt),
                     name="heal",
                 )
             )
@@ -162,32 +191,74 @@ async def _lag_loop(consumers: list[ContentConsumer], stop: asyncio.Event) -> No
 
 
 async def _heal_loop(
-    maintenance: Maintenance, pool: asyncpg.Pool, settings: IndexerSettings, stop: asyncio.Event
+    maintenance: Maintenance,
+    trigger: HealTrigger,
+    pool: asyncpg.Pool,
+    settings: IndexerSettings,
+    stop: asyncio.Event,
 ) -> None:
-    """Resume space builds, heal the active space, derive archetypes; every interval."""
+    """Resume space builds, heal the active space, derive archetypes: every interval, and
+    at once when asked (a recovered database) or when the completeness check, run every
+    ``indexer_completeness_check_s`` in between, finds nodes without vectors."""
     interval_s = settings.indexer_heal_interval_s
-    delay = min(interval_s, 5.0)  # first pass soon after start: heal a replaced database
-    while not await sleep_or_stop(stop, delay):
-        delay = interval_s
+    check_s = settings.indexer_completeness_check_s
+    completeness = CompletenessCheck(maintenance)
+    loop = asyncio.get_running_loop()
+    next_pass = loop.time() + min(interval_s, 5.0)  # soon after start: a replaced database
+    while True:
+        now = loop.time()
+        wake = min(next_pass, now + check_s) if check_s > 0 else next_pass
+        reasons = await trigger.wait(stop, max(0.0, wake - now))
+        if reasons is None:
+            return
         try:
-            await maintenance.resume_builds()
+            if not reasons and loop.time() >= next_pass:
+                reasons = ["interval"]
             async with connection(pool) as conn:
                 space = await spaces.active_space(conn)
-            report = await maintenance.heal(space, mode="heal")
-            HEALED.labels("missing").inc(min(report.missing, report.reembedded))
-            HEALED.labels("stale").inc(max(0, report.reembedded - report.missing))
-            if settings.recommend_archetypes:
-                await derive_archetypes(
-                    pool,
-                    space,
-                    settings.track_config(),
-                    k=settings.recommend_archetypes,
-                    min_events=settings.recommend_archetype_min_events,
-                )
+            if not reasons and check_s > 0 and await completeness.find(space):
+                reasons = ["incomplete"]
+            if not reasons:
+                continue
+            next_pass = loop.time() + interval_s
+            await _heal_pass(maintenance, completeness, pool, settings, reasons)
         except Exception as exc:
-            level = log.warning if dependency_down(exc) else log.error
+            if outage_of(exc) == "recovering":  # the guardian logs the outage itself
+                level = log.debug
+            else:
+                level = log.warning if dependency_down(exc) else log.error
             level("heal_failed", error=f"{type(exc).__name__}: {exc}")
-            delay = min(interval_s, 10.0)
+            next_pass = min(next_pass, loop.time() + min(interval_s, 10.0))
+            if await sleep_or_stop(stop, min(check_s or 1.0, 1.0)):
+                return
+
+
+async def _heal_pass(
+    maintenance: Maintenance,
+    completeness: CompletenessCheck,
+    pool: asyncpg.Pool,
+    settings: IndexerSettings,
+    reasons: list[str],
+) -> None:
+    log.info("heal_pass_started", reasons=reasons)
+    await maintenance.resume_builds()
+    async with connection(pool) as conn:
+        space = await spaces.active_space(conn)
+    report = await maintenance.heal_exclusive(space)
+    if report is None:  # another replica heals this space right now
+        return
+    HEAL_PASSES.labels(reasons[0]).inc()
+    completeness.healed()
+    HEALED.labels("missing").inc(min(report.missing, report.reembedded))
+    HEALED.labels("stale").inc(max(0, report.reembedded - report.missing))
+    if settings.recommend_archetypes and "interval" in reasons:
+        await derive_archetypes(
+            pool,
+            space,
+            settings.track_config(),
+            k=settings.recommend_archetypes,
+            min_events=settings.recommend_archetype_min_events,
+        )
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """The consumer loop: fetch a batch, decode, apply in one transaction, then ack.
 
     poison (undecodable, invalid, too large, wrong tenant)  -> dead letter, then term
-    dependency down (embedder, PostgreSQL, overloaded)      -> nak with growing delay;
-                                                               the loop pauses as long
+    dependency down (embedder, PostgreSQL, overloaded,      -> nak with growing delay;
+    the database lost, emptied or replaced)                    the loop pauses as long,
+                                                               never counted as an attempt
     any other failure of a batch                            -> events retried one by one;
                                                                the failing one is nak'ed,
                                                                dead-lettered after
@@ -13,6 +14,10 @@ While a batch is being applied, every message gets a progress signal each third 
 ack wait, so a slow batch is never redelivered to another replica (no double work). On
 shutdown the current batch gets the grace period to finish; what is still in flight
 after it is nak'ed for immediate redelivery.
+
+While the database is being recovered (a :class:`Gate`, the database guardian, says
+so) the loop fetches nothing: events are not delivered again and again during an outage,
+so however long it lasts, their delivery count does not grow.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from semantic.indexer.events import (
 from semantic.indexer.processor import ChangeProcessor
 from semantic.indexer.streams import Topology
 from semantic.search import convert
+from semantic.search.db import outage_of
 
 log = structlog.get_logger(__name__)
 
@@ -77,8 +83,8 @@ def dependency_down(exc: BaseException) -> bool:
     """A failure caused by an unavailable dependency, not by the events."""
     if isinstance(exc, DependencyUnavailable | Overloaded | FailedPrecondition):
         return True  # FailedPrecondition: no active space yet, model not served, contention
-    if is_transient(exc):
-        return True
+    if is_transient(exc) or outage_of(exc) is not None:
+        return True  # outage_of: a driver error saying the database is lost or replaced
     return type(exc).__name__ in {
         "AdminShutdownError",
         "CrashShutdownError",
@@ -86,6 +92,17 @@ def dependency_down(exc: BaseException) -> bool:
         "ConnectionRejectionError",
         "CannotConnectNowError",
     }
+
+
+class Gate(Protocol):
+    """Whether a dependency serves; the loop fetches only while it does."""
+
+    @property
+    def available(self) -> bool:
+        """True while the dependency serves."""
+
+    async def wait_available(self) -> None:
+        """Return once the dependency serves."""
 
 
 @dataclass(frozen=True)
@@ -168,8 +185,10 @@ class ContentConsumer:
         config: ConsumerConfig,
         *,
         consumer: str | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._js = js
+        self._gate = gate
         self._topology = topology
         self._handler: Handler = (
             ContentHandler(processor, config)
@@ -195,6 +214,9 @@ class ContentConsumer:
         log.info("consuming", stream=self._topology.stream, consumer=self._consumer)
         try:
             while not stop.is_set():
+                if self._gate is not None and not self._gate.available:
+                    await self._paused(stop)
+                    continue
                 try:
                     messages = await subscription.fetch(
                         self._config.batch_size, timeout=self._config.fetch_timeout_s
@@ -206,11 +228,29 @@ class ContentConsumer:
                     await _sleep_unless(stop, 1.0)
                     continue
                 await self.handle(messages)
-                if self._outage_delay:
+                gate_open = self._gate is None or self._gate.available
+                if self._outage_delay and gate_open:  # a closed gate pauses the loop itself
                     await _sleep_unless(stop, self._outage_delay)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _paused(self, stop: asyncio.Event) -> None:
+        """Fetch nothing until the gate opens (or ``stop``)."""
+        assert self._gate is not None
+        log.info("consumer_paused", consumer=self._consumer, reason="database unavailable")
+        waiters = {
+            asyncio.ensure_future(self._gate.wait_available()),
+            asyncio.ensure_future(stop.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        self._outage_delay = 0.0
+        log.info("consumer_resumed", consumer=self._consumer)
 
     async def handle(self, messages: Sequence[Msg]) -> None:
         """Decode, apply and settle one fetched batch."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from semantic.search.recommend.settings import RecommendSettings
-from semantic.search.settings import WritePathSettings
+from semantic.search.settings import DatabaseRecoverySettings, WritePathSettings
 
 
-class IndexerSettings(WritePathSettings, RecommendSettings):
+class IndexerSettings(WritePathSettings, RecommendSettings, DatabaseRecoverySettings):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL and NATS_URL are required.
 
     The write-path fields (``SEMANTIC_SEARCH_CHUNKING`` and friends) and the tracking
@@ -62,4 +62,10 @@ class IndexerSettings(WritePathSettings, RecommendSettings):
         300.0, ge=0, description="Seconds between heal passes (0: no heal loop)."
     )
     indexer_heal_batch_size: int = Field(64, ge=1, description="Nodes per heal/backfill batch.")
+    indexer_completeness_check_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds between checks of the next window of nodes for missing vectors;"
+        " a finding starts a heal pass at once (0: off; runs only with the heal loop).",
+    )
     indexer_pool_max: int = Field(8, ge=2, description="PostgreSQL pool: connections at most.")

@@ -1,5 +1,8 @@
 """The search process: settings -> logging -> server (NOT_SERVING) -> schema, pool,
-embedder, active space -> SERVING -> SIGTERM -> drain -> close."""
+embedder, active space -> database guardian -> SERVING -> SIGTERM -> drain -> close.
+
+The guardian (``recovery``) reports NOT_SERVING while the database is lost, emptied or
+replaced, re-creates the schema and the space as start-up does, and reports SERVING again."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from semantic.search.convert import Limits
 from semantic.search.db import connection, create_pool, session_settings
 from semantic.search.maintenance import Maintenance
 from semantic.search.recommend.service import Recommendations
+from semantic.search.recovery import DatabaseGuardian, health_reporter
 from semantic.search.service import RetrievalConfig, SearchService
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
@@ -89,6 +93,17 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         )
         search.attach(service, recommendations)
         admin.attach(pool, embedder, Maintenance(pool, writer))
+        guardian = DatabaseGuardian(
+            pool,
+            settings.dsn(),
+            model,
+            report=health_reporter(kit),
+            service="search",
+            check_interval_s=settings.database_check_interval_s,
+            max_backoff_s=settings.database_recovery_max_backoff_s,
+        )
+        guardian.start(space)
+        closers.append(guardian)  # closed before the pool
         log.info("search_ready", space=space.id, model=space.model_id, state=space.state)
 
     async def close() -> None:

@@ -1,4 +1,22 @@
-"""PostgreSQL access: the pool (with jsonb and vector codecs) and driver-error translation."""
+"""PostgreSQL access: the pool (with jsonb and vector codecs) and driver-error translation.
+
+Driver errors are classified here and nowhere else (:func:`outage_of`):
+
+    connection  the connection broke or cannot be made (network, restart, a dropped or
+                closed database, an admin's terminate, a read-only failover target)
+    schema      the schema, a table, the ``vector`` extension or the active space is gone
+                (a database emptied, replaced or restored from an older dump)
+    codecs      the connection's cached type codecs or statements are stale (the
+                ``vector`` extension was re-created with new OIDs)
+    busy        PostgreSQL refuses more connections or a call timed out (no recovery:
+                just retry later)
+
+All four become :class:`DatabaseOutage` (a ``DependencyUnavailable``: UNAVAILABLE for a
+client, an outage for the indexer, never INTERNAL). Every error raised while a
+connection is being obtained is an outage. A pool may have a watcher (the database
+guardian, see ``recovery``): it is told of every outage but ``busy`` and, while it
+recovers the database, refuses new work with ``DatabaseOutage("recovering")``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +24,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import asyncpg
 import numpy as np
@@ -14,17 +32,95 @@ import structlog
 from pgvector.asyncpg import register_vector
 
 from semantic.common.errors import DependencyUnavailable
+from semantic.search.spaces import NoActiveSpace
 
 log = structlog.get_logger(__name__)
 
-_UNAVAILABLE = (
+Outage = Literal["connection", "schema", "codecs", "busy", "recovering"]
+
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.ReadOnlySQLTransactionError,
 )
+_SCHEMA_GONE: tuple[type[BaseException], ...] = (
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedObjectError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.InvalidSchemaNameError,
+)
+_STALE_CODECS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidCachedStatementError,
+    asyncpg.exceptions.InternalClientError,  # OutdatedSchemaCacheError, a broken protocol state
+)
+_REASONS: dict[str, str] = {
+    "schema": "the database schema or the vector extension is missing; it is being re-created",
+    "codecs": "the database changed under its connections; they are being reset",
+    "recovering": "the database is being recovered; retry shortly",
+}
+
+
+class DatabaseOutage(DependencyUnavailable):
+    """PostgreSQL cannot serve right now (see the module doc for the kinds)."""
+
+    def __init__(self, kind: Outage, detail: str = "") -> None:
+        self.kind = kind
+        reason = _REASONS.get(kind, "")
+        super().__init__(
+            "postgresql", f"{reason} ({detail})" if reason and detail else reason or detail
+        )
+
+
+def outage_of(exc: BaseException) -> Outage | None:
+    """The kind of outage a driver error reveals; None when it says nothing about the
+    database's availability (a bug or bad data: those are not retried as outages)."""
+    if isinstance(exc, DatabaseOutage):
+        return exc.kind
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return None  # a statement timeout, not an outage
+    if isinstance(exc, asyncpg.TooManyConnectionsError | TimeoutError):
+        return "busy"  # slow or full, not lost: retried, nothing to recover
+    if isinstance(exc, _CONNECTION_LOST):
+        return "connection"
+    if isinstance(exc, _SCHEMA_GONE):
+        return "schema"
+    if isinstance(exc, ValueError) and str(exc).startswith("unknown type:"):
+        return "schema"  # asyncpg, registering pgvector's codec without the extension
+    if isinstance(exc, _STALE_CODECS):
+        return "codecs"
+    if isinstance(exc, asyncpg.InternalServerError) and "cache lookup failed" in str(exc):
+        return "codecs"  # a statement or codec still names the OID of a dropped type
+    return None
+
+
+class Watcher(Protocol):
+    """Who is told about a pool's outages (the database guardian)."""
+
+    def ensure_available(self) -> None:
+        """Raise DatabaseOutage while the database is being recovered."""
+
+    def noticed(self, kind: Outage, error: BaseException) -> None:
+        """An operation failed with an outage of ``kind`` (called on the event loop)."""
+
+
+_WATCHERS: dict[int, Watcher] = {}
+
+
+def watch(pool: asyncpg.Pool, watcher: Watcher) -> None:
+    """Tell ``watcher`` about every outage seen through ``pool`` (one watcher per pool)."""
+    _WATCHERS[id(pool)] = watcher
+
+
+def unwatch(pool: asyncpg.Pool, watcher: Watcher) -> None:
+    """Stop telling ``watcher``."""
+    if _WATCHERS.get(id(pool)) is watcher:
+        del _WATCHERS[id(pool)]
 
 
 DEFAULT_EF_SEARCH = 150
@@ -59,7 +155,13 @@ def as_array(value: Any) -> np.ndarray[Any, Any]:
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     """Codecs every connection needs: pgvector's ``vector`` and jsonb as Python objects."""
-    await register_vector(conn)
+    try:
+        await register_vector(conn)
+    except ValueError as exc:
+        if outage_of(exc) != "schema":
+            raise
+        # No `vector` type: the extension is missing (an emptied or replaced database).
+        raise DatabaseOutage("schema", str(exc)) from exc
     await conn.set_type_codec(
         "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
     )
@@ -89,29 +191,78 @@ async def create_pool(
             command_timeout=60,
             server_settings={"application_name": "semantic", **settings},
         )
-    except _UNAVAILABLE as exc:
-        raise DependencyUnavailable("postgresql", str(exc) or type(exc).__name__) from exc
+    except Exception as exc:
+        kind = outage_of(exc)
+        if kind is None or isinstance(exc, DatabaseOutage):
+            raise
+        raise DatabaseOutage(kind, _detail(exc)) from exc
     assert pool is not None
     return pool
 
 
 @asynccontextmanager
-async def translated() -> AsyncIterator[None]:
-    """Turn "the database is unreachable" into DependencyUnavailable, timeouts into
-    TimeoutError; every other driver error passes through (a bug, hence INTERNAL)."""
+async def translated(pool: asyncpg.Pool | None = None) -> AsyncIterator[None]:
+    """Turn outages (see the module doc) into DatabaseOutage, telling the pool's watcher,
+    and statement timeouts into TimeoutError; every other driver error passes through
+    (a bug, hence INTERNAL)."""
+    watcher = _WATCHERS.get(id(pool)) if pool is not None else None
     try:
         yield
     except asyncpg.QueryCanceledError as exc:
         raise TimeoutError("statement timeout") from exc
-    except _UNAVAILABLE as exc:
-        raise DependencyUnavailable("postgresql", str(exc) or type(exc).__name__) from exc
+    except NoActiveSpace as exc:
+        if watcher is None:
+            raise
+        # A guarded service made sure of a space at start: the database was replaced.
+        _tell(watcher, "schema", exc)
+        raise DatabaseOutage("schema", str(exc)) from exc
+    except Exception as exc:
+        kind = outage_of(exc)
+        if kind is None:
+            raise
+        _tell(watcher, kind, exc)
+        if isinstance(exc, DatabaseOutage):
+            raise
+        raise DatabaseOutage(kind, _detail(exc)) from exc
+
+
+async def acquire(pool: asyncpg.Pool) -> asyncpg.Connection:
+    """A connection from ``pool``; any failure to get one is an outage (DatabaseOutage),
+    and so is asking while the pool's watcher recovers the database."""
+    watcher = _WATCHERS.get(id(pool))
+    if watcher is not None:
+        watcher.ensure_available()
+    try:
+        conn: asyncpg.Connection = await pool.acquire()
+    except Exception as exc:
+        kind = outage_of(exc) or "connection"
+        _tell(watcher, kind, exc)
+        if isinstance(exc, DatabaseOutage):
+            raise
+        raise DatabaseOutage(kind, _detail(exc)) from exc
+    return conn
+
+
+def _tell(watcher: Watcher | None, kind: Outage, exc: BaseException) -> None:
+    if watcher is not None and kind not in ("busy", "recovering"):
+        watcher.noticed(kind, exc)
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @asynccontextmanager
 async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection, with driver errors translated."""
-    async with translated(), pool.acquire() as conn:
-        yield conn
+    conn = await acquire(pool)
+    try:
+        async with translated(pool):
+            yield conn
+    finally:
+        async with translated(pool):
+            await pool.release(conn)
 
 
 class ReadConnections:
@@ -128,10 +279,9 @@ class ReadConnections:
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, driver errors translated."""
-        async with translated():
-            conn = await self._pool.acquire()
+        conn = await acquire(self._pool)
         try:
-            async with translated():
+            async with translated(self._pool):
                 yield conn
         finally:
             release = asyncio.ensure_future(self._pool.release(conn))

@@ -15,6 +15,12 @@ do, then switches the ``active`` alias in one transaction (or leaves the space R
 a manual switch). One build per space runs at a time across every process, under a
 PostgreSQL advisory lock; a build interrupted by a restart is resumed by the next
 process that looks for BUILDING spaces.
+
+A heal loop (the indexer's) runs a pass on its interval and at once when asked through a
+:class:`HealTrigger`: by the database guardian after a recovery, and by a
+:class:`CompletenessCheck` that walks the nodes one small key-ordered window at a time
+and finds nodes without vectors (an emptied vector table, nodes restored without theirs).
+One loop pass per space runs at a time across every process (:meth:`Maintenance.heal_exclusive`).
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ log = structlog.get_logger(__name__)
 HealMode = Literal["heal", "missing", "all"]
 _BUILD_LOCK = 0x5E3A
 """First key of the advisory lock guarding a space build (second key: the space id)."""
+_HEAL_LOCK = 0x5E3B
+"""First key of the advisory lock one heal-loop pass holds (second key: the space id)."""
+Key = tuple[str, str]
 
 
 @dataclass
@@ -144,6 +153,50 @@ class Maintenance:
         log.info("heal_pass", space=space.id, mode=mode, dry_run=dry_run, **report.as_dict())
         return report
 
+    async def heal_exclusive(self, space: Space) -> HealReport | None:
+        """A heal pass unless another process runs one over ``space`` now (then None)."""
+        async with connection(self._pool) as lock_conn:
+            if not await lock_conn.fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)", _HEAL_LOCK, space.id
+            ):
+                log.info("heal_pass_skipped", space=space.id, reason="running elsewhere")
+                return None
+            try:
+                return await self.heal(space, mode="heal")
+            finally:
+                await lock_conn.execute("SELECT pg_advisory_unlock($1, $2)", _HEAL_LOCK, space.id)
+
+    async def missing_window(
+        self, space: Space, after: Key, limit: int
+    ) -> tuple[list[NodeRecord], set[Key], Key | None]:
+        """One window of at most ``limit`` nodes after ``after`` in key order: the nodes of
+        it without any vector in ``space`` that this writer would embed, every key of the
+        window, and its last key (None when no node follows ``after``)."""
+        async with connection(self._pool) as conn:
+            rows = await conn.fetch(
+                "SELECT n.tenant, n.id, NOT EXISTS (SELECT 1 FROM"
+                f" {space.table} v WHERE v.tenant = n.tenant AND v.node_id = n.id) AS missing"
+                " FROM semantic.nodes n WHERE (n.tenant, n.id) > ($1, $2)"
+                " ORDER BY n.tenant, n.id LIMIT $3",
+                after[0],
+                after[1],
+                limit,
+            )
+            missing = [(r["tenant"], r["id"]) for r in rows if r["missing"]]
+            found = []
+            if missing:
+                found = await conn.fetch(
+                    f"SELECT {node_select('n')} FROM semantic.nodes n"
+                    " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
+                    " ON n.tenant = k.tenant AND n.id = k.id",
+                    [k[0] for k in missing],
+                    [k[1] for k in missing],
+                )
+        nodes = [node for node in map(node_from_row, found) if self._writer.embeddable(node)]
+        keys = {(r["tenant"], r["id"]) for r in rows}
+        last = (rows[-1]["tenant"], rows[-1]["id"]) if rows else None
+        return nodes, keys, last
+
     async def _rewrite(self, space: Space, batch: list[NodeRecord], report: HealReport) -> None:
         """Re-embed one batch. An unavailable embedder or database, or a model mismatch,
         stops the run (raised); anything else only fails this batch (counted, logged)."""
@@ -216,6 +269,82 @@ class Maintenance:
             if result is not None:
                 built.append(result)
         return built
+
+
+class HealTrigger:
+    """Asks the heal loop for a pass now instead of at its next interval."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self._reasons: list[str] = []
+
+    def request(self, reason: str) -> None:
+        """Ask for a pass (reasons are collected until the loop takes them)."""
+        if reason not in self._reasons:
+            self._reasons.append(reason)
+            log.info("heal_requested", reason=reason)
+        self._event.set()
+
+    async def wait(self, stop: asyncio.Event, timeout_s: float) -> list[str] | None:
+        """The reasons asked for, [] after ``timeout_s`` without a request, None on stop."""
+        if not self._event.is_set() and not stop.is_set():
+            waiters = {
+                asyncio.ensure_future(self._event.wait()),
+                asyncio.ensure_future(stop.wait()),
+            }
+            try:
+                await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+                await asyncio.gather(*waiters, return_exceptions=True)
+        if stop.is_set():
+            return None
+        reasons, self._reasons = self._reasons, []
+        self._event.clear()
+        return reasons
+
+
+class CompletenessCheck:
+    """Walks the active space's nodes one key-ordered window per call, looking for nodes
+    without vectors that a heal pass would fill (cheap: one index probe per node).
+
+    A window with such nodes is looked at again on the next call, so what a heal fixed is
+    seen whole at once; a node a completed heal pass could not fill is not reported again
+    until its content changes or it is seen whole (no heal pass after heal pass).
+    """
+
+    def __init__(self, maintenance: Maintenance, *, window: int = 1000) -> None:
+        self._maintenance = maintenance
+        self._window = window
+        self._space_id: int | None = None
+        self._after: Key = ("", "")
+        self._suspects: dict[Key, str] = {}  # key -> content hash a completed pass left
+        self._pending: dict[Key, str] = {}
+
+    async def find(self, space: Space) -> int:
+        """Check the next window; the number of nodes without vectors not yet reported."""
+        if space.id != self._space_id:
+            self._space_id, self._after = space.id, ("", "")
+            self._suspects.clear()
+        nodes, keys, last = await self._maintenance.missing_window(space, self._after, self._window)
+        missing = {(n.tenant, n.id): n.content_hash for n in nodes}
+        for key in keys - missing.keys():
+            self._suspects.pop(key, None)
+        self._pending = {k: h for k, h in missing.items() if self._suspects.get(k) != h}
+        if not self._pending:
+            self._after = last or ("", "")  # the next window, or from the start again
+        elif len(self._pending) < len(missing):
+            log.debug("heal_unfillable_nodes", nodes=len(missing) - len(self._pending))
+        return len(self._pending)
+
+    def healed(self) -> None:
+        """A heal pass completed after :meth:`find`: what it reported is not reported again
+        unless seen whole (then forgotten) or changed."""
+        if len(self._suspects) > 100_000:
+            self._suspects.clear()
+        self._suspects.update(self._pending)
+        self._pending = {}
 
 
 async def _save_build(pool: asyncpg.Pool, space_id: int, build: dict[str, Any]) -> None:

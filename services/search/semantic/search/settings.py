@@ -35,7 +35,22 @@ class WritePathSettings(BaseServiceSettings):
     search_title_vector: bool = Field(False, description="Also embed titles as the `title` vector.")
 
 
-class SearchSettings(WritePathSettings, AuthSettings, RecommendSettings):
+class DatabaseRecoverySettings(BaseServiceSettings):
+    """How a running service notices a lost, emptied or replaced database and recovers it
+    (``semantic.search.recovery``); shared by search and the indexer."""
+
+    database_check_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between checks that the schema, the vector extension and the "
+        "active space are there (0: only a failed query starts a recovery).",
+    )
+    database_recovery_max_backoff_s: float = Field(
+        10.0, gt=0, description="Longest wait between two attempts to recover the database."
+    )
+
+
+class SearchSettings(WritePathSettings, AuthSettings, RecommendSettings, DatabaseRecoverySettings):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required."""
 
     grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port (0 picks a free one).")

@@ -20,6 +20,13 @@ from semantic.common.errors import FailedPrecondition, NotFound
 ACTIVE = "active"
 
 
+class NoActiveSpace(FailedPrecondition):
+    """No space is active: nothing was set up yet, or the database was emptied."""
+
+    def __init__(self) -> None:
+        super().__init__("no active embedding space yet")
+
+
 @dataclass(frozen=True)
 class Space:
     """One row of semantic.embedding_spaces."""
@@ -185,7 +192,7 @@ async def active_space(conn: asyncpg.Connection) -> Space:
         ACTIVE,
     )
     if row is None:
-        raise FailedPrecondition("no active embedding space yet")
+        raise NoActiveSpace()
     return _space(row)
 
 

@@ -1,0 +1,245 @@
+"""The database guardian: a service notices that its database was lost, emptied,
+replaced or restored, and comes back by itself, without a restart.
+
+    an outage reported by ``db`` (a failed query)     -> health NOT_SERVING; new work is
+    or found by the periodic check (schema gaps,         refused with UNAVAILABLE
+    no active space, this service's vector table gone)
+            |
+    one recovery task, retried with backoff until it succeeds:
+        bootstrap the schema (migrations under the advisory lock, as at start)
+        -> reset the pool's connections (new ones register pgvector's codec with the
+           new OIDs) -> ensure this service's embedding space and its vector table
+           (as at start) -> verify (no gaps, a vector round trip)
+            |
+    recovered                                          -> SERVING; hooks run (the
+                                                          indexer's heal trigger)
+
+Every step is a structured log event: ``database_lost``, ``dependency_retry``
+(dependency ``postgresql_recovery``), ``database_recovered``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import structlog
+from prometheus_client import Counter, Gauge
+
+from semantic.common.embedder_client import ModelDescription
+from semantic.common.retry import retry_async
+from semantic.common.schema import bootstrap_schema, load_migrations, schema_gaps
+from semantic.common.server import NOT_SERVING, SERVING, ServerKit
+from semantic.search import db, spaces
+
+log = structlog.get_logger(__name__)
+
+AVAILABLE = Gauge(
+    "semantic_database_available", "1 while the database serves, 0 while it is recovered"
+)
+OUTAGES = Counter("semantic_database_outages_total", "Database outages noticed, by kind", ["kind"])
+RECOVERIES = Counter("semantic_database_recoveries_total", "Database recoveries completed")
+
+Report = Callable[[bool], Awaitable[None]]
+"""Publishes whether the service serves (gRPC health)."""
+
+
+def health_reporter(kit: ServerKit) -> Report:
+    """Sets every service of ``kit`` (and the server, name "") SERVING or NOT_SERVING."""
+
+    async def report(serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        for name in ("", *kit.service_names):
+            await kit.health.set(name, status)
+
+    return report
+
+
+class DatabaseGuardian:
+    """Watches one pool (see module doc); one recovery runs at a time."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        model: ModelDescription,
+        *,
+        report: Report,
+        service: str,
+        check_interval_s: float = 10.0,
+        max_backoff_s: float = 10.0,
+        attempt_timeout_s: float = 10.0,
+    ) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._model = model
+        self._report = report
+        self._service = service
+        self._check_interval_s = check_interval_s
+        self._max_backoff_s = max_backoff_s
+        self._attempt_timeout_s = attempt_timeout_s
+        self._migrations = load_migrations()
+        self._available = asyncio.Event()
+        self._available.set()
+        self._health_lock = asyncio.Lock()
+        self._hooks: list[Callable[[], None]] = []
+        self._recovery: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
+        self._space_id: int | None = None
+        self._closed = False
+
+    @property
+    def available(self) -> bool:
+        """Whether the database serves (False from an outage until its recovery)."""
+        return self._available.is_set()
+
+    async def wait_available(self) -> None:
+        """Return once the database serves."""
+        await self._available.wait()
+
+    def on_recovered(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after every recovery."""
+        self._hooks.append(hook)
+
+    def start(self, space: spaces.Space) -> None:
+        """Start watching (``space``: the one start-up ensured for this service's model)."""
+        self._space_id = space.id
+        AVAILABLE.set(1)
+        db.watch(self._pool, self)
+        if self._check_interval_s > 0:
+            self._checker = asyncio.create_task(self._check_loop(), name="database-check")
+
+    async def close(self) -> None:
+        """Stop watching and cancel a recovery in progress."""
+        self._closed = True
+        db.unwatch(self._pool, self)
+        tasks = [t for t in (self._checker, self._recovery) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- db.Watcher ---------------------------------------------------------------------
+
+    def ensure_available(self) -> None:
+        """Refuse new work while the database is being recovered."""
+        if not self._available.is_set():
+            raise db.DatabaseOutage("recovering")
+
+    def noticed(self, kind: db.Outage, error: BaseException) -> None:
+        """An outage: stop serving and start the recovery (unless one runs already)."""
+        if self._closed or self._recovery is not None:
+            return
+        self._available.clear()
+        AVAILABLE.set(0)
+        OUTAGES.labels(kind).inc()
+        log.warning(
+            "database_lost",
+            service=self._service,
+            kind=kind,
+            error=f"{type(error).__name__}: {error}",
+        )
+        self._recovery = asyncio.create_task(self._recover(kind), name="database-recovery")
+
+    # --- recovery -----------------------------------------------------------------------
+
+    async def _recover(self, kind: str) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempts = 0
+        await self._publish_health()
+
+        async def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            await self._restore()
+
+        try:
+            await retry_async(
+                attempt,
+                what="postgresql_recovery",
+                timeout_s=math.inf,
+                transient=lambda exc: isinstance(exc, Exception),
+                initial_s=0.2,
+                max_wait_s=self._max_backoff_s,
+            )
+        finally:
+            self._recovery = None
+        self._available.set()
+        AVAILABLE.set(1)
+        RECOVERIES.inc()
+        log.info(
+            "database_recovered",
+            service=self._service,
+            kind=kind,
+            attempts=attempts,
+            space=self._space_id,
+            duration_s=round(loop.time() - started, 3),
+        )
+        await self._publish_health()
+        for hook in self._hooks:
+            hook()
+
+    async def _restore(self) -> None:
+        """One attempt: schema, fresh connections, this service's space, a check."""
+        await bootstrap_schema(
+            self._dsn, migrations=self._migrations, timeout_s=self._attempt_timeout_s
+        )
+        await self._pool.expire_connections()
+        # Straight from the pool: db.acquire refuses work while the recovery runs.
+        conn = await self._pool.acquire()
+        try:
+            space = await spaces.ensure_space(
+                conn,
+                model_id=self._model.model_id,
+                model_sha256=self._model.sha256,
+                dim=self._model.dim,
+            )
+            self._space_id = space.id
+            gaps = await self._gaps(conn)
+            if gaps:
+                raise db.DatabaseOutage("schema", "still missing: " + ", ".join(gaps))
+            # A vector through the binary codec: this connection knows the current OIDs.
+            await conn.fetchval("SELECT $1::vector", [0.0])
+        finally:
+            await self._pool.release(conn)
+
+    async def _gaps(self, conn: asyncpg.Connection) -> list[str]:
+        """What the database lacks that this service needs, named; empty when whole."""
+        gaps = await schema_gaps(conn, self._migrations)
+        if gaps:
+            return gaps
+        try:
+            await spaces.active_space(conn)
+        except spaces.NoActiveSpace:
+            gaps.append("the active space")
+        if self._space_id is not None:
+            table = spaces.vector_table(self._space_id)
+            if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+                gaps.append(table)
+        return gaps
+
+    async def _publish_health(self) -> None:
+        """Report the current state; serialised, so the last report is the last state."""
+        async with self._health_lock:
+            await self._report(self.available)
+
+    # --- periodic check -----------------------------------------------------------------
+
+    async def _check_loop(self) -> None:
+        """Find a database emptied or replaced while no query failed (e.g. no traffic)."""
+        while True:
+            await asyncio.sleep(self._check_interval_s)
+            if not self.available:
+                continue
+            try:
+                async with db.connection(self._pool) as conn:
+                    gaps = await self._gaps(conn)
+            except db.DatabaseOutage:
+                continue  # the watcher (this object) was told already
+            except Exception as exc:  # logged, never fatal: the next check tries again
+                log.warning("database_check_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            if gaps:
+                self.noticed("schema", db.DatabaseOutage("schema", "missing: " + ", ".join(gaps)))

@@ -1,8 +1,9 @@
 """`semantic bench soak`: the whole stack under a steady mixed load for a while.
 
-A throw-away stack (``LocalStack``: embedded PostgreSQL and NATS JetStream, the embedder,
-search and indexer as processes) gets a starting corpus through ``Search.Upsert``:
-``corpus`` documents of a BEIR dataset (NFCorpus from ``../shared/data`` when present, as
+A throw-away stack (``LocalStack``: embedded PostgreSQL without fsync and NATS JetStream,
+the embedder, search and indexer as processes with their default settings, auth off; the
+embedder keeps its own queue limit, which other benches lift) gets a starting corpus
+through ``Search.Upsert``: ``corpus`` documents of a BEIR dataset (NFCorpus from ``../shared/data`` when present, as
 the other benches read it), else generated text, each node with a content type, tags and
 metadata for filters. Then, for ``warmup_s`` and then ``minutes``:
 
@@ -46,6 +47,7 @@ from semantic.devstack.ports import free_port
 from semantic.devstack.stack import LocalStack
 from semantic.devstack.tally import ALLOWED_CODES, StatusTally
 from semantic.devstack.workload import Workload
+from semantic.embedder.settings import EmbedderSettings
 from semantic.indexer.bench import IndexerBenchConfig, documents
 from semantic.indexer.settings import IndexerSettings
 from semantic.v1 import common_pb2 as cpb
@@ -54,6 +56,7 @@ from semantic.v1 import search_pb2_grpc
 
 NFCORPUS = Path("../shared/data/nfcorpus")
 RSS_GROWTH_LIMIT = 0.10
+STACK_THREADS = 2  # the embedder's onnxruntime threads, as every LocalStack bench runs it
 MEMORY_METRIC: dict[str, Metric] = {"postgres": "pss"}  # backends share their buffers
 
 
@@ -316,8 +319,17 @@ def run_soak(
     )
     metrics_port = free_port()
     indexer_env = {"SEMANTIC_METRICS_PORT": str(metrics_port)}
+    # LocalStack lifts the embedder's queue limit for throughput benches; a soak runs the
+    # service's own limit, so overload shows as RESOURCE_EXHAUSTED as it would deployed.
+    max_pending = EmbedderSettings.model_fields["embedder_max_pending"].default
+    embedder_env = {"SEMANTIC_EMBEDDER_MAX_PENDING": str(max_pending)}
     progress("starting the stack")
-    with LocalStack([config.model_dir], indexer_env=indexer_env) as stack:
+    with LocalStack(
+        [config.model_dir],
+        threads=STACK_THREADS,
+        indexer_env=indexer_env,
+        embedder_env=embedder_env,
+    ) as stack:
         report = asyncio.run(
             _soak(
                 stack,
@@ -334,6 +346,7 @@ def run_soak(
         "event_rate_per_s": config.rate,
         "warmup_s": config.warmup_s,
         "corpus_from": str(dataset) if dataset else "generated (30-90 words)",
+        "stack": {"embedder_intra_op_threads": STACK_THREADS, "embedder_max_pending": max_pending},
         "goals": {
             "errors": f"no status but {' or '.join(sorted(ALLOWED_CODES))}",
             "rss": f"every process grows by less than {RSS_GROWTH_LIMIT:.0%}",

@@ -3,9 +3,10 @@
 A throw-away stack (``LocalStack``: embedded PostgreSQL without fsync and NATS JetStream,
 the embedder, search and indexer as processes with their default settings, auth off; the
 embedder keeps its own queue limit, which other benches lift) gets a starting corpus
-through ``Search.Upsert``: ``corpus`` documents of a BEIR dataset (NFCorpus from ``../shared/data`` when present, as
-the other benches read it), else generated text, each node with a content type, tags and
-metadata for filters. Then, for ``warmup_s`` and then ``minutes``:
+through ``Search.Upsert``: ``corpus`` documents of a BEIR dataset (NFCorpus from
+``../shared/data`` when present, as the other benches read it), else generated text, each
+node with a content type, tags and metadata for filters. Then, for ``warmup_s`` and then
+``minutes``:
 
 * ``clients`` closed-loop gRPC clients (one channel each) mix ``Search`` (text: dense,
   hybrid or keyword, a filter on content type, tags or metadata one time in three),

@@ -160,6 +160,13 @@ async def test_resending_the_same_node_changes_nothing(stub) -> None:  # type: i
     assert again.results[0].vectors_written == 0
 
 
+async def test_get_answers_in_request_order(stub) -> None:  # type: ignore[no-untyped-def]
+    await _load(stub)
+    got = await stub.Get(pb.GetRequest(ids=["tls", "absent", "cache", "tls"], slugs=["pasta-page"]))
+    assert [n.id for n in got.nodes] == ["tls", "cache", "tls", "pasta"]
+    assert list(got.missing_ids) == ["absent"]
+
+
 async def test_older_version_never_overwrites_a_newer_one(stub) -> None:  # type: ignore[no-untyped-def]
     await stub.Upsert(pb.UpsertRequest(nodes=[_node("tls", version=5)]))
     old = _node("tls", version=3)

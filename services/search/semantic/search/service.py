@@ -139,9 +139,14 @@ class SearchService:
         with_vectors: bool,
         space_id: int | None = None,
     ) -> tuple[list[NodeRecord], dict[str, list[VectorRow]]]:
-        """Nodes by id/slug, with their vectors in a space when asked."""
+        """Nodes by id/slug, with their vectors in a space when asked: those asked by id in
+        request order, then those asked by slug; a node asked twice appears twice."""
         async with connection(self._pool) as conn:
-            nodes = await self._repository.get(conn, tenant, ids=ids, slugs=slugs)
+            rows = await self._repository.get(conn, tenant, ids=ids, slugs=slugs)
+            by_id = {n.id: n for n in rows}
+            by_slug = {n.slug: n for n in rows if n.slug is not None}
+            nodes = [by_id[i] for i in ids if i in by_id]
+            nodes += [by_slug[s] for s in slugs if s in by_slug]
             vectors: dict[str, list[VectorRow]] = {}
             if with_vectors and nodes:
                 space = (

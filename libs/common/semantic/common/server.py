@@ -5,13 +5,18 @@
 
 The server starts before the dependencies so that orchestrators see a live process that
 is not yet ready (readiness probes read ``grpc.health.v1``), instead of a refused port.
+
+A request that cannot be decoded (corrupt wire format, bad UTF-8 in a string field) gets
+INVALID_ARGUMENT on every method, ours and grpc's own (health, reflection):
+:class:`DecodeGuard` wraps each handler's request deserializer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +27,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from semantic.common.errors import InvalidArgument
 from semantic.common.grpc_errors import ErrorInterceptor
 
 log = structlog.get_logger(__name__)
@@ -62,7 +68,8 @@ class ServerKit:
     async def start(self, registrars: Sequence[Registrar]) -> int:
         """Start listening with every service NOT_SERVING; returns the bound port."""
         server = grpc.aio.server(
-            interceptors=[*self.extra_interceptors, ErrorInterceptor()],
+            # DecodeGuard innermost: its InvalidArgument goes through the error table.
+            interceptors=[*self.extra_interceptors, ErrorInterceptor(), DecodeGuard()],
             options=list(self.options),
         )
         for register in registrars:
@@ -111,6 +118,101 @@ class ServerKit:
     async def _set_all(self, status: int) -> None:
         for service in ("", *self.service_names):
             await self.health.set(service, status)
+
+
+class Undecodable:
+    """What a guarded deserializer returns instead of raising: grpc.aio would answer
+    UNKNOWN for an exception raised there, before any interceptor sees the call."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def problem(self) -> InvalidArgument:
+        """The error the client gets (the decoder's message, cut at 200 characters)."""
+        detail = str(self.error)[:200] or type(self.error).__name__
+        return InvalidArgument("request", f"cannot be decoded: {detail}")
+
+
+Behavior = Callable[[Any, Any], Any]
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Undecodable requests become ``InvalidArgument("request", ...)`` for every handler.
+
+    Each handler's ``request_deserializer`` returns :class:`Undecodable` instead of raising,
+    and the behaviour raises InvalidArgument when it receives one (for streamed requests:
+    when the request iterator reaches one), so the error table maps it like any other.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        kwargs = {
+            "request_deserializer": _guarded(handler.request_deserializer),
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(_checked(handler.unary_unary), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(_checked(handler.unary_stream), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _checked(handler.stream_unary, streamed=True), **kwargs
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _checked(handler.stream_stream, streamed=True), **kwargs
+            )
+        return handler
+
+
+def _guarded(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def guarded(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError and whatever else a decoder raises
+            return Undecodable(exc)
+
+    return guarded
+
+
+async def _requests(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            raise request.problem()
+        yield request
+
+
+def _checked(behavior: Behavior, *, streamed: bool = False) -> Behavior:
+    """``behavior`` refusing undecodable requests; an async generator stays one (the
+    error interceptor and grpc.aio tell the kinds of streaming handlers apart by it)."""
+
+    def request_of(request: Any) -> Any:
+        if streamed:
+            return _requests(request)
+        if isinstance(request, Undecodable):
+            raise request.problem()
+        return request
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            async for item in behavior(request_of(request), context):
+                yield item
+
+        return stream
+
+    async def unary(request: Any, context: Any) -> Any:
+        return await behavior(request_of(request), context)
+
+    return unary
 
 
 def termination_event() -> asyncio.Event:

@@ -7,22 +7,26 @@ dead-letter reason code of ``events.proto`` and a detail naming the offending fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
+import structlog
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
+from semantic.common import validation
 from semantic.common.errors import InvalidArgument
 from semantic.search import convert, domain
 from semantic.v1 import events_pb2
+
+log = structlog.get_logger(__name__)
 
 CONTENT_PREFIX = "semantic.content"
 USER_PREFIX = "semantic.user"
 DLQ_PREFIX = "semantic.dlq"
 DEFAULT_TENANT_TOKEN = "_"
-MAX_EVENT_ID = 128
 
 PROTOBUF_TYPES = frozenset({"", "application/protobuf", "application/x-protobuf"})
 JSON_TYPES = frozenset({"application/json"})
@@ -95,7 +99,7 @@ def parse_event(
             json_format.Parse(payload.decode("utf-8"), message)
         else:
             raise Poison("decode_error", f"Content-Type {media!r} is not protobuf or JSON")
-    except (DecodeError, json_format.ParseError, UnicodeDecodeError, RecursionError) as exc:
+    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         kind = "protobuf" if media in PROTOBUF_TYPES else "protobuf-JSON"
         raise Poison("decode_error", f"not a valid {kind} {type(message).__name__}: {exc}") from exc
 
@@ -112,25 +116,37 @@ def decode_content(
     event = events_pb2.ContentEvent()
     parse_event(payload, headers, event, max_bytes=max_bytes)
     subject_tenant = tenant_from_subject(subject, CONTENT_PREFIX)
-    try:
+    with validating(subject):
         return _validate(event, subject_tenant, limits)
+
+
+@contextmanager
+def validating(subject: str, *, strip: str = "") -> Iterator[None]:
+    """Turns a validation failure into Poison ``invalid`` naming the field (``strip``:
+    a prefix of the field path left out of the detail).
+
+    Validation is a pure function of the payload, so any other exception raised while
+    validating would recur on every delivery: it is poison too (and logged with its
+    trace, as a bug of ours).
+    """
+    try:
+        yield
+    except Poison:
+        raise
     except InvalidArgument as exc:
-        raise Poison("invalid", str(exc)) from exc
+        raise Poison("invalid", str(exc).removeprefix(strip)) from exc
+    except Exception as exc:
+        log.error("event_validation_failed", subject=subject, exc_info=exc)
+        raise Poison("invalid", f"cannot be validated ({type(exc).__name__})") from exc
 
 
 def _validate(
     event: events_pb2.ContentEvent, subject_tenant: str, limits: convert.Limits
 ) -> ContentChange:
-    if not event.event_id.strip():
-        raise InvalidArgument("event_id", "must not be empty")
-    if len(event.event_id) > MAX_EVENT_ID:
-        raise InvalidArgument("event_id", f"is longer than {MAX_EVENT_ID} characters")
+    validation.short_id(event.event_id, "event_id", required=True)
     if event.op not in (events_pb2.CONTENT_OP_UPSERT, events_pb2.CONTENT_OP_DELETE):
         raise InvalidArgument("op", "must be CONTENT_OP_UPSERT or CONTENT_OP_DELETE")
-    if event.version <= 0:
-        raise InvalidArgument("version", "must be > 0")
-    if event.version >= 2**63:
-        raise InvalidArgument("version", "must be < 2^63")
+    validation.integer(event.version, "version", minimum=1)
     if not event.HasField("node"):
         raise InvalidArgument("node", "is required")
     node = event.node
@@ -138,6 +154,7 @@ def _validate(
         raise InvalidArgument(
             "node.version", f"is {node.version} but the event's version is {event.version}"
         )
+    validation.tenant(node.tenant, "node.tenant")
     if node.tenant != subject_tenant:
         raise Poison(
             "tenant_mismatch",
@@ -145,25 +162,29 @@ def _validate(
         )
     if not node.id.strip() and not node.slug.strip():
         raise InvalidArgument("node.id", "id or slug is required")
-    if len(event.source) > MAX_EVENT_ID:
-        raise InvalidArgument("source", f"is longer than {MAX_EVENT_ID} characters")
-    occurred = event.occurred_at.ToDatetime(tzinfo=UTC) if event.HasField("occurred_at") else None
+    if node.id:
+        validation.node_id(node.id, "node.id")
+    if node.slug:
+        validation.slug(node.slug, "node.slug")
+    validation.short_id(event.source, "source")
+    occurred = (
+        convert.timestamp(event.occurred_at, "occurred_at")
+        if event.HasField("occurred_at")
+        else None
+    )
     upsert = event.op == events_pb2.CONTENT_OP_UPSERT
     record: domain.NodeRecord | None = None
     if upsert:
+        if node.vectors:
+            raise InvalidArgument("node.vectors", "events carry text only; use Search.Upsert")
         named = events_pb2.ContentEvent().node
         named.CopyFrom(node)
         named.version = event.version
         if not named.id:
+            # An upsert by slug alone may create the node with the slug as its id.
+            validation.node_id(node.slug, "node.slug")
             named.id = named.slug  # placeholder until the slug is resolved
-        if named.vectors:
-            raise InvalidArgument("node.vectors", "events carry text only; use Search.Upsert")
         record, _ = convert.node_from_proto(named, "node", node.tenant, 1, limits)
-    else:
-        for name in ("id", "slug"):
-            value = getattr(node, name)
-            if value and (len(value) > limits.max_id_chars or any(ord(c) < 32 for c in value)):
-                raise InvalidArgument(f"node.{name}", "is too long or holds control characters")
     return ContentChange(
         event_id=event.event_id,
         upsert=upsert,

@@ -11,9 +11,15 @@ from typing import Any
 import asyncpg
 from nats.aio.msg import Msg
 
-from semantic.common.errors import InvalidArgument
+from semantic.common import validation
 from semantic.indexer.consumer import Applied
-from semantic.indexer.events import USER_PREFIX, Poison, parse_event, tenant_from_subject
+from semantic.indexer.events import (
+    USER_PREFIX,
+    Poison,
+    parse_event,
+    tenant_from_subject,
+    validating,
+)
 from semantic.search import spaces
 from semantic.search.db import connection
 from semantic.search.recommend.service import user_event_from_proto
@@ -38,17 +44,16 @@ class UserEventHandler:
         event = events_pb2.UserEvent()
         parse_event(msg.data, msg.headers, event, max_bytes=self._max_bytes)
         subject_tenant = tenant_from_subject(msg.subject, USER_PREFIX)
-        if event.tenant != subject_tenant:
-            raise Poison(
-                "tenant_mismatch",
-                f"tenant {event.tenant!r} differs from the subject's tenant {subject_tenant!r}",
-            )
-        try:
+        with validating(msg.subject, strip="event."):
+            validation.tenant(event.tenant, "tenant")
+            if event.tenant != subject_tenant:
+                raise Poison(
+                    "tenant_mismatch",
+                    f"tenant {event.tenant!r} differs from the subject's tenant {subject_tenant!r}",
+                )
             return user_event_from_proto(
                 event, "event", event.tenant, datetime.now(UTC), self._tracker.config
             )
-        except InvalidArgument as exc:
-            raise Poison("invalid", str(exc).removeprefix("event.")) from exc
 
     async def apply(self, items: list[Any]) -> Applied:
         """Track the batch; events of unknown nodes are handed back for a later retry."""

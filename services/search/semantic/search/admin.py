@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from semantic.common import validation
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.search import spaces
@@ -24,6 +25,9 @@ from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
 
 log = structlog.get_logger(__name__)
+
+MAX_MODEL_DIR_CHARS = 4096
+"""Longest model directory path a Reindex may name (it is stored with the space)."""
 
 OK, DEGRADED, DOWN = (
     pb.COMPONENT_STATUS_OK,
@@ -115,8 +119,8 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         return response
 
     async def Heal(self, request: pb.HealRequest, context: Any) -> pb.HealResponse:
-        if request.content_type and len(request.content_type) > 128:
-            raise InvalidArgument("content_type", "is longer than 128 characters")
+        if request.content_type:
+            validation.name(request.content_type, "content_type")
         space_id = space_id_from(request.space_id)
         async with connection(self._pool) as conn:
             space = (
@@ -147,6 +151,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         if which == "model_dir":
             if not request.model_dir.strip():
                 raise InvalidArgument("model_dir", "must not be empty")
+            validation.text(request.model_dir, "model_dir", MAX_MODEL_DIR_CHARS)
             # The caller's token (admin, no tenant claim) is what the embedder checks.
             model = await self._embedder.load_model(
                 request.model_dir, authorization=_authorization(context)

@@ -1,37 +1,56 @@
 """Protobuf <-> domain values for the search service, with input validation.
 
-Every problem is an InvalidArgument naming the field path the client sent, e.g.
-``nodes[3].content_type: must not be empty``.
+The rules are ``semantic.common.validation``'s; this module applies them field by field
+while converting. Every problem is an InvalidArgument naming the field path the client
+sent, e.g. ``nodes[3].content_type: must not be empty``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
+from semantic.common import validation
 from semantic.common.errors import InvalidArgument
 from semantic.search import domain
 from semantic.search.nodes import VectorRow
 from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import search_pb2 as pb
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Input limits, from settings."""
+    """Input limits (the documented defaults; some come from settings)."""
 
     max_nodes: int = 500
-    max_id_chars: int = 512
+    """Nodes per Upsert; ids + slugs per Delete."""
+    max_get: int = 1000
+    """Ids + slugs per Get."""
+    max_title_chars: int = 1000
     max_text_chars: int = 1_000_000
-    max_tags: int = 256
+    """Characters of a body or a ``texts`` entry."""
+    max_query_chars: int = 10_000
+    max_tags: int = 64
+    max_metadata_bytes: int = 64 * 1024
+    """Serialized size of ``Node.metadata``."""
+    max_chunks: int = 1024
+    """Chunks per vector name of a node (``chunk_index`` < this)."""
+    max_targets: int = 8
     max_top_k: int = 1000
     max_offset: int = 10_000
     max_filter_values: int = 1000
+    """Values per list of a filter (content types, tags, one condition's ``any_of``)."""
+    max_filter_ids: int = 10_000
+    """Ids per ``ids`` / ``exclude_ids`` list of a filter."""
+
+
+NO_CONTENT_TYPE = ""
+"""A content type no node has (stored types are never empty): an empty intersection."""
 
 
 def vector_from_proto(
@@ -64,51 +83,179 @@ def vector_from_proto(
 def node_from_proto(
     node: cpb.Node, field: str, tenant: str, dim: int, limits: Limits
 ) -> tuple[domain.NodeRecord, list[VectorRow]]:
-    """A validated node and its client-supplied vectors."""
-    _check_id(node.id, f"{field}.id", limits)
-    if not node.content_type.strip():
-        raise InvalidArgument(f"{field}.content_type", "must not be empty")
-    if len(node.content_type) > 128:
-        raise InvalidArgument(f"{field}.content_type", "is longer than 128 characters")
+    """A validated node and its client-supplied vectors.
+
+    A vector name may be used by ``texts`` or by ``vectors``, not both; one (name,
+    chunk_index) appears at most once among a node's vectors.
+    """
+    validation.node_id(node.id, f"{field}.id")
+    validation.name(node.content_type, f"{field}.content_type")
     if node.slug:
-        _check_id(node.slug, f"{field}.slug", limits)
-    for name in ("title", "body"):
-        if len(getattr(node, name)) > limits.max_text_chars:
-            raise InvalidArgument(
-                f"{field}.{name}", f"is longer than {limits.max_text_chars} characters"
-            )
+        validation.slug(node.slug, f"{field}.slug")
+    validation.text(node.title, f"{field}.title", limits.max_title_chars)
+    validation.text(node.body, f"{field}.body", limits.max_text_chars)
     for name, text in node.texts.items():
-        if not name or len(name) > 64:
-            raise InvalidArgument(f"{field}.texts", f"vector name {name!r} must be 1-64 characters")
-        if len(text) > limits.max_text_chars:
-            raise InvalidArgument(f"{field}.texts[{name}]", "is too long")
-    if len(node.tags) > limits.max_tags:
-        raise InvalidArgument(f"{field}.tags", f"more than {limits.max_tags} tags")
+        validation.name(name, f"{field}.texts")
+        validation.text(text, f"{field}.texts[{name}]", limits.max_text_chars)
+    validation.count(len(node.tags), f"{field}.tags", limits.max_tags)
+    for i, tag in enumerate(node.tags):
+        validation.tag(tag, f"{field}.tags[{i}]")
+    validation.integer(node.version, f"{field}.version")
+    if node.HasField("created_at"):
+        timestamp(node.created_at, f"{field}.created_at")
+    metadata: dict[str, Any] = {}
+    if node.HasField("metadata"):
+        if node.metadata.ByteSize() > limits.max_metadata_bytes:
+            raise InvalidArgument(
+                f"{field}.metadata", f"is larger than {limits.max_metadata_bytes} bytes"
+            )
+        metadata = struct_to_dict(node.metadata, f"{field}.metadata")
+    vectors = _vectors(node, field, dim, limits)
+    record = domain.NodeRecord(
+        tenant=tenant,
+        id=node.id,
+        slug=node.slug or None,
+        content_type=node.content_type,
+        title=node.title,
+        body=node.body,
+        texts=dict(node.texts),
+        tags=tuple(dict.fromkeys(node.tags)),
+        metadata=metadata,
+        version=node.version,
+    )
+    return record, vectors
+
+
+def _vectors(node: cpb.Node, field: str, dim: int, limits: Limits) -> list[VectorRow]:
     vectors = []
     for j, named in enumerate(node.vectors):
         path = f"{field}.vectors[{j}]"
-        if not named.name:
-            raise InvalidArgument(f"{path}.name", "must not be empty")
-        array = vector_from_proto(named.vector, f"{path}.vector", dim)
+        validation.name(named.name, f"{path}.name")
+        if named.name in node.texts:
+            raise InvalidArgument(
+                f"{path}.name", f"{named.name!r} is in texts too: give a name one or the other"
+            )
+        validation.integer(named.chunk_index, f"{path}.chunk_index", maximum=limits.max_chunks - 1)
         span = named.span
+        validation.integer(span.start, f"{path}.span.start", maximum=validation.INT32_MAX)
+        validation.integer(span.end, f"{path}.span.end", maximum=validation.INT32_MAX)
+        if span.end < span.start:
+            raise InvalidArgument(f"{path}.span", "end must not be before start")
+        array = vector_from_proto(named.vector, f"{path}.vector", dim)
         vectors.append(
             VectorRow(
                 named.name, named.chunk_index, span.start, span.end, array, client_supplied=True
             )
         )
-    record = domain.NodeRecord(
-        tenant=tenant,
-        id=node.id,
-        slug=node.slug or None,
-        content_type=node.content_type.strip(),
-        title=node.title,
-        body=node.body,
-        texts=dict(node.texts),
-        tags=tuple(dict.fromkeys(node.tags)),
-        metadata=json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {},
-        version=node.version,
-    )
-    return record, vectors
+    again = validation.repeated((v.name, v.chunk) for v in vectors)
+    if again is not None:
+        first, index = again
+        raise InvalidArgument(
+            f"{field}.vectors[{index}]",
+            f"repeats the name and chunk_index of {field}.vectors[{first}]"
+            " (each chunk of a named vector at most once)",
+        )
+    return vectors
+
+
+def struct_to_dict(struct: struct_pb2.Struct, field: str, depth: int = 1) -> dict[str, Any]:
+    """A Struct as a JSON object, checked in the same pass (finite numbers, no NUL,
+    non-empty keys, bounded nesting); problems name the path, e.g. ``metadata.a.b``."""
+    validation.json_depth(depth, field)
+    out: dict[str, Any] = {}
+    for key, value in struct.fields.items():
+        validation.json_key(key, field)
+        out[key] = value_to_python(value, f"{field}.{key}", depth)
+    return out
+
+
+def value_to_python(value: struct_pb2.Value, field: str, depth: int = 0) -> Any:
+    """A Value as a JSON value (None for null or unset), checked like ``struct_to_dict``."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return validation.json_string(value.string_value, field)
+    if kind == "number_value":
+        return validation.json_number(value.number_value, field)
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value, field, depth + 1)
+    if kind == "list_value":
+        validation.json_depth(depth + 1, field)
+        return [
+            value_to_python(item, f"{field}[{i}]", depth + 1)
+            for i, item in enumerate(value.list_value.values)
+        ]
+    return None
+
+
+def timestamp(stamp: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A Timestamp as an aware UTC datetime; years 1-9999 and valid nanos only."""
+    return validation.timestamp(stamp.seconds, stamp.nanos, field)
+
+
+def min_score(request: Any) -> float | None:
+    """``min_score`` of a Search or Nearest request: None when unset, else finite."""
+    if not request.HasField("min_score"):
+        return None
+    return validation.number(request.min_score, "min_score")
+
+
+def distinct_nodes(records: Sequence[domain.NodeRecord]) -> None:
+    """The same node (tenant + id, or tenant + slug) at most once per Upsert."""
+    again = validation.repeated((r.tenant, r.id) for r in records)
+    if again is not None:
+        raise InvalidArgument(
+            f"nodes[{again[1]}].id",
+            f"names the same node as nodes[{again[0]}] (a node at most once per request)",
+        )
+    slugs = [(i, (r.tenant, r.slug)) for i, r in enumerate(records) if r.slug]
+    again = validation.repeated(key for _, key in slugs)
+    if again is not None:
+        first, index = slugs[again[0]][0], slugs[again[1]][0]
+        raise InvalidArgument(
+            f"nodes[{index}].slug",
+            f"is the slug of nodes[{first}] too (a node at most once per request)",
+        )
+
+
+def check_keys(ids: Sequence[str], slugs: Sequence[str], maximum: int, *, distinct: bool) -> None:
+    """Ids and slugs of a Get or Delete: formats, count, and (Delete) each at most once."""
+    validation.count(len(ids) + len(slugs), "ids", maximum)
+    for i, node_id in enumerate(ids):
+        validation.node_id(node_id, f"ids[{i}]")
+    for i, slug in enumerate(slugs):
+        validation.slug(slug, f"slugs[{i}]")
+    if not distinct:
+        return
+    for name, keys in (("ids", ids), ("slugs", slugs)):
+        again = validation.repeated(keys)
+        if again is not None:
+            raise InvalidArgument(
+                f"{name}[{again[1]}]", f"repeats {name}[{again[0]}] (each at most once)"
+            )
+
+
+def targets_from_proto(
+    targets: Sequence[pb.VectorTarget], limits: Limits
+) -> list[domain.VectorTarget]:
+    """Named vectors to search: names distinct and well formed, weights finite and >= 0."""
+    validation.count(len(targets), "targets", limits.max_targets)
+    out = []
+    for i, target in enumerate(targets):
+        validation.name(target.name, f"targets[{i}].name")
+        weight = target.weight if target.HasField("weight") else 1.0
+        out.append(
+            domain.VectorTarget(
+                target.name, validation.number(weight, f"targets[{i}].weight", minimum=0)
+            )
+        )
+    again = validation.repeated(t.name for t in out)
+    if again is not None:
+        raise InvalidArgument(
+            f"targets[{again[1]}].name", f"repeats targets[{again[0]}].name (names distinct)"
+        )
+    return out
 
 
 def node_to_proto(
@@ -148,20 +295,25 @@ def node_to_proto(
 
 
 def filter_from_proto(message: cpb.Filter, field: str, limits: Limits) -> domain.Filter:
-    """A domain filter; deep checks (ranges, keys) happen when it is compiled to SQL."""
-    lists = {
-        "content_types": message.content_types,
-        "tags_any": message.tags_any,
-        "tags_all": message.tags_all,
-        "tags_none": message.tags_none,
-        "ids": message.ids,
-        "exclude_ids": message.exclude_ids,
-    }
-    for name, values in lists.items():
-        if len(values) > limits.max_filter_values:
-            raise InvalidArgument(f"{field}.{name}", f"more than {limits.max_filter_values} values")
+    """A domain filter; values checked against the formats of what they match.
+
+    Structural rules (ranges, one test per condition, key paths) are ``filters``'
+    and are checked there, on the domain value.
+    """
+    for name in ("content_types", "tags_any", "tags_all", "tags_none"):
+        validation.count(len(getattr(message, name)), f"{field}.{name}", limits.max_filter_values)
+    for name in ("ids", "exclude_ids"):
+        validation.count(len(getattr(message, name)), f"{field}.{name}", limits.max_filter_ids)
+    for i, content_type in enumerate(message.content_types):
+        validation.name(content_type, f"{field}.content_types[{i}]")
+    for name in ("tags_any", "tags_all", "tags_none"):
+        for i, tag in enumerate(getattr(message, name)):
+            validation.tag(tag, f"{field}.{name}[{i}]")
+    for name in ("ids", "exclude_ids"):
+        for i, node_id in enumerate(getattr(message, name)):
+            validation.node_id(node_id, f"{field}.{name}[{i}]")
     conditions = tuple(
-        _condition(c, f"{field}.metadata[{i}]") for i, c in enumerate(message.metadata)
+        _condition(c, f"{field}.metadata[{i}]", limits) for i, c in enumerate(message.metadata)
     )
     return domain.Filter(
         content_types=tuple(message.content_types),
@@ -169,14 +321,30 @@ def filter_from_proto(message: cpb.Filter, field: str, limits: Limits) -> domain
         tags_all=tuple(message.tags_all),
         tags_none=tuple(message.tags_none),
         metadata=conditions,
-        created=_time_range(message.created) if message.HasField("created") else None,
-        updated=_time_range(message.updated) if message.HasField("updated") else None,
+        created=_time_range(message.created, f"{field}.created")
+        if message.HasField("created")
+        else None,
+        updated=_time_range(message.updated, f"{field}.updated")
+        if message.HasField("updated")
+        else None,
         ids=tuple(message.ids),
         exclude_ids=tuple(message.exclude_ids),
     )
 
 
-def _condition(message: cpb.MetadataCondition, field: str) -> domain.MetadataCondition:
+def with_content_types(flt: domain.Filter, types: Sequence[str], field: str) -> domain.Filter:
+    """``flt`` further restricted to ``types`` (a request's shorthand): both must hold."""
+    if not types:
+        return flt
+    chosen = tuple(validation.name(t, f"{field}[{i}]") for i, t in enumerate(types))
+    if flt.content_types:
+        chosen = tuple(t for t in chosen if t in flt.content_types) or (NO_CONTENT_TYPE,)
+    return replace(flt, content_types=chosen)
+
+
+def _condition(
+    message: cpb.MetadataCondition, field: str, limits: Limits
+) -> domain.MetadataCondition:
     kind = message.WhichOneof("test")
     if kind is None:
         raise InvalidArgument(
@@ -184,48 +352,31 @@ def _condition(message: cpb.MetadataCondition, field: str) -> domain.MetadataCon
         )
     base: dict[str, Any] = {"key": message.key, "negate": message.negate}
     if kind == "equals":
-        value = _value(message.equals)
+        value = value_to_python(message.equals, f"{field}.equals")
         # equals=None means "not set" in the domain; JSON null is matched as any_of [null].
         base["equals" if value is not None else "any_of"] = value if value is not None else (None,)
     elif kind == "any_of":
-        base["any_of"] = tuple(_value(v) for v in message.any_of.values)
+        values = message.any_of.values
+        validation.count(len(values), f"{field}.any_of", limits.max_filter_values)
+        base["any_of"] = tuple(
+            value_to_python(v, f"{field}.any_of[{i}]") for i, v in enumerate(values)
+        )
     elif kind == "number_range":
         r = message.number_range
-        base["number_range"] = domain.NumberRange(
-            gte=r.gte if r.HasField("gte") else None,
-            gt=r.gt if r.HasField("gt") else None,
-            lte=r.lte if r.HasField("lte") else None,
-            lt=r.lt if r.HasField("lt") else None,
-        )
-        for bound in (r.gte, r.gt, r.lte, r.lt):
-            if math.isnan(bound):
-                raise InvalidArgument(f"{field}.number_range", "bounds must be numbers, not NaN")
+        bounds = {}
+        for name in ("gte", "gt", "lte", "lt"):
+            if r.HasField(name):
+                bounds[name] = validation.number(getattr(r, name), f"{field}.number_range.{name}")
+        base["number_range"] = domain.NumberRange(**bounds)
     elif kind == "time_range":
-        base["time_range"] = _time_range(message.time_range)
+        base["time_range"] = _time_range(message.time_range, f"{field}.time_range")
     else:
         base["exists"] = message.exists
     return domain.MetadataCondition(**base)
 
 
-def _value(value: struct_pb2.Value) -> Any:
-    return json_format.MessageToDict(value)
-
-
-def _time_range(message: cpb.TimeRange) -> domain.TimeRange:
+def _time_range(message: cpb.TimeRange, field: str) -> domain.TimeRange:
     return domain.TimeRange(
-        start=_time(message.start) if message.HasField("start") else None,
-        end=_time(message.end) if message.HasField("end") else None,
+        start=timestamp(message.start, f"{field}.start") if message.HasField("start") else None,
+        end=timestamp(message.end, f"{field}.end") if message.HasField("end") else None,
     )
-
-
-def _time(stamp: timestamp_pb2.Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _check_id(value: str, field: str, limits: Limits) -> None:
-    if not value.strip():
-        raise InvalidArgument(field, "must not be empty")
-    if len(value) > limits.max_id_chars:
-        raise InvalidArgument(field, f"is longer than {limits.max_id_chars} characters")
-    if any(ord(ch) < 32 for ch in value):
-        raise InvalidArgument(field, "must not contain control characters")

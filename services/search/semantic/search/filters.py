@@ -31,11 +31,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from semantic.common import validation
 from semantic.common.errors import InvalidArgument
 from semantic.search.domain import Filter, MetadataCondition, NumberRange, TimeRange
 
 MAX_VALUES = 1024
-"""Most values in one list (content types, each tag list, ids, one condition's any_of)."""
+"""Most values in one list (content types, each tag list, one condition's any_of)."""
+MAX_IDS = 10_240
+"""Most ids in ``ids`` or ``exclude_ids`` (Nearest adds the source node to the latter)."""
 MAX_METADATA_CONDITIONS = 32
 MAX_KEY_DEPTH = 8
 MAX_KEY_LENGTH = 256
@@ -110,16 +113,16 @@ def compile_filter(tenant: str, flt: Filter, *, start: int = 1) -> tuple[str, li
 
 def validate_filter(flt: Filter) -> None:
     """Raise ``InvalidArgument`` for the first problem found in ``flt``."""
-    lists: Sequence[tuple[str, tuple[str, ...]]] = (
-        ("content_types", flt.content_types),
-        ("tags_any", flt.tags_any),
-        ("tags_all", flt.tags_all),
-        ("tags_none", flt.tags_none),
-        ("ids", flt.ids),
-        ("exclude_ids", flt.exclude_ids),
+    lists: Sequence[tuple[str, tuple[str, ...], int]] = (
+        ("content_types", flt.content_types, MAX_VALUES),
+        ("tags_any", flt.tags_any, MAX_VALUES),
+        ("tags_all", flt.tags_all, MAX_VALUES),
+        ("tags_none", flt.tags_none, MAX_VALUES),
+        ("ids", flt.ids, MAX_IDS),
+        ("exclude_ids", flt.exclude_ids, MAX_IDS),
     )
-    for name, values in lists:
-        _check_strings(f"filter.{name}", values)
+    for name, values, most in lists:
+        _check_strings(f"filter.{name}", values, most)
     if flt.created is not None:
         _check_time_range("filter.created", flt.created)
     if flt.updated is not None:
@@ -292,9 +295,9 @@ def _check_time_range(field: str, bounds: TimeRange) -> None:
         raise InvalidArgument(field, "start must be before end")
 
 
-def _check_strings(field: str, values: tuple[str, ...]) -> None:
-    if len(values) > MAX_VALUES:
-        raise InvalidArgument(field, f"at most {MAX_VALUES} values are allowed")
+def _check_strings(field: str, values: tuple[str, ...], most: int) -> None:
+    if len(values) > most:
+        raise InvalidArgument(field, f"at most {most} values are allowed")
     for i, value in enumerate(values):
         _check_string(f"{field}[{i}]", value)
 
@@ -302,10 +305,7 @@ def _check_strings(field: str, values: tuple[str, ...]) -> None:
 def _check_string(field: str, value: str) -> None:
     if not isinstance(value, str):
         raise InvalidArgument(field, "must be a string")
-    if len(value) > MAX_STRING_LENGTH:
-        raise InvalidArgument(field, f"longer than {MAX_STRING_LENGTH} characters")
-    if "\x00" in value:
-        raise InvalidArgument(field, "must not contain NUL characters")
+    validation.text(value, field, MAX_STRING_LENGTH)
 
 
 def _aware(moment: datetime) -> datetime:

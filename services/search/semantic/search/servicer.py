@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from semantic.common import validation
 from semantic.common.auth import Role, enforce_tenant, require_every_tenant
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.search import convert, domain, spaces
@@ -43,12 +44,8 @@ _STATES = {
 
 
 def space_id_from(text: str, field: str = "space_id") -> int | None:
-    """'' -> None (the active space); a number -> that space."""
-    if not text:
-        return None
-    if not text.isdigit():
-        raise InvalidArgument(field, f"{text!r} is not a space id (a number)")
-    return int(text)
+    """'' -> None (the active space); ASCII digits -> that space."""
+    return validation.space_id(text, field)
 
 
 def space_to_proto(space: spaces.Space, vectors: int | None = None) -> pb.EmbeddingSpace:
@@ -90,21 +87,19 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return self._ready
 
     async def Upsert(self, request: pb.UpsertRequest, context: Any) -> pb.UpsertResponse:
-        if not request.nodes:
-            raise InvalidArgument("nodes", "must hold at least one node")
-        if len(request.nodes) > self._limits.max_nodes:
-            raise InvalidArgument("nodes", f"at most {self._limits.max_nodes} nodes per call")
+        validation.count(len(request.nodes), "nodes", self._limits.max_nodes, minimum=1)
         space = await self._service.space(space_id_from(request.space_id))
         records = []
         supplied: dict[tuple[str, str], list[VectorRow]] = {}
         for i, node in enumerate(request.nodes):
-            tenant = enforce_tenant(node.tenant)
+            tenant = enforce_tenant(validation.tenant(node.tenant, f"nodes[{i}].tenant"))
             record, vectors = convert.node_from_proto(
                 node, f"nodes[{i}]", tenant, space.dim, self._limits
             )
             records.append(record)
             if vectors:
                 supplied.setdefault((tenant, record.id), []).extend(vectors)
+        convert.distinct_nodes(records)
         results = await self._service.upsert(records, supplied, space.id)
         return pb.UpsertResponse(
             results=[
@@ -123,7 +118,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
         if not request.ids and not request.slugs:
             raise InvalidArgument("ids", "give at least one id or slug")
-        tenant = enforce_tenant(request.tenant)
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        convert.check_keys(request.ids, request.slugs, self._limits.max_nodes, distinct=True)
+        validation.integer(request.version, "version")
         results = await self._service.delete(
             tenant, list(request.ids), list(request.slugs), request.version
         )
@@ -137,7 +134,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     async def Get(self, request: pb.GetRequest, context: Any) -> pb.GetResponse:
         if not request.ids and not request.slugs:
             raise InvalidArgument("ids", "give at least one id or slug")
-        tenant = enforce_tenant(request.tenant)
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        convert.check_keys(request.ids, request.slugs, self._limits.max_get, distinct=False)
         nodes, vectors = await self._service.get(
             tenant,
             list(request.ids),
@@ -154,7 +152,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
 
     async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
-        tenant = enforce_tenant(request.tenant)
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
         query = self._query(request, tenant)
         result = await self._service.search(query, space_id_from(request.space_id))
         return pb.SearchResponse(
@@ -166,13 +164,18 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
 
     async def Nearest(self, request: pb.NearestRequest, context: Any) -> pb.NearestResponse:
-        tenant = enforce_tenant(request.tenant)
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
         source = request.WhichOneof("source")
         if source is None or not getattr(request, source):
             raise InvalidArgument("id", "give the id or the slug of the source node")
+        if source == "id":
+            validation.node_id(request.id, "id")
+        else:
+            validation.slug(request.slug, "slug")
+        if request.vector_name:
+            validation.name(request.vector_name, "vector_name")
         flt = convert.filter_from_proto(request.filter, "filter", self._limits)
-        if request.content_types:
-            flt = domain.Filter(**{**flt.__dict__, "content_types": tuple(request.content_types)})
+        flt = convert.with_content_types(flt, request.content_types, "content_types")
         source_id, result = await self._service.nearest(
             tenant,
             node_id=request.id or None,
@@ -180,7 +183,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             vector_name=request.vector_name or domain.DEFAULT_VECTOR,
             top_k=self._top_k(request.top_k),
             flt=flt,
-            min_score=request.min_score if request.HasField("min_score") else None,
+            min_score=convert.min_score(request),
             space_id=space_id_from(request.space_id),
         )
         return pb.NearestResponse(
@@ -194,7 +197,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         if request.all_tenants:
             require_every_tenant(Role.ADMIN)  # a tenant claim never counts other tenants
         else:
-            tenant = enforce_tenant(request.tenant)
+            tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
         stats = await self._service.stats(tenant)
         response = pb.StatsResponse(
             nodes_by_content_type=[
@@ -237,6 +240,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         vector = None
         if kind is None or (kind == "text" and not request.text.strip()):
             raise InvalidArgument("text", "give query text or a query vector")
+        if text is not None:
+            validation.text(text, "text", self._limits.max_query_chars)
         if kind == "vector":
             vector = convert.vector_from_proto(request.vector, "vector")
         if request.mode == pb.SEARCH_MODE_UNSPECIFIED:
@@ -249,20 +254,21 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             raise InvalidArgument("mode", f"{mode.value} search needs query text, not a vector")
         if request.offset > self._limits.max_offset:
             raise InvalidArgument("offset", f"must be at most {self._limits.max_offset}")
-        targets = []
-        for i, target in enumerate(request.targets):
-            weight = target.weight if target.HasField("weight") else 1.0
-            if not target.name:
-                raise InvalidArgument(f"targets[{i}].name", "must not be empty")
-            if not weight >= 0:
-                raise InvalidArgument(f"targets[{i}].weight", "must be >= 0")
-            targets.append(domain.VectorTarget(target.name, weight))
+        targets = convert.targets_from_proto(request.targets, self._limits)
         hybrid = request.hybrid
         defaults = domain.HybridParams()
         params = domain.HybridParams(
-            rrf_k=hybrid.rrf_k if hybrid.HasField("rrf_k") else defaults.rrf_k,
-            dense_weight=hybrid.dense_weight if hybrid.HasField("dense_weight") else 1.0,
-            keyword_weight=hybrid.keyword_weight if hybrid.HasField("keyword_weight") else 1.0,
+            rrf_k=validation.integer(hybrid.rrf_k, "hybrid.rrf_k", minimum=1)
+            if hybrid.HasField("rrf_k")
+            else defaults.rrf_k,
+            dense_weight=validation.number(hybrid.dense_weight, "hybrid.dense_weight", minimum=0)
+            if hybrid.HasField("dense_weight")
+            else 1.0,
+            keyword_weight=validation.number(
+                hybrid.keyword_weight, "hybrid.keyword_weight", minimum=0
+            )
+            if hybrid.HasField("keyword_weight")
+            else 1.0,
             candidates=min(
                 hybrid.candidates if hybrid.HasField("candidates") else defaults.candidates, 2000
             ),
@@ -277,7 +283,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             filter=convert.filter_from_proto(request.filter, "filter", self._limits),
             top_k=self._top_k(request.top_k),
             offset=request.offset,
-            min_score=request.min_score if request.HasField("min_score") else None,
+            min_score=convert.min_score(request),
             include_body=request.include_body,
         )
 

@@ -3,16 +3,14 @@ naming the field, tenant and user enforcement, one tracker and one recommender."
 
 from __future__ import annotations
 
-import math
-import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from google.protobuf import json_format
 
+from semantic.common import validation
 from semantic.common.auth import enforce_tenant, enforce_user
 from semantic.common.errors import InvalidArgument
 from semantic.search import convert, spaces
@@ -28,7 +26,6 @@ from semantic.search.recommend.engine import (
     Similar,
 )
 from semantic.search.recommend.tracking import (
-    ARCHETYPE_PATTERN,
     Action,
     TrackConfig,
     Tracker,
@@ -39,15 +36,14 @@ from semantic.search.recommend.tracking import (
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 
-_ARCHETYPE = re.compile(ARCHETYPE_PATTERN)
 _SOURCES = {
     "journey": pb.RECOMMEND_SOURCE_JOURNEY,
     "examples": pb.RECOMMEND_SOURCE_EXAMPLES,
     "archetype_popular": pb.RECOMMEND_SOURCE_ARCHETYPE_POPULAR,
     "global_popular": pb.RECOMMEND_SOURCE_GLOBAL_POPULAR,
 }
-MAX_ID = 128
 MAX_CONTEXT_BYTES = 8192
+MAX_WEIGHT = 100.0
 
 
 class Recommendations:
@@ -85,14 +81,15 @@ class Recommendations:
 
     async def track(self, request: pb.TrackRequest) -> pb.TrackResponse:
         """Validate and record the events of a Track call."""
-        if not request.events:
-            raise InvalidArgument("events", "must hold at least one event")
-        if len(request.events) > self._max_track:
-            raise InvalidArgument("events", f"at most {self._max_track} events per call")
+        validation.count(len(request.events), "events", self._max_track, minimum=1)
         now = datetime.now(UTC)
         records = [
             user_event_from_proto(
-                event, f"events[{i}]", enforce_tenant(event.tenant), now, self.tracker.config
+                event,
+                f"events[{i}]",
+                enforce_tenant(validation.tenant(event.tenant, f"events[{i}].tenant")),
+                now,
+                self.tracker.config,
             )
             for i, event in enumerate(request.events)
         ]
@@ -113,8 +110,8 @@ class Recommendations:
         self, request: pb.RecommendRequest, space_id: int | None = None
     ) -> pb.RecommendResponse:
         """Validate, recommend, convert (``space_id``: None for the active space)."""
-        tenant = enforce_tenant(request.tenant)
-        user_id = enforce_user(request.user_id)
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        user_id = enforce_user(validation.user_id(request.user_id, "user_id"))
         query = recommend_query_from_proto(
             request, tenant, user_id, self._limits, self.recommender.config
         )
@@ -126,36 +123,42 @@ class Recommendations:
 def user_event_from_proto(
     event: epb.UserEvent, field: str, tenant: str, now: datetime, config: TrackConfig
 ) -> UserEventRecord:
-    """A validated UserEventRecord; InvalidArgument names ``field``.sub-field."""
-    if not event.event_id.strip():
-        raise InvalidArgument(f"{field}.event_id", "must not be empty")
-    if len(event.event_id) > MAX_ID:
-        raise InvalidArgument(f"{field}.event_id", f"is longer than {MAX_ID} characters")
-    if not event.user_id.strip() or len(event.user_id) > 256:
-        raise InvalidArgument(f"{field}.user_id", "must be 1-256 characters")
+    """A validated UserEventRecord; InvalidArgument names ``field``.sub-field.
+
+    The tenant is the caller's to check (its format, and the token's claim)."""
+    validation.short_id(event.event_id, f"{field}.event_id", required=True)
+    validation.user_id(event.user_id, f"{field}.user_id", required=True)
     which = event.WhichOneof("node")
     if which is None or not getattr(event, which).strip():
         raise InvalidArgument(f"{field}.node_id", "node_id or slug is required")
+    if which == "node_id":
+        validation.node_id(event.node_id, f"{field}.node_id")
+    else:
+        validation.slug(event.slug, f"{field}.slug")
     if int(event.action) not in {int(a) for a in Action}:
         raise InvalidArgument(
             f"{field}.action", "must be IMPRESSION, VIEW, CLICK, LIKE, CONVERT or DISMISS"
         )
-    occurred = event.occurred_at.ToDatetime(tzinfo=UTC) if event.HasField("occurred_at") else now
+    occurred = (
+        convert.timestamp(event.occurred_at, f"{field}.occurred_at")
+        if event.HasField("occurred_at")
+        else now
+    )
     check_time(occurred, now, config.max_future_s, f"{field}.occurred_at")
-    weight = event.weight if event.HasField("weight") else None
-    if weight is not None and (not math.isfinite(weight) or abs(weight) > 100):
-        raise InvalidArgument(f"{field}.weight", "must be finite with |weight| <= 100")
-    if event.archetype and not _ARCHETYPE.match(event.archetype):
-        raise InvalidArgument(f"{field}.archetype", "must match [a-z][a-z0-9_]{0,63}")
-    if len(event.session_id) > MAX_ID:
-        raise InvalidArgument(f"{field}.session_id", f"is longer than {MAX_ID} characters")
-    if len(event.source) > MAX_ID:
-        raise InvalidArgument(f"{field}.source", f"is longer than {MAX_ID} characters")
+    weight = (
+        validation.number(event.weight, f"{field}.weight", minimum=-MAX_WEIGHT, maximum=MAX_WEIGHT)
+        if event.HasField("weight")
+        else None
+    )
+    if event.archetype:
+        validation.name(event.archetype, f"{field}.archetype")
+    validation.short_id(event.session_id, f"{field}.session_id")
+    validation.short_id(event.source, f"{field}.source")
     context = None
     if event.HasField("context"):
         if event.context.ByteSize() > MAX_CONTEXT_BYTES:
             raise InvalidArgument(f"{field}.context", f"is larger than {MAX_CONTEXT_BYTES} bytes")
-        context = json_format.MessageToDict(event.context)
+        context = convert.struct_to_dict(event.context, f"{field}.context")
     return UserEventRecord(
         event_id=event.event_id,
         user_id=event.user_id,
@@ -188,26 +191,23 @@ def recommend_query_from_proto(
         if request.HasField("filter")
         else Filter()
     )
-    if request.content_types:
-        types = tuple(t.strip() for t in request.content_types)
-        if any(not t for t in types):
-            raise InvalidArgument("content_types", "must not hold empty names")
-        if flt.content_types:
-            types = tuple(t for t in types if t in flt.content_types) or ("\x00none",)
-        flt = Filter(**{**flt.__dict__, "content_types": types})
-    if request.archetype and not _ARCHETYPE.match(request.archetype):
-        raise InvalidArgument("archetype", "must match [a-z][a-z0-9_]{0,63}")
+    validation.count(len(request.content_types), "content_types", limits.max_filter_values)
+    flt = convert.with_content_types(flt, request.content_types, "content_types")
+    if request.archetype:
+        validation.name(request.archetype, "archetype")
+    if request.vector_name:
+        validation.name(request.vector_name, "vector_name")
     diversity = request.diversity
     share = (
         diversity.max_share_per_content_type
         if diversity.HasField("max_share_per_content_type")
         else None
     )
-    if share is not None and not 0 < share <= 1:
+    if share is not None and not 0 < share <= 1:  # NaN fails too
         raise InvalidArgument("diversity.max_share_per_content_type", "must be in (0, 1]")
     lam = diversity.mmr_lambda if diversity.HasField("mmr_lambda") else None
-    if lam is not None and not 0 <= lam <= 1:
-        raise InvalidArgument("diversity.mmr_lambda", "must be in [0, 1]")
+    if lam is not None:
+        validation.number(lam, "diversity.mmr_lambda", minimum=0, maximum=1)
     if request.strategy not in (
         pb.RECOMMEND_STRATEGY_UNSPECIFIED,
         pb.RECOMMEND_STRATEGY_AVERAGE_VECTOR,
@@ -217,10 +217,10 @@ def recommend_query_from_proto(
     weights = {}
     for name in ("similarity", "engagement", "recency", "archetype_prior"):
         if request.weights.HasField(name):
-            value = getattr(request.weights, name)
-            if not math.isfinite(value) or abs(value) > 100:
-                raise InvalidArgument(f"weights.{name}", "must be finite with |value| <= 100")
-            weights[name] = value
+            weights[name] = validation.number(
+                getattr(request.weights, name), f"weights.{name}", minimum=0, maximum=MAX_WEIGHT
+            )
+    validation.count(len(request.positive) + len(request.negative), "positive", config.max_examples)
     return RecommendQuery(
         tenant=tenant,
         user_id=user_id,
@@ -251,10 +251,10 @@ def _examples(examples: Sequence[pb.RecommendExample], field: str) -> tuple[Exam
             out.append(
                 Example(vector=convert.vector_from_proto(example.vector, f"{field}[{i}].vector"))
             )
-        elif not getattr(example, which).strip():
-            raise InvalidArgument(f"{field}[{i}].{which}", "must not be empty")
+        elif which == "id":
+            out.append(Example(node_id=validation.node_id(example.id, f"{field}[{i}].id")))
         else:
-            out.append(Example(node_id=example.id, slug=example.slug))
+            out.append(Example(slug=validation.slug(example.slug, f"{field}[{i}].slug")))
     return tuple(out)
 
 

@@ -418,3 +418,12 @@ def test_the_interceptor_refuses_every_tenant_methods_to_a_pinned_token() -> Non
             interceptor.check(method, pinned)
         interceptor.check(method, free)
     interceptor.check("/semantic.v1.Search/Stats", pinned)  # takes a tenant instead
+
+
+@pytest.mark.unit
+def test_a_manifest_that_is_not_utf8_is_invalid_not_a_crash(tmp_path: Path) -> None:
+    from semantic.embedder.model.manifest import Manifest, ManifestInvalid
+
+    (tmp_path / "manifest.json").write_bytes(b'{"model_id": "\xff\xfe"}')
+    with pytest.raises(ManifestInvalid, match="not UTF-8"):
+        Manifest.load(tmp_path)

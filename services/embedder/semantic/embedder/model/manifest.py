@@ -107,6 +107,10 @@ class Manifest(BaseModel):
             raise ModelFileMissing(path) from exc
         except OSError as exc:
             raise ManifestInvalid(path, str(exc)) from exc
+        except UnicodeDecodeError as exc:
+            raise ManifestInvalid(
+                path, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from exc
         try:
             return cls.model_validate_json(raw)
         except ValidationError as exc:

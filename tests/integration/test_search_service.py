@@ -160,6 +160,27 @@ async def test_resending_the_same_node_changes_nothing(stub) -> None:  # type: i
     assert again.results[0].vectors_written == 0
 
 
+async def test_input_limits_come_from_the_settings(
+    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        **_env(database_url, embedder_address, fp32_model_dir),
+        "SEMANTIC_SEARCH_MAX_TAGS": "2",
+        "SEMANTIC_SEARCH_MAX_QUERY_CHARS": "20",
+    }
+    async with _search_service(env, monkeypatch) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as tags:
+            await stub.Upsert(pb.UpsertRequest(nodes=[_node("tls", tags=["a", "b", "c"])]))
+        assert tags.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "nodes[0].tags" in (tags.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as query:
+            await stub.Search(pb.SearchRequest(text="x" * 21, mode=pb.SEARCH_MODE_KEYWORD))
+        assert query.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "text" in (query.value.details() or "")
+        await stub.Upsert(pb.UpsertRequest(nodes=[_node("tls", tags=["a", "b"])]))
+
+
 async def test_get_answers_in_request_order(stub) -> None:  # type: ignore[no-untyped-def]
     await _load(stub)
     got = await stub.Get(pb.GetRequest(ids=["tls", "absent", "cache", "tls"], slugs=["pasta-page"]))

@@ -39,6 +39,12 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         max_nodes=settings.search_max_nodes_per_upsert,
         max_top_k=settings.search_max_top_k,
         max_offset=settings.search_max_offset,
+        max_get=settings.search_max_get,
+        max_title_chars=settings.search_max_title_chars,
+        max_text_chars=settings.search_max_text_chars,
+        max_query_chars=settings.search_max_query_chars,
+        max_tags=settings.search_max_tags,
+        max_metadata_bytes=settings.search_max_metadata_bytes,
     )
     search = SearchServicer(limits)
     admin = AdminServicer()

@@ -76,3 +76,13 @@ class SearchSettings(WritePathSettings, AuthSettings, RecommendSettings, Databas
     search_max_top_k: int = Field(1000, ge=1, description="Largest top_k a request may ask.")
     search_max_offset: int = Field(10_000, ge=0, description="Largest offset a request may ask.")
     search_max_nodes_per_upsert: int = Field(500, ge=1, description="Nodes per Upsert call.")
+    search_max_get: int = Field(1000, ge=1, description="Ids + slugs per Get call.")
+    search_max_title_chars: int = Field(1000, ge=1, description="Characters of a node title.")
+    search_max_text_chars: int = Field(
+        1_000_000, ge=1, description="Characters of a node body or one of its texts."
+    )
+    search_max_query_chars: int = Field(10_000, ge=1, description="Characters of a query text.")
+    search_max_tags: int = Field(64, ge=0, description="Tags per node.")
+    search_max_metadata_bytes: int = Field(
+        65_536, ge=2, description="Size of a node's metadata (protobuf Struct), in bytes."
+    )

@@ -63,6 +63,19 @@ async def running_indexer(env: dict[str, str], monkeypatch: Any) -> AsyncIterato
         await asyncio.wait_for(task, 60)
 
 
+def search_env(database_url: str, embedder_address: str, model_dir: Path) -> dict[str, str]:
+    """Environment of a search service for tests (auth off, small chunk window)."""
+    return {
+        "DATABASE_URL": database_url,
+        "SEMANTIC_GRPC_HOST": "127.0.0.1",
+        "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
+        "SEMANTIC_AUTH_MODE": "disabled",
+        "SEMANTIC_SEARCH_TOKENIZER": str(model_dir / "tokenizer.json"),
+        "SEMANTIC_SEARCH_CHUNK_WINDOW": "64",
+    }
+
+
 @asynccontextmanager
 async def running_search(env: dict[str, str], monkeypatch: Any) -> AsyncIterator[grpc.aio.Channel]:
     """The search service in this event loop on a free port, SERVING; yields a channel."""

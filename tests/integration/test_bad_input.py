@@ -19,6 +19,7 @@ from indexer_kit import (
     publish_raw,
     running_indexer,
     running_search,
+    search_env,
     vector_counts,
     wait_for,
     wait_for_streams,
@@ -41,15 +42,7 @@ async def channel(
     fp32_model_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[grpc.aio.Channel]:
-    env = {
-        "DATABASE_URL": database_url,
-        "SEMANTIC_GRPC_HOST": "127.0.0.1",
-        "SEMANTIC_METRICS_PORT": "0",
-        "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
-        "SEMANTIC_AUTH_MODE": "disabled",
-        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
-        "SEMANTIC_SEARCH_CHUNK_WINDOW": "64",
-    }
+    env = search_env(database_url, embedder_address, fp32_model_dir)
     async with running_search(env, monkeypatch) as ready:
         yield ready
 

@@ -1,20 +1,16 @@
 """The search service through gRPC: idempotent versioned writes, the three search modes,
 filters, nearest, stats, admin spaces, and clear errors. Real PostgreSQL, real embedder."""
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from indexer_kit import running_search, search_env
 
 from semantic.common.auth import mint_token
-from semantic.devstack.ports import free_port
-from semantic.search.app import serve
 from semantic.search.settings import SearchSettings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -32,42 +28,8 @@ DOCS = {
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 
 
-@asynccontextmanager
-async def _search_service(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[grpc.aio.Channel]:
-    """The search service in this event loop on a free port; yields a channel to it."""
-    port = free_port()
-    for key, value in {**env, "SEMANTIC_GRPC_PORT": str(port)}.items():
-        monkeypatch.setenv(key, value)
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(SearchSettings(), stop))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        await asyncio.wait_for(channel.channel_ready(), 30)
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(300):
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-            await asyncio.sleep(0.1)
-        yield channel
-    finally:
-        await channel.close()
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
 def _env(database_url: str, embedder_address: str, fp32_model_dir: Path) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "SEMANTIC_GRPC_HOST": "127.0.0.1",
-        "SEMANTIC_METRICS_PORT": "0",
-        "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
-        "SEMANTIC_AUTH_MODE": "disabled",
-        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
-        "SEMANTIC_SEARCH_CHUNK_WINDOW": "64",
-    }
+    return search_env(database_url, embedder_address, fp32_model_dir)
 
 
 @pytest.fixture
@@ -75,7 +37,7 @@ async def stub(
     database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[search_pb2_grpc.SearchStub]:
     env = _env(database_url, embedder_address, fp32_model_dir)
-    async with _search_service(env, monkeypatch) as channel:
+    async with running_search(env, monkeypatch) as channel:
         yield search_pb2_grpc.SearchStub(channel)
 
 
@@ -89,7 +51,7 @@ async def secured(
         "SEMANTIC_AUTH_JWT_SECRET": SECRET,
         "SEMANTIC_AUTH_JWT_AUDIENCE": "semantic",
     }
-    async with _search_service(env, monkeypatch) as channel:
+    async with running_search(env, monkeypatch) as channel:
         yield search_pb2_grpc.SearchStub(channel)
 
 
@@ -168,7 +130,7 @@ async def test_input_limits_come_from_the_settings(
         "SEMANTIC_SEARCH_MAX_TAGS": "2",
         "SEMANTIC_SEARCH_MAX_QUERY_CHARS": "20",
     }
-    async with _search_service(env, monkeypatch) as channel:
+    async with running_search(env, monkeypatch) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as tags:
             await stub.Upsert(pb.UpsertRequest(nodes=[_node("tls", tags=["a", "b", "c"])]))

@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from indexer_kit import indexer_env, running_indexer, running_search
+from indexer_kit import search_env as search_env_for
 
 from semantic.devstack.health import wait_serving
 from semantic.devstack.nats import EmbeddedNats
@@ -60,14 +61,7 @@ async def _still_serving(channel: grpc.aio.Channel) -> None:
 
 @pytest.fixture
 def search_env(database_url: str, embedder_address: str, fp32_model_dir: Path) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "SEMANTIC_GRPC_HOST": "127.0.0.1",
-        "SEMANTIC_METRICS_PORT": "0",
-        "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
-        "SEMANTIC_AUTH_MODE": "disabled",
-        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
-    }
+    return search_env_for(database_url, embedder_address, fp32_model_dir)
 
 
 async def test_the_search_service_refuses_undecodable_requests_as_invalid_argument(

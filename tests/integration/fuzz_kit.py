@@ -159,6 +159,18 @@ class Target:
             return error.code(), error.details() or ""
         return grpc.StatusCode.OK, ""
 
+    def invoke(self, method: MethodDescriptor, request: Message) -> Message:
+        """A unary call's response (an RpcError propagates)."""
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        output = getattr(_MODULES[method.containing_service.name], method.output_type.name)
+        unary = self.channel.unary_unary(
+            path,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=output.FromString,
+        )
+        response: Message = unary(request, timeout=DEADLINE_S)
+        return response
+
     def check_answer(
         self, method: MethodDescriptor, request: Any, *, raw: bool = False
     ) -> grpc.StatusCode:
@@ -306,7 +318,9 @@ class EventBus:
             letters = []
             for seq in range(max(after_seq + 1, info.state.first_seq), info.state.last_seq + 1):
                 msg = await self._js.get_msg(self._dlq, seq)
-                letters.append(DeadLetter(seq, msg.subject, dict(msg.headers or {})))
+                # str(): nats-py parses non-ASCII header values into email.header.Header.
+                headers = {k: str(v) for k, v in (msg.headers or {}).items()}
+                letters.append(DeadLetter(seq, msg.subject, headers))
             return letters
 
         return self.run(read())

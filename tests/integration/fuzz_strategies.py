@@ -14,6 +14,7 @@ Profiles (environment variable SEMANTIC_FUZZ_PROFILE):
         database;
   fuzz  `make fuzz`: a long random campaign; failures are saved in .hypothesis/ (git-
         ignored) and replayed first on the next run.
+SEMANTIC_FUZZ_EXAMPLES=N replaces the profile's examples per RPC (a shorter campaign).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from semantic.v1 import events_pb2 as evpb
 from semantic.v1 import search_pb2 as spb
 
 PROFILE_ENV = "SEMANTIC_FUZZ_PROFILE"
+EXAMPLES_ENV = "SEMANTIC_FUZZ_EXAMPLES"
 _QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 settings.register_profile(
     "ci",
@@ -67,10 +69,11 @@ SERVICES = {"Embedder": epb, "Search": spb, "Admin": spb}
 
 
 def fuzz_settings(share: float = 1.0) -> settings:
-    """The active profile, its example budget scaled by ``share`` (costly RPCs get less)."""
-    name = os.environ.get(PROFILE_ENV, "ci")
-    base = settings.get_profile(name)
-    return settings(base, max_examples=max(1, round(base.max_examples * share)))
+    """The active profile, its example budget (or SEMANTIC_FUZZ_EXAMPLES when set) scaled
+    by ``share``: costly RPCs get less."""
+    base = settings.get_profile(os.environ.get(PROFILE_ENV, "ci"))
+    budget = int(os.environ.get(EXAMPLES_ENV) or base.max_examples)
+    return settings(base, max_examples=max(1, round(budget * share)))
 
 
 def rpc_methods() -> list[MethodDescriptor]:

@@ -107,8 +107,13 @@ def _publish_and_settle(indexer: Indexer, batch: list[Publication]) -> None:
     assert indexer.broken is None, f"the indexer is broken since: {indexer.broken}"
     bus = indexer.bus
     after = bus.last_dead_letter_seq()
+    ours: dict[str, Publication] = {}
     for publication in batch:
-        bus.publish(publication.subject, publication.payload, publication.headers)
+        msg_id = f"fuzz-{uuid.uuid4()}"
+        ours[msg_id] = publication
+        bus.publish(
+            publication.subject, publication.payload, {**publication.headers, "Nats-Msg-Id": msg_id}
+        )
     shown = "\n".join(f"  {p.described()}" for p in batch)
     stuck = bus.wait_settled(SETTLE_S)
     if stuck is not None:
@@ -119,7 +124,6 @@ def _publish_and_settle(indexer: Indexer, batch: list[Publication]) -> None:
     except AssertionError as error:
         indexer.broken = str(error)
         raise
-    ours = {p.headers["Nats-Msg-Id"]: p for p in batch}
     for letter in bus.dead_letters(after):
         publication = ours.get(letter.msg_id)
         if publication is None:

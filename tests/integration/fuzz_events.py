@@ -106,8 +106,8 @@ def hostile_json(kind: str) -> st.SearchStrategy[bytes]:
 def _as_json(message: Message) -> bytes | None:
     try:
         return json_format.MessageToJson(message).encode()
-    except (ValueError, TypeError, json_format.Error):
-        return None  # NaN in a Struct or a timestamp out of range has no JSON form
+    except (ValueError, TypeError, RecursionError, json_format.Error):
+        return None  # NaN, a timestamp out of range, deep nesting: no JSON form
 
 
 @st.composite

@@ -109,7 +109,7 @@ class Pools:
     users: tuple[str, ...] = ("u1", "u2", "visitor-7f3a")
     archetypes: tuple[str, ...] = ("budget_traveller", "home_cook")
     metadata_keys: tuple[str, ...] = ("rank", "lang", "author.name", "price", "published")
-    space_ids: tuple[str, ...] = ("s1", "s2", "s3", "s4")
+    space_ids: tuple[str, ...] = ("1", "2", "3", "4")
     model_ids: tuple[str, ...] = ("sentence-transformers/all-MiniLM-L6-v2",)
     model_dirs: tuple[str, ...] = ("/nonexistent/model",)
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)

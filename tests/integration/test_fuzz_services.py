@@ -16,6 +16,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from fuzz_strategies import (
 from fuzz_values import Pools
 from google.protobuf.descriptor import MethodDescriptor
 from hypothesis import example, given
+from hypothesis import strategies as st
 
 from semantic.common.auth import EMBEDDER_OPEN_METHODS
 from semantic.devstack import EmbeddedNats, EmbeddedPostgres
@@ -46,7 +48,8 @@ AUDIENCE = "semantic"
 METHODS = rpc_methods()
 # Costly RPCs (a model load, a re-embedding pass) get a part of the profile's budget.
 SHARE = {"LoadModel": 0.4, "Reindex": 0.5, "Heal": 0.5, "EmbedStream": 0.5}
-SPACE_IDS = tuple(f"s{i}" for i in range(1, 9))
+CONCURRENT_CALLS = 8
+SPACE_IDS = (*(str(i) for i in range(1, 9)), "s1", "0", "-1")
 
 
 def _id(method: MethodDescriptor) -> str:
@@ -282,6 +285,43 @@ def test_undecodable_bytes_get_a_client_status_and_the_service_keeps_serving(
         target.check_answer(method, shown.value, raw=True)
 
     run()
+
+
+def test_concurrent_requests_get_client_statuses_and_the_services_keep_serving(
+    embedder: Target, search: Target, pools: Pools
+) -> None:
+    """Requests to every RPC at once (writes, reads, heals, reindexes, space switches and
+    model loads side by side): each still gets a client status, nothing deadlocks."""
+    strategies = request_strategies(pools)
+    by_path = {method_path(m): m for m in METHODS}
+    calls = st.lists(
+        st.sampled_from(sorted(by_path)).flatmap(lambda p: strategies[p].map(lambda r: (p, r))),
+        min_size=2,
+        max_size=CONCURRENT_CALLS,
+    )
+
+    def target_of(path: str) -> Target:
+        return embedder if path.startswith("/semantic.v1.Embedder/") else search
+
+    with ThreadPoolExecutor(CONCURRENT_CALLS) as pool:
+
+        @fuzz_settings(0.5)
+        @given(shown=calls.map(Shown))
+        def run(shown: Shown) -> None:
+            embedder.require_healthy()
+            search.require_healthy()
+            futures = [pool.submit(target_of(p).call, by_path[p], r) for p, r in shown.value]
+            answers = [future.result() for future in futures]
+            bad = [
+                f"{path} answered {code.name}: {details!r} to {describe(request)}"
+                for (path, request), (code, details) in zip(shown.value, answers, strict=True)
+                if code in FORBIDDEN
+            ]
+            assert not bad, "\n".join(bad)
+            for target in (embedder, search):
+                target.assert_serving(f"after the concurrent calls {describe(shown.value)}")
+
+        run()
 
 
 # --- auth on -----------------------------------------------------------------------------

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import math
 import struct
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ PROSE = (
     "Cheap flights to Lisbon in spring, with a carry-on bag only.",
     "Reset your password from the account page, then sign in again.",
 )
-# Strings that broke parsers, subjects, SQL or paths somewhere before.
+# Strings known to trip parsers, NATS subjects, SQL, JSON paths and file paths.
 NASTY = (
     " ",
     "\t\n",
@@ -112,7 +111,6 @@ class Pools:
     space_ids: tuple[str, ...] = ("1", "2", "3", "4")
     model_ids: tuple[str, ...] = ("sentence-transformers/all-MiniLM-L6-v2",)
     model_dirs: tuple[str, ...] = ("/nonexistent/model",)
-    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def sized(sizes: tuple[int, ...] = HUGE_SIZES) -> st.SearchStrategy[str]:
@@ -178,8 +176,6 @@ def string_values(name: str, pools: Pools) -> st.SearchStrategy[str]:
         by_name[id_field] = uuids()
     for text_field in ("title", "body", "text", "texts", "chunk_text", "query_prefix"):
         by_name[text_field] = prose()
-    for extra, values in pools.extra.items():
-        by_name[extra] = pick(values)
     sizes = BODY_SIZES if name in {"body", "texts", "text", "title"} else HUGE_SIZES
     realistic = by_name.get(name, st.sampled_from(PROSE[0].split()))
     return realistic_or_hostile(realistic, sizes)
@@ -443,7 +439,3 @@ def _scalar(fd: FieldDescriptor, pools: Pools, name: str | None = None) -> st.Se
             st.sampled_from(known), st.sampled_from(known), st.integers(-(2**31), 2**31 - 1)
         )
     raise TypeError(f"no strategy for field {fd.full_name} of C++ type {cpp}")
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from semantic.devstack.footprint import Footprint, footprint, growth, growth_within
-from semantic.devstack.soak import counter_by
+from semantic.devstack.soak import counter_by, trajectory
 from semantic.devstack.tally import StatusTally
 from semantic.devstack.workload import Workload
 from semantic.v1 import events_pb2 as epb
@@ -161,3 +161,15 @@ def test_event_stream_versions_increase_and_deletes_follow_upserts() -> None:
             assert subject == f"semantic.content._.{content.node.content_type}"
             live.add(node_id)
     assert kinds == {"content_upsert", "content_delete", "user"}
+
+
+@pytest.mark.unit
+def test_trajectory_tells_memory_that_settles_from_memory_that_keeps_growing() -> None:
+    mb = 2**20
+    settles = [Footprint(v * mb, v * mb, 1) for v in (100, 120, 130, 130, 131, 130, 131)]
+    leaks = [Footprint(v * mb, v * mb, 1) for v in (100, 110, 120, 130, 140, 150, 160)]
+    settled = trajectory("search", settles, points=4)
+    assert settled["timeline_mb"] == [100.0, 130.0, 131.0, 131.0]
+    assert settled["second_half_growth_ratio"] == round(131 / 130, 3)
+    assert trajectory("search", leaks)["second_half_growth_ratio"] == round(160 / 130, 3)
+    assert trajectory("search", []) == {"timeline_mb": [], "second_half_growth_ratio": 1.0}

@@ -125,7 +125,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="BEIR folder for the documents (default: ../shared/data/nfcorpus when present, "
         "else generated text)",
     )
-    soak.add_argument("--warmup", type=float, default=30.0, help="seconds of load before measuring")
+    soak.add_argument(
+        "--warmup", type=float, default=120.0, help="seconds of load before measuring"
+    )
     soak.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )

@@ -33,7 +33,7 @@ import random
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,9 @@ class SoakConfig:
     rate: float = 20.0
     corpus: int = 2000
     dataset: Path | None = None
-    warmup_s: float = 30.0
+    warmup_s: float = 120.0
+    """Load before the first memory reading: allocator pools and caches settle in the first
+    minutes (see ``second_half_growth_ratio``)."""
     users: int = 200
     sample_s: float = 5.0
     call_timeout_s: float = 30.0
@@ -226,6 +228,22 @@ def _larger(name: str, one: Footprint, other: Footprint) -> Footprint:
     return one if one.value(metric) >= other.value(metric) else other
 
 
+def trajectory(name: str, samples: Sequence[Footprint], points: int = 11) -> dict[str, Any]:
+    """The process's memory over the run (``points`` readings, evenly spaced, in MB) and
+    ``second_half_growth_ratio``: end / the reading at mid-run. Memory that settles after the
+    first minutes (caches, allocator pools) shows a ratio near 1; a leak keeps it above."""
+    metric = MEMORY_METRIC.get(name, "rss")
+    values = [s.value(metric) for s in samples]
+    if not values:
+        return {"timeline_mb": [], "second_half_growth_ratio": 1.0}
+    picks = sorted({round(i * (len(values) - 1) / (points - 1)) for i in range(points)})
+    middle = values[(len(values) - 1) // 2]
+    return {
+        "timeline_mb": [round(values[i] / 2**20, 1) for i in picks],
+        "second_half_growth_ratio": round(values[-1] / middle, 3) if middle else 1.0,
+    }
+
+
 def _sample(pids: Mapping[str, int]) -> dict[str, Footprint]:
     return {name: footprint(pid) for name, pid in pids.items()}
 
@@ -261,6 +279,7 @@ async def _soak(
         warmup, _ = traffic.swap()
         pids = stack.pids()
         start = peak = await asyncio.to_thread(_sample, pids)
+        samples = [start]
         machine_at_start = machine()
         progress(f"soaking for {config.minutes:g} min")
         began = time.perf_counter()
@@ -269,11 +288,13 @@ async def _soak(
             await asyncio.sleep(min(config.sample_s, left))
             now = await asyncio.to_thread(_sample, pids)
             peak = {name: _larger(name, peak[name], now[name]) for name in peak}
+            samples.append(now)
             done = time.perf_counter() - began
             progress(f"{done:.0f} s: {traffic.calls.calls()} calls, {traffic.sent.total()} events")
         calls, modes = traffic.swap()
         wall = time.perf_counter() - began
         end = await asyncio.to_thread(_sample, pids)
+        samples.append(end)
         traffic.stop.set()
         await asyncio.gather(*tasks)
         progress("waiting for the indexer to drain")
@@ -286,6 +307,8 @@ async def _soak(
         for channel in channels:
             await channel.close()
     memory = growth(start, end, metrics=MEMORY_METRIC, peak=peak)
+    for name, entry in memory.items():
+        entry.update(trajectory(name, [sample[name] for sample in samples if name in sample]))
     unexpected = {**warmup.unexpected(), **calls.unexpected()}
     return {
         "machine": {**machine_at_start, "load_average_at_end": machine()["load_average"]},

@@ -169,9 +169,7 @@ class EmbeddingEngine:
         self._models[manifest.model_id] = model
         self._batchers[manifest.model_id] = batcher
         try:
-            await self.embed(
-                ["warm-up", "a slightly longer warm-up text"], model_id=manifest.model_id
-            )
+            await self._warm_up(manifest.model_id)
         except BaseException:
             del self._models[manifest.model_id]
             await self._batchers.pop(manifest.model_id).close()
@@ -183,9 +181,19 @@ class EmbeddingEngine:
         await asyncio.gather(*(b.close() for b in self._batchers.values()))
 
     async def warm_up(self) -> None:
-        """Answer one small batch per model, so the first real call is not the slow one."""
+        """Warm every model up (see :meth:`_warm_up`)."""
         for model_id in self._models:
-            await self.embed(["warm-up", "a slightly longer warm-up text"], model_id=model_id)
+            await self._warm_up(model_id)
+
+    async def _warm_up(self, model_id: str) -> None:
+        """Run the largest model call a batch can make on each of the model's sessions, then
+        answer one small batch through the batcher. onnxruntime keeps the memory a call
+        needed for the next ones, so the process reaches its working size here, at start,
+        rather than creeping up under load as ever larger shapes arrive."""
+        model = self._models[model_id]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, _run_largest_call, model, self._policy)
+        await self.embed(["warm-up", "a slightly longer warm-up text"], model_id=model_id)
 
     async def embed(
         self,
@@ -265,3 +273,12 @@ def _batcher(
         policy,
         infer_shared=functools.partial(model.infer, normalize=False, shared=True),
     )
+
+
+def _run_largest_call(model: EmbeddingModel, policy: BatchPolicy) -> None:
+    """One call of the largest shape the batcher makes (``group_tokens`` padded
+    word-pieces of texts at the model window), on the solo and the shared session."""
+    window = model.manifest.max_tokens
+    batch = model.encode(["warm " * window] * max(1, policy.group_tokens // window), "document")
+    for shared in (False, True):
+        model.infer(batch, shared=shared)

@@ -192,7 +192,18 @@ class EmbeddingEngine:
         rather than creeping up under load as ever larger shapes arrive."""
         model = self._models[model_id]
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, _run_largest_call, model, self._policy)
+        window = model.manifest.max_tokens
+        texts = ["warm " * window] * max(1, self._policy.group_tokens // window)
+        batch = await loop.run_in_executor(self._executor, model.encode, texts, "document")
+        solo = functools.partial(model.infer, batch, shared=False)
+        side_by_side = functools.partial(model.infer, batch, shared=True)
+        await loop.run_in_executor(self._executor, solo)
+        await asyncio.gather(  # under load, every worker may run on the shared session at once
+            *(
+                loop.run_in_executor(self._executor, side_by_side)
+                for _ in range(max(1, self._policy.workers))
+            )
+        )
         await self.embed(["warm-up", "a slightly longer warm-up text"], model_id=model_id)
 
     async def embed(
@@ -273,12 +284,3 @@ def _batcher(
         policy,
         infer_shared=functools.partial(model.infer, normalize=False, shared=True),
     )
-
-
-def _run_largest_call(model: EmbeddingModel, policy: BatchPolicy) -> None:
-    """One call of the largest shape the batcher makes (``group_tokens`` padded
-    word-pieces of texts at the model window), on the solo and the shared session."""
-    window = model.manifest.max_tokens
-    batch = model.encode(["warm " * window] * max(1, policy.group_tokens // window), "document")
-    for shared in (False, True):
-        model.infer(batch, shared=shared)

@@ -27,6 +27,7 @@ from semantic.indexer.consumer import ConsumerConfig, ContentConsumer, dependenc
 from semantic.indexer.processor import ChangeProcessor
 from semantic.indexer.settings import IndexerSettings
 from semantic.indexer.streams import Topology, ensure_topology
+from semantic.indexer.unreadable import UnreadableSweeper
 from semantic.indexer.users import UserEventHandler
 from semantic.search import convert, spaces
 from semantic.search.db import connection, create_pool, outage_of
@@ -147,6 +148,15 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             js, topology, users, config, consumer=topology.user_consumer, gate=guardian
         )
         tasks.append(asyncio.create_task(user_consumer.run(halt), name="user-consumer"))
+        for name in (topology.consumer, topology.user_consumer):
+            sweeper = UnreadableSweeper(
+                js,
+                topology.stream,
+                topology.dlq_stream,
+                name,
+                interval_s=min(5.0, settings.indexer_ack_wait_s),
+            )
+            tasks.append(asyncio.create_task(sweeper.run(halt), name=f"unreadable-{name}"))
         tasks.append(
             asyncio.create_task(_lag_loop([consumers[0], user_consumer], halt), name="lag")
         )

@@ -44,7 +44,7 @@ import structlog
 from grpc.aio import ServicerContext
 
 from semantic.common import errors
-from semantic.common.grpc_errors import RPC_HANDLED, status_for
+from semantic.common.grpc_errors import RPC_HANDLED, rewrap, status_for
 from semantic.common.tokens import (
     AuthSettings,
     Role,
@@ -387,28 +387,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         except (errors.Unauthenticated, errors.PermissionDenied) as exc:
             subject = principal.subject if principal is not None else None
             rejection = _rejecting(exc, method, subject)
-            return _rewrap(handler, lambda _: rejection)
+            return rewrap(handler, lambda _behavior, _kind: rejection)
         bound = principal
-        return _rewrap(handler, lambda behavior: _binding(behavior, bound))
-
-
-def _rewrap(
-    handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior], Behavior]
-) -> grpc.RpcMethodHandler:
-    """The same kind of handler with its behaviour wrapped."""
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **kwargs)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **kwargs)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **kwargs)
-    if handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **kwargs)
-    return handler
+        return rewrap(handler, lambda behavior, _kind: _binding(behavior, bound))
 
 
 def _binding(behavior: Behavior, principal: Principal) -> Behavior:

@@ -145,26 +145,42 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         method = handler_call_details.method
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method), **kwargs
+
+        def wrap(behavior: Behavior, kind: str) -> Behavior:
+            # A streaming handler is either an async generator or a coroutine that calls
+            # context.write() (grpc's own health Watch does the latter).
+            streams = kind.endswith("_stream") and inspect.isasyncgenfunction(behavior)
+            return (_wrap_stream if streams else _wrap_unary)(behavior, method)
+
+        return rewrap(handler, wrap)
+
+
+Behavior = Callable[[Any, Any], Any]
+"""A method handler's behaviour: (request or request iterator, context) -> response."""
+
+_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def rewrap(
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[Behavior, str], Behavior],
+    *,
+    request_deserializer: Callable[[bytes], Any] | None = None,
+) -> grpc.RpcMethodHandler:
+    """The same kind of handler with its behaviour replaced by ``wrap(behaviour, kind)``
+    (kind: ``unary_unary``, ``unary_stream``, ``stream_unary`` or ``stream_stream``) and,
+    when given, another request deserializer. The one place interceptors rebuild handlers."""
+    for kind, factory in _FACTORIES.items():
+        behavior = getattr(handler, kind)
+        if behavior:
+            return factory(
+                wrap(behavior, kind),
+                request_deserializer=request_deserializer or handler.request_deserializer,
+                response_serializer=handler.response_serializer,
             )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(handler.stream_unary, method), **kwargs
-            )
-        # A streaming handler is either an async generator or a coroutine that calls
-        # context.write() (grpc's own health Watch does the latter).
-        if handler.unary_stream:
-            fn = handler.unary_stream
-            wrap = _wrap_stream if inspect.isasyncgenfunction(fn) else _wrap_unary
-            return grpc.unary_stream_rpc_method_handler(wrap(fn, method), **kwargs)
-        if handler.stream_stream:
-            fn = handler.stream_stream
-            wrap = _wrap_stream if inspect.isasyncgenfunction(fn) else _wrap_unary
-            return grpc.stream_stream_rpc_method_handler(wrap(fn, method), **kwargs)
-        return handler
+    return handler

@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from semantic.common.errors import InvalidArgument
-from semantic.common.grpc_errors import ErrorInterceptor
+from semantic.common.grpc_errors import Behavior, ErrorInterceptor, rewrap
 
 log = structlog.get_logger(__name__)
 
@@ -135,9 +135,6 @@ class Undecodable:
         return InvalidArgument("request", f"cannot be decoded: {detail}")
 
 
-Behavior = Callable[[Any, Any], Any]
-
-
 class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Undecodable requests become ``InvalidArgument("request", ...)`` for every handler.
 
@@ -154,23 +151,11 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        kwargs = {
-            "request_deserializer": _guarded(handler.request_deserializer),
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(_checked(handler.unary_unary), **kwargs)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(_checked(handler.unary_stream), **kwargs)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                _checked(handler.stream_unary, streamed=True), **kwargs
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                _checked(handler.stream_stream, streamed=True), **kwargs
-            )
-        return handler
+        return rewrap(
+            handler,
+            lambda behavior, kind: _checked(behavior, streamed=kind.startswith("stream_")),
+            request_deserializer=_guarded(handler.request_deserializer),
+        )
 
 
 def _guarded(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:

@@ -39,7 +39,7 @@ from semantic.search.maintenance import (
 )
 from semantic.search.recommend.archetypes import derive_archetypes
 from semantic.search.recommend.tracking import Tracker
-from semantic.search.recovery import DatabaseGuardian, health_reporter
+from semantic.search.recovery import DatabaseGuardian
 from semantic.search.writer import writer_from_settings
 
 log = structlog.get_logger(__name__)
@@ -120,15 +120,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             max_event_bytes=settings.indexer_max_event_bytes,
             limits=convert.Limits(max_text_chars=settings.indexer_max_text_chars),
         )
-        guardian = DatabaseGuardian(
-            pool,
-            settings.dsn(),
-            model,
-            report=health_reporter(kit),
-            service="indexer",
-            check_interval_s=settings.database_check_interval_s,
-            max_backoff_s=settings.database_recovery_max_backoff_s,
-        )
+        guardian = DatabaseGuardian.from_settings(pool, settings, model, kit, "indexer")
         trigger = HealTrigger()
         guardian.on_recovered(lambda: trigger.request("database_recovered"))
         guardian.start(space)

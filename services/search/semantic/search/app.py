@@ -22,7 +22,7 @@ from semantic.search.convert import Limits
 from semantic.search.db import connection, create_pool, session_settings
 from semantic.search.maintenance import Maintenance
 from semantic.search.recommend.service import Recommendations
-from semantic.search.recovery import DatabaseGuardian, health_reporter
+from semantic.search.recovery import DatabaseGuardian
 from semantic.search.service import RetrievalConfig, SearchService
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
@@ -99,15 +99,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         )
         search.attach(service, recommendations)
         admin.attach(pool, embedder, Maintenance(pool, writer))
-        guardian = DatabaseGuardian(
-            pool,
-            settings.dsn(),
-            model,
-            report=health_reporter(kit),
-            service="search",
-            check_interval_s=settings.database_check_interval_s,
-            max_backoff_s=settings.database_recovery_max_backoff_s,
-        )
+        guardian = DatabaseGuardian.from_settings(pool, settings, model, kit, "search")
         guardian.start(space)
         closers.append(guardian)  # closed before the pool
         log.info("search_ready", space=space.id, model=space.model_id, state=space.state)

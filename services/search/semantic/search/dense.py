@@ -50,7 +50,7 @@ import numpy as np
 from semantic.common.errors import InvalidArgument
 from semantic.search.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
 from semantic.search.domain import ChunkMatch, NodeRecord, VectorTarget
-from semantic.search.node_store import node_from_row, node_select
+from semantic.search.node_rows import node_from_row, node_select
 
 MAX_TARGETS = 8
 FIRST_FETCH_PER_NODE = 3

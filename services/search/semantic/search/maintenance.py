@@ -39,7 +39,7 @@ from semantic.common.errors import DependencyUnavailable, FailedPrecondition, Ov
 from semantic.search import spaces
 from semantic.search.db import connection
 from semantic.search.domain import NodeRecord
-from semantic.search.node_store import node_from_row, node_select
+from semantic.search.node_rows import node_from_row, node_select
 from semantic.search.spaces import Space
 from semantic.search.writer import ContentWriter
 

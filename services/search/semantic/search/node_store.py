@@ -6,20 +6,15 @@ keyword postings and vectors are written. Vectors are computed *before* the tran
 the caller for the content it expects; if the stored content moved meanwhile,
 :class:`~semantic.search.nodes.Replan` asks the caller to embed again.
 
-Locking: every transaction that changes a node or its vectors first takes one
-transaction-scoped advisory lock per (tenant, id) key, all at once, in ascending lock-id
-order (:meth:`NodeRepository.lock`). Locks exist before rows do, so two writers of a node
-that does not exist yet are serialised like writers of an existing one: the second decides
-against what the first committed, and the newest version wins under any interleaving. The
-only rows shared between nodes, the tenants' keyword statistics, are changed last, in
-tenant order (``keyword.add_stats``). One order for everything: concurrent batches cannot
-deadlock.
+Every transaction here that changes a node or its vectors first takes the nodes' write
+locks (``node_locks``); the tenants' keyword statistics, the only rows shared between
+nodes, are changed last, in tenant order (``keyword.add_stats``). One order for
+everything: concurrent batches cannot deadlock.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import asyncpg
@@ -29,6 +24,8 @@ from semantic.common.errors import AlreadyExists
 from semantic.search import keyword
 from semantic.search.db import as_array
 from semantic.search.domain import NodeRecord
+from semantic.search.node_locks import lock_nodes
+from semantic.search.node_rows import node_from_row, node_select
 from semantic.search.nodes import (
     DeleteOutcome,
     DeleteResult,
@@ -45,74 +42,12 @@ from semantic.search.nodes import (
 )
 from semantic.search.spaces import Space, vector_table
 
-NODE_LOCK_CLASS = 0x5E3B
-"""First key of the node write locks (``pg_advisory_xact_lock(class, id)``); the second is
-:func:`node_lock_id`. Maintenance's space-build lock uses 0x5E3A."""
-
-_NODE_COLUMNS = (
-    "tenant, id, slug, content_type, title, body, texts, tags, metadata, content_hash,"
-    " version, created_at, updated_at"
-)
-
-
-def node_select(alias: str) -> str:
-    """The node columns :func:`node_from_row` reads, qualified by a table alias."""
-    return ", ".join(f"{alias}.{c.strip()}" for c in _NODE_COLUMNS.split(","))
-
-
-def node_from_row(row: asyncpg.Record) -> NodeRecord:
-    """A NodeRecord from a row holding the columns of :func:`node_select`."""
-    return _record(row)
-
-
-def node_lock_id(tenant: str, node_id: str) -> int:
-    """The second key of the write lock of node ``(tenant, id)``: 32 bits of its sha256.
-
-    Two keys may share a lock id; they are then serialised together, which is harmless."""
-    digest = hashlib.sha256(
-        tenant.encode("utf-8", "surrogatepass") + b"\x00" + node_id.encode("utf-8", "surrogatepass")
-    ).digest()
-    return int.from_bytes(digest[:4], "big", signed=True)
-
-
-def _record(row: asyncpg.Record) -> NodeRecord:
-    return NodeRecord(
-        tenant=row["tenant"],
-        id=row["id"],
-        slug=row["slug"],
-        content_type=row["content_type"],
-        title=row["title"],
-        body=row["body"],
-        texts=row["texts"],
-        tags=tuple(row["tags"]),
-        metadata=row["metadata"],
-        version=row["version"],
-        content_hash=row["content_hash"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-
 
 class NodeRepository:
     """Reads and writes nodes; vectors go to the given space's table."""
 
     def __init__(self, *, text_config: str = "english") -> None:
         self._text_config = text_config
-
-    async def lock(self, conn: asyncpg.Connection, keys: Iterable[tuple[str, str]]) -> None:
-        """Take the write locks of ``keys`` (tenant, id) until the transaction ends.
-
-        All in one statement, in ascending lock-id order: every writer takes its locks in
-        this one order, so two writers never wait for each other in a cycle. Taking a lock
-        the transaction already holds returns at once."""
-        ids = sorted({node_lock_id(tenant, node_id) for tenant, node_id in keys})
-        if ids:
-            await conn.execute(
-                "SELECT count(pg_advisory_xact_lock($1, k.id))"
-                " FROM unnest($2::int4[]) WITH ORDINALITY AS k(id, n)",
-                NODE_LOCK_CLASS,
-                ids,
-            )
 
     async def stored(
         self, conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
@@ -129,7 +64,7 @@ class NodeRepository:
             ids,
         )
         found = {
-            (r["tenant"], r["id"]): Stored(r["version"], r["content_hash"], _record(r))
+            (r["tenant"], r["id"]): Stored(r["version"], r["content_hash"], node_from_row(r))
             for r in rows
         }
         tombs = await conn.fetch(
@@ -177,7 +112,7 @@ class NodeRepository:
                 winner[keys[index]] = index
         stats = keyword.StatsDelta()
         async with conn.transaction():
-            await self.lock(conn, [*winner, *((d.tenant, d.id) for d in deletes)])
+            await lock_nodes(conn, [*winner, *((d.tenant, d.id) for d in deletes)])
             stored = await self.stored(conn, sorted(winner))
             results: list[WriteResult] = []
             changed: list[NodeWrite] = []
@@ -338,7 +273,7 @@ class NodeRepository:
         if not keys:
             return []
         async with conn.transaction():
-            await self.lock(conn, keys)
+            await lock_nodes(conn, keys)
             rows = await conn.fetch(
                 "SELECT n.tenant, n.id, n.content_hash FROM semantic.nodes n"
                 " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
@@ -395,7 +330,7 @@ class NodeRepository:
         deletes = [Deletion(tenant, node_id, version) for node_id in dict.fromkeys(ids)]
         stats = keyword.StatsDelta()
         async with conn.transaction():
-            await self.lock(conn, [(d.tenant, d.id) for d in deletes])
+            await lock_nodes(conn, [(d.tenant, d.id) for d in deletes])
             removed = await self._delete(conn, spaces, deletes, stats)
             await keyword.add_stats(conn, stats)
         return [(r.id, r.slug, r.outcome) for r in removed]
@@ -466,13 +401,13 @@ class NodeRepository:
     ) -> list[NodeRecord]:
         """Nodes by id and/or slug, in no particular order."""
         rows = await conn.fetch(
-            f"SELECT {_NODE_COLUMNS} FROM semantic.nodes"
-            " WHERE tenant = $1 AND (id = ANY($2::text[]) OR slug = ANY($3::text[]))",
+            f"SELECT {node_select('n')} FROM semantic.nodes n"
+            " WHERE n.tenant = $1 AND (n.id = ANY($2::text[]) OR n.slug = ANY($3::text[]))",
             tenant,
             list(ids),
             list(slugs),
         )
-        return [_record(r) for r in rows]
+        return [node_from_row(r) for r in rows]
 
     async def vectors(
         self, conn: asyncpg.Connection, space: Space, tenant: str, ids: Sequence[str]

@@ -33,6 +33,7 @@ from semantic.common.retry import retry_async
 from semantic.common.schema import bootstrap_schema, load_migrations, schema_gaps
 from semantic.common.server import NOT_SERVING, SERVING, ServerKit
 from semantic.search import db, spaces
+from semantic.search.settings import DatabaseRecoverySettings
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +90,26 @@ class DatabaseGuardian:
         self._checker: asyncio.Task[None] | None = None
         self._space_id: int | None = None
         self._closed = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        pool: asyncpg.Pool,
+        settings: DatabaseRecoverySettings,
+        model: ModelDescription,
+        kit: ServerKit,
+        service: str,
+    ) -> DatabaseGuardian:
+        """The guardian of ``service``'s pool, reporting through ``kit``'s health."""
+        return cls(
+            pool,
+            settings.dsn(),
+            model,
+            report=health_reporter(kit),
+            service=service,
+            check_interval_s=settings.database_check_interval_s,
+            max_backoff_s=settings.database_recovery_max_backoff_s,
+        )
 
     @property
     def available(self) -> bool:

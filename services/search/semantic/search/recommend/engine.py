@@ -35,7 +35,7 @@ from semantic.search import dense
 from semantic.search.db import ReadConnections, as_array
 from semantic.search.domain import Filter, NodeRecord, VectorTarget
 from semantic.search.filters import compile_filter, validate_filter
-from semantic.search.node_store import node_from_row, node_select
+from semantic.search.node_rows import node_from_row, node_select
 from semantic.search.recommend.tracking import (
     Action,
     Journey,

@@ -163,10 +163,11 @@ async def test_poison_events_are_dead_lettered_with_their_reason(
 
 
 async def test_stream_and_consumer_are_created_or_updated_at_start(
-    nc: NatsClient, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     js = nc.jetstream()
-    # A stale configuration from an older deployment.
+    # A stale configuration from an older deployment: limits retention, one subject, and an
+    # event published before the upgrade that nobody has acked yet.
     await js.add_stream(name="SEMANTIC", subjects=["semantic.content.>"], max_age=60)
     await js.add_consumer(
         "SEMANTIC",
@@ -178,22 +179,55 @@ async def test_stream_and_consumer_are_created_or_updated_at_start(
             filter_subject="semantic.content.>",
         ),
     )
+    await publish(nc, content_event("kept", 1, title="Kept", body="Published before the upgrade."))
     env = {**env, "SEMANTIC_INDEXER_ACK_WAIT_S": "45"}
     async with running_indexer(env, monkeypatch):
         await wait_for_streams(env["NATS_URL"])
 
         async def updated() -> bool:
             info = await js.consumer_info("SEMANTIC", "indexer")
-            return info.config.ack_wait == 45
+            stream = await js.stream_info("SEMANTIC")
+            return (
+                info.config.ack_wait == 45
+                and stream.config.retention == js_api.RetentionPolicy.INTEREST
+            )
 
-        await wait_for(updated, what="the consumer's ack_wait updated")
+        await wait_for(updated, what="the consumer's ack_wait and the stream's retention updated")
         stream = await js.stream_info("SEMANTIC")
         assert sorted(stream.config.subjects or []) == ["semantic.content.>", "semantic.user.>"]
         assert stream.config.max_age == 168 * 3600
-        assert (await js.stream_info("SEMANTIC_DLQ")).config.subjects == ["semantic.dlq.>"]
+        dlq = await js.stream_info("SEMANTIC_DLQ")
+        assert dlq.config.subjects == ["semantic.dlq.>"]
+        assert dlq.config.retention == js_api.RetentionPolicy.LIMITS
+
+        # The event from before the change was kept, applied, and then left the stream.
+        async def applied_and_gone() -> bool:
+            state = (await js.stream_info("SEMANTIC")).state
+            return await node_versions(database_url) == {"kept": 1} and state.messages == 0
+
+        await wait_for(applied_and_gone, what="the old event applied and removed once acked")
     # A second start with the same settings changes nothing and fails nothing.
     async with running_indexer(env, monkeypatch):
         await wait_for_streams(env["NATS_URL"])
+        stream = await js.stream_info("SEMANTIC")
+        assert stream.config.retention == js_api.RetentionPolicy.INTEREST
+    # An operator who wants the events kept for replay sets limits retention back.
+    env = {**env, "SEMANTIC_INDEXER_STREAM_RETENTION": "limits"}
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+
+        async def limits() -> bool:
+            stream = await js.stream_info("SEMANTIC")
+            return stream.config.retention == js_api.RetentionPolicy.LIMITS
+
+        await wait_for(limits, what="the stream back on limits retention")
+        await publish(nc, content_event("replay", 1, title="Replay", body="Kept after its ack."))
+
+        async def applied() -> bool:
+            return "replay" in await node_versions(database_url)
+
+        await wait_for(applied, what="the event applied")
+        assert (await js.stream_info("SEMANTIC")).state.messages == 1
 
 
 async def test_an_event_failing_for_its_own_reason_is_dead_lettered_after_max_deliver(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from semantic.search.recommend.settings import RecommendSettings
@@ -29,8 +31,13 @@ class IndexerSettings(WritePathSettings, RecommendSettings, DatabaseRecoverySett
         "indexer-users", description="Durable consumer of user events."
     )
     indexer_stream_replicas: int = Field(1, ge=1, le=5, description="Stream replicas.")
+    indexer_stream_retention: Literal["interest", "limits"] = Field(
+        "interest",
+        description="Event stream retention: interest (an event leaves once every consumer "
+        "acked it) or limits (kept until max age).",
+    )
     indexer_stream_max_age_hours: float = Field(
-        168.0, ge=0, description="How long the stream keeps events (0: forever)."
+        168.0, ge=0, description="Longest the stream keeps an event, acked or not (0: forever)."
     )
     indexer_duplicate_window_s: float = Field(
         120.0, gt=0, description="JetStream duplicate window for Nats-Msg-Id."

@@ -3,6 +3,13 @@
 Idempotent: a missing stream or consumer is created, an existing one whose
 configuration differs from the settings is updated (the settings win), an identical one
 is left alone. Every replica runs this; concurrent runs converge.
+
+The event stream's retention is set last, once both durable consumers exist: with
+``interest`` retention an event no consumer is interested in is dropped on arrival, so a
+new stream starts as ``limits`` (nothing published meanwhile is lost) and an existing one
+keeps its retention until the consumers are in place. The server changes ``limits`` to
+``interest`` in place, keeping every unacked event; a change it refuses is logged and the
+stream keeps the retention it has.
 """
 
 from __future__ import annotations
@@ -35,7 +42,6 @@ def stream_configs(settings: IndexerSettings) -> list[js_api.StreamConfig]:
     """The event stream and the dead-letter stream as the settings describe them."""
     max_age = settings.indexer_stream_max_age_hours * 3600 or None
     common = {
-        "retention": js_api.RetentionPolicy.LIMITS,
         "storage": js_api.StorageType.FILE,
         "num_replicas": settings.indexer_stream_replicas,
         "duplicate_window": settings.indexer_duplicate_window_s,
@@ -45,6 +51,7 @@ def stream_configs(settings: IndexerSettings) -> list[js_api.StreamConfig]:
             name=settings.indexer_stream,
             description="Semantic content and user events",
             subjects=list(settings.indexer_subjects),
+            retention=js_api.RetentionPolicy(settings.indexer_stream_retention),
             max_age=max_age,
             **common,  # type: ignore[arg-type]
         ),
@@ -52,6 +59,7 @@ def stream_configs(settings: IndexerSettings) -> list[js_api.StreamConfig]:
             name=settings.indexer_dlq_stream,
             description="Semantic dead letters (original payload, reason in headers)",
             subjects=[f"{DLQ_PREFIX}.>"],
+            retention=js_api.RetentionPolicy.LIMITS,
             **common,  # type: ignore[arg-type]
         ),
     ]
@@ -90,12 +98,15 @@ def consumer_config(settings: IndexerSettings) -> js_api.ConsumerConfig:
 
 
 async def ensure_topology(js: JetStreamContext, settings: IndexerSettings) -> Topology:
-    """Create or update both streams and the consumer; returns their names."""
-    for config in stream_configs(settings):
-        await _ensure_stream(js, config)
+    """Create or update both streams and the consumers; returns their names."""
+    events, dlq = stream_configs(settings)
+    await _ensure_stream(js, dlq)
+    retention = await _ensure_stream(js, events, keep_retention=True)
     consumer = consumer_config(settings)
     info = await js.add_consumer(settings.indexer_stream, consumer)  # create or update
     await js.add_consumer(settings.indexer_stream, user_consumer_config(settings))
+    if retention != events.retention:
+        await _set_retention(js, events, retention)
     log.info(
         "consumer_ready",
         stream=settings.indexer_stream,
@@ -113,24 +124,59 @@ async def ensure_topology(js: JetStreamContext, settings: IndexerSettings) -> To
     )
 
 
-async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
-    assert config.name is not None
+async def _ensure_stream(
+    js: JetStreamContext, config: js_api.StreamConfig, *, keep_retention: bool = False
+) -> js_api.RetentionPolicy | None:
+    """Create or update one stream; returns its retention afterwards.
+
+    With ``keep_retention`` a new stream is created as ``limits`` and an existing one keeps
+    its retention (the caller sets it once the consumers exist).
+    """
+    name = config.name
+    assert name is not None
+    if keep_retention:
+        config = config.evolve(retention=js_api.RetentionPolicy.LIMITS)
     try:
-        current = await js.stream_info(config.name)
+        current = await js.stream_info(name)
     except NotFoundError:
         try:
             await js.add_stream(config)
             log.info("stream_created", stream=config.name, subjects=config.subjects)
-            return
+            return config.retention
         except BadRequestError:  # created meanwhile by another replica
-            current = await js.stream_info(config.name)
+            current = await js.stream_info(name)
+    if keep_retention:
+        config = config.evolve(retention=current.config.retention)
     if _differs(current.config, config):
         await js.update_stream(config)
         log.info("stream_updated", stream=config.name, subjects=config.subjects)
+    return current.config.retention
+
+
+async def _set_retention(
+    js: JetStreamContext, config: js_api.StreamConfig, current: js_api.RetentionPolicy | None
+) -> None:
+    """Move the event stream to the configured retention, or log why it stays."""
+    try:
+        await js.update_stream(config)
+    except BadRequestError as exc:
+        log.warning(
+            "stream_retention_kept",
+            stream=config.name,
+            retention=getattr(current, "value", current),
+            wanted=getattr(config.retention, "value", config.retention),
+            error=exc.description,
+        )
+        return
+    log.info(
+        "stream_retention_set",
+        stream=config.name,
+        retention=getattr(config.retention, "value", config.retention),
+    )
 
 
 def _differs(current: js_api.StreamConfig, wanted: js_api.StreamConfig) -> bool:
-    fields = ("subjects", "max_age", "num_replicas", "duplicate_window")
+    fields = ("subjects", "retention", "max_age", "num_replicas", "duplicate_window")
     for name in fields:
         have, want = getattr(current, name), getattr(wanted, name)
         if name == "subjects":

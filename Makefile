@@ -11,7 +11,7 @@ STAMP      := $(VENV)/.installed
 
 MODELS     := models
 
-.PHONY: setup models run test check fmt lint typecheck buf-lint buf-breaking proto proto-check unit integration fuzz clean
+.PHONY: setup models run test check fmt lint imports typecheck buf-lint buf-breaking proto proto-check unit integration fuzz clean
 
 setup: $(STAMP)
 
@@ -56,8 +56,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
+## The layer contracts in pyproject.toml ([tool.importlinter]).
+imports: setup
+	$(BIN)/lint-imports --no-cache
+
 typecheck: setup
-	$(BIN)/mypy libs/common/semantic services/search/semantic services/embedder/semantic services/indexer/semantic
+	$(BIN)/mypy libs/common/semantic libs/core/semantic libs/store/semantic libs/wire/semantic \
+	  tools/semantic services/search/semantic services/embedder/semantic services/indexer/semantic
 
 buf-lint: setup
 	cd $(PROTO_SRC) && ../$(BIN)/buf lint
@@ -70,7 +75,7 @@ buf-breaking: setup
 	    && echo "buf breaking: no breaking change against $(BREAKING_AGAINST)"; \
 	else echo "buf breaking: $(BREAKING_AGAINST) has no contracts to compare against"; fi
 
-check: lint typecheck buf-lint buf-breaking proto-check
+check: lint imports typecheck buf-lint buf-breaking proto-check
 
 unit: setup
 	$(BIN)/pytest -m unit -q

@@ -1,0 +1,1 @@
+"""Stores: implementations of the core's ports (:mod:`semantic.core.ports`)."""

@@ -41,12 +41,12 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client import REGISTRY
 
 from semantic.common.embedder_client import EmbedderClient
-from semantic.common.schema import bootstrap_schema
 from semantic.devstack.health import wait_serving
 from semantic.devstack.nats import EmbeddedNats
 from semantic.devstack.ports import free_port
 from semantic.devstack.postgres import EmbeddedPostgres
-from semantic.search import spaces
+from semantic.store.postgres import spaces
+from semantic.store.postgres.schema import bootstrap_schema
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc

@@ -18,16 +18,16 @@ import pytest_asyncio
 from pgvector.asyncpg import register_vector
 
 from semantic.common.errors import InvalidArgument
-from semantic.common.schema import bootstrap_schema
-from semantic.devstack import EmbeddedPostgres
-from semantic.search.db import session_settings
-from semantic.search.dense import DenseHit, dense_search
-from semantic.search.domain import (
+from semantic.core.domain import (
     Filter,
     VectorTarget,
 )
-from semantic.search.filters import compile_filter
-from semantic.search.spaces import ensure_space
+from semantic.devstack import EmbeddedPostgres
+from semantic.store.postgres.db import session_settings
+from semantic.store.postgres.dense import DenseHit, dense_search
+from semantic.store.postgres.filters import compile_filter
+from semantic.store.postgres.schema import bootstrap_schema
+from semantic.store.postgres.spaces import ensure_space
 
 N_NODES = 20_000
 DIM = 32

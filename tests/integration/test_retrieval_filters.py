@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from semantic.common.schema import bootstrap_schema
+from semantic.core.domain import Filter, MetadataCondition, NumberRange, TimeRange
 from semantic.devstack import EmbeddedPostgres
-from semantic.search.domain import Filter, MetadataCondition, NumberRange, TimeRange
-from semantic.search.filters import compile_filter
+from semantic.store.postgres.filters import compile_filter
+from semantic.store.postgres.schema import bootstrap_schema
 
 _NOW = datetime(2025, 6, 1, tzinfo=UTC)
 _FILTER_NODES: dict[str, dict[str, Any]] = {

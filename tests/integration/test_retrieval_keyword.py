@@ -10,16 +10,16 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from semantic.common.schema import bootstrap_schema
-from semantic.search.domain import Filter
-from semantic.search.filters import compile_filter
-from semantic.search.keyword import (
+from semantic.core.domain import Filter
+from semantic.store.postgres.filters import compile_filter
+from semantic.store.postgres.keyword import (
     StatsDelta,
     add_stats,
     index_postings,
     keyword_search,
     remove_postings,
 )
+from semantic.store.postgres.schema import bootstrap_schema
 
 NO_FILTER = Filter()
 

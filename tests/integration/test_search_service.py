@@ -348,8 +348,8 @@ async def test_bad_search_is_invalid_argument_naming_the_field(stub, request_, f
 def test_the_pool_starts_with_the_configured_ef_search() -> None:
     # Dense search takes its one-statement path only on connections already set to the
     # ef_search it is asked for; the pool's start-up value must be the service's default.
-    from semantic.search.db import DEFAULT_EF_SEARCH, SESSION_SETTINGS
-    from semantic.search.service import RetrievalConfig
+    from semantic.store.postgres.db import DEFAULT_EF_SEARCH, SESSION_SETTINGS
+    from semantic.store.postgres.retrieval import RetrievalConfig
 
     default = SearchSettings.model_fields["search_ef_search"].default
     assert default == RetrievalConfig().ef_search == DEFAULT_EF_SEARCH

@@ -22,14 +22,16 @@ import numpy as np
 import pytest
 
 from semantic.common.embedder_client import EmbedderClient
+from semantic.core.domain import NodeRecord
+from semantic.core.nodes import content_hash
+from semantic.core.spaces import ActiveSpaces
+from semantic.core.writer import ContentWriter, WriterConfig
 from semantic.devstack.health import wait_serving
 from semantic.indexer.events import ContentChange
 from semantic.indexer.processor import ChangeProcessor
-from semantic.search.db import as_array, create_pool
-from semantic.search.domain import NodeRecord
-from semantic.search.node_store import NodeRepository
-from semantic.search.nodes import content_hash
-from semantic.search.writer import ContentWriter, WriterConfig
+from semantic.store.postgres.db import as_array, create_pool
+from semantic.store.postgres.nodes import PostgresNodes
+from semantic.store.postgres.spaces import PostgresSpaces
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -111,8 +113,8 @@ async def stack(
     pools = [await create_pool(database_url, min_size=1, max_size=4) for _ in range(2)]
     processors = tuple(
         ChangeProcessor(
-            pool,
-            ContentWriter(pool, NodeRepository(), embedder, None, WriterConfig(chunking=False)),
+            ActiveSpaces(PostgresSpaces(pool)),
+            ContentWriter(PostgresNodes(pool), embedder, None, WriterConfig(chunking=False)),
         )
         for pool in pools
     )

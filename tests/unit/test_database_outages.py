@@ -11,7 +11,7 @@ import pytest
 from semantic.common.errors import InvalidArgument
 from semantic.common.grpc_errors import status_for
 from semantic.indexer.consumer import dependency_down
-from semantic.search.db import DatabaseOutage, outage_of
+from semantic.store.postgres.db import DatabaseOutage, outage_of
 
 OUTAGES = [
     (ConnectionResetError("reset by peer"), "connection"),

@@ -35,11 +35,12 @@ from pydantic import AliasChoices, SecretStr
 from pydantic_settings import BaseSettings
 
 from semantic.common.settings import BaseServiceSettings
+from semantic.core.settings import WritePathSettings
 from semantic.embedder.model import builder
 from semantic.embedder.model.manifest import TOKENIZER_FILE
 from semantic.embedder.settings import EmbedderSettings
 from semantic.indexer.settings import IndexerSettings
-from semantic.search.settings import SearchSettings, WritePathSettings
+from semantic.search.settings import SearchSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -11,10 +11,10 @@ from nats.aio.msg import Msg
 from semantic.common.errors import InvalidArgument
 from semantic.indexer.events import Poison, decode_content
 from semantic.indexer.users import UserEventHandler
-from semantic.search import convert
 from semantic.search.recommend.tracking import Tracker
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
+from semantic.wire import convert
 
 LIMITS = convert.Limits()
 DIM = 4

@@ -9,14 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from semantic.common.errors import InvalidArgument
-from semantic.search.domain import Filter, MetadataCondition, NumberRange, TimeRange
-from semantic.search.filters import (
+from semantic.core.domain import Filter, MetadataCondition, NumberRange, TimeRange
+from semantic.core.filters import (
     MAX_KEY_DEPTH,
     MAX_METADATA_CONDITIONS,
     MAX_VALUES,
-    compile_filter,
     validate_filter,
 )
+from semantic.store.postgres.filters import compile_filter
 
 _T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

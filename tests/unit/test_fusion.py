@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from semantic.common.errors import InvalidArgument
-from semantic.search.dense import DenseHit
-from semantic.search.domain import ChunkMatch, Hit
-from semantic.search.fusion import above, from_dense, from_keyword, fuse, page
+from semantic.core.domain import ChunkMatch, DenseHit, Hit
+from semantic.core.fusion import above, from_dense, from_keyword, fuse, page
 
 
 def _dense(*ids: str) -> list[DenseHit]:

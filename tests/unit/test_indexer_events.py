@@ -4,9 +4,9 @@ import pytest
 from google.protobuf import json_format
 
 from semantic.indexer.events import Poison, decode_content, tenant_from_subject
-from semantic.search.convert import Limits
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
+from semantic.wire.convert import Limits
 
 PB = {"Content-Type": "application/protobuf"}
 JSON = {"Content-Type": "application/json"}

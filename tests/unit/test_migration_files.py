@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from semantic.common.errors import BootstrapError
-from semantic.common.schema import load_migrations
+from semantic.store.postgres.schema import load_migrations
 
 
 def test_shipped_migrations_are_ordered_and_start_at_one() -> None:

@@ -1,7 +1,7 @@
 """Write rules: versions order writes, hashes decide whether vectors are remade."""
 
-from semantic.search.domain import NodeRecord
-from semantic.search.nodes import Outcome, Stored, content_hash, decide
+from semantic.core.domain import NodeRecord
+from semantic.core.nodes import Outcome, Stored, content_hash, decide
 
 
 def node(version: int = 0, body: str = "body", **changes: object) -> NodeRecord:

@@ -20,13 +20,13 @@ from pydantic import Field
 
 from semantic.common.errors import SemanticError
 from semantic.common.log import configure_logging
-from semantic.common.schema import bootstrap_schema
 from semantic.common.server import termination_event
 from semantic.common.settings import BaseServiceSettings, LogFormat
 from semantic.devstack.errors import DevstackError
 from semantic.devstack.health import wait_serving
 from semantic.devstack.nats import EmbeddedNats
 from semantic.devstack.postgres import EmbeddedPostgres
+from semantic.store.postgres.schema import bootstrap_schema
 
 log = structlog.get_logger(__name__)
 

@@ -123,11 +123,14 @@ class ProgressBar:
 async def _heal(args: argparse.Namespace) -> int:
     from semantic.common.embedder_client import EmbedderClient
     from semantic.common.errors import SemanticError
-    from semantic.search import spaces
-    from semantic.search.db import connection, create_pool
-    from semantic.search.maintenance import HealMode, HealReport, Maintenance
-    from semantic.search.settings import WritePathSettings
-    from semantic.search.writer import writer_from_settings
+    from semantic.core.maintenance import HealMode, HealReport, Maintenance
+    from semantic.core.settings import WritePathSettings
+    from semantic.core.spaces import ActiveSpaces
+    from semantic.core.writer import writer_from_settings
+    from semantic.store.postgres.db import create_pool
+    from semantic.store.postgres.maintenance import PostgresMaintenance
+    from semantic.store.postgres.nodes import PostgresNodes
+    from semantic.store.postgres.spaces import PostgresSpaces
 
     settings = WritePathSettings()
     if settings.database_url is None:
@@ -138,14 +141,13 @@ async def _heal(args: argparse.Namespace) -> int:
     bar = ProgressBar("scanned")
     try:
         model = await embedder.default_model(wait_s=10)
-        writer = writer_from_settings(settings, pool, embedder, model.max_tokens)
-        maintenance = Maintenance(pool, writer, batch_size=max(1, args.batch_size))
-        async with connection(pool) as conn:
-            space = (
-                await spaces.get_space(conn, args.space)
-                if args.space is not None
-                else await spaces.active_space(conn)
-            )
+        nodes = PostgresNodes(pool, text_config=settings.search_text_config)
+        writer = writer_from_settings(settings, nodes, embedder, model.max_tokens)
+        active = ActiveSpaces(PostgresSpaces(pool))
+        maintenance = Maintenance(
+            PostgresMaintenance(pool), active, writer, batch_size=max(1, args.batch_size)
+        )
+        space = await active.space(args.space)
 
         def progress(report: HealReport, total: int) -> None:
             bar.update(report.scanned, total, f"re-embedded {report.reembedded}")
@@ -181,11 +183,11 @@ async def _heal(args: argparse.Namespace) -> int:
 
 
 async def _archetypes(args: argparse.Namespace) -> int:
-    from semantic.search import spaces
-    from semantic.search.db import connection, create_pool
+    from semantic.core.settings import WritePathSettings
     from semantic.search.recommend.archetypes import derive_archetypes
     from semantic.search.recommend.settings import RecommendSettings
-    from semantic.search.settings import WritePathSettings
+    from semantic.store.postgres.db import create_pool
+    from semantic.store.postgres.spaces import PostgresSpaces
 
     settings = WritePathSettings()
     if settings.database_url is None:
@@ -193,8 +195,7 @@ async def _archetypes(args: argparse.Namespace) -> int:
         return 2
     pool = await create_pool(settings.dsn(), min_size=1, max_size=2)
     try:
-        async with connection(pool) as conn:
-            space = await spaces.active_space(conn)
+        space = await PostgresSpaces(pool).active()
         done = await derive_archetypes(
             pool,
             space,

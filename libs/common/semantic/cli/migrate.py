@@ -6,8 +6,8 @@ import structlog
 
 from semantic.common.errors import BootstrapError
 from semantic.common.log import configure_logging
-from semantic.common.schema import bootstrap_schema
 from semantic.common.settings import BaseServiceSettings
+from semantic.store.postgres.schema import bootstrap_schema
 
 log = structlog.get_logger(__name__)
 

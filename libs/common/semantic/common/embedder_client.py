@@ -1,4 +1,5 @@
-"""gRPC client of the embedder service, used by search and the indexer.
+"""gRPC client of the embedder service, used by search and the indexer: the core's
+``Embedder`` port (:mod:`semantic.core.ports`, which defines the values it returns).
 
 Splits large calls to the server's per-request limit, retries UNAVAILABLE with the one
 retry helper (embedding is idempotent), and turns gRPC failures into domain errors:
@@ -12,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -25,32 +25,11 @@ from semantic.common.errors import (
     Overloaded,
 )
 from semantic.common.retry import retry_async
+from semantic.core.ports import Embedded, InputType, ModelDescription
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 
-InputType = Literal["query", "document"]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ModelDescription:
-    """What the embedder says about one of its models."""
-
-    model_id: str
-    sha256: str
-    dim: int
-    max_tokens: int
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """Vectors for a list of texts, with their token accounting."""
-
-    vectors: np.ndarray[Any, Any]  # float32 [n, dim]
-    tokens: list[int]
-    truncated: list[bool]
-    model_id: str
-    model_sha256: str
 
 
 class EmbedderClient:

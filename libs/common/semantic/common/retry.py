@@ -22,20 +22,15 @@ log = structlog.get_logger(__name__)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: the peer is not (yet) reachable or is starting up."""
+    """Errors worth retrying whatever the peer: it is not (yet) reachable or starting up."""
     if isinstance(exc, DependencyUnavailable | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, OSError):  # refused, unreachable, reset, DNS not ready yet
         return True
-    # asyncpg's "the database system is starting up / shutting down" and friends,
-    # checked by name so this module does not import every driver.
-    return type(exc).__name__ in {
-        "CannotConnectNowError",
-        "TooManyConnectionsError",
-        "ConnectionDoesNotExistError",
-        "InterfaceError",
-        "NoServersError",
-    }
+    # NATS before its first server answers, checked by name so this module does not import
+    # the client. A store classifies its own driver's errors and passes ``transient``
+    # (PostgreSQL: ``semantic.store.postgres.db.transient``).
+    return type(exc).__name__ == "NoServersError"
 
 
 async def retry_async(

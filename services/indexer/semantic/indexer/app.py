@@ -2,7 +2,7 @@
 pool, embedder, NATS (streams and consumer), database guardian -> SERVING -> consume +
 heal loop -> SIGTERM -> finish or return the batch in flight -> close.
 
-While the database guardian (``semantic.search.recovery``) recovers a lost, emptied or
+While the database guardian (``semantic.store.postgres.guardian``) recovers a lost, emptied or
 replaced database, health is NOT_SERVING and the consumers fetch nothing; once it is
 back, a heal pass starts at once. So does one when the completeness check finds nodes
 without vectors in the active space."""
@@ -19,28 +19,33 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client import Counter
 
 from semantic.common.embedder_client import EmbedderClient
+from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
 from semantic.common.retry import retry_async
-from semantic.common.schema import bootstrap_schema
 from semantic.common.server import ServerKit, run_service
+from semantic.core.maintenance import (
+    CompletenessCheck,
+    HealTrigger,
+    Maintenance,
+    sleep_or_stop,
+)
+from semantic.core.spaces import ActiveSpaces
+from semantic.core.writer import writer_from_settings
 from semantic.indexer.consumer import ConsumerConfig, ContentConsumer, dependency_down
 from semantic.indexer.processor import ChangeProcessor
 from semantic.indexer.settings import IndexerSettings
 from semantic.indexer.streams import Topology, ensure_topology
 from semantic.indexer.unreadable import UnreadableSweeper
 from semantic.indexer.users import UserEventHandler
-from semantic.search import convert, spaces
-from semantic.search.db import connection, create_pool, outage_of
-from semantic.search.maintenance import (
-    CompletenessCheck,
-    HealTrigger,
-    Maintenance,
-    sleep_or_stop,
-)
 from semantic.search.recommend.archetypes import derive_archetypes
 from semantic.search.recommend.tracking import Tracker
-from semantic.search.recovery import DatabaseGuardian
-from semantic.search.writer import writer_from_settings
+from semantic.store.postgres.db import create_pool, outage_of
+from semantic.store.postgres.guardian import DatabaseGuardian
+from semantic.store.postgres.maintenance import PostgresMaintenance
+from semantic.store.postgres.nodes import PostgresNodes
+from semantic.store.postgres.schema import bootstrap_schema
+from semantic.store.postgres.spaces import PostgresSpaces
+from semantic.wire import convert
 
 log = structlog.get_logger(__name__)
 
@@ -92,10 +97,11 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         embedder = EmbedderClient(settings.embedder_address)
         closers.append(embedder)
         model = await embedder.default_model(wait_s=settings.startup_timeout_seconds)
-        async with connection(pool) as conn:
-            space = await spaces.ensure_space(
-                conn, model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
-            )
+        registry = PostgresSpaces(pool)
+        space = await registry.ensure(
+            model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
+        )
+        active = ActiveSpaces(registry, ttl_s=settings.search_active_space_ttl_s)
         nc = await connect_nats(
             settings.nats_url or "", settings.startup_timeout_seconds, "semantic-indexer"
         )
@@ -108,8 +114,9 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         topology = await retry_async(
             topology_ready, what="jetstream", timeout_s=settings.startup_timeout_seconds
         )
-        writer = writer_from_settings(settings, pool, embedder, model.max_tokens)
-        processor = ChangeProcessor(pool, writer)
+        nodes = PostgresNodes(pool, text_config=settings.search_text_config)
+        writer = writer_from_settings(settings, nodes, embedder, model.max_tokens)
+        processor = ChangeProcessor(active, writer)
         config = ConsumerConfig(
             batch_size=settings.indexer_batch_size,
             fetch_timeout_s=1.0,
@@ -120,8 +127,11 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             max_event_bytes=settings.indexer_max_event_bytes,
             limits=convert.Limits(max_text_chars=settings.indexer_max_text_chars),
         )
-        guardian = DatabaseGuardian.from_settings(pool, settings, model, kit, "indexer")
+        guardian = DatabaseGuardian.from_settings(
+            pool, settings, model, health_reporter(kit), "indexer"
+        )
         trigger = HealTrigger()
+        guardian.on_recovered(active.invalidate)
         guardian.on_recovered(lambda: trigger.request("database_recovered"))
         guardian.start(space)
         closers.append(guardian)  # closed before the pool
@@ -130,7 +140,12 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             ContentConsumer(js, topology, processor, config, gate=guardian)
             for _ in range(settings.indexer_concurrency)
         ]
-        maintenance = Maintenance(pool, writer, batch_size=settings.indexer_heal_batch_size)
+        maintenance = Maintenance(
+            PostgresMaintenance(pool),
+            active,
+            writer,
+            batch_size=settings.indexer_heal_batch_size,
+        )
         for index, consumer in enumerate(consumers):
             tasks.append(asyncio.create_task(consumer.run(halt), name=f"consumer-{index}"))
         users = UserEventHandler(
@@ -216,8 +231,7 @@ async def _heal_loop(
         try:
             if not reasons and loop.time() >= next_pass:
                 reasons = ["interval"]
-            async with connection(pool) as conn:
-                space = await spaces.active_space(conn)
+            space = await maintenance.spaces.space()
             if not reasons and check_s > 0 and await completeness.find(space):
                 reasons = ["incomplete"]
             if not reasons:
@@ -244,8 +258,7 @@ async def _heal_pass(
 ) -> None:
     log.info("heal_pass_started", reasons=reasons)
     await maintenance.resume_builds()
-    async with connection(pool) as conn:
-        space = await spaces.active_space(conn)
+    space = await maintenance.spaces.space()
     report = await maintenance.heal_exclusive(space)
     if report is None:  # another replica heals this space right now
         return

@@ -42,18 +42,18 @@ import asyncpg
 import nats
 from tokenizers import Tokenizer
 
-from semantic.common.chunking import Chunker
 from semantic.common.embedder_client import EmbedderClient
+from semantic.core.chunking import Chunker
+from semantic.core.domain import NodeRecord
+from semantic.core.writer import ContentWriter, WriterConfig
 from semantic.devstack.ports import free_port
 from semantic.devstack.process import cpu_seconds
 from semantic.devstack.stack import LocalStack
 from semantic.embedder.bench import engine_seconds, load_as_served
 from semantic.indexer.settings import IndexerSettings
-from semantic.search import spaces
-from semantic.search.db import connection, create_pool
-from semantic.search.domain import NodeRecord
-from semantic.search.node_store import NodeRepository
-from semantic.search.writer import ContentWriter, WriterConfig
+from semantic.store.postgres.db import create_pool
+from semantic.store.postgres.nodes import PostgresNodes
+from semantic.store.postgres.spaces import PostgresSpaces
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
 
@@ -240,10 +240,9 @@ async def _one_by_one(
     embedder = EmbedderClient(stack.embedder_address)
     try:
         model = await embedder.default_model(wait_s=30)
-        async with connection(pool) as conn:
-            space = await spaces.active_space(conn)
+        space = await PostgresSpaces(pool).active()
         chunker = Chunker(config.model_dir / "tokenizer.json", window=model.max_tokens)
-        writer = ContentWriter(pool, NodeRepository(), embedder, chunker, WriterConfig())
+        writer = ContentWriter(PostgresNodes(pool), embedder, chunker, WriterConfig())
         started = time.perf_counter()
         for i, (title, body) in enumerate(docs):
             node = NodeRecord(tenant="", id=f"b{i}", content_type="page", title=title, body=body)

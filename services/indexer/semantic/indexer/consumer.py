@@ -48,8 +48,8 @@ from semantic.indexer.events import (
 )
 from semantic.indexer.processor import ChangeProcessor
 from semantic.indexer.streams import Topology
-from semantic.search import convert
-from semantic.search.db import outage_of
+from semantic.store.postgres.db import outage_of
+from semantic.wire import convert
 
 log = structlog.get_logger(__name__)
 

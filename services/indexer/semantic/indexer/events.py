@@ -18,8 +18,9 @@ from google.protobuf.message import DecodeError
 
 from semantic.common import validation
 from semantic.common.errors import InvalidArgument
-from semantic.search import convert, domain
+from semantic.core import domain
 from semantic.v1 import events_pb2
+from semantic.wire import convert
 
 log = structlog.get_logger(__name__)
 

@@ -7,15 +7,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import asyncpg
-
+from semantic.core.domain import NodeRecord
+from semantic.core.nodes import Deletion
+from semantic.core.spaces import ActiveSpaces, Space
+from semantic.core.writer import ContentWriter
 from semantic.indexer.events import ContentChange
-from semantic.search import spaces
-from semantic.search.db import connection
-from semantic.search.domain import NodeRecord
-from semantic.search.nodes import Deletion
-from semantic.search.spaces import Space
-from semantic.search.writer import ContentWriter
 
 
 @dataclass
@@ -29,14 +25,14 @@ class BatchOutcome:
 class ChangeProcessor:
     """Turns validated ContentChanges into one write of the active space."""
 
-    def __init__(self, pool: asyncpg.Pool, writer: ContentWriter) -> None:
-        self._pool = pool
+    def __init__(self, spaces: ActiveSpaces, writer: ContentWriter) -> None:
+        self._spaces = spaces
         self._writer = writer
 
     async def active_space(self) -> Space:
-        """The space events are written to (read per batch: a switch applies at once)."""
-        async with connection(self._pool) as conn:
-            return await spaces.active_space(conn)
+        """The space events are written to (the one resolver: a switch made elsewhere
+        applies within its TTL)."""
+        return await self._spaces.space()
 
     async def apply(self, changes: Sequence[ContentChange]) -> BatchOutcome:
         """Write ``changes`` in one transaction; raises on any failure (nothing written)."""
@@ -78,17 +74,7 @@ class ChangeProcessor:
     ) -> list[tuple[ContentChange, str | None]]:
         """Each change with its node id: given, found by slug, or (upsert) the slug itself."""
         by_slug = [c for c in changes if not c.id]
-        found: dict[tuple[str, str], str] = {}
-        if by_slug:
-            async with connection(self._pool) as conn:
-                rows = await conn.fetch(
-                    "SELECT n.tenant, n.slug, n.id FROM semantic.nodes n"
-                    " JOIN unnest($1::text[], $2::text[]) AS k(tenant, slug)"
-                    " ON n.tenant = k.tenant AND n.slug = k.slug",
-                    [c.tenant for c in by_slug],
-                    [c.slug or "" for c in by_slug],
-                )
-            found = {(r["tenant"], r["slug"]): r["id"] for r in rows}
+        found = await self._writer.nodes.ids_by_slug([(c.tenant, c.slug or "") for c in by_slug])
         out: list[tuple[ContentChange, str | None]] = []
         for change in changes:
             if change.id:

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from semantic.core.settings import WritePathSettings
 from semantic.search.recommend.settings import RecommendSettings
-from semantic.search.settings import DatabaseRecoverySettings, WritePathSettings
+from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 
 class IndexerSettings(WritePathSettings, RecommendSettings, DatabaseRecoverySettings):

@@ -20,10 +20,10 @@ from semantic.indexer.events import (
     tenant_from_subject,
     validating,
 )
-from semantic.search import spaces
-from semantic.search.db import connection
 from semantic.search.recommend.service import user_event_from_proto
 from semantic.search.recommend.tracking import Tracker, UserEventRecord
+from semantic.store.postgres import spaces
+from semantic.store.postgres.db import connection
 from semantic.v1 import events_pb2
 
 

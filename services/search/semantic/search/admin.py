@@ -11,15 +11,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import structlog
 
 from semantic.common import validation
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
-from semantic.search import spaces
-from semantic.search.db import connection
-from semantic.search.maintenance import Maintenance
+from semantic.core.maintenance import Maintenance
+from semantic.core.spaces import ActiveSpaces, Space
 from semantic.search.servicer import space_id_from, space_to_proto
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -40,39 +38,34 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
     """Space switching and rollback, and a health report of the dependencies."""
 
     def __init__(self) -> None:
-        self._deps: tuple[asyncpg.Pool, EmbedderClient, Maintenance] | None = None
+        self._deps: tuple[EmbedderClient, Maintenance] | None = None
         self._builds: dict[int, asyncio.Task[Any]] = {}
 
-    def attach(
-        self, pool: asyncpg.Pool, embedder: EmbedderClient, maintenance: Maintenance
-    ) -> None:
+    def attach(self, embedder: EmbedderClient, maintenance: Maintenance) -> None:
         """Start answering (calls before this get UNAVAILABLE)."""
-        self._deps = (pool, embedder, maintenance)
+        self._deps = (embedder, maintenance)
 
     @property
     def _maintenance(self) -> Maintenance:
         if self._deps is None:
             raise DependencyUnavailable("search", "still starting up")
-        return self._deps[2]
+        return self._deps[1]
 
     @property
-    def _pool(self) -> asyncpg.Pool:
-        if self._deps is None:
-            raise DependencyUnavailable("search", "still starting up")
-        return self._deps[0]
+    def _spaces(self) -> ActiveSpaces:
+        return self._maintenance.spaces
 
     @property
     def _embedder(self) -> EmbedderClient:
         if self._deps is None:
             raise DependencyUnavailable("search", "still starting up")
-        return self._deps[1]
+        return self._deps[0]
 
     async def ListSpaces(
         self, request: pb.ListSpacesRequest, context: Any
     ) -> pb.ListSpacesResponse:
-        async with connection(self._pool) as conn:
-            found = await spaces.list_spaces(conn)
-            counts = {s.id: await _vector_counts(conn, s) for s in found}
+        found = await self._spaces.registry.list_all()
+        counts = await self._spaces.registry.vector_counts(found)
         active = next((s for s in found if s.state == "active"), None)
         return pb.ListSpacesResponse(
             spaces=[_space_message(s, counts[s.id]) for s in found],
@@ -85,18 +78,16 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         space_id = space_id_from(request.space_id)
         if space_id is None:
             raise InvalidArgument("space_id", "must name the space to activate")
-        async with connection(self._pool) as conn:
-            previous, current = await spaces.activate(conn, space_id, allow_building=request.force)
-            before = await spaces.get_space(conn, previous) if previous is not None else None
+        previous, current = await self._spaces.activate(space_id, allow_building=request.force)
+        before = await self._spaces.space(previous) if previous is not None else None
         response = pb.ActivateSpaceResponse(current=_space_message(current))
         if before is not None:
             response.previous.CopyFrom(_space_message(before))
         return response
 
     async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
-        async with connection(self._pool) as conn:
-            left, current = await spaces.rollback(conn)
-            before = await spaces.get_space(conn, left)
+        left, current = await self._spaces.rollback()
+        before = await self._spaces.space(left)
         return pb.RollbackResponse(previous=_space_message(before), current=_space_message(current))
 
     async def HealthReport(
@@ -108,8 +99,8 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         ]
         response = pb.HealthReportResponse(components=components)
         try:
-            async with connection(self._pool) as conn:
-                response.active_space.CopyFrom(_space_message(await spaces.active_space(conn)))
+            active = await self._spaces.registry.active()
+            response.active_space.CopyFrom(_space_message(active))
         except Exception as exc:  # reported, not raised: this is a health report
             components.append(pb.ComponentHealth(name="active_space", status=DOWN, detail=str(exc)))
             response.components.append(components[-1])
@@ -122,12 +113,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         if request.content_type:
             validation.name(request.content_type, "content_type")
         space_id = space_id_from(request.space_id)
-        async with connection(self._pool) as conn:
-            space = (
-                await spaces.get_space(conn, space_id)
-                if space_id is not None
-                else await spaces.active_space(conn)
-            )
+        space = await self._spaces.space(space_id)
         report = await self._maintenance.heal(
             space,
             mode="missing" if request.only_missing else "heal",
@@ -168,20 +154,18 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         build: dict[str, Any] = {"manual_activation": request.manual_activation}
         if which == "model_dir":
             build["model_dir"] = request.model_dir
-        async with connection(self._pool) as conn:
-            space, created = await spaces.reindex_space(
-                conn,
-                model_id=model.model_id,
-                model_sha256=model.sha256,
-                dim=model.dim,
-                build=build,
-                force_new=request.force_new,
-            )
+        space, created = await self._spaces.registry.reindex(
+            model_id=model.model_id,
+            model_sha256=model.sha256,
+            dim=model.dim,
+            build=build,
+            force_new=request.force_new,
+        )
         if space.state == "building":
             self._start_build(space)
         return pb.ReindexResponse(space=_space_message(space), created=created)
 
-    def _start_build(self, space: spaces.Space) -> None:
+    def _start_build(self, space: Space) -> None:
         """Fill the space in the background; the task is kept so it is not collected."""
         if space.id in self._builds:
             return
@@ -202,11 +186,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         await asyncio.gather(*self._builds.values(), return_exceptions=True)
 
     async def _ping_database(self) -> str:
-        async with connection(self._pool) as conn:
-            version = await conn.fetchval(
-                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-            )
-        return f"pgvector {version}"
+        return await self._spaces.registry.vector_extension()
 
     async def _ping_embedder(self) -> str:
         model = await self._embedder.default_model()
@@ -221,18 +201,7 @@ def _authorization(context: Any) -> str | None:
     return None
 
 
-async def _vector_counts(conn: asyncpg.Connection, space: spaces.Space) -> tuple[int, int]:
-    """(vector rows, nodes with vectors) of a space; (0, 0) when its table is missing."""
-    try:
-        row = await conn.fetchrow(
-            f"SELECT count(*) AS v, count(DISTINCT (tenant, node_id)) AS n FROM {space.table}"
-        )
-    except asyncpg.UndefinedTableError:
-        return 0, 0
-    return (int(row["v"]), int(row["n"])) if row else (0, 0)
-
-
-def _space_message(space: spaces.Space, counts: tuple[int, int] | None = None) -> pb.EmbeddingSpace:
+def _space_message(space: Space, counts: tuple[int, int] | None = None) -> pb.EmbeddingSpace:
     """A space with its build progress (``build`` of the registry row) and counts."""
     message = space_to_proto(space, counts[0] if counts else None)
     if counts:

@@ -1,8 +1,9 @@
 """The search process: settings -> logging -> server (NOT_SERVING) -> schema, pool,
 embedder, active space -> database guardian -> SERVING -> SIGTERM -> drain -> close.
 
-The guardian (``recovery``) reports NOT_SERVING while the database is lost, emptied or
-replaced, re-creates the schema and the space as start-up does, and reports SERVING again."""
+The database guardian (``semantic.store.postgres.guardian``) reports NOT_SERVING while the
+database is lost, emptied or replaced, re-creates the schema and the space as start-up does,
+and reports SERVING again."""
 
 from __future__ import annotations
 
@@ -13,21 +14,27 @@ import structlog
 
 from semantic.common.auth import AuthInterceptor
 from semantic.common.embedder_client import EmbedderClient
+from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
-from semantic.common.schema import bootstrap_schema
 from semantic.common.server import ServerKit, run_service
-from semantic.search import spaces
+from semantic.core.maintenance import Maintenance
+from semantic.core.service import SearchService
+from semantic.core.spaces import ActiveSpaces
+from semantic.core.writer import writer_from_settings
 from semantic.search.admin import AdminServicer
-from semantic.search.convert import Limits
-from semantic.search.db import connection, create_pool, session_settings
-from semantic.search.maintenance import Maintenance
 from semantic.search.recommend.service import Recommendations
-from semantic.search.recovery import DatabaseGuardian
-from semantic.search.service import RetrievalConfig, SearchService
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
-from semantic.search.writer import writer_from_settings
+from semantic.store.postgres.db import create_pool, session_settings
+from semantic.store.postgres.guardian import DatabaseGuardian
+from semantic.store.postgres.maintenance import PostgresMaintenance
+from semantic.store.postgres.nodes import PostgresNodes
+from semantic.store.postgres.retrieval import PostgresRetrieval, RetrievalConfig
+from semantic.store.postgres.schema import bootstrap_schema
+from semantic.store.postgres.spaces import PostgresSpaces
+from semantic.store.postgres.statistics import PostgresStatistics
 from semantic.v1 import search_pb2, search_pb2_grpc
+from semantic.wire.convert import Limits
 
 log = structlog.get_logger(__name__)
 SERVICES = [search_pb2.DESCRIPTOR.services_by_name[n].full_name for n in ("Search", "Admin")]
@@ -72,23 +79,19 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         embedder = EmbedderClient(settings.embedder_address)
         closers.append(embedder)
         model = await embedder.default_model(wait_s=settings.startup_timeout_seconds)
-        async with connection(pool) as conn:
-            space = await spaces.ensure_space(
-                conn, model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
-            )
-        writer = writer_from_settings(settings, pool, embedder, model.max_tokens)
+        registry = PostgresSpaces(pool)
+        space = await registry.ensure(
+            model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
+        )
+        active = ActiveSpaces(registry, ttl_s=settings.search_active_space_ttl_s)
+        nodes = PostgresNodes(pool, text_config=settings.search_text_config)
+        writer = writer_from_settings(settings, nodes, embedder, model.max_tokens)
         service = SearchService(
-            pool,
-            writer.repository,
+            active,
             writer,
             embedder,
-            RetrievalConfig(
-                text_config=settings.search_text_config,
-                bm25_k1=settings.search_bm25_k1,
-                bm25_b=settings.search_bm25_b,
-                ef_search=settings.search_ef_search,
-                exact_threshold=settings.search_exact_threshold,
-            ),
+            PostgresRetrieval(pool, RetrievalConfig.from_settings(settings, settings)),
+            PostgresStatistics(pool),
         )
         recommendations = Recommendations(
             pool,
@@ -98,8 +101,11 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             max_track_events=settings.recommend_max_track_events,
         )
         search.attach(service, recommendations)
-        admin.attach(pool, embedder, Maintenance(pool, writer))
-        guardian = DatabaseGuardian.from_settings(pool, settings, model, kit, "search")
+        admin.attach(embedder, Maintenance(PostgresMaintenance(pool), active, writer))
+        guardian = DatabaseGuardian.from_settings(
+            pool, settings, model, health_reporter(kit), "search"
+        )
+        guardian.on_recovered(active.invalidate)
         guardian.start(space)
         closers.append(guardian)  # closed before the pool
         log.info("search_ready", space=space.id, model=space.model_id, state=space.state)

@@ -8,13 +8,15 @@ from typing import Any
 from semantic.common import validation
 from semantic.common.auth import Role, enforce_tenant, require_every_tenant
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
-from semantic.search import convert, domain, spaces
-from semantic.search.nodes import DeleteOutcome, Outcome, VectorRow
+from semantic.core import domain
+from semantic.core.nodes import DeleteOutcome, Outcome, VectorRow
+from semantic.core.service import SearchResult, SearchService
+from semantic.core.spaces import Space
 from semantic.search.recommend.service import Recommendations
-from semantic.search.service import SearchResult, SearchService
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
+from semantic.wire import convert
 
 _OUTCOMES = {
     Outcome.CREATED: pb.UPSERT_OUTCOME_CREATED,
@@ -48,7 +50,7 @@ def space_id_from(text: str, field: str = "space_id") -> int | None:
     return validation.space_id(text, field)
 
 
-def space_to_proto(space: spaces.Space, vectors: int | None = None) -> pb.EmbeddingSpace:
+def space_to_proto(space: Space, vectors: int | None = None) -> pb.EmbeddingSpace:
     """An embedding space as protobuf."""
     message = pb.EmbeddingSpace(
         id=str(space.id),

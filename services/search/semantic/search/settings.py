@@ -2,55 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
 from semantic.common.auth import AuthSettings
-from semantic.common.settings import BaseServiceSettings
+from semantic.core.settings import RetrievalSettings, WritePathSettings
 from semantic.search.recommend.settings import RecommendSettings
+from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 
-class WritePathSettings(BaseServiceSettings):
-    """How nodes become vectors and keyword postings; shared by search and the indexer so
-    both write paths index the same way."""
-
-    embedder_address: str = Field(
-        "127.0.0.1:50051", description="host:port of the embedder service."
-    )
-    search_text_config: str = Field(
-        "english", description="PostgreSQL text search configuration of the keyword index."
-    )
-    search_chunking: bool = Field(True, description="Split long texts into word-piece windows.")
-    search_chunk_window: int = Field(
-        256, ge=8, description="Word-pieces per chunk ([CLS]/[SEP] incl.)."
-    )
-    search_chunk_overlap: int = Field(
-        32, ge=0, description="Word-pieces shared by neighbouring chunks."
-    )
-    search_tokenizer: Path = Field(
-        Path("models/all-minilm-l6-v2/tokenizer.json"),
-        description="tokenizer.json of the embedding model, for chunking.",
-    )
-    search_title_vector: bool = Field(False, description="Also embed titles as the `title` vector.")
-
-
-class DatabaseRecoverySettings(BaseServiceSettings):
-    """How a running service notices a lost, emptied or replaced database and recovers it
-    (``semantic.search.recovery``); shared by search and the indexer."""
-
-    database_check_interval_s: float = Field(
-        10.0,
-        ge=0,
-        description="Seconds between checks that the schema, the vector extension and the "
-        "active space are there (0: only a failed query starts a recovery).",
-    )
-    database_recovery_max_backoff_s: float = Field(
-        10.0, gt=0, description="Longest wait between two attempts to recover the database."
-    )
-
-
-class SearchSettings(WritePathSettings, AuthSettings, RecommendSettings, DatabaseRecoverySettings):
+class SearchSettings(
+    WritePathSettings,
+    RetrievalSettings,
+    AuthSettings,
+    RecommendSettings,
+    DatabaseRecoverySettings,
+):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required."""
 
     grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port (0 picks a free one).")
@@ -58,20 +24,9 @@ class SearchSettings(WritePathSettings, AuthSettings, RecommendSettings, Databas
 
     search_pool_min: int = Field(2, ge=1, description="PostgreSQL pool: connections kept open.")
     search_pool_max: int = Field(16, ge=1, description="PostgreSQL pool: connections at most.")
-    search_bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation.")
-    search_bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
     search_rrf_k: int = Field(60, ge=1, description="Default k of reciprocal rank fusion.")
     search_hybrid_candidates: int = Field(
         100, ge=1, le=2000, description="Candidates per side fused in hybrid mode."
-    )
-    search_ef_search: int = Field(
-        150,
-        ge=1,
-        le=1000,
-        description="HNSW ef_search per query (150: recall@10 >= 0.98 at 100k, see the bench).",
-    )
-    search_exact_threshold: int = Field(
-        2000, ge=0, description="Filters matching at most this many nodes are scanned exactly."
     )
     search_max_top_k: int = Field(1000, ge=1, description="Largest top_k a request may ask.")
     search_max_offset: int = Field(10_000, ge=0, description="Largest offset a request may ask.")

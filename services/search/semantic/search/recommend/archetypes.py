@@ -18,9 +18,9 @@ import asyncpg
 import numpy as np
 import structlog
 
-from semantic.search.db import connection
+from semantic.core.spaces import Space
 from semantic.search.recommend.tracking import Action, TrackConfig
-from semantic.search.spaces import Space
+from semantic.store.postgres.db import connection
 
 log = structlog.get_logger(__name__)
 PREFIX = "derived_"

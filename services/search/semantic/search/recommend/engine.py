@@ -31,11 +31,9 @@ import numpy as np
 import structlog
 
 from semantic.common.errors import InvalidArgument, NotFound
-from semantic.search import dense
-from semantic.search.db import ReadConnections, as_array
-from semantic.search.domain import Filter, NodeRecord, VectorTarget
-from semantic.search.filters import compile_filter, validate_filter
-from semantic.search.node_rows import node_from_row, node_select
+from semantic.core.domain import Filter, NodeRecord, VectorTarget
+from semantic.core.filters import validate_filter
+from semantic.core.spaces import Space
 from semantic.search.recommend.tracking import (
     Action,
     Journey,
@@ -43,7 +41,10 @@ from semantic.search.recommend.tracking import (
     node_vectors,
     replay_journey,
 )
-from semantic.search.spaces import Space
+from semantic.store.postgres import dense
+from semantic.store.postgres.db import ReadConnections, as_array
+from semantic.store.postgres.filters import compile_filter
+from semantic.store.postgres.node_rows import node_from_row, node_select
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")

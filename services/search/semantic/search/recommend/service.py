@@ -13,9 +13,7 @@ import asyncpg
 from semantic.common import validation
 from semantic.common.auth import enforce_tenant, enforce_user
 from semantic.common.errors import InvalidArgument
-from semantic.search import convert, spaces
-from semantic.search.db import connection
-from semantic.search.domain import Filter
+from semantic.core.domain import Filter
 from semantic.search.recommend.engine import (
     Example,
     RecommendConfig,
@@ -33,8 +31,11 @@ from semantic.search.recommend.tracking import (
     UserEventRecord,
     check_time,
 )
+from semantic.store.postgres import spaces
+from semantic.store.postgres.db import connection
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
+from semantic.wire import convert
 
 _SOURCES = {
     "journey": pb.RECOMMEND_SOURCE_JOURNEY,

@@ -26,8 +26,8 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
-from semantic.search.db import as_array
-from semantic.search.spaces import Space
+from semantic.core.spaces import Space
+from semantic.store.postgres.db import as_array
 
 ARCHETYPE_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 

@@ -1,4 +1,4 @@
-"""Domain values of the search service: nodes, filters, queries and hits (no protobuf)."""
+"""Domain values: nodes, filters, queries and hits (no protobuf, no SQL)."""
 
 from __future__ import annotations
 
@@ -157,5 +157,16 @@ class Hit:
     keyword_score: float | None = None
     fused_score: float | None = None
     chunk: ChunkMatch | None = None
+    target_scores: dict[str, float] = field(default_factory=dict)
+    node: NodeRecord | None = None
+
+
+@dataclass(frozen=True)
+class DenseHit:
+    """One node found by vector similarity (with its row when the search attached it)."""
+
+    node_id: str
+    score: float
+    chunk: ChunkMatch
     target_scores: dict[str, float] = field(default_factory=dict)
     node: NodeRecord | None = None

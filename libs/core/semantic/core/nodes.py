@@ -1,6 +1,7 @@
 """Write rules for nodes: content hashes, version ordering and the fate of each write.
 
-Pure values and functions; the SQL lives in ``node_store``.
+Pure values and functions; a store applies them (PostgreSQL:
+``semantic.store.postgres.node_store``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from semantic.search.domain import NodeRecord
+from semantic.core.domain import NodeRecord
 
 
 class Outcome(StrEnum):

@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from semantic.common.errors import InvalidArgument
-from semantic.search.domain import Hit
-
-if TYPE_CHECKING:
-    from semantic.search.dense import DenseHit
+from semantic.core.domain import DenseHit, Hit
 
 
 def from_dense(hits: Sequence[DenseHit]) -> list[Hit]:

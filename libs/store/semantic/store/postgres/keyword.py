@@ -23,11 +23,13 @@ from typing import Any
 
 import asyncpg
 
-DEFAULT_TEXT_CONFIG = "english"
+from semantic.core.settings import RetrievalSettings, WritePathSettings
+
+DEFAULT_TEXT_CONFIG: str = WritePathSettings.model_fields["search_text_config"].default
 # Lucene's defaults. On NFCorpus (test split) nDCG@10 is 0.3231 with these, 0.3219 with
 # Anserini's 0.9 / 0.4; the dev split agrees (0.2970 vs 0.2959): the choice hardly matters.
-DEFAULT_K1 = 1.2
-DEFAULT_B = 0.75
+DEFAULT_K1: float = RetrievalSettings.model_fields["search_bm25_k1"].default
+DEFAULT_B: float = RetrievalSettings.model_fields["search_bm25_b"].default
 SEGMENT_CHARS = 4_000
 """Texts are indexed in segments of at most this many characters (cut at whitespace) and the
 per-segment frequencies summed: a tsvector keeps at most 256 positions per lexeme and none past

@@ -1,6 +1,7 @@
 """PostgreSQL access: the pool (with jsonb and vector codecs) and driver-error translation.
 
-Driver errors are classified here and nowhere else (:func:`outage_of`):
+Driver errors are classified here and nowhere else (:func:`outage_of`; :func:`transient`
+says which are worth retrying at start-up):
 
     connection  the connection broke or cannot be made (network, restart, a dropped or
                 closed database, an admin's terminate, a read-only failover target)
@@ -32,7 +33,9 @@ import structlog
 from pgvector.asyncpg import register_vector
 
 from semantic.common.errors import DependencyUnavailable
-from semantic.search.spaces import NoActiveSpace
+from semantic.common.retry import is_transient
+from semantic.core.settings import RetrievalSettings
+from semantic.core.spaces import NoActiveSpace
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +78,12 @@ class DatabaseOutage(DependencyUnavailable):
         super().__init__(
             "postgresql", f"{reason} ({detail})" if reason and detail else reason or detail
         )
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether retrying may help: the generic transient errors (``retry.is_transient``) and
+    a driver error saying the connection is lost or PostgreSQL is busy or starting up."""
+    return is_transient(exc) or outage_of(exc) in ("connection", "busy", "recovering")
 
 
 def outage_of(exc: BaseException) -> Outage | None:
@@ -123,9 +132,10 @@ def unwatch(pool: asyncpg.Pool, watcher: Watcher) -> None:
         del _WATCHERS[id(pool)]
 
 
-DEFAULT_EF_SEARCH = 150
-"""HNSW candidates per query. At 100k embedding-like vectors (``semantic bench search``)
-recall@10 was 0.9745-0.994 at 100 depending on the index build, 0.9895-0.999 at 150."""
+DEFAULT_EF_SEARCH: int = RetrievalSettings.model_fields["search_ef_search"].default
+"""HNSW candidates per query (the setting's default). At 100k embedding-like vectors
+(``semantic bench search``) recall@10 was 0.9745-0.994 at 100 depending on the index
+build, 0.9895-0.999 at 150."""
 MAX_EF_SEARCH = 1000
 DEFAULT_MAX_SCAN_TUPLES = 20_000
 

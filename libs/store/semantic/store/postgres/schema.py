@@ -7,7 +7,7 @@ file in its own transaction and records it in ``semantic.schema_migrations`` wit
 sha256. A migration whose file changed after it was applied stops start-up. Because
 the ledger lives inside the schema, a dropped schema or an empty replacement database
 is rebuilt from the files on the next start, and while a service runs: its database
-guardian (``semantic.search.recovery``) checks :func:`schema_gaps` and calls
+guardian (``semantic.store.postgres.guardian``) checks :func:`schema_gaps` and calls
 :func:`bootstrap_schema` again when something is missing.
 """
 
@@ -26,6 +26,7 @@ import structlog
 
 from semantic.common.errors import BootstrapError, MigrationChecksumMismatch
 from semantic.common.retry import retry_async
+from semantic.store.postgres.db import transient
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ def load_migrations(folder: Path | None = None) -> list[Migration]:
     """Read ``NNN_name.sql`` files in version order; the package's own folder by default."""
     source: Iterable[tuple[str, str]]
     if folder is None:
-        root = resources.files("semantic.common") / "migrations"
+        root = resources.files("semantic.store.postgres") / "migrations"
         source = [(f.name, f.read_text("utf-8")) for f in root.iterdir() if f.is_file()]
     else:
         source = [(p.name, p.read_text("utf-8")) for p in folder.iterdir() if p.is_file()]
@@ -117,7 +118,7 @@ async def bootstrap_schema(
             created = await _create_database(dsn) or created
             return await asyncpg.connect(dsn, timeout=10)
 
-    conn = await retry_async(connect, what="postgresql", timeout_s=timeout_s)
+    conn = await retry_async(connect, what="postgresql", timeout_s=timeout_s, transient=transient)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
         try:

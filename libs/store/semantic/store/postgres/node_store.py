@@ -1,10 +1,10 @@
 """The node repository: idempotent, version-ordered writes of nodes and their vectors.
 
 One call to :meth:`NodeRepository.write` is one transaction: the nodes' write locks are
-taken, each node's fate decided against what is stored (see ``nodes.decide``), then nodes,
-keyword postings and vectors are written. Vectors are computed *before* the transaction by
-the caller for the content it expects; if the stored content moved meanwhile,
-:class:`~semantic.search.nodes.Replan` asks the caller to embed again.
+taken, each node's fate decided against what is stored (``semantic.core.nodes.decide``),
+then nodes, keyword postings and vectors are written. Vectors are computed *before* the
+transaction by the caller for the content it expects; if the stored content moved meanwhile,
+:class:`~semantic.core.nodes.Replan` asks the caller to embed again.
 
 Every transaction here that changes a node or its vectors first takes the nodes' write
 locks (``node_locks``); the tenants' keyword statistics, the only rows shared between
@@ -21,12 +21,8 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import AlreadyExists
-from semantic.search import keyword
-from semantic.search.db import as_array
-from semantic.search.domain import NodeRecord
-from semantic.search.node_locks import lock_nodes
-from semantic.search.node_rows import node_from_row, node_select
-from semantic.search.nodes import (
+from semantic.core.domain import NodeRecord
+from semantic.core.nodes import (
     DeleteOutcome,
     DeleteResult,
     Deletion,
@@ -40,7 +36,11 @@ from semantic.search.nodes import (
     decide,
     same_node,
 )
-from semantic.search.spaces import Space, vector_table
+from semantic.core.spaces import Space, vector_table
+from semantic.store.postgres import keyword
+from semantic.store.postgres.db import as_array
+from semantic.store.postgres.node_locks import lock_nodes
+from semantic.store.postgres.node_rows import node_from_row, node_select
 
 
 class NodeRepository:

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
 
-import asyncpg
 import numpy as np
 import structlog
 from prometheus_client import Histogram
 
-from semantic.common.chunking import Chunker
-from semantic.common.embedder_client import Embedded, InputType
 from semantic.common.errors import FailedPrecondition, InvalidArgument
-from semantic.search import spaces
-from semantic.search.db import connection
-from semantic.search.domain import DEFAULT_VECTOR, NodeRecord
-from semantic.search.node_store import NodeRepository
-from semantic.search.nodes import (
+from semantic.core.chunking import Chunker
+from semantic.core.domain import DEFAULT_VECTOR, NodeRecord
+from semantic.core.nodes import (
     DeleteResult,
     Deletion,
     NodeWrite,
@@ -33,9 +27,10 @@ from semantic.search.nodes import (
     WriteResult,
     decide,
 )
-from semantic.search.nodes import content_hash as hash_of
-from semantic.search.settings import WritePathSettings
-from semantic.search.spaces import Space
+from semantic.core.nodes import content_hash as hash_of
+from semantic.core.ports import Embedder, NodeStore
+from semantic.core.settings import WritePathSettings
+from semantic.core.spaces import Space
 
 log = structlog.get_logger(__name__)
 Key = tuple[str, str]
@@ -46,14 +41,6 @@ EMBED_SECONDS = Histogram(
 TRANSACTION_SECONDS = Histogram(
     "semantic_write_transaction_seconds", "Database transaction time of one write batch (seconds)"
 )
-
-
-class Embedder(Protocol):
-    """What the writer needs from the embedder (the gRPC client provides it)."""
-
-    async def embed(
-        self, texts: Sequence[str], *, input_type: InputType = ..., model_id: str = ...
-    ) -> Embedded: ...
 
 
 @dataclass(frozen=True)
@@ -70,14 +57,12 @@ class ContentWriter:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
-        repository: NodeRepository,
+        nodes: NodeStore,
         embedder: Embedder,
         chunker: Chunker | None,
         config: WriterConfig = WriterConfig(),
     ) -> None:
-        self._pool = pool
-        self._repository = repository
+        self._nodes = nodes
         self._embedder = embedder
         self._chunker = chunker
         self._config = config
@@ -106,8 +91,7 @@ class ContentWriter:
         nodes = [replace(n, content_hash=hash_of(n)) for n in nodes]
         supplied = client_vectors or {}
         for _attempt in range(self._config.max_replans + 1):
-            async with connection(self._pool) as conn:
-                stored = await self._repository.stored(conn, [(n.tenant, n.id) for n in nodes])
+            stored = await self._nodes.stored([(n.tenant, n.id) for n in nodes])
             due = [
                 n
                 for n in nodes
@@ -118,17 +102,10 @@ class ContentWriter:
             writes = [NodeWrite(n, computed.get((n.tenant, n.id))) for n in nodes]
             try:
                 with TRANSACTION_SECONDS.time():
-                    return await self._transaction(space, writes, deletes)
+                    return await self._nodes.write(space, writes, deletes)
             except Replan as replan:
                 log.info("upsert_replanned", nodes=len(replan.keys))
         raise FailedPrecondition("nodes kept changing while being written; retry")
-
-    async def _transaction(
-        self, space: Space, writes: list[NodeWrite], deletes: Sequence[Deletion]
-    ) -> tuple[list[WriteResult], list[DeleteResult]]:
-        async with connection(self._pool) as conn:
-            every_space = await spaces.list_spaces(conn) if deletes else []
-            return await self._repository.write(conn, space, writes, deletes, every_space)
 
     async def rewrite_vectors(self, space: Space, nodes: Sequence[NodeRecord]) -> list[Key]:
         """Re-embed stored ``nodes`` into ``space`` (heal, backfill, reindex).
@@ -140,13 +117,12 @@ class ContentWriter:
             return []
         computed = await self.vectors_for(space, nodes, {})
         expected = {(n.tenant, n.id): n.content_hash for n in nodes}
-        async with connection(self._pool) as conn:
-            return await self._repository.replace_vectors(conn, space, computed, expected)
+        return await self._nodes.replace_vectors(space, computed, expected)
 
     @property
-    def repository(self) -> NodeRepository:
-        """The node repository this writer writes through."""
-        return self._repository
+    def nodes(self) -> NodeStore:
+        """The node store this writer writes through."""
+        return self._nodes
 
     async def vectors_for(
         self,
@@ -215,7 +191,7 @@ class ContentWriter:
 
 
 def writer_from_settings(
-    settings: WritePathSettings, pool: asyncpg.Pool, embedder: Embedder, max_tokens: int
+    settings: WritePathSettings, nodes: NodeStore, embedder: Embedder, max_tokens: int
 ) -> ContentWriter:
     """The write path both search and the indexer run, configured the same way."""
     chunker = (
@@ -228,8 +204,7 @@ def writer_from_settings(
         else None
     )
     return ContentWriter(
-        pool,
-        NodeRepository(text_config=settings.search_text_config),
+        nodes,
         embedder,
         chunker,
         WriterConfig(chunking=settings.search_chunking, title_vector=settings.search_title_vector),

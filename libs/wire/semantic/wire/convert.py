@@ -1,4 +1,5 @@
-"""Protobuf <-> domain values for the search service, with input validation.
+"""Protobuf <-> core domain values (nodes, vectors, filters, targets), with input validation;
+used by the search servicer and by the indexer's event decoding.
 
 The rules are ``semantic.common.validation``'s; this module applies them field by field
 while converting. Every problem is an InvalidArgument naming the field path the client
@@ -17,8 +18,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from semantic.common import validation
 from semantic.common.errors import InvalidArgument
-from semantic.search import domain
-from semantic.search.nodes import VectorRow
+from semantic.core import domain
+from semantic.core.nodes import VectorRow
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 

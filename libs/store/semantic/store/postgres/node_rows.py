@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from semantic.search.domain import NodeRecord
+from semantic.core.domain import NodeRecord
 
 _NODE_COLUMNS = (
     "tenant, id, slug, content_type, title, body, texts, tags, metadata, content_hash,"

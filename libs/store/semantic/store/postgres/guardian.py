@@ -1,7 +1,7 @@
 """The database guardian: a service notices that its database was lost, emptied,
 replaced or restored, and comes back by itself, without a restart.
 
-    an outage reported by ``db`` (a failed query)     -> health NOT_SERVING; new work is
+    an outage reported by ``db`` (a failed query)     -> not serving (``report``); new work is
     or found by the periodic check (schema gaps,         refused with UNAVAILABLE
     no active space, this service's vector table gone)
             |
@@ -11,8 +11,9 @@ replaced or restored, and comes back by itself, without a restart.
            new OIDs) -> ensure this service's embedding space and its vector table
            (as at start) -> verify (no gaps, a vector round trip)
             |
-    recovered                                          -> SERVING; hooks run (the
-                                                          indexer's heal trigger)
+    recovered                                          -> serving again; hooks run (the
+                                                          indexer's heal trigger, the
+                                                          active-space resolver)
 
 Every step is a structured log event: ``database_lost``, ``dependency_retry``
 (dependency ``postgresql_recovery``), ``database_recovered``.
@@ -27,13 +28,14 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import structlog
 from prometheus_client import Counter, Gauge
+from pydantic import Field
 
-from semantic.common.embedder_client import ModelDescription
 from semantic.common.retry import retry_async
-from semantic.common.schema import bootstrap_schema, load_migrations, schema_gaps
-from semantic.common.server import NOT_SERVING, SERVING, ServerKit
-from semantic.search import db, spaces
-from semantic.search.settings import DatabaseRecoverySettings
+from semantic.common.settings import BaseServiceSettings
+from semantic.core.ports import ModelDescription
+from semantic.core.spaces import NoActiveSpace, Space, vector_table
+from semantic.store.postgres import db, spaces
+from semantic.store.postgres.schema import bootstrap_schema, load_migrations, schema_gaps
 
 log = structlog.get_logger(__name__)
 
@@ -44,18 +46,23 @@ OUTAGES = Counter("semantic_database_outages_total", "Database outages noticed, 
 RECOVERIES = Counter("semantic_database_recoveries_total", "Database recoveries completed")
 
 Report = Callable[[bool], Awaitable[None]]
-"""Publishes whether the service serves (gRPC health)."""
+"""Publishes whether the service serves (a transport's health, e.g.
+``semantic.common.health.health_reporter``)."""
 
 
-def health_reporter(kit: ServerKit) -> Report:
-    """Sets every service of ``kit`` (and the server, name "") SERVING or NOT_SERVING."""
+class DatabaseRecoverySettings(BaseServiceSettings):
+    """How a running service notices a lost, emptied or replaced database and recovers it
+    (:class:`DatabaseGuardian`); shared by search and the indexer."""
 
-    async def report(serving: bool) -> None:
-        status = SERVING if serving else NOT_SERVING
-        for name in ("", *kit.service_names):
-            await kit.health.set(name, status)
-
-    return report
+    database_check_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between checks that the schema, the vector extension and the "
+        "active space are there (0: only a failed query starts a recovery).",
+    )
+    database_recovery_max_backoff_s: float = Field(
+        10.0, gt=0, description="Longest wait between two attempts to recover the database."
+    )
 
 
 class DatabaseGuardian:
@@ -97,15 +104,15 @@ class DatabaseGuardian:
         pool: asyncpg.Pool,
         settings: DatabaseRecoverySettings,
         model: ModelDescription,
-        kit: ServerKit,
+        report: Report,
         service: str,
     ) -> DatabaseGuardian:
-        """The guardian of ``service``'s pool, reporting through ``kit``'s health."""
+        """The guardian of ``service``'s pool, publishing availability through ``report``."""
         return cls(
             pool,
             settings.dsn(),
             model,
-            report=health_reporter(kit),
+            report=report,
             service=service,
             check_interval_s=settings.database_check_interval_s,
             max_backoff_s=settings.database_recovery_max_backoff_s,
@@ -124,7 +131,7 @@ class DatabaseGuardian:
         """Call ``hook`` after every recovery."""
         self._hooks.append(hook)
 
-    def start(self, space: spaces.Space) -> None:
+    def start(self, space: Space) -> None:
         """Start watching (``space``: the one start-up ensured for this service's model)."""
         self._space_id = space.id
         AVAILABLE.set(1)
@@ -233,10 +240,10 @@ class DatabaseGuardian:
             return gaps
         try:
             await spaces.active_space(conn)
-        except spaces.NoActiveSpace:
+        except NoActiveSpace:
             gaps.append("the active space")
         if self._space_id is not None:
-            table = spaces.vector_table(self._space_id)
+            table = vector_table(self._space_id)
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
                 gaps.append(table)
         return gaps

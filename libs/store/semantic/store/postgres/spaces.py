@@ -1,55 +1,35 @@
-"""Embedding spaces: the registry rows, their vector tables and the `active` alias.
+"""Embedding spaces in PostgreSQL: the registry rows, their vector tables and the `active` alias.
 
-A space is a model (id + sha256 + dim) at a version. Each space owns the table
-``semantic.vectors_<id>`` with an HNSW cosine index created on the empty table. The
-alias ``active`` names the space search reads; switching it (or rolling it back) is a
-single UPDATE, so readers see either the old space or the new one, never a mix.
+A space (``semantic.core.spaces.Space``) is a model (id + sha256 + dim) at a version.
+Each space owns the table ``semantic.vectors_<id>`` with an HNSW cosine index created on
+the empty table. The alias ``active`` names the space search reads; switching it (or
+rolling it back) is a single UPDATE, so readers see either the old space or the new one,
+never a mix.
 Table names are built from the integer id only, never from input.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from semantic.common.errors import FailedPrecondition, NotFound
+from semantic.core.spaces import ACTIVE, NoActiveSpace, Space, vector_table
+from semantic.store.postgres.db import connection
 
-ACTIVE = "active"
-
-
-class NoActiveSpace(FailedPrecondition):
-    """No space is active: nothing was set up yet, or the database was emptied."""
-
-    def __init__(self) -> None:
-        super().__init__("no active embedding space yet")
-
-
-@dataclass(frozen=True)
-class Space:
-    """One row of semantic.embedding_spaces."""
-
-    id: int
-    model_id: str
-    model_sha256: str
-    dim: int
-    version: int
-    state: str
-    created_at: datetime
-    activated_at: datetime | None
-    build: dict[str, Any]
-
-    @property
-    def table(self) -> str:
-        """Schema-qualified name of this space's vector table."""
-        return vector_table(self.id)
-
-
-def vector_table(space_id: int) -> str:
-    """``semantic.vectors_<id>``; ``space_id`` is an int by type, never text from a client."""
-    return f"semantic.vectors_{int(space_id)}"
+__all__ = [
+    "PostgresSpaces",
+    "Space",
+    "activate",
+    "active_space",
+    "ensure_space",
+    "get_space",
+    "list_spaces",
+    "reindex_space",
+    "rollback",
+]
 
 
 def _vector_table_ddl(space_id: int, dim: int, m: int, ef_construction: int) -> str:
@@ -270,3 +250,104 @@ async def _get(conn: asyncpg.Connection, space_id: int) -> Space:
     if row is None:
         raise NotFound("embedding space", str(space_id))
     return _space(row)
+
+
+class PostgresSpaces:
+    """The space registry over a pool (the core's ``SpaceRegistry``), plus what only the
+    store's own callers need: creating spaces and counting their vectors."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def active(self) -> Space:
+        """The space search reads; NoActiveSpace when none is set up yet."""
+        async with connection(self._pool) as conn:
+            return await active_space(conn)
+
+    async def get(self, space_id: int) -> Space:
+        """One space by id; NotFound when it does not exist."""
+        async with connection(self._pool) as conn:
+            return await get_space(conn, space_id)
+
+    async def list_all(self) -> list[Space]:
+        """Every space, newest first."""
+        async with connection(self._pool) as conn:
+            return await list_spaces(conn)
+
+    async def activate(
+        self, space_id: int, *, allow_building: bool = False
+    ) -> tuple[int | None, Space]:
+        """Point ``active`` at ``space_id``; (previous id, new space)."""
+        async with connection(self._pool) as conn:
+            return await activate(conn, space_id, allow_building=allow_building)
+
+    async def rollback(self) -> tuple[int, Space]:
+        """Point ``active`` back at the previous space; (space left, new active)."""
+        async with connection(self._pool) as conn:
+            return await rollback(conn)
+
+    async def mark_ready(self, space_id: int) -> Space:
+        """A built space waits for a manual switch (state READY)."""
+        async with connection(self._pool) as conn:
+            await conn.execute(
+                "UPDATE semantic.embedding_spaces SET state = 'ready' WHERE id = $1", space_id
+            )
+            return await get_space(conn, space_id)
+
+    async def save_build(self, space_id: int, build: dict[str, Any]) -> None:
+        """Record the progress of a space build (the registry row's ``build``)."""
+        async with connection(self._pool) as conn:
+            await conn.execute(
+                "UPDATE semantic.embedding_spaces SET build = $2::jsonb WHERE id = $1",
+                space_id,
+                build,
+            )
+
+    async def ensure(self, *, model_id: str, model_sha256: str, dim: int) -> Space:
+        """The space of this model, created (and activated when none is) if missing."""
+        async with connection(self._pool) as conn:
+            return await ensure_space(conn, model_id=model_id, model_sha256=model_sha256, dim=dim)
+
+    async def reindex(
+        self,
+        *,
+        model_id: str,
+        model_sha256: str,
+        dim: int,
+        build: dict[str, Any],
+        force_new: bool = False,
+    ) -> tuple[Space, bool]:
+        """A BUILDING space for this model and whether it was created (``reindex_space``)."""
+        async with connection(self._pool) as conn:
+            return await reindex_space(
+                conn,
+                model_id=model_id,
+                model_sha256=model_sha256,
+                dim=dim,
+                build=build,
+                force_new=force_new,
+            )
+
+    async def vector_counts(self, found: Sequence[Space]) -> dict[int, tuple[int, int]]:
+        """(vector rows, nodes with vectors) of each space; (0, 0) when its table is gone."""
+        async with connection(self._pool) as conn:
+            return {s.id: await _vector_counts(conn, s) for s in found}
+
+    async def vector_extension(self) -> str:
+        """The installed pgvector version, as ``pgvector <version>`` (a health probe)."""
+        async with connection(self._pool) as conn:
+            version = await conn.fetchval(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            )
+        return f"pgvector {version}"
+
+
+async def _vector_counts(conn: asyncpg.Connection, space: Space) -> tuple[int, int]:
+    try:
+        row = await conn.fetchrow(
+            f"SELECT count(*) AS v, count(DISTINCT (tenant, node_id)) AS n"
+            f" FROM {vector_table(space.id)}"
+        )
+    except asyncpg.UndefinedTableError:
+        return 0, 0
+    return (int(row["v"]), int(row["n"])) if row else (0, 0)

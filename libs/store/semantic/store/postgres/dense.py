@@ -32,7 +32,8 @@ How a query runs (one round trip in the common case):
 4. ``attach_after``: the node rows of the hits ranked after that many are read in the same
    statement (``DenseHit.node``), so a dense search needs no second query for them.
 
-The vector table's name comes from ``spaces.vector_table`` (an integer id), never from input.
+The vector table's name comes from ``semantic.core.spaces.vector_table`` (an integer id), never
+from input.
 The connection must have the pgvector codec registered (``pgvector.asyncpg.register_vector``).
 """
 
@@ -41,16 +42,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
-from semantic.search.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
-from semantic.search.domain import ChunkMatch, NodeRecord, VectorTarget
-from semantic.search.node_rows import node_from_row, node_select
+from semantic.core.domain import ChunkMatch, DenseHit, NodeRecord, VectorTarget
+from semantic.store.postgres.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
+from semantic.store.postgres.node_rows import node_from_row, node_select
 
 MAX_TARGETS = 8
 FIRST_FETCH_PER_NODE = 3
@@ -161,17 +162,6 @@ ORDER BY ranked.rank
 """
 
 _NODES = node_select("n")
-
-
-@dataclass(frozen=True)
-class DenseHit:
-    """One node found by vector similarity (with its row when the search attached it)."""
-
-    node_id: str
-    score: float
-    chunk: ChunkMatch
-    target_scores: dict[str, float] = field(default_factory=dict)
-    node: NodeRecord | None = None
 
 
 class _Sql:

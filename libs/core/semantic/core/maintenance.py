@@ -13,8 +13,8 @@ content moved meanwhile (the next pass sees it again).
 A space build (reindex) runs heal passes over the new space until one finds nothing to
 do, then switches the ``active`` alias in one transaction (or leaves the space READY for
 a manual switch). One build per space runs at a time across every process, under a
-PostgreSQL advisory lock; a build interrupted by a restart is resumed by the next
-process that looks for BUILDING spaces.
+lock of the store (``MaintenanceStore.exclusive``); a build interrupted by a restart is
+resumed by the next process that looks for BUILDING spaces.
 
 A heal loop (the indexer's) runs a pass on its interval and at once when asked through a
 :class:`HealTrigger`: by the database guardian after a recovery, and by a
@@ -32,24 +32,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import asyncpg
 import structlog
 
 from semantic.common.errors import DependencyUnavailable, FailedPrecondition, Overloaded
-from semantic.search import spaces
-from semantic.search.db import connection
-from semantic.search.domain import NodeRecord
-from semantic.search.node_rows import node_from_row, node_select
-from semantic.search.spaces import Space
-from semantic.search.writer import ContentWriter
+from semantic.core.domain import NodeRecord
+from semantic.core.ports import MaintenanceStore
+from semantic.core.spaces import ActiveSpaces, Space
+from semantic.core.writer import ContentWriter
 
 log = structlog.get_logger(__name__)
 
 HealMode = Literal["heal", "missing", "all"]
-_BUILD_LOCK = 0x5E3A
-"""First key of the advisory lock guarding a space build (second key: the space id)."""
-_HEAL_LOCK = 0x5E3B
-"""First key of the advisory lock one heal-loop pass holds (second key: the space id)."""
 Key = tuple[str, str]
 
 
@@ -84,10 +77,23 @@ Progress = Callable[[HealReport, int], None]
 class Maintenance:
     """Heal, backfill and space builds over one database and one writer."""
 
-    def __init__(self, pool: asyncpg.Pool, writer: ContentWriter, *, batch_size: int = 64) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        store: MaintenanceStore,
+        spaces: ActiveSpaces,
+        writer: ContentWriter,
+        *,
+        batch_size: int = 64,
+    ) -> None:
+        self._store = store
+        self._spaces = spaces
         self._writer = writer
         self._batch_size = batch_size
+
+    @property
+    def spaces(self) -> ActiveSpaces:
+        """The active-space resolver maintenance reads and switches spaces through."""
+        return self._spaces
 
     async def heal(
         self,
@@ -102,43 +108,23 @@ class Maintenance:
         """One pass over the nodes; re-embeds what ``mode`` selects (see module doc)."""
         started = time.perf_counter()
         report = HealReport()
-        async with connection(self._pool) as conn:
-            total = await conn.fetchval(
-                "SELECT count(*) FROM semantic.nodes WHERE $1::text IS NULL OR content_type = $1",
-                content_type,
-            )
+        total = await self._store.count_nodes(content_type)
         after = ("", "")
         page = max(self._batch_size * 4, 256)
         while True:
-            async with connection(self._pool) as conn:
-                rows = await conn.fetch(
-                    f"SELECT {node_select('n')},"
-                    f" NOT EXISTS (SELECT 1 FROM {space.table} v"
-                    "   WHERE v.tenant = n.tenant AND v.node_id = n.id) AS missing,"
-                    f" EXISTS (SELECT 1 FROM {space.table} v"
-                    "   WHERE v.tenant = n.tenant AND v.node_id = n.id"
-                    "   AND NOT v.client_supplied AND v.content_hash <> n.content_hash) AS stale"
-                    " FROM semantic.nodes n"
-                    " WHERE (n.tenant, n.id) > ($1, $2)"
-                    " AND ($3::text IS NULL OR n.content_type = $3)"
-                    " ORDER BY n.tenant, n.id LIMIT $4",
-                    after[0],
-                    after[1],
-                    content_type,
-                    page,
-                )
+            rows = await self._store.heal_page(space, after, content_type, page)
             if not rows:
                 break
-            after = (rows[-1]["tenant"], rows[-1]["id"])
+            after = (rows[-1].node.tenant, rows[-1].node.id)
             due: list[NodeRecord] = []
             for row in rows:
                 report.scanned += 1
-                node = node_from_row(row)
+                node = row.node
                 if not self._writer.embeddable(node):
                     continue
-                report.missing += row["missing"]
-                report.stale += row["stale"] and not row["missing"]
-                if mode == "all" or row["missing"] or (mode == "heal" and row["stale"]):
+                report.missing += row.missing
+                report.stale += row.stale and not row.missing
+                if mode == "all" or row.missing or (mode == "heal" and row.stale):
                     due.append(node)
             if limit:
                 due = due[: max(0, limit - report.reembedded - report.failed)]
@@ -155,16 +141,11 @@ class Maintenance:
 
     async def heal_exclusive(self, space: Space) -> HealReport | None:
         """A heal pass unless another process runs one over ``space`` now (then None)."""
-        async with connection(self._pool) as lock_conn:
-            if not await lock_conn.fetchval(
-                "SELECT pg_try_advisory_lock($1, $2)", _HEAL_LOCK, space.id
-            ):
+        async with self._store.exclusive("heal", space.id) as held:
+            if not held:
                 log.info("heal_pass_skipped", space=space.id, reason="running elsewhere")
                 return None
-            try:
-                return await self.heal(space, mode="heal")
-            finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock($1, $2)", _HEAL_LOCK, space.id)
+            return await self.heal(space, mode="heal")
 
     async def missing_window(
         self, space: Space, after: Key, limit: int
@@ -172,39 +153,15 @@ class Maintenance:
         """One window of at most ``limit`` nodes after ``after`` in key order: the nodes of
         it without any vector in ``space`` that this writer would embed, every key of the
         window, and its last key (None when no node follows ``after``)."""
-        async with connection(self._pool) as conn:
-            rows = await conn.fetch(
-                "SELECT n.tenant, n.id, NOT EXISTS (SELECT 1 FROM"
-                f" {space.table} v WHERE v.tenant = n.tenant AND v.node_id = n.id) AS missing"
-                " FROM semantic.nodes n WHERE (n.tenant, n.id) > ($1, $2)"
-                " ORDER BY n.tenant, n.id LIMIT $3",
-                after[0],
-                after[1],
-                limit,
-            )
-            missing = [(r["tenant"], r["id"]) for r in rows if r["missing"]]
-            found = []
-            if missing:
-                found = await conn.fetch(
-                    f"SELECT {node_select('n')} FROM semantic.nodes n"
-                    " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
-                    " ON n.tenant = k.tenant AND n.id = k.id",
-                    [k[0] for k in missing],
-                    [k[1] for k in missing],
-                )
-        nodes = [node for node in map(node_from_row, found) if self._writer.embeddable(node)]
-        keys = {(r["tenant"], r["id"]) for r in rows}
-        last = (rows[-1]["tenant"], rows[-1]["id"]) if rows else None
-        return nodes, keys, last
+        found, keys, last = await self._store.missing_window(space, after, limit)
+        return [node for node in found if self._writer.embeddable(node)], keys, last
 
     async def _rewrite(self, space: Space, batch: list[NodeRecord], report: HealReport) -> None:
         """Re-embed one batch. An unavailable embedder or database, or a model mismatch,
         stops the run (raised); anything else only fails this batch (counted, logged)."""
         try:
             written = await self._writer.rewrite_vectors(space, batch)
-        except (DependencyUnavailable, FailedPrecondition, Overloaded):
-            raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (DependencyUnavailable, FailedPrecondition, Overloaded, OSError):
             raise
         except Exception as exc:
             report.failed += len(batch)
@@ -216,19 +173,13 @@ class Maintenance:
     async def build_space(self, space: Space, *, max_passes: int = 5) -> Space | None:
         """Fill a BUILDING space, then activate it (or mark it READY when the build asked
         for manual activation). Returns None when another process holds the build."""
-        async with connection(self._pool) as lock_conn:
-            if not await lock_conn.fetchval(
-                "SELECT pg_try_advisory_lock($1, $2)", _BUILD_LOCK, space.id
-            ):
+        async with self._store.exclusive("build", space.id) as held:
+            if not held:
                 return None
-            try:
-                return await self._build_locked(space, max_passes)
-            finally:
-                await lock_conn.execute("SELECT pg_advisory_unlock($1, $2)", _BUILD_LOCK, space.id)
+            return await self._build_locked(space, max_passes)
 
     async def _build_locked(self, space: Space, max_passes: int) -> Space:
-        async with connection(self._pool) as conn:
-            space = await spaces.get_space(conn, space.id)
+        space = await self._spaces.space(space.id)
         if space.state != "building":
             return space
         build = dict(space.build)
@@ -243,26 +194,21 @@ class Maintenance:
             report = await self.heal(space, mode="heal", progress=progress)
             done += report.reembedded
             build.update(nodes_done=done, passes=attempt + 1)
-            await _save_build(self._pool, space.id, build)
+            await self._spaces.registry.save_build(space.id, build)
             if report.reembedded == 0 and report.failed == 0:
                 break
         build["finished_at"] = _now()
-        await _save_build(self._pool, space.id, build)
-        async with connection(self._pool) as conn:
-            if build.get("manual_activation"):
-                await conn.execute(
-                    "UPDATE semantic.embedding_spaces SET state = 'ready' WHERE id = $1", space.id
-                )
-                space = await spaces.get_space(conn, space.id)
-            else:
-                _, space = await spaces.activate(conn, space.id, allow_building=True)
+        await self._spaces.registry.save_build(space.id, build)
+        if build.get("manual_activation"):
+            space = await self._spaces.registry.mark_ready(space.id)
+        else:
+            _, space = await self._spaces.activate(space.id, allow_building=True)
         log.info("space_built", space=space.id, state=space.state, nodes=done)
         return space
 
     async def resume_builds(self) -> list[Space]:
         """Build every BUILDING space this process can lock (one after the other)."""
-        async with connection(self._pool) as conn:
-            pending = [s for s in await spaces.list_spaces(conn) if s.state == "building"]
+        pending = [s for s in await self._spaces.registry.list_all() if s.state == "building"]
         built = []
         for space in sorted(pending, key=lambda s: s.id):
             result = await self.build_space(space)
@@ -345,15 +291,6 @@ class CompletenessCheck:
             self._suspects.clear()
         self._suspects.update(self._pending)
         self._pending = {}
-
-
-async def _save_build(pool: asyncpg.Pool, space_id: int, build: dict[str, Any]) -> None:
-    async with connection(pool) as conn:
-        await conn.execute(
-            "UPDATE semantic.embedding_spaces SET build = $2::jsonb WHERE id = $1",
-            space_id,
-            build,
-        )
 
 
 def _now() -> str:

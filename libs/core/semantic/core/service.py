@@ -1,0 +1,233 @@
+"""The search use cases: upsert, delete, get, search, nearest and stats over domain values.
+
+A transport converts its wire format and calls these; the store behind the ports
+(:mod:`semantic.core.ports`) runs the queries; ranking glue (fusion) is pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from semantic.common.errors import InvalidArgument, NotFound
+from semantic.core import fusion
+from semantic.core.domain import (
+    Filter,
+    Hit,
+    Mode,
+    NodeRecord,
+    SearchQuery,
+    VectorTarget,
+)
+from semantic.core.filters import validate_filter
+from semantic.core.nodes import DeleteOutcome, VectorRow, WriteResult
+from semantic.core.ports import Embedder, NodeStore, Retrieval, SearchStatistics
+from semantic.core.spaces import ActiveSpaces, Space
+from semantic.core.writer import ContentWriter
+
+log = structlog.get_logger(__name__)
+
+Key = tuple[str, str]
+
+
+@dataclass
+class SearchResult:
+    """Hits (nodes attached) plus what the query cost."""
+
+    hits: list[Hit]
+    space: Space
+    mode: Mode
+    query_tokens: int = 0
+    query_truncated: bool = False
+
+
+@dataclass
+class Stats:
+    """Counts for Stats."""
+
+    nodes_by_type: dict[str, int]
+    active: Space | None
+    spaces: list[Space]
+    vectors: dict[int, int]
+    relations: list[tuple[str, str, int]]
+    missing: int = 0
+    stale: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class SearchService:
+    """Upsert, delete, get, search, nearest and stats over one database."""
+
+    def __init__(
+        self,
+        spaces: ActiveSpaces,
+        writer: ContentWriter,
+        embedder: Embedder,
+        retrieval: Retrieval,
+        statistics: SearchStatistics,
+    ) -> None:
+        self._spaces = spaces
+        self._nodes: NodeStore = writer.nodes
+        self._writer = writer
+        self._embedder = embedder
+        self._retrieval = retrieval
+        self._statistics = statistics
+
+    async def space(self, space_id: int | None = None) -> Space:
+        """The active space (through the one resolver and its cache), or the one asked for."""
+        return await self._spaces.space(space_id)
+
+    async def upsert(
+        self,
+        nodes: Sequence[NodeRecord],
+        client_vectors: Mapping[Key, Sequence[VectorRow]],
+        space_id: int | None = None,
+    ) -> list[WriteResult]:
+        """Store nodes and their vectors (embedding what changed)."""
+        return await self._writer.upsert(await self.space(space_id), nodes, client_vectors)
+
+    async def delete(
+        self, tenant: str, ids: Sequence[str], slugs: Sequence[str], version: int
+    ) -> list[tuple[str, str | None, DeleteOutcome]]:
+        """Delete by id and slug (unknown slugs are reported as not found)."""
+        found = await self._nodes.ids_by_slug([(tenant, s) for s in slugs])
+        by_slug = {slug: node_id for (_, slug), node_id in found.items()}
+        targets = list(dict.fromkeys([*ids, *(by_slug[s] for s in slugs if s in by_slug)]))
+        results = await self._nodes.delete(tenant, targets, version)
+        missing = [(s, s, DeleteOutcome.NOT_FOUND) for s in slugs if s not in by_slug]
+        return results + [("", slug, outcome) for _, slug, outcome in missing]
+
+    async def get(
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        slugs: Sequence[str],
+        *,
+        with_vectors: bool,
+        space_id: int | None = None,
+    ) -> tuple[list[NodeRecord], dict[str, list[VectorRow]]]:
+        """Nodes by id/slug, with their vectors in a space when asked: those asked by id in
+        request order, then those asked by slug; a node asked twice appears twice."""
+        rows = await self._nodes.get(tenant, ids=ids, slugs=slugs)
+        by_id = {n.id: n for n in rows}
+        by_slug = {n.slug: n for n in rows if n.slug is not None}
+        nodes = [by_id[i] for i in ids if i in by_id]
+        nodes += [by_slug[s] for s in slugs if s in by_slug]
+        vectors: dict[str, list[VectorRow]] = {}
+        if with_vectors and nodes:
+            space = await self._spaces.space(space_id)
+            vectors = await self._nodes.vectors(space, tenant, [n.id for n in nodes])
+        return nodes, vectors
+
+    async def search(self, query: SearchQuery, space_id: int | None = None) -> SearchResult:
+        """Dense, keyword or hybrid search with filters, min_score and pagination."""
+        validate_filter(query.filter)
+        space = await self.space(space_id)
+        wanted = query.offset + query.top_k
+        result = SearchResult([], space, query.mode)
+        vector = query.vector
+        if vector is not None and vector.size != space.dim:
+            raise InvalidArgument(
+                "vector", f"has {vector.size} dimensions, space {space.id} holds {space.dim}"
+            )
+        if query.mode is not Mode.KEYWORD and vector is None:
+            assert query.text is not None
+            embedded = await self._embedder.embed(
+                [query.text], input_type="query", model_id=space.model_id
+            )
+            vector = embedded.vectors[0]
+            result.query_tokens, result.query_truncated = embedded.tokens[0], embedded.truncated[0]
+        if query.mode is Mode.DENSE:
+            assert vector is not None
+            # The page's nodes come with the dense statement itself.
+            dense_hits = await self._retrieval.dense(
+                space, query, vector, wanted, attach_after=query.offset
+            )
+            hits = fusion.from_dense(dense_hits)
+        elif query.mode is Mode.KEYWORD:
+            if not query.text:
+                raise InvalidArgument("text", "keyword search needs query text")
+            hits = fusion.from_keyword(await self._retrieval.keyword(query, wanted))
+        else:
+            assert vector is not None
+            assert query.text is not None
+            pool = max(wanted, query.hybrid.candidates)
+            dense_hits, keyword_hits = await asyncio.gather(
+                self._retrieval.dense(space, query, vector, pool),
+                self._retrieval.keyword(query, pool),
+            )
+            hits = fusion.fuse(
+                dense_hits,
+                keyword_hits,
+                rrf_k=query.hybrid.rrf_k,
+                dense_weight=query.hybrid.dense_weight,
+                keyword_weight=query.hybrid.keyword_weight,
+            )
+        result.hits = fusion.page(fusion.above(hits, query.min_score), query.offset, query.top_k)
+        await self._attach(query.tenant, result.hits)
+        return result
+
+    async def nearest(
+        self,
+        tenant: str,
+        *,
+        node_id: str | None,
+        slug: str | None,
+        vector_name: str,
+        top_k: int,
+        flt: Filter,
+        min_score: float | None,
+        space_id: int | None = None,
+    ) -> tuple[str, SearchResult]:
+        """The nodes closest to a node (by its first chunk's vector), excluding itself."""
+        validate_filter(flt)
+        space = await self.space(space_id)
+        nodes = await self._nodes.get(
+            tenant, ids=[node_id] if node_id else [], slugs=[slug] if slug else []
+        )
+        if not nodes:
+            raise NotFound("node", f"slug={slug}" if slug else f"id={node_id}")
+        source = nodes[0]
+        rows = (await self._nodes.vectors(space, tenant, [source.id], name=vector_name)).get(
+            source.id, []
+        )
+        if not rows:
+            raise NotFound("vector", f"{vector_name!r} of node {source.id!r} in space {space.id}")
+        centre = np.mean(
+            np.stack([np.asarray(r.embedding, dtype=np.float32) for r in rows]), axis=0
+        )
+        flt = Filter(**{**flt.__dict__, "exclude_ids": (*flt.exclude_ids, source.id)})
+        query = SearchQuery(
+            tenant=tenant,
+            mode=Mode.DENSE,
+            vector=centre,
+            targets=(VectorTarget(vector_name),),
+            filter=flt,
+            top_k=top_k,
+            min_score=min_score,
+        )
+        hits = fusion.from_dense(
+            await self._retrieval.dense(space, query, centre, top_k, attach_after=0)
+        )
+        result = SearchResult(fusion.above(hits, min_score)[:top_k], space, Mode.DENSE)
+        await self._attach(tenant, result.hits)
+        return source.id, result
+
+    async def _attach(self, tenant: str, hits: list[Hit]) -> None:
+        """Read the nodes of the hits that do not carry theirs yet (one query, or none)."""
+        missing = [h.node_id for h in hits if h.node is None]
+        if missing:
+            nodes = await self._nodes.get(tenant, ids=missing)
+            by_id = {n.id: n for n in nodes}
+            for hit in hits:
+                if hit.node is None:
+                    hit.node = by_id.get(hit.node_id)
+        hits[:] = [h for h in hits if h.node is not None]  # deleted between the two reads
+
+    async def stats(self, tenant: str | None) -> Stats:
+        """Nodes per type, spaces and their sizes, heal backlog of the active space."""
+        return await self._statistics.stats(tenant)

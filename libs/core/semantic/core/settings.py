@@ -1,0 +1,61 @@
+"""Settings of the core's use cases, shared by every process that runs them.
+
+Search and the indexer both inherit these classes, so a direct call and an event write and
+read the same way; each default is defined here once and read by whoever needs it
+(``WritePathSettings.model_fields[...].default``), never copied.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from semantic.common.settings import BaseServiceSettings
+from semantic.core.spaces import DEFAULT_ACTIVE_SPACE_TTL_S
+
+
+class WritePathSettings(BaseServiceSettings):
+    """How nodes become vectors and keyword postings; shared by search and the indexer so
+    both write paths index the same way."""
+
+    embedder_address: str = Field(
+        "127.0.0.1:50051", description="host:port of the embedder service."
+    )
+    search_text_config: str = Field(
+        "english", description="PostgreSQL text search configuration of the keyword index."
+    )
+    search_chunking: bool = Field(True, description="Split long texts into word-piece windows.")
+    search_chunk_window: int = Field(
+        256, ge=8, description="Word-pieces per chunk ([CLS]/[SEP] incl.)."
+    )
+    search_chunk_overlap: int = Field(
+        32, ge=0, description="Word-pieces shared by neighbouring chunks."
+    )
+    search_tokenizer: Path = Field(
+        Path("models/all-minilm-l6-v2/tokenizer.json"),
+        description="tokenizer.json of the embedding model, for chunking.",
+    )
+    search_title_vector: bool = Field(False, description="Also embed titles as the `title` vector.")
+    search_active_space_ttl_s: float = Field(
+        DEFAULT_ACTIVE_SPACE_TTL_S,
+        ge=0,
+        description="Seconds a resolved active space is kept; a switch made elsewhere reaches "
+        "this process within that time (0: read it every time).",
+    )
+
+
+class RetrievalSettings(BaseServiceSettings):
+    """How the read path ranks: BM25, HNSW and the exact-scan threshold."""
+
+    search_bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation.")
+    search_bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
+    search_ef_search: int = Field(
+        150,
+        ge=1,
+        le=1000,
+        description="HNSW ef_search per query (150: recall@10 >= 0.98 at 100k, see the bench).",
+    )
+    search_exact_threshold: int = Field(
+        2000, ge=0, description="Filters matching at most this many nodes are scanned exactly."
+    )

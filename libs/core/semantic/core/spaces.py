@@ -1,0 +1,118 @@
+"""Embedding spaces as values, and the one resolver of the active space.
+
+A space is a model (id + sha256 + dim) at a version; the alias ``active`` names the space
+search reads. Every caller that needs "the active space" (search, the indexer's writes and
+heal loop, maintenance) asks an :class:`ActiveSpaces` resolver: one TTL cache
+(``cachetools.TTLCache``), one invalidation rule. The rule: an answer is kept at most
+``ttl_s`` seconds (a switch made by another process reaches this one within that time);
+a switch made through this resolver (:meth:`ActiveSpaces.activate`,
+:meth:`ActiveSpaces.rollback`) and a database recovery (:meth:`ActiveSpaces.invalidate`)
+drop it at once. Both spaces stay complete during a switch, so a reader on the old one
+still gets answers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cachetools import TTLCache
+
+from semantic.common.errors import FailedPrecondition
+
+if TYPE_CHECKING:
+    from semantic.core.ports import SpaceRegistry
+
+ACTIVE = "active"
+DEFAULT_ACTIVE_SPACE_TTL_S = 1.0
+"""How long a resolved active space is kept (seconds): a switch reaches every replica
+within this time."""
+
+
+class NoActiveSpace(FailedPrecondition):
+    """No space is active: nothing was set up yet, or the database was emptied."""
+
+    def __init__(self) -> None:
+        super().__init__("no active embedding space yet")
+
+
+@dataclass(frozen=True)
+class Space:
+    """One embedding space: a model at a version, in a state (building, ready, active,
+    retired, failed), with the progress of its build."""
+
+    id: int
+    model_id: str
+    model_sha256: str
+    dim: int
+    version: int
+    state: str
+    created_at: datetime
+    activated_at: datetime | None
+    build: dict[str, Any]
+
+    @property
+    def table(self) -> str:
+        """The name the store keeps this space's vectors under (made from the id alone)."""
+        return vector_table(self.id)
+
+
+def vector_table(space_id: int) -> str:
+    """``semantic.vectors_<id>``; ``space_id`` is an int by type, never text from a client."""
+    return f"semantic.vectors_{int(space_id)}"
+
+
+class ActiveSpaces:
+    """Resolves the active space (or a space by id) through one TTL cache (module doc)."""
+
+    def __init__(
+        self,
+        registry: SpaceRegistry,
+        *,
+        ttl_s: float = DEFAULT_ACTIVE_SPACE_TTL_S,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._ttl_s = ttl_s
+        self._cache: TTLCache[str, Space] = TTLCache(maxsize=1, ttl=max(ttl_s, 1e-9), timer=timer)
+
+    @property
+    def registry(self) -> SpaceRegistry:
+        """Where spaces are read and switched."""
+        return self._registry
+
+    async def space(self, space_id: int | None = None) -> Space:
+        """The space ``space_id`` (read every time), or the active one (cached)."""
+        if space_id is not None:
+            return await self._registry.get(space_id)
+        if self._ttl_s > 0:
+            cached = self._cache.get(ACTIVE)
+            if cached is not None:
+                return cached
+        active = await self._registry.active()
+        if self._ttl_s > 0:
+            self._cache[ACTIVE] = active
+        return active
+
+    def invalidate(self) -> None:
+        """Forget the cached active space (the next call reads it again)."""
+        self._cache.clear()
+
+    async def activate(
+        self, space_id: int, *, allow_building: bool = False
+    ) -> tuple[int | None, Space]:
+        """Point ``active`` at ``space_id``; returns (previous id, new space)."""
+        try:
+            return await self._registry.activate(space_id, allow_building=allow_building)
+        finally:
+            self.invalidate()
+
+    async def rollback(self) -> tuple[int, Space]:
+        """Point ``active`` back at the previous space; returns (space left, new active)."""
+        try:
+            return await self._registry.rollback()
+        finally:
+            self.invalidate()

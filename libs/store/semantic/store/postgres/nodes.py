@@ -1,0 +1,101 @@
+"""The core's ``NodeStore`` over a pool: each call takes a pooled connection (driver errors
+translated by ``db``) and runs the node repository (``node_store``) on it.
+
+It is also the one id-or-slug resolver: :meth:`PostgresNodes.ids_by_slug` answers for
+Search.Delete, Nearest, the indexer's events and recommendations alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import asyncpg
+
+from semantic.core.domain import NodeRecord
+from semantic.core.nodes import (
+    DeleteOutcome,
+    DeleteResult,
+    Deletion,
+    NodeWrite,
+    Stored,
+    VectorRow,
+    WriteResult,
+)
+from semantic.core.spaces import Space
+from semantic.store.postgres import spaces
+from semantic.store.postgres.db import ReadConnections, connection
+from semantic.store.postgres.node_store import NodeRepository
+
+Key = tuple[str, str]
+
+
+class PostgresNodes:
+    """Nodes and their vectors in PostgreSQL (see module doc)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, text_config: str = "english") -> None:
+        self._pool = pool
+        self._repository = NodeRepository(text_config=text_config)
+        self._reads = ReadConnections(pool)
+
+    async def stored(self, keys: Sequence[Key]) -> dict[Key, Stored]:
+        """Current state of (tenant, id) keys, tombstones included."""
+        async with connection(self._pool) as conn:
+            return await self._repository.stored(conn, keys)
+
+    async def write(
+        self, space: Space, writes: Sequence[NodeWrite], deletes: Sequence[Deletion] = ()
+    ) -> tuple[list[WriteResult], list[DeleteResult]]:
+        """Upserts and deletes in one transaction; deletes reach every space."""
+        async with connection(self._pool) as conn:
+            every_space = await spaces.list_spaces(conn) if deletes else []
+            return await self._repository.write(conn, space, writes, deletes, every_space)
+
+    async def replace_vectors(
+        self,
+        space: Space,
+        computed: Mapping[Key, Sequence[VectorRow]],
+        expected_hash: Mapping[Key, str],
+    ) -> list[Key]:
+        """Replace computed vectors of nodes whose content is still ``expected_hash``."""
+        async with connection(self._pool) as conn:
+            return await self._repository.replace_vectors(conn, space, computed, expected_hash)
+
+    async def get(
+        self, tenant: str, *, ids: Sequence[str] = (), slugs: Sequence[str] = ()
+    ) -> list[NodeRecord]:
+        """Nodes by id and/or slug, in no particular order (a read-path connection)."""
+        async with self._reads.reading() as conn:
+            return await self._repository.get(conn, tenant, ids=ids, slugs=slugs)
+
+    async def ids_by_slug(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The node id of each (tenant, slug) that names a node."""
+        if not keys:
+            return {}
+        async with connection(self._pool) as conn:
+            rows = await conn.fetch(
+                "SELECT n.tenant, n.slug, n.id FROM semantic.nodes n"
+                " JOIN unnest($1::text[], $2::text[]) AS k(tenant, slug)"
+                " ON n.tenant = k.tenant AND n.slug = k.slug",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+            )
+        return {(r["tenant"], r["slug"]): r["id"] for r in rows}
+
+    async def vectors(
+        self, space: Space, tenant: str, ids: Sequence[str], *, name: str | None = None
+    ) -> dict[str, list[VectorRow]]:
+        """Stored vectors of nodes in ``space`` by node id (of one vector name if given)."""
+        async with connection(self._pool) as conn:
+            found = await self._repository.vectors(conn, space, tenant, ids)
+        if name is None:
+            return found
+        named = {i: [v for v in rows if v.name == name] for i, rows in found.items()}
+        return {i: rows for i, rows in named.items() if rows}
+
+    async def delete(
+        self, tenant: str, ids: Sequence[str], version: int = 0
+    ) -> list[tuple[str, str | None, DeleteOutcome]]:
+        """Delete nodes and their vectors in every space, leaving tombstones."""
+        async with connection(self._pool) as conn:
+            every_space = await spaces.list_spaces(conn)
+            return await self._repository.delete(conn, every_space, tenant, ids, version)

@@ -1,0 +1,95 @@
+"""The core's ``Retrieval`` over a pool: dense (``dense``) and keyword (``keyword``) candidates,
+the query's filter compiled to SQL (``filters``), on read-path connections given back in the
+background (``db.ReadConnections``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from semantic.core.domain import DEFAULT_VECTOR, DenseHit, SearchQuery, VectorTarget
+from semantic.core.settings import RetrievalSettings, WritePathSettings
+from semantic.core.spaces import Space
+from semantic.store.postgres import dense, keyword
+from semantic.store.postgres.db import DEFAULT_EF_SEARCH, ReadConnections
+from semantic.store.postgres.filters import compile_filter
+
+_DEFAULT_EXACT_THRESHOLD: int = RetrievalSettings.model_fields["search_exact_threshold"].default
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Tuning of the read path (defaults: the settings' defaults)."""
+
+    text_config: str = keyword.DEFAULT_TEXT_CONFIG
+    bm25_k1: float = keyword.DEFAULT_K1
+    bm25_b: float = keyword.DEFAULT_B
+    ef_search: int = DEFAULT_EF_SEARCH
+    exact_threshold: int = _DEFAULT_EXACT_THRESHOLD
+
+    @classmethod
+    def from_settings(
+        cls, retrieval: RetrievalSettings, write_path: WritePathSettings
+    ) -> RetrievalConfig:
+        """The read path's tuning, the keyword index read as the write path builds it."""
+        return cls(
+            text_config=write_path.search_text_config,
+            bm25_k1=retrieval.search_bm25_k1,
+            bm25_b=retrieval.search_bm25_b,
+            ef_search=retrieval.search_ef_search,
+            exact_threshold=retrieval.search_exact_threshold,
+        )
+
+
+class PostgresRetrieval:
+    """Dense and keyword search in PostgreSQL + pgvector."""
+
+    def __init__(self, pool: asyncpg.Pool, config: RetrievalConfig = RetrievalConfig()) -> None:
+        self._reads = ReadConnections(pool)
+        self._config = config
+
+    async def dense(
+        self,
+        space: Space,
+        query: SearchQuery,
+        vector: np.ndarray[Any, Any],
+        limit: int,
+        *,
+        attach_after: int | None = None,
+    ) -> list[DenseHit]:
+        """The ``limit`` nodes most similar to ``vector`` under the query's filter."""
+        sql, params = compile_filter(query.tenant, query.filter, start=1)
+        async with self._reads.reading() as conn:
+            return await dense.dense_search(
+                conn,
+                space.table,
+                query.tenant,
+                vector,
+                targets=query.targets or (VectorTarget(DEFAULT_VECTOR),),
+                filter_sql=sql,
+                filter_params=params,
+                limit=limit,
+                ef_search=max(self._config.ef_search, limit),
+                exact_threshold=self._config.exact_threshold,
+                filtered=not query.filter.is_empty,
+                attach_after=attach_after,
+            )
+
+    async def keyword(self, query: SearchQuery, limit: int) -> list[tuple[str, float]]:
+        """The ``limit`` best ``(node_id, bm25)`` for the query text under its filter."""
+        sql, params = compile_filter(query.tenant, query.filter, start=1)
+        async with self._reads.reading() as conn:
+            return await keyword.keyword_search(
+                conn,
+                query.tenant,
+                query.text or "",
+                filter_sql=sql,
+                filter_params=params,
+                limit=limit,
+                text_config=self._config.text_config,
+                k1=self._config.bm25_k1,
+                b=self._config.bm25_b,
+            )

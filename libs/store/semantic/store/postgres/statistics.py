@@ -1,0 +1,62 @@
+"""The core's ``SearchStatistics`` over a pool: node counts, space sizes, relation sizes and
+the active space's heal backlog, read from PostgreSQL's tables and catalogs."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from semantic.core.service import Stats
+from semantic.store.postgres import spaces
+from semantic.store.postgres.db import connection
+
+
+class PostgresStatistics:
+    """Counts for Stats (one connection, several statements)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def stats(self, tenant: str | None) -> Stats:
+        """Nodes per type, spaces and their sizes, heal backlog of the active space."""
+        async with connection(self._pool) as conn:
+            where, args = ("WHERE tenant = $1", [tenant]) if tenant is not None else ("", [])
+            by_type = {
+                r["content_type"]: r["n"]
+                for r in await conn.fetch(
+                    f"SELECT content_type, count(*) AS n FROM semantic.nodes {where}"
+                    " GROUP BY content_type ORDER BY content_type",
+                    *args,
+                )
+            }
+            all_spaces = await spaces.list_spaces(conn)
+            active = next((s for s in all_spaces if s.state == "active"), None)
+            vectors = {
+                s.id: int(await conn.fetchval(f"SELECT count(*) FROM {s.table}"))
+                for s in all_spaces
+            }
+            relations = [
+                (r["name"], r["kind"], int(r["bytes"]))
+                for r in await conn.fetch(
+                    "SELECT c.relname AS name,"
+                    " CASE c.relkind WHEN 'i' THEN 'index' ELSE 'table' END AS kind,"
+                    " pg_total_relation_size(c.oid) AS bytes FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = 'semantic' AND c.relkind IN ('r', 'i')"
+                    " ORDER BY bytes DESC"
+                )
+            ]
+            missing = stale = 0
+            if active is not None:
+                row = await conn.fetchrow(
+                    "SELECT count(*) FILTER (WHERE v.node_id IS NULL AND (n.title <> ''"
+                    " OR n.body <> '' OR n.texts <> '{}'::jsonb)) AS missing,"
+                    " count(*) FILTER (WHERE v.node_id IS NOT NULL AND v.hash <> n.content_hash)"
+                    f" AS stale FROM semantic.nodes n LEFT JOIN LATERAL (SELECT node_id,"
+                    f" content_hash AS hash FROM {active.table} t WHERE t.tenant = n.tenant"
+                    " AND t.node_id = n.id AND NOT t.client_supplied LIMIT 1) v ON true"
+                    f" {where.replace('tenant', 'n.tenant')}",
+                    *args,
+                )
+                if row is not None:
+                    missing, stale = int(row["missing"]), int(row["stale"])
+        return Stats(by_type, active, all_spaces, vectors, relations, missing, stale)

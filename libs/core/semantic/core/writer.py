@@ -45,10 +45,10 @@ TRANSACTION_SECONDS = Histogram(
 
 @dataclass(frozen=True)
 class WriterConfig:
-    """How texts become vectors."""
+    """How texts become vectors (defaults: the settings' defaults)."""
 
-    chunking: bool = True
-    title_vector: bool = False
+    chunking: bool = WritePathSettings.model_fields["search_chunking"].default
+    title_vector: bool = WritePathSettings.model_fields["search_title_vector"].default
     max_replans: int = 3
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from semantic.devstack import EmbeddedNats, EmbeddedPostgres, free_port
-from semantic.devstack.health import wait_serving as wait_until_serving
+from semantic.tools.devstack import EmbeddedNats, EmbeddedPostgres, free_port
+from semantic.tools.devstack.health import wait_serving as wait_until_serving
 
 TESTS_DIR = Path(__file__).parent
 _MARK_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}

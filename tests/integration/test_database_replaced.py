@@ -42,11 +42,11 @@ from prometheus_client import REGISTRY
 
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.schema import bootstrap_schema
-from semantic.devstack.health import wait_serving
-from semantic.devstack.nats import EmbeddedNats
-from semantic.devstack.ports import free_port
-from semantic.devstack.postgres import EmbeddedPostgres
 from semantic.search import spaces
+from semantic.tools.devstack.health import wait_serving
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc

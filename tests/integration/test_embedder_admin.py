@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from semantic.common.auth import Role, mint_token
-from semantic.devstack.health import wait_serving
+from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from semantic.devstack.health import wait_serving
+from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 

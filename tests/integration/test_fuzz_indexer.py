@@ -26,8 +26,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from indexer_kit import STREAMS, indexer_env, node_versions, reset_streams, wait_for_streams
 
-from semantic.devstack import EmbeddedNats, EmbeddedPostgres
-from semantic.devstack.health import wait_serving
+from semantic.tools.devstack import EmbeddedNats, EmbeddedPostgres
+from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import events_pb2
 
 pytestmark = pytest.mark.fuzz

@@ -37,8 +37,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from semantic.common.auth import EMBEDDER_OPEN_METHODS
-from semantic.devstack import EmbeddedNats, EmbeddedPostgres
-from semantic.devstack.health import wait_serving
+from semantic.tools.devstack import EmbeddedNats, EmbeddedPostgres
+from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import embedder_pb2, search_pb2
 
 pytestmark = pytest.mark.fuzz

@@ -29,10 +29,10 @@ from indexer_kit import (
 )
 from nats.aio.client import Client as NatsClient
 
-from semantic.devstack.health import wait_serving
-from semantic.devstack.nats import EmbeddedNats
-from semantic.devstack.ports import free_port
-from semantic.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.health import wait_serving
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.postgres import EmbeddedPostgres
 
 NODES = 1000
 VERSIONS = 5

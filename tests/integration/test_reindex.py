@@ -14,8 +14,8 @@ import grpc
 import pytest
 from indexer_kit import running_search, wait_for
 
-from semantic.cli.main import main
-from semantic.devstack.health import wait_serving
+from semantic.tools.cli.main import main
+from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc

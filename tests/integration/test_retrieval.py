@@ -19,7 +19,6 @@ from pgvector.asyncpg import register_vector
 
 from semantic.common.errors import InvalidArgument
 from semantic.common.schema import bootstrap_schema
-from semantic.devstack import EmbeddedPostgres
 from semantic.search.db import session_settings
 from semantic.search.dense import DenseHit, dense_search
 from semantic.search.domain import (
@@ -28,6 +27,7 @@ from semantic.search.domain import (
 )
 from semantic.search.filters import compile_filter
 from semantic.search.spaces import ensure_space
+from semantic.tools.devstack import EmbeddedPostgres
 
 N_NODES = 20_000
 DIM = 32

@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 
 from semantic.common.schema import bootstrap_schema
-from semantic.devstack import EmbeddedPostgres
 from semantic.search.domain import Filter, MetadataCondition, NumberRange, TimeRange
 from semantic.search.filters import compile_filter
+from semantic.tools.devstack import EmbeddedPostgres
 
 _NOW = datetime(2025, 6, 1, tzinfo=UTC)
 _FILTER_NODES: dict[str, dict[str, Any]] = {

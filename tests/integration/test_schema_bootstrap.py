@@ -9,8 +9,8 @@ import pytest
 
 from semantic.common.errors import MigrationChecksumMismatch
 from semantic.common.schema import bootstrap_schema, load_migrations
-from semantic.devstack.ports import free_port
-from semantic.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.postgres import EmbeddedPostgres
 
 
 def _write_migrations(folder: Path) -> list[Path]:

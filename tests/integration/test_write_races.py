@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from semantic.common.embedder_client import EmbedderClient
-from semantic.devstack.health import wait_serving
 from semantic.indexer.events import ContentChange
 from semantic.indexer.processor import ChangeProcessor
 from semantic.search.db import as_array, create_pool
@@ -30,6 +29,7 @@ from semantic.search.domain import NodeRecord
 from semantic.search.node_store import NodeRepository
 from semantic.search.nodes import content_hash
 from semantic.search.writer import ContentWriter, WriterConfig
+from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc

@@ -35,11 +35,11 @@ from pydantic import AliasChoices, SecretStr
 from pydantic_settings import BaseSettings
 
 from semantic.common.settings import BaseServiceSettings
-from semantic.embedder.model import builder
 from semantic.embedder.model.manifest import TOKENIZER_FILE
 from semantic.embedder.settings import EmbedderSettings
 from semantic.indexer.settings import IndexerSettings
 from semantic.search.settings import SearchSettings, WritePathSettings
+from semantic.tools.modelbuild import builder
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

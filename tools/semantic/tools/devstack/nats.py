@@ -17,9 +17,9 @@ from typing import Self
 import nats
 import structlog
 
-from semantic.devstack.errors import BinaryNotFound, NatsStartError
-from semantic.devstack.ports import port_open
-from semantic.devstack.process import kill_and_wait, log_tail, pid_alive
+from semantic.tools.devstack.errors import BinaryNotFound, NatsStartError
+from semantic.tools.devstack.ports import port_open
+from semantic.tools.devstack.process import kill_and_wait, log_tail, pid_alive
 
 log = structlog.get_logger(__name__)
 

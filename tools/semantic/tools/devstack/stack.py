@@ -16,10 +16,10 @@ from types import TracebackType
 
 import structlog
 
-from semantic.devstack.health import wait_serving
-from semantic.devstack.nats import EmbeddedNats
-from semantic.devstack.ports import free_port
-from semantic.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.health import wait_serving
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.postgres import EmbeddedPostgres
 
 log = structlog.get_logger(__name__)
 

@@ -59,7 +59,7 @@ def quantize_int8(
     """A new model whose MatMuls with constant 2-D weights run in int8 (see Int8Recipe).
 
     The activations entering those MatMuls must be 2-D [tokens, features], as in the
-    graphs of :func:`semantic.embedder.model.bert_graph.build_bert_graph`, and the model
+    graphs of :func:`semantic.tools.modelbuild.bert_graph.build_bert_graph`, and the model
     must use ONNX opset 21 or later. ``calibration`` holds token-id sequences (1-D int64)
     run through the fp32 graph to measure activation ranges; it is required when the
     recipe smooths.

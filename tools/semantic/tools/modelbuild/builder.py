@@ -33,10 +33,10 @@ import structlog
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
-from semantic.embedder.model.bert_graph import BertConfig, build_bert_graph
 from semantic.embedder.model.errors import ModelBuildError, ModelError
 from semantic.embedder.model.manifest import ONNX_FILE, TOKENIZER_FILE, Manifest, file_sha256
-from semantic.embedder.model.quantizer import Int8Recipe, quantize_int8
+from semantic.tools.modelbuild.bert_graph import BertConfig, build_bert_graph
+from semantic.tools.modelbuild.quantizer import Int8Recipe, quantize_int8
 
 log = structlog.get_logger(__name__)
 

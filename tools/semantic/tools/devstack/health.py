@@ -8,7 +8,7 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from semantic.devstack.errors import DevstackError
+from semantic.tools.devstack.errors import DevstackError
 
 
 async def wait_serving(

@@ -17,9 +17,9 @@ from typing import NamedTuple, Self
 
 import structlog
 
-from semantic.devstack.account import ServiceAccount
-from semantic.devstack.errors import BinaryNotFound, CommandError, PostgresStartError
-from semantic.devstack.process import child_pids, kill_and_wait, log_tail, pid_alive, runs_in
+from semantic.tools.devstack.account import ServiceAccount
+from semantic.tools.devstack.errors import BinaryNotFound, CommandError, PostgresStartError
+from semantic.tools.devstack.process import child_pids, kill_and_wait, log_tail, pid_alive, runs_in
 
 log = structlog.get_logger(__name__)
 

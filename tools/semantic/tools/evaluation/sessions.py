@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from semantic.search.evaluation.beir import BeirDataset
+from semantic.tools.evaluation.beir import BeirDataset
 
 MIN_JOURNEY = 2
 """Fewest relevant documents a query needs to become a session: one of history, one held out."""

@@ -1,8 +1,8 @@
 """`semantic bench recommend`: Track and Recommend latency through gRPC at N nodes and U users.
 
 Data: N nodes with 384-d vectors shaped like sentence embeddings, loaded as the search bench
-loads them (:class:`semantic.search.bench.EmbeddingLike` and
-:func:`semantic.search.bench.load_corpus`: COPY, then the HNSW index built by the product's
+loads them (:class:`semantic.tools.bench.search.EmbeddingLike` and
+:func:`semantic.tools.bench.search.load_corpus`: COPY, then the HNSW index built by the product's
 DDL), on a throw-away embedded PostgreSQL sized for its data (``shared_buffers`` as in the
 search bench). Every node is assigned to the nearest of 200 anchor nodes (a topic); each of U
 users follows one topic and touches ``events_per_user`` of its nodes (mostly VIEWs, some
@@ -37,14 +37,14 @@ from typing import Any
 import grpc
 import numpy as np
 
-from semantic.devstack.stack import LocalStack
-from semantic.search.bench import (
+from semantic.tools.bench.search import (
     SHARED_BUFFERS,
     EmbeddingLike,
     load_corpus,
     percentiles,
     tuned_stack,
 )
+from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
@@ -211,7 +211,7 @@ async def _measure(
     journey, cold = percentiles(samples["journey"]), percentiles(samples["cold"])
     return {
         "data": {
-            "kind": "embedding-like clusters (semantic.search.bench.EmbeddingLike)",
+            "kind": "embedding-like clusters (semantic.tools.bench.search.EmbeddingLike)",
             "clusters": config.clusters,
             "topics_with_nodes": len(set(topic_of.tolist())),
             "events": total_events,

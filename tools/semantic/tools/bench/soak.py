@@ -43,14 +43,21 @@ import nats
 import nats.errors
 from prometheus_client.parser import text_string_to_metric_families
 
-from semantic.devstack.footprint import Footprint, Metric, footprint, growth, growth_within, machine
-from semantic.devstack.ports import free_port
-from semantic.devstack.stack import LocalStack
-from semantic.devstack.tally import ALLOWED_CODES, StatusTally
-from semantic.devstack.workload import Workload
 from semantic.embedder.settings import EmbedderSettings
-from semantic.indexer.bench import IndexerBenchConfig, documents
 from semantic.indexer.settings import IndexerSettings
+from semantic.tools.bench.footprint import (
+    Footprint,
+    Metric,
+    footprint,
+    growth,
+    growth_within,
+    machine,
+)
+from semantic.tools.bench.indexer import IndexerBenchConfig, documents
+from semantic.tools.bench.tally import ALLOWED_CODES, StatusTally
+from semantic.tools.bench.workload import Workload
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc

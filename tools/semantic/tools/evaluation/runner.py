@@ -18,9 +18,9 @@ from typing import Any
 
 import grpc
 
-from semantic.devstack.stack import LocalStack
-from semantic.search.evaluation.beir import BeirDataset, load_beir
-from semantic.search.evaluation.metrics import evaluate
+from semantic.tools.devstack.stack import LocalStack
+from semantic.tools.evaluation.beir import BeirDataset, load_beir
+from semantic.tools.evaluation.metrics import evaluate
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc

@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print the report."""
-    from semantic.search.evaluation.runner import EvalConfig, run_eval
+    from semantic.tools.evaluation.runner import EvalConfig, run_eval
 
     config = EvalConfig(
         dataset=args.dataset,

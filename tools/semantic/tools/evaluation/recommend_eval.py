@@ -37,11 +37,11 @@ import asyncpg
 import grpc
 import numpy as np
 
-from semantic.devstack.stack import LocalStack
-from semantic.search.evaluation.beir import BeirDataset, load_beir
-from semantic.search.evaluation.metrics import RECOMMENDATION_METRICS, evaluate
-from semantic.search.evaluation.runner import ingest_corpus
-from semantic.search.evaluation.sessions import Session, build_sessions, session_qrels
+from semantic.tools.devstack.stack import LocalStack
+from semantic.tools.evaluation.beir import BeirDataset, load_beir
+from semantic.tools.evaluation.metrics import RECOMMENDATION_METRICS, evaluate
+from semantic.tools.evaluation.runner import ingest_corpus
+from semantic.tools.evaluation.sessions import Session, build_sessions, session_qrels
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb

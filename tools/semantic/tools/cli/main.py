@@ -33,8 +33,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("version", help="print the version")
 
-    from semantic.cli import bench, eval_recommend, evaluate, maintain, model
     from semantic.common.auth import add_token_arguments
+    from semantic.tools.cli import bench, eval_recommend, evaluate, maintain, model
 
     maintain.add_parsers(sub)
     bench.add_parser(sub)
@@ -64,23 +64,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(version("semantic"))
         return 0
     if args.command == "migrate":
-        from semantic.cli.migrate import migrate
+        from semantic.tools.cli.migrate import migrate
 
         return asyncio.run(migrate())
     if args.command == "model":
-        from semantic.cli import model
+        from semantic.tools.cli import model
 
         return model.run(args)
     if args.command == "eval":
-        from semantic.cli import evaluate
+        from semantic.tools.cli import evaluate
 
         return evaluate.run(args)
     if args.command == "eval-recommend":
-        from semantic.cli import eval_recommend
+        from semantic.tools.cli import eval_recommend
 
         return eval_recommend.run(args)
     if args.command == "bench":
-        from semantic.cli import bench, evaluate, model
+        from semantic.tools.cli import bench, evaluate, model
 
         return bench.run(args)
     if args.command in (
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "spaces",
         "archetypes",
     ):
-        from semantic.cli import maintain
+        from semantic.tools.cli import maintain
 
         return maintain.run(args)
     if args.command == "token":
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return token_command(args)
     if args.command == "dev":
-        from semantic.cli.dev import run_dev
+        from semantic.tools.cli.dev import run_dev
 
         return asyncio.run(run_dev(data_dir=args.data_dir))
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others

@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation and print the report."""
-    from semantic.search.evaluation.recommend_eval import RecommendEvalConfig, run_recommend_eval
+    from semantic.tools.evaluation.recommend_eval import RecommendEvalConfig, run_recommend_eval
 
     config = RecommendEvalConfig(
         dataset=args.dataset,

@@ -23,10 +23,10 @@ from semantic.common.log import configure_logging
 from semantic.common.schema import bootstrap_schema
 from semantic.common.server import termination_event
 from semantic.common.settings import BaseServiceSettings, LogFormat
-from semantic.devstack.errors import DevstackError
-from semantic.devstack.health import wait_serving
-from semantic.devstack.nats import EmbeddedNats
-from semantic.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.errors import DevstackError
+from semantic.tools.devstack.health import wait_serving
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.devstack.postgres import EmbeddedPostgres
 
 log = structlog.get_logger(__name__)
 

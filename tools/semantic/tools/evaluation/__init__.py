@@ -1,6 +1,6 @@
 """Offline evaluation: BEIR datasets, trec_eval-exact ranking metrics, recommendation sessions."""
 
-from semantic.search.evaluation.beir import (
+from semantic.tools.evaluation.beir import (
     BeirDataset,
     DatasetFormatError,
     Document,
@@ -8,7 +8,7 @@ from semantic.search.evaluation.beir import (
     iter_corpus,
     load_beir,
 )
-from semantic.search.evaluation.metrics import (
+from semantic.tools.evaluation.metrics import (
     RECOMMENDATION_METRICS,
     SEARCH_METRICS,
     Metric,
@@ -21,7 +21,7 @@ from semantic.search.evaluation.metrics import (
     ndcg_at_k,
     recall_at_k,
 )
-from semantic.search.evaluation.sessions import Session, build_sessions, session_qrels
+from semantic.tools.evaluation.sessions import Session, build_sessions, session_qrels
 
 __all__ = [
     "RECOMMENDATION_METRICS",

@@ -44,16 +44,16 @@ from tokenizers import Tokenizer
 
 from semantic.common.chunking import Chunker
 from semantic.common.embedder_client import EmbedderClient
-from semantic.devstack.ports import free_port
-from semantic.devstack.process import cpu_seconds
-from semantic.devstack.stack import LocalStack
-from semantic.embedder.bench import engine_seconds, load_as_served
 from semantic.indexer.settings import IndexerSettings
 from semantic.search import spaces
 from semantic.search.db import connection, create_pool
 from semantic.search.domain import NodeRecord
 from semantic.search.node_store import NodeRepository
 from semantic.search.writer import ContentWriter, WriterConfig
+from semantic.tools.bench.embedder import engine_seconds, load_as_served
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.process import cpu_seconds
+from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
 

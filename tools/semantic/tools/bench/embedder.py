@@ -32,12 +32,12 @@ from typing import Any
 import grpc
 from tokenizers import Tokenizer
 
-from semantic.devstack.health import wait_serving
-from semantic.devstack.ports import free_port
 from semantic.embedder.batcher import BatchPolicy
 from semantic.embedder.engine import EmbeddingEngine, Limits
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.embedder.settings import shared_threads
+from semantic.tools.devstack.health import wait_serving
+from semantic.tools.devstack.ports import free_port
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 

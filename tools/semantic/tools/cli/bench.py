@@ -136,7 +136,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     """Run the chosen benchmark."""
     if args.target == "embedder":
-        from semantic.embedder.bench import BenchConfig, run_bench
+        from semantic.tools.bench.embedder import BenchConfig, run_bench
 
         int8 = args.int8_model if str(args.int8_model) not in ("", ".") else None
         config = BenchConfig(
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         _print(report, args.json)
         return 0
     if args.target == "search":
-        from semantic.search.bench import SearchBenchConfig, run_search_bench
+        from semantic.tools.bench.search import SearchBenchConfig, run_search_bench
 
         report = run_search_bench(
             SearchBenchConfig(
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         _print(report, args.json)
         return 0
     if args.target == "recommend":
-        from semantic.search.recommend.bench import RecommendBenchConfig, run_recommend_bench
+        from semantic.tools.bench.recommend import RecommendBenchConfig, run_recommend_bench
 
         report = run_recommend_bench(
             RecommendBenchConfig(
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         _print(report, args.json)
         return 0
     if args.target == "indexer":
-        from semantic.indexer.bench import IndexerBenchConfig, run_indexer_bench
+        from semantic.tools.bench.indexer import IndexerBenchConfig, run_indexer_bench
 
         report = run_indexer_bench(
             IndexerBenchConfig(
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         _print(report, args.json)
         return 0
     if args.target == "soak":
-        from semantic.devstack.soak import SoakConfig, run_soak
+        from semantic.tools.bench.soak import SoakConfig, run_soak
 
         report = run_soak(
             SoakConfig(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from semantic.devstack.process import child_pids
+from semantic.tools.devstack.process import child_pids
 
 Metric = Literal["rss", "pss"]
 _PROC = Path("/proc")

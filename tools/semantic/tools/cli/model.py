@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     """Build and report what was built; exit code 1 when the build fails."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no library on this path may reach a hub
-    from semantic.embedder.model.builder import Variant, build_models
     from semantic.embedder.model.errors import ModelError
+    from semantic.tools.modelbuild.builder import Variant, build_models
 
     variants: tuple[Variant, ...] = ("fp32", "int8") if args.variant == "all" else (args.variant,)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import structlog
 
-from semantic.devstack.errors import CommandError
+from semantic.tools.devstack.errors import CommandError
 
 log = structlog.get_logger(__name__)
 

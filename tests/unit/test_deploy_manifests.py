@@ -56,7 +56,7 @@ SETTINGS_BY_COMMAND: dict[tuple[str, ...], type[BaseSettings]] = {
     ("python", "-m", "semantic.embedder"): EmbedderSettings,
     ("python", "-m", "semantic.search"): SearchSettings,
     ("python", "-m", "semantic.indexer"): IndexerSettings,
-    ("semantic", "migrate"): BaseServiceSettings,
+    ("python", "-m", "semantic.store.postgres", "migrate"): BaseServiceSettings,
 }
 SERVICES = {
     "semantic.embedder": "embedder",
@@ -429,8 +429,9 @@ def test_each_process_gets_the_connections_it_needs(world: Any) -> None:
     search = services["search"].settings()
     assert search.auth_mode == "jwt", f"{name}: the search service must check tokens"
     assert "SEMANTIC_AUTH_JWT_SECRET" in services["search"].from_secret
-    jobs = [c for c in containers(docs) if c.spec.get("command") == ["semantic", "migrate"]]
-    assert len(jobs) == 1, "one migration job runs `semantic migrate`"
+    migrate = ["python", "-m", "semantic.store.postgres", "migrate"]
+    jobs = [c for c in containers(docs) if c.spec.get("command") == migrate]
+    assert len(jobs) == 1, "one migration job runs `python -m semantic.store.postgres migrate`"
     assert jobs[0].workload["kind"] == "Job"
     assert "DATABASE_URL" in jobs[0].from_secret
 
@@ -772,6 +773,28 @@ def test_dockerfile_never_installs_torch_and_the_weights_without_deps() -> None:
         assert "-c" in words, f"pip install {' '.join(words)}: pin it with -c constraints.txt"
         assert words[words.index("-c") + 1] == "constraints.txt", " ".join(words)
     assert any("." in words for words in installs), "the project itself is installed"
+
+
+def test_the_runtime_stage_carries_no_tooling() -> None:
+    """The image gets the built model, not the builder: no semantic.tools, no `semantic`
+    script, none of the tools extra's packages (onnx, safetensors, ...)."""
+    instructions = dockerfile()
+    last = max(i.stage for i in instructions)
+    copied = [i.args.split()[-2] for i in instructions if i.command == "COPY" and i.stage == last]
+    assert set(copied) <= {"/opt/venv", dockerfile_model_dir()}, copied
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tools = [re.split(r"[=<>\[ ]", d)[0] for d in project["optional-dependencies"]["tools"]]
+    runtime = {re.split(r"[=<>\[ ]", d)[0] for d in project["dependencies"]}
+    assert not runtime & set(tools), "a tools package is a runtime dependency too"
+    runs = [i for i in instructions if i.command == "RUN" and i.stage < last]
+    build = max(n for n, i in enumerate(runs) if "semantic model build" in i.args)
+    strip = [i.args for i in runs[build + 1 :] if "semantic/tools" in i.args]
+    assert strip, "after the model build, the build stage removes semantic/tools from /opt/venv"
+    assert "/opt/venv/bin/semantic" in strip[0], "and the `semantic` script"
+    for module in ("semantic.tools", *(t.replace("-", "_") for t in tools)):
+        assert f"'{module}'" in strip[0], f"the build checks that {module} is gone"
+    commands = [i.args for i in instructions if i.command in ("CMD", "ENTRYPOINT")]
+    assert all('"semantic"' not in c for c in commands), commands
 
 
 def test_dockerfile_environment_names_real_settings() -> None:

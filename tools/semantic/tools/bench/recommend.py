@@ -45,6 +45,7 @@ from semantic.tools.bench.search import (
     tuned_stack,
 )
 from semantic.tools.devstack.stack import LocalStack
+from semantic.tools.progress import progress_bar
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
@@ -150,10 +151,12 @@ async def _measure(
         progress(f"tracking {total_events} events of {config.users} users")
         started = time.perf_counter()
         accepted = 0
-        for start in range(0, len(histories), per_call):
-            batch = [e for h in histories[start : start + per_call] for e in h]
-            reply = await stub.Track(pb.TrackRequest(events=batch), timeout=600)
-            accepted += reply.accepted
+        with progress_bar(total_events, "events") as bar:
+            for start in range(0, len(histories), per_call):
+                batch = [e for h in histories[start : start + per_call] for e in h]
+                reply = await stub.Track(pb.TrackRequest(events=batch), timeout=600)
+                accepted += reply.accepted
+                bar.update(len(batch))
         track_s = time.perf_counter() - started
         progress(f"tracked {accepted} events in {track_s:.0f} s")
 

@@ -58,6 +58,7 @@ from semantic.tools.bench.tally import ALLOWED_CODES, StatusTally
 from semantic.tools.bench.workload import Workload
 from semantic.tools.devstack.ports import free_port
 from semantic.tools.devstack.stack import LocalStack
+from semantic.tools.progress import progress_bar
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -158,10 +159,12 @@ async def _load(stub: search_pb2_grpc.SearchStub, nodes: list[cpb.Node]) -> int:
     async def upsert(part: list[cpb.Node]) -> int:
         async with gate:
             reply = await stub.Upsert(pb.UpsertRequest(nodes=part), timeout=600)
+        bar.update(len(part))
         return sum(r.vectors_written for r in reply.results)
 
     parts = [nodes[i : i + 32] for i in range(0, len(nodes), 32)]
-    return sum(await asyncio.gather(*(upsert(p) for p in parts)))
+    with progress_bar(len(nodes), "documents") as bar:
+        return sum(await asyncio.gather(*(upsert(p) for p in parts)))
 
 
 def counter_by(text: str, name: str, *labels: str) -> dict[tuple[str, ...], float]:

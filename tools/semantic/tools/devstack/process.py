@@ -1,4 +1,5 @@
-"""Operating-system processes seen from outside: liveness, children, log tails."""
+"""Operating-system processes seen from outside (through psutil): liveness, children, CPU
+time of a process tree, log tails."""
 
 from __future__ import annotations
 
@@ -8,16 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-_PROC = Path("/proc")
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name, or None if it is gone."""
-    try:
-        raw = (_PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return raw[raw.rfind(")") + 2 :].split()
+import psutil
 
 
 def pid_alive(pid: int, name: str | None = None) -> bool:
@@ -28,24 +20,15 @@ def pid_alive(pid: int, name: str | None = None) -> bool:
     """
     if pid <= 0:
         return False
-    if not _PROC.is_dir():  # not Linux: best effort
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = _stat_fields(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return False
-    if name is None:
-        return True
     try:
-        comm = (_PROC / str(pid) / "comm").read_text().strip()
-    except OSError:
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False
+        return name is None or process.name() == name
+    except psutil.AccessDenied:
+        return name is None  # it exists, but what it runs cannot be told
+    except psutil.Error:
         return False
-    return comm == name
 
 
 def runs_in(pid: int, directory: Path) -> bool:
@@ -55,47 +38,33 @@ def runs_in(pid: int, directory: Path) -> bool:
     another cluster's server apart from the one a postmaster.pid file names.
     """
     try:
-        return (_PROC / str(pid) / "cwd").resolve(strict=True) == directory.resolve()
-    except (OSError, RuntimeError):
+        return Path(psutil.Process(pid).cwd()).resolve() == directory.resolve()
+    except (psutil.Error, OSError, RuntimeError):
         return True
 
 
 def child_pids(pid: int) -> list[int]:
-    """The direct children of `pid` (Linux only; empty elsewhere)."""
-    if not _PROC.is_dir():
+    """The direct children of `pid` (empty once it is gone)."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.Error:
         return []
-    children: list[int] = []
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None and fields[1] == str(pid):
-            children.append(int(entry.name))
-    return children
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) used so far by `pid` and every live descendant, plus the
-    children they reaped (Linux only; 0.0 elsewhere or once it is gone)."""
-    if not _PROC.is_dir():
+    children they reaped (0.0 once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
         return 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    times: dict[int, int] = {}
-    for entry in _PROC.iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None:
-                parents[int(entry.name)] = int(fields[1])
-                times[int(entry.name)] = sum(int(f) for f in fields[11:15])
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, its_parent in parents.items():
-            if its_parent == parent and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    return sum(times.get(p, 0) for p in tree) / tick
+    total = 0.0
+    for member in tree:
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def kill_and_wait(pids: list[int], sig: signal.Signals, timeout: float) -> bool:

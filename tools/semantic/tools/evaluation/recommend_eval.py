@@ -42,6 +42,7 @@ from semantic.tools.evaluation.beir import BeirDataset, load_beir
 from semantic.tools.evaluation.metrics import RECOMMENDATION_METRICS, evaluate
 from semantic.tools.evaluation.runner import ingest_corpus
 from semantic.tools.evaluation.sessions import Session, build_sessions, session_qrels
+from semantic.tools.progress import progress_bar
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
@@ -112,13 +113,14 @@ async def _track_all(
     stub: search_pb2_grpc.SearchStub, events: Sequence[epb.UserEvent]
 ) -> dict[str, int]:
     accepted = duplicates = unknown = 0
-    for start in range(0, len(events), TRACK_BATCH):
-        reply = await stub.Track(
-            pb.TrackRequest(events=events[start : start + TRACK_BATCH]), timeout=600
-        )
-        accepted += reply.accepted
-        duplicates += reply.duplicates
-        unknown += len(reply.unknown_node_events)
+    with progress_bar(len(events), "events") as bar:
+        for start in range(0, len(events), TRACK_BATCH):
+            batch = events[start : start + TRACK_BATCH]
+            reply = await stub.Track(pb.TrackRequest(events=batch), timeout=600)
+            accepted += reply.accepted
+            duplicates += reply.duplicates
+            unknown += len(reply.unknown_node_events)
+            bar.update(len(batch))
     return {"accepted": accepted, "duplicates": duplicates, "unknown": unknown}
 
 

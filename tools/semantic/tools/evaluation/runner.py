@@ -21,6 +21,7 @@ import grpc
 from semantic.tools.devstack.stack import LocalStack
 from semantic.tools.evaluation.beir import BeirDataset, load_beir
 from semantic.tools.evaluation.metrics import evaluate
+from semantic.tools.progress import progress_bar
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -66,9 +67,11 @@ async def ingest_corpus(
             ]
             reply = await stub.Upsert(pb.UpsertRequest(nodes=nodes), timeout=600)
             written += sum(r.vectors_written for r in reply.results)
+            bar.update(len(chunk))
         return written
 
-    return sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
+    with progress_bar(len(docs), "documents") as bar:
+        return sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
 
 
 async def _run_mode(

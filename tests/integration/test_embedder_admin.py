@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from semantic.common.auth import Role, mint_token
-from semantic.devstack.health import wait_serving
+from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 
@@ -146,7 +146,7 @@ async def test_without_a_key_load_model_is_refused_and_embedding_is_served(
     }
     service = service_starter("semantic.embedder", env)
     try:
-        await wait_serving(service.address, exit_code=service.process.poll, name="embedder")
+        await service.wait_serving()
         async with grpc.aio.insecure_channel(service.address) as channel:
             stub = embedder_pb2_grpc.EmbedderStub(channel)
             details = await _refused(

@@ -11,7 +11,6 @@ import grpc
 import numpy as np
 import pytest
 
-from semantic.devstack.health import wait_serving
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 
@@ -29,7 +28,7 @@ def _env(models: list[Path], **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def embedder(fp32_model_dir: Path, int8_model_dir: Path, service_starter: Any) -> Iterator[Any]:
     running = service_starter("semantic.embedder", _env([fp32_model_dir, int8_model_dir]))
-    asyncio.run(wait_serving(running.address, exit_code=running.process.poll))
+    asyncio.run(running.wait_serving())
     yield running
     assert running.stop() == 0
 
@@ -192,7 +191,7 @@ async def test_overload_is_refused_with_resource_exhausted(
         ),
     )
     try:
-        await wait_serving(running.address, exit_code=running.process.poll)
+        await running.wait_serving()
         long_text = "many words in a long document " * 40
         async with grpc.aio.insecure_channel(running.address) as channel:
             stub = embedder_pb2_grpc.EmbedderStub(channel)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from semantic.cli.main import main
+from semantic.tools.cli.main import main
 
 BEIR_MINI = Path(__file__).resolve().parents[1] / "data" / "beir-mini"
 METHODS = {"journey", "popularity", "nearest_to_last", "random"}

@@ -26,8 +26,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from indexer_kit import STREAMS, indexer_env, node_versions, reset_streams, wait_for_streams
 
-from semantic.devstack import EmbeddedNats, EmbeddedPostgres
-from semantic.devstack.health import wait_serving
+from semantic.tools.devstack import EmbeddedNats, EmbeddedPostgres
 from semantic.v1 import events_pb2
 
 pytestmark = pytest.mark.fuzz
@@ -88,7 +87,7 @@ def indexer(
     bus: EventBus | None = None
     target: Target | None = None
     try:
-        asyncio.run(wait_serving(process.address, exit_code=process.process.poll, name="indexer"))
+        asyncio.run(process.wait_serving())
         asyncio.run(wait_for_streams(nats_server.url))
         target = Target(
             "semantic.indexer", process.address, lambda: process.process.poll() is None, []

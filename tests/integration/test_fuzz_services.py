@@ -37,8 +37,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from semantic.common.auth import EMBEDDER_OPEN_METHODS
-from semantic.devstack import EmbeddedNats, EmbeddedPostgres
-from semantic.devstack.health import wait_serving
+from semantic.tools.devstack import EmbeddedNats, EmbeddedPostgres
 from semantic.v1 import embedder_pb2, search_pb2
 
 pytestmark = pytest.mark.fuzz
@@ -63,9 +62,7 @@ def _start(
     services: list[str],
 ) -> tuple[Any, Target]:
     process = starter(module, env)
-    asyncio.run(
-        wait_serving(process.address, exit_code=process.process.poll, name=module, timeout_s=180)
-    )
+    asyncio.run(process.wait_serving(timeout_s=180))
     target = Target(module, process.address, lambda: process.process.poll() is None, services)
     return process, target
 

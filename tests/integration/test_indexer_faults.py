@@ -7,11 +7,8 @@ two replicas share the work without doing any of it twice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +26,10 @@ from indexer_kit import (
 )
 from nats.aio.client import Client as NatsClient
 
-from semantic.devstack.health import wait_serving
-from semantic.devstack.nats import EmbeddedNats
-from semantic.devstack.ports import free_port
-from semantic.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.postgres import EmbeddedPostgres
+from semantic.tools.devstack.service import ServiceProcess
 
 NODES = 1000
 VERSIONS = 5
@@ -59,34 +56,32 @@ class Proc:
         self.port = port or free_port()
         self.metrics_port = free_port()
         self.env = {
-            **os.environ,
-            "SEMANTIC_GRPC_HOST": "127.0.0.1",
-            "SEMANTIC_GRPC_PORT": str(self.port),
             "SEMANTIC_METRICS_HOST": "127.0.0.1",
             "SEMANTIC_METRICS_PORT": str(self.metrics_port),
             "SEMANTIC_LOG_LEVEL": "warning",
             **env,
         }
-        self.process: subprocess.Popen[bytes] | None = None
+        self.service: ServiceProcess | None = None
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return None if self.service is None else self.service.process
+
     async def start(self) -> None:
-        command = [sys.executable, "-m", self.module]
-        self.process = subprocess.Popen(command, env=self.env)  # noqa: ASYNC220 - returns at once
-        await wait_serving(self.address, exit_code=self.process.poll, name=self.module)
+        self.service = ServiceProcess.spawn(self.module, self.env, port=self.port)
+        await self.service.wait_serving()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
+        if self.service is not None:
+            self.service.stop()
 
     def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()  # SIGKILL: no graceful anything
-        self.process.wait(timeout=30)
+        assert self.service is not None
+        self.service.kill()  # SIGKILL: no graceful anything
 
     def metric(self, name: str) -> dict[str, float]:
         """label text -> value of one counter family from /metrics."""

@@ -22,8 +22,8 @@ from indexer_kit import (
 )
 from nats.aio.client import Client as NatsClient
 
-from semantic.cli.main import main
-from semantic.devstack.postgres import EmbeddedPostgres
+from semantic.tools.cli.main import main
+from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from semantic.cli.main import main
-from semantic.embedder.model.builder import FP32_DIR, build_models, stale_variants
 from semantic.embedder.model.manifest import Manifest, file_sha256
+from semantic.tools.cli.main import main
+from semantic.tools.modelbuild.builder import FP32_DIR, build_models, stale_variants
 
 
 @pytest.fixture(scope="module")

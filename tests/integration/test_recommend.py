@@ -15,8 +15,8 @@ import grpc
 import pytest
 from indexer_kit import running_search
 
-from semantic.cli.main import main
 from semantic.common.auth import mint_token
+from semantic.tools.cli.main import main
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb

@@ -14,8 +14,7 @@ import grpc
 import pytest
 from indexer_kit import running_search, wait_for
 
-from semantic.cli.main import main
-from semantic.devstack.health import wait_serving
+from semantic.tools.cli.main import main
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -42,7 +41,7 @@ async def reindex_embedder(fp32_model_dir: Path, service_starter: Callable[..., 
             "SEMANTIC_AUTH_MODE": "disabled",
         },
     )
-    await wait_serving(service.address, exit_code=service.process.poll, name="embedder")
+    await service.wait_serving()
     return str(service.address)
 
 

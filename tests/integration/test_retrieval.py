@@ -22,12 +22,12 @@ from semantic.core.domain import (
     Filter,
     VectorTarget,
 )
-from semantic.devstack import EmbeddedPostgres
 from semantic.store.postgres.db import session_settings
 from semantic.store.postgres.dense import DenseHit, dense_search
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.schema import bootstrap_schema
 from semantic.store.postgres.spaces import ensure_space
+from semantic.tools.devstack import EmbeddedPostgres
 
 N_NODES = 20_000
 DIM = 32

@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 
 from semantic.core.domain import Filter, MetadataCondition, NumberRange, TimeRange
-from semantic.devstack import EmbeddedPostgres
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.schema import bootstrap_schema
+from semantic.tools.devstack import EmbeddedPostgres
 
 _NOW = datetime(2025, 6, 1, tzinfo=UTC)
 _FILTER_NODES: dict[str, dict[str, Any]] = {

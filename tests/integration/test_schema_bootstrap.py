@@ -8,9 +8,9 @@ import asyncpg
 import pytest
 
 from semantic.common.errors import MigrationChecksumMismatch
-from semantic.devstack.ports import free_port
-from semantic.devstack.postgres import EmbeddedPostgres
 from semantic.store.postgres.schema import bootstrap_schema, load_migrations
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.postgres import EmbeddedPostgres
 
 
 def _write_migrations(folder: Path) -> list[Path]:

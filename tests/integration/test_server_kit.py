@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from semantic.common import errors
 from semantic.common.server import ServerKit, run_service
-from semantic.devstack.ports import free_port
+from semantic.tools.devstack.ports import free_port
 
 SERVICE = "semantic.test.Probe"
 

@@ -23,8 +23,8 @@ from google.protobuf.message import Message
 from indexer_kit import running_search
 
 from semantic.common.auth import EVERY_TENANT_METHODS, METHOD_ROLES, Role, mint_token
-from semantic.devstack import EmbeddedPostgres
-from semantic.devstack.health import wait_serving
+from semantic.tools.devstack import EmbeddedPostgres
+from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb

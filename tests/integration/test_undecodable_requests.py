@@ -13,9 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from indexer_kit import indexer_env, running_indexer, running_search
 from indexer_kit import search_env as search_env_for
 
-from semantic.devstack.health import wait_serving
-from semantic.devstack.nats import EmbeddedNats
-from semantic.devstack.ports import free_port
+from semantic.tools.devstack.health import wait_serving
+from semantic.tools.devstack.nats import EmbeddedNats
+from semantic.tools.devstack.ports import free_port
 
 CORRUPT = b"\xff\xff\xff\xff"
 # Field 1 (a string in each request below) holding two bytes that are not UTF-8.

@@ -26,7 +26,6 @@ from semantic.core.domain import NodeRecord
 from semantic.core.nodes import content_hash
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import ContentWriter, WriterConfig
-from semantic.devstack.health import wait_serving
 from semantic.indexer.events import ContentChange
 from semantic.indexer.processor import ChangeProcessor
 from semantic.store.postgres.db import as_array, create_pool
@@ -108,7 +107,7 @@ async def stack(
         },
     )
     # Serving means the schema and the active space exist.
-    await wait_serving(service.address, exit_code=service.process.poll, name="search")
+    await service.wait_serving()
     embedder = EmbedderClient(embedder_address)
     pools = [await create_pool(database_url, min_size=1, max_size=4) for _ in range(2)]
     processors = tuple(

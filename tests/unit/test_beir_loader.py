@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from semantic.search.evaluation import (
+from semantic.tools.evaluation import (
     BeirDataset,
     DatasetFormatError,
     Document,

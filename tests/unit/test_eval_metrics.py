@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from semantic.search.evaluation import (
+from semantic.tools.evaluation import (
     RECOMMENDATION_METRICS,
     evaluate,
     evaluate_per_query,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from semantic.devstack.process import child_pids, cpu_seconds
+from semantic.tools.devstack.process import child_pids, cpu_seconds
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc (Linux)")
 

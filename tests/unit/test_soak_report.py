@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from semantic.devstack.footprint import Footprint, footprint, growth, growth_within
-from semantic.devstack.soak import counter_by, trajectory
-from semantic.devstack.tally import StatusTally
-from semantic.devstack.workload import Workload
+from semantic.tools.bench.footprint import Footprint, footprint, growth, growth_within
+from semantic.tools.bench.soak import counter_by, trajectory
+from semantic.tools.bench.tally import StatusTally
+from semantic.tools.bench.workload import Workload
 from semantic.v1 import events_pb2 as epb
 
 MB = 1024 * 1024

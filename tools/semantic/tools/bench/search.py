@@ -1,0 +1,475 @@
+"""`semantic bench search`: recall and latency of the search service at N nodes.
+
+Data: N unit vectors of 384 dimensions shaped like sentence embeddings (:class:`EmbeddingLike`:
+200 topics in a shared low-rank space, one direction common to all vectors, noise); queries
+are drawn the same way with more noise. The parameters are calibrated on all-MiniLM-L6-v2
+embeddings of NFCorpus (3,633 documents, 323 test queries). There, a query's 1st / 10th /
+100th most similar document averages 0.50 / 0.37 / 0.26, a document's nearest other
+documents 0.72 / 0.56 / 0.41, two documents 0.19, and half the variance lies in 26 principal
+components; at the same size these vectors give 0.50 / 0.39 / 0.29, 0.70 / 0.54 / 0.40, 0.20
+and 28. (Isotropic balls around far-apart centres, the earlier data, have no nearest
+neighbours to speak of: every point of a ball is about as close to a query as any other, the
+exact top 10 is noise, and a graph index must visit most of the ball to reproduce it: recall@10
+0.88 at ef_search 100 and 0.99 only at 1,000.)
+
+Load: directly into PostgreSQL with COPY (nodes, then their ``content`` vectors), the HNSW
+index dropped first and built afterwards by the product's own DDL (``spaces.ensure_space``,
+m = 16, ef_construction = 64), as after a bulk import. The service's write path (Upsert,
+which embeds and inserts into the live index) is not what this measures.
+
+PostgreSQL: a throw-away embedded server (no fsync) with ``shared_buffers`` large enough
+to hold the vectors and the index, as a server sized for its data would have.
+
+Measured through gRPC against the search service process (``LocalStack``, the embedder with
+its default threads): recall@10 of dense vector queries against the exact answer (numpy, all
+N vectors), latency p50/p99 of vector queries and of text queries (dense, the embedder call
+included), queries/s with concurrent clients. Baseline, same run and database: exact search,
+a sequential scan ordered by distance (``enable_indexscan = off``), asked directly with
+asyncpg (no gRPC). Also: recall and latency of the same dense search in this process at
+several ``hnsw.ef_search`` values, the evidence for the service's default. And the floor
+(``floor``): an empty gRPC round trip to the search process, the bare HNSW query over
+asyncpg and one query embedding through the embedder, whose sums bound from below what any
+search service could answer in on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from semantic.core.domain import Filter, VectorTarget
+from semantic.search.settings import SearchSettings
+from semantic.store.postgres import dense, spaces
+from semantic.store.postgres.db import init_connection, session_settings
+from semantic.store.postgres.filters import compile_filter
+from semantic.tools.devstack import EmbeddedPostgres, free_port
+from semantic.tools.devstack.stack import LocalStack
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import embedder_pb2 as epb
+from semantic.v1 import embedder_pb2_grpc, search_pb2_grpc
+from semantic.v1 import search_pb2 as pb
+
+WORDS = (
+    *("how", "to", "cache", "http", "responses", "vector", "index", "search", "ranking"),
+    *("database", "query", "latency", "tune", "memory", "disk", "backup", "restore"),
+    *("certificate", "renew", "deploy", "service", "error", "timeout", "retry", "logs"),
+    *("bread", "flour", "recipe", "oven", "pasta", "garden", "tomato", "water", "salt"),
+    *("refund", "order", "shipping", "price", "invoice", "account", "password", "reset"),
+)
+EF_SWEEP = (40, 64, 100, 150, 200, 300)
+GOALS = {"recall_at_10": 0.98, "vector_p50_ms": 3.0, "vector_p99_ms": 10.0, "text_p50_ms": 10.0}
+SHARED_BUFFERS = "1GB"
+EMBEDDER_THREADS = max(1, len(os.sched_getaffinity(0)))
+"""onnxruntime threads of the embedder: its default (every core)."""
+
+
+@dataclass(frozen=True)
+class SearchBenchConfig:
+    """What to measure."""
+
+    model_dir: Path
+    n: int = 100_000
+    dim: int = 384
+    clusters: int = 200
+    queries: int = 200
+    clients: int = 8
+    top_k: int = 10
+    seed: int = 7
+
+
+class EmbeddingLike:
+    """Vectors shaped like sentence embeddings (see the module docstring for the calibration).
+
+    Every vector shares one direction (``common``: real embeddings are anisotropic); the rest
+    lives mostly in ``rank`` global directions whose scales decay as ``j ** -decay`` (half of
+    the variance in ~28 principal components, as with MiniLM). A topic is a point in that
+    space; a document is its topic plus a deviation in the same space (``within``), a little
+    along ``directions`` of the topic's own (``own``) and isotropic noise; a query is drawn the
+    same way with more noise (a query is further from any one document than documents are
+    from each other).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        clusters: int,
+        rng: np.random.Generator,
+        *,
+        common: float = 0.75,
+        rank: int = 96,
+        decay: float = 0.4,
+        within: float = 0.8,
+        directions: int = 8,
+        own: float = 0.3,
+        noise: float = 0.1,
+        query_noise: float = 1.75,
+    ) -> None:
+        self.dim = dim
+        self.clusters = clusters
+        shared = rng.normal(size=dim)
+        self.common = shared * common / np.linalg.norm(shared)
+        scales = np.arange(1, rank + 1) ** -decay
+        basis = np.linalg.qr(rng.normal(size=(dim, rank)))[0]  # orthonormal columns
+        self.global_basis = basis * (scales / np.sqrt(np.sum(scales**2)))[None, :]
+        self.topics = rng.normal(size=(clusters, rank))
+        self.own_bases = rng.normal(size=(clusters, directions, dim)) / np.sqrt(dim)
+        self.within = within
+        self.own = own
+        self.noise = noise
+        self.query_noise = query_noise
+
+    def documents(self, n: int, rng: np.random.Generator) -> np.ndarray[Any, Any]:
+        """``n`` unit vectors (float32)."""
+        return self._sample(n, rng, self.noise)
+
+    def queries(self, n: int, rng: np.random.Generator) -> np.ndarray[Any, Any]:
+        """``n`` unit query vectors: like documents, further from any one of them."""
+        return self._sample(n, rng, self.query_noise)
+
+    def _sample(self, n: int, rng: np.random.Generator, noise: float) -> np.ndarray[Any, Any]:
+        out = np.empty((n, self.dim), np.float32)
+        which = rng.integers(0, self.clusters, n)
+        rank, directions = self.topics.shape[1], self.own_bases.shape[1]
+        for start in range(0, n, 10_000):  # bounded memory for the per-point bases
+            part = which[start : start + 10_000]
+            m = len(part)
+            position = self.topics[part] + rng.normal(size=(m, rank)) * self.within
+            own = rng.normal(size=(m, directions)) * self.own
+            points = (
+                self.common
+                + position @ self.global_basis.T
+                + np.einsum("mk,mkd->md", own, self.own_bases[part])
+                + rng.normal(size=(m, self.dim)) / np.sqrt(self.dim) * noise
+            )
+            out[start : start + m] = points / np.linalg.norm(points, axis=1, keepdims=True)
+        return out
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """p50, p99 and mean of millisecond samples."""
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(ordered[len(ordered) // 2], 3),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
+        "mean_ms": round(statistics.fmean(ordered), 3),
+    }
+
+
+async def load_corpus(
+    dsn: str, vectors: np.ndarray[Any, Any], rng: np.random.Generator
+) -> dict[str, float]:
+    """COPY nodes ``n0..`` and their vectors into the active space, then build its HNSW
+    index with the product's DDL; returns the seconds each step took."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await init_connection(conn)
+        space = await spaces.active_space(conn)
+        schema, table = space.table.split(".")
+        index = await conn.fetchval(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = $2"
+            " AND indexdef LIKE '%USING hnsw%'",
+            schema,
+            table,
+        )
+        if index is not None:
+            await conn.execute(f'DROP INDEX {schema}."{index}"')
+        started = time.perf_counter()
+        titles = [" ".join(rng.choice(WORDS, size=5)) for _ in range(len(vectors))]
+        await conn.copy_records_to_table(
+            "nodes",
+            schema_name=schema,
+            columns=["tenant", "id", "content_type", "title", "content_hash"],
+            records=[("", f"n{i}", f"type{i % 100}", titles[i], "") for i in range(len(vectors))],
+        )
+        await conn.copy_records_to_table(
+            table,
+            schema_name=schema,
+            columns=["tenant", "node_id", "name", "chunk", "content_hash", "span_end", "embedding"],
+            records=[
+                ("", f"n{i}", "content", 0, "", len(titles[i]), vectors[i])
+                for i in range(len(vectors))
+            ],
+        )
+        copied = time.perf_counter()
+        await conn.execute("SET maintenance_work_mem = '1GB'")
+        await spaces.ensure_space(
+            conn, model_id=space.model_id, model_sha256=space.model_sha256, dim=space.dim
+        )
+        indexed = time.perf_counter()
+        await conn.execute("VACUUM ANALYZE semantic.nodes")
+        await conn.execute(f"VACUUM ANALYZE {space.table}")
+    finally:
+        await conn.close()
+    return {
+        "copy_seconds": round(copied - started, 1),
+        "hnsw_build_seconds": round(indexed - copied, 1),
+    }
+
+
+async def _exact_baseline(
+    dsn: str, queries: np.ndarray[Any, Any], exact: np.ndarray[Any, Any], top_k: int
+) -> dict[str, float]:
+    """Exact search in PostgreSQL: sequential scan ordered by distance, one query at a time."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await init_connection(conn)
+        table = (await spaces.active_space(conn)).table
+        sql = f"SELECT node_id FROM {table} ORDER BY embedding <=> $1 LIMIT $2"
+        samples, recalls = [], []
+        for i, q in enumerate(queries):
+            async with conn.transaction():
+                await conn.execute("SET LOCAL enable_indexscan = off")
+                started = time.perf_counter()
+                rows = await conn.fetch(sql, q, top_k)
+                samples.append((time.perf_counter() - started) * 1000)
+            got = {int(r["node_id"][1:]) for r in rows}
+            recalls.append(len(got & set(exact[i].tolist())) / top_k)
+    finally:
+        await conn.close()
+    return {**percentiles(samples), "recall_at_10": round(statistics.fmean(recalls), 4)}
+
+
+async def _floor(
+    stack: LocalStack, queries: np.ndarray[Any, Any], texts: list[str], top_k: int
+) -> dict[str, Any]:
+    """What no search service on this machine can go below, measured in the same run: an
+    empty gRPC round trip to the search process (``grpc.health.v1`` Check), the bare HNSW
+    query (``ORDER BY embedding <=> q LIMIT k`` with the service's session settings, asyncpg,
+    no gRPC), and one query text embedded through the embedder's gRPC ``Embed``."""
+    samples: dict[str, list[float]] = {"grpc": [], "sql": [], "embed": []}
+    async with grpc.aio.insecure_channel(stack.search_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for i in range(len(queries) + 20):
+            started = time.perf_counter()
+            await health.Check(health_pb2.HealthCheckRequest())
+            if i >= 20:
+                samples["grpc"].append((time.perf_counter() - started) * 1000)
+    async with grpc.aio.insecure_channel(stack.embedder_address) as channel:
+        embedder = embedder_pb2_grpc.EmbedderStub(channel)
+        for i, text in enumerate([*texts[:20], *texts]):
+            started = time.perf_counter()
+            await embedder.Embed(epb.EmbedRequest(texts=[text], input_type=epb.INPUT_TYPE_QUERY))
+            if i >= 20:
+                samples["embed"].append((time.perf_counter() - started) * 1000)
+    conn = await asyncpg.connect(stack.database_url, server_settings=session_settings())
+    try:
+        await init_connection(conn)
+        table = (await spaces.active_space(conn)).table
+        sql = f"SELECT node_id FROM {table} ORDER BY embedding <=> $1 LIMIT $2"
+        for round_ in range(2):
+            for q in queries:
+                started = time.perf_counter()
+                await conn.fetch(sql, q, top_k)
+                if round_:
+                    samples["sql"].append((time.perf_counter() - started) * 1000)
+    finally:
+        await conn.close()
+    grpc_call, sql_query = percentiles(samples["grpc"]), percentiles(samples["sql"])
+    embed = percentiles(samples["embed"])
+    return {
+        "empty_grpc_call": grpc_call,
+        "bare_hnsw_query_sql": sql_query,
+        "embed_query_grpc": embed,
+        "vector_query_floor_p50_ms": round(grpc_call["p50_ms"] + sql_query["p50_ms"], 3),
+        "text_query_floor_p50_ms": round(
+            grpc_call["p50_ms"] + sql_query["p50_ms"] + embed["p50_ms"], 3
+        ),
+    }
+
+
+async def _ef_sweep(
+    dsn: str,
+    queries: np.ndarray[Any, Any],
+    exact: np.ndarray[Any, Any],
+    top_k: int,
+    values: tuple[int, ...] = EF_SWEEP,
+) -> dict[str, dict[str, float]]:
+    """Recall@10 and latency of the product's dense search (``dense.dense_search``, no
+    filter, in this process, no gRPC) at several ``hnsw.ef_search`` values."""
+    out: dict[str, dict[str, float]] = {}
+    for ef in values:
+        conn = await asyncpg.connect(dsn, server_settings=session_settings(ef))
+        try:
+            await init_connection(conn)
+            table = (await spaces.active_space(conn)).table
+            tenant_only, params = compile_filter("", Filter())
+            samples, recalls = [], []
+            for round_ in range(2):  # the first round reads index pages in
+                for i, q in enumerate(queries):
+                    started = time.perf_counter()
+                    hits = await dense.dense_search(
+                        conn,
+                        table,
+                        "",
+                        q,
+                        targets=(VectorTarget(),),
+                        filter_sql=tenant_only,
+                        filter_params=params,
+                        limit=top_k,
+                        ef_search=ef,
+                        exact_threshold=0,
+                        filtered=False,
+                    )
+                    if round_:
+                        samples.append((time.perf_counter() - started) * 1000)
+                        got = {int(h.node_id[1:]) for h in hits}
+                        recalls.append(len(got & set(exact[i].tolist())) / top_k)
+        finally:
+            await conn.close()
+        out[str(ef)] = {
+            "recall_at_10": round(statistics.fmean(recalls), 4),
+            "p50_ms": percentiles(samples)["p50_ms"],
+        }
+    return out
+
+
+async def _measure(
+    stack: LocalStack, config: SearchBenchConfig, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    rng = np.random.default_rng(config.seed)
+    shape = EmbeddingLike(config.dim, config.clusters, rng)
+    progress(f"drawing {config.n} vectors")
+    data = shape.documents(config.n, rng)
+    queries = shape.queries(config.queries, rng)
+    warm = shape.queries(100, rng)
+    similarity = queries @ data.T
+    exact = np.argsort(-similarity, axis=1, kind="stable")[:, : config.top_k]
+    top = -np.sort(-similarity, axis=1)
+    progress(f"loading {config.n} nodes with COPY, then the HNSW index")
+    load = await load_corpus(stack.database_url, data, rng)
+    progress(f"loaded: {load}")
+    texts = [
+        " ".join(rng.choice(WORDS, size=int(rng.integers(3, 9)))) for _ in range(config.queries)
+    ]
+
+    def vector_request(q: np.ndarray[Any, Any]) -> pb.SearchRequest:
+        return pb.SearchRequest(
+            vector=cpb.Vector(packed=q.astype("<f4").tobytes()),
+            mode=pb.SEARCH_MODE_DENSE,
+            top_k=config.top_k,
+        )
+
+    async with grpc.aio.insecure_channel(stack.search_address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        progress("warming up")
+        for q in warm:  # other queries than the measured ones: index pages into memory
+            await stub.Search(vector_request(q))
+        for text in texts[:20]:
+            await stub.Search(pb.SearchRequest(text=text, mode=pb.SEARCH_MODE_DENSE, top_k=10))
+        progress("vector queries")
+        latencies, recalls = [], []
+        for i, q in enumerate(queries):
+            started = time.perf_counter()
+            reply = await stub.Search(vector_request(q))
+            latencies.append((time.perf_counter() - started) * 1000)
+            got = {int(h.node.id[1:]) for h in reply.hits}
+            recalls.append(len(got & set(exact[i].tolist())) / config.top_k)
+        progress("text queries")
+        text_latencies = []
+        for text in texts:
+            request = pb.SearchRequest(text=text, mode=pb.SEARCH_MODE_DENSE, top_k=config.top_k)
+            started = time.perf_counter()
+            await stub.Search(request)
+            text_latencies.append((time.perf_counter() - started) * 1000)
+        progress(f"{config.clients} concurrent clients")
+        pending = [vector_request(q) for q in np.tile(queries, (3, 1))]
+        total = len(pending)
+        started = time.perf_counter()
+
+        async def client() -> None:
+            while pending:
+                await stub.Search(pending.pop())
+
+        await asyncio.gather(*(client() for _ in range(config.clients)))
+        qps = total / (time.perf_counter() - started)
+    progress("exact baseline")
+    baseline = await _exact_baseline(stack.database_url, queries, exact, config.top_k)
+    progress("floor: empty gRPC call, bare HNSW query, query embedding")
+    floor = await _floor(stack, queries, texts, config.top_k)
+    progress("ef_search sweep")
+    sweep = await _ef_sweep(stack.database_url, queries, exact, config.top_k)
+    vector, text_query = percentiles(latencies), percentiles(text_latencies)
+    recall = round(statistics.fmean(recalls), 4)
+    return {
+        "data": {
+            "kind": "embedding-like clusters (calibrated on MiniLM / NFCorpus)",
+            "clusters": config.clusters,
+            "queries": config.queries,
+            "query_similarity_1st": round(float(top[:, 0].mean()), 3),
+            "query_similarity_10th": round(float(top[:, config.top_k - 1].mean()), 3),
+            "query_similarity_100th": round(float(top[:, min(99, config.n - 1)].mean()), 3),
+        },
+        "setup": {
+            "load": "COPY, then HNSW built by the product DDL (m=16, ef_construction=64)",
+            **load,
+            "shared_buffers": SHARED_BUFFERS,
+            "embedder_threads": EMBEDDER_THREADS,
+            "ef_search": SearchSettings.model_fields["search_ef_search"].default,
+        },
+        "recall_at_10": recall,
+        "vector_query": vector,
+        "text_query": text_query,
+        f"qps_{config.clients}_clients": round(qps, 1),
+        "baseline_exact_seq_scan": baseline,
+        "vs_baseline": {
+            "p50_speedup": round(baseline["p50_ms"] / vector["p50_ms"], 1),
+            "p99_speedup": round(baseline["p99_ms"] / vector["p99_ms"], 1),
+            "recall_ratio": round(recall / baseline["recall_at_10"], 4),
+        },
+        "floor": floor,
+        "ef_search_sweep_in_process": sweep,
+        "goals_met": {
+            "recall_at_10>=0.98": recall >= GOALS["recall_at_10"],
+            "vector_p50<3ms": vector["p50_ms"] < GOALS["vector_p50_ms"],
+            "vector_p99<10ms": vector["p99_ms"] < GOALS["vector_p99_ms"],
+            "text_p50<10ms": text_query["p50_ms"] < GOALS["text_p50_ms"],
+        },
+    }
+
+
+@contextmanager
+def tuned_stack(model_dir: Path, *, threads: int) -> Iterator[LocalStack]:
+    """A LocalStack on a throw-away PostgreSQL tuned for bulk loads (no fsync, large
+    shared_buffers), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="semantic-bench-") as folder:
+        postgres = EmbeddedPostgres(
+            Path(folder) / "postgres",
+            free_port(),
+            settings={
+                "fsync": "off",
+                "synchronous_commit": "off",
+                "full_page_writes": "off",
+                "shared_buffers": SHARED_BUFFERS,
+            },
+        )
+        postgres.start()
+        try:
+            with LocalStack(
+                [model_dir], threads=threads, database_url=postgres.url("semantic")
+            ) as stack:
+                yield stack
+        finally:
+            postgres.stop()
+
+
+def run_search_bench(
+    config: SearchBenchConfig, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Build a local stack on a tuned throw-away PostgreSQL, load, measure; returns the
+    JSON-ready report."""
+    with tuned_stack(config.model_dir, threads=EMBEDDER_THREADS) as stack:
+        report = asyncio.run(_measure(stack, config, progress))
+    return {"benchmark": "search", "n": config.n, "dim": config.dim, **report}

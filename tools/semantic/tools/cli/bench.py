@@ -1,0 +1,227 @@
+"""`semantic bench ...`: benchmarks that print JSON with their baseline from the same run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `semantic bench` and its targets."""
+    bench = sub.add_parser("bench", help="run a benchmark and print its numbers")
+    targets = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
+    embedder = targets.add_parser(
+        "embedder",
+        help="embedder throughput and latency vs. the naive baseline",
+        description="Throughput (texts/s) for short, long and mixed texts: naive baseline, "
+        "in-process engine (fp32, int8), gRPC with concurrent clients; single-query latency.",
+    )
+    embedder.add_argument("--json", action="store_true", help="print one JSON object")
+    embedder.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="fp32 model dir"
+    )
+    embedder.add_argument(
+        "--int8-model",
+        type=Path,
+        default=Path("models/all-minilm-l6-v2-int8"),
+        help="int8 model dir ('' to skip)",
+    )
+    embedder.add_argument("--dataset", type=Path, help="BEIR folder to draw words from")
+    embedder.add_argument("--n", type=int, default=1000, help="texts per set")
+    embedder.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients")
+    embedder.add_argument("--request-texts", type=int, default=8, help="texts per gRPC call")
+    embedder.add_argument(
+        "--threads", type=int, default=2, help="onnxruntime threads of a batch running alone"
+    )
+    embedder.add_argument(
+        "--workers", type=int, default=2, help="embedder batches at a time (1 thread each)"
+    )
+    embedder.add_argument("--repeat", type=int, default=3, help="runs per measurement")
+
+    search = targets.add_parser(
+        "search",
+        help="search recall and latency at N nodes vs. exact search",
+        description="Loads N clustered 384-d vectors through Search.Upsert, then measures "
+        "recall@10 vs. exact, vector and text query latency, queries/s; baseline: exact scan.",
+    )
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.add_argument("--n", type=int, default=100_000, help="nodes to load")
+    search.add_argument("--queries", type=int, default=200, help="queries per measurement")
+    search.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    search.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
+    recommend = targets.add_parser(
+        "recommend",
+        help="Track and Recommend latency at N nodes and U users vs. a dense search",
+        description="Loads N clustered 384-d vectors (as `bench search`), tracks U users' events "
+        "through Search.Track, then measures single-event Track and Recommend (journey and cold "
+        "users) p50/p99 through gRPC; baseline in the same run: dense vector Search.",
+    )
+    recommend.add_argument("--json", action="store_true", help="print one JSON object")
+    recommend.add_argument("--nodes", type=int, default=100_000, help="nodes to load")
+    recommend.add_argument("--users", type=int, default=10_000, help="users to track")
+    recommend.add_argument("--events-per-user", type=int, default=10, help="events per user")
+    recommend.add_argument("--queries", type=int, default=300, help="calls per measurement")
+    recommend.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
+    indexer = targets.add_parser(
+        "indexer",
+        help="indexer events/s and freshness vs. the embedder alone and one-by-one writes",
+        description="Publishes N content events to a throw-away stack and times publish to "
+        "committed; freshness (publish -> searchable) at a steady rate; baselines in the same "
+        "run: the embedder in-process on the same texts, one document at a time.",
+    )
+    indexer.add_argument("--json", action="store_true", help="print one JSON object")
+    indexer.add_argument("--n", type=int, default=20_000, help="events for the throughput run")
+    indexer.add_argument("--dataset", type=Path, help="BEIR folder to take documents from")
+    indexer.add_argument(
+        "--rate",
+        type=float,
+        nargs="+",
+        default=[50.0],
+        help="events/s for freshness (several: one measurement each)",
+    )
+    indexer.add_argument("--freshness-events", type=int, default=1000, help="events at each --rate")
+    indexer.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="the N events in this many rounds, each timed in process then through the stack",
+    )
+    indexer.add_argument("--baseline-n", type=int, default=300, help="one-by-one documents")
+    indexer.add_argument(
+        "--batch-size", type=int, help="indexer fetch batch (default: the service's default)"
+    )
+    indexer.add_argument(
+        "--threads", type=int, default=2, help="onnxruntime threads of a batch running alone"
+    )
+    indexer.add_argument(
+        "--workers", type=int, default=2, help="embedder batches at a time (1 thread each)"
+    )
+    indexer.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
+    soak = targets.add_parser(
+        "soak",
+        help="the whole stack under mixed load for N minutes: errors, latency, events, memory",
+        description="Starts a throw-away stack (PostgreSQL, NATS, embedder, search, indexer), "
+        "loads a starting corpus through Upsert, then runs concurrent clients mixing Search, "
+        "Nearest, Recommend, Get, Upsert and Track plus a steady stream of content and user "
+        "events on NATS; reports calls by RPC and status code, p50/p99 per RPC, events "
+        "published/applied/dead-lettered and each process's memory after warm-up and at the end.",
+    )
+    soak.add_argument("--json", action="store_true", help="print one JSON object")
+    soak.add_argument("--minutes", type=float, default=10.0, help="measured time (after warm-up)")
+    soak.add_argument("--clients", type=int, default=16, help="concurrent gRPC clients")
+    soak.add_argument("--rate", type=float, default=20.0, help="NATS events/s (0: none)")
+    soak.add_argument("--corpus", type=int, default=2000, help="documents loaded before the soak")
+    soak.add_argument(
+        "--dataset",
+        type=Path,
+        help="BEIR folder for the documents (default: ../shared/data/nfcorpus when present, "
+        "else generated text)",
+    )
+    soak.add_argument(
+        "--warmup", type=float, default=120.0, help="seconds of load before measuring"
+    )
+    soak.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen benchmark."""
+    if args.target == "embedder":
+        from semantic.tools.bench.embedder import BenchConfig, run_bench
+
+        int8 = args.int8_model if str(args.int8_model) not in ("", ".") else None
+        config = BenchConfig(
+            model_dir=args.model,
+            int8_model_dir=int8,
+            dataset=args.dataset,
+            n=args.n,
+            clients=args.clients,
+            request_texts=args.request_texts,
+            threads=args.threads,
+            workers=args.workers,
+            repeat=args.repeat,
+        )
+        report = run_bench(config, progress=lambda step: print(f"# {step}", file=sys.stderr))
+        _print(report, args.json)
+        return 0
+    if args.target == "search":
+        from semantic.tools.bench.search import SearchBenchConfig, run_search_bench
+
+        report = run_search_bench(
+            SearchBenchConfig(
+                model_dir=args.model, n=args.n, queries=args.queries, clients=args.clients
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "recommend":
+        from semantic.tools.bench.recommend import RecommendBenchConfig, run_recommend_bench
+
+        report = run_recommend_bench(
+            RecommendBenchConfig(
+                model_dir=args.model,
+                nodes=args.nodes,
+                users=args.users,
+                events_per_user=args.events_per_user,
+                queries=args.queries,
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "indexer":
+        from semantic.tools.bench.indexer import IndexerBenchConfig, run_indexer_bench
+
+        report = run_indexer_bench(
+            IndexerBenchConfig(
+                model_dir=args.model,
+                n=args.n,
+                dataset=args.dataset,
+                rates=tuple(args.rate),
+                rounds=args.rounds,
+                freshness_events=args.freshness_events,
+                baseline_n=args.baseline_n,
+                threads=args.threads,
+                workers=args.workers,
+                **({"batch_size": args.batch_size} if args.batch_size else {}),
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "soak":
+        from semantic.tools.bench.soak import SoakConfig, run_soak
+
+        report = run_soak(
+            SoakConfig(
+                model_dir=args.model,
+                minutes=args.minutes,
+                clients=args.clients,
+                rate=args.rate,
+                corpus=args.corpus,
+                dataset=args.dataset,
+                warmup_s=args.warmup,
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    raise AssertionError(f"unhandled bench target {args.target}")
+
+
+def _print(report: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            print(f"{key:32} {value}")

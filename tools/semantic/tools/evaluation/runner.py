@@ -1,0 +1,141 @@
+"""`semantic eval`: a BEIR dataset through the real write path and gRPC Search.
+
+Documents (title + " " + text) are upserted through ``Search.Upsert`` on a throw-away
+local stack (embedded PostgreSQL, the embedder with the chosen model, the search
+service), then every test query is asked through ``Search.Search`` in each mode and
+the rankings are scored with trec_eval's definitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from semantic.tools.devstack.stack import LocalStack
+from semantic.tools.evaluation.beir import BeirDataset, load_beir
+from semantic.tools.evaluation.metrics import evaluate
+from semantic.tools.progress import progress_bar
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import search_pb2 as pb
+from semantic.v1 import search_pb2_grpc
+
+MODES = {
+    "dense": pb.SEARCH_MODE_DENSE,
+    "keyword": pb.SEARCH_MODE_KEYWORD,
+    "hybrid": pb.SEARCH_MODE_HYBRID,
+}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate."""
+
+    dataset: Path
+    model_dir: Path
+    modes: Sequence[str] = ("dense", "keyword", "hybrid")
+    chunking: bool = True
+    split: str = "test"
+    top_k: int = 100
+    threads: int = 2
+    batch: int = 32
+    concurrency: int = 2
+
+
+async def ingest_corpus(
+    stub: search_pb2_grpc.SearchStub, data: BeirDataset, *, batch: int = 32, concurrency: int = 2
+) -> int:
+    """Upsert every document of ``data`` (``batch`` per call, ``concurrency`` calls at a time)
+    as a node of content type "document"; returns the vectors written."""
+    docs = list(data.corpus.values())
+    batches = [docs[i : i + batch] for i in range(0, len(docs), batch)]
+    queue = list(reversed(batches))
+
+    async def worker() -> int:
+        written = 0
+        while queue:
+            chunk = queue.pop()
+            nodes = [
+                cpb.Node(id=d.id, content_type="document", title=d.title, body=d.text)
+                for d in chunk
+            ]
+            reply = await stub.Upsert(pb.UpsertRequest(nodes=nodes), timeout=600)
+            written += sum(r.vectors_written for r in reply.results)
+            bar.update(len(chunk))
+        return written
+
+    with progress_bar(len(docs), "documents") as bar:
+        return sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
+
+
+async def _run_mode(
+    stub: search_pb2_grpc.SearchStub, data: BeirDataset, mode: str, config: EvalConfig
+) -> dict[str, list[str]]:
+    run: dict[str, list[str]] = {}
+    pending = list(data.queries.items())
+
+    async def worker() -> None:
+        while pending:
+            query_id, text = pending.pop()
+            request = pb.SearchRequest(text=text, mode=MODES[mode], top_k=config.top_k)
+            reply = await stub.Search(request, timeout=120)
+            run[query_id] = [hit.node.id for hit in reply.hits]
+
+    await asyncio.gather(*(worker() for _ in range(config.concurrency)))
+    return run
+
+
+async def _evaluate(
+    address: str, data: BeirDataset, config: EvalConfig, progress: Callable[[str], None]
+) -> dict[str, Any]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        started = time.perf_counter()
+        vectors = await ingest_corpus(
+            stub, data, batch=config.batch, concurrency=config.concurrency
+        )
+        ingest_s = time.perf_counter() - started
+        progress(f"ingested {len(data.corpus)} documents ({vectors} vectors) in {ingest_s:.0f} s")
+        modes: dict[str, dict[str, float]] = {}
+        for mode in config.modes:
+            started = time.perf_counter()
+            run = await _run_mode(stub, data, mode, config)
+            scores = evaluate(run, data.qrels)
+            modes[mode] = {name: round(value, 4) for name, value in scores.items()}
+            progress(f"{mode}: {modes[mode]} ({time.perf_counter() - started:.0f} s)")
+    return {
+        "documents": len(data.corpus),
+        "queries": len(data.queries),
+        "vectors": vectors,
+        "ingest_seconds": round(ingest_s, 1),
+        "modes": modes,
+    }
+
+
+def run_eval(
+    config: EvalConfig, progress: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Build the stack, ingest, query every mode; returns the JSON-ready report."""
+    unknown = [m for m in config.modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {unknown}; choose from {sorted(MODES)}")
+    data = load_beir(config.dataset, config.split)
+    progress(f"loaded {data.name}: {len(data.corpus)} documents, {len(data.queries)} queries")
+    manifest = (config.model_dir / "manifest.json").read_text()
+    model_id = json.loads(manifest)["model_id"]
+    search_env = {"SEMANTIC_SEARCH_CHUNKING": "true" if config.chunking else "false"}
+    with LocalStack([config.model_dir], threads=config.threads, search_env=search_env) as stack:
+        report = asyncio.run(_evaluate(stack.search_address, data, config, progress))
+    return {
+        "dataset": data.name,
+        "split": config.split,
+        "model": model_id,
+        "chunking": config.chunking,
+        **report,
+    }

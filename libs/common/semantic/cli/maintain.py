@@ -181,11 +181,12 @@ async def _heal(args: argparse.Namespace) -> int:
 
 
 async def _archetypes(args: argparse.Namespace) -> int:
+    from semantic.core.recommend.archetypes import ArchetypeRefresh
     from semantic.search import spaces
     from semantic.search.db import connection, create_pool
-    from semantic.search.recommend.archetypes import derive_archetypes
     from semantic.search.recommend.settings import RecommendSettings
     from semantic.search.settings import WritePathSettings
+    from semantic.store.postgres.archetype_rows import ArchetypeStore
 
     settings = WritePathSettings()
     if settings.database_url is None:
@@ -195,13 +196,8 @@ async def _archetypes(args: argparse.Namespace) -> int:
     try:
         async with connection(pool) as conn:
             space = await spaces.active_space(conn)
-        done = await derive_archetypes(
-            pool,
-            space,
-            RecommendSettings().track_config(),
-            k=args.k,
-            min_events=args.min_events,
-        )
+        refresh = ArchetypeRefresh(ArchetypeStore(pool), RecommendSettings().track_config())
+        done = await refresh.derive(space, k=args.k, min_events=args.min_events)
     finally:
         await pool.close()
     for result in done:

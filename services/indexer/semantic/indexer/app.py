@@ -23,6 +23,8 @@ from semantic.common.log import configure_logging
 from semantic.common.retry import retry_async
 from semantic.common.schema import bootstrap_schema
 from semantic.common.server import ServerKit, run_service
+from semantic.core.recommend.archetypes import ArchetypeRefresh
+from semantic.core.recommend.tracker import Tracker
 from semantic.indexer.consumer import ConsumerConfig, ContentConsumer, dependency_down
 from semantic.indexer.processor import ChangeProcessor
 from semantic.indexer.settings import IndexerSettings
@@ -37,10 +39,10 @@ from semantic.search.maintenance import (
     Maintenance,
     sleep_or_stop,
 )
-from semantic.search.recommend.archetypes import derive_archetypes
-from semantic.search.recommend.tracking import Tracker
 from semantic.search.recovery import DatabaseGuardian
 from semantic.search.writer import writer_from_settings
+from semantic.store.postgres.archetype_rows import ArchetypeStore
+from semantic.store.postgres.tracking_rows import TrackStore
 
 log = structlog.get_logger(__name__)
 
@@ -134,7 +136,9 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         for index, consumer in enumerate(consumers):
             tasks.append(asyncio.create_task(consumer.run(halt), name=f"consumer-{index}"))
         users = UserEventHandler(
-            pool, Tracker(settings.track_config()), max_bytes=settings.indexer_max_event_bytes
+            pool,
+            Tracker(TrackStore(pool), settings.track_config()),
+            max_bytes=settings.indexer_max_event_bytes,
         )
         user_consumer = ContentConsumer(
             js, topology, users, config, consumer=topology.user_consumer, gate=guardian
@@ -254,10 +258,8 @@ async def _heal_pass(
     HEALED.labels("missing").inc(min(report.missing, report.reembedded))
     HEALED.labels("stale").inc(max(0, report.reembedded - report.missing))
     if settings.recommend_archetypes and "interval" in reasons:
-        await derive_archetypes(
-            pool,
+        await ArchetypeRefresh(ArchetypeStore(pool), settings.track_config()).derive(
             space,
-            settings.track_config(),
             k=settings.recommend_archetypes,
             min_events=settings.recommend_archetype_min_events,
         )

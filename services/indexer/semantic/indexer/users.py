@@ -12,6 +12,8 @@ import asyncpg
 from nats.aio.msg import Msg
 
 from semantic.common import validation
+from semantic.core.recommend.events import UserEventRecord
+from semantic.core.recommend.tracker import Tracker
 from semantic.indexer.consumer import Applied
 from semantic.indexer.events import (
     USER_PREFIX,
@@ -22,9 +24,8 @@ from semantic.indexer.events import (
 )
 from semantic.search import spaces
 from semantic.search.db import connection
-from semantic.search.recommend.service import user_event_from_proto
-from semantic.search.recommend.tracking import Tracker, UserEventRecord
 from semantic.v1 import events_pb2
+from semantic.wire.recommend import user_event_from_proto
 
 
 class UserEventHandler:
@@ -59,7 +60,7 @@ class UserEventHandler:
         """Track the batch; events of unknown nodes are handed back for a later retry."""
         async with connection(self._pool) as conn:
             space = await spaces.active_space(conn)
-            result = await self._tracker.track(conn, space, items)
+        result = await self._tracker.track(space, items)
         applied = Applied()
         applied.outcomes["tracked"] += result.accepted
         applied.outcomes["duplicate"] += result.duplicates

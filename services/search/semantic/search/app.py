@@ -16,6 +16,8 @@ from semantic.common.embedder_client import EmbedderClient
 from semantic.common.log import configure_logging
 from semantic.common.schema import bootstrap_schema
 from semantic.common.server import ServerKit, run_service
+from semantic.core.recommend.recommender import Recommender
+from semantic.core.recommend.tracker import Tracker
 from semantic.search import spaces
 from semantic.search.admin import AdminServicer
 from semantic.search.convert import Limits
@@ -27,6 +29,8 @@ from semantic.search.service import RetrievalConfig, SearchService
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
 from semantic.search.writer import writer_from_settings
+from semantic.store.postgres.recommend_reads import RecommendReads
+from semantic.store.postgres.tracking_rows import TrackStore
 from semantic.v1 import search_pb2, search_pb2_grpc
 
 log = structlog.get_logger(__name__)
@@ -90,11 +94,17 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
                 exact_threshold=settings.search_exact_threshold,
             ),
         )
+        reads = RecommendReads(
+            pool,
+            ef_search=settings.search_ef_search,
+            exact_threshold=settings.search_exact_threshold,
+        )
+        tracker = Tracker(TrackStore(pool), settings.track_config())
         recommendations = Recommendations(
             pool,
             limits,
-            settings.recommend_config(settings.search_ef_search, settings.search_exact_threshold),
-            settings.track_config(),
+            tracker,
+            Recommender(reads, settings.recommend_config(), tracker.config),
             max_track_events=settings.recommend_max_track_events,
         )
         search.attach(service, recommendations)

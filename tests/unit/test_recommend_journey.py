@@ -138,7 +138,10 @@ def test_replaying_the_log_gives_the_journey_tracking_built() -> None:
     ]
     tracked = Journey.empty()
     advance(tracked, (None, None), events, {("t", k): v for k, v in VECTORS.items()}, CONFIG)
-    logged = [LoggedEvent(e.node_id, e.action, e.weight, e.occurred_at) for e in reversed(events)]
+    logged = [
+        LoggedEvent(e.event_id, e.node_id, e.action, e.weight, e.occurred_at)
+        for e in reversed(events)
+    ]
     replayed = replay(logged, VECTORS, CONFIG)
     assert tracked.sum is not None
     assert replayed.sum is not None

@@ -46,6 +46,7 @@ class StoredUser:
 class LoggedEvent:
     """One event of the user-event log, as a replay reads it."""
 
+    event_id: str
     node_id: str
     action: Action
     weight: float | None

@@ -4,7 +4,7 @@ the user-node state, the node's engagement and the archetype's prior (the maths 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import replace
 
 from semantic.core.recommend.events import TrackConfig, TrackResult, UserEventRecord, event_weight
@@ -23,10 +23,18 @@ from semantic.core.recommend.values import SpaceRef
 
 
 async def replay_journey(
-    log: JourneyLog, space: SpaceRef, tenant: str, user_id: str, config: TrackConfig
+    log: JourneyLog,
+    space: SpaceRef,
+    tenant: str,
+    user_id: str,
+    config: TrackConfig,
+    *,
+    leave_out: Set[str] = frozenset(),
 ) -> Journey:
-    """A user's journey recomputed in ``space`` from the latest events of the log."""
-    events = await log.logged_events(tenant, user_id, REPLAY_EVENTS)
+    """A user's journey recomputed in ``space`` from the latest events of the log, but
+    those whose id is in ``leave_out`` (a batch being tracked, logged already)."""
+    logged = await log.logged_events(tenant, user_id, REPLAY_EVENTS)
+    events = [e for e in logged if e.event_id not in leave_out]
     vectors = await log.node_vectors(
         space, {(tenant, e.node_id) for e in events}, config.vector_name
     )
@@ -89,7 +97,10 @@ class Tracker:
             row = stored.get(key)
             journey = Journey.stored(row, space.id) if row is not None else Journey.empty()
             if row is not None and needs_replay(row, space.id):
-                journey = await replay_journey(session, space, key[0], key[1], config)
+                # The batch is in the log already; it is added below, once.
+                journey = await replay_journey(
+                    session, space, key[0], key[1], config, leave_out={e.event_id for e in own}
+                )
             before = (row.archetype, row.archetype_source) if row is not None else (None, None)
             archetype, source = advance(journey, before, own, vectors, config)
             archetypes[key] = archetype or ""

@@ -36,12 +36,13 @@ async def logged_events(
 ) -> list[LoggedEvent]:
     """The user's ``limit`` latest logged events, newest first."""
     rows = await conn.fetch(
-        "SELECT node_id, action, weight, occurred_at FROM semantic.user_events"
+        "SELECT event_id, node_id, action, weight, occurred_at FROM semantic.user_events"
         " WHERE tenant = $1 AND user_id = $2 ORDER BY occurred_at DESC LIMIT $3",
         tenant,
         user_id,
         limit,
     )
     return [
-        LoggedEvent(r["node_id"], Action(r["action"]), r["weight"], r["occurred_at"]) for r in rows
+        LoggedEvent(r["event_id"], r["node_id"], Action(r["action"]), r["weight"], r["occurred_at"])
+        for r in rows
     ]

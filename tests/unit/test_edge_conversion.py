@@ -9,9 +9,10 @@ from google.protobuf import json_format, struct_pb2
 from nats.aio.msg import Msg
 
 from semantic.common.errors import InvalidArgument
+from semantic.core.recommend.settings import RecommendSettings
+from semantic.core.recommend.tracker import Tracker
 from semantic.indexer.events import Poison, decode_content
 from semantic.indexer.users import UserEventHandler
-from semantic.search.recommend.tracking import Tracker
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
 from semantic.wire import convert
@@ -254,7 +255,8 @@ def test_a_valid_event_still_decodes() -> None:
 
 
 def _user_poison(event: events_pb2.UserEvent, subject: str = "semantic.user._") -> Poison:
-    handler = UserEventHandler(None, Tracker(), max_bytes=4096)  # type: ignore[arg-type]
+    tracker = Tracker(None, RecommendSettings().track_config())  # type: ignore[arg-type]
+    handler = UserEventHandler(None, tracker, max_bytes=4096)  # type: ignore[arg-type]
     msg = Msg(None, subject=subject, data=event.SerializeToString())  # type: ignore[arg-type]
     with pytest.raises(Poison) as caught:
         handler.decode(msg)

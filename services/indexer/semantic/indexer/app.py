@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import asyncpg
 import nats
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -29,6 +28,8 @@ from semantic.core.maintenance import (
     Maintenance,
     sleep_or_stop,
 )
+from semantic.core.recommend.archetypes import ArchetypeRefresh
+from semantic.core.recommend.tracker import Tracker
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
 from semantic.indexer.consumer import ConsumerConfig, ContentConsumer, dependency_down
@@ -37,14 +38,14 @@ from semantic.indexer.settings import IndexerSettings
 from semantic.indexer.streams import Topology, ensure_topology
 from semantic.indexer.unreadable import UnreadableSweeper
 from semantic.indexer.users import UserEventHandler
-from semantic.search.recommend.archetypes import derive_archetypes
-from semantic.search.recommend.tracking import Tracker
+from semantic.store.postgres.archetype_rows import ArchetypeStore
 from semantic.store.postgres.db import create_pool, outage_of
 from semantic.store.postgres.guardian import DatabaseGuardian
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes
 from semantic.store.postgres.schema import bootstrap_schema
 from semantic.store.postgres.spaces import PostgresSpaces
+from semantic.store.postgres.tracking_rows import TrackStore
 from semantic.wire import convert
 
 log = structlog.get_logger(__name__)
@@ -149,7 +150,9 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         for index, consumer in enumerate(consumers):
             tasks.append(asyncio.create_task(consumer.run(halt), name=f"consumer-{index}"))
         users = UserEventHandler(
-            pool, Tracker(settings.track_config()), max_bytes=settings.indexer_max_event_bytes
+            active,
+            Tracker(TrackStore(pool), settings.track_config()),
+            max_bytes=settings.indexer_max_event_bytes,
         )
         user_consumer = ContentConsumer(
             js, topology, users, config, consumer=topology.user_consumer, gate=guardian
@@ -167,10 +170,11 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         tasks.append(
             asyncio.create_task(_lag_loop([consumers[0], user_consumer], halt), name="lag")
         )
+        archetypes = ArchetypeRefresh(ArchetypeStore(pool), settings.track_config())
         if settings.indexer_heal_interval_s > 0:
             tasks.append(
                 asyncio.create_task(
-                    _heal_loop(maintenance, trigger, pool, settings, halt),
+                    _heal_loop(maintenance, trigger, archetypes, settings, halt),
                     name="heal",
                 )
             )
@@ -210,7 +214,7 @@ async def _lag_loop(consumers: list[ContentConsumer], stop: asyncio.Event) -> No
 async def _heal_loop(
     maintenance: Maintenance,
     trigger: HealTrigger,
-    pool: asyncpg.Pool,
+    archetypes: ArchetypeRefresh,
     settings: IndexerSettings,
     stop: asyncio.Event,
 ) -> None:
@@ -237,7 +241,7 @@ async def _heal_loop(
             if not reasons:
                 continue
             next_pass = loop.time() + interval_s
-            await _heal_pass(maintenance, completeness, pool, settings, reasons)
+            await _heal_pass(maintenance, completeness, archetypes, settings, reasons)
         except Exception as exc:
             if outage_of(exc) == "recovering":  # the guardian logs the outage itself
                 level = log.debug
@@ -252,7 +256,7 @@ async def _heal_loop(
 async def _heal_pass(
     maintenance: Maintenance,
     completeness: CompletenessCheck,
-    pool: asyncpg.Pool,
+    archetypes: ArchetypeRefresh,
     settings: IndexerSettings,
     reasons: list[str],
 ) -> None:
@@ -267,10 +271,8 @@ async def _heal_pass(
     HEALED.labels("missing").inc(min(report.missing, report.reembedded))
     HEALED.labels("stale").inc(max(0, report.reembedded - report.missing))
     if settings.recommend_archetypes and "interval" in reasons:
-        await derive_archetypes(
-            pool,
+        await archetypes.derive(
             space,
-            settings.track_config(),
             k=settings.recommend_archetypes,
             min_events=settings.recommend_archetype_min_events,
         )

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from semantic.core.recommend.settings import RecommendSettings
 from semantic.core.settings import WritePathSettings
-from semantic.search.recommend.settings import RecommendSettings
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 

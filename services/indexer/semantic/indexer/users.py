@@ -8,10 +8,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 from nats.aio.msg import Msg
 
 from semantic.common import validation
+from semantic.core.recommend.events import UserEventRecord
+from semantic.core.recommend.tracker import Tracker
+from semantic.core.spaces import ActiveSpaces
 from semantic.indexer.consumer import Applied
 from semantic.indexer.events import (
     USER_PREFIX,
@@ -20,11 +22,8 @@ from semantic.indexer.events import (
     tenant_from_subject,
     validating,
 )
-from semantic.search.recommend.service import user_event_from_proto
-from semantic.search.recommend.tracking import Tracker, UserEventRecord
-from semantic.store.postgres import spaces
-from semantic.store.postgres.db import connection
 from semantic.v1 import events_pb2
+from semantic.wire.recommend import user_event_from_proto
 
 
 class UserEventHandler:
@@ -32,8 +31,8 @@ class UserEventHandler:
 
     kind = "user"
 
-    def __init__(self, pool: asyncpg.Pool, tracker: Tracker, *, max_bytes: int) -> None:
-        self._pool = pool
+    def __init__(self, spaces: ActiveSpaces, tracker: Tracker, *, max_bytes: int) -> None:
+        self._spaces = spaces
         self._tracker = tracker
         self._max_bytes = max_bytes
 
@@ -57,9 +56,8 @@ class UserEventHandler:
 
     async def apply(self, items: list[Any]) -> Applied:
         """Track the batch; events of unknown nodes are handed back for a later retry."""
-        async with connection(self._pool) as conn:
-            space = await spaces.active_space(conn)
-            result = await self._tracker.track(conn, space, items)
+        space = await self._spaces.space()
+        result = await self._tracker.track(space, items)
         applied = Applied()
         applied.outcomes["tracked"] += result.accepted
         applied.outcomes["duplicate"] += result.duplicates

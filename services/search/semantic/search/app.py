@@ -18,6 +18,8 @@ from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
 from semantic.common.server import ServerKit, run_service
 from semantic.core.maintenance import Maintenance
+from semantic.core.recommend.recommender import Recommender
+from semantic.core.recommend.tracker import Tracker
 from semantic.core.service import SearchService
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
@@ -29,10 +31,12 @@ from semantic.store.postgres.db import create_pool, session_settings
 from semantic.store.postgres.guardian import DatabaseGuardian
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes
+from semantic.store.postgres.recommend_reads import RecommendReads
 from semantic.store.postgres.retrieval import PostgresRetrieval, RetrievalConfig
 from semantic.store.postgres.schema import bootstrap_schema
 from semantic.store.postgres.spaces import PostgresSpaces
 from semantic.store.postgres.statistics import PostgresStatistics
+from semantic.store.postgres.tracking_rows import TrackStore
 from semantic.v1 import search_pb2, search_pb2_grpc
 from semantic.wire.convert import Limits
 
@@ -93,11 +97,17 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             PostgresRetrieval(pool, RetrievalConfig.from_settings(settings, settings)),
             PostgresStatistics(pool),
         )
-        recommendations = Recommendations(
+        reads = RecommendReads(
             pool,
+            ef_search=settings.search_ef_search,
+            exact_threshold=settings.search_exact_threshold,
+        )
+        tracker = Tracker(TrackStore(pool), settings.track_config())
+        recommendations = Recommendations(
+            active,
             limits,
-            settings.recommend_config(settings.search_ef_search, settings.search_exact_threshold),
-            settings.track_config(),
+            tracker,
+            Recommender(reads, settings.recommend_config(), tracker.config),
             max_track_events=settings.recommend_max_track_events,
         )
         search.attach(service, recommendations)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from semantic.common.auth import AuthSettings
+from semantic.core.recommend.settings import RecommendSettings
 from semantic.core.settings import RetrievalSettings, WritePathSettings
-from semantic.search.recommend.settings import RecommendSettings
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 

@@ -183,9 +183,10 @@ async def _heal(args: argparse.Namespace) -> int:
 
 
 async def _archetypes(args: argparse.Namespace) -> int:
+    from semantic.core.recommend.archetypes import ArchetypeRefresh
+    from semantic.core.recommend.settings import RecommendSettings
     from semantic.core.settings import WritePathSettings
-    from semantic.search.recommend.archetypes import derive_archetypes
-    from semantic.search.recommend.settings import RecommendSettings
+    from semantic.store.postgres.archetype_rows import ArchetypeStore
     from semantic.store.postgres.db import create_pool
     from semantic.store.postgres.spaces import PostgresSpaces
 
@@ -196,13 +197,8 @@ async def _archetypes(args: argparse.Namespace) -> int:
     pool = await create_pool(settings.dsn(), min_size=1, max_size=2)
     try:
         space = await PostgresSpaces(pool).active()
-        done = await derive_archetypes(
-            pool,
-            space,
-            RecommendSettings().track_config(),
-            k=args.k,
-            min_events=args.min_events,
-        )
+        refresh = ArchetypeRefresh(ArchetypeStore(pool), RecommendSettings().track_config())
+        done = await refresh.derive(space, k=args.k, min_events=args.min_events)
     finally:
         await pool.close()
     for result in done:

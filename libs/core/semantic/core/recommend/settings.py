@@ -1,4 +1,4 @@
-"""Settings of recommendations (part of the search service's settings)."""
+"""Settings of recommendations and tracking (mixed into the search and indexer settings)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from semantic.common.settings import BaseServiceSettings
-from semantic.search.recommend.engine import RecommendConfig
-from semantic.search.recommend.tracking import Action, TrackConfig
+from semantic.core.recommend.events import Action, TrackConfig
+from semantic.core.recommend.values import RecommendConfig
 
 
 class RecommendSettings(BaseSettings):
@@ -69,8 +69,9 @@ class RecommendSettings(BaseSettings):
             max_future_s=self.recommend_max_future_s,
         )
 
-    def recommend_config(self, ef_search: int, exact_threshold: int) -> RecommendConfig:
-        """The recommender's defaults."""
+    def recommend_config(self) -> RecommendConfig:
+        """The recommender's defaults (its dense search uses the search settings'
+        ``search_ef_search`` and ``search_exact_threshold``)."""
         return RecommendConfig(
             similarity_weight=self.recommend_similarity_weight,
             engagement_weight=self.recommend_engagement_weight,
@@ -84,6 +85,4 @@ class RecommendSettings(BaseSettings):
             max_top_k=self.recommend_max_top_k,
             max_examples=self.recommend_max_examples,
             max_share_per_content_type=self.recommend_max_share_per_content_type,
-            ef_search=ef_search,
-            exact_threshold=exact_threshold,
         )

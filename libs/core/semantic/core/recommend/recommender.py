@@ -1,0 +1,374 @@
+"""Recommend: candidates near the user's journey (or the request's examples), plus the
+archetype's and the global popular nodes, scored by a weighted sum of explainable parts
+(:mod:`semantic.core.recommend.scoring`).
+
+Dismissed nodes are always excluded, converted ones unless asked, seen ones when asked.
+Diversity: MMR re-ranking when ``mmr_lambda`` is given, then a cap on the share of one
+content type. A user without history gets the archetype's popular nodes, then the global
+popular ones; never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import numpy as np
+from cachetools import TTLCache
+
+from semantic.common.errors import InvalidArgument, NotFound
+from semantic.core.filters import validate_filter
+from semantic.core.recommend import smoothing
+from semantic.core.recommend.clustering import nearest_centroid
+from semantic.core.recommend.diversity import diversify
+from semantic.core.recommend.events import TrackConfig
+from semantic.core.recommend.journey import Journey, needs_replay
+from semantic.core.recommend.ports import RecommendReads, RecommendSession
+from semantic.core.recommend.scoring import Scoring, score_candidates
+from semantic.core.recommend.similarity import average_vector, most_similar, unit
+from semantic.core.recommend.tracker import replay_journey
+from semantic.core.recommend.values import (
+    CandidateDetails,
+    Example,
+    RecommendConfig,
+    RecommendHit,
+    RecommendQuery,
+    RecommendResult,
+    Similar,
+    Source,
+    SpaceRef,
+)
+
+_T = TypeVar("_T")
+_U = TypeVar("_U")
+Vector = np.ndarray[Any, Any]
+RATE_TTL_S = 10.0
+"""How long a tenant's mean engagement rate is reused."""
+
+
+@dataclass
+class _User:
+    archetype: str = ""
+    journey: Journey = field(default_factory=Journey.empty)
+    events: int = 0
+    excluded: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Aside:
+    """The reads that do not depend on the nearest nodes."""
+
+    archetype: str
+    popular: list[tuple[str, bool]]
+    best: float
+    details: dict[str, CandidateDetails]
+    journey_items: list[tuple[Similar, Vector]]
+    rate: float
+
+
+class Recommender:
+    """Scores candidates for a user or for examples; reads only."""
+
+    def __init__(self, reads: RecommendReads, config: RecommendConfig, track: TrackConfig) -> None:
+        self._reads = reads
+        self._config = config
+        self._track = track
+        self._rates: TTLCache[str, float] = TTLCache(maxsize=10_000, ttl=RATE_TTL_S)
+
+    @property
+    def config(self) -> RecommendConfig:
+        """Defaults in use."""
+        return self._config
+
+    async def recommend(self, space: SpaceRef, query: RecommendQuery) -> RecommendResult:
+        """The top_k recommendations for ``query`` (see the module doc)."""
+        validate_filter(query.filter)
+        config = self._config
+        weights = config.weights(query.weights)
+        async with self._reads.session() as session:
+            user = await self._user(session, space, query)
+            examples_pos = await self._examples(session, space, query, query.positive, "positive")
+            examples_neg = await self._examples(session, space, query, query.negative, "negative")
+            example_ids = {e[0] for e in (*examples_pos, *examples_neg) if e[0]}
+            given = query.archetype or user.archetype
+            excluded = set(user.excluded) | example_ids
+            flt = replace(
+                query.filter, exclude_ids=tuple(sorted({*query.filter.exclude_ids, *excluded}))
+            )
+            query_vectors: list[Vector] = []
+            negatives: list[Vector] = [v for _, v in examples_neg]
+            positives: list[Vector] = [v for _, v in examples_pos]
+            source: Source
+            if positives or negatives:
+                source = "examples"
+                if query.strategy == "best_score" and positives:
+                    query_vectors = positives
+                else:
+                    query_vectors = [average_vector(positives, negatives)]
+            else:
+                source = "journey"
+                journey_vector = user.journey.vector()
+                if journey_vector is not None:
+                    query_vectors = [journey_vector]
+            # At most one query vector scoring every candidate (no best_score over examples,
+            # no MMR comparing candidates with each other): the cosine is computed by the
+            # store and only the final hits' nodes and vectors are read in full.
+            best_of_examples = query.strategy == "best_score" and bool(positives or negatives)
+            slim = len(query_vectors) <= 1 and not best_of_examples and query.mmr_lambda is None
+            similarity_to = query_vectors[0] if slim and query_vectors else None
+            want_items = source == "journey" and bool(query_vectors)
+            nearest_limit = max(config.candidates, query.top_k * 4)
+
+            async def nearest(on: RecommendSession) -> list[list[str]]:
+                return [
+                    await on.nearest(
+                        space,
+                        query.tenant,
+                        v,
+                        vector_name=query.vector_name,
+                        flt=flt,
+                        limit=nearest_limit,
+                    )
+                    for v in query_vectors
+                ]
+
+            async def details(
+                on: RecommendSession, archetype: str, ids: list[str]
+            ) -> dict[str, CandidateDetails]:
+                return await on.details(
+                    space,
+                    query.tenant,
+                    query.vector_name,
+                    archetype,
+                    ids,
+                    slim=slim,
+                    similarity_to=similarity_to,
+                )
+
+            async def aside(on: RecommendSession) -> _Aside:
+                archetype = given or await self._derived(on, space, query.tenant, user.journey)
+                popular, best = await on.popular(
+                    query.tenant,
+                    flt,
+                    archetype,
+                    max(config.popular_candidates, query.top_k * 2),
+                )
+                ids = list(dict.fromkeys(node_id for node_id, _ in popular))
+                items = (
+                    await on.journey_items(
+                        space, query.tenant, query.user_id, query.vector_name, config.journey_items
+                    )
+                    if want_items
+                    else []
+                )
+                return _Aside(
+                    archetype,
+                    popular,
+                    best,
+                    await details(on, archetype, ids),
+                    items,
+                    await self._rate(on, query.tenant),
+                )
+
+            # The nearest nodes on this session while the archetype, the popular nodes,
+            # their details and the journey items are read on a second one, when one is
+            # idle; then the details of the nearest nodes, half on each.
+            candidates: dict[str, Source] = {}
+            async with self._reads.spare() if query_vectors else nullcontext(None) as spare:
+                if spare is None:
+                    found, side = await nearest(session), await aside(session)
+                else:
+                    found, side = await _both(nearest(session), aside(spare))
+                for nodes in found:
+                    for node_id in nodes:
+                        candidates.setdefault(node_id, source)
+                for node_id, from_archetype in side.popular:
+                    kind: Source = "archetype_popular" if from_archetype else "global_popular"
+                    candidates.setdefault(node_id, kind)
+                read = dict(side.details)
+                rest = [node_id for node_id in candidates if node_id not in read]
+                if spare is None:
+                    read.update(await details(session, side.archetype, rest))
+                else:
+                    half = (len(rest) + 1) // 2
+                    first, second = await _both(
+                        details(session, side.archetype, rest[:half]),
+                        details(spare, side.archetype, rest[half:]),
+                    )
+                    read.update(first)
+                    read.update(second)
+            scoring = Scoring(
+                weights,
+                query_vectors,
+                positives,
+                negatives,
+                best_of_examples,
+                side.best,
+                side.rate,
+                datetime.now(UTC),
+            )
+            scored = score_candidates(candidates, read, scoring, config)
+            share = (
+                query.max_share
+                if query.max_share is not None
+                else config.max_share_per_content_type
+            )
+            hits = diversify(
+                scored, weights, top_k=query.top_k, share=share, mmr_lambda=query.mmr_lambda
+            )
+            hits = await self._complete(session, space, query, hits, read)
+        self._explain(hits, read, side.journey_items, examples_pos, examples_neg)
+        return RecommendResult(
+            hits=hits,
+            recommendation_id=str(uuid.uuid4()),
+            archetype=side.archetype or "",
+            journey_events=user.events,
+            space=space,
+        )
+
+    async def _user(
+        self, session: RecommendSession, space: SpaceRef, query: RecommendQuery
+    ) -> _User:
+        if not query.user_id:
+            return _User()
+        row, excluded = await session.user(
+            query.tenant,
+            query.user_id,
+            exclude_seen=query.exclude_seen,
+            include_converted=query.include_converted,
+        )
+        if row is None:
+            return _User(excluded=excluded)
+        journey = Journey.stored(row, space.id)
+        if needs_replay(row, space.id) and row.events:
+            journey = await replay_journey(session, space, query.tenant, query.user_id, self._track)
+        return _User(row.archetype or "", journey, row.events, excluded)
+
+    async def _examples(
+        self,
+        session: RecommendSession,
+        space: SpaceRef,
+        query: RecommendQuery,
+        examples: Sequence[Example],
+        field_name: str,
+    ) -> list[tuple[str, Vector]]:
+        """(node id or '', unit vector) per example."""
+        if len(query.positive) + len(query.negative) > self._config.max_examples:
+            raise InvalidArgument(
+                "positive", f"at most {self._config.max_examples} examples with negative"
+            )
+        named = [e for e in examples if e.vector is None]
+        ids: dict[str, str] = {}
+        if named:
+            for found, slug in await session.resolve(
+                query.tenant,
+                [e.node_id for e in named if e.node_id],
+                [e.slug for e in named if e.slug],
+            ):
+                ids[found] = found
+                if slug:
+                    ids[f"slug:{slug}"] = found
+        vectors = await session.node_vectors(
+            space, {(query.tenant, i) for i in set(ids.values())}, query.vector_name
+        )
+        out = []
+        for index, example in enumerate(examples):
+            if example.vector is not None:
+                if example.vector.size != space.dim:
+                    raise InvalidArgument(
+                        f"{field_name}[{index}].vector",
+                        f"has {example.vector.size} dimensions, the space holds {space.dim}",
+                    )
+                out.append(("", unit(example.vector)))
+                continue
+            key = example.node_id or f"slug:{example.slug}"
+            node_id = ids.get(key)
+            if node_id is None:
+                what = f"id={example.node_id}" if example.node_id else f"slug={example.slug}"
+                raise NotFound("node", f"{field_name}[{index}] {what}")
+            vector = vectors.get((query.tenant, node_id))
+            if vector is None:
+                raise NotFound("vector", f"{query.vector_name!r} of node {node_id!r}")
+            out.append((node_id, unit(vector)))
+        return out
+
+    async def _derived(
+        self, session: RecommendSession, space: SpaceRef, tenant: str, journey: Journey
+    ) -> str:
+        """The nearest derived archetype centroid to the journey, if any were derived."""
+        vector = journey.vector()
+        if vector is None:
+            return ""
+        return nearest_centroid(await session.centroids(space, tenant), vector)
+
+    async def _rate(self, session: RecommendSession, tenant: str) -> float:
+        """The tenant's mean engagement rate p0 (reused for RATE_TTL_S)."""
+        rate = self._rates.get(tenant)
+        if rate is None:
+            engaged, shown = await session.engagement_totals(tenant)
+            rate = smoothing.tenant_rate(engaged, shown, self._config.default_rate)
+            self._rates[tenant] = rate
+        return rate
+
+    async def _complete(
+        self,
+        session: RecommendSession,
+        space: SpaceRef,
+        query: RecommendQuery,
+        hits: list[RecommendHit],
+        details: dict[str, CandidateDetails],
+    ) -> list[RecommendHit]:
+        """The full nodes and vectors of hits scored from slim details (a hit whose node
+        was deleted since is dropped)."""
+        ids = [h.node.id for h in hits if details[h.node.id].partial]
+        if not ids:
+            return hits
+        full = await session.complete(space, query.tenant, query.vector_name, ids)
+        for node_id, (node, vector) in full.items():
+            details[node_id] = replace(details[node_id], node=node, vector=vector, partial=False)
+        kept = []
+        for hit in hits:
+            detail = details[hit.node.id]
+            if not detail.partial:
+                hit.node = detail.node
+                kept.append(hit)
+        return kept
+
+    def _explain(
+        self,
+        hits: list[RecommendHit],
+        details: Mapping[str, CandidateDetails],
+        journey: list[tuple[Similar, Vector]],
+        positives: list[tuple[str, Vector]],
+        negatives: list[tuple[str, Vector]],
+    ) -> None:
+        items: list[tuple[Similar, Vector]] = list(journey)
+        for node_id, vector in positives:
+            items.append((Similar(node_id, "", "", 0.0), vector))
+        for node_id, vector in negatives:
+            items.append((Similar(node_id, "", "", 0.0, negative=True), vector))
+        if not items:
+            return
+        matrix = np.stack([v for _, v in items])
+        for hit in hits:
+            own = details[hit.node.id].vector
+            if own is not None:
+                hit.similar_to = most_similar(items, matrix, own, self._config.similar_items)
+
+
+async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
+    """Both results; when one fails the other is cancelled and awaited, and the first
+    error is raised as is."""
+    one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    try:
+        return await one, await two
+    finally:
+        for task in (one, two):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(one, two, return_exceptions=True)

@@ -1,0 +1,58 @@
+"""Vectors a recommendation compares: unit length, the examples' query vector, the best
+example score, and which journey items or examples a hit resembles."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from semantic.core.recommend.values import Similar
+
+
+def unit(vector: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """``vector`` as float32 scaled to length 1 (a zero vector stays zero)."""
+    array = np.asarray(vector, np.float32)
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm > 0 else array
+
+
+def average_vector(
+    positives: Sequence[np.ndarray[Any, Any]], negatives: Sequence[np.ndarray[Any, Any]]
+) -> np.ndarray[Any, Any]:
+    """mean(P) + (mean(P) - mean(N)); mean(P) without negatives; -mean(N) without positives."""
+    if positives and negatives:
+        p, n = np.mean(positives, axis=0), np.mean(negatives, axis=0)
+        return unit(p + (p - n))
+    if positives:
+        return unit(np.mean(positives, axis=0))
+    return unit(-np.mean(negatives, axis=0))
+
+
+def best_score(
+    vector: np.ndarray[Any, Any],
+    positives: Sequence[np.ndarray[Any, Any]],
+    negatives: Sequence[np.ndarray[Any, Any]],
+) -> float:
+    """Best positive similarity if it beats the best negative one, else minus the latter."""
+    best_pos = max((float(np.dot(vector, p)) for p in positives), default=-math.inf)
+    best_neg = max((float(np.dot(vector, n)) for n in negatives), default=-math.inf)
+    if best_pos > best_neg:
+        return best_pos
+    return -best_neg
+
+
+def most_similar(
+    items: Sequence[tuple[Similar, np.ndarray[Any, Any]]],
+    matrix: np.ndarray[Any, Any],
+    vector: np.ndarray[Any, Any],
+    count: int,
+) -> list[Similar]:
+    """The ``count`` items most similar to ``vector``, with that similarity; ``matrix``
+    holds the items' unit vectors as rows (``np.stack`` of them)."""
+    sims = matrix @ vector
+    order = np.argsort(-sims)[:count]
+    return [replace(items[i][0], similarity=float(sims[i])) for i in order]

@@ -1,0 +1,193 @@
+"""Recommend's reads on PostgreSQL: :class:`RecommendReads` hands out sessions, one pooled
+connection each (a spare one only when the pool has an idle connection now), implementing
+:class:`semantic.core.recommend.ports.RecommendSession`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence, Set
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from semantic.core.domain import Filter, NodeRecord
+from semantic.core.recommend.journey import LoggedEvent, StoredUser
+from semantic.core.recommend.values import CandidateDetails, Similar, SpaceRef
+from semantic.store.postgres import candidate_rows
+from semantic.store.postgres.db import ReadConnections
+from semantic.store.postgres.journey_rows import USER_COLUMNS, logged_events, stored_user
+from semantic.store.postgres.mean_vector import node_vectors
+
+Vector = np.ndarray[Any, Any]
+EXCLUDED_SCAN = 5000
+"""Of how many of a user's latest acted-on nodes the excluded ones are taken."""
+
+
+class RecommendReads:
+    """Sessions for Recommend over a pool; dense search tuned by ``ef_search`` (raised to
+    the number of candidates asked) and ``exact_threshold`` (the search settings')."""
+
+    def __init__(self, pool: asyncpg.Pool, *, ef_search: int, exact_threshold: int) -> None:
+        self._pool = pool
+        self._connections = ReadConnections(pool)
+        self._ef_search = ef_search
+        self._exact_threshold = exact_threshold
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[RecommendSession]:
+        """A session on a pooled connection (waits for one)."""
+        async with self._connections.reading() as conn:
+            yield RecommendSession(conn, self._ef_search, self._exact_threshold)
+
+    @asynccontextmanager
+    async def spare(self) -> AsyncIterator[RecommendSession | None]:
+        """A second session if the pool has an idle connection now, else None: a request
+        that holds a connection never waits for another (no deadlock when the pool runs
+        dry)."""
+        if self._pool.get_idle_size() == 0:
+            yield None
+            return
+        async with self.session() as session:
+            yield session
+
+
+class RecommendSession:
+    """Recommend's reads on one connection."""
+
+    def __init__(self, conn: asyncpg.Connection, ef_search: int, exact_threshold: int) -> None:
+        self._conn = conn
+        self._ef_search = ef_search
+        self._exact_threshold = exact_threshold
+
+    async def user(
+        self, tenant: str, user_id: str, *, exclude_seen: bool, include_converted: bool
+    ) -> tuple[StoredUser | None, list[str]]:
+        """The user's row (None if unknown) and the nodes to exclude, in one round trip."""
+        row = await self._conn.fetchrow(
+            f"SELECT u.user_id IS NOT NULL AS found, {USER_COLUMNS},"
+            " ARRAY(SELECT s.node_id FROM (SELECT node_id, seen, converted, dismissed"
+            "   FROM semantic.user_nodes WHERE tenant = $1 AND user_id = $2"
+            "   AND (dismissed OR converted OR $3) ORDER BY last_at DESC LIMIT $5) AS s"
+            "  WHERE s.dismissed OR (s.converted AND NOT $4) OR (s.seen AND $3)) AS excluded"
+            " FROM (SELECT 1) AS one"
+            " LEFT JOIN semantic.users u ON u.tenant = $1 AND u.user_id = $2",
+            tenant,
+            user_id,
+            exclude_seen,
+            include_converted,
+            EXCLUDED_SCAN,
+        )
+        assert row is not None  # the statement always returns one row
+        excluded = list(row["excluded"])
+        return (stored_user(row) if row["found"] else None), excluded
+
+    async def resolve(
+        self, tenant: str, ids: Sequence[str], slugs: Sequence[str]
+    ) -> list[tuple[str, str | None]]:
+        """(id, slug) of the tenant's nodes named by id or slug."""
+        rows = await self._conn.fetch(
+            "SELECT id, slug FROM semantic.nodes WHERE tenant = $1"
+            " AND (id = ANY($2::text[]) OR slug = ANY($3::text[]))",
+            tenant,
+            list(ids),
+            list(slugs),
+        )
+        return [(r["id"], r["slug"]) for r in rows]
+
+    async def logged_events(self, tenant: str, user_id: str, limit: int) -> list[LoggedEvent]:
+        """The user's latest logged events, newest first."""
+        return await logged_events(self._conn, tenant, user_id, limit)
+
+    async def node_vectors(
+        self, space: SpaceRef, keys: Set[tuple[str, str]], name: str
+    ) -> dict[tuple[str, str], Vector]:
+        """Each node's mean vector ``name`` in ``space``."""
+        return await node_vectors(self._conn, space.id, keys, name)
+
+    async def centroids(self, space: SpaceRef, tenant: str) -> list[tuple[str, Vector]]:
+        """(label, centroid) of the tenant's derived archetypes in ``space``."""
+        rows = await self._conn.fetch(
+            "SELECT label, centroid FROM semantic.archetype_centroids"
+            " WHERE tenant = $1 AND space_id = $2",
+            tenant,
+            space.id,
+        )
+        return [(str(r["label"]), np.asarray(r["centroid"], np.float32)) for r in rows]
+
+    async def nearest(
+        self,
+        space: SpaceRef,
+        tenant: str,
+        vector: Vector,
+        *,
+        vector_name: str,
+        flt: Filter,
+        limit: int,
+    ) -> list[str]:
+        """The ``limit`` nearest nodes passing ``flt``."""
+        return await candidate_rows.nearest(
+            self._conn,
+            space.id,
+            tenant,
+            vector,
+            vector_name=vector_name,
+            flt=flt,
+            limit=limit,
+            ef_search=self._ef_search,
+            exact_threshold=self._exact_threshold,
+        )
+
+    async def popular(
+        self, tenant: str, flt: Filter, archetype: str, limit: int
+    ) -> tuple[list[tuple[str, bool]], float]:
+        """The archetype's and the tenant's popular nodes."""
+        return await candidate_rows.popular(self._conn, tenant, flt, archetype, limit)
+
+    async def details(
+        self,
+        space: SpaceRef,
+        tenant: str,
+        vector_name: str,
+        archetype: str,
+        ids: Sequence[str],
+        *,
+        slim: bool,
+        similarity_to: Vector | None,
+    ) -> dict[str, CandidateDetails]:
+        """What scoring needs of each candidate."""
+        return await candidate_rows.details(
+            self._conn,
+            space.id,
+            tenant,
+            vector_name=vector_name,
+            archetype=archetype,
+            ids=ids,
+            slim=slim,
+            similarity_to=similarity_to,
+        )
+
+    async def complete(
+        self, space: SpaceRef, tenant: str, vector_name: str, ids: Sequence[str]
+    ) -> dict[str, tuple[NodeRecord, Vector | None]]:
+        """The final hits' full nodes and vectors."""
+        return await candidate_rows.complete(self._conn, space.id, tenant, vector_name, ids)
+
+    async def journey_items(
+        self, space: SpaceRef, tenant: str, user_id: str, vector_name: str, limit: int
+    ) -> list[tuple[Similar, Vector]]:
+        """The user's latest nodes acted on."""
+        return await candidate_rows.journey_items(
+            self._conn, space.id, tenant, user_id=user_id, vector_name=vector_name, limit=limit
+        )
+
+    async def engagement_totals(self, tenant: str) -> tuple[float, float]:
+        """(clicks + likes + conversions, impressions) over the tenant's nodes."""
+        row = await self._conn.fetchrow(
+            "SELECT sum(clicks + likes + conversions)::float8 AS engaged,"
+            " sum(impressions)::float8 AS shown FROM semantic.node_engagement WHERE tenant = $1",
+            tenant,
+        )
+        if row is None:
+            return 0.0, 0.0
+        return float(row["engaged"] or 0), float(row["shown"] or 0)

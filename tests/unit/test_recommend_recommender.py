@@ -1,0 +1,219 @@
+"""The Recommend use case against in-memory reads at the core's own protocol seam: the
+same hits with or without a spare session, excluded nodes never come back, a user without
+history gets popular nodes, and bad examples name their field."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence, Set
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from semantic.common.errors import InvalidArgument, NotFound
+from semantic.core.domain import Filter, NodeRecord
+from semantic.core.recommend.events import Action, TrackConfig
+from semantic.core.recommend.journey import LoggedEvent, StoredUser
+from semantic.core.recommend.recommender import Recommender
+from semantic.core.recommend.similarity import unit
+from semantic.core.recommend.values import (
+    COUNT_NAMES,
+    CandidateDetails,
+    Example,
+    RecommendConfig,
+    RecommendQuery,
+    Similar,
+    SpaceRef,
+)
+
+pytestmark = pytest.mark.unit
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+TRACK = TrackConfig(
+    weights=dict.fromkeys(Action, 1.0),
+    half_life_hours=72.0,
+    max_future_s=300.0,
+)
+CONFIG = RecommendConfig(
+    similarity_weight=1.0,
+    engagement_weight=0.3,
+    recency_weight=0.1,
+    archetype_weight=0.2,
+    prior_strength=20.0,
+    default_rate=0.05,
+    recency_half_life_days=30.0,
+    candidates=4,
+    popular_candidates=3,
+    max_top_k=100,
+    max_examples=4,
+    max_share_per_content_type=1.0,
+)
+
+
+@dataclass(frozen=True)
+class _Space:
+    id: int = 1
+    dim: int = 3
+
+
+class _Reads:
+    """Nodes with vectors and popularity, one user's row and exclusions, in memory."""
+
+    def __init__(self, *, spare: bool) -> None:
+        rng = np.random.default_rng(5)
+        self.vectors = {f"n{i}": unit(rng.normal(size=3)) for i in range(12)}
+        self.popularity = {"n3": 9.0, "n7": 5.0, "n11": 1.0}
+        self.stored: StoredUser | None = StoredUser(
+            None, None, 1, self.vectors["n0"].astype(np.float64) * 3, 3.0, NOW, 3
+        )
+        self.excluded = ["n0", "n1"]
+        self.spare_wanted = spare
+        self.spares = 0
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[_Reads]:
+        yield self
+
+    @asynccontextmanager
+    async def spare(self) -> AsyncIterator[_Reads | None]:
+        self.spares += 1
+        yield self if self.spare_wanted else None
+
+    async def user(
+        self, tenant: str, user_id: str, *, exclude_seen: bool, include_converted: bool
+    ) -> tuple[StoredUser | None, list[str]]:
+        return self.stored, list(self.excluded)
+
+    async def resolve(
+        self, tenant: str, ids: Sequence[str], slugs: Sequence[str]
+    ) -> list[tuple[str, str | None]]:
+        return [(i, None) for i in ids if i in self.vectors]
+
+    async def logged_events(self, tenant: str, user_id: str, limit: int) -> list[LoggedEvent]:
+        return []
+
+    async def node_vectors(
+        self, space: SpaceRef, keys: Set[tuple[str, str]], name: str
+    ) -> dict[tuple[str, str], Any]:
+        return {k: self.vectors[k[1]] for k in keys if k[1] in self.vectors}
+
+    async def centroids(self, space: SpaceRef, tenant: str) -> list[tuple[str, Any]]:
+        return []
+
+    async def nearest(
+        self,
+        space: SpaceRef,
+        tenant: str,
+        vector: Any,
+        *,
+        vector_name: str,
+        flt: Filter,
+        limit: int,
+    ) -> list[str]:
+        allowed = [n for n in self.vectors if n not in flt.exclude_ids]
+        allowed.sort(key=lambda n: -float(self.vectors[n] @ vector))
+        return allowed[:limit]
+
+    async def popular(
+        self, tenant: str, flt: Filter, archetype: str, limit: int
+    ) -> tuple[list[tuple[str, bool]], float]:
+        ranked = sorted(
+            (n for n in self.popularity if n not in flt.exclude_ids),
+            key=lambda n: -self.popularity[n],
+        )
+        return [(n, False) for n in ranked[:limit]], 0.0
+
+    async def details(
+        self,
+        space: SpaceRef,
+        tenant: str,
+        vector_name: str,
+        archetype: str,
+        ids: Sequence[str],
+        *,
+        slim: bool,
+        similarity_to: Any,
+    ) -> dict[str, CandidateDetails]:
+        out = {}
+        for node_id in ids:
+            counts = dict.fromkeys(COUNT_NAMES, 0)
+            counts["impressions"] = counts["clicks"] = int(self.popularity.get(node_id, 0))
+            out[node_id] = CandidateDetails(
+                node=NodeRecord("t", node_id, "page", updated_at=NOW),
+                counts=counts,
+                archetype_score=0.0,
+                vector=None if slim else self.vectors[node_id],
+                similarity=float(self.vectors[node_id] @ similarity_to)
+                if slim and similarity_to is not None
+                else None,
+                partial=slim,
+            )
+        return out
+
+    async def complete(
+        self, space: SpaceRef, tenant: str, vector_name: str, ids: Sequence[str]
+    ) -> dict[str, tuple[NodeRecord, Any]]:
+        return {
+            i: (NodeRecord("t", i, "page", title=i.upper(), updated_at=NOW), self.vectors[i])
+            for i in ids
+        }
+
+    async def journey_items(
+        self, space: SpaceRef, tenant: str, user_id: str, vector_name: str, limit: int
+    ) -> list[tuple[Similar, Any]]:
+        return [(Similar("n0", "", "N0", 0.0, action=int(Action.LIKE)), self.vectors["n0"])]
+
+    async def engagement_totals(self, tenant: str) -> tuple[float, float]:
+        return 0.0, 0.0
+
+
+async def _recommend(reads: _Reads, **fields: Any) -> list[str]:
+    result = await Recommender(reads, CONFIG, TRACK).recommend(
+        _Space(), RecommendQuery("t", **fields)
+    )
+    return [h.node.id for h in result.hits]
+
+
+@pytest.mark.parametrize("mmr", [None, 0.5])
+async def test_a_spare_session_changes_nothing_but_where_reads_run(mmr: float | None) -> None:
+    alone = await _recommend(_Reads(spare=False), user_id="u", top_k=5, mmr_lambda=mmr)
+    paired = await _recommend(_Reads(spare=True), user_id="u", top_k=5, mmr_lambda=mmr)
+    assert alone == paired
+    assert len(alone) == 5
+
+
+async def test_excluded_nodes_never_come_back_and_hits_are_completed() -> None:
+    reads = _Reads(spare=True)
+    result = await Recommender(reads, CONFIG, TRACK).recommend(
+        _Space(), RecommendQuery("t", user_id="u", top_k=20)
+    )
+    ids = [h.node.id for h in result.hits]
+    assert not {"n0", "n1"} & set(ids)
+    assert all(h.node.title == h.node.id.upper() for h in result.hits)
+    assert result.hits[0].source == "journey"
+    assert result.hits[0].similar_to[0].node_id == "n0"
+    assert result.journey_events == 3
+
+
+async def test_a_user_without_history_gets_the_popular_nodes() -> None:
+    reads = _Reads(spare=True)
+    reads.stored, reads.excluded = None, []
+    result = await Recommender(reads, CONFIG, TRACK).recommend(
+        _Space(), RecommendQuery("t", user_id="new", top_k=10)
+    )
+    assert [h.node.id for h in result.hits] == ["n3", "n7", "n11"]
+    assert {h.source for h in result.hits} == {"global_popular"}
+    assert reads.spares == 0  # no query vector: nothing to read in parallel
+
+
+async def test_bad_examples_name_their_field() -> None:
+    reads = _Reads(spare=False)
+    with pytest.raises(NotFound):
+        await _recommend(reads, positive=(Example(node_id="missing"),))
+    with pytest.raises(InvalidArgument) as caught:
+        await _recommend(reads, negative=(Example(vector=np.ones(5, np.float32)),))
+    assert caught.value.field == "negative[0].vector"
+    with pytest.raises(InvalidArgument):
+        await _recommend(reads, positive=tuple(Example(node_id=f"n{i}") for i in range(5)))

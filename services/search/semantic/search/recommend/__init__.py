@@ -1,2 +1,2 @@
-"""Recommend and Track over gRPC: the servicer's side (``service``) and the settings; the
+"""Recommend and Track over gRPC: the servicer's side (``service``); the settings and the
 logic is in :mod:`semantic.core.recommend`, the SQL in :mod:`semantic.store.postgres`."""

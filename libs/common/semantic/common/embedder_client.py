@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
+from semantic.common.embedding import InputType
 from semantic.common.errors import (
     DependencyUnavailable,
     FailedPrecondition,
@@ -28,7 +29,6 @@ from semantic.common.retry import retry_async
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 
-InputType = Literal["query", "document"]
 T = TypeVar("T")
 
 

@@ -35,7 +35,7 @@ from tokenizers import Tokenizer
 from semantic.devstack.health import wait_serving
 from semantic.devstack.ports import free_port
 from semantic.embedder.batcher import BatchPolicy
-from semantic.embedder.engine import EmbeddingEngine, Limits
+from semantic.embedder.engine import EmbeddingEngine, EmbedLimits
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.embedder.settings import shared_threads
 from semantic.v1 import embedder_pb2 as pb
@@ -126,7 +126,7 @@ def engine_seconds(
                 [model],
                 executor=pool,
                 policy=BatchPolicy(max_pending=max(len(texts), len(warmup)) + 64, workers=workers),
-                limits=Limits(),
+                limits=EmbedLimits(),
             )
             engine.start()
             try:

@@ -75,15 +75,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
     halt = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     closers: list[object] = []
-    kit = ServerKit(
-        name="indexer",
-        service_names=[],
-        host=settings.grpc_host,
-        port=settings.grpc_port,
-        metrics_host=settings.metrics_host,
-        metrics_port=settings.metrics_port,
-        grace_seconds=settings.shutdown_grace_seconds,
-    )
+    kit = ServerKit.from_settings(settings, name="indexer", service_names=[])
 
     async def start() -> None:
         await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)

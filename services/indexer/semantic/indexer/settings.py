@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from semantic.search.recommend.settings import RecommendSettings
-from semantic.search.settings import DatabaseRecoverySettings, WritePathSettings
+from semantic.search.settings import DatabaseRecoverySettings, SearchSettings, WritePathSettings
 
 
 class IndexerSettings(WritePathSettings, RecommendSettings, DatabaseRecoverySettings):
@@ -63,7 +63,9 @@ class IndexerSettings(WritePathSettings, RecommendSettings, DatabaseRecoverySett
         1024 * 1024, ge=1024, description="Larger events are dead-lettered (too_large)."
     )
     indexer_max_text_chars: int = Field(
-        1_000_000, ge=1, description="Characters per title/body/text of an event."
+        SearchSettings.model_fields["search_max_text_chars"].default,
+        ge=1,
+        description="Characters per title/body/text of an event (default: as in a direct call).",
     )
     indexer_heal_interval_s: float = Field(
         300.0, ge=0, description="Seconds between heal passes (0: no heal loop)."

@@ -49,14 +49,10 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
     search = SearchServicer(limits)
     admin = AdminServicer()
     closers: list[object] = []
-    kit = ServerKit(
+    kit = ServerKit.from_settings(
+        settings,
         name="search",
         service_names=SERVICES,
-        host=settings.grpc_host,
-        port=settings.grpc_port,
-        metrics_host=settings.metrics_host,
-        metrics_port=settings.metrics_port,
-        grace_seconds=settings.shutdown_grace_seconds,
         extra_interceptors=[AuthInterceptor(settings)],
     )
 

@@ -17,7 +17,8 @@ import structlog
 from prometheus_client import Histogram
 
 from semantic.common.chunking import Chunker
-from semantic.common.embedder_client import Embedded, InputType
+from semantic.common.embedder_client import Embedded
+from semantic.common.embedding import InputType
 from semantic.common.errors import FailedPrecondition, InvalidArgument
 from semantic.search import spaces
 from semantic.search.db import connection

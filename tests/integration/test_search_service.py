@@ -11,7 +11,6 @@ import pytest
 from indexer_kit import running_search, search_env
 
 from semantic.common.auth import mint_token
-from semantic.search.settings import SearchSettings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -343,14 +342,3 @@ async def test_bad_search_is_invalid_argument_naming_the_field(stub, request_, f
         await stub.Search(request_)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (caught.value.details() or "").startswith(field), caught.value.details()
-
-
-def test_the_pool_starts_with_the_configured_ef_search() -> None:
-    # Dense search takes its one-statement path only on connections already set to the
-    # ef_search it is asked for; the pool's start-up value must be the service's default.
-    from semantic.search.db import DEFAULT_EF_SEARCH, SESSION_SETTINGS
-    from semantic.search.service import RetrievalConfig
-
-    default = SearchSettings.model_fields["search_ef_search"].default
-    assert default == RetrievalConfig().ef_search == DEFAULT_EF_SEARCH
-    assert SESSION_SETTINGS["hnsw.ef_search"] == str(default)

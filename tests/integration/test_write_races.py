@@ -29,6 +29,7 @@ from semantic.search.db import as_array, create_pool
 from semantic.search.domain import NodeRecord
 from semantic.search.node_store import NodeRepository
 from semantic.search.nodes import content_hash
+from semantic.search.settings import SearchSettings, default_session_settings
 from semantic.search.writer import ContentWriter, WriterConfig
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -37,6 +38,7 @@ from semantic.v1 import search_pb2_grpc
 pytestmark = pytest.mark.integration
 
 TRIALS = 24  # nodes per round; each round races every node once
+TEXT_CONFIG = SearchSettings.model_fields["search_text_config"].default
 TOPICS = [
     "sourdough bread needs a lively starter",
     "rotate TLS certificates before they expire",
@@ -108,11 +110,22 @@ async def stack(
     # Serving means the schema and the active space exist.
     await wait_serving(service.address, exit_code=service.process.poll, name="search")
     embedder = EmbedderClient(embedder_address)
-    pools = [await create_pool(database_url, min_size=1, max_size=4) for _ in range(2)]
+    pools = [
+        await create_pool(
+            database_url, min_size=1, max_size=4, session_settings=default_session_settings()
+        )
+        for _ in range(2)
+    ]
     processors = tuple(
         ChangeProcessor(
             pool,
-            ContentWriter(pool, NodeRepository(), embedder, None, WriterConfig(chunking=False)),
+            ContentWriter(
+                pool,
+                NodeRepository(text_config=TEXT_CONFIG),
+                embedder,
+                None,
+                WriterConfig(chunking=False, title_vector=False),
+            ),
         )
         for pool in pools
     )

@@ -126,14 +126,16 @@ async def _heal(args: argparse.Namespace) -> int:
     from semantic.search import spaces
     from semantic.search.db import connection, create_pool
     from semantic.search.maintenance import HealMode, HealReport, Maintenance
-    from semantic.search.settings import WritePathSettings
+    from semantic.search.settings import WritePathSettings, default_session_settings
     from semantic.search.writer import writer_from_settings
 
     settings = WritePathSettings()
     if settings.database_url is None:
         print("DATABASE_URL is not set", file=sys.stderr)
         return 2
-    pool = await create_pool(settings.dsn(), min_size=1, max_size=4)
+    pool = await create_pool(
+        settings.dsn(), min_size=1, max_size=4, session_settings=default_session_settings()
+    )
     embedder = EmbedderClient(settings.embedder_address)
     bar = ProgressBar("scanned")
     try:
@@ -185,13 +187,15 @@ async def _archetypes(args: argparse.Namespace) -> int:
     from semantic.search.db import connection, create_pool
     from semantic.search.recommend.archetypes import derive_archetypes
     from semantic.search.recommend.settings import RecommendSettings
-    from semantic.search.settings import WritePathSettings
+    from semantic.search.settings import WritePathSettings, default_session_settings
 
     settings = WritePathSettings()
     if settings.database_url is None:
         print("DATABASE_URL is not set", file=sys.stderr)
         return 2
-    pool = await create_pool(settings.dsn(), min_size=1, max_size=2)
+    pool = await create_pool(
+        settings.dsn(), min_size=1, max_size=2, session_settings=default_session_settings()
+    )
     try:
         async with connection(pool) as conn:
             space = await spaces.active_space(conn)

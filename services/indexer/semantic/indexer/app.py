@@ -40,6 +40,7 @@ from semantic.search.maintenance import (
 from semantic.search.recommend.archetypes import derive_archetypes
 from semantic.search.recommend.tracking import Tracker
 from semantic.search.recovery import DatabaseGuardian
+from semantic.search.settings import default_session_settings
 from semantic.search.writer import writer_from_settings
 
 log = structlog.get_logger(__name__)
@@ -79,7 +80,12 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
 
     async def start() -> None:
         await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)
-        pool = await create_pool(settings.dsn(), min_size=1, max_size=settings.indexer_pool_max)
+        pool = await create_pool(
+            settings.dsn(),
+            min_size=1,
+            max_size=settings.indexer_pool_max,
+            session_settings=default_session_settings(),
+        )
         closers.append(pool)
         embedder = EmbedderClient(settings.embedder_address)
         closers.append(embedder)
@@ -104,7 +110,6 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         processor = ChangeProcessor(pool, writer)
         config = ConsumerConfig(
             batch_size=settings.indexer_batch_size,
-            fetch_timeout_s=1.0,
             ack_wait_s=settings.indexer_ack_wait_s,
             max_deliver=settings.indexer_max_deliver,
             retry_initial_s=settings.indexer_retry_initial_s,

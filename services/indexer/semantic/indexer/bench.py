@@ -52,8 +52,8 @@ from semantic.indexer.settings import IndexerSettings
 from semantic.search import spaces
 from semantic.search.db import connection, create_pool
 from semantic.search.domain import NodeRecord
-from semantic.search.node_store import NodeRepository
-from semantic.search.writer import ContentWriter, WriterConfig
+from semantic.search.settings import WritePathSettings, default_session_settings
+from semantic.search.writer import writer_from_settings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
 
@@ -236,14 +236,15 @@ async def _freshness(
 async def _one_by_one(
     stack: LocalStack, docs: list[tuple[str, str]], config: IndexerBenchConfig
 ) -> dict[str, float]:
-    pool = await create_pool(stack.database_url, min_size=1, max_size=2)
+    pool = await create_pool(
+        stack.database_url, min_size=1, max_size=2, session_settings=default_session_settings()
+    )
     embedder = EmbedderClient(stack.embedder_address)
     try:
         model = await embedder.default_model(wait_s=30)
         async with connection(pool) as conn:
             space = await spaces.active_space(conn)
-        chunker = Chunker(config.model_dir / "tokenizer.json", window=model.max_tokens)
-        writer = ContentWriter(pool, NodeRepository(), embedder, chunker, WriterConfig())
+        writer = writer_from_settings(_write_path(config), pool, embedder, model.max_tokens)
         started = time.perf_counter()
         for i, (title, body) in enumerate(docs):
             node = NodeRecord(tenant="", id=f"b{i}", content_type="page", title=title, body=body)
@@ -255,9 +256,20 @@ async def _one_by_one(
     return {"documents": len(docs), "docs_per_s": round(len(docs) / elapsed, 1)}
 
 
+def _write_path(config: IndexerBenchConfig) -> WritePathSettings:
+    """The write path's settings of the indexers the bench runs (chunking and friends as
+    the environment sets them), with the bench model's tokenizer."""
+    return WritePathSettings(search_tokenizer=config.model_dir / "tokenizer.json")
+
+
 def _chunk_texts(config: IndexerBenchConfig, docs: list[tuple[str, str]]) -> list[str]:
     """The texts the write path embeds for these documents (title + body, chunked)."""
-    chunker = Chunker(config.model_dir / "tokenizer.json", window=256)
+    settings = _write_path(config)
+    chunker = Chunker(
+        settings.search_tokenizer,
+        window=settings.search_chunk_window,
+        overlap=settings.search_chunk_overlap,
+    )
     texts = [" ".join(p for p in (t.strip(), b.strip()) if p) for t, b in docs]
     return [
         text[c.start : c.end]

@@ -20,6 +20,7 @@ from semantic.search import spaces
 from semantic.search.admin import AdminServicer
 from semantic.search.convert import Limits
 from semantic.search.db import connection, create_pool, session_settings
+from semantic.search.domain import HybridParams
 from semantic.search.maintenance import Maintenance
 from semantic.search.recommend.service import Recommendations
 from semantic.search.recovery import DatabaseGuardian
@@ -46,7 +47,10 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         max_tags=settings.search_max_tags,
         max_metadata_bytes=settings.search_max_metadata_bytes,
     )
-    search = SearchServicer(limits)
+    search = SearchServicer(
+        limits,
+        HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
+    )
     admin = AdminServicer()
     closers: list[object] = []
     kit = ServerKit.from_settings(

@@ -56,7 +56,7 @@ from semantic.search import dense, spaces
 from semantic.search.db import init_connection, session_settings
 from semantic.search.domain import Filter, VectorTarget
 from semantic.search.filters import compile_filter
-from semantic.search.settings import SearchSettings
+from semantic.search.settings import SearchSettings, default_session_settings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import embedder_pb2 as epb
 from semantic.v1 import embedder_pb2_grpc, search_pb2_grpc
@@ -264,7 +264,7 @@ async def _floor(
             await embedder.Embed(epb.EmbedRequest(texts=[text], input_type=epb.INPUT_TYPE_QUERY))
             if i >= 20:
                 samples["embed"].append((time.perf_counter() - started) * 1000)
-    conn = await asyncpg.connect(stack.database_url, server_settings=session_settings())
+    conn = await asyncpg.connect(stack.database_url, server_settings=default_session_settings())
     try:
         await init_connection(conn)
         table = (await spaces.active_space(conn)).table

@@ -69,8 +69,8 @@ class DatabaseGuardian:
         *,
         report: Report,
         service: str,
-        check_interval_s: float = 10.0,
-        max_backoff_s: float = 10.0,
+        check_interval_s: float,
+        max_backoff_s: float,
         attempt_timeout_s: float = 10.0,
     ) -> None:
         self._pool = pool

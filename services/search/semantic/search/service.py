@@ -18,7 +18,7 @@ import structlog
 
 from semantic.common.errors import InvalidArgument, NotFound
 from semantic.search import dense, fusion, keyword, spaces
-from semantic.search.db import DEFAULT_EF_SEARCH, ReadConnections, as_array, connection
+from semantic.search.db import ReadConnections, as_array, connection
 from semantic.search.domain import (
     DEFAULT_VECTOR,
     Filter,
@@ -43,13 +43,13 @@ ACTIVE_SPACE_TTL_S = 1.0
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """Tuning of the read path (from settings)."""
+    """Tuning of the read path (the values come from settings)."""
 
-    text_config: str = "english"
-    bm25_k1: float = keyword.DEFAULT_K1
-    bm25_b: float = keyword.DEFAULT_B
-    ef_search: int = DEFAULT_EF_SEARCH
-    exact_threshold: int = 2000
+    text_config: str
+    bm25_k1: float
+    bm25_b: float
+    ef_search: int
+    exact_threshold: int
 
 
 @dataclass
@@ -86,7 +86,7 @@ class SearchService:
         repository: NodeRepository,
         writer: ContentWriter,
         embedder: Embedder,
-        config: RetrievalConfig = RetrievalConfig(),
+        config: RetrievalConfig,
     ) -> None:
         self._pool = pool
         self._repository = repository
@@ -187,6 +187,7 @@ class SearchService:
         else:
             assert vector is not None
             assert query.text is not None
+            assert query.hybrid is not None
             pool = max(wanted, query.hybrid.candidates)
             dense_hits, keyword_hits = await asyncio.gather(
                 self._dense(space, query, vector, pool), self._keyword(query, pool)

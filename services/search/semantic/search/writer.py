@@ -61,8 +61,8 @@ class Embedder(Protocol):
 class WriterConfig:
     """How texts become vectors."""
 
-    chunking: bool = True
-    title_vector: bool = False
+    chunking: bool
+    title_vector: bool
     max_replans: int = 3
 
 
@@ -75,7 +75,7 @@ class ContentWriter:
         repository: NodeRepository,
         embedder: Embedder,
         chunker: Chunker | None,
-        config: WriterConfig = WriterConfig(),
+        config: WriterConfig,
     ) -> None:
         self._pool = pool
         self._repository = repository

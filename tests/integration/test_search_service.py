@@ -216,6 +216,24 @@ async def test_each_mode_finds_the_matching_document(stub, mode: int) -> None:  
         assert explanation.keyword_rank == 1
 
 
+async def test_hybrid_search_fuses_with_the_configured_rrf_k(
+    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**_env(database_url, embedder_address, fp32_model_dir), "SEMANTIC_SEARCH_RRF_K": "5"}
+    text, hybrid = "how do I renew certificates", pb.SEARCH_MODE_HYBRID
+    async with running_search(env, monkeypatch) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        await _load(stub)
+        configured = await stub.Search(pb.SearchRequest(text=text, mode=hybrid, top_k=3))
+        asked = await stub.Search(
+            pb.SearchRequest(text=text, mode=hybrid, top_k=3, hybrid=pb.HybridParams(rrf_k=7))
+        )
+    top = configured.hits[0].explanation
+    assert (top.dense_rank, top.keyword_rank) == (1, 1)
+    assert top.fused_score == pytest.approx(1 / 6 + 1 / 6)  # the service's k
+    assert asked.hits[0].explanation.fused_score == pytest.approx(1 / 8 + 1 / 8)  # the request's
+
+
 async def test_filters_restrict_the_results(stub) -> None:  # type: ignore[no-untyped-def]
     await _load(stub)
     flt = cpb.Filter(content_types=["recipe"])

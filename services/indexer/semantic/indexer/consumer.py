@@ -30,10 +30,10 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from prometheus_client import Counter, Gauge, Histogram
 
 from semantic.common.errors import DependencyUnavailable, FailedPrecondition, Overloaded
 from semantic.common.retry import is_transient
+from semantic.indexer import metrics
 from semantic.indexer.events import (
     CONTENT_PREFIX,
     DLQ_PREFIX,
@@ -60,31 +60,6 @@ from semantic.search import convert
 from semantic.search.db import outage_of
 
 log = structlog.get_logger(__name__)
-
-EVENTS = Counter("semantic_indexer_events_total", "Events handled", ["kind", "outcome"])
-DEAD_LETTERS = Counter("semantic_indexer_dead_letters_total", "Events dead-lettered", ["reason"])
-BATCH_SIZE = Histogram(
-    "semantic_indexer_batch_size",
-    "Events per applied batch",
-    ["kind"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
-)
-APPLY_SECONDS = Histogram(
-    "semantic_indexer_apply_seconds", "Apply time of one batch (embed + write)", ["kind"]
-)
-FRESHNESS = Histogram(
-    "semantic_indexer_freshness_seconds",
-    "Publish (or, without it, occurred_at) to commit, seconds",
-    ["kind"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
-)
-LAG = Gauge(
-    "semantic_indexer_consumer_lag", "Events not yet delivered to the consumer", ["consumer"]
-)
-ACK_PENDING = Gauge(
-    "semantic_indexer_ack_pending", "Events delivered and not yet acked", ["consumer"]
-)
-RETRIES = Counter("semantic_indexer_retries_total", "Batches nak'ed for a retry", ["kind"])
 
 
 def dependency_down(exc: BaseException) -> bool:
@@ -353,13 +328,13 @@ class ContentConsumer:
                 continue
             stamp = _published(item.msg) or getattr(item.item, "occurred_at", None)
             if stamp is not None:
-                FRESHNESS.labels(self._handler.kind).observe(
+                metrics.FRESHNESS.labels(self._handler.kind).observe(
                     max(0.0, (now - stamp).total_seconds())
                 )
-        APPLY_SECONDS.labels(self._handler.kind).observe(time.perf_counter() - started)
-        BATCH_SIZE.labels(self._handler.kind).observe(len(batch))
+        metrics.APPLY_SECONDS.labels(self._handler.kind).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(self._handler.kind).observe(len(batch))
         for name, count in applied.outcomes.items():
-            EVENTS.labels(self._handler.kind, name).inc(count)
+            metrics.EVENTS.labels(self._handler.kind, name).inc(count)
         self._outage_delay = 0.0
         log.debug("batch_applied", kind=self._handler.kind, events=len(batch))
 
@@ -374,7 +349,7 @@ class ContentConsumer:
     async def _retry_later(self, batch: list[_Decoded], delay: float, error: str) -> None:
         """A dependency is down: nak with a growing delay; the loop pauses as long."""
         self._outage_delay = delay
-        RETRIES.labels("dependency").inc()
+        metrics.RETRIES.labels("dependency").inc()
         log.warning("dependency_down_retrying", events=len(batch), delay_s=delay, error=error)
         for item in batch:
             sequence = _sequence(item.msg)
@@ -397,7 +372,7 @@ class ContentConsumer:
 
     async def _nak_event(self, item: _Decoded, delay: float, error: str) -> None:
         """The event itself failed and has attempts left: redeliver after ``delay``."""
-        RETRIES.labels("event").inc()
+        metrics.RETRIES.labels("event").inc()
         log.warning(
             "event_failed",
             event_id=getattr(item.item, "event_id", ""),
@@ -422,7 +397,7 @@ class ContentConsumer:
                 await msg.nak(delay=fallback_s)
             return
         await msg.term()
-        DEAD_LETTERS.labels(reason).inc()
+        metrics.DEAD_LETTERS.labels(reason).inc()
         log.warning("dead_lettered", subject=original, reason=reason, detail=detail[:300])
 
     async def _return_inflight(self) -> None:
@@ -434,8 +409,8 @@ class ContentConsumer:
     async def report_lag(self) -> None:
         """Update the lag gauges from the consumer's info."""
         info = await self._js.consumer_info(self._topology.stream, self._consumer)
-        LAG.labels(self._consumer).set(info.num_pending or 0)
-        ACK_PENDING.labels(self._consumer).set(info.num_ack_pending or 0)
+        metrics.LAG.labels(self._consumer).set(info.num_pending or 0)
+        metrics.ACK_PENDING.labels(self._consumer).set(info.num_ack_pending or 0)
 
 
 def _failure(exc: BaseException) -> Failure:

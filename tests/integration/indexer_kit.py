@@ -17,6 +17,7 @@ import grpc
 import nats
 from google.protobuf import json_format
 from nats.aio.client import Client as NatsClient
+from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from semantic.indexer.app import serve
@@ -150,8 +151,9 @@ def subject_for(event: events_pb2.ContentEvent) -> str:
     return f"semantic.content.{event.node.tenant or '_'}.{event.node.content_type or '_'}"
 
 
-async def publish(nc: NatsClient, event: events_pb2.ContentEvent, *, as_json: bool = False) -> None:
-    """Publish on JetStream the way a publisher should (Nats-Msg-Id = event_id)."""
+async def publish(nc: NatsClient, event: events_pb2.ContentEvent, *, as_json: bool = False) -> int:
+    """Publish on JetStream the way a publisher should (Nats-Msg-Id = event_id); returns
+    the event's stream sequence."""
     js = nc.jetstream()
     if as_json:
         payload = json_format.MessageToJson(event).encode()
@@ -159,14 +161,14 @@ async def publish(nc: NatsClient, event: events_pb2.ContentEvent, *, as_json: bo
     else:
         payload = event.SerializeToString()
         headers = {"Content-Type": "application/protobuf", "Nats-Msg-Id": event.event_id}
-    await js.publish(subject_for(event), payload, headers=headers)
+    return (await js.publish(subject_for(event), payload, headers=headers)).seq
 
 
 async def publish_raw(
     nc: NatsClient, subject: str, payload: bytes, headers: dict[str, str] | None = None
-) -> None:
-    """Publish arbitrary bytes (for poison)."""
-    await nc.jetstream().publish(subject, payload, headers=headers)
+) -> int:
+    """Publish arbitrary bytes (for poison); returns the stream sequence."""
+    return (await nc.jetstream().publish(subject, payload, headers=headers)).seq
 
 
 async def wait_for(
@@ -199,6 +201,30 @@ async def wait_for_streams(url: str, timeout_s: float = 60.0) -> None:
         await wait_for(ready, timeout_s=timeout_s, what="the indexer's streams")
     finally:
         await nc.close()
+
+
+async def consumer_state(url: str, consumer: str = "indexer") -> js_api.ConsumerInfo:
+    """What JetStream says of one of the indexer's durable consumers."""
+    nc = await nats.connect(url)
+    try:
+        return await nc.jetstream().consumer_info("SEMANTIC", consumer)
+    finally:
+        await nc.close()
+
+
+async def wait_handled(
+    url: str, seq: int, *, consumer: str = "indexer", timeout_s: float = 60.0
+) -> None:
+    """Wait until ``consumer`` has settled every event up to stream sequence ``seq``
+    (acked or dead-lettered): nothing left to deliver, nothing delivered awaiting an ack
+    or a redelivery, and its ack floor at ``seq`` or past it."""
+
+    async def settled() -> bool:
+        info = await consumer_state(url, consumer)
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        return info.num_pending == 0 and info.num_ack_pending == 0 and floor >= seq
+
+    await wait_for(settled, timeout_s=timeout_s, what=f"{consumer} to settle up to seq {seq}")
 
 
 async def dead_letters(url: str) -> list[tuple[str, dict[str, str], bytes]]:

@@ -4,13 +4,13 @@ subject with its reason; the stream and consumer are created or updated at start
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import asyncpg
 import pytest
 from google.protobuf import json_format
 from indexer_kit import (
+    consumer_state,
     content_event,
     dead_letters,
     node_versions,
@@ -20,6 +20,7 @@ from indexer_kit import (
     vector_counts,
     wait_for,
     wait_for_streams,
+    wait_handled,
 )
 from nats.aio.client import Client as NatsClient
 from nats.js import api as js_api
@@ -84,13 +85,13 @@ async def test_events_become_nodes_with_vectors_in_version_order(
         # An older version arriving late changes nothing.
         await publish(nc, content_event("b", 0 + 1, title="stale", body="old"))
         await publish(nc, content_event("b", 3, title="TLS", body="Automate renewal with ACME."))
-        await publish(nc, content_event("b", 2, title="older", body="must not win"))
+        late = await publish(nc, content_event("b", 2, title="older", body="must not win"))
 
         async def settled() -> bool:
             return await node_versions(database_url) == {"a": 2, "b": 3}
 
         await wait_for(settled, what="versions 2 and 3")
-        await asyncio.sleep(0.5)  # let the late, older event be handled too
+        await wait_handled(env["NATS_URL"], late)  # the late, older event was handled too
         second = await _node(database_url, "a")
         assert second is not None
         assert list(second["tags"]) == ["baking"]
@@ -102,13 +103,13 @@ async def test_events_become_nodes_with_vectors_in_version_order(
 
         # Delete by slug-less id; the vectors go with the node; an older upsert stays out.
         await publish(nc, content_event("a", 5, delete=True))
-        await publish(nc, content_event("a", 4, title="resurrected?", body="no"))
+        late = await publish(nc, content_event("a", 4, title="resurrected?", body="no"))
 
         async def deleted() -> bool:
             return "a" not in await node_versions(database_url)
 
         await wait_for(deleted, what="node a deleted")
-        await asyncio.sleep(0.5)
+        await wait_handled(env["NATS_URL"], late)
         assert "a" not in await node_versions(database_url)
         assert "a" not in await vector_counts(database_url)
     assert await dead_letters(env["NATS_URL"]) == []
@@ -265,14 +266,14 @@ async def test_user_events_on_nats_update_journeys_and_wait_for_late_nodes(
             event_id=str(uuid.uuid4()), user_id="u1", node_id=node_id, action=action
         )
 
-    async def publish_user(event: events_pb2.UserEvent, *, as_json: bool = False) -> None:
+    async def publish_user(event: events_pb2.UserEvent, *, as_json: bool = False) -> int:
         if as_json:
             payload = json_format.MessageToJson(event).encode()
             headers = {"Content-Type": "application/json", "Nats-Msg-Id": event.event_id}
         else:
             payload = event.SerializeToString()
             headers = {"Nats-Msg-Id": event.event_id}
-        await nc.jetstream().publish("semantic.user._", payload, headers=headers)
+        return (await nc.jetstream().publish("semantic.user._", payload, headers=headers)).seq
 
     env = {**env, "SEMANTIC_INDEXER_MAX_DELIVER": "20"}
     async with running_indexer(env, monkeypatch):
@@ -288,8 +289,14 @@ async def test_user_events_on_nats_update_journeys_and_wait_for_late_nodes(
         await publish_user(user_event("a", events_pb2.USER_ACTION_VIEW))
         await publish_user(user_event("b", events_pb2.USER_ACTION_CLICK), as_json=True)
         await publish_user(user_event("late", events_pb2.USER_ACTION_LIKE))  # not indexed yet
-        await publish_user(user_event("a", events_pb2.USER_ACTION_UNSPECIFIED))  # poison
-        await asyncio.sleep(1.0)
+        last = await publish_user(user_event("a", events_pb2.USER_ACTION_UNSPECIFIED))  # poison
+
+        async def late_one_waits() -> bool:  # every user event handled but the late one
+            info = await consumer_state(env["NATS_URL"], "indexer-users")
+            delivered = info.delivered.stream_seq if info.delivered else 0
+            return delivered >= last and info.num_pending == 0 and info.num_ack_pending == 1
+
+        await wait_for(late_one_waits, what="the late node's user event to wait for a retry")
         await publish(nc, content_event("late", 1, title="Late", body="Arrives after its event."))
 
         async def tracked() -> bool:

@@ -209,19 +209,32 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
         await wait_for(lambda: _above(dsn, 1500), timeout_s=300, what="some progress")
         progress_at_faults.append(await _processed(dsn))
         replicas[0].kill()
-        await asyncio.sleep(1)
+        alone_from = await _processed(dsn)  # down until the other replica carried on alone
+        await wait_for(lambda: _above(dsn, alone_from + 1), timeout_s=300, what="one replica")
         await replicas[0].start()
-        # Fault 2: the embedder is down for a while, then back on the same address.
+        # Fault 2: the embedder is down until the indexer ran into it, then back on the
+        # same address.
         await wait_for(lambda: _above(dsn, 3000), timeout_s=300, what="more progress")
         progress_at_faults.append(await _processed(dsn))
+        retries, dependency = "semantic_indexer_retries_total", '{kind="dependency"}'
+        naks = await _counted(replicas, retries, dependency)
         embedder.stop()
-        await asyncio.sleep(4)
+        await wait_for(
+            lambda: _counted_above(replicas, retries, naks, dependency),
+            timeout_s=300,
+            what="an event nak'ed while the embedder is down",
+        )
         await embedder.start()
-        # Fault 3: PostgreSQL restarts.
+        # Fault 3: PostgreSQL restarts once the indexer noticed it was gone.
         await wait_for(lambda: _above(dsn, 4000), timeout_s=300, what="even more progress")
         progress_at_faults.append(await _processed(dsn))
+        outages = await _counted(replicas, "semantic_database_outages_total")
         own_postgres.stop()
-        await asyncio.sleep(2)
+        await wait_for(
+            lambda: _counted_above(replicas, "semantic_database_outages_total", outages),
+            timeout_s=300,
+            what="the database outage noticed",
+        )
         own_postgres.start()
 
         js = nc.jetstream()
@@ -248,6 +261,25 @@ async def test_nothing_is_lost_or_applied_twice_under_faults(
 
 async def _above(dsn: str, total_versions: int) -> bool:
     return await _processed(dsn) >= total_versions
+
+
+async def _counted(replicas: list[Proc], name: str, labels: str | None = None) -> float:
+    """The sum over the replicas of one counter (of its series with ``labels``, or all)."""
+
+    def read() -> float:
+        total = 0.0
+        for replica in replicas:
+            series = replica.metric(name)
+            total += sum(v for k, v in series.items() if labels is None or k == labels)
+        return total
+
+    return await asyncio.to_thread(read)
+
+
+async def _counted_above(
+    replicas: list[Proc], name: str, before: float, labels: str | None = None
+) -> bool:
+    return await _counted(replicas, name, labels) > before
 
 
 async def test_two_replicas_share_the_work_without_doing_any_twice(

@@ -71,7 +71,7 @@ async def test_reindex_switches_models_while_search_keeps_answering(
             await search.Upsert(pb.UpsertRequest(nodes=nodes[start : start + 40]))
         first = (await admin.ListSpaces(pb.ListSpacesRequest())).active_space_id
 
-        answered, failures = [0], []
+        answered, failures, spaces = [0], [], []
         stop = asyncio.Event()
 
         async def keep_searching() -> None:
@@ -87,6 +87,7 @@ async def test_reindex_switches_models_while_search_keeps_answering(
                 if len(reply.hits) != 5:
                     failures.append(f"{len(reply.hits)} hits for {query.text!r}")
                 answered[0] += 1
+                spaces.append(reply.space_id)
 
         searcher = asyncio.create_task(keep_searching())
         try:
@@ -103,7 +104,11 @@ async def test_reindex_switches_models_while_search_keeps_answering(
                 return listed.active_space_id == started.space.id
 
             await wait_for(switched, timeout_s=180, what="the switch to the int8 space")
-            await asyncio.sleep(1.5)  # searches against the new space too
+
+            async def searched_the_new_space() -> bool:
+                return spaces.count(started.space.id) >= 10
+
+            await wait_for(searched_the_new_space, what="searches against the new space too")
         finally:
             stop.set()
             await searcher

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from semantic.core.domain import Filter
+from semantic.search.settings import SearchSettings
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.keyword import (
     StatsDelta,
@@ -22,6 +23,8 @@ from semantic.store.postgres.keyword import (
 from semantic.store.postgres.schema import bootstrap_schema
 
 NO_FILTER = Filter()
+DEFAULTS = SearchSettings.model_fields
+TEXT_CONFIG = DEFAULTS["search_text_config"].default
 
 
 @pytest_asyncio.fixture
@@ -45,7 +48,7 @@ async def _add_nodes(
             [(tenant, node_id, content_type, text) for node_id, text in docs.items()],
         )
         stats = StatsDelta()
-        await index_postings(conn, tenant, list(docs.items()), stats)
+        await index_postings(conn, tenant, list(docs.items()), stats, text_config=TEXT_CONFIG)
         await add_stats(conn, stats)
 
 
@@ -53,6 +56,9 @@ async def _search(
     conn: asyncpg.Connection, text: str, flt: Filter = NO_FILTER, tenant: str = "", **kw: Any
 ) -> list[tuple[str, float]]:
     sql, params = compile_filter(tenant, flt)
+    kw.setdefault("text_config", TEXT_CONFIG)
+    kw.setdefault("k1", DEFAULTS["search_bm25_k1"].default)
+    kw.setdefault("b", DEFAULTS["search_bm25_b"].default)
     return await keyword_search(
         conn, tenant, text, filter_sql=sql, filter_params=params, limit=kw.pop("limit", 10), **kw
     )

@@ -128,14 +128,32 @@ async def test_start_up_waits_for_postgres_then_succeeds(tmp_path: Path) -> None
     port = free_port()
     server = EmbeddedPostgres(tmp_path / "late-pg", port)
     dsn = server.url("late")
+    # Until PostgreSQL starts, its port answers like a server not ready yet: it accepts and
+    # hangs up at once. Each connection attempt of the bootstrap is counted.
+    attempts = 0
+    retried = asyncio.Event()
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        writer.close()
+        if attempts >= 3:
+            retried.set()
+
+    not_ready = await asyncio.start_server(hang_up, server.host, port)
     bootstrap = asyncio.create_task(bootstrap_schema(dsn, timeout_s=120))
     try:
-        await asyncio.sleep(1.5)
+        waiting = asyncio.create_task(retried.wait())
+        await asyncio.wait({waiting, bootstrap}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
         assert not bootstrap.done(), "bootstrap must keep retrying while nothing listens"
+        not_ready.close()
+        await not_ready.wait_closed()
         await asyncio.to_thread(server.start)
         result = await asyncio.wait_for(bootstrap, timeout=120)
         assert result.created_database
         assert result.applied == [m.filename for m in load_migrations()]
     finally:
+        not_ready.close()
         bootstrap.cancel()
         await asyncio.to_thread(server.stop)

@@ -11,7 +11,6 @@ import pytest
 from indexer_kit import running_search, search_env
 
 from semantic.common.auth import mint_token
-from semantic.search.settings import SearchSettings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -217,6 +216,24 @@ async def test_each_mode_finds_the_matching_document(stub, mode: int) -> None:  
         assert explanation.keyword_rank == 1
 
 
+async def test_hybrid_search_fuses_with_the_configured_rrf_k(
+    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {**_env(database_url, embedder_address, fp32_model_dir), "SEMANTIC_SEARCH_RRF_K": "5"}
+    text, hybrid = "how do I renew certificates", pb.SEARCH_MODE_HYBRID
+    async with running_search(env, monkeypatch) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        await _load(stub)
+        configured = await stub.Search(pb.SearchRequest(text=text, mode=hybrid, top_k=3))
+        asked = await stub.Search(
+            pb.SearchRequest(text=text, mode=hybrid, top_k=3, hybrid=pb.HybridParams(rrf_k=7))
+        )
+    top = configured.hits[0].explanation
+    assert (top.dense_rank, top.keyword_rank) == (1, 1)
+    assert top.fused_score == pytest.approx(1 / 6 + 1 / 6)  # the service's k
+    assert asked.hits[0].explanation.fused_score == pytest.approx(1 / 8 + 1 / 8)  # the request's
+
+
 async def test_filters_restrict_the_results(stub) -> None:  # type: ignore[no-untyped-def]
     await _load(stub)
     flt = cpb.Filter(content_types=["recipe"])
@@ -343,14 +360,3 @@ async def test_bad_search_is_invalid_argument_naming_the_field(stub, request_, f
         await stub.Search(request_)
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (caught.value.details() or "").startswith(field), caught.value.details()
-
-
-def test_the_pool_starts_with_the_configured_ef_search() -> None:
-    # Dense search takes its one-statement path only on connections already set to the
-    # ef_search it is asked for; the pool's start-up value must be the service's default.
-    from semantic.store.postgres.db import DEFAULT_EF_SEARCH, SESSION_SETTINGS
-    from semantic.store.postgres.retrieval import RetrievalConfig
-
-    default = SearchSettings.model_fields["search_ef_search"].default
-    assert default == RetrievalConfig().ef_search == DEFAULT_EF_SEARCH
-    assert SESSION_SETTINGS["hnsw.ef_search"] == str(default)

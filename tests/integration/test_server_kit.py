@@ -31,8 +31,12 @@ async def _fail(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     raise RuntimeError("password=hunter2 in a driver message")
 
 
+_slow_started = asyncio.Event()
+
+
 async def _slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-    await asyncio.sleep(1.0)
+    _slow_started.set()
+    await asyncio.sleep(1.0)  # a call that takes a while
     return b"finished"
 
 
@@ -204,8 +208,9 @@ async def test_graceful_shutdown_lets_in_flight_calls_finish() -> None:
     port = await kit.start([_register])
     await kit.set_serving()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        _slow_started.clear()
         in_flight = asyncio.ensure_future(channel.unary_unary(f"/{SERVICE}/Slow")(b""))
-        await asyncio.sleep(0.2)
+        await _slow_started.wait()  # the call is in the handler
         await kit.stop()
         assert await in_flight == b"finished"
         with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -28,7 +28,8 @@ from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import ContentWriter, WriterConfig
 from semantic.indexer.events import ContentChange
 from semantic.indexer.processor import ChangeProcessor
-from semantic.store.postgres.db import as_array, create_pool
+from semantic.search.settings import SearchSettings
+from semantic.store.postgres.db import as_array, create_pool, default_session_settings
 from semantic.store.postgres.nodes import PostgresNodes
 from semantic.store.postgres.spaces import PostgresSpaces
 from semantic.v1 import common_pb2 as cpb
@@ -38,6 +39,7 @@ from semantic.v1 import search_pb2_grpc
 pytestmark = pytest.mark.integration
 
 TRIALS = 24  # nodes per round; each round races every node once
+TEXT_CONFIG = SearchSettings.model_fields["search_text_config"].default
 TOPICS = [
     "sourdough bread needs a lively starter",
     "rotate TLS certificates before they expire",
@@ -109,11 +111,21 @@ async def stack(
     # Serving means the schema and the active space exist.
     await service.wait_serving()
     embedder = EmbedderClient(embedder_address)
-    pools = [await create_pool(database_url, min_size=1, max_size=4) for _ in range(2)]
+    pools = [
+        await create_pool(
+            database_url, min_size=1, max_size=4, session_settings=default_session_settings()
+        )
+        for _ in range(2)
+    ]
     processors = tuple(
         ChangeProcessor(
             ActiveSpaces(PostgresSpaces(pool)),
-            ContentWriter(PostgresNodes(pool), embedder, None, WriterConfig(chunking=False)),
+            ContentWriter(
+                PostgresNodes(pool, text_config=TEXT_CONFIG),
+                embedder,
+                None,
+                WriterConfig(chunking=False, title_vector=False),
+            ),
         )
         for pool in pools
     )

@@ -118,19 +118,36 @@ async def test_inference_runs_off_the_event_loop_thread(executor) -> None:  # ty
     assert threading.get_ident() not in model.threads
 
 
+class HeldModel(RecordingModel):
+    """A model whose every call waits until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inferring = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, batch: list[Text]) -> np.ndarray:
+        self.inferring.set()
+        self.release.wait()
+        return super().__call__(batch)
+
+
 async def test_full_queue_refuses_at_once(executor) -> None:  # type: ignore[no-untyped-def]
-    model = RecordingModel(delay=0.3)
+    model = HeldModel()
     policy = BatchPolicy(max_wait_s=0.0, max_pending=4, max_batch_texts=1, workers=1)
     batcher = await _with_batcher(model, executor, policy)
     try:
         first = asyncio.create_task(batcher.embed([text(4, 0)]))
-        await asyncio.sleep(0.05)  # the first text is now being inferred
+        await asyncio.to_thread(model.inferring.wait)  # the first text is now being inferred
         queued = asyncio.create_task(batcher.embed([text(4, i) for i in range(4)]))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one step of that task: embed queues its texts before awaiting
+        assert batcher.pending == 4
         with pytest.raises(Overloaded, match="limit 4"):
             await batcher.embed([text(4, 9)])
+        model.release.set()
         await asyncio.gather(first, queued)
     finally:
+        model.release.set()
         await batcher.close()
 
 

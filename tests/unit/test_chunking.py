@@ -21,7 +21,7 @@ def pieces() -> Tokenizer:
 
 
 def test_a_text_that_fits_is_one_chunk_spanning_it_all() -> None:
-    chunks = Chunker(TOKENIZER).split(["A short note about caching."])[0]
+    chunks = Chunker(TOKENIZER, window=64, overlap=16).split(["A short note about caching."])[0]
     assert len(chunks) == 1
     assert (chunks[0].start, chunks[0].end) == (0, len("A short note about caching."))
 

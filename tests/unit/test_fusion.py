@@ -8,6 +8,8 @@ from semantic.common.errors import InvalidArgument
 from semantic.core.domain import ChunkMatch, DenseHit, Hit
 from semantic.core.fusion import above, from_dense, from_keyword, fuse, page
 
+RRF_K = 60  # where the k does not change what a test checks
+
 
 def _dense(*ids: str) -> list[DenseHit]:
     return [
@@ -35,7 +37,7 @@ def test_a_node_on_both_sides_sums_its_reciprocal_ranks() -> None:
 
 
 def test_every_hit_says_why_it_ranked() -> None:
-    hits = {h.node_id: h for h in fuse(_dense("a", "b"), _keyword("b", "x"))}
+    hits = {h.node_id: h for h in fuse(_dense("a", "b"), _keyword("b", "x"), rrf_k=RRF_K)}
     b = hits["b"]
     assert (b.dense_rank, b.keyword_rank) == (2, 1)
     assert b.dense_score == pytest.approx(0.8)
@@ -48,8 +50,12 @@ def test_every_hit_says_why_it_ranked() -> None:
 
 
 def test_weights_shift_the_balance_between_the_sides() -> None:
-    dense_heavy = fuse(_dense("a"), _keyword("b"), dense_weight=2.0, keyword_weight=1.0)
-    keyword_only = fuse(_dense("a"), _keyword("b"), dense_weight=0.0, keyword_weight=1.0)
+    dense_heavy = fuse(
+        _dense("a"), _keyword("b"), rrf_k=RRF_K, dense_weight=2.0, keyword_weight=1.0
+    )
+    keyword_only = fuse(
+        _dense("a"), _keyword("b"), rrf_k=RRF_K, dense_weight=0.0, keyword_weight=1.0
+    )
     assert [h.node_id for h in dense_heavy] == ["a", "b"]
     assert [h.node_id for h in keyword_only] == ["b", "a"]
     assert keyword_only[1].fused_score == 0.0
@@ -74,7 +80,7 @@ def test_single_sides_become_ranked_hits() -> None:
     assert [h.score for h in dense] == pytest.approx([0.9, 0.8])
     assert dense[0].keyword_rank is None
     assert dense[0].fused_score is None
-    assert fuse([], []) == []
+    assert fuse([], [], rrf_k=RRF_K) == []
 
 
 @pytest.mark.parametrize(
@@ -88,7 +94,7 @@ def test_single_sides_become_ranked_hits() -> None:
 )
 def test_fusion_parameters_are_checked(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        fuse(_dense("a"), _keyword("a"), **kwargs)  # type: ignore[arg-type]
+        fuse(_dense("a"), _keyword("a"), **{"rrf_k": RRF_K, **kwargs})  # type: ignore[arg-type]
     assert caught.value.field == field
 
 

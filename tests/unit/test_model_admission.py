@@ -31,7 +31,7 @@ from semantic.common.auth import (
     require_every_tenant,
 )
 from semantic.embedder.batcher import BatchPolicy
-from semantic.embedder.engine import EmbeddingEngine, Limits, ModelOutputInvalid
+from semantic.embedder.engine import EmbeddingEngine, EmbedLimits, ModelOutputInvalid
 from semantic.embedder.loading import ModelLoading
 from semantic.embedder.model.errors import ManifestInvalid, ModelIncompatible
 from semantic.embedder.model.graph_limits import GraphLimits, initializer_shapes
@@ -292,7 +292,7 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 def _engine(models: list[Any], executor: ThreadPoolExecutor, max_models: int) -> EmbeddingEngine:
     return EmbeddingEngine(
-        models, executor=executor, policy=BatchPolicy(), limits=Limits(), max_models=max_models
+        models, executor=executor, policy=BatchPolicy(), limits=EmbedLimits(), max_models=max_models
     )
 
 

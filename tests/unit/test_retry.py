@@ -1,9 +1,27 @@
-"""The retry helper retries transient errors only, and gives up at its deadline."""
+"""The retry helper retries transient errors only, and gives up at its deadline.
+
+Time is a fake clock here: the helper's waits advance it, nothing really sleeps.
+"""
 
 import pytest
 
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.common.retry import is_transient, retry_async
+
+
+class FakeTime:
+    """A clock that only the retry helper's sleeps move forward."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
 
 
 async def test_transient_errors_are_retried_until_success() -> None:
@@ -16,8 +34,13 @@ async def test_transient_errors_are_retried_until_success() -> None:
             raise ConnectionRefusedError("not yet")
         return "up"
 
-    assert await retry_async(flaky, what="thing", timeout_s=10, initial_s=0.01) == "up"
+    fake = FakeTime()
+    outcome = await retry_async(
+        flaky, what="thing", timeout_s=10, initial_s=0.01, sleep=fake.sleep, clock=fake.clock
+    )
+    assert outcome == "up"
     assert calls == 3
+    assert len(fake.waits) == 2  # one wait before each retry
 
 
 async def test_non_transient_error_is_raised_at_once() -> None:
@@ -28,17 +51,38 @@ async def test_non_transient_error_is_raised_at_once() -> None:
         calls += 1
         raise InvalidArgument("x", "bad")
 
+    fake = FakeTime()
     with pytest.raises(InvalidArgument):
-        await retry_async(broken, what="thing", timeout_s=10, initial_s=0.01)
+        await retry_async(
+            broken, what="thing", timeout_s=10, initial_s=0.01, sleep=fake.sleep, clock=fake.clock
+        )
     assert calls == 1
+    assert fake.waits == []
 
 
 async def test_gives_up_after_the_deadline_with_the_last_error() -> None:
-    async def down() -> None:
-        raise DependencyUnavailable("nats", "refused")
+    calls = 0
 
-    with pytest.raises(DependencyUnavailable, match="nats unavailable"):
-        await retry_async(down, what="nats", timeout_s=0.2, initial_s=0.01, max_wait_s=0.05)
+    async def down() -> None:
+        nonlocal calls
+        calls += 1
+        raise DependencyUnavailable("nats", f"refused (attempt {calls})")
+
+    fake = FakeTime()
+    with pytest.raises(DependencyUnavailable, match="nats unavailable") as caught:
+        await retry_async(
+            down,
+            what="nats",
+            timeout_s=0.2,
+            initial_s=0.01,
+            max_wait_s=0.05,
+            sleep=fake.sleep,
+            clock=fake.clock,
+        )
+    assert calls > 2  # it did retry before giving up ...
+    assert str(caught.value).endswith(f"(attempt {calls})")  # ... and raised the last error
+    assert fake.now >= 0.2  # at the deadline, not before
+    assert fake.now - fake.waits[-1] < 0.2  # and not a wait later
 
 
 def test_transient_classification() -> None:

@@ -18,6 +18,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from semantic.common.embedding import InputType
 from semantic.common.errors import (
     DependencyUnavailable,
     FailedPrecondition,
@@ -25,7 +26,7 @@ from semantic.common.errors import (
     Overloaded,
 )
 from semantic.common.retry import retry_async
-from semantic.core.ports import Embedded, InputType, ModelDescription
+from semantic.core.ports import Embedded, ModelDescription
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
 

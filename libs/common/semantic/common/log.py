@@ -7,10 +7,15 @@ import sys
 
 import structlog
 
-from semantic.common.settings import LogFormat, LogLevel
+from semantic.common.settings import BaseServiceSettings, LogFormat, LogLevel
+
+_DEFAULTS = BaseServiceSettings.model_fields
 
 
-def configure_logging(level: LogLevel = "info", fmt: LogFormat = "json") -> None:
+def configure_logging(
+    level: LogLevel = _DEFAULTS["log_level"].default,
+    fmt: LogFormat = _DEFAULTS["log_format"].default,
+) -> None:
     """Route structlog and stdlib logging to stderr as JSON lines or console text."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

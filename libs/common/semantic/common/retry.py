@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -11,7 +12,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_delay,
     wait_exponential_jitter,
 )
 
@@ -41,12 +41,18 @@ async def retry_async(
     transient: Callable[[BaseException], bool] = is_transient,
     initial_s: float = 0.1,
     max_wait_s: float = 5.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Run ``operation`` until it succeeds, retrying transient errors with jittered backoff.
 
-    Gives up after ``timeout_s`` seconds and re-raises the last error; a non-transient
-    error is raised at once. Every retry is logged with the reason.
+    Gives up after ``timeout_s`` seconds (of ``clock``) and re-raises the last error; a
+    non-transient error is raised at once. Every retry is logged with the reason.
     """
+    started = clock()
+
+    def _out_of_time(state: RetryCallState) -> bool:
+        return clock() - started >= timeout_s
 
     def _log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -59,11 +65,11 @@ async def retry_async(
         )
 
     retrying = AsyncRetrying(
-        stop=stop_after_delay(timeout_s),
+        stop=_out_of_time,
         wait=wait_exponential_jitter(multiplier=initial_s, max=max_wait_s, jitter=initial_s),
         retry=retry_if_exception(transient),
         before_sleep=_log_retry,
-        sleep=asyncio.sleep,
+        sleep=sleep,
         reraise=True,
     )
     result: T = await retrying(operation)

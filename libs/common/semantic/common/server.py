@@ -29,6 +29,7 @@ from prometheus_client import start_http_server
 
 from semantic.common.errors import InvalidArgument
 from semantic.common.grpc_errors import Behavior, ErrorInterceptor, rewrap
+from semantic.common.settings import BaseServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,7 @@ class ServerKit:
     port: int = 0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
-    grace_seconds: float = 10.0
+    grace_seconds: float = BaseServiceSettings.model_fields["shutdown_grace_seconds"].default
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
     options: Sequence[tuple[str, Any]] = (
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -64,6 +65,27 @@ class ServerKit:
     listening: asyncio.Event = field(default_factory=asyncio.Event)
     _server: grpc.aio.Server | None = None
     _metrics: Any = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: BaseServiceSettings,
+        *,
+        name: str,
+        service_names: Sequence[str],
+        extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> ServerKit:
+        """The kit of one service process: addresses and grace period from its settings."""
+        return cls(
+            name=name,
+            service_names=service_names,
+            host=settings.grpc_host,
+            port=settings.grpc_port,
+            metrics_host=settings.metrics_host,
+            metrics_port=settings.metrics_port,
+            grace_seconds=settings.shutdown_grace_seconds,
+            extra_interceptors=extra_interceptors,
+        )
 
     async def start(self, registrars: Sequence[Registrar]) -> int:
         """Start listening with every service NOT_SERVING; returns the bound port."""

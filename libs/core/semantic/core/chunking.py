@@ -29,7 +29,7 @@ class Chunk:
 class Chunker:
     """Splits texts with the model's own tokenizer (tokenizer.json)."""
 
-    def __init__(self, tokenizer_file: Path, *, window: int = 256, overlap: int = 32) -> None:
+    def __init__(self, tokenizer_file: Path, *, window: int, overlap: int) -> None:
         if window < 8:
             raise ValueError("window must be at least 8 word-pieces")
         if not 0 <= overlap < window - 2:

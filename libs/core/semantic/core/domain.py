@@ -109,12 +109,13 @@ class VectorTarget:
 
 @dataclass(frozen=True)
 class HybridParams:
-    """Reciprocal rank fusion: score = sum(weight / (k + rank)) over the two sides."""
+    """Reciprocal rank fusion: score = sum(weight / (k + rank)) over the two sides, from
+    ``candidates`` nodes of each side (their defaults are the service's settings)."""
 
-    rrf_k: int = 60
+    rrf_k: int
+    candidates: int
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
-    candidates: int = 100
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ class SearchQuery:
     text: str | None = None
     vector: np.ndarray[Any, Any] | None = None
     targets: tuple[VectorTarget, ...] = (VectorTarget(),)
-    hybrid: HybridParams = HybridParams()
+    hybrid: HybridParams | None = None
+    """How a hybrid search fuses its two sides (None for the other modes)."""
     filter: Filter = Filter()
     top_k: int = 10
     offset: int = 0

@@ -56,7 +56,7 @@ def fuse(
     dense: Sequence[DenseHit],
     keyword: Sequence[tuple[str, float]],
     *,
-    rrf_k: int = 60,
+    rrf_k: int,
     dense_weight: float = 1.0,
     keyword_weight: float = 1.0,
 ) -> list[Hit]:

@@ -11,7 +11,8 @@
     MaintenanceStore  the node walks of heal/backfill/reindex maintenance.PostgresMaintenance
                       and the cross-process pass locks
 
-The values the embedder port speaks (:data:`InputType`, :class:`Embedded`,
+The values the embedder port speaks (:data:`InputType`, defined in
+:mod:`semantic.common.embedding`, :class:`Embedded`,
 :class:`ModelDescription`) live here too. Nothing here knows SQL, asyncpg or protobuf.
 """
 
@@ -20,9 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from semantic.common.embedding import InputType
 
 if TYPE_CHECKING:
     from semantic.core.domain import DenseHit, NodeRecord, SearchQuery
@@ -38,8 +41,6 @@ if TYPE_CHECKING:
     from semantic.core.service import Stats
     from semantic.core.spaces import Space
 
-InputType = Literal["query", "document"]
-"""How a text is embedded: as a search query or as a stored document."""
 Key = tuple[str, str]
 """A node's key: (tenant, id)."""
 

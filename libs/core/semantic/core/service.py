@@ -155,6 +155,7 @@ class SearchService:
         else:
             assert vector is not None
             assert query.text is not None
+            assert query.hybrid is not None
             pool = max(wanted, query.hybrid.candidates)
             dense_hits, keyword_hits = await asyncio.gather(
                 self._retrieval.dense(space, query, vector, pool),

@@ -47,8 +47,8 @@ TRANSACTION_SECONDS = Histogram(
 class WriterConfig:
     """How texts become vectors (defaults: the settings' defaults)."""
 
-    chunking: bool = WritePathSettings.model_fields["search_chunking"].default
-    title_vector: bool = WritePathSettings.model_fields["search_title_vector"].default
+    chunking: bool
+    title_vector: bool
     max_replans: int = 3
 
 
@@ -60,7 +60,7 @@ class ContentWriter:
         nodes: NodeStore,
         embedder: Embedder,
         chunker: Chunker | None,
-        config: WriterConfig = WriterConfig(),
+        config: WriterConfig,
     ) -> None:
         self._nodes = nodes
         self._embedder = embedder

@@ -20,30 +20,40 @@ from semantic.common import validation
 from semantic.common.errors import InvalidArgument
 from semantic.core import domain
 from semantic.core.nodes import VectorRow
+from semantic.core.settings import InputLimitSettings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 
 
+def _setting(name: str) -> Any:
+    """The default of one of the input-limit settings (defined there, once)."""
+    return InputLimitSettings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Input limits (the documented defaults; some come from settings)."""
+    """Input limits of the search API (nodes, queries, filters) and of content events.
 
-    max_nodes: int = 500
+    The configurable ones default to the search service's settings (SEMANTIC_SEARCH_MAX_*);
+    the embedder's per-call limits are another thing (``semantic.embedder.engine.EmbedLimits``).
+    """
+
+    max_nodes: int = _setting("search_max_nodes_per_upsert")
     """Nodes per Upsert; ids + slugs per Delete."""
-    max_get: int = 1000
+    max_get: int = _setting("search_max_get")
     """Ids + slugs per Get."""
-    max_title_chars: int = 1000
-    max_text_chars: int = 1_000_000
+    max_title_chars: int = _setting("search_max_title_chars")
+    max_text_chars: int = _setting("search_max_text_chars")
     """Characters of a body or a ``texts`` entry."""
-    max_query_chars: int = 10_000
-    max_tags: int = 64
-    max_metadata_bytes: int = 64 * 1024
+    max_query_chars: int = _setting("search_max_query_chars")
+    max_tags: int = _setting("search_max_tags")
+    max_metadata_bytes: int = _setting("search_max_metadata_bytes")
     """Serialized size of ``Node.metadata``."""
     max_chunks: int = 1024
     """Chunks per vector name of a node (``chunk_index`` < this)."""
     max_targets: int = 8
-    max_top_k: int = 1000
-    max_offset: int = 10_000
+    max_top_k: int = _setting("search_max_top_k")
+    max_offset: int = _setting("search_max_offset")
     max_filter_values: int = 1000
     """Values per list of a filter (content types, tags, one condition's ``any_of``)."""
     max_filter_ids: int = 10_000

@@ -20,7 +20,7 @@ from semantic.common.auth import EMBEDDER_METHOD_ROLES, EMBEDDER_OPEN_METHODS, A
 from semantic.common.log import configure_logging
 from semantic.common.server import ServerKit, run_service
 from semantic.embedder.batcher import BatchPolicy
-from semantic.embedder.engine import EmbeddingEngine, EmbeddingModel, Limits
+from semantic.embedder.engine import EmbeddingEngine, EmbeddingModel, EmbedLimits
 from semantic.embedder.loading import ModelLoading
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.embedder.servicer import EmbedderServicer
@@ -59,7 +59,7 @@ def build_engine(
             max_pending=settings.embedder_max_pending,
             workers=settings.embedder_workers,
         ),
-        limits=Limits(
+        limits=EmbedLimits(
             max_texts=settings.embedder_max_texts_per_request,
             max_chars=settings.embedder_max_chars_per_text,
         ),
@@ -114,15 +114,8 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event | None = None) -
     # UNAVAILABLE until the models answered a warm-up
     servicer = EmbedderServicer(loading=loading)
     engines: list[EmbeddingEngine] = []
-    kit = ServerKit(
-        name="embedder",
-        service_names=[SERVICE_NAME],
-        host=settings.grpc_host,
-        port=settings.grpc_port,
-        metrics_host=settings.metrics_host,
-        metrics_port=settings.metrics_port,
-        grace_seconds=settings.shutdown_grace_seconds,
-        extra_interceptors=interceptors,
+    kit = ServerKit.from_settings(
+        settings, name="embedder", service_names=[SERVICE_NAME], extra_interceptors=interceptors
     )
 
     async def start() -> None:

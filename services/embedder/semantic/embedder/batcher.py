@@ -41,6 +41,7 @@ import numpy as np
 from prometheus_client import Histogram
 
 from semantic.common.errors import Overloaded
+from semantic.embedder.settings import EmbedderSettings
 
 BATCH_TEXTS = Histogram(
     "semantic_embedder_batch_texts",
@@ -78,12 +79,12 @@ class _Item(Generic[E]):
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    """How batches are formed."""
+    """How batches are formed (the defaults are the service's settings)."""
 
-    token_budget: int = 8192
-    max_batch_texts: int = 64
-    max_wait_s: float = 0.002
-    max_pending: int = 4096
+    token_budget: int = EmbedderSettings.model_fields["embedder_token_budget"].default
+    max_batch_texts: int = EmbedderSettings.model_fields["embedder_max_batch_texts"].default
+    max_wait_s: float = EmbedderSettings.model_fields["embedder_max_wait_ms"].default / 1000
+    max_pending: int = EmbedderSettings.model_fields["embedder_max_pending"].default
     workers: int = 1
     group_tokens: int = 2048
     call_cost_tokens: int = 64

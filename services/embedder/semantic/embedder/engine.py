@@ -12,16 +12,16 @@ import functools
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from semantic.common.embedding import InputType
 from semantic.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from semantic.embedder.batcher import BatchPolicy, MicroBatcher
 from semantic.embedder.model.errors import ModelError
 from semantic.embedder.model.manifest import Manifest, model_id_problem
-
-InputType = Literal["query", "document"]
+from semantic.embedder.settings import EmbedderSettings
 
 
 class Encoded(Protocol):
@@ -49,11 +49,14 @@ class EmbeddingModel(Protocol):
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Per-request limits, checked before any work starts."""
+class EmbedLimits:
+    """Limits of one Embed call (texts per request, characters per text), checked before
+    any work starts; the service reports them in ``Info`` as ``EmbedLimits``. Not the
+    search API's input limits (``semantic.wire.convert.Limits``): those bound nodes,
+    queries and filters, these what one call may ask of a model."""
 
-    max_texts: int = 256
-    max_chars: int = 32768
+    max_texts: int = EmbedderSettings.model_fields["embedder_max_texts_per_request"].default
+    max_chars: int = EmbedderSettings.model_fields["embedder_max_chars_per_text"].default
 
 
 class ModelOutputInvalid(ModelError):
@@ -85,7 +88,7 @@ class EmbeddingEngine:
         *,
         executor: Executor,
         policy: BatchPolicy,
-        limits: Limits,
+        limits: EmbedLimits,
         default_model: str | None = None,
         max_models: int | None = None,
     ) -> None:

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from importlib.metadata import version
 from typing import Any
 
+from semantic.common.embedding import InputType
 from semantic.common.errors import DependencyUnavailable, InvalidArgument, PermissionDenied
-from semantic.embedder.engine import Embedding, EmbeddingEngine, InputType
+from semantic.embedder.engine import Embedding, EmbeddingEngine
 from semantic.embedder.loading import ModelLoading
 from semantic.embedder.model.manifest import Manifest
 from semantic.v1 import embedder_pb2 as pb

@@ -39,7 +39,7 @@ from semantic.indexer.streams import Topology, ensure_topology
 from semantic.indexer.unreadable import UnreadableSweeper
 from semantic.indexer.users import UserEventHandler
 from semantic.store.postgres.archetype_rows import ArchetypeStore
-from semantic.store.postgres.db import create_pool, outage_of
+from semantic.store.postgres.db import create_pool, default_session_settings, outage_of
 from semantic.store.postgres.guardian import DatabaseGuardian
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes
@@ -81,19 +81,16 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
     halt = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     closers: list[object] = []
-    kit = ServerKit(
-        name="indexer",
-        service_names=[],
-        host=settings.grpc_host,
-        port=settings.grpc_port,
-        metrics_host=settings.metrics_host,
-        metrics_port=settings.metrics_port,
-        grace_seconds=settings.shutdown_grace_seconds,
-    )
+    kit = ServerKit.from_settings(settings, name="indexer", service_names=[])
 
     async def start() -> None:
         await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)
-        pool = await create_pool(settings.dsn(), min_size=1, max_size=settings.indexer_pool_max)
+        pool = await create_pool(
+            settings.dsn(),
+            min_size=1,
+            max_size=settings.indexer_pool_max,
+            session_settings=default_session_settings(),
+        )
         closers.append(pool)
         embedder = EmbedderClient(settings.embedder_address)
         closers.append(embedder)
@@ -120,7 +117,6 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         processor = ChangeProcessor(active, writer)
         config = ConsumerConfig(
             batch_size=settings.indexer_batch_size,
-            fetch_timeout_s=1.0,
             ack_wait_s=settings.indexer_ack_wait_s,
             max_deliver=settings.indexer_max_deliver,
             retry_initial_s=settings.indexer_retry_initial_s,

@@ -1,14 +1,9 @@
 """The consumer loop: fetch a batch, decode, apply in one transaction, then ack.
 
-    poison (undecodable, invalid, too large, wrong tenant)  -> dead letter, then term
-    dependency down (embedder, PostgreSQL, overloaded,      -> nak with growing delay;
-    the database lost, emptied or replaced)                    the loop pauses as long,
-                                                               never counted as an attempt
-    any other failure of a batch                            -> events retried one by one;
-                                                               the failing one is nak'ed,
-                                                               dead-lettered after
-                                                               max_deliver attempts
-    success                                                 -> ack every event
+How each event ends (ack, nak with a growing delay, dead letter then term, or a failed
+batch retried event by event) is decided in ``semantic.indexer.outcome``; this module
+says which failures mean a dependency is down (embedder, PostgreSQL, overloaded, the
+database lost, emptied or replaced) and carries the decision out on the messages.
 
 While a batch is being applied, every message gets a progress signal each third of the
 ack wait, so a slow batch is never redelivered to another replica (no double work). On
@@ -35,10 +30,10 @@ import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from prometheus_client import Counter, Gauge, Histogram
 
 from semantic.common.errors import DependencyUnavailable, FailedPrecondition, Overloaded
 from semantic.common.retry import is_transient
+from semantic.indexer import metrics
 from semantic.indexer.events import (
     CONTENT_PREFIX,
     DLQ_PREFIX,
@@ -46,37 +41,25 @@ from semantic.indexer.events import (
     Poison,
     decode_content,
 )
+from semantic.indexer.outcome import (
+    Ack,
+    DeadLetter,
+    Failure,
+    Isolate,
+    Nak,
+    Outcome,
+    RetryLater,
+    RetryPolicy,
+    attempts,
+    dead_letter_headers,
+    settle,
+)
 from semantic.indexer.processor import ChangeProcessor
 from semantic.indexer.streams import Topology
 from semantic.store.postgres.db import outage_of
 from semantic.wire import convert
 
 log = structlog.get_logger(__name__)
-
-EVENTS = Counter("semantic_indexer_events_total", "Events handled", ["kind", "outcome"])
-DEAD_LETTERS = Counter("semantic_indexer_dead_letters_total", "Events dead-lettered", ["reason"])
-BATCH_SIZE = Histogram(
-    "semantic_indexer_batch_size",
-    "Events per applied batch",
-    ["kind"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
-)
-APPLY_SECONDS = Histogram(
-    "semantic_indexer_apply_seconds", "Apply time of one batch (embed + write)", ["kind"]
-)
-FRESHNESS = Histogram(
-    "semantic_indexer_freshness_seconds",
-    "Publish (or, without it, occurred_at) to commit, seconds",
-    ["kind"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
-)
-LAG = Gauge(
-    "semantic_indexer_consumer_lag", "Events not yet delivered to the consumer", ["consumer"]
-)
-ACK_PENDING = Gauge(
-    "semantic_indexer_ack_pending", "Events delivered and not yet acked", ["consumer"]
-)
-RETRIES = Counter("semantic_indexer_retries_total", "Batches nak'ed for a retry", ["kind"])
 
 
 def dependency_down(exc: BaseException) -> bool:
@@ -107,16 +90,21 @@ class Gate(Protocol):
 
 @dataclass(frozen=True)
 class ConsumerConfig:
-    """Knobs of the loop (from settings)."""
+    """Knobs of the loop (the values come from settings)."""
 
-    batch_size: int = 256
+    batch_size: int
+    ack_wait_s: float
+    max_deliver: int
+    retry_initial_s: float
+    retry_max_s: float
+    max_event_bytes: int
+    limits: convert.Limits
     fetch_timeout_s: float = 1.0
-    ack_wait_s: float = 30.0
-    max_deliver: int = 10
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
-    max_event_bytes: int = 1024 * 1024
-    limits: convert.Limits = field(default_factory=convert.Limits)
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """Redelivery delays and attempts."""
+        return RetryPolicy(self.max_deliver, self.retry_initial_s, self.retry_max_s)
 
 
 @dataclass
@@ -201,11 +189,6 @@ class ContentConsumer:
         self._outage_delay = 0.0
         self._outage_naks: dict[int, int] = {}  # stream sequence -> naks for outages
 
-    def delay_for(self, attempt: int) -> float:
-        """Growing redelivery delay: initial x 2^(attempt-1), capped."""
-        exponent = min(max(attempt - 1, 0), 20)
-        return float(min(self._config.retry_max_s, self._config.retry_initial_s * 2**exponent))
-
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and handle batches until ``stop`` is set."""
         subscription = await self._js.pull_subscribe_bind(
@@ -261,7 +244,9 @@ class ContentConsumer:
                 try:
                     valid.append(_Decoded(msg, self._handler.decode(msg)))
                 except Poison as poison:
-                    await self._dead_letter(msg, poison.reason, poison.detail)
+                    failure = Failure.poison(poison.reason, poison.detail)
+                    poisoned = [_Decoded(msg, None)]
+                    await self._carry_out(poisoned, self._decide(poisoned, failure), failure)
             if valid:
                 await self._apply(valid)
         except asyncio.CancelledError:
@@ -274,21 +259,55 @@ class ContentConsumer:
         try:
             await self._apply_batch(batch)
         except Exception as exc:
-            if dependency_down(exc):
-                await self._retry_later(batch, exc)
-                return
-            if len(batch) == 1:
-                await self._failed(batch[0], exc)
+            failure = _failure(exc)
+            outcome = self._decide(batch, failure)
+            if not isinstance(outcome, Isolate):
+                await self._carry_out(batch, outcome, failure)
                 return
             log.warning("batch_failed_isolating", events=len(batch), error=str(exc))
             for index, item in enumerate(batch):  # find the event(s) at fault, apply the rest
                 try:
                     await self._apply_batch([item])
                 except Exception as one:
-                    if dependency_down(one):
-                        await self._retry_later(batch[index:], one)
+                    failure = _failure(one)
+                    outcome = self._decide([item], failure)
+                    if isinstance(outcome, Nak) and outcome.outage:  # the rest waits too
+                        rest = batch[index:]
+                        await self._carry_out(rest, self._decide(rest, failure), failure)
                         return
-                    await self._failed(item, one)
+                    await self._carry_out([item], outcome, failure)
+
+    def _decide(self, batch: list[_Decoded], failure: Failure | None) -> Outcome:
+        """The outcome of ``batch`` (one event, or a batch failing as a whole)."""
+        return settle(
+            failure,
+            deliveries=max(_deliveries(i.msg) for i in batch),
+            outage_naks=self._outage_naks_of(batch[0].msg) if len(batch) == 1 else 0,
+            batch_size=len(batch),
+            policy=self._config.retry,
+        )
+
+    async def _carry_out(
+        self, batch: list[_Decoded], outcome: Outcome, failure: Failure | None
+    ) -> None:
+        """Settle the messages of ``batch`` as ``outcome`` says (never Isolate)."""
+        error = failure.detail if failure is not None else ""
+        match outcome:
+            case Ack():
+                for item in batch:
+                    await item.msg.ack()
+                    self._forget(item.msg)
+            case Nak(delay_s=delay, outage=True):
+                await self._retry_later(batch, delay, error)
+            case Nak(delay_s=delay):
+                for item in batch:
+                    await self._nak_event(item, delay, error)
+            case DeadLetter(reason=reason, detail=detail, fallback_delay_s=fallback):
+                for item in batch:
+                    self._forget(item.msg)
+                    await self._dead_letter(item.msg, reason, detail, fallback)
+            case Isolate():
+                raise AssertionError("a batch to isolate is applied event by event")
 
     async def _apply_batch(self, batch: list[_Decoded]) -> None:
         started = time.perf_counter()
@@ -302,20 +321,20 @@ class ContentConsumer:
         now = datetime.now(UTC)
         for index, item in enumerate(batch):
             reason = applied.retry.get(index)
-            if reason is not None:
-                await self._failed(item, RetryLater(reason))
+            failure = None if reason is None else _failure(RetryLater(reason))
+            outcome = self._decide([item], failure)
+            await self._carry_out([item], outcome, failure)
+            if not isinstance(outcome, Ack):
                 continue
-            await item.msg.ack()
-            self._forget(item.msg)
             stamp = _published(item.msg) or getattr(item.item, "occurred_at", None)
             if stamp is not None:
-                FRESHNESS.labels(self._handler.kind).observe(
+                metrics.FRESHNESS.labels(self._handler.kind).observe(
                     max(0.0, (now - stamp).total_seconds())
                 )
-        APPLY_SECONDS.labels(self._handler.kind).observe(time.perf_counter() - started)
-        BATCH_SIZE.labels(self._handler.kind).observe(len(batch))
+        metrics.APPLY_SECONDS.labels(self._handler.kind).observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.labels(self._handler.kind).observe(len(batch))
         for name, count in applied.outcomes.items():
-            EVENTS.labels(self._handler.kind, name).inc(count)
+            metrics.EVENTS.labels(self._handler.kind, name).inc(count)
         self._outage_delay = 0.0
         log.debug("batch_applied", kind=self._handler.kind, events=len(batch))
 
@@ -327,18 +346,11 @@ class ContentConsumer:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
 
-    async def _retry_later(self, batch: list[_Decoded], exc: BaseException) -> None:
+    async def _retry_later(self, batch: list[_Decoded], delay: float, error: str) -> None:
         """A dependency is down: nak with a growing delay; the loop pauses as long."""
-        attempt = max(_deliveries(i.msg) for i in batch)
-        delay = self.delay_for(attempt)
         self._outage_delay = delay
-        RETRIES.labels("dependency").inc()
-        log.warning(
-            "dependency_down_retrying",
-            events=len(batch),
-            delay_s=delay,
-            error=f"{type(exc).__name__}: {exc}",
-        )
+        metrics.RETRIES.labels("dependency").inc()
+        log.warning("dependency_down_retrying", events=len(batch), delay_s=delay, error=error)
         for item in batch:
             sequence = _sequence(item.msg)
             if sequence is not None:
@@ -353,45 +365,28 @@ class ContentConsumer:
         if sequence is not None:
             self._outage_naks.pop(sequence, None)
 
-    def attempts(self, msg: Msg) -> int:
-        """Deliveries of ``msg`` that were not outage retries seen by this replica."""
+    def _outage_naks_of(self, msg: Msg) -> int:
+        """Deliveries of ``msg`` that were outage retries seen by this replica."""
         sequence = _sequence(msg)
-        outages = self._outage_naks.get(sequence, 0) if sequence is not None else 0
-        return max(1, _deliveries(msg) - outages)
+        return self._outage_naks.get(sequence, 0) if sequence is not None else 0
 
-    async def _failed(self, item: _Decoded, exc: BaseException) -> None:
-        """The event itself failed: retry with delay, dead letter after max_deliver."""
-        deliveries = self.attempts(item.msg)
-        detail = str(exc) if isinstance(exc, RetryLater) else f"{type(exc).__name__}: {exc}"
-        if deliveries >= self._config.max_deliver:
-            self._forget(item.msg)
-            await self._dead_letter(item.msg, "max_deliver", detail)
-            return
-        RETRIES.labels("event").inc()
+    async def _nak_event(self, item: _Decoded, delay: float, error: str) -> None:
+        """The event itself failed and has attempts left: redeliver after ``delay``."""
+        metrics.RETRIES.labels("event").inc()
         log.warning(
             "event_failed",
             event_id=getattr(item.item, "event_id", ""),
-            deliveries=deliveries,
-            error=detail,
+            deliveries=attempts(_deliveries(item.msg), self._outage_naks_of(item.msg)),
+            error=error,
         )
         with contextlib.suppress(Exception):
-            await item.msg.nak(delay=self.delay_for(deliveries))
+            await item.msg.nak(delay=delay)
 
-    async def _dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
+    async def _dead_letter(self, msg: Msg, reason: str, detail: str, fallback_s: float) -> None:
         """Publish the original payload with the reason to the DLQ subject, then term."""
         original = msg.subject
         rest = original.split(".", 1)[1] if "." in original else original
-        headers = {
-            "Semantic-Dlq-Reason": reason,
-            "Semantic-Dlq-Detail": detail[:1024],
-            "Semantic-Original-Subject": original,
-            "Semantic-Deliveries": str(_deliveries(msg)),
-        }
-        for name in ("Content-Type", "Nats-Msg-Id"):
-            if msg.headers and name in msg.headers:
-                headers[name] = msg.headers[name]
-        if "Nats-Msg-Id" in headers:
-            headers["Nats-Msg-Id"] = f"dlq:{headers['Nats-Msg-Id']}"
+        headers = dead_letter_headers(original, msg.headers, reason, detail, _deliveries(msg))
         try:
             await self._js.publish(
                 f"{DLQ_PREFIX}.{rest}", msg.data, stream=self._topology.dlq_stream, headers=headers
@@ -399,10 +394,10 @@ class ContentConsumer:
         except Exception as exc:  # the DLQ is unreachable: keep the event, retry later
             log.warning("dead_letter_failed", subject=original, error=str(exc))
             with contextlib.suppress(Exception):
-                await msg.nak(delay=self.delay_for(_deliveries(msg)))
+                await msg.nak(delay=fallback_s)
             return
         await msg.term()
-        DEAD_LETTERS.labels(reason).inc()
+        metrics.DEAD_LETTERS.labels(reason).inc()
         log.warning("dead_lettered", subject=original, reason=reason, detail=detail[:300])
 
     async def _return_inflight(self) -> None:
@@ -414,12 +409,12 @@ class ContentConsumer:
     async def report_lag(self) -> None:
         """Update the lag gauges from the consumer's info."""
         info = await self._js.consumer_info(self._topology.stream, self._consumer)
-        LAG.labels(self._consumer).set(info.num_pending or 0)
-        ACK_PENDING.labels(self._consumer).set(info.num_ack_pending or 0)
+        metrics.LAG.labels(self._consumer).set(info.num_pending or 0)
+        metrics.ACK_PENDING.labels(self._consumer).set(info.num_ack_pending or 0)
 
 
-class RetryLater(Exception):
-    """An item a handler could not apply yet for its own reason (e.g. unknown node)."""
+def _failure(exc: BaseException) -> Failure:
+    return Failure.of(exc, dependency_down=dependency_down(exc))
 
 
 def _sequence(msg: Msg) -> int | None:

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from semantic.core.recommend.settings import RecommendSettings
-from semantic.core.settings import WritePathSettings
+from semantic.core.settings import InputLimitSettings, WritePathSettings
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 
@@ -64,7 +64,9 @@ class IndexerSettings(WritePathSettings, RecommendSettings, DatabaseRecoverySett
         1024 * 1024, ge=1024, description="Larger events are dead-lettered (too_large)."
     )
     indexer_max_text_chars: int = Field(
-        1_000_000, ge=1, description="Characters per title/body/text of an event."
+        InputLimitSettings.model_fields["search_max_text_chars"].default,
+        ge=1,
+        description="Characters per title/body/text of an event (default: as in a direct call).",
     )
     indexer_heal_interval_s: float = Field(
         300.0, ge=0, description="Seconds between heal passes (0: no heal loop)."

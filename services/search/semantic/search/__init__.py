@@ -4,5 +4,5 @@ servicer   Search: protobuf -> core values (``semantic.wire``) -> ``semantic.cor
 admin      Admin: spaces, heal, reindex, health report, through ``semantic.core``
 app        the process: settings, the store's adapters, the use cases, health, shutdown
 settings   SEMANTIC_* settings of the process
-recommend  Recommend and Track: protobuf -> ``semantic.wire.recommend`` -> ``semantic.core.recommend``
+recommend  Recommend and Track: ``semantic.wire.recommend`` -> ``semantic.core.recommend``
 """

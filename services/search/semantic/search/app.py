@@ -17,6 +17,7 @@ from semantic.common.embedder_client import EmbedderClient
 from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
 from semantic.common.server import ServerKit, run_service
+from semantic.core.domain import HybridParams
 from semantic.core.maintenance import Maintenance
 from semantic.core.recommend.recommender import Recommender
 from semantic.core.recommend.tracker import Tracker
@@ -57,17 +58,16 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         max_tags=settings.search_max_tags,
         max_metadata_bytes=settings.search_max_metadata_bytes,
     )
-    search = SearchServicer(limits)
+    search = SearchServicer(
+        limits,
+        HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
+    )
     admin = AdminServicer()
     closers: list[object] = []
-    kit = ServerKit(
+    kit = ServerKit.from_settings(
+        settings,
         name="search",
         service_names=SERVICES,
-        host=settings.grpc_host,
-        port=settings.grpc_port,
-        metrics_host=settings.metrics_host,
-        metrics_port=settings.metrics_port,
-        grace_seconds=settings.shutdown_grace_seconds,
         extra_interceptors=[AuthInterceptor(settings)],
     )
 

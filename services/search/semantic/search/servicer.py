@@ -70,8 +70,15 @@ def space_to_proto(space: Space, vectors: int | None = None) -> pb.EmbeddingSpac
 class SearchServicer(search_pb2_grpc.SearchServicer):
     """semantic.v1.Search: writes, search, nearest, stats, Recommend and Track."""
 
-    def __init__(self, limits: convert.Limits, service: SearchService | None = None) -> None:
+    def __init__(
+        self,
+        limits: convert.Limits,
+        hybrid: domain.HybridParams,
+        service: SearchService | None = None,
+    ) -> None:
+        """``hybrid``: the fusion a hybrid search gets for what its request leaves unset."""
         self._limits = limits
+        self._hybrid = hybrid
         self._ready = service
         self._recommend: Recommendations | None = None
 
@@ -258,7 +265,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             raise InvalidArgument("offset", f"must be at most {self._limits.max_offset}")
         targets = convert.targets_from_proto(request.targets, self._limits)
         hybrid = request.hybrid
-        defaults = domain.HybridParams()
+        defaults = self._hybrid
         params = domain.HybridParams(
             rrf_k=validation.integer(hybrid.rrf_k, "hybrid.rrf_k", minimum=1)
             if hybrid.HasField("rrf_k")

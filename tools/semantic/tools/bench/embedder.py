@@ -30,7 +30,7 @@ import grpc
 from tokenizers import Tokenizer
 
 from semantic.embedder.batcher import BatchPolicy
-from semantic.embedder.engine import EmbeddingEngine, Limits
+from semantic.embedder.engine import EmbeddingEngine, EmbedLimits
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.embedder.settings import shared_threads
 from semantic.tools.devstack.service import ServiceProcess
@@ -122,7 +122,7 @@ def engine_seconds(
                 [model],
                 executor=pool,
                 policy=BatchPolicy(max_pending=max(len(texts), len(warmup)) + 64, workers=workers),
-                limits=Limits(),
+                limits=EmbedLimits(),
             )
             engine.start()
             try:

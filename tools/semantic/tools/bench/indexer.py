@@ -46,9 +46,10 @@ from tokenizers import Tokenizer
 from semantic.common.embedder_client import EmbedderClient
 from semantic.core.chunking import Chunker
 from semantic.core.domain import NodeRecord
-from semantic.core.writer import ContentWriter, WriterConfig
+from semantic.core.settings import WritePathSettings
+from semantic.core.writer import writer_from_settings
 from semantic.indexer.settings import IndexerSettings
-from semantic.store.postgres.db import create_pool
+from semantic.store.postgres.db import create_pool, default_session_settings
 from semantic.store.postgres.nodes import PostgresNodes
 from semantic.store.postgres.spaces import PostgresSpaces
 from semantic.tools.bench.embedder import engine_seconds, load_as_served
@@ -239,14 +240,17 @@ async def _one_by_one(
     stack: LocalStack, docs: list[tuple[str, str]], config: IndexerBenchConfig
 ) -> dict[str, float]:
     async with contextlib.AsyncExitStack() as closers:
-        pool = await create_pool(stack.database_url, min_size=1, max_size=2)
+        pool = await create_pool(
+            stack.database_url, min_size=1, max_size=2, session_settings=default_session_settings()
+        )
         closers.push_async_callback(pool.close)
         embedder = EmbedderClient(stack.embedder_address)
         closers.push_async_callback(embedder.close)
         model = await embedder.default_model(wait_s=30)
         space = await PostgresSpaces(pool).active()
-        chunker = Chunker(config.model_dir / "tokenizer.json", window=model.max_tokens)
-        writer = ContentWriter(PostgresNodes(pool), embedder, chunker, WriterConfig())
+        settings = _write_path(config)
+        nodes = PostgresNodes(pool, text_config=settings.search_text_config)
+        writer = writer_from_settings(settings, nodes, embedder, model.max_tokens)
         started = time.perf_counter()
         for i, (title, body) in enumerate(docs):
             node = NodeRecord(tenant="", id=f"b{i}", content_type="page", title=title, body=body)
@@ -255,9 +259,20 @@ async def _one_by_one(
     return {"documents": len(docs), "docs_per_s": round(len(docs) / elapsed, 1)}
 
 
+def _write_path(config: IndexerBenchConfig) -> WritePathSettings:
+    """The write path's settings of the indexers the bench runs (chunking and friends as
+    the environment sets them), with the bench model's tokenizer."""
+    return WritePathSettings(search_tokenizer=config.model_dir / "tokenizer.json")
+
+
 def _chunk_texts(config: IndexerBenchConfig, docs: list[tuple[str, str]]) -> list[str]:
     """The texts the write path embeds for these documents (title + body, chunked)."""
-    chunker = Chunker(config.model_dir / "tokenizer.json", window=256)
+    settings = _write_path(config)
+    chunker = Chunker(
+        settings.search_tokenizer,
+        window=settings.search_chunk_window,
+        overlap=settings.search_chunk_overlap,
+    )
     texts = [" ".join(p for p in (t.strip(), b.strip()) if p) for t, b in docs]
     return [
         text[c.start : c.end]

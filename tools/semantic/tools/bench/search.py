@@ -53,7 +53,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from semantic.core.domain import Filter, VectorTarget
 from semantic.search.settings import SearchSettings
 from semantic.store.postgres import dense, spaces
-from semantic.store.postgres.db import init_connection, session_settings
+from semantic.store.postgres.db import default_session_settings, init_connection, session_settings
 from semantic.store.postgres.filters import compile_filter
 from semantic.tools.devstack import EmbeddedPostgres, free_port
 from semantic.tools.devstack.stack import LocalStack
@@ -264,7 +264,7 @@ async def _floor(
             await embedder.Embed(epb.EmbedRequest(texts=[text], input_type=epb.INPUT_TYPE_QUERY))
             if i >= 20:
                 samples["embed"].append((time.perf_counter() - started) * 1000)
-    conn = await asyncpg.connect(stack.database_url, server_settings=session_settings())
+    conn = await asyncpg.connect(stack.database_url, server_settings=default_session_settings())
     try:
         await init_connection(conn)
         table = (await spaces.active_space(conn)).table

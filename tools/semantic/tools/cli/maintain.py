@@ -127,7 +127,7 @@ async def _heal(args: argparse.Namespace) -> int:
     from semantic.core.settings import WritePathSettings
     from semantic.core.spaces import ActiveSpaces
     from semantic.core.writer import writer_from_settings
-    from semantic.store.postgres.db import create_pool
+    from semantic.store.postgres.db import create_pool, default_session_settings
     from semantic.store.postgres.maintenance import PostgresMaintenance
     from semantic.store.postgres.nodes import PostgresNodes
     from semantic.store.postgres.spaces import PostgresSpaces
@@ -136,7 +136,9 @@ async def _heal(args: argparse.Namespace) -> int:
     if settings.database_url is None:
         print("DATABASE_URL is not set", file=sys.stderr)
         return 2
-    pool = await create_pool(settings.dsn(), min_size=1, max_size=4)
+    pool = await create_pool(
+        settings.dsn(), min_size=1, max_size=4, session_settings=default_session_settings()
+    )
     embedder = EmbedderClient(settings.embedder_address)
     bar = ProgressBar("scanned")
     try:
@@ -187,14 +189,16 @@ async def _archetypes(args: argparse.Namespace) -> int:
     from semantic.core.recommend.settings import RecommendSettings
     from semantic.core.settings import WritePathSettings
     from semantic.store.postgres.archetype_rows import ArchetypeStore
-    from semantic.store.postgres.db import create_pool
+    from semantic.store.postgres.db import create_pool, default_session_settings
     from semantic.store.postgres.spaces import PostgresSpaces
 
     settings = WritePathSettings()
     if settings.database_url is None:
         print("DATABASE_URL is not set", file=sys.stderr)
         return 2
-    pool = await create_pool(settings.dsn(), min_size=1, max_size=2)
+    pool = await create_pool(
+        settings.dsn(), min_size=1, max_size=2, session_settings=default_session_settings()
+    )
     try:
         space = await PostgresSpaces(pool).active()
         refresh = ArchetypeRefresh(ArchetypeStore(pool), RecommendSettings().track_config())

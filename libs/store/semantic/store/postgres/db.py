@@ -132,15 +132,17 @@ def unwatch(pool: asyncpg.Pool, watcher: Watcher) -> None:
         del _WATCHERS[id(pool)]
 
 
-DEFAULT_EF_SEARCH: int = RetrievalSettings.model_fields["search_ef_search"].default
-"""HNSW candidates per query (the setting's default). At 100k embedding-like vectors
-(``semantic bench search``) recall@10 was 0.9745-0.994 at 100 depending on the index
-build, 0.9895-0.999 at 150."""
 MAX_EF_SEARCH = 1000
 DEFAULT_MAX_SCAN_TUPLES = 20_000
 
 
-def session_settings(ef_search: int = DEFAULT_EF_SEARCH) -> dict[str, str]:
+def default_session_settings() -> dict[str, str]:
+    """The read path's session settings at the default ``ef_search`` (``RetrievalSettings``),
+    for the pools of processes without that setting (the indexer, maintenance commands)."""
+    return session_settings(RetrievalSettings.model_fields["search_ef_search"].default)
+
+
+def session_settings(ef_search: int) -> dict[str, str]:
     """The settings dense search runs with (see ``dense``), as connection start-up parameters:
     HNSW iterative scans in relaxed order, ``ef_search``, the iterative scan's tuple budget,
     and custom plans only (the filter's selectivity decides the plan, never a generic plan of
@@ -151,9 +153,6 @@ def session_settings(ef_search: int = DEFAULT_EF_SEARCH) -> dict[str, str]:
         "hnsw.max_scan_tuples": str(DEFAULT_MAX_SCAN_TUPLES),
         "plan_cache_mode": "force_custom_plan",
     }
-
-
-SESSION_SETTINGS = session_settings()
 
 
 def as_array(value: Any) -> np.ndarray[Any, Any]:
@@ -182,16 +181,16 @@ async def create_pool(
     *,
     min_size: int = 1,
     max_size: int = 10,
-    session_settings: Mapping[str, str] | None = None,
+    session_settings: Mapping[str, str],
 ) -> asyncpg.Pool:
     """A pool whose connections have the codecs installed and the read path's settings.
 
-    ``session_settings`` (default: :data:`SESSION_SETTINGS`, the HNSW settings dense search
-    runs with) travel as start-up parameters, so they cost no round trip and survive the
-    ``RESET ALL`` the pool runs when a connection is released. They only steer HNSW index
-    scans and plan caching; writers are unaffected.
+    ``session_settings`` (:func:`session_settings` of the service's ``ef_search``, the HNSW
+    settings dense search runs with) travel as start-up parameters, so they cost no round
+    trip and survive the ``RESET ALL`` the pool runs when a connection is released. They
+    only steer HNSW index scans and plan caching; writers are unaffected.
     """
-    settings = dict(SESSION_SETTINGS if session_settings is None else session_settings)
+    settings = dict(session_settings)
     try:
         pool = await asyncpg.create_pool(
             dsn,

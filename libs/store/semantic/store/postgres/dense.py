@@ -9,7 +9,7 @@ How a query runs (one round trip in the common case):
 
 1. The HNSW settings (``hnsw.iterative_scan = relaxed_order``, ``hnsw.ef_search``,
    ``hnsw.max_scan_tuples``, ``plan_cache_mode = force_custom_plan``) are expected on the
-   connection already: the search pool sets them when it connects (``db.SESSION_SETTINGS``,
+   connection already: the search pool sets them when it connects (``db.session_settings``,
    via ``db.create_pool``), and since they are start-up values the pool's ``RESET ALL`` keeps
    them. Every index scan reads back the settings it ran with; on a connection that lacks them
    (or has another ``ef_search``, e.g. for a ``limit`` above it) the search runs again in a

@@ -65,14 +65,6 @@ class DatabaseRecoverySettings(BaseServiceSettings):
     )
 
 
-_DEFAULT_CHECK_INTERVAL_S: float = DatabaseRecoverySettings.model_fields[
-    "database_check_interval_s"
-].default
-_DEFAULT_MAX_BACKOFF_S: float = DatabaseRecoverySettings.model_fields[
-    "database_recovery_max_backoff_s"
-].default
-
-
 class DatabaseGuardian:
     """Watches one pool (see module doc); one recovery runs at a time."""
 
@@ -84,8 +76,8 @@ class DatabaseGuardian:
         *,
         report: Report,
         service: str,
-        check_interval_s: float = _DEFAULT_CHECK_INTERVAL_S,
-        max_backoff_s: float = _DEFAULT_MAX_BACKOFF_S,
+        check_interval_s: float,
+        max_backoff_s: float,
         attempt_timeout_s: float = 10.0,
     ) -> None:
         self._pool = pool

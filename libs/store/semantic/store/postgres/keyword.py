@@ -23,13 +23,6 @@ from typing import Any
 
 import asyncpg
 
-from semantic.core.settings import RetrievalSettings, WritePathSettings
-
-DEFAULT_TEXT_CONFIG: str = WritePathSettings.model_fields["search_text_config"].default
-# Lucene's defaults. On NFCorpus (test split) nDCG@10 is 0.3231 with these, 0.3219 with
-# Anserini's 0.9 / 0.4; the dev split agrees (0.2970 vs 0.2959): the choice hardly matters.
-DEFAULT_K1: float = RetrievalSettings.model_fields["search_bm25_k1"].default
-DEFAULT_B: float = RetrievalSettings.model_fields["search_bm25_b"].default
 SEGMENT_CHARS = 4_000
 """Texts are indexed in segments of at most this many characters (cut at whitespace) and the
 per-segment frequencies summed: a tsvector keeps at most 256 positions per lexeme and none past
@@ -148,7 +141,7 @@ async def index_postings(
     docs: Sequence[tuple[str, str]],
     stats: StatsDelta,
     *,
-    text_config: str = DEFAULT_TEXT_CONFIG,
+    text_config: str,
 ) -> None:
     """Replace the postings of each ``(node_id, text)``; the change to the tenant's statistics
     is added to ``stats`` (apply it with :func:`add_stats` before commit).
@@ -219,9 +212,9 @@ async def keyword_search(
     filter_sql: str,
     filter_params: Sequence[Any],
     limit: int,
-    text_config: str = DEFAULT_TEXT_CONFIG,
-    k1: float = DEFAULT_K1,
-    b: float = DEFAULT_B,
+    text_config: str,
+    k1: float,
+    b: float,
 ) -> list[tuple[str, float]]:
     """The ``limit`` best ``(node_id, bm25 score)`` for ``text``, best first, in one round trip.
 

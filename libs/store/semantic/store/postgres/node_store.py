@@ -46,7 +46,7 @@ from semantic.store.postgres.node_rows import node_from_row, node_select
 class NodeRepository:
     """Reads and writes nodes; vectors go to the given space's table."""
 
-    def __init__(self, *, text_config: str = "english") -> None:
+    def __init__(self, *, text_config: str) -> None:
         self._text_config = text_config
 
     async def stored(

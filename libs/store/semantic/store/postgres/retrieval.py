@@ -14,21 +14,19 @@ from semantic.core.domain import DEFAULT_VECTOR, DenseHit, SearchQuery, VectorTa
 from semantic.core.settings import RetrievalSettings, WritePathSettings
 from semantic.core.spaces import Space
 from semantic.store.postgres import dense, keyword
-from semantic.store.postgres.db import DEFAULT_EF_SEARCH, ReadConnections
+from semantic.store.postgres.db import ReadConnections
 from semantic.store.postgres.filters import compile_filter
-
-_DEFAULT_EXACT_THRESHOLD: int = RetrievalSettings.model_fields["search_exact_threshold"].default
 
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """Tuning of the read path (defaults: the settings' defaults)."""
+    """Tuning of the read path (``from_settings``: the values come from the settings)."""
 
-    text_config: str = keyword.DEFAULT_TEXT_CONFIG
-    bm25_k1: float = keyword.DEFAULT_K1
-    bm25_b: float = keyword.DEFAULT_B
-    ef_search: int = DEFAULT_EF_SEARCH
-    exact_threshold: int = _DEFAULT_EXACT_THRESHOLD
+    text_config: str
+    bm25_k1: float
+    bm25_b: float
+    ef_search: int
+    exact_threshold: int
 
     @classmethod
     def from_settings(
@@ -47,7 +45,7 @@ class RetrievalConfig:
 class PostgresRetrieval:
     """Dense and keyword search in PostgreSQL + pgvector."""
 
-    def __init__(self, pool: asyncpg.Pool, config: RetrievalConfig = RetrievalConfig()) -> None:
+    def __init__(self, pool: asyncpg.Pool, config: RetrievalConfig) -> None:
         self._reads = ReadConnections(pool)
         self._config = config
 

@@ -26,6 +26,7 @@ import structlog
 
 from semantic.common.errors import BootstrapError, MigrationChecksumMismatch
 from semantic.common.retry import retry_async
+from semantic.common.settings import BaseServiceSettings
 from semantic.store.postgres.db import transient
 
 log = structlog.get_logger(__name__)
@@ -101,7 +102,7 @@ async def bootstrap_schema(
     dsn: str,
     *,
     migrations: list[Migration] | None = None,
-    timeout_s: float = 120.0,
+    timeout_s: float = BaseServiceSettings.model_fields["startup_timeout_seconds"].default,
     create_database: bool = True,
 ) -> BootstrapResult:
     """Bring the database at ``dsn`` up to the latest migration; safe to run concurrently."""

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from semantic.common.embedding import InputType
 from semantic.embedder.model.errors import ManifestInvalid, ModelFileMissing
 
 MANIFEST_FILE = "manifest.json"
@@ -20,7 +21,6 @@ TOKENIZER_FILE = "tokenizer.json"
 
 Pooling = Literal["mean", "cls", "max"]
 Quantization = Literal["fp32", "fp16", "int8"]
-InputType = Literal["query", "document"]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")

@@ -27,6 +27,7 @@ import onnxruntime as ort
 import structlog
 from tokenizers import Tokenizer
 
+from semantic.common.embedding import InputType
 from semantic.embedder.model.errors import (
     ModelChecksumMismatch,
     ModelFileMissing,
@@ -37,7 +38,6 @@ from semantic.embedder.model.manifest import (
     MANIFEST_FILE,
     ONNX_FILE,
     TOKENIZER_FILE,
-    InputType,
     Manifest,
     file_sha256,
 )

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 DEFAULT_VECTOR = "content"
+MAX_TARGETS = 8
+"""Named vectors one dense search may combine (each adds a scan)."""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ class Limits:
     """Serialized size of ``Node.metadata``."""
     max_chunks: int = 1024
     """Chunks per vector name of a node (``chunk_index`` < this)."""
-    max_targets: int = 8
+    max_targets: int = domain.MAX_TARGETS
     max_top_k: int = _setting("search_max_top_k")
     max_offset: int = _setting("search_max_offset")
     max_filter_values: int = 1000

@@ -66,15 +66,9 @@ def dependency_down(exc: BaseException) -> bool:
     """A failure caused by an unavailable dependency, not by the events."""
     if isinstance(exc, DependencyUnavailable | Overloaded | FailedPrecondition):
         return True  # FailedPrecondition: no active space yet, model not served, contention
-    if is_transient(exc) or outage_of(exc) is not None:
-        return True  # outage_of: a driver error saying the database is lost or replaced
-    return type(exc).__name__ in {
-        "AdminShutdownError",
-        "CrashShutdownError",
-        "ConnectionFailureError",
-        "ConnectionRejectionError",
-        "CannotConnectNowError",
-    }
+    # outage_of: a driver error saying the database is lost, busy or replaced (the store's
+    # one list of such errors)
+    return is_transient(exc) or outage_of(exc) is not None
 
 
 class Gate(Protocol):

@@ -49,11 +49,10 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
-from semantic.core.domain import ChunkMatch, DenseHit, NodeRecord, VectorTarget
+from semantic.core.domain import MAX_TARGETS, ChunkMatch, DenseHit, NodeRecord, VectorTarget
 from semantic.store.postgres.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
 from semantic.store.postgres.node_rows import node_from_row, node_select
 
-MAX_TARGETS = 8
 FIRST_FETCH_PER_NODE = 3
 """Chunk rows fetched per wanted node on the first index scan."""
 FETCH_GROWTH = 4

@@ -1,8 +1,8 @@
 """The core's ``NodeStore`` over a pool: each call takes a pooled connection (driver errors
 translated by ``db``) and runs the node repository (``node_store``) on it.
 
-It is also the one id-or-slug resolver: :meth:`PostgresNodes.ids_by_slug` answers for
-Search.Delete, Nearest, the indexer's events and recommendations alike.
+Slugs are resolved by the store's one id-or-slug resolver (``node_keys.resolve_keys``),
+which Search.Delete, Nearest, the indexer's events and recommendations all go through.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from semantic.core.nodes import (
 from semantic.core.spaces import Space
 from semantic.store.postgres import spaces
 from semantic.store.postgres.db import ReadConnections, connection
+from semantic.store.postgres.node_keys import resolve_keys
 from semantic.store.postgres.node_store import NodeRepository
 
 Key = tuple[str, str]
@@ -72,14 +73,8 @@ class PostgresNodes:
         if not keys:
             return {}
         async with connection(self._pool) as conn:
-            rows = await conn.fetch(
-                "SELECT n.tenant, n.slug, n.id FROM semantic.nodes n"
-                " JOIN unnest($1::text[], $2::text[]) AS k(tenant, slug)"
-                " ON n.tenant = k.tenant AND n.slug = k.slug",
-                [k[0] for k in keys],
-                [k[1] for k in keys],
-            )
-        return {(r["tenant"], r["slug"]): r["id"] for r in rows}
+            found = await resolve_keys(conn, [(tenant, "", slug) for tenant, slug in keys])
+        return {key: hit[0] for key, hit in zip(keys, found, strict=True) if hit is not None}
 
     async def vectors(
         self, space: Space, tenant: str, ids: Sequence[str], *, name: str | None = None

@@ -18,6 +18,7 @@ from semantic.store.postgres import candidate_rows
 from semantic.store.postgres.db import ReadConnections
 from semantic.store.postgres.journey_rows import USER_COLUMNS, logged_events, stored_user
 from semantic.store.postgres.mean_vector import node_vectors
+from semantic.store.postgres.node_keys import resolve_keys
 
 Vector = np.ndarray[Any, Any]
 EXCLUDED_SCAN = 5000
@@ -86,14 +87,9 @@ class RecommendSession:
         self, tenant: str, ids: Sequence[str], slugs: Sequence[str]
     ) -> list[tuple[str, str | None]]:
         """(id, slug) of the tenant's nodes named by id or slug."""
-        rows = await self._conn.fetch(
-            "SELECT id, slug FROM semantic.nodes WHERE tenant = $1"
-            " AND (id = ANY($2::text[]) OR slug = ANY($3::text[]))",
-            tenant,
-            list(ids),
-            list(slugs),
-        )
-        return [(r["id"], r["slug"]) for r in rows]
+        keys = [(tenant, i, "") for i in ids if i] + [(tenant, "", s) for s in slugs if s]
+        found = await resolve_keys(self._conn, keys)
+        return list(dict.fromkeys(hit for hit in found if hit is not None))
 
     async def logged_events(self, tenant: str, user_id: str, limit: int) -> list[LoggedEvent]:
         """The user's latest logged events, newest first."""

@@ -19,6 +19,7 @@ from semantic.core.recommend.values import SpaceRef
 from semantic.store.postgres.db import connection
 from semantic.store.postgres.journey_rows import USER_COLUMNS, logged_events, stored_user
 from semantic.store.postgres.mean_vector import node_vectors
+from semantic.store.postgres.node_keys import resolve_keys
 
 _COUNTS = ("impressions", "views", "clicks", "likes", "conversions", "dismissals")
 
@@ -50,17 +51,8 @@ class TrackSession:
 
     async def resolve_events(self, events: Sequence[UserEventRecord]) -> list[str | None]:
         """Each event's node id (by id, else by slug); None where the node is unknown."""
-        rows = await self._conn.fetch(
-            "SELECT k.i, n.id FROM unnest($1::text[], $2::text[], $3::text[])"
-            " WITH ORDINALITY AS k(tenant, id, slug, i)"
-            " JOIN semantic.nodes n ON n.tenant = k.tenant"
-            " AND ((k.id <> '' AND n.id = k.id) OR (k.id = '' AND n.slug = k.slug))",
-            [e.tenant for e in events],
-            [e.node_id or "" for e in events],
-            [e.slug or "" for e in events],
-        )
-        ids = {int(r["i"]) - 1: r["id"] for r in rows}
-        return [ids.get(index) for index in range(len(events))]
+        keys = [(e.tenant, e.node_id or "", e.slug or "") for e in events]
+        return [None if hit is None else hit[0] for hit in await resolve_keys(self._conn, keys)]
 
     async def log_events(self, events: Sequence[UserEventRecord]) -> set[tuple[str, str]]:
         """Append to the log; the (tenant, event id) newly logged."""

@@ -13,6 +13,8 @@ import numpy as np
 DEFAULT_VECTOR = "content"
 MAX_TARGETS = 8
 """Named vectors one dense search may combine (each adds a scan)."""
+MAX_HYBRID_CANDIDATES = 2000
+"""Candidates per side a hybrid search fuses at most (a larger request is capped)."""
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ class Maintenance:
         spaces: ActiveSpaces,
         writer: ContentWriter,
         *,
-        batch_size: int = 64,
+        batch_size: int,
     ) -> None:
         self._store = store
         self._spaces = spaces

@@ -45,6 +45,13 @@ class WritePathSettings(BaseServiceSettings):
     )
 
 
+class MaintenanceSettings(BaseServiceSettings):
+    """How heal, backfill and reindex walk the nodes (the indexer's heal loop, Admin's
+    Heal/Reindex, ``semantic heal``)."""
+
+    indexer_heal_batch_size: int = Field(64, ge=1, description="Nodes per heal/backfill batch.")
+
+
 class RetrievalSettings(BaseServiceSettings):
     """How the read path ranks: BM25, HNSW and the exact-scan threshold."""
 

@@ -7,11 +7,13 @@ from typing import Literal
 from pydantic import Field
 
 from semantic.core.recommend.settings import RecommendSettings
-from semantic.core.settings import InputLimitSettings, WritePathSettings
+from semantic.core.settings import InputLimitSettings, MaintenanceSettings, WritePathSettings
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 
-class IndexerSettings(WritePathSettings, RecommendSettings, DatabaseRecoverySettings):
+class IndexerSettings(
+    WritePathSettings, MaintenanceSettings, RecommendSettings, DatabaseRecoverySettings
+):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL and NATS_URL are required.
 
     The write-path fields (``SEMANTIC_SEARCH_CHUNKING`` and friends) and the tracking
@@ -71,7 +73,6 @@ class IndexerSettings(WritePathSettings, RecommendSettings, DatabaseRecoverySett
     indexer_heal_interval_s: float = Field(
         300.0, ge=0, description="Seconds between heal passes (0: no heal loop)."
     )
-    indexer_heal_batch_size: int = Field(64, ge=1, description="Nodes per heal/backfill batch.")
     indexer_completeness_check_s: float = Field(
         5.0,
         ge=0,

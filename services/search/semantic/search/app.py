@@ -111,7 +111,10 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             max_track_events=settings.recommend_max_track_events,
         )
         search.attach(service, recommendations)
-        admin.attach(embedder, Maintenance(PostgresMaintenance(pool), active, writer))
+        maintenance = Maintenance(
+            PostgresMaintenance(pool), active, writer, batch_size=settings.indexer_heal_batch_size
+        )
+        admin.attach(embedder, maintenance)
         guardian = DatabaseGuardian.from_settings(
             pool, settings, model, health_reporter(kit), "search"
         )

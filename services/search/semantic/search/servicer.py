@@ -279,7 +279,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             if hybrid.HasField("keyword_weight")
             else 1.0,
             candidates=min(
-                hybrid.candidates if hybrid.HasField("candidates") else defaults.candidates, 2000
+                hybrid.candidates if hybrid.HasField("candidates") else defaults.candidates,
+                domain.MAX_HYBRID_CANDIDATES,
             ),
         )
         return domain.SearchQuery(

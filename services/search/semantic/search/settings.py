@@ -5,13 +5,20 @@ from __future__ import annotations
 from pydantic import Field
 
 from semantic.common.auth import AuthSettings
+from semantic.core.domain import MAX_HYBRID_CANDIDATES
 from semantic.core.recommend.settings import RecommendSettings
-from semantic.core.settings import InputLimitSettings, RetrievalSettings, WritePathSettings
+from semantic.core.settings import (
+    InputLimitSettings,
+    MaintenanceSettings,
+    RetrievalSettings,
+    WritePathSettings,
+)
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 
 class SearchSettings(
     WritePathSettings,
+    MaintenanceSettings,
     RetrievalSettings,
     InputLimitSettings,
     AuthSettings,
@@ -27,5 +34,5 @@ class SearchSettings(
     search_pool_max: int = Field(16, ge=1, description="PostgreSQL pool: connections at most.")
     search_rrf_k: int = Field(60, ge=1, description="Default k of reciprocal rank fusion.")
     search_hybrid_candidates: int = Field(
-        100, ge=1, le=2000, description="Candidates per side fused in hybrid mode."
+        100, ge=1, le=MAX_HYBRID_CANDIDATES, description="Candidates per side fused in hybrid mode."
     )

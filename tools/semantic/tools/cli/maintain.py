@@ -37,7 +37,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     for command in (backfill, heal):
         command.add_argument("--type", dest="content_type", help="only this content type")
         command.add_argument(
-            "--batch-size", type=int, default=64, help="nodes per embed+write batch"
+            "--batch-size",
+            type=int,
+            default=None,
+            help="nodes per embed+write batch (default: SEMANTIC_INDEXER_HEAL_BATCH_SIZE)",
         )
         command.add_argument("--space", type=int, help="space id (default: the active space)")
         command.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -124,7 +127,7 @@ async def _heal(args: argparse.Namespace) -> int:
     from semantic.common.embedder_client import EmbedderClient
     from semantic.common.errors import SemanticError
     from semantic.core.maintenance import HealMode, HealReport, Maintenance
-    from semantic.core.settings import WritePathSettings
+    from semantic.core.settings import MaintenanceSettings, WritePathSettings
     from semantic.core.spaces import ActiveSpaces
     from semantic.core.writer import writer_from_settings
     from semantic.store.postgres.db import create_pool, default_session_settings
@@ -147,7 +150,10 @@ async def _heal(args: argparse.Namespace) -> int:
         writer = writer_from_settings(settings, nodes, embedder, model.max_tokens)
         active = ActiveSpaces(PostgresSpaces(pool))
         maintenance = Maintenance(
-            PostgresMaintenance(pool), active, writer, batch_size=max(1, args.batch_size)
+            PostgresMaintenance(pool),
+            active,
+            writer,
+            batch_size=max(1, args.batch_size or MaintenanceSettings().indexer_heal_batch_size),
         )
         space = await active.space(args.space)
 

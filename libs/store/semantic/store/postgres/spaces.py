@@ -19,6 +19,11 @@ from semantic.common.errors import FailedPrecondition, NotFound
 from semantic.core.spaces import ACTIVE, NoActiveSpace, Space, vector_table
 from semantic.store.postgres.db import connection
 
+HNSW_M = 16
+"""HNSW graph degree of a space's vector index."""
+HNSW_EF_CONSTRUCTION = 64
+"""HNSW build-time candidate list of a space's vector index."""
+
 __all__ = [
     "PostgresSpaces",
     "Space",
@@ -78,8 +83,8 @@ async def ensure_space(
     model_sha256: str,
     dim: int,
     activate_if_none: bool = True,
-    m: int = 16,
-    ef_construction: int = 64,
+    m: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
 ) -> Space:
     """The space for this model (created with its table and index if missing).
 
@@ -126,8 +131,8 @@ async def reindex_space(
     dim: int,
     build: dict[str, Any],
     force_new: bool = False,
-    m: int = 16,
-    ef_construction: int = 64,
+    m: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
 ) -> tuple[Space, bool]:
     """A BUILDING space for this model (its table and HNSW index created empty), and
     whether it was created. Without ``force_new`` an existing BUILDING or READY space of

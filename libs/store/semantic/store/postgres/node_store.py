@@ -410,15 +410,21 @@ class NodeRepository:
         return [node_from_row(r) for r in rows]
 
     async def vectors(
-        self, conn: asyncpg.Connection, space: Space, tenant: str, ids: Sequence[str]
+        self,
+        conn: asyncpg.Connection,
+        space: Space,
+        tenant: str,
+        ids: Sequence[str],
+        name: str | None = None,
     ) -> dict[str, list[VectorRow]]:
-        """Stored vectors of nodes in ``space``, by node id."""
+        """Stored vectors of nodes in ``space`` (of one vector name if given), by node id."""
         rows = await conn.fetch(
             "SELECT node_id, name, chunk, span_start, span_end, client_supplied, embedding"
             f" FROM {space.table} WHERE tenant = $1 AND node_id = ANY($2::text[])"
-            " ORDER BY node_id, name, chunk",
+            " AND ($3::text IS NULL OR name = $3) ORDER BY node_id, name, chunk",
             tenant,
             list(ids),
+            name,
         )
         out: dict[str, list[VectorRow]] = {}
         for r in rows:

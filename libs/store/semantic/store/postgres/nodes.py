@@ -33,7 +33,7 @@ Key = tuple[str, str]
 class PostgresNodes:
     """Nodes and their vectors in PostgreSQL (see module doc)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, text_config: str = "english") -> None:
+    def __init__(self, pool: asyncpg.Pool, *, text_config: str) -> None:
         self._pool = pool
         self._repository = NodeRepository(text_config=text_config)
         self._reads = ReadConnections(pool)
@@ -81,11 +81,7 @@ class PostgresNodes:
     ) -> dict[str, list[VectorRow]]:
         """Stored vectors of nodes in ``space`` by node id (of one vector name if given)."""
         async with connection(self._pool) as conn:
-            found = await self._repository.vectors(conn, space, tenant, ids)
-        if name is None:
-            return found
-        named = {i: [v for v in rows if v.name == name] for i, rows in found.items()}
-        return {i: rows for i, rows in named.items() if rows}
+            return await self._repository.vectors(conn, space, tenant, ids, name)
 
     async def delete(
         self, tenant: str, ids: Sequence[str], version: int = 0

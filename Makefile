@@ -11,7 +11,7 @@ STAMP      := $(VENV)/.installed
 
 MODELS     := models
 
-.PHONY: setup models run test check fmt lint imports typecheck buf-lint buf-breaking proto proto-check unit integration fuzz clean
+.PHONY: setup models browser run test check fmt lint imports typecheck buf-lint buf-breaking proto proto-check openapi openapi-check unit integration fuzz clean
 
 setup: $(STAMP)
 
@@ -75,7 +75,26 @@ buf-breaking: setup
 	    && echo "buf breaking: no breaking change against $(BREAKING_AGAINST)"; \
 	else echo "buf breaking: $(BREAKING_AGAINST) has no contracts to compare against"; fi
 
-check: lint imports typecheck buf-lint buf-breaking proto-check
+## The HTTP API's OpenAPI document, generated from the routes and the protos, committed.
+openapi: setup
+	$(BIN)/semantic openapi --out openapi.json
+
+## Fails when the committed openapi.json differs from what the code generates.
+openapi-check: setup
+	$(BIN)/semantic openapi --out openapi.json --check
+
+## Chromium from Debian for the console's browser tests (installed when missing and this
+## user may; otherwise those tests skip, saying why).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+	  echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-dejavu-core >/dev/null) \
+	    || echo "chromium could not be installed: the browser tests will be skipped" >&2; \
+	else echo "chromium missing and not installable here: the browser tests will be skipped" >&2; fi
+
+check: lint imports typecheck buf-lint buf-breaking proto-check openapi-check
 
 unit: setup
 	$(BIN)/pytest -m unit -q
@@ -83,7 +102,7 @@ unit: setup
 integration: setup models
 	SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -m integration -q
 
-test: check models
+test: check models browser
 	SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q
 
 ## A long fuzz campaign against the real services (Hypothesis profile `fuzz`, thousands of

@@ -70,6 +70,8 @@ def search_env(database_url: str, embedder_address: str, model_dir: Path) -> dic
         "DATABASE_URL": database_url,
         "SEMANTIC_GRPC_HOST": "127.0.0.1",
         "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_HTTP_HOST": "127.0.0.1",
+        "SEMANTIC_HTTP_PORT": "0",
         "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
         "SEMANTIC_AUTH_MODE": "disabled",
         "SEMANTIC_SEARCH_TOKENIZER": str(model_dir / "tokenizer.json"),

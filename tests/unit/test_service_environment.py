@@ -7,7 +7,7 @@ from semantic.tools.cli.dev import DevSettings, children_environment
 from semantic.tools.devstack.service import service_environment
 
 
-def test_the_spawner_address_wins_and_metrics_are_off_unless_asked() -> None:
+def test_the_spawner_address_wins_and_metrics_and_http_take_no_fixed_port_unless_asked() -> None:
     base = {"PATH": "/bin", "SEMANTIC_GRPC_PORT": "6000", "SEMANTIC_LOG_LEVEL": "info"}
     env = service_environment(base, {"SEMANTIC_LOG_LEVEL": "warning"}, "127.0.0.1", 7001)
     assert env == {
@@ -15,10 +15,14 @@ def test_the_spawner_address_wins_and_metrics_are_off_unless_asked() -> None:
         "SEMANTIC_GRPC_HOST": "127.0.0.1",
         "SEMANTIC_GRPC_PORT": "7001",
         "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_HTTP_HOST": "127.0.0.1",
+        "SEMANTIC_HTTP_PORT": "0",
         "SEMANTIC_LOG_LEVEL": "warning",
     }
     asked = service_environment({}, {"SEMANTIC_METRICS_PORT": "9100"}, "127.0.0.1", 7001)
     assert asked["SEMANTIC_METRICS_PORT"] == "9100"
+    http = service_environment({}, {"SEMANTIC_HTTP_PORT": "8081"}, "127.0.0.1", 7001)
+    assert http["SEMANTIC_HTTP_PORT"] == "8081"
 
 
 def test_dev_children_log_in_the_parent_format_and_level() -> None:

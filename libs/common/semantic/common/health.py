@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from semantic.common.server import NOT_SERVING, SERVING, ServerKit
+from semantic.common.server import ServerKit
 
 Report = Callable[[bool], Awaitable[None]]
 """Publishes whether the service serves."""
@@ -17,10 +17,4 @@ Report = Callable[[bool], Awaitable[None]]
 
 def health_reporter(kit: ServerKit) -> Report:
     """Sets every service of ``kit`` (and the server, name "") SERVING or NOT_SERVING."""
-
-    async def report(serving: bool) -> None:
-        status = SERVING if serving else NOT_SERVING
-        for name in ("", *kit.service_names):
-            await kit.health.set(name, status)
-
-    return report
+    return kit.report

@@ -62,6 +62,8 @@ class ServerKit:
     )
     health: HealthServicer = field(default_factory=HealthServicer)
     bound_port: int = 0
+    serving: bool = False
+    """Whether every service reports SERVING (what the HTTP side's /readyz answers)."""
     listening: asyncio.Event = field(default_factory=asyncio.Event)
     _server: grpc.aio.Server | None = None
     _metrics: Any = None
@@ -126,6 +128,7 @@ class ServerKit:
 
     async def stop(self) -> None:
         """Report NOT_SERVING, let in-flight RPCs finish within the grace period, close."""
+        self.serving = False
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.grace_seconds)
@@ -137,7 +140,12 @@ class ServerKit:
             self._metrics = None
         log.info("server_stopped", service=self.name)
 
+    async def report(self, serving: bool) -> None:
+        """Set every service (and the server, name "") SERVING or NOT_SERVING."""
+        await self._set_all(SERVING if serving else NOT_SERVING)
+
     async def _set_all(self, status: int) -> None:
+        self.serving = status == SERVING
         for service in ("", *self.service_names):
             await self.health.set(service, status)
 
@@ -231,6 +239,14 @@ def termination_event() -> asyncio.Event:
     return event
 
 
+class Companion(Protocol):
+    """Another server of the process (the search service's HTTP API) living beside gRPC."""
+
+    async def start(self) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
 async def run_service(
     kit: ServerKit,
     registrars: Sequence[Registrar],
@@ -238,11 +254,19 @@ async def run_service(
     start_dependencies: Callable[[], Coroutine[Any, Any, None]],
     close_dependencies: Callable[[], Coroutine[Any, Any, None]],
     stop: asyncio.Event | None = None,
+    companions: Sequence[Companion] = (),
 ) -> None:
-    """The whole life cycle of one service process; returns after a clean shutdown."""
+    """The whole life cycle of one service process; returns after a clean shutdown.
+
+    ``companions`` start listening right after the gRPC server (their readiness follows
+    the kit's health) and stop before it."""
     stop = stop or termination_event()
     await kit.start(registrars)
+    started: list[Companion] = []
     try:
+        for companion in companions:
+            await companion.start()
+            started.append(companion)
         deps = asyncio.create_task(start_dependencies(), name=f"{kit.name}-dependencies")
         stopped = asyncio.create_task(stop.wait(), name=f"{kit.name}-stop")
         await asyncio.wait({deps, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -256,5 +280,7 @@ async def run_service(
         await stop.wait()
         log.info("shutdown_requested", service=kit.name)
     finally:
+        for companion in reversed(started):
+            await companion.stop()
         await kit.stop()
         await close_dependencies()

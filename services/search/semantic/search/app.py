@@ -25,6 +25,9 @@ from semantic.core.service import SearchService
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
 from semantic.search.admin import AdminServicer
+from semantic.search.http.app import HttpServer, create_app
+from semantic.search.http.gateway import Gateway
+from semantic.search.http.security import HttpAuth
 from semantic.search.recommend.service import Recommendations
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
@@ -64,12 +67,11 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
     )
     admin = AdminServicer()
     closers: list[object] = []
+    auth = AuthInterceptor(settings)
     kit = ServerKit.from_settings(
-        settings,
-        name="search",
-        service_names=SERVICES,
-        extra_interceptors=[AuthInterceptor(settings)],
+        settings, name="search", service_names=SERVICES, extra_interceptors=[auth]
     )
+    companions = [http_server(settings, search, admin, auth, kit)] if settings.http_enabled else []
 
     async def start() -> None:
         await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)
@@ -133,7 +135,35 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         search_pb2_grpc.add_AdminServicer_to_server(admin, server)
 
     await run_service(
-        kit, [register], start_dependencies=start, close_dependencies=close, stop=stop
+        kit,
+        [register],
+        start_dependencies=start,
+        close_dependencies=close,
+        stop=stop,
+        companions=companions,
+    )
+
+
+def http_server(
+    settings: SearchSettings,
+    search: SearchServicer,
+    admin: AdminServicer,
+    auth: AuthInterceptor,
+    kit: ServerKit,
+) -> HttpServer:
+    """The HTTP API on the same servicers and auth as gRPC; ready when gRPC serves."""
+    gateway = Gateway(search, admin, HttpAuth(auth), max_body_bytes=settings.http_max_body_bytes)
+
+    async def ready() -> bool:
+        return kit.serving
+
+    app = create_app(gateway, ready, cors_origins=settings.cors_origins())
+    return HttpServer(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        grace_seconds=settings.shutdown_grace_seconds,
+        forwarded_allow_ips=settings.http_forwarded_allow_ips,
     )
 
 

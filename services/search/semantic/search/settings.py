@@ -30,9 +30,33 @@ class SearchSettings(
     grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port (0 picks a free one).")
     metrics_port: int = Field(9092, ge=0, le=65535, description="Prometheus port (0: off).")
 
+    http_enabled: bool = Field(
+        True, description="Serve the HTTP/JSON API and the console beside gRPC."
+    )
+    http_host: str = Field("0.0.0.0", description="Address the HTTP server binds.")
+    http_port: int = Field(
+        8080, ge=0, le=65535, description="HTTP port of the API and console (0 picks a free one)."
+    )
+    http_max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest HTTP request body (413 above)."
+    )
+    http_cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed by CORS (e.g. https://app.example.com); "
+        "empty: no cross-origin access.",
+    )
+    http_forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies trusted for X-Forwarded-For/-Proto (comma-separated IPs, or *).",
+    )
+
     search_pool_min: int = Field(2, ge=1, description="PostgreSQL pool: connections kept open.")
     search_pool_max: int = Field(16, ge=1, description="PostgreSQL pool: connections at most.")
     search_rrf_k: int = Field(60, ge=1, description="Default k of reciprocal rank fusion.")
     search_hybrid_candidates: int = Field(
         100, ge=1, le=MAX_HYBRID_CANDIDATES, description="Candidates per side fused in hybrid mode."
     )
+
+    def cors_origins(self) -> list[str]:
+        """``http_cors_origins`` as a list."""
+        return [o.strip() for o in self.http_cors_origins.split(",") if o.strip()]

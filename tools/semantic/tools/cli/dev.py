@@ -62,6 +62,9 @@ class DevSettings(BaseServiceSettings):
     dev_search_metrics_port: int = Field(
         9092, ge=0, le=65535, description="Search metrics port (0 disables)."
     )
+    dev_http_port: int = Field(
+        8080, ge=1, le=65535, description="Search HTTP API and console port."
+    )
     dev_indexer_port: int = Field(50053, ge=1, le=65535, description="Indexer gRPC (health).")
     dev_indexer_metrics_port: int = Field(
         9093, ge=0, le=65535, description="Indexer metrics port (0 disables)."
@@ -161,6 +164,7 @@ async def _run(
             {
                 "SEMANTIC_METRICS_HOST": settings.dev_host,
                 "SEMANTIC_METRICS_PORT": str(spec.metrics_port),
+                "SEMANTIC_HTTP_PORT": str(settings.dev_http_port),
             },
             host=settings.dev_host,
             port=spec.grpc_port,
@@ -179,6 +183,7 @@ async def _run(
         "database_url": dsn if settings.database_url is None else "(external) DATABASE_URL",
         "nats_url": nats_url,
         "services": {s.name: f"{settings.dev_host}:{s.grpc_port}" for s in services},
+        "http": f"http://{settings.dev_host}:{settings.dev_http_port}",
     }
     (root / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
     _print_endpoints(endpoints)
@@ -204,4 +209,7 @@ def _print_endpoints(endpoints: dict[str, object]) -> None:
     assert isinstance(services, dict)
     for name, address in services.items():
         print(f"  {name:<11} grpc://{address}")
+    http = endpoints["http"]
+    print(f"  http        {http}/api/semantic  (OpenAPI {http}/openapi.json)")
+    print(f"  console     {http}/admin/vector-search")
     print("READY", flush=True)

@@ -32,6 +32,14 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Apply pending migrations under an advisory lock; safe to run concurrently.",
     )
     sub.add_parser("version", help="print the version")
+    openapi = sub.add_parser(
+        "openapi",
+        help="write the HTTP API's OpenAPI document (openapi.json), or check it is current",
+    )
+    openapi.add_argument("--out", default="openapi.json", help="file to write or check")
+    openapi.add_argument(
+        "--check", action="store_true", help="fail when the file differs from the code"
+    )
 
     from semantic.common.auth import add_token_arguments
     from semantic.tools.cli import bench, eval_recommend, evaluate, maintain, model
@@ -68,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.store.postgres.__main__ import migrate
 
         return asyncio.run(migrate())
+    if args.command == "openapi":
+        return _openapi(args.out, check=args.check)
     if args.command == "model":
         from semantic.tools.cli import model
 
@@ -105,6 +115,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(run_dev(data_dir=args.data_dir))
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects others
+
+
+def _openapi(out: str, *, check: bool) -> int:
+    from pathlib import Path
+
+    from semantic.search.http.app import document
+    from semantic.search.http.openapi import render
+
+    text = render(document())
+    path = Path(out)
+    if not check:
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+        return 0
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        print(f"{path} is current")
+        return 0
+    print(
+        f"{path} is stale: run `make openapi` (or `semantic openapi`) and commit", file=sys.stderr
+    )
+    return 1
 
 
 if __name__ == "__main__":

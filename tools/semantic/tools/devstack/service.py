@@ -22,11 +22,14 @@ from semantic.tools.devstack.ports import free_port
 def service_environment(
     base: Mapping[str, str], env: Mapping[str, str], host: str, port: int
 ) -> dict[str, str]:
-    """A child's environment: ``base``, then metrics off, then ``env``; the gRPC host and
+    """A child's environment: ``base``, then metrics and the HTTP port on a free port
+    (the search service's; ``env`` names one to reach it), then ``env``; the gRPC host and
     port last (the spawner picked them and waits on them)."""
     return {
         **base,
         "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_HTTP_HOST": host,
+        "SEMANTIC_HTTP_PORT": "0",
         **env,
         "SEMANTIC_GRPC_HOST": host,
         "SEMANTIC_GRPC_PORT": str(port),

@@ -52,6 +52,8 @@ class LocalStack:
         self.database_url = database_url or ""
         self.embedder_address = ""
         self.search_address = ""
+        self.http_url = ""
+        """The search service's HTTP API and console, e.g. http://127.0.0.1:41234."""
 
     def __enter__(self) -> LocalStack:
         try:
@@ -90,10 +92,13 @@ class LocalStack:
                 **self._embedder_env,
             },
         )
+        http_port = free_port()
+        self.http_url = f"http://127.0.0.1:{http_port}"
         self.search_address = self._spawn(
             "semantic.search",
             {
                 **base,
+                "SEMANTIC_HTTP_PORT": str(http_port),
                 "DATABASE_URL": self.database_url,
                 "SEMANTIC_EMBEDDER_ADDRESS": self.embedder_address,
                 "SEMANTIC_AUTH_MODE": "disabled",

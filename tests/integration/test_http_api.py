@@ -1,0 +1,330 @@
+"""The HTTP API against a real search service (JWT auth on, real PostgreSQL and embedder):
+the same answers as gRPC, the same auth, problems for every mistake, limits and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import requests
+from google.protobuf import json_format
+from http_kit import HttpSearch, start_http_search
+
+from semantic.tools.devstack.postgres import EmbeddedPostgres
+from semantic.v1 import search_pb2 as pb
+from semantic.v1 import search_pb2_grpc
+
+API = "/api/semantic"
+DOCS = {
+    "refund": ("Refund policy", "Ask for your money back within 30 days of purchase.", "page"),
+    "quiz": ("Money quiz", "How much money do you spend on coffee? Take the quiz.", "quiz"),
+    "pasta": ("Fresh pasta", "Flour, eggs and a rolling pin make silky tagliatelle.", "article"),
+    "tls": ("Renewing TLS", "Automate certificate renewal with ACME before expiry.", "article"),
+}
+
+
+@pytest.fixture(scope="module")
+def http(
+    pg_server: EmbeddedPostgres,
+    embedder_address: str,
+    fp32_model_dir: Path,
+    service_starter: Callable[[str, dict[str, str]], Any],
+) -> Iterator[HttpSearch]:
+    yield from start_http_search(
+        pg_server,
+        embedder_address,
+        fp32_model_dir,
+        service_starter,
+        SEMANTIC_HTTP_MAX_BODY_BYTES="65536",
+        SEMANTIC_HTTP_CORS_ORIGINS="https://app.example.com",
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(http: HttpSearch) -> HttpSearch:
+    nodes = [
+        {"id": key, "slug": f"{key}-slug", "title": t, "body": b, "contentType": c, "version": "1"}
+        for key, (t, b, c) in DOCS.items()
+    ]
+    response = requests.post(
+        f"{http.url}{API}/nodes", json={"nodes": nodes}, headers=http.headers(["writer"])
+    )
+    assert response.status_code == 200, response.text
+    assert [r["outcome"] for r in response.json()["results"]] == ["UPSERT_OUTCOME_CREATED"] * 4
+    return http
+
+
+def _problem(response: requests.Response, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("urn:semantic:problem:")
+    assert all(body[key] for key in ("title", "detail", "code"))
+    if field is not None:
+        assert body["field"] == field, body
+        assert body["detail"].startswith(f"{field}")
+    return body
+
+
+def test_live_ready_and_open_without_a_token(http: HttpSearch) -> None:
+    assert requests.get(f"{http.url}/healthz").json() == {"status": "live"}
+    assert requests.get(f"{http.url}/readyz").json() == {"status": "ready"}
+    document = requests.get(f"{http.url}/openapi.json").json()
+    assert document["openapi"] == "3.1.0"
+    assert f"{API}/vector-search" in document["paths"]
+
+
+def test_vector_search_answers_what_grpc_answers(loaded: HttpSearch) -> None:
+    headers = loaded.headers(["reader"])
+    params = {"q": "get my money back", "mode": "hybrid", "k": 3, "include_body": "true"}
+    response = requests.get(f"{loaded.url}{API}/vector-search", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["hits"][0]["node"]["id"] == "refund"
+    assert body["hits"][0]["node"]["body"].startswith("Ask for your money")
+    assert body["mode"] == "SEARCH_MODE_HYBRID"
+    assert "queryTokens" in body
+    request = pb.SearchRequest(
+        text="get my money back", mode=pb.SEARCH_MODE_HYBRID, top_k=3, include_body=True
+    )
+    with grpc.insecure_channel(loaded.grpc) as channel:
+        expected = search_pb2_grpc.SearchStub(channel).Search(
+            request, metadata=[("authorization", headers["Authorization"])]
+        )
+    assert [h["node"]["id"] for h in body["hits"]] == [h.node.id for h in expected.hits]
+    assert [h["score"] for h in body["hits"]] == pytest.approx([h.score for h in expected.hits])
+
+
+def test_vector_search_filters_by_type_and_tags_and_pages(loaded: HttpSearch) -> None:
+    headers = loaded.headers(["reader"])
+    url = f"{loaded.url}{API}/vector-search"
+    articles = requests.get(url, params={"q": "pasta", "type": "article"}, headers=headers).json()
+    assert {h["node"]["contentType"] for h in articles["hits"]} == {"article"}
+    two = requests.get(
+        url, params=[("q", "money"), ("type", "page"), ("type", "quiz")], headers=headers
+    ).json()
+    assert {h["node"]["id"] for h in two["hits"]} == {"refund", "quiz"}
+    first = requests.get(url, params={"q": "money", "k": 1}, headers=headers).json()
+    second = requests.get(url, params={"q": "money", "k": 1, "offset": 1}, headers=headers).json()
+    assert len(first["hits"]) == len(second["hits"]) == 1
+    assert first["hits"][0]["node"]["id"] != second["hits"][0]["node"]["id"]
+    none = requests.get(url, params={"q": "money", "tags_all": "nope"}, headers=headers).json()
+    assert none.get("hits", []) == []
+
+
+def test_post_search_takes_the_full_request_as_protobuf_json(loaded: HttpSearch) -> None:
+    body = {
+        "text": "certificates",
+        "mode": "SEARCH_MODE_KEYWORD",
+        "topK": 2,
+        "filter": {"contentTypes": ["article"]},
+    }
+    response = requests.post(
+        f"{loaded.url}{API}/search", json=body, headers=loaded.headers(["reader"])
+    )
+    assert response.status_code == 200, response.text
+    assert [h["node"]["id"] for h in response.json()["hits"]] == ["tls"]
+    proto_names = {"text": "pasta", "top_k": 1, "mode": 1}  # proto names and enum numbers too
+    again = requests.post(
+        f"{loaded.url}{API}/search", json=proto_names, headers=loaded.headers(["reader"])
+    )
+    assert again.status_code == 200
+    assert again.json()["mode"] == "SEARCH_MODE_DENSE"
+
+
+def test_nearest_by_slug_or_id_and_get_and_stats(loaded: HttpSearch) -> None:
+    headers = loaded.headers(["reader"])
+    by_slug = requests.get(
+        f"{loaded.url}{API}/nearest", params={"slug": "refund-slug", "k": 2}, headers=headers
+    ).json()
+    by_id = requests.get(
+        f"{loaded.url}{API}/nearest", params={"id": "refund", "k": 2}, headers=headers
+    ).json()
+    assert by_slug["sourceId"] == by_id["sourceId"] == "refund"
+    assert [h["node"]["id"] for h in by_slug["hits"]] == [h["node"]["id"] for h in by_id["hits"]]
+    assert "refund" not in [h["node"]["id"] for h in by_id["hits"]]
+    node = requests.get(f"{loaded.url}{API}/nodes/pasta", headers=headers).json()
+    assert (node["title"], node["version"]) == ("Fresh pasta", "1")
+    _problem(requests.get(f"{loaded.url}{API}/nodes/nothing", headers=headers), 404)
+    stats = requests.get(f"{loaded.url}{API}/stats", headers=headers).json()
+    assert stats["nodesTotal"] == "4"
+
+
+def test_upsert_with_client_vectors_then_delete(loaded: HttpSearch) -> None:
+    writer = loaded.headers(["writer"])
+    vector = np.random.default_rng(3).standard_normal(384).astype(np.float32)
+    node = {
+        "id": "pushed",
+        "contentType": "page",
+        "title": "Pushed embedding",
+        "body": "A node whose vector the client computed.",
+        "version": "1",
+        "vectors": [{"name": "content", "vector": {"values": vector.tolist()}}],
+    }
+    response = requests.post(f"{loaded.url}{API}/nodes", json={"nodes": [node]}, headers=writer)
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["vectorsWritten"] == 1
+    search = requests.post(
+        f"{loaded.url}{API}/search",
+        json={"vector": {"values": vector.tolist()}, "topK": 1},
+        headers=loaded.headers(["reader"]),
+    ).json()
+    assert search["hits"][0]["node"]["id"] == "pushed"
+    assert search["hits"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    deleted = requests.delete(f"{loaded.url}{API}/nodes/pushed", headers=writer).json()
+    assert deleted["results"][0]["outcome"] == "DELETE_OUTCOME_DELETED"
+    again = requests.delete(f"{loaded.url}{API}/nodes/pushed", headers=writer).json()
+    assert again["results"][0]["outcome"] == "DELETE_OUTCOME_NOT_FOUND"
+
+
+def test_track_then_recommend_with_the_per_user_rule(loaded: HttpSearch) -> None:
+    event = {
+        "eventId": "view-1",
+        "userId": "ann",
+        "nodeId": "pasta",
+        "action": "USER_ACTION_VIEW",
+        "occurredAt": "2026-12-01T10:00:00Z",
+    }
+    tracked = requests.post(
+        f"{loaded.url}{API}/track", json={"events": [event]}, headers=loaded.headers(["writer"])
+    )
+    assert tracked.status_code == 200
+    assert tracked.json()["accepted"] == 1
+    ann = loaded.headers(["reader"], subject="ann")
+    mine = requests.get(
+        f"{loaded.url}{API}/recommend", params={"userId": "ann", "k": 2}, headers=ann
+    )
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["journeyEvents"] == 1
+    assert mine.json()["recommendationId"]
+    seen = requests.get(
+        f"{loaded.url}{API}/recommend",
+        params={"userId": "ann", "exclude_seen": "true", "k": 10},
+        headers=ann,
+    ).json()
+    assert "pasta" not in [h["node"]["id"] for h in seen["hits"]]
+    _problem(
+        requests.get(f"{loaded.url}{API}/recommend", params={"userId": "bob"}, headers=ann), 403
+    )
+
+
+def test_tokens_roles_and_tenants_as_over_grpc(loaded: HttpSearch) -> None:
+    url = f"{loaded.url}{API}/vector-search"
+    missing = _problem(requests.get(url, params={"q": "money"}), 401)
+    assert "token" in missing["detail"].lower()
+    assert requests.get(url, params={"q": "x"}).headers["www-authenticate"].startswith("Bearer")
+    _problem(requests.get(url, params={"q": "x"}, headers={"Authorization": "Bearer nope"}), 401)
+    reader = loaded.headers(["reader"])
+    _problem(requests.post(f"{loaded.url}{API}/nodes", json={"nodes": []}, headers=reader), 403)
+    _problem(requests.get(f"{loaded.url}{API}/admin/health", headers=reader), 403)
+    pinned = loaded.headers(["admin"], tenant="acme")
+    _problem(requests.get(url, params={"q": "x", "tenant": "globex"}, headers=pinned), 403)
+    _problem(
+        requests.get(f"{loaded.url}{API}/stats", params={"all_tenants": "true"}, headers=pinned),
+        403,
+    )
+    theirs = requests.get(url, params={"q": "money"}, headers=pinned).json()
+    assert theirs.get("hits", []) == []  # acme has no nodes: the claim forced the tenant
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"q": "x", "k": "-1"}, "k"),
+        ({"q": "x", "k": "ten"}, "k"),
+        ({"q": "x", "k": "100000"}, "k"),
+        ({"q": "x", "mode": "fuzzy"}, "mode"),
+        ({"q": ""}, "q"),
+        ({"q": "x\x00y"}, "q"),
+        ({"q": "x", "type": "Bad Type!"}, "type[0]"),
+        ({"q": "x", "min_score": "nan"}, "min_score"),
+        ({"q": "x", "include_body": "perhaps"}, "include_body"),
+        ({"q": "x", "tenant": "../x y"}, "tenant"),
+    ],
+)
+def test_bad_query_parameters_get_400_naming_the_parameter(
+    loaded: HttpSearch, params: dict[str, str], field: str
+) -> None:
+    response = requests.get(
+        f"{loaded.url}{API}/vector-search", params=params, headers=loaded.headers(["reader"])
+    )
+    _problem(response, 400, field)
+
+
+def test_bad_bodies_get_400_413_or_415(loaded: HttpSearch) -> None:
+    url = f"{loaded.url}{API}/search"
+    headers = {**loaded.headers(["reader"]), "Content-Type": "application/json"}
+    _problem(requests.post(url, data=b"{not json", headers=headers), 400, "body")
+    unknown = _problem(requests.post(url, json={"txet": "x"}, headers=headers), 400, "body")
+    assert "txet" in unknown["detail"]
+    _problem(requests.post(url, data=b"\xff\xfe", headers=headers), 400, "body")
+    _problem(requests.post(url, json={"text": "x", "topK": "many"}, headers=headers), 400, "body")
+    deep = "[" * 5000 + "]" * 5000
+    _problem(requests.post(url, data=f'{{"text": "x", "x": {deep}}}', headers=headers), 400)
+    _problem(requests.post(url, json={"text": "x", "topK": 5000}, headers=headers), 400, "top_k")
+    big = {"text": "x" * 70000}
+    _problem(requests.post(url, json=big, headers=headers), 413)
+    text = {**headers, "Content-Type": "text/plain"}
+    _problem(requests.post(url, data=b'{"text": "x"}', headers=text), 415)
+
+
+def test_unknown_routes_and_methods_are_problems(loaded: HttpSearch) -> None:
+    headers = loaded.headers(["reader"])
+    _problem(requests.get(f"{loaded.url}{API}/nowhere", headers=headers), 404)
+    _problem(requests.put(f"{loaded.url}{API}/search", headers=headers), 405)
+
+
+def test_admin_routes(loaded: HttpSearch) -> None:
+    admin = loaded.headers(["admin"])
+    report = requests.get(f"{loaded.url}{API}/admin/health", headers=admin).json()
+    assert report["status"] == "COMPONENT_STATUS_OK", report
+    spaces = requests.get(f"{loaded.url}{API}/admin/spaces", headers=admin).json()
+    assert spaces["activeSpaceId"] == spaces["spaces"][0]["id"]
+    heal = requests.post(f"{loaded.url}{API}/admin/heal", json={"dryRun": True}, headers=admin)
+    assert heal.status_code == 200, heal.text
+    assert int(heal.json().get("scanned", "0")) >= 4
+    rollback = requests.post(f"{loaded.url}{API}/admin/rollback", headers=admin)
+    _problem(rollback, 409)  # one space only: nothing to roll back to
+    _problem(
+        requests.post(f"{loaded.url}{API}/admin/reindex", json={"modelId": "nope"}, headers=admin),
+        400,
+        "model_id",
+    )
+
+
+def test_cors_only_for_configured_origins(loaded: HttpSearch) -> None:
+    preflight = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    allowed = requests.options(f"{loaded.url}{API}/vector-search", headers=preflight)
+    assert allowed.headers.get("access-control-allow-origin") == "https://app.example.com"
+    evil = {**preflight, "Origin": "https://evil.example.com"}
+    refused = requests.options(f"{loaded.url}{API}/vector-search", headers=evil)
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_metrics_per_route_template(loaded: HttpSearch) -> None:
+    headers = loaded.headers(["reader"])
+    requests.get(f"{loaded.url}{API}/nodes/refund", headers=headers)
+    text = requests.get(f"{loaded.metrics}/metrics").text
+    assert (
+        'semantic_http_request_seconds_count{method="GET",route="/api/semantic/nodes/{node_id}"}'
+        in text
+    )
+    assert "/api/semantic/nodes/refund" not in text  # never the raw path
+
+
+def test_json_is_the_grpc_json_mapping(loaded: HttpSearch) -> None:
+    response = requests.get(f"{loaded.url}{API}/nodes/refund", headers=loaded.headers(["reader"]))
+    node = json_format.ParseDict(response.json(), pb.SearchHit().node)
+    assert (node.id, node.content_type) == ("refund", "page")
+    assert "contentType" in response.json()
+    assert "content_type" not in response.json()

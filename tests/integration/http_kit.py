@@ -74,7 +74,7 @@ def start_http_search(
 
 
 def wait_ready(url: str, timeout_s: float = 60.0) -> None:
-    """Until ``/readyz`` answers 200."""
+    """Until ``/readyz`` answers 200 (playwright's sync API must not be running yet)."""
     deadline = time.monotonic() + timeout_s
     last: object = None
     while time.monotonic() < deadline:

@@ -26,6 +26,7 @@ from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
 from semantic.search.admin import AdminServicer
 from semantic.search.http.app import HttpServer, create_app
+from semantic.search.http.console.routes import console_router, static_files
 from semantic.search.http.gateway import Gateway
 from semantic.search.http.security import HttpAuth
 from semantic.search.recommend.service import Recommendations
@@ -157,13 +158,21 @@ def http_server(
     async def ready() -> bool:
         return kit.serving
 
-    app = create_app(gateway, ready, cors_origins=settings.cors_origins())
+    console, pages = console_router(gateway)
+    app = create_app(
+        gateway,
+        ready,
+        cors_origins=settings.cors_origins(),
+        routers=[console],
+        mounts=[static_files()],
+    )
     return HttpServer(
         app,
         host=settings.http_host,
         port=settings.http_port,
         grace_seconds=settings.shutdown_grace_seconds,
         forwarded_allow_ips=settings.http_forwarded_allow_ips,
+        on_stop=[pages.jobs.close],
     )
 
 

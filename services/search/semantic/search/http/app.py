@@ -22,7 +22,7 @@ from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semantic.core.domain import HybridParams
@@ -65,6 +65,7 @@ def create_app(
     *,
     cors_origins: Sequence[str] = (),
     routers: Sequence[APIRouter] = (),
+    mounts: Sequence[tuple[str, ASGIApp]] = (),
 ) -> FastAPI:
     """The search service's HTTP app. ``ready`` says whether the core serves (``/readyz``)."""
     app = FastAPI(
@@ -77,6 +78,12 @@ def create_app(
     app.include_router(api_router(gateway))
     for router in routers:
         app.include_router(router)
+    for path, mounted in mounts:
+        app.mount(path, mounted)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/admin/vector-search", status_code=307)
 
     @app.get("/healthz", include_in_schema=True, tags=["Operations"], operation_id="Live")
     async def healthz() -> JSONResponse:
@@ -198,8 +205,11 @@ class HttpServer:
         port: int,
         grace_seconds: float,
         forwarded_allow_ips: str = "127.0.0.1",
+        on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
+        """``on_stop``: called once the server no longer serves (the console's jobs)."""
         self.host = host
+        self._on_stop = list(on_stop)
         self.port = port
         self._config = uvicorn.Config(
             app,
@@ -252,4 +262,6 @@ class HttpServer:
             await self._task
         self._server = None
         self._task = None
+        for callback in self._on_stop:
+            await callback()
         log.info("http_stopped")

@@ -1,0 +1,319 @@
+"""The pages of ``/admin/vector-search``: overview, explorer, query lab, recommendation
+debugger, migration checker and dead letters, server-rendered from the servicers' answers.
+
+Every page needs the admin role (a signed-in session, or authentication off in
+development); a visitor without one is sent to the sign-in page. Pages are plain HTML with
+one small script of ours (``static/console.js``) and no inline script, so the
+Content-Security-Policy allows only this server's own files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import APIRouter
+from google.protobuf.message import Message
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from semantic.common.auth import acting_as
+from semantic.common.errors import InvalidArgument, NotFound, SemanticError
+from semantic.search.http.console import session
+from semantic.search.http.console.jobs import Jobs
+from semantic.search.http.console.session import Visitor
+from semantic.search.http.console.views import STATUS_NAMES, Trend, alerts, lab_rows, megabytes
+from semantic.search.http.gateway import Gateway
+from semantic.search.http.problems import problem_for
+from semantic.search.http.security import CSRF_FIELD
+from semantic.v1 import search_pb2 as pb
+
+BASE = "/admin/vector-search"
+HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",  # no-referrer would make Chromium send Origin: null
+    "Cache-Control": "no-store",
+}
+PAGES = (
+    ("overview", "Overview", ""),
+    ("explorer", "Explorer", "/explorer"),
+    ("query", "Query lab", "/query"),
+    ("recommend", "Recommendations", "/recommend"),
+    ("migration", "Migration check", "/migration"),
+    ("dead-letters", "Dead letters", "/dead-letters"),
+)
+
+
+class _Context:
+    """The gRPC context a servicer sees for a console call."""
+
+    def __init__(self, who: Visitor) -> None:
+        self._who = who
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._who.session}"),) if self._who.session else ()
+
+
+class Console:
+    """The console's pages over one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.jobs = Jobs()
+        self.trend = Trend()
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(HERE / "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.templates.filters["size"] = megabytes
+        self.templates.globals.update(
+            base=BASE, pages=PAGES, status_names=STATUS_NAMES, space_state=space_state
+        )
+
+    async def call(self, who: Visitor, service: str, rpc: str, message: Message) -> Any:
+        """The servicer's answer to ``message``, as the visitor."""
+        servicer: Any = self.gateway.search if service == "Search" else self.gateway.admin
+        with acting_as(who.principal):
+            return await getattr(servicer, rpc)(message, _Context(who))
+
+    async def attempt(
+        self, who: Visitor, service: str, rpc: str, message: Message, errors: dict[str, str]
+    ) -> Any:
+        """Like :meth:`call`; a failure is recorded in ``errors`` (shown on the page)."""
+        try:
+            return await self.call(who, service, rpc, message)
+        except SemanticError as exc:
+            errors[rpc] = str(exc)
+        except Exception as exc:
+            errors[rpc] = problem_for(exc, BASE).detail
+        return None
+
+    def page(self, name: str, who: Visitor, started: float, **values: Any) -> HTMLResponse:
+        """A rendered page with the server time it took (``Server-Timing``)."""
+        body = self.templates.get_template(f"{name}.html").render(
+            who=who, csrf_field=CSRF_FIELD, current=name, **values
+        )
+        took = (time.perf_counter() - started) * 1000
+        headers = {**SECURITY_HEADERS, "Server-Timing": f"app;dur={took:.1f}"}
+        return HTMLResponse(body, headers=headers)
+
+    def login_page(self, request: Request, message: str = "", status: int = 200) -> HTMLResponse:
+        """The sign-in form."""
+        body = self.templates.get_template("login.html").render(message=message)
+        return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+Handler = Callable[[Request, Visitor, float], Awaitable[Response]]
+
+
+def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
+    """The console's routes (and the console, whose jobs the app closes at shutdown)."""
+    console = Console(gateway)
+    router = APIRouter(prefix=BASE, include_in_schema=False)
+
+    def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            who = session.visitor(gateway, request)
+            if who is None:
+                return RedirectResponse(f"{BASE}/login", status_code=303)
+            return await handler(request, who, started)
+
+        endpoint.__name__ = handler.__name__
+        return endpoint
+
+    @router.get("/login")
+    async def login_form(request: Request) -> Response:
+        return console.login_page(request)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        try:
+            session.same_origin(request)
+            fields = await session.form(request)
+        except SemanticError as exc:
+            return console.login_page(request, str(exc), 403)
+        token = fields.get("token", "").strip()
+        if token.lower().startswith("bearer "):
+            token = token[7:].strip()
+        try:
+            caller = gateway.auth.authorize(
+                session.CONSOLE_METHOD,
+                {"authorization": f"Bearer {token}"},
+                {},
+                http_method="GET",
+                origin_host=request.headers.get("host", ""),
+            )
+        except SemanticError as exc:
+            return console.login_page(request, f"Not signed in: {exc}", 401)
+        response = RedirectResponse(BASE, status_code=303)
+        if caller.authorization is not None and token:
+            session.sign_in(response, request, token)
+        return response
+
+    @router.post("/logout")
+    @signed_in
+    async def logout(request: Request, who: Visitor, started: float) -> Response:
+        try:
+            session.check_post(request, who, await session.form(request))
+        except SemanticError as exc:
+            return _forbidden(exc)
+        response = RedirectResponse(f"{BASE}/login", status_code=303)
+        session.sign_out(response, request)
+        return response
+
+    @router.get("")
+    @signed_in
+    async def overview(request: Request, who: Visitor, started: float) -> Response:
+        errors: dict[str, str] = {}
+        report = await console.attempt(
+            who, "Admin", "HealthReport", pb.HealthReportRequest(), errors
+        )
+        stats = await console.attempt(
+            who,
+            "Search",
+            "Stats",
+            pb.StatsRequest(all_tenants=who.principal.tenant is None),
+            errors,
+        )
+        found = alerts(report, stats, console.trend, errors=errors)
+        return console.page(
+            "overview",
+            who,
+            started,
+            report=report,
+            stats=stats,
+            alerts=found,
+            jobs=console.jobs.recent()[:5],
+        )
+
+    @router.get("/query")
+    @signed_in
+    async def query(request: Request, who: Visitor, started: float) -> Response:
+        params = request.query_params
+        q = params.get("q", "")
+        tenant = params.get("tenant", "")
+        k = params.get("k", "10")
+        types = [t for t in params.getlist("type") if t]
+        results: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        if q:
+            for name, mode in (
+                ("dense", pb.SEARCH_MODE_DENSE),
+                ("keyword", pb.SEARCH_MODE_KEYWORD),
+                ("hybrid", pb.SEARCH_MODE_HYBRID),
+            ):
+                try:
+                    message = pb.SearchRequest(
+                        text=q, tenant=tenant, mode=mode, top_k=_int(k, "k"), include_body=True
+                    )
+                    message.filter.content_types.extend(types)
+                    response = await console.call(who, "Search", "Search", message)
+                    results[name] = lab_rows(response)
+                except SemanticError as exc:
+                    errors[name] = str(exc)
+        return console.page(
+            "query",
+            who,
+            started,
+            q=q,
+            tenant=tenant,
+            k=k,
+            types=",".join(types),
+            results=results,
+            errors=errors,
+        )
+
+    @router.get("/jobs/{job_id}")
+    @signed_in
+    async def job(request: Request, who: Visitor, started: float) -> Response:
+        found = console.jobs.get(request.path_params["job_id"])
+        if found is None:
+            return JSONResponse({"error": "no such job"}, status_code=404)
+        return JSONResponse(found.view(), headers={"Cache-Control": "no-store"})
+
+    @router.post("/actions/{action}")
+    @signed_in
+    async def action(request: Request, who: Visitor, started: float) -> Response:
+        try:
+            fields = await session.form(request)
+            session.check_post(request, who, fields)
+            message, service, rpc = _action(request.path_params["action"], fields)
+            job = console.jobs.start(
+                request.path_params["action"],
+                lambda: console.call(who, service, rpc, message),
+            )
+        except SemanticError as exc:
+            return _forbidden(exc)
+        back = fields.get("back") or f"{BASE}/migration"
+        if not back.startswith(BASE):
+            back = BASE
+        separator = "&" if "?" in back else "?"
+        return RedirectResponse(f"{back}{separator}job={job.id}", status_code=303)
+
+    return router, console
+
+
+def static_files() -> tuple[str, StaticFiles]:
+    """The console's stylesheet and script, served by the service itself (no CDN)."""
+    return f"{BASE}/static", StaticFiles(directory=HERE / "static")
+
+
+def _action(name: str, fields: dict[str, str]) -> tuple[Message, str, str]:
+    """The servicer call of a console action button."""
+    if name == "heal":
+        return (
+            pb.HealRequest(
+                space_id=fields.get("space_id", ""),
+                only_missing=fields.get("only_missing") == "1",
+                content_type=fields.get("content_type", ""),
+            ),
+            "Admin",
+            "Heal",
+        )
+    if name == "reindex":
+        model = fields.get("model_id", "")
+        if not model:
+            raise InvalidArgument("model_id", "name the model to reindex with")
+        return pb.ReindexRequest(model_id=model), "Admin", "Reindex"
+    if name == "rollback":
+        return pb.RollbackRequest(), "Admin", "Rollback"
+    if name == "activate":
+        return (
+            pb.ActivateSpaceRequest(space_id=fields.get("space_id", "")),
+            "Admin",
+            "ActivateSpace",
+        )
+    raise NotFound("console action", name)
+
+
+def space_state(value: int) -> str:
+    """``SPACE_STATE_ACTIVE`` -> ``active``."""
+    try:
+        return pb.SpaceState.Name(value).removeprefix("SPACE_STATE_").lower()  # type: ignore[arg-type]
+    except ValueError:
+        return str(value)
+
+
+def _int(text: str, name: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise InvalidArgument(name, f"must be a whole number, got {text!r}")
+    return int(text)
+
+
+def _forbidden(exc: SemanticError) -> Response:
+    problem = problem_for(exc, BASE)
+    return JSONResponse(
+        problem.body(), status_code=problem.kind.status, media_type="application/problem+json"
+    )

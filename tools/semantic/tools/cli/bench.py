@@ -53,6 +53,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     search.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
+    http = targets.add_parser(
+        "http",
+        help="HTTP GET vector-search vs gRPC Search on the same queries; console page times",
+        description="Loads N nodes (as `bench search`), then alternates rounds of the same text "
+        "queries over gRPC and over HTTP with the same concurrency (p50/p99, queries/s, ratio), "
+        "and reads each console page's server time from its Server-Timing header.",
+    )
+    http.add_argument("--json", action="store_true", help="print one JSON object")
+    http.add_argument("--n", type=int, default=100_000, help="nodes to load")
+    http.add_argument("--queries", type=int, default=200, help="queries per round and transport")
+    http.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    http.add_argument("--rounds", type=int, default=4, help="alternating rounds")
+    http.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
     recommend = targets.add_parser(
         "recommend",
         help="Track and Recommend latency at N nodes and U users vs. a dense search",
@@ -159,6 +174,21 @@ def run(args: argparse.Namespace) -> int:
         report = run_search_bench(
             SearchBenchConfig(
                 model_dir=args.model, n=args.n, queries=args.queries, clients=args.clients
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "http":
+        from semantic.tools.bench.http import HttpBenchConfig, run_http_bench
+
+        report = run_http_bench(
+            HttpBenchConfig(
+                model_dir=args.model,
+                n=args.n,
+                queries=args.queries,
+                clients=args.clients,
+                rounds=args.rounds,
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )

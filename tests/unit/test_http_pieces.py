@@ -1,0 +1,188 @@
+"""The HTTP side's pure parts: the problem table, protobuf-JSON schemas, the committed OpenAPI
+document, CSRF tokens and the console's alerts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema_rs
+import pytest
+from google.protobuf import json_format
+
+from semantic.common import errors
+from semantic.search.http import problems
+from semantic.search.http.app import document
+from semantic.search.http.console.views import Trend, alerts, lab_rows
+from semantic.search.http.openapi import render
+from semantic.search.http.security import check_csrf, csrf_token
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import search_pb2 as pb
+from semantic.wire import protojson
+from semantic.wire.jsonschema import SchemaSet
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (errors.InvalidArgument("k", "bad"), 400, "INVALID_ARGUMENT"),
+        (errors.Unauthenticated("no token"), 401, "UNAUTHENTICATED"),
+        (errors.PermissionDenied("no"), 403, "PERMISSION_DENIED"),
+        (errors.NotFound("node", "x"), 404, "NOT_FOUND"),
+        (errors.AlreadyExists("node", "x"), 409, "ALREADY_EXISTS"),
+        (errors.FailedPrecondition("no previous space"), 409, "FAILED_PRECONDITION"),
+        (errors.Overloaded("queue"), 429, "RESOURCE_EXHAUSTED"),
+        (errors.DependencyUnavailable("postgresql", "down"), 503, "UNAVAILABLE"),
+        (TimeoutError(), 504, "DEADLINE_EXCEEDED"),
+        (KeyError("bug"), 500, "INTERNAL"),
+    ],
+)
+def test_one_table_maps_domain_errors_to_statuses(
+    error: BaseException, status: int, code: str
+) -> None:
+    problem = problems.problem_for(error, "/x")
+    assert problem.kind.status == status
+    assert problem.body()["code"] == code
+    assert problem.body()["type"] == "urn:semantic:problem:" + code.lower().replace("_", "-")
+    if status in (429, 503):
+        assert problem.headers() == {"Retry-After": "1"}
+    if status == 500:
+        assert "bug" not in problem.detail  # no internals leak
+        assert problem.body()["ref"] in problem.detail
+
+
+def test_problems_name_the_parameter_the_client_sent() -> None:
+    renames = {"filter.content_types": "type", "top_k": "k"}
+    problem = problems.problem_for(
+        errors.InvalidArgument("filter.content_types[2]", "bad"), "/", renames
+    )
+    assert problem.body()["field"] == "type[2]"
+    assert problem.detail == "type[2]: bad"
+    untouched = problems.problem_for(errors.InvalidArgument("top_kx", "bad"), "/", renames)
+    assert untouched.body()["field"] == "top_kx"
+
+
+def test_message_schemas_accept_what_the_json_mapping_writes() -> None:
+    schemas = SchemaSet()
+    ref = schemas.ref(pb.SearchResponse.DESCRIPTOR)
+    document_ = {"$ref": ref["$ref"], "components": {"schemas": schemas.components}}
+    validator = jsonschema_rs.validator_for(
+        {**document_, "$ref": "#/components/schemas/SearchResponse"}
+    )
+    response = pb.SearchResponse(space_id="1", mode=pb.SEARCH_MODE_HYBRID, query_tokens=3)
+    hit = response.hits.add(score=0.5)
+    hit.node.id = "a"
+    hit.node.version = 2**62
+    hit.node.metadata.update({"price": 3.5, "nested": {"list": [1, "x", None]}})
+    hit.node.created_at.FromSeconds(1_700_000_000)
+    hit.explanation.dense_rank = 1
+    as_json = protojson.to_dict(response)
+    assert as_json["hits"][0]["node"]["version"] == str(2**62)  # 64-bit as a string
+    validator.validate(as_json)
+    with pytest.raises(jsonschema_rs.ValidationError):
+        validator.validate({**as_json, "unknownField": 1})
+
+
+def test_requests_parse_json_names_proto_names_and_refuse_unknown_fields() -> None:
+    message = protojson.parse(b'{"topK": 3, "include_body": true}', pb.SearchRequest())
+    assert (message.top_k, message.include_body) == (3, True)
+    with pytest.raises(errors.InvalidArgument) as caught:
+        protojson.parse(b'{"txet": "x"}', pb.SearchRequest())
+    assert caught.value.field == "body"
+    assert "txet" in caught.value.problem
+    with pytest.raises(errors.InvalidArgument):
+        protojson.parse(b"\xff", pb.SearchRequest())
+    with pytest.raises(errors.InvalidArgument):
+        protojson.parse(b'{"topK": -1}', pb.SearchRequest())
+
+
+def test_the_committed_openapi_document_is_what_the_code_generates() -> None:
+    committed = (ROOT / "openapi.json").read_text(encoding="utf-8")
+    assert committed == render(document()), "openapi.json is stale: run `make openapi`"
+    parsed = json.loads(committed)
+    assert parsed["openapi"] == "3.1.0"
+    for path, operations in parsed["paths"].items():
+        for method, operation in operations.items():
+            assert "default" in operation["responses"], (path, method)
+            if method == "post":
+                assert "example" in operation["requestBody"]["content"]["application/json"]
+
+
+def test_csrf_tokens_come_from_the_session_and_origins_must_match() -> None:
+    token = csrf_token("session-a")
+    assert token != csrf_token("session-b")
+    check_csrf("session-a", {"x-csrf-token": token, "origin": "http://h:1"}, None, "h:1")
+    check_csrf("session-a", {}, token, "h:1")  # form field, no Origin
+    for headers, form in (
+        ({}, None),
+        ({"x-csrf-token": csrf_token("session-b")}, None),
+        ({"x-csrf-token": token, "origin": "http://evil:1"}, None),
+        ({"x-csrf-token": token, "origin": "null"}, None),
+    ):
+        with pytest.raises(errors.PermissionDenied):
+            check_csrf("session-a", headers, form, "h:1")
+
+
+def _report(**lag: int) -> pb.HealthReportResponse:
+    report = pb.HealthReportResponse(
+        components=[
+            pb.ComponentHealth(name="postgresql", status=pb.COMPONENT_STATUS_OK),
+            pb.ComponentHealth(
+                name="embedder", status=pb.COMPONENT_STATUS_DOWN, detail="connection refused"
+            ),
+        ]
+    )
+    report.active_space.id = "1"
+    if lag:
+        report.lag.CopyFrom(pb.ConsumerLag(**lag))
+    return report
+
+
+def test_alerts_name_what_is_wrong_and_notice_growth() -> None:
+    trend = Trend()
+    stats = pb.StatsResponse(heal_backlog=pb.HealBacklog(missing=5))
+    first = alerts(_report(pending=10, dead_letters=2), stats, trend)
+    titles = [a.title for a in first]
+    assert titles[0] == "embedder unreachable"
+    assert "Dead letters" in titles
+    assert "Active space incomplete" in titles
+    grown = alerts(
+        _report(pending=50, dead_letters=4),
+        pb.StatsResponse(heal_backlog=pb.HealBacklog(missing=9)),
+        trend,
+    )
+    titles = [a.title for a in grown]
+    assert "Dead letters growing" in titles
+    assert "Indexer backlog growing" in titles
+    assert "Active space incomplete and falling behind" in titles
+    assert [a.severity for a in grown] == sorted(
+        (a.severity for a in grown), key=lambda s: s != "critical"
+    )
+    calm = alerts(
+        pb.HealthReportResponse(active_space=pb.EmbeddingSpace(id="1")),
+        pb.StatsResponse(),
+        Trend(),
+    )
+    assert calm == []
+    assert alerts(pb.HealthReportResponse(), None, Trend())[0].title == (
+        "No active embedding space"
+    )
+
+
+def test_lab_rows_place_the_matched_chunk_in_its_text() -> None:
+    body = "alpha beta gamma delta"
+    response = pb.SearchResponse()
+    hit = response.hits.add(score=0.9, node=cpb.Node(id="n", title="T", body=body))
+    hit.chunk.CopyFrom(
+        pb.ChunkMatch(vector_name="content", chunk_index=1, span=cpb.TextSpan(start=6, end=16))
+    )
+    hit.explanation.dense_rank = 1
+    hit.explanation.dense_score = 0.9
+    (row,) = lab_rows(response)
+    assert (row.before, row.match, row.after) == ("alpha ", "beta gamma", " delta")
+    assert ("similarity", "0.9000") in row.parts
+    json_format.MessageToDict(response)  # still a valid message

@@ -154,6 +154,7 @@ def test_nearest_by_slug_or_id_and_get_and_stats(loaded: HttpSearch) -> None:
     _problem(requests.get(f"{loaded.url}{API}/nodes/nothing", headers=headers), 404)
     stats = requests.get(f"{loaded.url}{API}/stats", headers=headers).json()
     assert stats["nodesTotal"] == "4"
+    assert stats["nodesByTenant"] == [{"nodes": "4"}]  # the default tenant: "" left out
 
 
 def test_upsert_with_client_vectors_then_delete(loaded: HttpSearch) -> None:

@@ -1684,6 +1684,32 @@ class StatsRequest(_message.Message):
 Global___StatsRequest: _TypeAlias = StatsRequest  # noqa: Y015
 
 @_typing.final
+class TenantCount(_message.Message):
+    """Number of nodes of one tenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant ("" is the default tenant)."""
+    nodes: _builtins.int
+    """Number of nodes."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        nodes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantCount: _TypeAlias = TenantCount  # noqa: Y015
+
+@_typing.final
 class ContentTypeCount(_message.Message):
     """Number of nodes of one content type."""
 
@@ -1782,6 +1808,7 @@ class StatsResponse(_message.Message):
     USERS_FIELD_NUMBER: _builtins.int
     USER_EVENTS_FIELD_NUMBER: _builtins.int
     COMPUTED_AT_FIELD_NUMBER: _builtins.int
+    NODES_BY_TENANT_FIELD_NUMBER: _builtins.int
     nodes_total: _builtins.int
     """Total number of nodes."""
     users: _builtins.int
@@ -1812,6 +1839,10 @@ class StatsResponse(_message.Message):
     def computed_at(self) -> _timestamp_pb2.Timestamp:
         """When the statistics were computed."""
 
+    @_builtins.property
+    def nodes_by_tenant(self) -> _containers.RepeatedCompositeFieldContainer[Global___TenantCount]:
+        """Nodes per tenant, by tenant name: every tenant with `all_tenants`, else the one asked."""
+
     def __init__(
         self,
         *,
@@ -1824,10 +1855,11 @@ class StatsResponse(_message.Message):
         users: _builtins.int = ...,
         user_events: _builtins.int = ...,
         computed_at: _timestamp_pb2.Timestamp | None = ...,
+        nodes_by_tenant: _abc.Iterable[Global___TenantCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "computed_at", b"computed_at", "heal_backlog", b"heal_backlog"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "computed_at", b"computed_at", "heal_backlog", b"heal_backlog", "nodes_by_content_type", b"nodes_by_content_type", "nodes_total", b"nodes_total", "relations", b"relations", "spaces", b"spaces", "user_events", b"user_events", "users", b"users"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "computed_at", b"computed_at", "heal_backlog", b"heal_backlog", "nodes_by_content_type", b"nodes_by_content_type", "nodes_by_tenant", b"nodes_by_tenant", "nodes_total", b"nodes_total", "relations", b"relations", "spaces", b"spaces", "user_events", b"user_events", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,6 +57,8 @@ class Stats:
     missing: int = 0
     stale: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    nodes_by_tenant: dict[str, int] = field(default_factory=dict)
+    """Nodes of each tenant counted (one tenant unless every tenant was asked for)."""
 
 
 class SearchService:

@@ -213,6 +213,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 pb.ContentTypeCount(content_type=t, nodes=n) for t, n in stats.nodes_by_type.items()
             ],
             nodes_total=sum(stats.nodes_by_type.values()),
+            nodes_by_tenant=[
+                pb.TenantCount(tenant=t, nodes=n) for t, n in stats.nodes_by_tenant.items()
+            ],
             spaces=[space_to_proto(s, stats.vectors.get(s.id)) for s in stats.spaces],
             relations=[pb.RelationSize(name=n, kind=k, bytes=b) for n, k, b in stats.relations],
             heal_backlog=pb.HealBacklog(missing=stats.missing, stale=stats.stale),

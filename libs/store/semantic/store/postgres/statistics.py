@@ -20,14 +20,15 @@ class PostgresStatistics:
         """Nodes per type, spaces and their sizes, heal backlog of the active space."""
         async with connection(self._pool) as conn:
             where, args = ("WHERE tenant = $1", [tenant]) if tenant is not None else ("", [])
-            by_type = {
-                r["content_type"]: r["n"]
-                for r in await conn.fetch(
-                    f"SELECT content_type, count(*) AS n FROM semantic.nodes {where}"
-                    " GROUP BY content_type ORDER BY content_type",
-                    *args,
-                )
-            }
+            by_type: dict[str, int] = {}
+            by_tenant: dict[str, int] = {}
+            for r in await conn.fetch(
+                f"SELECT tenant, content_type, count(*) AS n FROM semantic.nodes {where}"
+                " GROUP BY tenant, content_type ORDER BY content_type, tenant",
+                *args,
+            ):
+                by_type[r["content_type"]] = by_type.get(r["content_type"], 0) + r["n"]
+                by_tenant[r["tenant"]] = by_tenant.get(r["tenant"], 0) + r["n"]
             all_spaces = await spaces.list_spaces(conn)
             active = next((s for s in all_spaces if s.state == "active"), None)
             vectors = {
@@ -59,4 +60,13 @@ class PostgresStatistics:
                 )
                 if row is not None:
                     missing, stale = int(row["missing"]), int(row["stale"])
-        return Stats(by_type, active, all_spaces, vectors, relations, missing, stale)
+        return Stats(
+            by_type,
+            active,
+            all_spaces,
+            vectors,
+            relations,
+            missing,
+            stale,
+            nodes_by_tenant=dict(sorted(by_tenant.items())),
+        )

@@ -6,11 +6,14 @@ replayed; user content rendered as text; CSRF and cookie rules. Screenshots are 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nats
 import pytest
 import requests
 from http_kit import AUDIENCE, SECRET, wait_ready
@@ -58,7 +61,35 @@ def stack(fp32_model_dir: Path) -> Iterator[LocalStack]:
             f"{running.http_url}/api/semantic/nodes", json={"nodes": nodes}, headers=admin
         )
         assert response.status_code == 200, response.text
+        asyncio.run(_publish_poison(running.nats_url))
+        _wait_for_dead_letters(running.http_url, admin, 1)
         yield running
+
+
+async def _publish_poison(url: str) -> None:
+    """An event the indexer dead-letters at once (its payload is not JSON)."""
+    client = await nats.connect(url)
+    try:
+        await client.jetstream().publish(
+            "semantic.content._.page",
+            b'{"not": json <script>alert(2)</script>',
+            headers={"Content-Type": "application/json"},
+        )
+    finally:
+        await client.close()
+
+
+def _wait_for_dead_letters(url: str, headers: dict[str, str], count: int) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while True:
+        response = requests.post(
+            f"{url}/api/semantic/admin/list-dead-letters", json={}, headers=headers
+        )
+        assert response.status_code == 200, response.text
+        letters = response.json()
+        if int(letters.get("total", "0")) >= count or time.monotonic() > deadline:
+            return letters  # type: ignore[no-any-return]
+        time.sleep(0.1)
 
 
 def _token(roles: list[str], subject: str = "operator", tenant: str | None = None) -> str:
@@ -163,3 +194,81 @@ def test_console_posts_need_the_csrf_token_and_our_origin(stack: LocalStack) -> 
         f"{stack.http_url}/api/semantic/admin/heal", json={"dryRun": True}, cookies=cookies
     )
     assert api.status_code == 403  # the cookie alone never changes anything through the API
+
+
+def test_explorer_projects_points_and_shows_a_node_with_its_neighbours(page: object) -> None:
+    _sign_in(page)
+    page.goto(f"{CONSOLE}/explorer?sample=100")  # type: ignore[attr-defined]
+    dots = page.locator("svg#map circle")  # type: ignore[attr-defined]
+    assert dots.count() == 18
+    assert page.locator("#legend span").count() == 3  # type: ignore[attr-defined]
+    dots.first.click()
+    panel = page.locator("#node")  # type: ignore[attr-defined]
+    panel.locator("ol.neighbours li").first.wait_for()
+    assert panel.locator("ol.neighbours li").count() == 10
+    assert "Nearest neighbours" in panel.inner_text()
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    _shot(page, "explorer")
+    only_quizzes = f"{CONSOLE}/explorer?type=quiz&sample=100"
+    page.goto(only_quizzes)  # type: ignore[attr-defined]
+    assert page.locator("svg#map circle").count() == 6  # type: ignore[attr-defined]
+
+
+def test_migration_check_runs_then_a_heal_shows_its_progress(page: object) -> None:
+    _sign_in(page)
+    page.goto(f"{CONSOLE}/migration")  # type: ignore[attr-defined]
+    page.click("#run-checks")  # type: ignore[attr-defined]
+    checks = page.locator('table[data-table="checks"] tr.check')  # type: ignore[attr-defined]
+    assert checks.count() >= 5
+    assert page.locator("tr.check.fail").count() == 0  # type: ignore[attr-defined]
+    page.click("#heal")  # type: ignore[attr-defined]
+    job = page.locator("#job")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "document.getElementById('job').dataset.state === 'done'", timeout=60_000
+    )
+    assert '"scanned"' in job.locator("[data-job-result]").inner_text()
+    live = page.locator("#live")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "document.getElementById('live').dataset.updated !== undefined"
+    )
+    assert live.locator("[data-live-missing]").inner_text() == "0"
+    _shot(page, "migration")
+
+
+def test_dead_letters_are_listed_escaped_then_replayed_and_discarded(
+    page: object, stack: LocalStack
+) -> None:
+    _sign_in(page)
+    page.goto(f"{CONSOLE}/dead-letters")  # type: ignore[attr-defined]
+    rows = page.locator('table[data-table="letters"] tr[data-seq]')  # type: ignore[attr-defined]
+    assert rows.count() == 1
+    first_seq = rows.first.get_attribute("data-seq")
+    assert "decode_error" in rows.first.inner_text()
+    assert "<script>alert(2)</script>" in rows.first.inner_text()  # shown, not run
+    _shot(page, "dead-letters")
+    rows.first.locator("text=Replay").click()
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "document.getElementById('job').dataset.state === 'done'", timeout=60_000
+    )
+    admin = {"Authorization": f"Bearer {_token(['admin'])}"}
+    # Replayed on its subject, the payload fails the same way: a new dead letter.
+    deadline = time.monotonic() + 60
+    while True:
+        letters = _wait_for_dead_letters(stack.http_url, admin, 1).get("letters", [])
+        seqs = [str(letter["seq"]) for letter in letters]  # type: ignore[index]
+        if seqs and first_seq not in seqs:
+            break
+        assert time.monotonic() < deadline, seqs
+        time.sleep(0.1)
+    page.goto(f"{CONSOLE}/dead-letters")  # type: ignore[attr-defined]
+    page.click("#discard-all")  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "document.getElementById('job').dataset.state === 'done'", timeout=60_000
+    )
+    page.goto(f"{CONSOLE}/dead-letters")  # type: ignore[attr-defined]
+    assert page.locator("tr[data-seq]").count() == 0  # type: ignore[attr-defined]
+    assert dialogs_seen(page) == []
+
+
+def dialogs_seen(page: object) -> list[str]:
+    return list(page.dialogs)  # type: ignore[attr-defined]

@@ -31,6 +31,7 @@ from semantic.search.http.gateway import Gateway
 from semantic.search.http.problems import problem_for
 from semantic.search.http.security import CSRF_FIELD
 from semantic.v1 import search_pb2 as pb
+from semantic.wire import protojson
 
 BASE = "/admin/vector-search"
 HERE = Path(__file__).parent
@@ -235,6 +236,67 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
             errors=errors,
         )
 
+    @router.get("/explorer")
+    @signed_in
+    async def explorer(request: Request, who: Visitor, started: float) -> Response:
+        params = request.query_params
+        tenant = params.get("tenant", "")
+        types = [t.strip() for t in params.get("type", "").split(",") if t.strip()]
+        vector_name = params.get("vector_name", "")
+        sample, seed = params.get("sample", "500"), params.get("seed", "1")
+        errors: dict[str, str] = {}
+        explore: dict[str, Any] = {}
+        try:
+            message = pb.ExploreRequest(
+                tenant=tenant,
+                content_types=types,
+                vector_name=vector_name,
+                sample=_int(sample, "sample"),
+                seed=_int(seed, "seed"),
+            )
+            explore = protojson.to_dict(await console.call(who, "Admin", "Explore", message))
+        except SemanticError as exc:
+            errors["Explore"] = str(exc)
+        payload = {"tenant": tenant, "points": explore.get("points", [])}
+        return console.page(
+            "explorer",
+            who,
+            started,
+            tenant=tenant,
+            types=",".join(types),
+            vector_name=vector_name,
+            sample=sample,
+            seed=seed,
+            explore=explore,
+            payload=payload,
+            errors=errors,
+        )
+
+    @router.get("/migration")
+    @signed_in
+    async def migration(request: Request, who: Visitor, started: float) -> Response:
+        errors: dict[str, str] = {}
+        check: dict[str, Any] = {}
+        if request.query_params.get("run"):
+            found = await console.attempt(
+                who, "Admin", "CheckConsistency", pb.CheckConsistencyRequest(), errors
+            )
+            check = protojson.to_dict(found) if found is not None else {}
+        return console.page("migration", who, started, check=check, errors=errors)
+
+    @router.get("/dead-letters")
+    @signed_in
+    async def dead_letters(request: Request, who: Visitor, started: float) -> Response:
+        reason = request.query_params.get("reason", "")
+        errors: dict[str, str] = {}
+        found = await console.attempt(
+            who, "Admin", "ListDeadLetters", pb.ListDeadLettersRequest(reason=reason), errors
+        )
+        letters = protojson.to_dict(found) if found is not None else None
+        return console.page(
+            "dead_letters", who, started, letters=letters, reason=reason, errors=errors
+        )
+
     @router.get("/jobs/{job_id}")
     @signed_in
     async def job(request: Request, who: Visitor, started: float) -> Response:
@@ -289,6 +351,16 @@ def _action(name: str, fields: dict[str, str]) -> tuple[Message, str, str]:
         return pb.ReindexRequest(model_id=model), "Admin", "Reindex"
     if name == "rollback":
         return pb.RollbackRequest(), "Admin", "Rollback"
+    if name in ("replay", "discard"):
+        rpc = "ReplayDeadLetters" if name == "replay" else "DiscardDeadLetters"
+        request = pb.ReplayDeadLettersRequest() if name == "replay" else pb.DiscardDeadLettersRequest()
+        if fields.get("all") == "1":
+            request.all = True
+        else:
+            request.seqs.append(_int(fields.get("seq", ""), "seq"))
+        if fields.get("reason") and hasattr(request, "reason"):
+            request.reason = fields["reason"]
+        return request, "Admin", rpc
     if name == "activate":
         return (
             pb.ActivateSpaceRequest(space_id=fields.get("space_id", "")),

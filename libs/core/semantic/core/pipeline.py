@@ -151,9 +151,9 @@ class DeadLetters:
             return
         found = []
         for index, seq in enumerate(seqs):
-            letter = await self._pipeline.letter(seq)
-            if letter is None:
+            named = await self._pipeline.letter(seq)
+            if named is None:
                 raise NotFound("dead letter", f"seqs[{index}] = {seq}")
-            found.append(letter)
-        for letter in found:
-            yield letter
+            found.append(named)
+        for each in found:
+            yield each

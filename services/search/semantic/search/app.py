@@ -1,6 +1,10 @@
 """The search process: settings -> logging -> server (NOT_SERVING) -> schema, pool,
 embedder, active space -> database guardian -> SERVING -> SIGTERM -> drain -> close.
 
+NATS is optional: with NATS_URL set, a connection is made in the background (retrying
+until NATS answers, reconnecting afterwards) for the Admin service's pipeline RPCs and
+health report; NATS down or unset never holds start-up or serving up.
+
 The database guardian (``semantic.store.postgres.guardian``) reports NOT_SERVING while the
 database is lost, emptied or replaced, re-creates the schema and the space as start-up does,
 and reports SERVING again."""
@@ -25,9 +29,12 @@ from semantic.core.service import SearchService
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
 from semantic.search.admin import AdminServicer
+from semantic.search.pipeline import PipelineAdmin
 from semantic.search.recommend.service import Recommendations
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
+from semantic.store.nats.connection import BackgroundConnection
+from semantic.store.nats.pipeline import JetStreamPipeline, StreamNames
 from semantic.store.postgres.db import create_pool, session_settings
 from semantic.store.postgres.guardian import DatabaseGuardian
 from semantic.store.postgres.maintenance import PostgresMaintenance
@@ -62,8 +69,14 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         limits,
         HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
     )
-    admin = AdminServicer()
-    closers: list[object] = []
+    nats_connection = BackgroundConnection(settings.nats_url, "semantic-search")
+    pipeline = JetStreamPipeline(
+        nats_connection,
+        StreamNames.from_settings(settings),
+        timeout_s=settings.search_nats_timeout_s,
+    )
+    admin = AdminServicer(PipelineAdmin(nats_connection, pipeline))
+    closers: list[object] = [nats_connection]
     kit = ServerKit.from_settings(
         settings,
         name="search",
@@ -72,6 +85,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
     )
 
     async def start() -> None:
+        nats_connection.start()
         await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)
         pool = await create_pool(
             settings.dsn(),
@@ -114,7 +128,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         maintenance = Maintenance(
             PostgresMaintenance(pool), active, writer, batch_size=settings.indexer_heal_batch_size
         )
-        admin.attach(embedder, maintenance)
+        admin.attach(embedder, maintenance, recommendations)
         guardian = DatabaseGuardian.from_settings(
             pool, settings, model, health_reporter(kit), "search"
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TypeVar
 
 import nats.errors
@@ -64,7 +65,7 @@ class JetStreamPipeline:
         consumers = []
         for name in self._names.consumers:
             try:
-                info = await _call(lambda n=name: js.consumer_info(self._names.stream, n))
+                info = await _call(partial(js.consumer_info, self._names.stream, name))
             except _Missing:
                 continue
             consumers.append(

@@ -58,7 +58,11 @@ async def _open(url: str, name: str) -> NatsClient:
 async def connect(url: str, timeout_s: float, name: str) -> NatsClient:
     """Connect (retrying until NATS answers or ``timeout_s``), reconnecting forever
     afterwards."""
-    return await retry_async(lambda: _open(url, name), what="nats", timeout_s=timeout_s)
+
+    async def attempt() -> NatsClient:
+        return await _open(url, name)
+
+    return await retry_async(attempt, what="nats", timeout_s=timeout_s)
 
 
 class BackgroundConnection:

@@ -2973,7 +2973,7 @@ class DebugCandidate(_message.Message):
     content_type: _builtins.str
     """Its content type."""
     title: _builtins.str
-    """Its title (empty for candidates not completed: only hits are read in full)."""
+    """Its title (empty when the node was deleted meanwhile)."""
     source: Global___RecommendSource.ValueType
     """Which candidate source produced it."""
     score: _builtins.float

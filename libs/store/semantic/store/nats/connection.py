@@ -110,7 +110,12 @@ class BackgroundConnection:
         if not client.is_connected:
             return False, "disconnected, reconnecting"
         where = client.connected_url.netloc if client.connected_url else "?"
-        return True, f"nats-server {client.connected_server_version} at {where}"
+        try:
+            version = client.connected_server_version
+            release = f"{version.major}.{version.minor}.{version.patch}"
+        except ValueError:  # a version that is not semver: shown as the server gave it
+            release = str(client.connected_server_version)
+        return True, f"nats-server {release} at {where}"
 
     def jetstream(self, timeout_s: float) -> JetStreamContext:
         """JetStream on the connection; DependencyUnavailable when not connected."""

@@ -353,6 +353,17 @@ def request_strategies(pools: Pools) -> dict[str, st.SearchStrategy[Any]]:
         "/semantic.v1.Admin/ActivateSpace": generic(spb.ActivateSpaceRequest, pools),
         "/semantic.v1.Admin/Rollback": generic(spb.RollbackRequest, pools),
         "/semantic.v1.Admin/ListSpaces": generic(spb.ListSpacesRequest, pools),
+        "/semantic.v1.Admin/ListDeadLetters": generic(spb.ListDeadLettersRequest, pools),
+        "/semantic.v1.Admin/ReplayDeadLetters": generic(spb.ReplayDeadLettersRequest, pools),
+        "/semantic.v1.Admin/DiscardDeadLetters": generic(spb.DiscardDeadLettersRequest, pools),
+        "/semantic.v1.Admin/ExplainRecommendation": either(
+            st.builds(
+                spb.ExplainRecommendationRequest,
+                request=recommend_requests(pools),
+                max_candidates=st.integers(0, 600),
+            ),
+            spb.ExplainRecommendationRequest,
+        ),
     }
 
 

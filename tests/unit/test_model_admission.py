@@ -427,3 +427,16 @@ def test_a_manifest_that_is_not_utf8_is_invalid_not_a_crash(tmp_path: Path) -> N
     (tmp_path / "manifest.json").write_bytes(b'{"model_id": "\xff\xfe"}')
     with pytest.raises(ManifestInvalid, match="not UTF-8"):
         Manifest.load(tmp_path)
+
+
+def test_a_pinned_admin_may_explain_recommendations_of_its_tenant_but_not_dead_letters() -> None:
+    interceptor = AuthInterceptor(
+        AuthSettings(_env_file=None, auth_jwt_secret="s" * 40)  # type: ignore[call-arg]
+    )
+    pinned = Principal("ops", frozenset({Role.ADMIN}), tenant="acme")
+    assert "/semantic.v1.Admin/ExplainRecommendation" not in EVERY_TENANT_METHODS
+    interceptor.check("/semantic.v1.Admin/ExplainRecommendation", pinned)
+    for name in ("ListDeadLetters", "ReplayDeadLetters", "DiscardDeadLetters"):
+        assert f"/semantic.v1.Admin/{name}" in EVERY_TENANT_METHODS
+        with pytest.raises(errors.PermissionDenied, match="acts on every tenant"):
+            interceptor.check(f"/semantic.v1.Admin/{name}", pinned)

@@ -288,6 +288,134 @@ COMPONENT_STATUS_DOWN: ComponentStatus.ValueType  # 3
 """Not working (unreachable, erroring)."""
 Global___ComponentStatus: _TypeAlias = ComponentStatus  # noqa: Y015
 
+class _PayloadEncoding:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PayloadEncodingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PayloadEncoding.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYLOAD_ENCODING_UNSPECIFIED: _PayloadEncoding.ValueType  # 0
+    """Empty payload."""
+    PAYLOAD_ENCODING_PROTOBUF_JSON: _PayloadEncoding.ValueType  # 1
+    """The payload decoded as the subject's event (ContentEvent or UserEvent), rendered as
+    protobuf-JSON.
+    """
+    PAYLOAD_ENCODING_TEXT: _PayloadEncoding.ValueType  # 2
+    """The payload as UTF-8 text (invalid bytes replaced by U+FFFD)."""
+    PAYLOAD_ENCODING_BASE64: _PayloadEncoding.ValueType  # 3
+    """The payload in base64 (binary that is not a decodable event)."""
+
+class PayloadEncoding(_PayloadEncoding, metaclass=_PayloadEncodingEnumTypeWrapper):
+    """How a dead letter's payload preview is written."""
+
+PAYLOAD_ENCODING_UNSPECIFIED: PayloadEncoding.ValueType  # 0
+"""Empty payload."""
+PAYLOAD_ENCODING_PROTOBUF_JSON: PayloadEncoding.ValueType  # 1
+"""The payload decoded as the subject's event (ContentEvent or UserEvent), rendered as
+protobuf-JSON.
+"""
+PAYLOAD_ENCODING_TEXT: PayloadEncoding.ValueType  # 2
+"""The payload as UTF-8 text (invalid bytes replaced by U+FFFD)."""
+PAYLOAD_ENCODING_BASE64: PayloadEncoding.ValueType  # 3
+"""The payload in base64 (binary that is not a decodable event)."""
+Global___PayloadEncoding: _TypeAlias = PayloadEncoding  # noqa: Y015
+
+class _ArchetypeOrigin:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ArchetypeOriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ArchetypeOrigin.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ARCHETYPE_ORIGIN_UNSPECIFIED: _ArchetypeOrigin.ValueType  # 0
+    """No archetype was used."""
+    ARCHETYPE_ORIGIN_GIVEN: _ArchetypeOrigin.ValueType  # 1
+    """Given by the request (`archetype`)."""
+    ARCHETYPE_ORIGIN_STORED: _ArchetypeOrigin.ValueType  # 2
+    """Stored with the user (given by an event, or assigned by the archetype derivation)."""
+    ARCHETYPE_ORIGIN_DERIVED: _ArchetypeOrigin.ValueType  # 3
+    """Derived now: the derived archetype centroid nearest to the journey vector."""
+
+class ArchetypeOrigin(_ArchetypeOrigin, metaclass=_ArchetypeOriginEnumTypeWrapper):
+    """Where the archetype used came from."""
+
+ARCHETYPE_ORIGIN_UNSPECIFIED: ArchetypeOrigin.ValueType  # 0
+"""No archetype was used."""
+ARCHETYPE_ORIGIN_GIVEN: ArchetypeOrigin.ValueType  # 1
+"""Given by the request (`archetype`)."""
+ARCHETYPE_ORIGIN_STORED: ArchetypeOrigin.ValueType  # 2
+"""Stored with the user (given by an event, or assigned by the archetype derivation)."""
+ARCHETYPE_ORIGIN_DERIVED: ArchetypeOrigin.ValueType  # 3
+"""Derived now: the derived archetype centroid nearest to the journey vector."""
+Global___ArchetypeOrigin: _TypeAlias = ArchetypeOrigin  # noqa: Y015
+
+class _DropReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DropReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DropReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DROP_REASON_UNSPECIFIED: _DropReason.ValueType  # 0
+    """Kept (a hit)."""
+    DROP_REASON_BELOW_TOP_K: _DropReason.ValueType  # 1
+    """Scored below the hits (top_k reached)."""
+    DROP_REASON_DIVERSITY_CAP: _DropReason.ValueType  # 2
+    """Its content type already had its share of the hits (diversity cap)."""
+    DROP_REASON_DELETED: _DropReason.ValueType  # 3
+    """Deleted while the recommendation was made."""
+
+class DropReason(_DropReason, metaclass=_DropReasonEnumTypeWrapper):
+    """Why a candidate was not kept."""
+
+DROP_REASON_UNSPECIFIED: DropReason.ValueType  # 0
+"""Kept (a hit)."""
+DROP_REASON_BELOW_TOP_K: DropReason.ValueType  # 1
+"""Scored below the hits (top_k reached)."""
+DROP_REASON_DIVERSITY_CAP: DropReason.ValueType  # 2
+"""Its content type already had its share of the hits (diversity cap)."""
+DROP_REASON_DELETED: DropReason.ValueType  # 3
+"""Deleted while the recommendation was made."""
+Global___DropReason: _TypeAlias = DropReason  # noqa: Y015
+
+class _ExclusionReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExclusionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExclusionReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXCLUSION_REASON_UNSPECIFIED: _ExclusionReason.ValueType  # 0
+    """Not used."""
+    EXCLUSION_REASON_SEEN: _ExclusionReason.ValueType  # 1
+    """The user viewed, clicked or liked it and the request asked `exclude_seen`."""
+    EXCLUSION_REASON_CONVERTED: _ExclusionReason.ValueType  # 2
+    """The user converted on it (and the request did not ask `include_converted`)."""
+    EXCLUSION_REASON_DISMISSED: _ExclusionReason.ValueType  # 3
+    """The user dismissed it (always excluded)."""
+    EXCLUSION_REASON_FILTER: _ExclusionReason.ValueType  # 4
+    """The request's filter excludes it (`filter.exclude_ids`)."""
+    EXCLUSION_REASON_DIVERSITY_CAP: _ExclusionReason.ValueType  # 5
+    """A candidate left out by the diversity cap on one content type's share."""
+    EXCLUSION_REASON_EXAMPLE: _ExclusionReason.ValueType  # 6
+    """A positive or negative example of the request (never recommended back)."""
+
+class ExclusionReason(_ExclusionReason, metaclass=_ExclusionReasonEnumTypeWrapper):
+    """Why a node was excluded before scoring."""
+
+EXCLUSION_REASON_UNSPECIFIED: ExclusionReason.ValueType  # 0
+"""Not used."""
+EXCLUSION_REASON_SEEN: ExclusionReason.ValueType  # 1
+"""The user viewed, clicked or liked it and the request asked `exclude_seen`."""
+EXCLUSION_REASON_CONVERTED: ExclusionReason.ValueType  # 2
+"""The user converted on it (and the request did not ask `include_converted`)."""
+EXCLUSION_REASON_DISMISSED: ExclusionReason.ValueType  # 3
+"""The user dismissed it (always excluded)."""
+EXCLUSION_REASON_FILTER: ExclusionReason.ValueType  # 4
+"""The request's filter excludes it (`filter.exclude_ids`)."""
+EXCLUSION_REASON_DIVERSITY_CAP: ExclusionReason.ValueType  # 5
+"""A candidate left out by the diversity cap on one content type's share."""
+EXCLUSION_REASON_EXAMPLE: ExclusionReason.ValueType  # 6
+"""A positive or negative example of the request (never recommended back)."""
+Global___ExclusionReason: _TypeAlias = ExclusionReason  # noqa: Y015
+
 @_typing.final
 class UpsertRequest(_message.Message):
     """---------------------------------------------------------------------------------------
@@ -2370,6 +2498,36 @@ class ConsumerLag(_message.Message):
 Global___ConsumerLag: _TypeAlias = ConsumerLag  # noqa: Y015
 
 @_typing.final
+class ConsumerBacklog(_message.Message):
+    """One durable consumer's backlog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSUMER_FIELD_NUMBER: _builtins.int
+    LAG_FIELD_NUMBER: _builtins.int
+    consumer: _builtins.str
+    """Durable consumer name ("indexer" for content events, "indexer-users" for user
+    events, by default).
+    """
+    @_builtins.property
+    def lag(self) -> Global___ConsumerLag:
+        """Its backlog."""
+
+    def __init__(
+        self,
+        *,
+        consumer: _builtins.str = ...,
+        lag: Global___ConsumerLag | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lag", b"lag"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer", "lag", b"lag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsumerBacklog: _TypeAlias = ConsumerBacklog  # noqa: Y015
+
+@_typing.final
 class HealthReportRequest(_message.Message):
     """Asks for a health report. No parameters yet."""
 
@@ -2398,8 +2556,14 @@ class HealthReportResponse(_message.Message):
     LAG_FIELD_NUMBER: _builtins.int
     HEAL_BACKLOG_FIELD_NUMBER: _builtins.int
     CHECKED_AT_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    CONSUMERS_FIELD_NUMBER: _builtins.int
     status: Global___ComponentStatus.ValueType
     """Worst status among the components."""
+    dead_letters: _builtins.int
+    """Messages on the dead-letter stream (as `lag.dead_letters`); 0 when NATS is not
+    configured or unreachable.
+    """
     @_builtins.property
     def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentHealth]:
         """Every component checked."""
@@ -2410,7 +2574,9 @@ class HealthReportResponse(_message.Message):
 
     @_builtins.property
     def lag(self) -> Global___ConsumerLag:
-        """The indexer's consumer backlog; unset when NATS is unreachable."""
+        """The indexer's backlog: the sum over its durable consumers (content and user events),
+        and the dead letters; unset when NATS is not configured or unreachable.
+        """
 
     @_builtins.property
     def heal_backlog(self) -> Global___HealBacklog:
@@ -2419,6 +2585,10 @@ class HealthReportResponse(_message.Message):
     @_builtins.property
     def checked_at(self) -> _timestamp_pb2.Timestamp:
         """When the report was made."""
+
+    @_builtins.property
+    def consumers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerBacklog]:
+        """Each durable consumer's backlog (consumers not created yet are left out)."""
 
     def __init__(
         self,
@@ -2429,11 +2599,607 @@ class HealthReportResponse(_message.Message):
         lag: Global___ConsumerLag | None = ...,
         heal_backlog: Global___HealBacklog | None = ...,
         checked_at: _timestamp_pb2.Timestamp | None = ...,
+        dead_letters: _builtins.int = ...,
+        consumers: _abc.Iterable[Global___ConsumerBacklog] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "checked_at", b"checked_at", "heal_backlog", b"heal_backlog", "lag", b"lag"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "checked_at", b"checked_at", "components", b"components", "heal_backlog", b"heal_backlog", "lag", b"lag", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "checked_at", b"checked_at", "components", b"components", "consumers", b"consumers", "dead_letters", b"dead_letters", "heal_backlog", b"heal_backlog", "lag", b"lag", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HealthReportResponse: _TypeAlias = HealthReportResponse  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersRequest(_message.Message):
+    """---------------------------------------------------------------------------------------
+    Dead letters (Admin)
+
+    Asks for a page of dead letters.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    BEFORE_SEQ_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """Letters wanted. 0 means 50; at most 500."""
+    before_seq: _builtins.int
+    """Only letters with a sequence below this one (the next page: the last returned
+    letter's `seq`). 0: from the newest.
+    """
+    reason: _builtins.str
+    """Only letters of this reason (`Semantic-Dlq-Reason`: decode_error, invalid,
+    too_large, tenant_mismatch, max_deliver). Empty: every reason.
+    """
+    def __init__(
+        self,
+        *,
+        limit: _builtins.int = ...,
+        before_seq: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["before_seq", b"before_seq", "limit", b"limit", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """One dead letter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
+    ORIGINAL_SUBJECT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    PAYLOAD_PREVIEW_FIELD_NUMBER: _builtins.int
+    PREVIEW_ENCODING_FIELD_NUMBER: _builtins.int
+    PREVIEW_TRUNCATED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Sequence on the dead-letter stream: what Replay and Discard name."""
+    subject: _builtins.str
+    """Its subject on the dead-letter stream (`semantic.dlq.<rest of the subject>`)."""
+    original_subject: _builtins.str
+    """The subject it was published on (`Semantic-Original-Subject`), where a replay goes."""
+    reason: _builtins.str
+    """Why (`Semantic-Dlq-Reason`)."""
+    detail: _builtins.str
+    """Human-readable detail naming the field (`Semantic-Dlq-Detail`)."""
+    deliveries: _builtins.int
+    """Deliveries before it was dead-lettered (`Semantic-Deliveries`)."""
+    content_type: _builtins.str
+    """The original Content-Type; empty when it had none (protobuf)."""
+    size_bytes: _builtins.int
+    """Size of the payload in bytes."""
+    payload_preview: _builtins.str
+    """The first 2 KiB of the payload as `preview_encoding` says."""
+    preview_encoding: Global___PayloadEncoding.ValueType
+    """How `payload_preview` is written."""
+    preview_truncated: _builtins.bool
+    """True when `payload_preview` was cut at 2 KiB."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it was dead-lettered."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        subject: _builtins.str = ...,
+        original_subject: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        deliveries: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        payload_preview: _builtins.str = ...,
+        preview_encoding: Global___PayloadEncoding.ValueType = ...,
+        preview_truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "deliveries", b"deliveries", "detail", b"detail", "original_subject", b"original_subject", "payload_preview", b"payload_preview", "preview_encoding", b"preview_encoding", "preview_truncated", b"preview_truncated", "reason", b"reason", "seq", b"seq", "size_bytes", b"size_bytes", "subject", b"subject", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    """A page of dead letters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LETTERS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """Messages on the dead-letter stream in all (every reason)."""
+    @_builtins.property
+    def letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetter]:
+        """Letters, newest first."""
+
+    def __init__(
+        self,
+        *,
+        letters: _abc.Iterable[Global___DeadLetter] | None = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["letters", b"letters", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class ReplayDeadLettersRequest(_message.Message):
+    """Asks to republish dead letters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQS_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    """When true every letter present when the call starts (of `reason` when set) is
+    replayed; `seqs` must then be empty.
+    """
+    reason: _builtins.str
+    """With `all`: only letters of this reason. Must be empty with `seqs`."""
+    @_builtins.property
+    def seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Sequences of the letters to replay: at most 1,000, distinct. Required unless `all`."""
+
+    def __init__(
+        self,
+        *,
+        seqs: _abc.Iterable[_builtins.int] | None = ...,
+        all: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "reason", b"reason", "seqs", b"seqs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayDeadLettersRequest: _TypeAlias = ReplayDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class DeadLetterFailure(_message.Message):
+    """A letter a replay could not republish (it stays on the dead-letter stream)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Its sequence."""
+    error: _builtins.str
+    """Why."""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetterFailure: _TypeAlias = DeadLetterFailure  # noqa: Y015
+
+@_typing.final
+class ReplayDeadLettersResponse(_message.Message):
+    """What a replay did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.int
+    """Letters republished and deleted."""
+    @_builtins.property
+    def failures(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetterFailure]:
+        """Letters that could not be republished."""
+
+    def __init__(
+        self,
+        *,
+        replayed: _builtins.int = ...,
+        failures: _abc.Iterable[Global___DeadLetterFailure] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failures", b"failures", "replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayDeadLettersResponse: _TypeAlias = ReplayDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class DiscardDeadLettersRequest(_message.Message):
+    """Asks to delete dead letters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQS_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    all: _builtins.bool
+    """When true every letter present when the call starts (of `reason` when set) is
+    deleted; `seqs` must then be empty.
+    """
+    reason: _builtins.str
+    """With `all`: only letters of this reason. Must be empty with `seqs`."""
+    @_builtins.property
+    def seqs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Sequences of the letters to delete: at most 1,000, distinct. Required unless `all`."""
+
+    def __init__(
+        self,
+        *,
+        seqs: _abc.Iterable[_builtins.int] | None = ...,
+        all: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "reason", b"reason", "seqs", b"seqs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscardDeadLettersRequest: _TypeAlias = DiscardDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class DiscardDeadLettersResponse(_message.Message):
+    """What a discard did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCARDED_FIELD_NUMBER: _builtins.int
+    discarded: _builtins.int
+    """Letters deleted."""
+    def __init__(
+        self,
+        *,
+        discarded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discarded", b"discarded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscardDeadLettersResponse: _TypeAlias = DiscardDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class ExplainRecommendationRequest(_message.Message):
+    """---------------------------------------------------------------------------------------
+    Recommendation debugger (Admin)
+
+    Asks to explain a recommendation.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    MAX_CANDIDATES_FIELD_NUMBER: _builtins.int
+    max_candidates: _builtins.int
+    """Candidates listed in `candidates`, best score first (the kept hits always are).
+    0 means 50; at most 500.
+    """
+    @_builtins.property
+    def request(self) -> Global___RecommendRequest:
+        """The recommendation to explain, as a Recommend call would send it (same rules)."""
+
+    def __init__(
+        self,
+        *,
+        request: Global___RecommendRequest | None = ...,
+        max_candidates: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_candidates", b"max_candidates", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRecommendationRequest: _TypeAlias = ExplainRecommendationRequest  # noqa: Y015
+
+@_typing.final
+class JourneyItem(_message.Message):
+    """One logged event of the user's journey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SLUG_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    DECAY_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    HAS_VECTOR_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node acted on."""
+    slug: _builtins.str
+    """Its slug (empty when none, or the node no longer exists)."""
+    title: _builtins.str
+    """Its title (empty when the node no longer exists)."""
+    action: _events_pb2.UserAction.ValueType
+    """The action."""
+    weight: _builtins.float
+    """The journey weight of the event (its own, else its action's; negative for a
+    dismiss; 0 for an impression).
+    """
+    decay: _builtins.float
+    """Decay factor now: 0.5 ^ (age / journey half-life)."""
+    contribution: _builtins.float
+    """weight x decay: how strongly the event pulls the journey vector now."""
+    has_vector: _builtins.bool
+    """True when the node has a vector of the requested name in the space (an event of a
+    node without one does not move the journey).
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        slug: _builtins.str = ...,
+        title: _builtins.str = ...,
+        action: _events_pb2.UserAction.ValueType = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        weight: _builtins.float = ...,
+        decay: _builtins.float = ...,
+        contribution: _builtins.float = ...,
+        has_vector: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "contribution", b"contribution", "decay", b"decay", "has_vector", b"has_vector", "node_id", b"node_id", "occurred_at", b"occurred_at", "slug", b"slug", "title", b"title", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JourneyItem: _TypeAlias = JourneyItem  # noqa: Y015
+
+@_typing.final
+class DebugCandidate(_message.Message):
+    """One scored candidate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SIMILARITY_FIELD_NUMBER: _builtins.int
+    ENGAGEMENT_FIELD_NUMBER: _builtins.int
+    RECENCY_FIELD_NUMBER: _builtins.int
+    ARCHETYPE_PRIOR_FIELD_NUMBER: _builtins.int
+    KEPT_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node's id."""
+    content_type: _builtins.str
+    """Its content type."""
+    title: _builtins.str
+    """Its title (empty when the node was deleted meanwhile)."""
+    source: Global___RecommendSource.ValueType
+    """Which candidate source produced it."""
+    score: _builtins.float
+    """Its score: the sum of the parts' contributions."""
+    kept: _builtins.bool
+    """True when it is one of the hits."""
+    rank: _builtins.int
+    """1-based position among the hits; 0 when not kept."""
+    dropped: Global___DropReason.ValueType
+    """Why it was not kept; UNSPECIFIED when kept."""
+    @_builtins.property
+    def similarity(self) -> Global___ScorePart:
+        """Similarity part."""
+
+    @_builtins.property
+    def engagement(self) -> Global___ScorePart:
+        """Engagement part."""
+
+    @_builtins.property
+    def recency(self) -> Global___ScorePart:
+        """Recency part."""
+
+    @_builtins.property
+    def archetype_prior(self) -> Global___ScorePart:
+        """Archetype prior part."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        title: _builtins.str = ...,
+        source: Global___RecommendSource.ValueType = ...,
+        score: _builtins.float = ...,
+        similarity: Global___ScorePart | None = ...,
+        engagement: Global___ScorePart | None = ...,
+        recency: Global___ScorePart | None = ...,
+        archetype_prior: Global___ScorePart | None = ...,
+        kept: _builtins.bool = ...,
+        rank: _builtins.int = ...,
+        dropped: Global___DropReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["archetype_prior", b"archetype_prior", "engagement", b"engagement", "recency", b"recency", "similarity", b"similarity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archetype_prior", b"archetype_prior", "content_type", b"content_type", "dropped", b"dropped", "engagement", b"engagement", "kept", b"kept", "node_id", b"node_id", "rank", b"rank", "recency", b"recency", "score", b"score", "similarity", b"similarity", "source", b"source", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebugCandidate: _TypeAlias = DebugCandidate  # noqa: Y015
+
+@_typing.final
+class Exclusion(_message.Message):
+    """A node left out, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node's id."""
+    reason: Global___ExclusionReason.ValueType
+    """Why."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        reason: Global___ExclusionReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Exclusion: _TypeAlias = Exclusion  # noqa: Y015
+
+@_typing.final
+class EmbeddingUse(_message.Message):
+    """The stored embeddings a recommendation used."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPACE_ID_FIELD_NUMBER: _builtins.int
+    VECTOR_NAME_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    JOURNEY_STORED_FIELD_NUMBER: _builtins.int
+    JOURNEY_NODE_IDS_FIELD_NUMBER: _builtins.int
+    EXAMPLE_NODE_IDS_FIELD_NUMBER: _builtins.int
+    RAW_EXAMPLE_VECTORS_FIELD_NUMBER: _builtins.int
+    space_id: _builtins.str
+    """Embedding space read."""
+    vector_name: _builtins.str
+    """Vector name compared."""
+    query: _builtins.str
+    """What the query vector was made of: "journey", "examples", or "none" (no history
+    and no examples: popular nodes only).
+    """
+    journey_stored: _builtins.bool
+    """True when the journey vector is the user's stored one; false when it was rebuilt
+    from the event log (the stored one belongs to another space) or there is none.
+    """
+    raw_example_vectors: _builtins.int
+    """Number of raw-vector examples."""
+    @_builtins.property
+    def journey_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Journey nodes whose vectors make up the journey (events with a non-zero weight on
+        nodes with a vector), most recent first.
+        """
+
+    @_builtins.property
+    def example_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Example nodes whose vectors made the query (positive then negative)."""
+
+    def __init__(
+        self,
+        *,
+        space_id: _builtins.str = ...,
+        vector_name: _builtins.str = ...,
+        query: _builtins.str = ...,
+        journey_stored: _builtins.bool = ...,
+        journey_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        example_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        raw_example_vectors: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["example_node_ids", b"example_node_ids", "journey_node_ids", b"journey_node_ids", "journey_stored", b"journey_stored", "query", b"query", "raw_example_vectors", b"raw_example_vectors", "space_id", b"space_id", "vector_name", b"vector_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbeddingUse: _TypeAlias = EmbeddingUse  # noqa: Y015
+
+@_typing.final
+class ExplainRecommendationResponse(_message.Message):
+    """A recommendation with everything behind it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    JOURNEY_FIELD_NUMBER: _builtins.int
+    JOURNEY_WEIGHT_FIELD_NUMBER: _builtins.int
+    ARCHETYPE_FIELD_NUMBER: _builtins.int
+    ARCHETYPE_ORIGIN_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    CANDIDATES_TOTAL_FIELD_NUMBER: _builtins.int
+    EXCLUSIONS_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    journey_weight: _builtins.float
+    """Evidence behind the stored journey (the decayed sum of |weight|); 0 without one."""
+    archetype: _builtins.str
+    """Archetype used; empty when none."""
+    archetype_origin: Global___ArchetypeOrigin.ValueType
+    """Where it came from."""
+    candidates_total: _builtins.int
+    """Candidates scored in all."""
+    @_builtins.property
+    def response(self) -> Global___RecommendResponse:
+        """What Recommend returns for the request."""
+
+    @_builtins.property
+    def journey(self) -> _containers.RepeatedCompositeFieldContainer[Global___JourneyItem]:
+        """The user's latest logged events (at most 100), newest first, with their weights."""
+
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___DebugCandidate]:
+        """The scored candidates, best score first, at most `max_candidates` (hits always
+        included).
+        """
+
+    @_builtins.property
+    def exclusions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Exclusion]:
+        """Nodes left out, with the reason (a node left out for two reasons appears twice)."""
+
+    @_builtins.property
+    def embeddings(self) -> Global___EmbeddingUse:
+        """The stored embeddings used."""
+
+    def __init__(
+        self,
+        *,
+        response: Global___RecommendResponse | None = ...,
+        journey: _abc.Iterable[Global___JourneyItem] | None = ...,
+        journey_weight: _builtins.float = ...,
+        archetype: _builtins.str = ...,
+        archetype_origin: Global___ArchetypeOrigin.ValueType = ...,
+        candidates: _abc.Iterable[Global___DebugCandidate] | None = ...,
+        candidates_total: _builtins.int = ...,
+        exclusions: _abc.Iterable[Global___Exclusion] | None = ...,
+        embeddings: Global___EmbeddingUse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archetype", b"archetype", "archetype_origin", b"archetype_origin", "candidates", b"candidates", "candidates_total", b"candidates_total", "embeddings", b"embeddings", "exclusions", b"exclusions", "journey", b"journey", "journey_weight", b"journey_weight", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRecommendationResponse: _TypeAlias = ExplainRecommendationResponse  # noqa: Y015

@@ -463,6 +463,26 @@ class AdminStub:
                 request_serializer=semantic_dot_v1_dot_search__pb2.ListSpacesRequest.SerializeToString,
                 response_deserializer=semantic_dot_v1_dot_search__pb2.ListSpacesResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/semantic.v1.Admin/ListDeadLetters',
+                request_serializer=semantic_dot_v1_dot_search__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/semantic.v1.Admin/ReplayDeadLetters',
+                request_serializer=semantic_dot_v1_dot_search__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.DiscardDeadLetters = channel.unary_unary(
+                '/semantic.v1.Admin/DiscardDeadLetters',
+                request_serializer=semantic_dot_v1_dot_search__pb2.DiscardDeadLettersRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.DiscardDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ExplainRecommendation = channel.unary_unary(
+                '/semantic.v1.Admin/ExplainRecommendation',
+                request_serializer=semantic_dot_v1_dot_search__pb2.ExplainRecommendationRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.ExplainRecommendationResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -518,6 +538,45 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Lists the dead letters (events the indexer could not apply, on the dead-letter
+        stream), newest first, with their reason and a preview of the payload. Acts on every
+        tenant. UNAVAILABLE when NATS is not configured or unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Republishes dead letters on their original subject (with their Content-Type and a
+        fresh Nats-Msg-Id `replay:<seq>:<uuid>`), then deletes them from the dead-letter
+        stream. A replayed event that fails again is dead-lettered again (a new sequence).
+        NOT_FOUND (nothing done) when a named sequence does not exist. UNAVAILABLE when
+        NATS is not configured or unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiscardDeadLetters(self, request, context):
+        """Deletes dead letters. NOT_FOUND (nothing done) when a named sequence does not exist.
+        UNAVAILABLE when NATS is not configured or unreachable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainRecommendation(self, request, context):
+        """Runs a Recommend and explains it: the user's journey with each item's weight, the
+        archetype and its origin, the candidates considered (beyond top_k) with every score
+        part and whether each was kept, the exclusions with their reasons, and the stored
+        embeddings used. The recommendation itself is the one Recommend returns for the
+        same request. Per tenant (a token's tenant claim applies).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -550,6 +609,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListSpaces,
                     request_deserializer=semantic_dot_v1_dot_search__pb2.ListSpacesRequest.FromString,
                     response_serializer=semantic_dot_v1_dot_search__pb2.ListSpacesResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'DiscardDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscardDeadLetters,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.DiscardDeadLettersRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.DiscardDeadLettersResponse.SerializeToString,
+            ),
+            'ExplainRecommendation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainRecommendation,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.ExplainRecommendationRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.ExplainRecommendationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -715,6 +794,114 @@ class Admin:
             '/semantic.v1.Admin/ListSpaces',
             semantic_dot_v1_dot_search__pb2.ListSpacesRequest.SerializeToString,
             semantic_dot_v1_dot_search__pb2.ListSpacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Admin/ListDeadLetters',
+            semantic_dot_v1_dot_search__pb2.ListDeadLettersRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Admin/ReplayDeadLetters',
+            semantic_dot_v1_dot_search__pb2.ReplayDeadLettersRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscardDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Admin/DiscardDeadLetters',
+            semantic_dot_v1_dot_search__pb2.DiscardDeadLettersRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.DiscardDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainRecommendation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Admin/ExplainRecommendation',
+            semantic_dot_v1_dot_search__pb2.ExplainRecommendationRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.ExplainRecommendationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -251,6 +251,29 @@ class AdminStub:
     """
     ListSpaces: _grpc.UnaryUnaryMultiCallable[_search_pb2.ListSpacesRequest, _search_pb2.ListSpacesResponse]
     """Lists every embedding space with its state, counts, sizes and build progress."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_search_pb2.ListDeadLettersRequest, _search_pb2.ListDeadLettersResponse]
+    """Lists the dead letters (events the indexer could not apply, on the dead-letter
+    stream), newest first, with their reason and a preview of the payload. Acts on every
+    tenant. UNAVAILABLE when NATS is not configured or unreachable.
+    """
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_search_pb2.ReplayDeadLettersRequest, _search_pb2.ReplayDeadLettersResponse]
+    """Republishes dead letters on their original subject (with their Content-Type and a
+    fresh Nats-Msg-Id `replay:<seq>:<uuid>`), then deletes them from the dead-letter
+    stream. A replayed event that fails again is dead-lettered again (a new sequence).
+    NOT_FOUND (nothing done) when a named sequence does not exist. UNAVAILABLE when
+    NATS is not configured or unreachable.
+    """
+    DiscardDeadLetters: _grpc.UnaryUnaryMultiCallable[_search_pb2.DiscardDeadLettersRequest, _search_pb2.DiscardDeadLettersResponse]
+    """Deletes dead letters. NOT_FOUND (nothing done) when a named sequence does not exist.
+    UNAVAILABLE when NATS is not configured or unreachable.
+    """
+    ExplainRecommendation: _grpc.UnaryUnaryMultiCallable[_search_pb2.ExplainRecommendationRequest, _search_pb2.ExplainRecommendationResponse]
+    """Runs a Recommend and explains it: the user's journey with each item's weight, the
+    archetype and its origin, the candidates considered (beyond top_k) with every score
+    part and whether each was kept, the exclusions with their reasons, and the stored
+    embeddings used. The recommendation itself is the one Recommend returns for the
+    same request. Per tenant (a token's tenant claim applies).
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -281,6 +304,29 @@ class AdminAsyncStub(AdminStub):
     """
     ListSpaces: _aio.UnaryUnaryMultiCallable[_search_pb2.ListSpacesRequest, _search_pb2.ListSpacesResponse]  # type: ignore[assignment]
     """Lists every embedding space with its state, counts, sizes and build progress."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_search_pb2.ListDeadLettersRequest, _search_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead letters (events the indexer could not apply, on the dead-letter
+    stream), newest first, with their reason and a preview of the payload. Acts on every
+    tenant. UNAVAILABLE when NATS is not configured or unreachable.
+    """
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_search_pb2.ReplayDeadLettersRequest, _search_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """Republishes dead letters on their original subject (with their Content-Type and a
+    fresh Nats-Msg-Id `replay:<seq>:<uuid>`), then deletes them from the dead-letter
+    stream. A replayed event that fails again is dead-lettered again (a new sequence).
+    NOT_FOUND (nothing done) when a named sequence does not exist. UNAVAILABLE when
+    NATS is not configured or unreachable.
+    """
+    DiscardDeadLetters: _aio.UnaryUnaryMultiCallable[_search_pb2.DiscardDeadLettersRequest, _search_pb2.DiscardDeadLettersResponse]  # type: ignore[assignment]
+    """Deletes dead letters. NOT_FOUND (nothing done) when a named sequence does not exist.
+    UNAVAILABLE when NATS is not configured or unreachable.
+    """
+    ExplainRecommendation: _aio.UnaryUnaryMultiCallable[_search_pb2.ExplainRecommendationRequest, _search_pb2.ExplainRecommendationResponse]  # type: ignore[assignment]
+    """Runs a Recommend and explains it: the user's journey with each item's weight, the
+    archetype and its origin, the candidates considered (beyond top_k) with every score
+    part and whether each was kept, the exclusions with their reasons, and the stored
+    embeddings used. The recommendation itself is the one Recommend returns for the
+    same request. Per tenant (a token's tenant claim applies).
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Operations: health, self-healing, model changes. Every RPC needs the `admin` role."""
@@ -344,5 +390,52 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_search_pb2.ListSpacesResponse, _abc.Awaitable[_search_pb2.ListSpacesResponse]]:
         """Lists every embedding space with its state, counts, sizes and build progress."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _search_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.ListDeadLettersResponse, _abc.Awaitable[_search_pb2.ListDeadLettersResponse]]:
+        """Lists the dead letters (events the indexer could not apply, on the dead-letter
+        stream), newest first, with their reason and a preview of the payload. Acts on every
+        tenant. UNAVAILABLE when NATS is not configured or unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _search_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_search_pb2.ReplayDeadLettersResponse]]:
+        """Republishes dead letters on their original subject (with their Content-Type and a
+        fresh Nats-Msg-Id `replay:<seq>:<uuid>`), then deletes them from the dead-letter
+        stream. A replayed event that fails again is dead-lettered again (a new sequence).
+        NOT_FOUND (nothing done) when a named sequence does not exist. UNAVAILABLE when
+        NATS is not configured or unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def DiscardDeadLetters(
+        self,
+        request: _search_pb2.DiscardDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.DiscardDeadLettersResponse, _abc.Awaitable[_search_pb2.DiscardDeadLettersResponse]]:
+        """Deletes dead letters. NOT_FOUND (nothing done) when a named sequence does not exist.
+        UNAVAILABLE when NATS is not configured or unreachable.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainRecommendation(
+        self,
+        request: _search_pb2.ExplainRecommendationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.ExplainRecommendationResponse, _abc.Awaitable[_search_pb2.ExplainRecommendationResponse]]:
+        """Runs a Recommend and explains it: the user's journey with each item's weight, the
+        archetype and its origin, the candidates considered (beyond top_k) with every score
+        part and whether each was kept, the exclusions with their reasons, and the stored
+        embeddings used. The recommendation itself is the one Recommend returns for the
+        same request. Per tenant (a token's tenant claim applies).
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 from semantic.wire import convert
 
-_SOURCES = {
+SOURCES = {
     "journey": pb.RECOMMEND_SOURCE_JOURNEY,
     "examples": pb.RECOMMEND_SOURCE_EXAMPLES,
     "archetype_popular": pb.RECOMMEND_SOURCE_ARCHETYPE_POPULAR,
@@ -189,7 +189,7 @@ def _part(part: Any) -> pb.ScorePart:
 
 def _hit(hit: RecommendHit, include_body: bool) -> pb.RecommendHit:
     explanation = pb.RecommendExplanation(
-        source=_SOURCES[hit.source],
+        source=SOURCES[hit.source],
         similarity=_part(hit.similarity),
         engagement=_part(hit.engagement),
         recency=_part(hit.recency),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import nats
 import structlog
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Counter
@@ -38,6 +37,7 @@ from semantic.indexer.settings import IndexerSettings
 from semantic.indexer.streams import Topology, ensure_topology
 from semantic.indexer.unreadable import UnreadableSweeper
 from semantic.indexer.users import UserEventHandler
+from semantic.store.nats.connection import connect as connect_nats
 from semantic.store.postgres.archetype_rows import ArchetypeStore
 from semantic.store.postgres.db import create_pool, default_session_settings, outage_of
 from semantic.store.postgres.guardian import DatabaseGuardian
@@ -56,22 +56,6 @@ HEAL_PASSES = Counter(
     "Heal passes run by the heal loop, by what started them",
     ["trigger"],
 )
-
-
-async def connect_nats(url: str, timeout_s: float, name: str) -> NatsClient:
-    """Connect (retrying until NATS answers), reconnecting forever afterwards."""
-
-    async def attempt() -> NatsClient:
-        return await nats.connect(
-            servers=[u.strip() for u in url.split(",")],
-            name=name,
-            connect_timeout=2,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
-        )
-
-    return await retry_async(attempt, what="nats", timeout_s=timeout_s)
 
 
 async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) -> None:

@@ -8,30 +8,30 @@ from pydantic import Field
 
 from semantic.core.recommend.settings import RecommendSettings
 from semantic.core.settings import InputLimitSettings, MaintenanceSettings, WritePathSettings
+from semantic.store.nats.settings import EventStreamSettings
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 
 class IndexerSettings(
-    WritePathSettings, MaintenanceSettings, RecommendSettings, DatabaseRecoverySettings
+    WritePathSettings,
+    MaintenanceSettings,
+    RecommendSettings,
+    DatabaseRecoverySettings,
+    EventStreamSettings,
 ):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL and NATS_URL are required.
 
-    The write-path fields (``SEMANTIC_SEARCH_CHUNKING`` and friends) and the tracking
+    The stream and consumer names (``EventStreamSettings``) are read by the search service
+    too. The write-path fields (``SEMANTIC_SEARCH_CHUNKING`` and friends) and the tracking
     weights (``SEMANTIC_RECOMMEND_WEIGHT_*``, ``..._JOURNEY_HALF_LIFE_HOURS``) are shared
     with the search service so events and direct calls have the same effect.
     """
 
     grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC port (health only).")
     metrics_port: int = Field(9093, ge=0, le=65535, description="Prometheus port (0: off).")
-    indexer_stream: str = Field("SEMANTIC", description="JetStream stream of the events.")
     indexer_subjects: list[str] = Field(
         default_factory=lambda: ["semantic.content.>", "semantic.user.>"],
         description="Subjects the event stream captures (JSON list).",
-    )
-    indexer_dlq_stream: str = Field("SEMANTIC_DLQ", description="Stream of the dead letters.")
-    indexer_consumer: str = Field("indexer", description="Durable consumer of content events.")
-    indexer_user_consumer: str = Field(
-        "indexer-users", description="Durable consumer of user events."
     )
     indexer_stream_replicas: int = Field(1, ge=1, le=5, description="Stream replicas.")
     indexer_stream_retention: Literal["interest", "limits"] = Field(

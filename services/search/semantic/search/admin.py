@@ -1,4 +1,5 @@
-"""gRPC servicer of semantic.v1.Admin: spaces, heal, reindex and a health report.
+"""gRPC servicer of semantic.v1.Admin: spaces, heal, reindex, a health report, the dead
+letters (:mod:`semantic.search.pipeline`) and the recommendation debugger.
 
 A Reindex creates the space and fills it in a background task of this process; if the
 process stops first, the indexer's heal loop (or the next Reindex call) resumes it."""
@@ -18,6 +19,8 @@ from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.core.maintenance import Maintenance
 from semantic.core.spaces import ActiveSpaces, Space
+from semantic.search.pipeline import PipelineAdmin
+from semantic.search.recommend.service import Recommendations
 from semantic.search.servicer import space_id_from, space_to_proto
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -37,13 +40,22 @@ OK, DEGRADED, DOWN = (
 class AdminServicer(search_pb2_grpc.AdminServicer):
     """Space switching and rollback, and a health report of the dependencies."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipeline: PipelineAdmin) -> None:
         self._deps: tuple[EmbedderClient, Maintenance] | None = None
+        self._recommend: Recommendations | None = None
+        self._pipeline = pipeline
         self._builds: dict[int, asyncio.Task[Any]] = {}
 
-    def attach(self, embedder: EmbedderClient, maintenance: Maintenance) -> None:
-        """Start answering (calls before this get UNAVAILABLE)."""
+    def attach(
+        self,
+        embedder: EmbedderClient,
+        maintenance: Maintenance,
+        recommendations: Recommendations | None = None,
+    ) -> None:
+        """Start answering (calls before this get UNAVAILABLE; the dead-letter RPCs answer
+        from the start, as NATS allows)."""
         self._deps = (embedder, maintenance)
+        self._recommend = recommendations
 
     @property
     def _maintenance(self) -> Maintenance:
@@ -104,10 +116,33 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         except Exception as exc:  # reported, not raised: this is a health report
             components.append(pb.ComponentHealth(name="active_space", status=DOWN, detail=str(exc)))
             response.components.append(components[-1])
+        await self._pipeline.report(response)
         worst = max((c.status for c in response.components), default=OK)
         response.status = worst
         response.checked_at.FromDatetime(datetime.now(UTC))
         return response
+
+    async def ListDeadLetters(
+        self, request: pb.ListDeadLettersRequest, context: Any
+    ) -> pb.ListDeadLettersResponse:
+        return await self._pipeline.list(request)
+
+    async def ReplayDeadLetters(
+        self, request: pb.ReplayDeadLettersRequest, context: Any
+    ) -> pb.ReplayDeadLettersResponse:
+        return await self._pipeline.replay(request)
+
+    async def DiscardDeadLetters(
+        self, request: pb.DiscardDeadLettersRequest, context: Any
+    ) -> pb.DiscardDeadLettersResponse:
+        return await self._pipeline.discard(request)
+
+    async def ExplainRecommendation(
+        self, request: pb.ExplainRecommendationRequest, context: Any
+    ) -> pb.ExplainRecommendationResponse:
+        if self._recommend is None:
+            raise DependencyUnavailable("search", "still starting up")
+        return await self._recommend.explain(request)
 
     async def Heal(self, request: pb.HealRequest, context: Any) -> pb.HealResponse:
         if request.content_type:

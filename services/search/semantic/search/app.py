@@ -1,6 +1,10 @@
 """The search process: settings -> logging -> server (NOT_SERVING) -> schema, pool,
 embedder, active space -> database guardian -> SERVING -> SIGTERM -> drain -> close.
 
+NATS is optional: with NATS_URL set, a connection is made in the background (retrying
+until NATS answers, reconnecting afterwards) for the Admin service's pipeline RPCs and
+health report; NATS down or unset never holds start-up or serving up.
+
 The database guardian (``semantic.store.postgres.guardian``) reports NOT_SERVING while the
 database is lost, emptied or replaced, re-creates the schema and the space as start-up does,
 and reports SERVING again."""
@@ -8,6 +12,7 @@ and reports SERVING again."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import structlog
@@ -29,9 +34,12 @@ from semantic.search.http.app import HttpServer, create_app
 from semantic.search.http.console.routes import console_router, static_files
 from semantic.search.http.gateway import Gateway
 from semantic.search.http.security import HttpAuth
+from semantic.search.pipeline import PipelineAdmin
 from semantic.search.recommend.service import Recommendations
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
+from semantic.store.nats.connection import BackgroundConnection
+from semantic.store.nats.pipeline import JetStreamPipeline, StreamNames
 from semantic.store.postgres.db import create_pool, session_settings
 from semantic.store.postgres.guardian import DatabaseGuardian
 from semantic.store.postgres.maintenance import PostgresMaintenance
@@ -66,8 +74,14 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         limits,
         HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
     )
-    admin = AdminServicer()
-    closers: list[object] = []
+    nats_connection = BackgroundConnection(settings.nats_url, "semantic-search")
+    pipeline = JetStreamPipeline(
+        nats_connection,
+        StreamNames.from_settings(settings),
+        timeout_s=settings.search_nats_timeout_s,
+    )
+    admin = AdminServicer(PipelineAdmin(nats_connection, pipeline))
+    closers: list[object] = [nats_connection]
     auth = AuthInterceptor(settings)
     kit = ServerKit.from_settings(
         settings, name="search", service_names=SERVICES, extra_interceptors=[auth]
@@ -75,6 +89,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
     companions = [http_server(settings, search, admin, auth, kit)] if settings.http_enabled else []
 
     async def start() -> None:
+        nats_connection.start()
         await bootstrap_schema(settings.dsn(), timeout_s=settings.startup_timeout_seconds)
         pool = await create_pool(
             settings.dsn(),
@@ -117,7 +132,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         maintenance = Maintenance(
             PostgresMaintenance(pool), active, writer, batch_size=settings.indexer_heal_batch_size
         )
-        admin.attach(embedder, maintenance)
+        admin.attach(embedder, maintenance, recommendations)
         guardian = DatabaseGuardian.from_settings(
             pool, settings, model, health_reporter(kit), "search"
         )
@@ -182,3 +197,22 @@ def main() -> None:
     configure_logging(settings.log_level, settings.log_format)
     log.info("starting", service="search", settings=settings.redacted())
     asyncio.run(serve(settings))
+
+
+def openapi_document() -> dict[str, Any]:
+    """The HTTP API's OpenAPI document, from an app wired as serve() wires it (nothing is
+    started or connected: the routes and the protos are all it takes)."""
+    settings = SearchSettings()
+    search = SearchServicer(
+        Limits(),
+        HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
+    )
+    connection = BackgroundConnection(None, "describe")
+    pipeline = JetStreamPipeline(connection, StreamNames.from_settings(settings), timeout_s=1.0)
+    admin = AdminServicer(PipelineAdmin(connection, pipeline))
+    gateway = Gateway(search, admin, HttpAuth(None), max_body_bytes=settings.http_max_body_bytes)
+
+    async def never() -> bool:
+        return False
+
+    return create_app(gateway, never).openapi()

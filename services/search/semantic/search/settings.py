@@ -13,6 +13,7 @@ from semantic.core.settings import (
     RetrievalSettings,
     WritePathSettings,
 )
+from semantic.store.nats.settings import EventStreamSettings
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
 
@@ -24,8 +25,11 @@ class SearchSettings(
     AuthSettings,
     RecommendSettings,
     DatabaseRecoverySettings,
+    EventStreamSettings,
 ):
-    """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required."""
+    """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required. NATS_URL is
+    optional: with it the Admin service reports the indexer's backlog and manages the
+    dead letters (the stream and consumer names are the indexer's settings)."""
 
     grpc_port: int = Field(50052, ge=0, le=65535, description="gRPC port (0 picks a free one).")
     metrics_port: int = Field(9092, ge=0, le=65535, description="Prometheus port (0: off).")
@@ -55,6 +59,12 @@ class SearchSettings(
     search_rrf_k: int = Field(60, ge=1, description="Default k of reciprocal rank fusion.")
     search_hybrid_candidates: int = Field(
         100, ge=1, le=MAX_HYBRID_CANDIDATES, description="Candidates per side fused in hybrid mode."
+    )
+    search_nats_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Timeout of each NATS JetStream request of the Admin RPCs (health report,"
+        " dead letters).",
     )
 
     def cors_origins(self) -> list[str]:

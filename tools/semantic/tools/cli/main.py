@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _openapi(out: str, *, check: bool) -> int:
     from pathlib import Path
 
-    from semantic.search.http.app import document
+    from semantic.search.app import openapi_document as document
     from semantic.search.http.openapi import render
 
     text = render(document())

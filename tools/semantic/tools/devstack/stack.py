@@ -82,6 +82,15 @@ class LocalStack:
             self.database_url = self._postgres.url("semantic")
         base = {**os.environ, "SEMANTIC_METRICS_PORT": "0", "SEMANTIC_LOG_LEVEL": "warning"}
         base.pop("DATABASE_URL", None)
+        base.pop("NATS_URL", None)
+        base.pop("SEMANTIC_NATS_URL", None)
+        nats_env: dict[str, str] = {}
+        if self._indexer_env is not None:  # NATS first: search reports its pipeline too
+            self._nats = EmbeddedNats(tmp / "nats", free_port())
+            self._closers.callback(self._nats.stop)
+            self._nats.start()
+            self.nats_url = self._nats.url
+            nats_env["NATS_URL"] = self.nats_url
         self.embedder_address = self._spawn(
             "semantic.embedder",
             {
@@ -103,14 +112,11 @@ class LocalStack:
                 "SEMANTIC_EMBEDDER_ADDRESS": self.embedder_address,
                 "SEMANTIC_AUTH_MODE": "disabled",
                 "SEMANTIC_SEARCH_TOKENIZER": str(self._model_dirs[0] / "tokenizer.json"),
+                **nats_env,
                 **self._search_env,
             },
         )
         if self._indexer_env is not None:
-            self._nats = EmbeddedNats(tmp / "nats", free_port())
-            self._closers.callback(self._nats.stop)
-            self._nats.start()
-            self.nats_url = self._nats.url
             self.indexer_address = self._spawn(
                 "semantic.indexer",
                 {

@@ -72,13 +72,19 @@ def diversify(
     top_k: int,
     share: float,
     mmr_lambda: float | None,
+    walked: list[str] | None = None,
 ) -> list[RecommendHit]:
     """The final hits: MMR order when ``mmr_lambda`` is given, then at most ``share`` of
-    ``top_k`` of one content type; hits are made only for the candidates kept."""
+    ``top_k`` of one content type; hits are made only for the candidates kept.
+    ``walked`` (a debug) receives the node ids in the order the cap considered them."""
     cap = type_cap(share, top_k)
     if mmr_lambda is not None and scored:
         hits = [s.hit(weights) for s in scored]
         ordered = mmr(hits, [s.detail.vector for s in scored], mmr_lambda, len(scored))
+        if walked is not None:
+            walked.extend(h.node.id for h in ordered)
         return capped(ordered, lambda h: h.node.content_type, cap, top_k)
+    if walked is not None:
+        walked.extend(s.node_id for s in scored)
     kept = capped(scored, lambda s: s.node.content_type, cap, top_k)
     return [s.hit(weights) for s in kept]

@@ -46,6 +46,16 @@ class JourneyLog(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class UserNode:
+    """A user's flags on one node (what excluded it from recommendations)."""
+
+    node_id: str
+    seen: bool
+    converted: bool
+    dismissed: bool
+
+
 class RecommendSession(JourneyLog, Protocol):
     """The reads of one Recommend call."""
 
@@ -54,6 +64,13 @@ class RecommendSession(JourneyLog, Protocol):
     ) -> tuple[StoredUser | None, list[str]]:
         """(the user's row or None, the ids of nodes to exclude: dismissed, converted unless
         ``include_converted``, seen when ``exclude_seen``; of the latest 5,000)."""
+        ...
+
+    async def user_nodes(
+        self, tenant: str, user_id: str, node_ids: Sequence[str]
+    ) -> list[UserNode]:
+        """The user's flags on these nodes (nodes the user never acted on left out); read
+        by the recommendation debugger only."""
         ...
 
     async def resolve(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -25,12 +25,13 @@ from semantic.common.errors import InvalidArgument, NotFound
 from semantic.core.filters import validate_filter
 from semantic.core.recommend import smoothing
 from semantic.core.recommend.clustering import nearest_centroid
-from semantic.core.recommend.diversity import diversify
+from semantic.core.recommend.debug import RecommendDebug, RecommendTrace, explain
+from semantic.core.recommend.diversity import diversify, type_cap
 from semantic.core.recommend.events import TrackConfig
-from semantic.core.recommend.journey import Journey, needs_replay
+from semantic.core.recommend.journey import Journey, StoredUser, needs_replay
 from semantic.core.recommend.ports import RecommendReads, RecommendSession
 from semantic.core.recommend.scoring import Scoring, score_candidates
-from semantic.core.recommend.similarity import average_vector, most_similar, unit
+from semantic.core.recommend.similarity import average_vector, explain_hits, unit
 from semantic.core.recommend.tracker import replay_journey
 from semantic.core.recommend.values import (
     CandidateDetails,
@@ -57,6 +58,8 @@ class _User:
     journey: Journey = field(default_factory=Journey.empty)
     events: int = 0
     excluded: list[str] = field(default_factory=list)
+    row: StoredUser | None = None
+    stored: bool = False  # the journey is the stored one (not rebuilt from the log)
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,20 @@ class Recommender:
         """Defaults in use."""
         return self._config
 
-    async def recommend(self, space: SpaceRef, query: RecommendQuery) -> RecommendResult:
-        """The top_k recommendations for ``query`` (see the module doc)."""
+    async def explain(
+        self, space: SpaceRef, query: RecommendQuery, *, max_candidates: int
+    ) -> RecommendDebug:
+        """A recommendation and everything behind it (the debugger): the same as
+        :meth:`recommend`, recorded, then the reads only a debug needs."""
+        trace = RecommendTrace()
+        result = await self.recommend(space, query, trace)
+        return await explain(self._reads, self._track, result, trace, max_candidates)
+
+    async def recommend(
+        self, space: SpaceRef, query: RecommendQuery, trace: RecommendTrace | None = None
+    ) -> RecommendResult:
+        """The top_k recommendations for ``query`` (see the module doc); ``trace`` (a debug
+        only) records how they were made."""
         validate_filter(query.filter)
         config = self._config
         weights = config.weights(query.weights)
@@ -103,6 +118,16 @@ class Recommender:
             query_vectors: list[Vector] = []
             negatives: list[Vector] = [v for _, v in examples_neg]
             positives: list[Vector] = [v for _, v in examples_pos]
+            if trace is not None:
+                trace.start(
+                    query,
+                    user=user.row,
+                    archetype=user.archetype,
+                    journey_stored=user.stored and user.journey.vector() is not None,
+                    excluded=user.excluded,
+                    examples=(examples_pos, examples_neg),
+                    weights=weights,
+                )
             source: Source
             if positives or negatives:
                 source = "examples"
@@ -122,6 +147,8 @@ class Recommender:
             slim = len(query_vectors) <= 1 and not best_of_examples and query.mmr_lambda is None
             similarity_to = query_vectors[0] if slim and query_vectors else None
             want_items = source == "journey" and bool(query_vectors)
+            if trace is not None:
+                trace.query = "none" if not query_vectors else source
             nearest_limit = max(config.candidates, query.top_k * 4)
 
             async def nearest(on: RecommendSession) -> list[list[str]]:
@@ -219,10 +246,23 @@ class Recommender:
                 else config.max_share_per_content_type
             )
             hits = diversify(
-                scored, weights, top_k=query.top_k, share=share, mmr_lambda=query.mmr_lambda
+                scored,
+                weights,
+                top_k=query.top_k,
+                share=share,
+                mmr_lambda=query.mmr_lambda,
+                walked=trace.walked if trace else None,
             )
+            if trace is not None:
+                trace.scored, trace.cap = scored, type_cap(share, query.top_k)
             hits = await self._complete(session, space, query, hits, read)
-        self._explain(hits, read, side.journey_items, examples_pos, examples_neg)
+        explain_hits(
+            hits,
+            read,
+            side.journey_items,
+            (examples_pos, examples_neg),
+            self._config.similar_items,
+        )
         return RecommendResult(
             hits=hits,
             recommendation_id=str(uuid.uuid4()),
@@ -245,9 +285,11 @@ class Recommender:
         if row is None:
             return _User(excluded=excluded)
         journey = Journey.stored(row, space.id)
+        stored = True
         if needs_replay(row, space.id) and row.events:
             journey = await replay_journey(session, space, query.tenant, query.user_id, self._track)
-        return _User(row.archetype or "", journey, row.events, excluded)
+            stored = False
+        return _User(row.archetype or "", journey, row.events, excluded, row, stored)
 
     async def _examples(
         self,
@@ -338,27 +380,6 @@ class Recommender:
                 hit.node = detail.node
                 kept.append(hit)
         return kept
-
-    def _explain(
-        self,
-        hits: list[RecommendHit],
-        details: Mapping[str, CandidateDetails],
-        journey: list[tuple[Similar, Vector]],
-        positives: list[tuple[str, Vector]],
-        negatives: list[tuple[str, Vector]],
-    ) -> None:
-        items: list[tuple[Similar, Vector]] = list(journey)
-        for node_id, vector in positives:
-            items.append((Similar(node_id, "", "", 0.0), vector))
-        for node_id, vector in negatives:
-            items.append((Similar(node_id, "", "", 0.0, negative=True), vector))
-        if not items:
-            return
-        matrix = np.stack([v for _, v in items])
-        for hit in hits:
-            own = details[hit.node.id].vector
-            if own is not None:
-                hit.similar_to = most_similar(items, matrix, own, self._config.similar_items)
 
 
 async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:

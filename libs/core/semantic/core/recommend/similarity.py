@@ -4,13 +4,13 @@ example score, and which journey items or examples a hit resembles."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from semantic.core.recommend.values import Similar
+from semantic.core.recommend.values import CandidateDetails, RecommendHit, Similar
 
 
 def unit(vector: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -56,3 +56,29 @@ def most_similar(
     sims = matrix @ vector
     order = np.argsort(-sims)[:count]
     return [replace(items[i][0], similarity=float(sims[i])) for i in order]
+
+
+def explain_hits(
+    hits: Sequence[RecommendHit],
+    details: Mapping[str, CandidateDetails],
+    journey: Sequence[tuple[Similar, np.ndarray[Any, Any]]],
+    examples: tuple[
+        Sequence[tuple[str, np.ndarray[Any, Any]]], Sequence[tuple[str, np.ndarray[Any, Any]]]
+    ],
+    count: int,
+) -> None:
+    """Set each hit's ``similar_to``: the ``count`` journey items or examples (positive,
+    negative) its vector is most similar to."""
+    positives, negatives = examples
+    items: list[tuple[Similar, np.ndarray[Any, Any]]] = list(journey)
+    for node_id, vector in positives:
+        items.append((Similar(node_id, "", "", 0.0), vector))
+    for node_id, vector in negatives:
+        items.append((Similar(node_id, "", "", 0.0, negative=True), vector))
+    if not items:
+        return
+    matrix = np.stack([v for _, v in items])
+    for hit in hits:
+        own = details[hit.node.id].vector
+        if own is not None:
+            hit.similar_to = most_similar(items, matrix, own, count)

@@ -13,6 +13,7 @@ import numpy as np
 
 from semantic.core.domain import Filter, NodeRecord
 from semantic.core.recommend.journey import LoggedEvent, StoredUser
+from semantic.core.recommend.ports import UserNode
 from semantic.core.recommend.values import CandidateDetails, Similar, SpaceRef
 from semantic.store.postgres import candidate_rows
 from semantic.store.postgres.db import ReadConnections
@@ -82,6 +83,19 @@ class RecommendSession:
         assert row is not None  # the statement always returns one row
         excluded = list(row["excluded"])
         return (stored_user(row) if row["found"] else None), excluded
+
+    async def user_nodes(
+        self, tenant: str, user_id: str, node_ids: Sequence[str]
+    ) -> list[UserNode]:
+        """The user's flags on these nodes (the recommendation debugger's read)."""
+        rows = await self._conn.fetch(
+            "SELECT node_id, seen, converted, dismissed FROM semantic.user_nodes"
+            " WHERE tenant = $1 AND user_id = $2 AND node_id = ANY($3::text[])",
+            tenant,
+            user_id,
+            list(node_ids),
+        )
+        return [UserNode(r["node_id"], r["seen"], r["converted"], r["dismissed"]) for r in rows]
 
     async def resolve(
         self, tenant: str, ids: Sequence[str], slugs: Sequence[str]

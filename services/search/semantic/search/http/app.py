@@ -25,8 +25,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from semantic.core.domain import HybridParams
-from semantic.search.admin import AdminServicer
 from semantic.search.http.api import api_router
 from semantic.search.http.gateway import Gateway, HttpProblem, problem_response
 from semantic.search.http.openapi import build_openapi
@@ -38,9 +36,6 @@ from semantic.search.http.problems import (
     Problem,
     problem_for,
 )
-from semantic.search.http.security import HttpAuth
-from semantic.search.servicer import SearchServicer
-from semantic.wire.convert import Limits
 
 log = structlog.get_logger(__name__)
 
@@ -117,17 +112,6 @@ def create_app(
         )
     app.add_middleware(RouteMetrics)
     return app
-
-
-def document() -> dict[str, Any]:
-    """The document of the service's HTTP app (built without any dependency)."""
-    servicer = SearchServicer(Limits(), HybridParams(rrf_k=60, candidates=100))
-    gateway = Gateway(servicer, AdminServicer(), HttpAuth(None), max_body_bytes=1)
-
-    async def never() -> bool:
-        return False
-
-    return create_app(gateway, never).openapi()
 
 
 def _add_handlers(app: FastAPI) -> None:

@@ -272,6 +272,38 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
             errors=errors,
         )
 
+    @router.get("/recommend")
+    @signed_in
+    async def recommend(request: Request, who: Visitor, started: float) -> Response:
+        params = request.query_params
+        user_id, tenant = params.get("userId", ""), params.get("tenant", "")
+        k, archetype = params.get("k", "10"), params.get("archetype", "")
+        errors: dict[str, str] = {}
+        debug: dict[str, Any] = {}
+        if user_id or params.get("run"):
+            try:
+                message = pb.ExplainRecommendationRequest(
+                    request=pb.RecommendRequest(
+                        user_id=user_id, tenant=tenant, top_k=_int(k, "k"), archetype=archetype
+                    ),
+                    max_candidates=100,
+                )
+                found = await console.call(who, "Admin", "ExplainRecommendation", message)
+                debug = protojson.to_dict(found)
+            except SemanticError as exc:
+                errors["ExplainRecommendation"] = str(exc)
+        return console.page(
+            "recommend",
+            who,
+            started,
+            user_id=user_id,
+            tenant=tenant,
+            k=k,
+            archetype=archetype,
+            debug=debug,
+            errors=errors,
+        )
+
     @router.get("/migration")
     @signed_in
     async def migration(request: Request, who: Visitor, started: float) -> Response:

@@ -234,6 +234,11 @@ class MaintenanceStore(Protocol):
         its last key (None when no node follows ``after``)."""
         ...
 
+    async def remove_orphans(self, space: Space, *, dry_run: bool) -> int:
+        """Delete the vector rows of ``space`` whose node no longer exists (only count
+        them on a dry run); how many."""
+        ...
+
     def exclusive(self, lock: str, space_id: int) -> AbstractAsyncContextManager[bool]:
         """Hold the cross-process lock ``lock`` ("build" or "heal") of a space while the
         block runs; the block gets False (and runs unlocked) when another holds it."""

@@ -128,6 +128,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
             reembedded=report.reembedded,
             failed=report.failed,
             duration_seconds=report.duration_s,
+            orphans=report.orphans,
         )
 
     async def Reindex(self, request: pb.ReindexRequest, context: Any) -> pb.ReindexResponse:

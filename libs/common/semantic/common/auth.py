@@ -7,6 +7,7 @@
                       admin; Embed, EmbedStream and Info need no token
     EVERY_TENANT_METHODS  methods acting on every tenant at once: a token with a tenant
                       claim may not call them, whatever its roles
+    TENANT_ADMIN_METHODS  admin methods that take a tenant instead (Explore)
     Principal         the verified caller: subject, roles, tenant, raw claims
     AuthInterceptor   checks ``authorization: Bearer <JWT>`` and the role of every RPC,
                       then runs the handler with the caller in ``current_principal()``
@@ -61,6 +62,7 @@ __all__ = [
     "EVERY_TENANT_METHODS",
     "METHOD_ROLES",
     "ROLE_GRANTS",
+    "TENANT_ADMIN_METHODS",
     "AuthInterceptor",
     "AuthSettings",
     "Principal",
@@ -108,6 +110,8 @@ METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
         "/semantic.v1.Admin/ActivateSpace": Role.ADMIN,
         "/semantic.v1.Admin/Rollback": Role.ADMIN,
         "/semantic.v1.Admin/ListSpaces": Role.ADMIN,
+        "/semantic.v1.Admin/CheckConsistency": Role.ADMIN,
+        "/semantic.v1.Admin/Explore": Role.ADMIN,
     }
 )
 
@@ -126,14 +130,23 @@ EMBEDDER_OPEN_METHODS: frozenset[str] = frozenset(
 """Embedder RPCs callable without a token: the embedder holds no data, and its callers
 (search, the indexer) are let in by the network (the NetworkPolicy under deploy/)."""
 
+TENANT_ADMIN_METHODS: frozenset[str] = frozenset({"/semantic.v1.Admin/Explore"})
+"""Admin methods that take a tenant instead of acting on every tenant: a token with a
+tenant claim may call them and is held to its tenant (``enforce_tenant``)."""
+
 EVERY_TENANT_METHODS: frozenset[str] = frozenset(
     {
-        *(method for method in METHOD_ROLES if method.startswith("/semantic.v1.Admin/")),
+        *(
+            method
+            for method in METHOD_ROLES
+            if method.startswith("/semantic.v1.Admin/") and method not in TENANT_ADMIN_METHODS
+        ),
         "/semantic.v1.Embedder/LoadModel",
     }
 )
-"""Methods that read or change every tenant at once (spaces, heal, reindex, health, model
-loading). A token pinned to a tenant cannot be held to its tenant there, so it is refused."""
+"""Methods that read or change every tenant at once (spaces, heal, reindex, health,
+consistency, model loading). A token pinned to a tenant cannot be held to its tenant
+there, so it is refused."""
 
 
 def is_public_method(method: str) -> bool:

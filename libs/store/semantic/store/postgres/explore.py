@@ -18,11 +18,10 @@ or reads the 100k vectors themselves.
 from __future__ import annotations
 
 import asyncpg
-import numpy as np
 
 from semantic.core.explore import ExploreQuery, Sample, SampledVector
 from semantic.core.spaces import Space
-from semantic.store.postgres.db import connection
+from semantic.store.postgres.db import as_array, connection
 
 
 def _sample_sql(table: str) -> str:
@@ -72,7 +71,7 @@ class PostgresExplore:
                     title=r["title"],
                     content_type=r["content_type"],
                     chunk=r["chunk"],
-                    vector=np.asarray(r["embedding"], dtype=np.float32),
+                    vector=as_array(r["embedding"]),
                 )
                 for r in rows
             ],

@@ -364,6 +364,21 @@ def request_strategies(pools: Pools) -> dict[str, st.SearchStrategy[Any]]:
             ),
             spb.ExplainRecommendationRequest,
         ),
+        "/semantic.v1.Admin/CheckConsistency": either(
+            st.builds(spb.CheckConsistencyRequest, sample_limit=st.integers(0, 100)),
+            spb.CheckConsistencyRequest,
+        ),
+        "/semantic.v1.Admin/Explore": either(
+            st.builds(
+                spb.ExploreRequest,
+                tenant=tenant,
+                content_types=st.lists(st.sampled_from(CONTENT_TYPES), max_size=3),
+                vector_name=st.sampled_from(pools.vector_names),
+                sample=st.integers(0, 50),
+                seed=st.integers(0, 2**32 - 1),
+            ),
+            spb.ExploreRequest,
+        ),
     }
 
 

@@ -61,6 +61,26 @@ def stack(fp32_model_dir: Path) -> Iterator[LocalStack]:
             f"{running.http_url}/api/semantic/nodes", json={"nodes": nodes}, headers=admin
         )
         assert response.status_code == 200, response.text
+        events = [
+            {
+                "eventId": f"e{i}",
+                "userId": "ann",
+                "nodeId": node,
+                "action": action,
+                "occurredAt": f"2026-12-0{i + 1}T10:00:00Z",
+            }
+            for i, (node, action) in enumerate(
+                [
+                    ("doc-1", "USER_ACTION_VIEW"),
+                    ("doc-7", "USER_ACTION_CONVERT"),
+                    ("doc-13", "USER_ACTION_DISMISS"),
+                ]
+            )
+        ]
+        tracked = requests.post(
+            f"{running.http_url}/api/semantic/track", json={"events": events}, headers=admin
+        )
+        assert tracked.status_code == 200, tracked.text
         asyncio.run(_publish_poison(running.nats_url))
         _wait_for_dead_letters(running.http_url, admin, 1)
         yield running
@@ -272,3 +292,22 @@ def test_dead_letters_are_listed_escaped_then_replayed_and_discarded(
 
 def dialogs_seen(page: object) -> list[str]:
     return list(page.dialogs)  # type: ignore[attr-defined]
+
+
+def test_recommendation_debugger_shows_journey_candidates_and_exclusions(page: object) -> None:
+    _sign_in(page)
+    page.goto(f"{CONSOLE}/recommend")  # type: ignore[attr-defined]
+    page.fill("input[name=userId]", "ann")  # type: ignore[attr-defined]
+    page.click("#explain")  # type: ignore[attr-defined]
+    journey = page.locator('table[data-table="journey"] tbody tr')  # type: ignore[attr-defined]
+    assert journey.count() == 3
+    assert page.locator('[data-metric="journey-events"]').inner_text() == "3"  # type: ignore[attr-defined]
+    exclusions = page.locator('table[data-table="exclusions"]').inner_text()  # type: ignore[attr-defined]
+    assert "doc-7" in exclusions
+    assert "converted" in exclusions
+    assert "doc-13" in exclusions
+    assert "dismissed" in exclusions
+    kept = page.locator('table[data-table="candidates"] tr.kept')  # type: ignore[attr-defined]
+    assert kept.count() == 10
+    assert "doc-7" not in [kept.nth(i).get_attribute("data-node") for i in range(kept.count())]
+    _shot(page, "recommendations")

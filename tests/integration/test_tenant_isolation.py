@@ -3,7 +3,8 @@ PostgreSQL, a real embedder that checks tokens for LoadModel).
 
 A token with a tenant claim is held to that tenant: asking for another one is
 PERMISSION_DENIED and reads or writes nothing there, asking for none gets its own, and
-nothing that spans every tenant (Stats with all_tenants, every Admin RPC) is open to it.
+nothing that spans every tenant (Stats with all_tenants, every Admin RPC but Explore,
+which takes a tenant) is open to it.
 A token without the claim may use any tenant its roles allow. The cases are parametrized
 over the RPCs and a test checks that they cover every method of the service descriptors
 whose request carries a tenant, so a new RPC is not left out.
@@ -22,7 +23,13 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from indexer_kit import running_search
 
-from semantic.common.auth import EVERY_TENANT_METHODS, METHOD_ROLES, Role, mint_token
+from semantic.common.auth import (
+    EVERY_TENANT_METHODS,
+    METHOD_ROLES,
+    PER_TENANT_ADMIN_METHODS,
+    Role,
+    mint_token,
+)
 from semantic.tools.devstack import EmbeddedPostgres
 from semantic.tools.devstack.health import wait_serving
 from semantic.v1 import common_pb2 as cpb
@@ -188,12 +195,16 @@ def test_the_cases_cover_every_rpc_whose_request_carries_a_tenant() -> None:
         for method in service.methods
         if _has_tenant(method.input_type)
     }
-    assert with_tenant == {("Search", name) for name in CASES}
+    # Admin Explore takes a tenant too; its cases are in "an admin RPC held to one tenant".
+    assert with_tenant == {("Search", name) for name in CASES} | {("Admin", "Explore")}
 
 
-def test_every_admin_rpc_counts_as_acting_on_every_tenant() -> None:
+def test_every_admin_rpc_but_the_per_tenant_ones_counts_as_acting_on_every_tenant() -> None:
     admin = {f"/{ADMIN.full_name}/{method.name}" for method in ADMIN.methods}
-    assert admin <= EVERY_TENANT_METHODS
+    per_tenant = {f"/{ADMIN.full_name}/{name}" for name in ("Explore", "ExplainRecommendation")}
+    assert per_tenant == PER_TENANT_ADMIN_METHODS
+    assert admin - PER_TENANT_ADMIN_METHODS <= EVERY_TENANT_METHODS
+    assert not PER_TENANT_ADMIN_METHODS & EVERY_TENANT_METHODS  # they take a tenant instead
     search = {f"/{SEARCH.full_name}/{method.name}" for method in SEARCH.methods}
     assert not search & EVERY_TENANT_METHODS  # they take a tenant instead
 
@@ -297,8 +308,15 @@ async def test_stats_of_all_tenants_needs_an_admin_without_a_tenant_claim(
     assert every.nodes_total == sum(per_tenant) > 0
 
 
-@pytest.mark.parametrize("method", [m.name for m in ADMIN.methods])
-async def test_every_admin_rpc_is_refused_to_a_pinned_admin(
+@pytest.mark.parametrize(
+    "method",
+    [
+        m.name
+        for m in ADMIN.methods
+        if f"/{ADMIN.full_name}/{m.name}" not in PER_TENANT_ADMIN_METHODS
+    ],
+)
+async def test_every_admin_rpc_acting_on_every_tenant_is_refused_to_a_pinned_admin(
     channel: grpc.aio.Channel, method: str
 ) -> None:
     admin = search_pb2_grpc.AdminStub(channel)
@@ -308,6 +326,44 @@ async def test_every_admin_rpc_is_refused_to_a_pinned_admin(
         await _call(admin, method, empty, _auth(Role.ADMIN, tenant=MINE))
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "acts on every tenant" in (refused.value.details() or "")
+
+
+# --- an admin RPC held to one tenant: Explore ---------------------------------------------
+
+
+async def _explore(channel: grpc.aio.Channel, tenant: str, metadata: Any) -> pb.ExploreResponse:
+    admin = search_pb2_grpc.AdminStub(channel)
+    return await admin.Explore(pb.ExploreRequest(tenant=tenant, seed=4), metadata=metadata)
+
+
+async def test_explore_with_a_pinned_token_maps_only_its_own_tenant(
+    channel: grpc.aio.Channel,
+) -> None:
+    pinned = _auth(Role.ADMIN, tenant=MINE)
+    mine = await _explore(channel, "", pinned)
+    assert mine.points
+    titles = {p.title for p in mine.points}
+    assert "Acme pricing" in titles
+    assert not any(t.startswith("Globex") for t in titles)
+    # The same map as an unpinned admin asking for that tenant by name.
+    named = await _explore(channel, MINE, _auth(Role.ADMIN))
+    assert [(p.node_id, p.x, p.y) for p in named.points] == [
+        (p.node_id, p.x, p.y) for p in mine.points
+    ]
+    theirs = await _explore(channel, THEIRS, _auth(Role.ADMIN))
+    assert any(p.title.startswith("Globex") for p in theirs.points)
+
+
+async def test_explore_of_another_tenant_is_refused_to_a_pinned_token(
+    channel: grpc.aio.Channel,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _explore(channel, THEIRS, _auth(Role.ADMIN, tenant=MINE))
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert f"limited to tenant '{MINE}'" in (refused.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # and the role still counts
+        await _explore(channel, MINE, _auth(Role.WRITER, tenant=MINE))
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
 # --- a token without a tenant claim -------------------------------------------------------

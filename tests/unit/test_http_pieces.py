@@ -11,8 +11,8 @@ import pytest
 from google.protobuf import json_format
 
 from semantic.common import errors
-from semantic.search.http import problems
 from semantic.search.app import openapi_document as document
+from semantic.search.http import problems
 from semantic.search.http.console.views import Trend, alerts, lab_rows
 from semantic.search.http.openapi import render
 from semantic.search.http.security import check_csrf, csrf_token

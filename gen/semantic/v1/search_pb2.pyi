@@ -416,6 +416,54 @@ EXCLUSION_REASON_EXAMPLE: ExclusionReason.ValueType  # 6
 """A positive or negative example of the request (never recommended back)."""
 Global___ExclusionReason: _TypeAlias = ExclusionReason  # noqa: Y015
 
+class _ConsistencyRemedy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsistencyRemedyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsistencyRemedy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSISTENCY_REMEDY_UNSPECIFIED: _ConsistencyRemedy.ValueType  # 0
+    """Not set."""
+    CONSISTENCY_REMEDY_NONE: _ConsistencyRemedy.ValueType  # 1
+    """Nothing to do: the check passed."""
+    CONSISTENCY_REMEDY_HEAL: _ConsistencyRemedy.ValueType  # 2
+    """Admin Heal (or the indexer's heal loop): re-embeds missing and stale vectors and
+    removes orphaned ones.
+    """
+    CONSISTENCY_REMEDY_REINDEX: _ConsistencyRemedy.ValueType  # 3
+    """Admin Reindex: build a complete space (with its table and HNSW index) again."""
+    CONSISTENCY_REMEDY_ROLLBACK: _ConsistencyRemedy.ValueType  # 4
+    """Admin Rollback or ActivateSpace: point the active alias and the space states back at
+    one complete space, in one transaction.
+    """
+    CONSISTENCY_REMEDY_MIGRATE: _ConsistencyRemedy.ValueType  # 5
+    """Restart a service of this build (start-up applies pending migrations), restore a
+    changed migration file, or deploy the build that ships a recorded migration.
+    """
+
+class ConsistencyRemedy(_ConsistencyRemedy, metaclass=_ConsistencyRemedyEnumTypeWrapper):
+    """What fixes a failed consistency check."""
+
+CONSISTENCY_REMEDY_UNSPECIFIED: ConsistencyRemedy.ValueType  # 0
+"""Not set."""
+CONSISTENCY_REMEDY_NONE: ConsistencyRemedy.ValueType  # 1
+"""Nothing to do: the check passed."""
+CONSISTENCY_REMEDY_HEAL: ConsistencyRemedy.ValueType  # 2
+"""Admin Heal (or the indexer's heal loop): re-embeds missing and stale vectors and
+removes orphaned ones.
+"""
+CONSISTENCY_REMEDY_REINDEX: ConsistencyRemedy.ValueType  # 3
+"""Admin Reindex: build a complete space (with its table and HNSW index) again."""
+CONSISTENCY_REMEDY_ROLLBACK: ConsistencyRemedy.ValueType  # 4
+"""Admin Rollback or ActivateSpace: point the active alias and the space states back at
+one complete space, in one transaction.
+"""
+CONSISTENCY_REMEDY_MIGRATE: ConsistencyRemedy.ValueType  # 5
+"""Restart a service of this build (start-up applies pending migrations), restore a
+changed migration file, or deploy the build that ships a recorded migration.
+"""
+Global___ConsistencyRemedy: _TypeAlias = ConsistencyRemedy  # noqa: Y015
+
 @_typing.final
 class UpsertRequest(_message.Message):
     """---------------------------------------------------------------------------------------
@@ -2397,6 +2445,7 @@ class HealResponse(_message.Message):
     REEMBEDDED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    ORPHANS_FIELD_NUMBER: _builtins.int
     scanned: _builtins.int
     """Nodes examined."""
     missing: _builtins.int
@@ -2409,6 +2458,10 @@ class HealResponse(_message.Message):
     """Nodes that could not be re-embedded (left for the next run)."""
     duration_seconds: _builtins.float
     """Wall-clock duration of the run, in seconds."""
+    orphans: _builtins.int
+    """Vector rows in the space whose node no longer exists, removed (only counted on a dry
+    run). Not looked for when `content_type` is set (such rows have no content type).
+    """
     def __init__(
         self,
         *,
@@ -2418,10 +2471,11 @@ class HealResponse(_message.Message):
         reembedded: _builtins.int = ...,
         failed: _builtins.int = ...,
         duration_seconds: _builtins.float = ...,
+        orphans: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "failed", b"failed", "missing", b"missing", "reembedded", b"reembedded", "scanned", b"scanned", "stale", b"stale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_seconds", b"duration_seconds", "failed", b"failed", "missing", b"missing", "orphans", b"orphans", "reembedded", b"reembedded", "scanned", b"scanned", "stale", b"stale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3203,3 +3257,309 @@ class ExplainRecommendationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExplainRecommendationResponse: _TypeAlias = ExplainRecommendationResponse  # noqa: Y015
+
+@_typing.final
+class CheckConsistencyRequest(_message.Message):
+    """---------------------------------------------------------------------------------------
+    Consistency and exploration (Admin)
+
+    Asks for a consistency check of the database.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPACE_ID_FIELD_NUMBER: _builtins.int
+    SAMPLE_LIMIT_FIELD_NUMBER: _builtins.int
+    space_id: _builtins.str
+    """Space whose vectors are checked (the vector checks). Empty: the active space.
+    Unknown: NOT_FOUND.
+    """
+    sample_limit: _builtins.int
+    """How many example ids each failed check returns. 0: 10; at most 100."""
+    def __init__(
+        self,
+        *,
+        space_id: _builtins.str = ...,
+        sample_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sample_limit", b"sample_limit", "space_id", b"space_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckConsistencyRequest: _TypeAlias = CheckConsistencyRequest  # noqa: Y015
+
+@_typing.final
+class ConsistencyCheck(_message.Message):
+    """The result of one consistency check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    REMEDY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Stable snake_case id: "schema_current", "alias_consistent", "nodes_have_vectors",
+    "no_stale_vectors", "no_orphan_vectors", "spaces_tables_exist".
+    """
+    ok: _builtins.bool
+    """True when the check passed."""
+    summary: _builtins.str
+    """One sentence saying what was found."""
+    count: _builtins.int
+    """Number of offending things (nodes, vector rows, spaces or migrations, per check)."""
+    remedy: Global___ConsistencyRemedy.ValueType
+    """What fixes it; NONE when the check passed."""
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Up to `sample_limit` examples: node ids (`tenant/id` for a node of a named tenant),
+        space ids or migration file names, per check.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        ok: _builtins.bool = ...,
+        summary: _builtins.str = ...,
+        count: _builtins.int = ...,
+        examples: _abc.Iterable[_builtins.str] | None = ...,
+        remedy: Global___ConsistencyRemedy.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "examples", b"examples", "name", b"name", "ok", b"ok", "remedy", b"remedy", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsistencyCheck: _TypeAlias = ConsistencyCheck  # noqa: Y015
+
+@_typing.final
+class MigrationStatus(_message.Message):
+    """One migration: the file this build ships and what the database recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RECORDED_SHA256_FIELD_NUMBER: _builtins.int
+    SHIPPED_SHA256_FIELD_NUMBER: _builtins.int
+    APPLIED_AT_FIELD_NUMBER: _builtins.int
+    MATCHES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """File name, for example "002_content.sql"."""
+    recorded_sha256: _builtins.str
+    """Lowercase hex SHA-256 recorded when the migration was applied; empty if not applied."""
+    shipped_sha256: _builtins.str
+    """Lowercase hex SHA-256 of the file shipped with this build; empty if this build does
+    not ship it.
+    """
+    matches: _builtins.bool
+    """True when applied and both checksums are equal."""
+    @_builtins.property
+    def applied_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was applied; unset if not applied."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        recorded_sha256: _builtins.str = ...,
+        shipped_sha256: _builtins.str = ...,
+        applied_at: _timestamp_pb2.Timestamp | None = ...,
+        matches: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "matches", b"matches", "name", b"name", "recorded_sha256", b"recorded_sha256", "shipped_sha256", b"shipped_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MigrationStatus: _TypeAlias = MigrationStatus  # noqa: Y015
+
+@_typing.final
+class CheckConsistencyResponse(_message.Message):
+    """The result of a consistency check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    MIGRATIONS_FIELD_NUMBER: _builtins.int
+    SPACE_ID_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    """True when every check passed."""
+    schema_version: _builtins.str
+    """File name of the last applied migration (highest version recorded); empty when none."""
+    space_id: _builtins.str
+    """Space whose vectors were checked; empty when there is none (no active space)."""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsistencyCheck]:
+        """Every check, in a fixed order."""
+
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp:
+        """When the checks ran."""
+
+    @_builtins.property
+    def migrations(self) -> _containers.RepeatedCompositeFieldContainer[Global___MigrationStatus]:
+        """Every migration shipped or recorded, in version order."""
+
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        checks: _abc.Iterable[Global___ConsistencyCheck] | None = ...,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+        schema_version: _builtins.str = ...,
+        migrations: _abc.Iterable[Global___MigrationStatus] | None = ...,
+        space_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "checks", b"checks", "migrations", b"migrations", "ok", b"ok", "schema_version", b"schema_version", "space_id", b"space_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckConsistencyResponse: _TypeAlias = CheckConsistencyResponse  # noqa: Y015
+
+@_typing.final
+class ExploreRequest(_message.Message):
+    """Asks for a 2-D map of a sample of vectors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPES_FIELD_NUMBER: _builtins.int
+    VECTOR_NAME_FIELD_NUMBER: _builtins.int
+    SAMPLE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    SPACE_ID_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant whose vectors are mapped; empty is the default tenant (a token with a tenant
+    claim: its tenant).
+    """
+    vector_name: _builtins.str
+    """Vector name. Empty: "content"."""
+    sample: _builtins.int
+    """Number of vectors sampled. 0: 500; at most 5000."""
+    seed: _builtins.int
+    """Sampling seed: the same seed over the same data gives the same sample."""
+    space_id: _builtins.str
+    """Space to read. Empty: the active space. Unknown: NOT_FOUND."""
+    @_builtins.property
+    def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only nodes of these content types (at most 64). Empty: every type."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        content_types: _abc.Iterable[_builtins.str] | None = ...,
+        vector_name: _builtins.str = ...,
+        sample: _builtins.int = ...,
+        seed: _builtins.int = ...,
+        space_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_types", b"content_types", "sample", b"sample", "seed", b"seed", "space_id", b"space_id", "tenant", b"tenant", "vector_name", b"vector_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExploreRequest: _TypeAlias = ExploreRequest  # noqa: Y015
+
+@_typing.final
+class ExplorePoint(_message.Message):
+    """One sampled vector on the map."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SLUG_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    CHUNK_INDEX_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node's id."""
+    slug: _builtins.str
+    """The node's slug; empty when it has none."""
+    title: _builtins.str
+    """The node's title."""
+    content_type: _builtins.str
+    """The node's content type."""
+    x: _builtins.float
+    """Coordinate on the first axis (first principal component)."""
+    y: _builtins.float
+    """Coordinate on the second axis (second principal component)."""
+    chunk_index: _builtins.int
+    """Chunk of the vector (0 when the text was not chunked)."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        slug: _builtins.str = ...,
+        title: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+        chunk_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "content_type", b"content_type", "node_id", b"node_id", "slug", b"slug", "title", b"title", "x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplorePoint: _TypeAlias = ExplorePoint  # noqa: Y015
+
+@_typing.final
+class ExploreResponse(_message.Message):
+    """A 2-D map of a sample of vectors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    EXPLAINED_VARIANCE_FIELD_NUMBER: _builtins.int
+    TOTAL_VECTORS_FIELD_NUMBER: _builtins.int
+    SPACE_ID_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    """Projection method: "pca"."""
+    total_vectors: _builtins.int
+    """Vectors matching the request before sampling."""
+    space_id: _builtins.str
+    """Space read."""
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExplorePoint]:
+        """The sampled vectors, in sample order."""
+
+    @_builtins.property
+    def explained_variance(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Fraction of the sample's variance along each axis (two values, each in [0, 1], sum
+        at most 1).
+        """
+
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___ExplorePoint] | None = ...,
+        method: _builtins.str = ...,
+        explained_variance: _abc.Iterable[_builtins.float] | None = ...,
+        total_vectors: _builtins.int = ...,
+        space_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explained_variance", b"explained_variance", "method", b"method", "points", b"points", "space_id", b"space_id", "total_vectors", b"total_vectors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExploreResponse: _TypeAlias = ExploreResponse  # noqa: Y015

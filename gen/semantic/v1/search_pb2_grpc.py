@@ -483,6 +483,16 @@ class AdminStub:
                 request_serializer=semantic_dot_v1_dot_search__pb2.ExplainRecommendationRequest.SerializeToString,
                 response_deserializer=semantic_dot_v1_dot_search__pb2.ExplainRecommendationResponse.FromString,
                 _registered_method=True)
+        self.CheckConsistency = channel.unary_unary(
+                '/semantic.v1.Admin/CheckConsistency',
+                request_serializer=semantic_dot_v1_dot_search__pb2.CheckConsistencyRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.CheckConsistencyResponse.FromString,
+                _registered_method=True)
+        self.Explore = channel.unary_unary(
+                '/semantic.v1.Admin/Explore',
+                request_serializer=semantic_dot_v1_dot_search__pb2.ExploreRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.ExploreResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -499,7 +509,8 @@ class AdminServicer:
 
     def Heal(self, request, context):
         """Finds nodes without vectors in a space, or whose vectors were made from an older
-        content hash or another model, and re-embeds them now. Returns when done.
+        content hash or another model, and re-embeds them now; removes vector rows whose node
+        no longer exists. Returns when done.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -577,6 +588,25 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckConsistency(self, request, context):
+        """Checks that the database is consistent right now (migrations applied and unchanged,
+        one active space with its table, every node with vectors, none stale or orphaned,
+        every space's table and HNSW index present), each check with examples of what fails
+        and the remedy. Read-only; always answers (a failed check is reported, not raised).
+        Acts on every tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explore(self, request, context):
+        """A 2-D map of a deterministic sample of one tenant's vectors in a space (principal
+        component analysis of the sample). A token with a tenant claim sees only its tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -629,6 +659,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ExplainRecommendation,
                     request_deserializer=semantic_dot_v1_dot_search__pb2.ExplainRecommendationRequest.FromString,
                     response_serializer=semantic_dot_v1_dot_search__pb2.ExplainRecommendationResponse.SerializeToString,
+            ),
+            'CheckConsistency': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckConsistency,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.CheckConsistencyRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.CheckConsistencyResponse.SerializeToString,
+            ),
+            'Explore': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explore,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.ExploreRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.ExploreResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -902,6 +942,60 @@ class Admin:
             '/semantic.v1.Admin/ExplainRecommendation',
             semantic_dot_v1_dot_search__pb2.ExplainRecommendationRequest.SerializeToString,
             semantic_dot_v1_dot_search__pb2.ExplainRecommendationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckConsistency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Admin/CheckConsistency',
+            semantic_dot_v1_dot_search__pb2.CheckConsistencyRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.CheckConsistencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Admin/Explore',
+            semantic_dot_v1_dot_search__pb2.ExploreRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.ExploreResponse.FromString,
             options,
             channel_credentials,
             insecure,

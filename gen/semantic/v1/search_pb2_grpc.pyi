@@ -233,7 +233,8 @@ class AdminStub:
     """
     Heal: _grpc.UnaryUnaryMultiCallable[_search_pb2.HealRequest, _search_pb2.HealResponse]
     """Finds nodes without vectors in a space, or whose vectors were made from an older
-    content hash or another model, and re-embeds them now. Returns when done.
+    content hash or another model, and re-embeds them now; removes vector rows whose node
+    no longer exists. Returns when done.
     """
     Reindex: _grpc.UnaryUnaryMultiCallable[_search_pb2.ReindexRequest, _search_pb2.ReindexResponse]
     """Creates a new embedding space for a model and starts filling it in the background,
@@ -274,6 +275,17 @@ class AdminStub:
     embeddings used. The recommendation itself is the one Recommend returns for the
     same request. Per tenant (a token's tenant claim applies).
     """
+    CheckConsistency: _grpc.UnaryUnaryMultiCallable[_search_pb2.CheckConsistencyRequest, _search_pb2.CheckConsistencyResponse]
+    """Checks that the database is consistent right now (migrations applied and unchanged,
+    one active space with its table, every node with vectors, none stale or orphaned,
+    every space's table and HNSW index present), each check with examples of what fails
+    and the remedy. Read-only; always answers (a failed check is reported, not raised).
+    Acts on every tenant.
+    """
+    Explore: _grpc.UnaryUnaryMultiCallable[_search_pb2.ExploreRequest, _search_pb2.ExploreResponse]
+    """A 2-D map of a deterministic sample of one tenant's vectors in a space (principal
+    component analysis of the sample). A token with a tenant claim sees only its tenant.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -286,7 +298,8 @@ class AdminAsyncStub(AdminStub):
     """
     Heal: _aio.UnaryUnaryMultiCallable[_search_pb2.HealRequest, _search_pb2.HealResponse]  # type: ignore[assignment]
     """Finds nodes without vectors in a space, or whose vectors were made from an older
-    content hash or another model, and re-embeds them now. Returns when done.
+    content hash or another model, and re-embeds them now; removes vector rows whose node
+    no longer exists. Returns when done.
     """
     Reindex: _aio.UnaryUnaryMultiCallable[_search_pb2.ReindexRequest, _search_pb2.ReindexResponse]  # type: ignore[assignment]
     """Creates a new embedding space for a model and starts filling it in the background,
@@ -327,6 +340,17 @@ class AdminAsyncStub(AdminStub):
     embeddings used. The recommendation itself is the one Recommend returns for the
     same request. Per tenant (a token's tenant claim applies).
     """
+    CheckConsistency: _aio.UnaryUnaryMultiCallable[_search_pb2.CheckConsistencyRequest, _search_pb2.CheckConsistencyResponse]  # type: ignore[assignment]
+    """Checks that the database is consistent right now (migrations applied and unchanged,
+    one active space with its table, every node with vectors, none stale or orphaned,
+    every space's table and HNSW index present), each check with examples of what fails
+    and the remedy. Read-only; always answers (a failed check is reported, not raised).
+    Acts on every tenant.
+    """
+    Explore: _aio.UnaryUnaryMultiCallable[_search_pb2.ExploreRequest, _search_pb2.ExploreResponse]  # type: ignore[assignment]
+    """A 2-D map of a deterministic sample of one tenant's vectors in a space (principal
+    component analysis of the sample). A token with a tenant claim sees only its tenant.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Operations: health, self-healing, model changes. Every RPC needs the `admin` role."""
@@ -348,7 +372,8 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_search_pb2.HealResponse, _abc.Awaitable[_search_pb2.HealResponse]]:
         """Finds nodes without vectors in a space, or whose vectors were made from an older
-        content hash or another model, and re-embeds them now. Returns when done.
+        content hash or another model, and re-embeds them now; removes vector rows whose node
+        no longer exists. Returns when done.
         """
 
     @_abc_1.abstractmethod
@@ -436,6 +461,29 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         part and whether each was kept, the exclusions with their reasons, and the stored
         embeddings used. The recommendation itself is the one Recommend returns for the
         same request. Per tenant (a token's tenant claim applies).
+        """
+
+    @_abc_1.abstractmethod
+    def CheckConsistency(
+        self,
+        request: _search_pb2.CheckConsistencyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.CheckConsistencyResponse, _abc.Awaitable[_search_pb2.CheckConsistencyResponse]]:
+        """Checks that the database is consistent right now (migrations applied and unchanged,
+        one active space with its table, every node with vectors, none stale or orphaned,
+        every space's table and HNSW index present), each check with examples of what fails
+        and the remedy. Read-only; always answers (a failed check is reported, not raised).
+        Acts on every tenant.
+        """
+
+    @_abc_1.abstractmethod
+    def Explore(
+        self,
+        request: _search_pb2.ExploreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.ExploreResponse, _abc.Awaitable[_search_pb2.ExploreResponse]]:
+        """A 2-D map of a deterministic sample of one tenant's vectors in a space (principal
+        component analysis of the sample). A token with a tenant claim sees only its tenant.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

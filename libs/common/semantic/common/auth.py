@@ -7,7 +7,7 @@
                       admin; Embed, EmbedStream and Info need no token
     EVERY_TENANT_METHODS  methods acting on every tenant at once: a token with a tenant
                       claim may not call them, whatever its roles
-    PER_TENANT_ADMIN_METHODS  Admin methods acting on one tenant (not in the set above)
+    PER_TENANT_ADMIN_METHODS  Admin methods acting on one tenant (Explore, ExplainRecommendation)
     Principal         the verified caller: subject, roles, tenant, raw claims
     AuthInterceptor   checks ``authorization: Bearer <JWT>`` and the role of every RPC,
                       then runs the handler with the caller in ``current_principal()``
@@ -114,6 +114,8 @@ METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
         "/semantic.v1.Admin/ReplayDeadLetters": Role.ADMIN,
         "/semantic.v1.Admin/DiscardDeadLetters": Role.ADMIN,
         "/semantic.v1.Admin/ExplainRecommendation": Role.ADMIN,
+        "/semantic.v1.Admin/CheckConsistency": Role.ADMIN,
+        "/semantic.v1.Admin/Explore": Role.ADMIN,
     }
 )
 
@@ -132,7 +134,9 @@ EMBEDDER_OPEN_METHODS: frozenset[str] = frozenset(
 """Embedder RPCs callable without a token: the embedder holds no data, and its callers
 (search, the indexer) are let in by the network (the NetworkPolicy under deploy/)."""
 
-PER_TENANT_ADMIN_METHODS: frozenset[str] = frozenset({"/semantic.v1.Admin/ExplainRecommendation"})
+PER_TENANT_ADMIN_METHODS: frozenset[str] = frozenset(
+    {"/semantic.v1.Admin/ExplainRecommendation", "/semantic.v1.Admin/Explore"}
+)
 """Admin RPCs that act on one tenant (the request names it; a token's tenant claim forces
 it, as on Search): an admin pinned to a tenant may call them."""
 
@@ -146,9 +150,9 @@ EVERY_TENANT_METHODS: frozenset[str] = frozenset(
         "/semantic.v1.Embedder/LoadModel",
     }
 )
-"""Methods that read or change every tenant at once (spaces, heal, reindex, health, the
-dead letters of every tenant's events, model loading). A token pinned to a tenant cannot
-be held to its tenant there, so it is refused."""
+"""Methods that read or change every tenant at once (spaces, heal, reindex, health,
+consistency, the dead letters of every tenant's events, model loading). A token pinned to
+a tenant cannot be held to its tenant there, so it is refused."""
 
 
 def is_public_method(method: str) -> bool:

@@ -6,7 +6,8 @@ need vectors in a space, and re-embed them in batches through the write path
 content moved meanwhile (the next pass sees it again).
 
     heal      nodes without vectors in the space, or whose vectors were made from an
-              older content hash (the space fixes the model)
+              older content hash (the space fixes the model); vector rows whose node
+              no longer exists are removed (every mode, unless limited to a content type)
     missing   only nodes without vectors (``--only-missing``)
     all       every node (backfill)
 
@@ -55,6 +56,7 @@ class HealReport:
     stale: int = 0
     reembedded: int = 0
     failed: int = 0
+    orphans: int = 0
     duration_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -66,6 +68,7 @@ class HealReport:
             "stale": self.stale,
             "reembedded": self.reembedded,
             "failed": self.failed,
+            "orphans": self.orphans,
             "duration_s": round(self.duration_s, 3),
         }
 
@@ -135,6 +138,8 @@ class Maintenance:
                 progress(report, total)
             if limit and report.reembedded + report.failed >= limit:
                 break
+        if content_type is None:  # orphaned rows have no node, hence no content type
+            report.orphans = await self._store.remove_orphans(space, dry_run=dry_run)
         report.duration_s = time.perf_counter() - started
         log.info("heal_pass", space=space.id, mode=mode, dry_run=dry_run, **report.as_dict())
         return report

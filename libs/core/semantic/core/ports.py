@@ -10,6 +10,8 @@
     SearchStatistics  counts for Stats                        statistics.PostgresStatistics
     MaintenanceStore  the node walks of heal/backfill/reindex maintenance.PostgresMaintenance
                       and the cross-process pass locks
+    ConsistencyStore  the reads of CheckConsistency          consistency.PostgresConsistency
+    ExploreStore      a seeded sample of a space's vectors    explore.PostgresExplore
 
 The values the embedder port speaks (:data:`InputType`, defined in
 :mod:`semantic.common.embedding`, :class:`Embedded`,
@@ -28,7 +30,9 @@ import numpy as np
 from semantic.common.embedding import InputType
 
 if TYPE_CHECKING:
+    from semantic.core.consistency import AliasState, Offenders, SchemaState, SpaceTables
     from semantic.core.domain import DenseHit, NodeRecord, SearchQuery
+    from semantic.core.explore import ExploreQuery, Sample
     from semantic.core.nodes import (
         DeleteOutcome,
         DeleteResult,
@@ -234,7 +238,49 @@ class MaintenanceStore(Protocol):
         its last key (None when no node follows ``after``)."""
         ...
 
+    async def remove_orphans(self, space: Space, *, dry_run: bool) -> int:
+        """Delete the vector rows of ``space`` whose node no longer exists (only count
+        them on a dry run); how many."""
+        ...
+
     def exclusive(self, lock: str, space_id: int) -> AbstractAsyncContextManager[bool]:
         """Hold the cross-process lock ``lock`` ("build" or "heal") of a space while the
         block runs; the block gets False (and runs unlocked) when another holds it."""
+        ...
+
+
+class ConsistencyStore(Protocol):
+    """What CheckConsistency reads (``semantic.core.consistency``); reads only."""
+
+    async def schema(self) -> SchemaState:
+        """The migrations shipped and recorded, and what a bootstrap would create."""
+        ...
+
+    async def alias(self) -> AliasState:
+        """The ``active`` alias, the spaces in state active, the aliased table's column."""
+        ...
+
+    async def space_tables(self) -> list[SpaceTables]:
+        """Every registered space with whether its table and HNSW index exist."""
+        ...
+
+    async def missing_vectors(self, space: Space, limit: int) -> Offenders:
+        """Nodes with text and no vector row in ``space`` (the heal backlog's missing)."""
+        ...
+
+    async def stale_vectors(self, space: Space, limit: int) -> Offenders:
+        """Nodes with computed vectors from another content hash (the backlog's stale)."""
+        ...
+
+    async def orphan_vectors(self, space: Space, limit: int) -> Offenders:
+        """Vector rows of ``space`` whose node no longer exists (examples: their nodes)."""
+        ...
+
+
+class ExploreStore(Protocol):
+    """The seeded sample Explore maps (``semantic.core.explore``)."""
+
+    async def sample(self, space: Space, query: ExploreQuery) -> Sample:
+        """Up to ``query.sample`` vector rows of the query's tenant, name and content
+        types, in seeded hash order, with the number of rows that matched."""
         ...

@@ -1,5 +1,6 @@
 """gRPC servicer of semantic.v1.Admin: spaces, heal, reindex, a health report, the dead
-letters (:mod:`semantic.search.pipeline`) and the recommendation debugger.
+letters (:mod:`semantic.search.pipeline`), the recommendation debugger, the consistency
+check and the vector map (Explore).
 
 A Reindex creates the space and fills it in a background task of this process; if the
 process stops first, the indexer's heal loop (or the next Reindex call) resumes it."""
@@ -15,8 +16,11 @@ from typing import Any
 import structlog
 
 from semantic.common import validation
+from semantic.common.auth import enforce_tenant
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
+from semantic.core.consistency import ConsistencyChecker
+from semantic.core.explore import Explorer
 from semantic.core.maintenance import Maintenance
 from semantic.core.spaces import ActiveSpaces, Space
 from semantic.search.pipeline import PipelineAdmin
@@ -24,6 +28,7 @@ from semantic.search.recommend.service import Recommendations
 from semantic.search.servicer import space_id_from, space_to_proto
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
+from semantic.wire import admin as wire
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +49,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         self._deps: tuple[EmbedderClient, Maintenance] | None = None
         self._recommend: Recommendations | None = None
         self._pipeline = pipeline
+        self._views: tuple[ConsistencyChecker, Explorer] | None = None
         self._builds: dict[int, asyncio.Task[Any]] = {}
 
     def attach(
@@ -51,17 +57,27 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         embedder: EmbedderClient,
         maintenance: Maintenance,
         recommendations: Recommendations | None = None,
+        *,
+        consistency: ConsistencyChecker,
+        explorer: Explorer,
     ) -> None:
         """Start answering (calls before this get UNAVAILABLE; the dead-letter RPCs answer
         from the start, as NATS allows)."""
         self._deps = (embedder, maintenance)
         self._recommend = recommendations
+        self._views = (consistency, explorer)
 
     @property
     def _maintenance(self) -> Maintenance:
         if self._deps is None:
             raise DependencyUnavailable("search", "still starting up")
         return self._deps[1]
+
+    @property
+    def _checks(self) -> tuple[ConsistencyChecker, Explorer]:
+        if self._views is None:
+            raise DependencyUnavailable("search", "still starting up")
+        return self._views
 
     @property
     def _spaces(self) -> ActiveSpaces:
@@ -163,7 +179,21 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
             reembedded=report.reembedded,
             failed=report.failed,
             duration_seconds=report.duration_s,
+            orphans=report.orphans,
         )
+
+    async def CheckConsistency(
+        self, request: pb.CheckConsistencyRequest, context: Any
+    ) -> pb.CheckConsistencyResponse:
+        space_id, sample_limit = wire.consistency_request(request)
+        report = await self._checks[0].check(space_id, sample_limit)
+        return wire.consistency_to_proto(report)
+
+    async def Explore(self, request: pb.ExploreRequest, context: Any) -> pb.ExploreResponse:
+        # Admin, yet held to one tenant: a token with a tenant claim maps only its own.
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        space_id, query = wire.explore_request(request, tenant)
+        return wire.explore_to_proto(await self._checks[1].explore(space_id, query))
 
     async def Reindex(self, request: pb.ReindexRequest, context: Any) -> pb.ReindexResponse:
         which = request.WhichOneof("model")

@@ -22,7 +22,9 @@ from semantic.common.embedder_client import EmbedderClient
 from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
 from semantic.common.server import ServerKit, run_service
+from semantic.core.consistency import ConsistencyChecker
 from semantic.core.domain import HybridParams
+from semantic.core.explore import Explorer
 from semantic.core.maintenance import Maintenance
 from semantic.core.recommend.recommender import Recommender
 from semantic.core.recommend.tracker import Tracker
@@ -40,7 +42,9 @@ from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
 from semantic.store.nats.connection import BackgroundConnection
 from semantic.store.nats.pipeline import JetStreamPipeline, StreamNames
+from semantic.store.postgres.consistency import PostgresConsistency
 from semantic.store.postgres.db import create_pool, session_settings
+from semantic.store.postgres.explore import PostgresExplore
 from semantic.store.postgres.guardian import DatabaseGuardian
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes
@@ -132,7 +136,13 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         maintenance = Maintenance(
             PostgresMaintenance(pool), active, writer, batch_size=settings.indexer_heal_batch_size
         )
-        admin.attach(embedder, maintenance, recommendations)
+        admin.attach(
+            embedder,
+            maintenance,
+            recommendations,
+            consistency=ConsistencyChecker(PostgresConsistency(pool), active),
+            explorer=Explorer(PostgresExplore(pool), active),
+        )
         guardian = DatabaseGuardian.from_settings(
             pool, settings, model, health_reporter(kit), "search"
         )

@@ -185,7 +185,8 @@ async def _heal(args: argparse.Namespace) -> int:
         print(
             f"{args.command}: space {space.id}, scanned {report.scanned}, missing "
             f"{report.missing}, stale {report.stale}, re-embedded {report.reembedded}, "
-            f"failed {report.failed} in {report.duration_s:.1f}s"
+            f"failed {report.failed}, orphaned vector rows {report.orphans}"
+            f" in {report.duration_s:.1f}s"
         )
     return 0 if report.failed == 0 else 1
 

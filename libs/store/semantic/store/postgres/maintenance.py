@@ -18,6 +18,7 @@ import structlog
 from semantic.core.domain import NodeRecord
 from semantic.core.ports import HealRow
 from semantic.core.spaces import Space
+from semantic.store.postgres import backlog
 from semantic.store.postgres.db import connection
 from semantic.store.postgres.node_rows import node_from_row, node_select
 
@@ -50,13 +51,8 @@ class PostgresMaintenance:
         vector in ``space`` and whether a computed vector of it is stale."""
         async with connection(self._pool) as conn:
             rows = await conn.fetch(
-                f"SELECT {node_select('n')},"
-                f" NOT EXISTS (SELECT 1 FROM {space.table} v"
-                "   WHERE v.tenant = n.tenant AND v.node_id = n.id) AS missing,"
-                f" EXISTS (SELECT 1 FROM {space.table} v"
-                "   WHERE v.tenant = n.tenant AND v.node_id = n.id"
-                "   AND NOT v.client_supplied AND v.content_hash <> n.content_hash) AS stale"
-                " FROM semantic.nodes n"
+                f"SELECT {node_select('n')}, {backlog.has_no_vector(space.table)} AS missing,"
+                f" {backlog.stale(space.table)} AS stale FROM semantic.nodes n"
                 " WHERE (n.tenant, n.id) > ($1, $2)"
                 " AND ($3::text IS NULL OR n.content_type = $3)"
                 " ORDER BY n.tenant, n.id LIMIT $4",
@@ -75,8 +71,7 @@ class PostgresMaintenance:
         follows ``after``)."""
         async with connection(self._pool) as conn:
             rows = await conn.fetch(
-                "SELECT n.tenant, n.id, NOT EXISTS (SELECT 1 FROM"
-                f" {space.table} v WHERE v.tenant = n.tenant AND v.node_id = n.id) AS missing"
+                f"SELECT n.tenant, n.id, {backlog.has_no_vector(space.table)} AS missing"
                 " FROM semantic.nodes n WHERE (n.tenant, n.id) > ($1, $2)"
                 " ORDER BY n.tenant, n.id LIMIT $3",
                 after[0],
@@ -96,6 +91,20 @@ class PostgresMaintenance:
         keys = {(r["tenant"], r["id"]) for r in rows}
         last = (rows[-1]["tenant"], rows[-1]["id"]) if rows else None
         return [node_from_row(r) for r in found], keys, last
+
+    async def remove_orphans(self, space: Space, *, dry_run: bool) -> int:
+        """Delete the vector rows of ``space`` whose node no longer exists (only count
+        them on a dry run); returns how many. A write adds a node with its vectors and a
+        delete removes both in one transaction, so no committed write is ever taken for
+        an orphan."""
+        async with connection(self._pool) as conn:
+            if dry_run:
+                found: int = await conn.fetchval(
+                    f"SELECT count(*) FROM {space.table} v WHERE {backlog.ORPHAN}"
+                )
+                return found
+            status = await conn.execute(f"DELETE FROM {space.table} v WHERE {backlog.ORPHAN}")
+        return int(status.split()[-1])
 
     @asynccontextmanager
     async def exclusive(self, lock: str, space_id: int) -> AsyncIterator[bool]:

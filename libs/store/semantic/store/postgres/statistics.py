@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from semantic.core.service import Stats
-from semantic.store.postgres import spaces
+from semantic.store.postgres import backlog, spaces
 from semantic.store.postgres.db import connection
 
 
@@ -49,13 +49,9 @@ class PostgresStatistics:
             missing = stale = 0
             if active is not None:
                 row = await conn.fetchrow(
-                    "SELECT count(*) FILTER (WHERE v.node_id IS NULL AND (n.title <> ''"
-                    " OR n.body <> '' OR n.texts <> '{}'::jsonb)) AS missing,"
-                    " count(*) FILTER (WHERE v.node_id IS NOT NULL AND v.hash <> n.content_hash)"
-                    f" AS stale FROM semantic.nodes n LEFT JOIN LATERAL (SELECT node_id,"
-                    f" content_hash AS hash FROM {active.table} t WHERE t.tenant = n.tenant"
-                    " AND t.node_id = n.id AND NOT t.client_supplied LIMIT 1) v ON true"
-                    f" {where.replace('tenant', 'n.tenant')}",
+                    f"SELECT count(*) FILTER (WHERE {backlog.missing(active.table)}) AS missing,"
+                    f" count(*) FILTER (WHERE {backlog.stale(active.table)}) AS stale"
+                    f" FROM semantic.nodes n {where.replace('tenant', 'n.tenant')}",
                     *args,
                 )
                 if row is not None:

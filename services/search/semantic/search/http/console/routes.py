@@ -385,7 +385,9 @@ def _action(name: str, fields: dict[str, str]) -> tuple[Message, str, str]:
         return pb.RollbackRequest(), "Admin", "Rollback"
     if name in ("replay", "discard"):
         rpc = "ReplayDeadLetters" if name == "replay" else "DiscardDeadLetters"
-        request = pb.ReplayDeadLettersRequest() if name == "replay" else pb.DiscardDeadLettersRequest()
+        request = (
+            pb.ReplayDeadLettersRequest() if name == "replay" else pb.DiscardDeadLettersRequest()
+        )
         if fields.get("all") == "1":
             request.all = True
         else:

@@ -135,7 +135,7 @@ def lab_rows(response: pb.SearchResponse, context_chars: int = 160) -> list[LabR
             ("keyword_score", "BM25"),
             ("fused_score", "fused"),
         ):
-            if explanation.HasField(name):
+            if explanation.HasField(name):  # type: ignore[arg-type]
                 value = getattr(explanation, name)
                 parts.append((label, f"{value:.4f}" if isinstance(value, float) else str(value)))
         for target in explanation.targets:

@@ -17,6 +17,7 @@ from http_kit import HttpSearch, start_http_search
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
+from semantic.tools.devstack.nats import EmbeddedNats
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +38,11 @@ def http(
     embedder_address: str,
     fp32_model_dir: Path,
     service_starter: Callable[[str, dict[str, str]], Any],
+    nats_server: EmbeddedNats,
 ) -> Iterator[HttpSearch]:
-    for service in start_http_search(pg_server, embedder_address, fp32_model_dir, service_starter):
+    for service in start_http_search(
+        pg_server, embedder_address, fp32_model_dir, service_starter, NATS_URL=nats_server.url
+    ):
         nodes = [
             {
                 "id": f"n{i}",

@@ -195,8 +195,12 @@ def test_the_cases_cover_every_rpc_whose_request_carries_a_tenant() -> None:
         for method in service.methods
         if _has_tenant(method.input_type)
     }
-    # Admin Explore takes a tenant too; its cases are in "an admin RPC held to one tenant".
-    assert with_tenant == {("Search", name) for name in CASES} | {("Admin", "Explore")}
+    # Admin Explore and ExplainRecommendation (its nested RecommendRequest) take a tenant
+    # too; their cases are in "an admin RPC held to one tenant" and test_recommend_debug.
+    assert with_tenant == {("Search", name) for name in CASES} | {
+        ("Admin", "Explore"),
+        ("Admin", "ExplainRecommendation"),
+    }
 
 
 def test_every_admin_rpc_but_the_per_tenant_ones_counts_as_acting_on_every_tenant() -> None:

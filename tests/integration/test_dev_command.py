@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import asyncpg
@@ -59,6 +60,11 @@ async def _interrupt(process: subprocess.Popen[str], sig: int = signal.SIGINT) -
     return await asyncio.to_thread(process.wait, 60)
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return str(response.read().decode())
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -73,6 +79,7 @@ def _ports(model_dir: Path) -> dict[str, str]:
         "SEMANTIC_DEV_EMBEDDER_METRICS_PORT": "0",
         "SEMANTIC_DEV_SEARCH_PORT": str(free_port()),
         "SEMANTIC_DEV_SEARCH_METRICS_PORT": "0",
+        "SEMANTIC_DEV_HTTP_PORT": str(free_port()),
         "SEMANTIC_DEV_INDEXER_PORT": str(free_port()),
         "SEMANTIC_DEV_INDEXER_METRICS_PORT": "0",
         "SEMANTIC_EMBEDDER_MODEL_DIRS": str(model_dir),
@@ -134,6 +141,13 @@ async def test_dev_runs_the_stack_stops_on_ctrl_c_or_sigterm_and_reuses_data(
                     break
                 await asyncio.sleep(0.1)
             assert [h.node.id for h in reply.hits] == ["welcome"]
+        http = endpoints["http"]
+        assert http == f"http://127.0.0.1:{ports['SEMANTIC_DEV_HTTP_PORT']}"
+        assert any(f"{http}/admin/vector-search" in line for line in output)
+        found = json.loads(
+            await asyncio.to_thread(_get, f"{http}/api/semantic/vector-search?q=bread&k=1")
+        )
+        assert [h["node"]["id"] for h in found["hits"]] == ["welcome"]
     finally:
         code = await _interrupt(process)
     assert code == 0

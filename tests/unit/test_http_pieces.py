@@ -108,8 +108,10 @@ def test_the_committed_openapi_document_is_what_the_code_generates() -> None:
     for path, operations in parsed["paths"].items():
         for method, operation in operations.items():
             assert "default" in operation["responses"], (path, method)
-            if method == "post":
-                assert "example" in operation["requestBody"]["content"]["application/json"]
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            answer = operation["responses"]["200"].get("content", {}).get("application/json", {})
+            examples = [p for p in operation.get("parameters", []) if "example" in p]
+            assert "example" in body or examples or "example" in answer, (path, method)
 
 
 def test_csrf_tokens_come_from_the_session_and_origins_must_match() -> None:
@@ -186,3 +188,25 @@ def test_lab_rows_place_the_matched_chunk_in_its_text() -> None:
     assert (row.before, row.match, row.after) == ("alpha ", "beta gamma", " delta")
     assert ("similarity", "0.9000") in row.parts
     json_format.MessageToDict(response)  # still a valid message
+
+
+def test_failed_consistency_checks_become_alerts() -> None:
+    checked = {
+        "ok": False,
+        "checks": [
+            {"name": "schema_current", "ok": False, "summary": "003_x.sql is not applied"},
+            {"name": "no_orphan_vectors", "ok": False, "summary": "2 vector rows without node"},
+            {"name": "nodes_have_vectors", "ok": True},
+        ],
+    }
+    found = alerts(
+        pb.HealthReportResponse(active_space=pb.EmbeddingSpace(id="1")),
+        pb.StatsResponse(),
+        Trend(),
+        consistency=checked,
+    )
+    assert [(a.severity, a.title) for a in found] == [
+        ("critical", "Schema not current"),
+        ("warning", "Orphan vectors"),
+    ]
+    assert found[0].detail == "003_x.sql is not applied"

@@ -182,6 +182,17 @@ BODY_ROUTES: Sequence[BodyRoute] = (
 )
 
 
+ADMIN_EXAMPLES: Mapping[str, Mapping[str, Any]] = {
+    "CheckConsistency": {"sampleLimit": 10},
+    "Explore": {"tenant": "", "contentTypes": ["page", "quiz"], "sample": 500, "seed": 1},
+    "ListDeadLetters": {"limit": 50, "reason": "max_deliver"},
+    "ReplayDeadLetters": {"seqs": ["7", "9"]},
+    "DiscardDeadLetters": {"all": True, "reason": "decode_error"},
+    "ExplainRecommendation": {"request": {"userId": "user-42", "topK": 5}, "maxCandidates": 50},
+}
+"""Request examples of the Admin RPCs routed by name (the OpenAPI document shows them)."""
+
+
 def admin_routes() -> list[BodyRoute]:
     """``POST /admin/<rpc in kebab case>`` for every Admin RPC without a route above."""
     routed = {r.rpc for r in BODY_ROUTES if r.service == "Admin"} | {"HealthReport", "ListSpaces"}
@@ -198,7 +209,7 @@ def admin_routes() -> list[BodyRoute]:
                 message_factory.GetMessageClass(method.input_type),
                 message_factory.GetMessageClass(method.output_type),
                 f"Admin {method.name}",
-                {},
+                ADMIN_EXAMPLES.get(method.name, {}),
             )
         )
     return out

@@ -136,13 +136,10 @@ def _add_handlers(app: FastAPI) -> None:
             response.headers.update(exc.headers)
         return response
 
-    @app.exception_handler(Exception)
-    async def on_bug(request: Request, exc: Exception) -> Response:
-        return problem_response(problem_for(exc, request.url.path))
-
 
 class RouteMetrics:
-    """Counts and times every request by its route template (never the raw path)."""
+    """Counts and times every request by its route template (never the raw path), and
+    answers an unexpected exception with a 500 problem (logged once, with its ref)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -152,7 +149,7 @@ class RouteMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = 0
 
         async def sending(message: Message) -> None:
             nonlocal status
@@ -162,11 +159,16 @@ class RouteMetrics:
 
         try:
             await self.app(scope, receive, sending)
+        except Exception as exc:  # a bug: answered here once, logged once with its ref
+            if status:
+                raise  # the response had begun; the server closes the connection
+            problem = problem_for(exc, scope.get("path", ""))
+            await problem_response(problem)(scope, receive, sending)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            HTTP_REQUESTS.labels(template, method, str(status)).inc()
+            HTTP_REQUESTS.labels(template, method, str(status or 500)).inc()
             HTTP_SECONDS.labels(template, method).observe(time.perf_counter() - started)
 
 

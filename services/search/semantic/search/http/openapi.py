@@ -87,6 +87,10 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     },
                 }
             _parameter_examples(operation)
+            answer = RESPONSE_EXAMPLES.get(operation.get("operationId", ""))
+            if answer is not None:
+                content = responses.setdefault("200", {}).setdefault("content", {})
+                content.setdefault("application/json", {})["example"] = answer
             problem = {"content": {"application/problem+json": {"schema": problem_ref}}}
             for status, text in ERRORS.items():
                 if path in OPEN_PATHS and status != "503":
@@ -107,6 +111,33 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     }
     doc["security"] = [{"bearer": []}, {"session": []}]
     return doc
+
+
+RESPONSE_EXAMPLES: dict[str, Any] = {
+    "HealthReport": {
+        "status": "COMPONENT_STATUS_OK",
+        "components": [
+            {"name": "postgresql", "status": "COMPONENT_STATUS_OK", "detail": "pgvector 0.8.1"},
+            {"name": "embedder", "status": "COMPONENT_STATUS_OK", "detail": "all-MiniLM-L6-v2"},
+        ],
+        "checkedAt": "2026-12-01T10:00:00Z",
+    },
+    "ListSpaces": {
+        "spaces": [
+            {
+                "id": "1",
+                "modelId": "sentence-transformers/all-MiniLM-L6-v2",
+                "dim": 384,
+                "state": "SPACE_STATE_ACTIVE",
+                "vectors": "3871",
+            }
+        ],
+        "activeSpaceId": "1",
+    },
+    "Live": {"status": "live"},
+    "Ready": {"status": "ready"},
+}
+"""Response examples of the operations that take no parameters and no body."""
 
 
 def _parameter_examples(operation: dict[str, Any]) -> None:

@@ -45,6 +45,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",  # no-referrer would make Chromium send Origin: null
     "Cache-Control": "no-store",
 }
+CONSISTENCY_TTL_S = 30.0
+"""How long the overview reuses a consistency check (its vector checks read every node)."""
 PAGES = (
     ("overview", "Overview", ""),
     ("explorer", "Explorer", "/explorer"),
@@ -72,6 +74,7 @@ class Console:
         self.gateway = gateway
         self.jobs = Jobs()
         self.trend = Trend()
+        self._consistency: tuple[float, dict[str, Any]] | None = None
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -99,6 +102,23 @@ class Console:
         except Exception as exc:
             errors[rpc] = problem_for(exc, BASE).detail
         return None
+
+    async def consistency(
+        self, who: Visitor, errors: dict[str, str], *, fresh: bool = False
+    ) -> dict[str, Any] | None:
+        """The last CheckConsistency answer, refreshed when older than CONSISTENCY_TTL_S or
+        ``fresh`` (the overview shows its failed checks; the migration page runs it anew)."""
+        now = time.monotonic()
+        stale = self._consistency is None or now - self._consistency[0] > CONSISTENCY_TTL_S
+        if fresh or stale:
+            found = await self.attempt(
+                who, "Admin", "CheckConsistency", pb.CheckConsistencyRequest(), errors
+            )
+            if found is None:
+                return None
+            self._consistency = (now, protojson.to_dict(found))
+        assert self._consistency is not None
+        return self._consistency[1]
 
     def page(self, name: str, who: Visitor, started: float, **values: Any) -> HTMLResponse:
         """A rendered page with the server time it took (``Server-Timing``)."""
@@ -188,7 +208,8 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
             pb.StatsRequest(all_tenants=who.principal.tenant is None),
             errors,
         )
-        found = alerts(report, stats, console.trend, errors=errors)
+        checked = await console.consistency(who, errors) if who.principal.tenant is None else None
+        found = alerts(report, stats, console.trend, errors=errors, consistency=checked)
         return console.page(
             "overview",
             who,
@@ -310,10 +331,7 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
         errors: dict[str, str] = {}
         check: dict[str, Any] = {}
         if request.query_params.get("run"):
-            found = await console.attempt(
-                who, "Admin", "CheckConsistency", pb.CheckConsistencyRequest(), errors
-            )
-            check = protojson.to_dict(found) if found is not None else {}
+            check = await console.consistency(who, errors, fresh=True) or {}
         return console.page("migration", who, started, check=check, errors=errors)
 
     @router.get("/dead-letters")

@@ -20,6 +20,17 @@ OK, DEGRADED, DOWN = (
 STATUS_NAMES = {OK: "ok", DEGRADED: "degraded", DOWN: "down"}
 
 
+CRITICAL_CHECKS = frozenset({"schema_current", "alias_consistent", "spaces_tables_exist"})
+CHECK_TITLES = {
+    "schema_current": "Schema not current",
+    "alias_consistent": "Active space inconsistent",
+    "spaces_tables_exist": "A space's table or index is missing",
+    "nodes_have_vectors": "Nodes without vectors",
+    "no_stale_vectors": "Stale vectors",
+    "no_orphan_vectors": "Orphan vectors",
+}
+
+
 @dataclass(frozen=True)
 class Alert:
     """Something an operator should look at: severity ``critical`` or ``warning``."""
@@ -44,14 +55,19 @@ def alerts(
     trend: Trend,
     *,
     errors: Mapping[str, str] | None = None,
-    schema: tuple[bool, str] | None = None,
+    consistency: Mapping[str, Any] | None = None,
 ) -> list[Alert]:
-    """The alerts of the overview, most severe first; updates ``trend`` with this view."""
+    """The alerts of the overview, most severe first; updates ``trend`` with this view.
+    ``consistency``: a CheckConsistency answer (protobuf-JSON); each failed check is one."""
     out: list[Alert] = []
     for name, reason in (errors or {}).items():
         out.append(Alert("critical", f"{name} failed", reason))
-    if schema is not None and not schema[0]:
-        out.append(Alert("critical", "Schema not current", schema[1]))
+    for check in (consistency or {}).get("checks", []):
+        if not check.get("ok"):
+            name = str(check.get("name", ""))
+            severity = "critical" if name in CRITICAL_CHECKS else "warning"
+            title = CHECK_TITLES.get(name, name.replace("_", " ").capitalize())
+            out.append(Alert(severity, title, str(check.get("summary", ""))))
     if report is not None:
         for component in report.components:
             if component.status == DOWN:

@@ -20,6 +20,7 @@ from semantic.core.ports import HealRow
 from semantic.core.spaces import Space
 from semantic.store.postgres import backlog
 from semantic.store.postgres.db import connection
+from semantic.store.postgres.node_locks import lock_nodes
 from semantic.store.postgres.node_rows import node_from_row, node_select
 
 log = structlog.get_logger(__name__)
@@ -27,6 +28,10 @@ log = structlog.get_logger(__name__)
 Key = tuple[str, str]
 _LOCKS = {"build": 0x5E3A, "heal": 0x5E3B}
 """First key of the advisory lock of a space build / one heal-loop pass (second: space id)."""
+
+
+ORPHAN_BATCH = 1000
+"""Orphan node keys deleted per transaction."""
 
 
 class PostgresMaintenance:
@@ -94,17 +99,42 @@ class PostgresMaintenance:
 
     async def remove_orphans(self, space: Space, *, dry_run: bool) -> int:
         """Delete the vector rows of ``space`` whose node no longer exists (only count
-        them on a dry run); returns how many. A write adds a node with its vectors and a
-        delete removes both in one transaction, so no committed write is ever taken for
-        an orphan."""
+        them on a dry run); returns how many.
+
+        Orphan keys are found first, then deleted in a transaction holding their node write
+        locks (``node_locks``), with the orphan test evaluated again after the locks: a
+        writer re-creating one of those nodes either committed before (its node is seen and
+        its rows kept) or waits for this delete to end. A single ``DELETE ... WHERE NOT
+        EXISTS`` would not be safe: re-checking a row a concurrent writer just updated, it
+        still judges the node by its own older snapshot and could delete the fresh row."""
         async with connection(self._pool) as conn:
             if dry_run:
                 found: int = await conn.fetchval(
                     f"SELECT count(*) FROM {space.table} v WHERE {backlog.ORPHAN}"
                 )
                 return found
-            status = await conn.execute(f"DELETE FROM {space.table} v WHERE {backlog.ORPHAN}")
-        return int(status.split()[-1])
+            removed = 0
+            while True:
+                keys = await conn.fetch(
+                    f"SELECT DISTINCT v.tenant, v.node_id FROM {space.table} v"
+                    f" WHERE {backlog.ORPHAN} LIMIT {ORPHAN_BATCH}"
+                )
+                if not keys:
+                    return removed
+                tenants = [k["tenant"] for k in keys]
+                ids = [k["node_id"] for k in keys]
+                async with conn.transaction():
+                    await lock_nodes(conn, zip(tenants, ids, strict=True))
+                    status = await conn.execute(
+                        f"DELETE FROM {space.table} v USING unnest($1::text[], $2::text[])"
+                        f" AS k(tenant, node_id) WHERE v.tenant = k.tenant"
+                        f" AND v.node_id = k.node_id AND {backlog.ORPHAN}",
+                        tenants,
+                        ids,
+                    )
+                removed += int(status.split()[-1])
+                if len(keys) < ORPHAN_BATCH:
+                    return removed
 
     @asynccontextmanager
     async def exclusive(self, lock: str, space_id: int) -> AsyncIterator[bool]:

@@ -20,6 +20,7 @@ from schemathesis import checks
 from semantic.tools.devstack.nats import EmbeddedNats
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 
+pytestmark = pytest.mark.fuzz
 ROOT = Path(__file__).resolve().parents[2]
 schema = schemathesis.openapi.from_path(ROOT / "openapi.json")
 EXAMPLES = 400 if os.environ.get("SEMANTIC_FUZZ_PROFILE") == "fuzz" else 25

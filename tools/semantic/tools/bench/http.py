@@ -68,7 +68,18 @@ class KeepAlive:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def get(self, target: str) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers (lower-case names) and body of ``GET target``."""
+        """Status, headers (lower-case names) and body of ``GET target``; a connection the
+        server closed while idle (keep-alive timeout) is reopened once, as clients do."""
+        reused = self._streams is not None
+        try:
+            return await self._get(target)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self.close()
+            if not reused:
+                raise
+            return await self._get(target)
+
+    async def _get(self, target: str) -> tuple[int, dict[str, str], bytes]:
         if self._streams is None:
             self._streams = await asyncio.open_connection(self._host, self._port)
         reader, writer = self._streams

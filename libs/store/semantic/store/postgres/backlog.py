@@ -40,6 +40,25 @@ def stale(table: str) -> str:
     )
 
 
+def counts(table: str, where: str = "") -> str:
+    """One statement counting ``missing`` and ``stale`` over the nodes of ``n`` (``where``
+    filters them, e.g. by tenant), with the same meaning as the predicates above but as
+    one hash join of the nodes with the vector rows grouped by node, instead of two
+    correlated subqueries per node (which at 100k nodes costs ~200k index probes).
+    A node is stale when one of its computed rows has another hash: then the smallest or
+    the largest computed hash differs from the node's."""
+    vector_where = where.replace("n.tenant", "t.tenant")
+    return (
+        "WITH v AS (SELECT t.tenant, t.node_id,"
+        " min(t.content_hash) FILTER (WHERE NOT t.client_supplied) AS lo,"
+        " max(t.content_hash) FILTER (WHERE NOT t.client_supplied) AS hi"
+        f" FROM {table} t {vector_where} GROUP BY t.tenant, t.node_id)"
+        f" SELECT count(*) FILTER (WHERE v.node_id IS NULL AND {EMBEDDABLE}) AS missing,"
+        " count(*) FILTER (WHERE v.lo <> n.content_hash OR v.hi <> n.content_hash) AS stale"
+        f" FROM semantic.nodes n LEFT JOIN v ON v.tenant = n.tenant AND v.node_id = n.id {where}"
+    )
+
+
 ORPHAN = (
     "NOT EXISTS (SELECT 1 FROM semantic.nodes n WHERE n.tenant = v.tenant AND n.id = v.node_id)"
 )

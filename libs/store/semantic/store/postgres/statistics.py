@@ -49,10 +49,7 @@ class PostgresStatistics:
             missing = stale = 0
             if active is not None:
                 row = await conn.fetchrow(
-                    f"SELECT count(*) FILTER (WHERE {backlog.missing(active.table)}) AS missing,"
-                    f" count(*) FILTER (WHERE {backlog.stale(active.table)}) AS stale"
-                    f" FROM semantic.nodes n {where.replace('tenant', 'n.tenant')}",
-                    *args,
+                    backlog.counts(active.table, where.replace("tenant", "n.tenant")), *args
                 )
                 if row is not None:
                     missing, stale = int(row["missing"]), int(row["stale"])

@@ -9,6 +9,7 @@ Content-Security-Policy allows only this server's own files.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -198,17 +199,12 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
     @signed_in
     async def overview(request: Request, who: Visitor, started: float) -> Response:
         errors: dict[str, str] = {}
-        report = await console.attempt(
-            who, "Admin", "HealthReport", pb.HealthReportRequest(), errors
+        every = who.principal.tenant is None
+        report, stats, checked = await asyncio.gather(  # independent: side by side
+            console.attempt(who, "Admin", "HealthReport", pb.HealthReportRequest(), errors),
+            console.attempt(who, "Search", "Stats", pb.StatsRequest(all_tenants=every), errors),
+            console.consistency(who, errors) if every else _nothing(),
         )
-        stats = await console.attempt(
-            who,
-            "Search",
-            "Stats",
-            pb.StatsRequest(all_tenants=who.principal.tenant is None),
-            errors,
-        )
-        checked = await console.consistency(who, errors) if who.principal.tenant is None else None
         found = alerts(report, stats, console.trend, errors=errors, consistency=checked)
         return console.page(
             "overview",
@@ -420,6 +416,10 @@ def _action(name: str, fields: dict[str, str]) -> tuple[Message, str, str]:
             "ActivateSpace",
         )
     raise NotFound("console action", name)
+
+
+async def _nothing() -> None:
+    return None
 
 
 def space_state(value: int) -> str:

@@ -89,6 +89,6 @@ WORKDIR /home/semantic
 USER 10001:10001
 
 # embedder 50051/9090, search 50052/9092, indexer 50053/9093 (gRPC/metrics, as deployed)
-EXPOSE 50051 50052 50053 9090 9092 9093
+EXPOSE 50051 50052 50053 8080 9090 9092 9093
 
 CMD ["python", "-m", "semantic.search"]

@@ -14,50 +14,15 @@ import asyncpg
 import grpc
 import pytest
 from indexer_kit import running_search
+from recommend_kit import TOPICS, topic_nodes
 
 from semantic.common.auth import mint_token
 from semantic.tools.cli.main import main
-from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
 
 SECRET = "recommend-secret-0123456789-abcdefghijkl"
-TOPICS = {
-    "bread": [
-        "Sourdough starter care and feeding schedule",
-        "Shaping a rustic country loaf with a crisp crust",
-        "Rye bread fermentation and baking temperatures",
-        "Why bread dough needs kneading and gluten",
-    ],
-    "tls": [
-        "Renewing TLS certificates automatically with ACME",
-        "Certificate chains and intermediate authorities",
-        "Rotating private keys for HTTPS servers",
-        "OCSP stapling and certificate revocation",
-    ],
-    "garden": [
-        "Growing tomatoes on a sunny balcony",
-        "Composting kitchen scraps for garden soil",
-        "Pruning roses in late winter",
-        "Watering vegetables during a heat wave",
-    ],
-}
-TYPES = ("page", "product", "quiz", "page")
-
-
-def _nodes() -> list[cpb.Node]:
-    return [
-        cpb.Node(
-            id=f"{topic}{i}",
-            slug=f"{topic}-{i}",
-            content_type=TYPES[i],
-            title=title,
-            body=title,
-        )
-        for topic, titles in TOPICS.items()
-        for i, title in enumerate(titles)
-    ]
 
 
 def _event(
@@ -87,7 +52,7 @@ async def stubs(
     }
     async with running_search(env, monkeypatch) as channel:
         search = search_pb2_grpc.SearchStub(channel)
-        await search.Upsert(pb.UpsertRequest(nodes=_nodes()), metadata=_auth("svc", "service"))
+        await search.Upsert(pb.UpsertRequest(nodes=topic_nodes()), metadata=_auth("svc", "service"))
         yield search, "svc"
 
 

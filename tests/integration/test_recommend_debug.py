@@ -12,33 +12,13 @@ from pathlib import Path
 import grpc
 import pytest
 from indexer_kit import running_search, search_env
+from recommend_kit import TOPICS, topic_nodes
 
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
 
-TOPICS = {
-    "bread": [
-        "Sourdough starter care and feeding schedule",
-        "Shaping a rustic country loaf with a crisp crust",
-        "Rye bread fermentation and baking temperatures",
-        "Why bread dough needs kneading and gluten",
-    ],
-    "tls": [
-        "Renewing TLS certificates automatically with ACME",
-        "Certificate chains and intermediate authorities",
-        "Rotating private keys for HTTPS servers",
-        "OCSP stapling and certificate revocation",
-    ],
-    "garden": [
-        "Growing tomatoes on a sunny balcony",
-        "Composting kitchen scraps for garden soil",
-        "Pruning roses in late winter",
-        "Watering vegetables during a heat wave",
-    ],
-}
-TYPES = ("page", "product", "quiz", "page")
 WEIGHTS = {
     epb.USER_ACTION_VIEW: 1.0,
     epb.USER_ACTION_CONVERT: 5.0,
@@ -55,12 +35,7 @@ async def stubs(
     env = search_env(database_url, embedder_address, fp32_model_dir)
     async with running_search(env, monkeypatch) as channel:
         search = search_pb2_grpc.SearchStub(channel)
-        nodes = [
-            cpb.Node(id=f"{topic}{i}", slug=f"{topic}-{i}", content_type=TYPES[i], title=title)
-            for topic, titles in TOPICS.items()
-            for i, title in enumerate(titles)
-        ]
-        await search.Upsert(pb.UpsertRequest(nodes=nodes))
+        await search.Upsert(pb.UpsertRequest(nodes=topic_nodes(with_body=False)))
         yield search, search_pb2_grpc.AdminStub(channel)
 
 

@@ -88,6 +88,7 @@ def flat_metadata(metadata: dict[str, Any], content_type: str, title: str) -> di
 
 def write(
     path: Path,
+    *,
     collection_name: str,
     ids: list[str],
     vectors: np.ndarray[Any, Any],

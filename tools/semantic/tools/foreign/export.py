@@ -88,11 +88,11 @@ async def export(
     else:
         chroma_dir.write(
             out,
-            collection,
-            ids,
-            vectors,
-            [r.body for r in kept],
-            [chroma_dir.flat_metadata(r.metadata, r.content_type, r.title) for r in kept],
+            collection_name=collection,
+            ids=ids,
+            vectors=vectors,
+            documents=[r.body for r in kept],
+            metadatas=[chroma_dir.flat_metadata(r.metadata, r.content_type, r.title) for r in kept],
         )
     summary.written = len(kept)
     return summary

@@ -13,6 +13,7 @@ embedded, and records without text are errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import structlog
 
 from semantic.common.errors import InvalidArgument
+from semantic.tools.foreign import jsonl_files
 from semantic.tools.foreign.jsonl_files import from_row
 from semantic.tools.foreign.records import ForeignRecord, ForeignSource, ReadOptions
 
@@ -79,10 +81,8 @@ def _reconstructor(index: Any) -> Any:
     """A function (start, count) -> vectors, or None when the index cannot give them back."""
     import faiss
 
-    try:
+    with contextlib.suppress(RuntimeError):  # raised for an index that is not IVF
         faiss.extract_index_ivf(index).make_direct_map()
-    except RuntimeError:
-        pass  # not an IVF index
     try:
         index.reconstruct_n(0, min(1, index.ntotal))
     except RuntimeError as exc:
@@ -111,8 +111,6 @@ def write(folder: Path, ids: list[str], vectors: np.ndarray[Any, Any], docs: lis
     """Write an ``IndexFlatIP`` of ``vectors`` (rows L2-normalised, so inner product is
     cosine similarity), ``ids.json`` and ``docs.jsonl`` into ``folder``."""
     import faiss
-
-    from semantic.tools.foreign import jsonl_files
 
     folder.mkdir(parents=True, exist_ok=True)
     index = faiss.IndexFlatIP(int(vectors.shape[1]))

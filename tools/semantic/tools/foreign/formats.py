@@ -6,6 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from semantic.common.errors import InvalidArgument
+from semantic.tools.foreign import (
+    annoy_files,
+    chroma_dir,
+    faiss_files,
+    jsonl_files,
+    parquet_files,
+    qdrant_source,
+)
 from semantic.tools.foreign.records import ForeignSource, ReadOptions
 
 FORMATS = ("faiss", "annoy", "chroma", "qdrant", "jsonl", "parquet")
@@ -18,8 +26,6 @@ def detect(path: Path) -> str:
     """The format of ``path``: a directory by the files it holds (``index.faiss``,
     ``index.ann``, ``chroma.sqlite3``, Qdrant's ``meta.json`` + ``collection/``), a file by
     its suffix (``.faiss``, ``.ann``, ``.jsonl`` / ``.ndjson``, ``.parquet``)."""
-    from semantic.tools.foreign import qdrant_source
-
     if path.is_dir():
         for marker, name in (
             ("index.faiss", "faiss"),
@@ -42,15 +48,6 @@ def detect(path: Path) -> str:
 
 def open_source(fmt: str, path: Path | None, options: ReadOptions) -> ForeignSource:
     """The records of ``path`` in format ``fmt`` (``auto``: detected)."""
-    from semantic.tools.foreign import (
-        annoy_files,
-        chroma_dir,
-        faiss_files,
-        jsonl_files,
-        parquet_files,
-        qdrant_source,
-    )
-
     if fmt == "qdrant":
         return qdrant_source.read(path, options)
     if path is None:

@@ -7,104 +7,40 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
-from indexer_kit import running_search, search_env
+from foreign_kit import (
+    DOCS,
+    QUERIES,
+    WRONG_DIM,
+    Stack,
+    assert_finds,
+    cli,
+    doc,
+    start_stack,
+    wrong,
+)
 
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import InvalidArgument
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.tools.foreign.formats import detect, open_source
-from semantic.tools.foreign.load import LoadOptions, LoadSummary, load
-from semantic.tools.foreign.records import MappingOptions, ReadOptions
-from semantic.v1 import search_pb2 as pb
-from semantic.v1 import search_pb2_grpc
+from semantic.tools.foreign.records import ReadOptions
 
 pytestmark = pytest.mark.integration
-
-DOCS = {
-    "cache": ("Caching HTTP responses", "Use Cache-Control headers and ETags to cache responses."),
-    "pasta": ("Fresh pasta at home", "Flour, eggs and a rolling pin make silky tagliatelle."),
-    "tls": ("Renewing TLS certificates", "Automate certificate renewal with ACME before expiry."),
-    "bread": ("Sourdough bread", "A starter, flour, water and salt; long fermentation."),
-    "index": ("Database indexes", "B-tree indexes speed up lookups; HNSW indexes find vectors."),
-    "garden": ("Tomatoes in pots", "Water deeply, stake the stems and pinch the side shoots."),
-    "running": ("Marathon training", "Build mileage slowly with one long run every week."),
-    "guitar": ("Learning guitar chords", "Practice switching between G, C and D every day."),
-}
-QUERIES = {
-    "how do I cache HTTP responses": "cache",
-    "making noodles from scratch": "pasta",
-    "certificate expiry automation": "tls",
-}
-WRONG_DIM = 8
-
-
-class Stack:
-    """A search service on a fresh database: its channel, address and active space."""
-
-    def __init__(self, channel: grpc.aio.Channel, address: str, model_id: str, dim: int) -> None:
-        self.channel = channel
-        self.address = address
-        self.stub = search_pb2_grpc.SearchStub(channel)
-        self.model_id = model_id
-        self.dim = dim
-
-    async def load(self, fmt: str, path: Path | None, **kwargs: Any) -> LoadSummary:
-        """import-from's loading, in this event loop."""
-        read = ReadOptions(
-            collection=kwargs.pop("collection", None),
-            vector_name=kwargs.pop("vector_name", None),
-        )
-        mapping = MappingOptions(id_prefix=kwargs.pop("id_prefix", ""))
-        source = open_source(fmt, path, read)
-        options = LoadOptions(mapping=mapping, **kwargs)
-        return await load(self.channel, source.records, options, total=source.total)
-
-    async def nodes(self, ids: list[str], tenant: str = "") -> dict[str, Any]:
-        reply = await self.stub.Get(pb.GetRequest(tenant=tenant, ids=ids, include_vectors=True))
-        return {n.id: n for n in reply.nodes}
-
-    async def kept(self, ids: list[str], tenant: str = "") -> dict[str, bool]:
-        """Per node: whether its content vector is the client-supplied one."""
-        nodes = await self.nodes(ids, tenant)
-        return {
-            i: any(v.client_supplied for v in n.vectors if v.name == "content")
-            for i, n in nodes.items()
-        }
-
-    async def top(self, query: str, tenant: str = "", k: int = 5) -> list[str]:
-        reply = await self.stub.Search(
-            pb.SearchRequest(tenant=tenant, text=query, mode=pb.SEARCH_MODE_DENSE, top_k=k)
-        )
-        return [h.node.id for h in reply.hits]
-
-
-@asynccontextmanager
-async def _stack(
-    database_url: str, embedder_address: str, model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Stack]:
-    env = search_env(database_url, embedder_address, model_dir)
-    async with running_search(env, monkeypatch) as channel:
-        stats = await search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest())
-        address = f"127.0.0.1:{os.environ['SEMANTIC_GRPC_PORT']}"
-        yield Stack(channel, address, stats.active_space.model_id, stats.active_space.dim)
 
 
 @pytest.fixture
 async def stack(
     database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Stack]:
-    async with _stack(database_url, embedder_address, fp32_model_dir, monkeypatch) as running:
+    async with start_stack(database_url, embedder_address, fp32_model_dir, monkeypatch) as running:
         yield running
 
 
@@ -122,20 +58,6 @@ def model_vectors(embedder_address: str) -> dict[str, np.ndarray]:
         return dict(zip(DOCS, embedded.vectors.astype(np.float32), strict=True))
 
     return asyncio.run(embed())
-
-
-def _doc(key: str, **extra: Any) -> dict[str, Any]:
-    title, body = DOCS[key]
-    return {"id": key, "text": body, "metadata": {"title": title, "source": "test", **extra}}
-
-
-def _wrong(key: str) -> np.ndarray:
-    return np.random.default_rng(len(key)).random(WRONG_DIM).astype(np.float32)
-
-
-async def _assert_finds(stack: Stack, tenant: str = "") -> None:
-    for query, expected in QUERIES.items():
-        assert (await stack.top(query, tenant))[0] == expected, query
 
 
 # --- FAISS ----------------------------------------------------------------------------
@@ -159,7 +81,7 @@ async def test_faiss_flat_index_keeps_model_vectors_only_for_the_same_model(
     ids = list(DOCS)
     index = faiss.IndexFlatIP(stack.dim)
     index.add(np.stack([model_vectors[i] for i in ids]))
-    docs = [_doc(i, content_type="article") if i in QUERIES.values() else _doc(i) for i in ids]
+    docs = [doc(i, content_type="article") if i in QUERIES.values() else doc(i) for i in ids]
     folder = _write_faiss(tmp_path / "flat", index, ids, docs)
     assert detect(folder) == "faiss"
 
@@ -171,13 +93,13 @@ async def test_faiss_flat_index_keeps_model_vectors_only_for_the_same_model(
     assert nodes["cache"].title == "Caching HTTP responses"
     assert dict(nodes["cache"].metadata) == {"source": "test"}  # title and type taken out
     assert all((await stack.kept(ids)).values())
-    await _assert_finds(stack)
+    await assert_finds(stack)
 
     # Without --model (or with another model) equal dimensions are not trusted.
     other = await stack.load("faiss", folder, tenant="t2", model="some-other-model")
     assert (other.kept_vectors, other.embedded) == (0, 8)
     assert not any((await stack.kept(ids, "t2")).values())
-    await _assert_finds(stack, "t2")
+    await assert_finds(stack, "t2")
 
 
 async def test_faiss_hnsw_index_of_another_dimension_is_re_embedded(
@@ -187,8 +109,8 @@ async def test_faiss_hnsw_index_of_another_dimension_is_re_embedded(
 
     ids = [*DOCS, "orphan"]
     index = faiss.IndexHNSWFlat(WRONG_DIM, 8)
-    index.add(np.stack([_wrong(i) for i in ids]))
-    docs = [_doc(i) for i in DOCS]  # "orphan" has a vector but no text
+    index.add(np.stack([wrong(i) for i in ids]))
+    docs = [doc(i) for i in DOCS]  # "orphan" has a vector but no text
     folder = _write_faiss(tmp_path / "hnsw", index, ids, docs)
 
     summary = await stack.load("faiss", folder / "index.faiss", keep_vectors=True)
@@ -196,7 +118,7 @@ async def test_faiss_hnsw_index_of_another_dimension_is_re_embedded(
     assert "orphan" in summary.failures[0]["record"]
     assert f"{WRONG_DIM} dimensions" in summary.failures[0]["error"]
     assert set(await stack.nodes(ids)) == set(DOCS)
-    await _assert_finds(stack)
+    await assert_finds(stack)
 
 
 # --- Annoy ----------------------------------------------------------------------------
@@ -249,7 +171,7 @@ async def test_chroma_persistent_directory(
     small = chroma.create_collection("small", embedding_function=None)
     small.add(
         ids=["x1", "x2"],
-        embeddings=[_wrong("a").tolist(), _wrong("bb").tolist()],
+        embeddings=[wrong("a").tolist(), wrong("bb").tolist()],
         documents=["Caching HTTP responses with ETags", None],
         metadatas=[{"lang": "en"}, {"lang": "en"}],
     )
@@ -264,7 +186,7 @@ async def test_chroma_persistent_directory(
     assert {n.content_type for n in nodes.values()} == {"faq"}
     assert nodes["pasta"].title == "Fresh pasta at home"
     assert dict(nodes["pasta"].metadata) == {"rank": 1.0}
-    await _assert_finds(stack)
+    await assert_finds(stack)
 
     mixed = await stack.load("chroma", folder, collection="small", keep_vectors=True, tenant="t2")
     assert (mixed.kept_vectors, mixed.embedded, mixed.failed) == (0, 1, 1)
@@ -296,7 +218,7 @@ async def test_qdrant_local_collection_with_named_vectors(
         points=[
             models.PointStruct(
                 id=point_ids[key],
-                vector={"dense": model_vectors[key].tolist(), "tiny": _wrong(key).tolist()},
+                vector={"dense": model_vectors[key].tolist(), "tiny": wrong(key).tolist()},
                 payload={"text": DOCS[key][1], "title": DOCS[key][0], "tags": ["a", "b"]},
             )
             for key in DOCS
@@ -327,7 +249,7 @@ async def test_qdrant_local_collection_with_named_vectors(
 def _rows(model_vectors: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for n, key in enumerate(DOCS):
-        vector = model_vectors[key] if n % 2 == 0 else _wrong(key)
+        vector = model_vectors[key] if n % 2 == 0 else wrong(key)
         rows.append(
             {
                 "id": key,
@@ -337,7 +259,7 @@ def _rows(model_vectors: dict[str, np.ndarray]) -> list[dict[str, Any]]:
             }
         )
     rows.append(
-        {"id": "lonely", "vector": _wrong("lonely").tolist(), "text": None, "metadata": None}
+        {"id": "lonely", "vector": wrong("lonely").tolist(), "text": None, "metadata": None}
     )
     rows.append({"id": "", "vector": None, "text": "An id is needed", "metadata": None})
     return rows
@@ -370,27 +292,10 @@ async def test_tabular_files_mix_kept_embedded_and_failed_records(
     assert "record 9 (id '').id: must not be empty" in problems
     kept = await stack.kept(list(DOCS))
     assert kept == {key: n % 2 == 0 for n, key in enumerate(DOCS)}
-    await _assert_finds(stack)
+    await assert_finds(stack)
 
 
 # --- the command line and a round trip ------------------------------------------------
-
-
-async def _cli(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "semantic.tools.cli.main",
-        *args,
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    result: dict[str, Any] = json.loads(out)
-    return result
 
 
 @pytest.fixture
@@ -408,7 +313,7 @@ def empty_stack(
         pg_server.create_database(name)
         try:
             url = pg_server.url(name)
-            async with _stack(url, embedder_address, fp32_model_dir, monkeypatch) as running:
+            async with start_stack(url, embedder_address, fp32_model_dir, monkeypatch) as running:
                 yield running
         finally:
             pg_server.drop_database(name)
@@ -423,20 +328,38 @@ async def test_faiss_export_re_imported_into_an_empty_database_keeps_search_resu
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "docs.jsonl"
-    source.write_text("".join(json.dumps(_doc(k)) + "\n" for k in DOCS))
-    loaded = await _cli("import-from", "jsonl", str(source), "--search", stack.address)
+    source.write_text("".join(json.dumps(doc(k)) + "\n" for k in DOCS))
+    loaded = await cli("import-from", "jsonl", str(source), "--search", stack.address)
     assert (loaded["records"], loaded["embedded"], loaded["failed"]) == (8, 8, 0)
     queries = [*QUERIES, "baking at home", "exercise plan", "music practice"]
     before = {q: await stack.top(q) for q in queries}
 
     out = tmp_path / "export"
     database = {"DATABASE_URL": database_url}
-    exported = await _cli("export-to", "faiss", "--out", str(out), env=database)
+    exported = await cli("export-to", "faiss", "--out", str(out), env=database)
     assert (exported["nodes"], exported["written"]) == (8, 8)
     assert json.loads((out / "ids.json").read_text()) == sorted(DOCS)
+    from_faiss = {r.id: r for r in open_source("faiss", out, ReadOptions()).records}
+
+    # The same rows as JSONL and as a Chroma directory; a content type filter.
+    lines = tmp_path / "export.jsonl"
+    await cli("export-to", "jsonl", "--out", str(lines), env=database)
+    chroma = tmp_path / "chroma"
+    await cli("export-to", "chroma", "--out", str(chroma), env=database)
+    for fmt, path in (("jsonl", lines), ("chroma", chroma)):
+        again = {r.id: r for r in open_source(fmt, path, ReadOptions()).records}
+        assert set(again) == set(DOCS), fmt
+        for key, record in again.items():
+            assert record.text == DOCS[key][1]
+            assert record.vector is not None
+            assert np.allclose(record.vector, from_faiss[key].vector, atol=1e-6), fmt
+    none = await cli(
+        "export-to", "jsonl", "--out", str(lines), "--content-type", "recipe", env=database
+    )
+    assert (none["nodes"], lines.read_text()) == (0, "")
 
     async with empty_stack() as empty:
-        moved = await _cli(
+        moved = await cli(
             "import-from", "faiss", str(out), "--model", empty.model_id, "--search", empty.address
         )
         assert (moved["kept_vectors"], moved["failed"]) == (8, 0)

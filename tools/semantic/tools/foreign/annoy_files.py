@@ -6,7 +6,6 @@ item ``i``. Vectors are read back exactly with ``get_item_vector``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 
 from semantic.common.errors import InvalidArgument
 from semantic.tools.foreign.jsonl_files import from_row
-from semantic.tools.foreign.records import ForeignRecord, ForeignSource, ReadOptions
+from semantic.tools.foreign.records import ForeignRecord, ForeignSource, ReadOptions, read_json
 
 INDEX_FILE = "index.ann"
 META_FILE = "meta.json"
@@ -32,7 +31,7 @@ def read(path: Path, options: ReadOptions) -> ForeignSource:
     meta_file = folder / META_FILE
     if not index_file.is_file() or not meta_file.is_file():
         raise InvalidArgument("path", f"{folder} needs {INDEX_FILE} and {META_FILE}")
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = read_json(meta_file)
     if not isinstance(meta, dict):
         raise InvalidArgument(META_FILE, "must be a JSON object")
     dim, metric, ids = meta.get("dim"), meta.get("metric", "angular"), meta.get("ids")

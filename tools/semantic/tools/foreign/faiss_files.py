@@ -25,7 +25,7 @@ import structlog
 from semantic.common.errors import InvalidArgument
 from semantic.tools.foreign import jsonl_files
 from semantic.tools.foreign.jsonl_files import from_row
-from semantic.tools.foreign.records import ForeignRecord, ForeignSource, ReadOptions
+from semantic.tools.foreign.records import ForeignRecord, ForeignSource, ReadOptions, read_json
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +56,7 @@ def read(path: Path, options: ReadOptions) -> ForeignSource:
 def _ids(path: Path) -> list[str]:
     if not path.is_file():
         raise InvalidArgument("path", f"{path} does not exist (a JSON array of ids)")
-    ids = json.loads(path.read_text(encoding="utf-8"))
+    ids = read_json(path)
     if not isinstance(ids, list) or not all(isinstance(i, str | int) for i in ids):
         raise InvalidArgument(IDS_FILE, "must be a JSON array of strings")
     return [str(i) for i in ids]
@@ -70,7 +70,10 @@ def _docs(path: Path) -> dict[str, dict[str, Any]]:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise InvalidArgument(f"{DOCS_FILE}:{number}", f"is not JSON: {exc}") from exc
             if not isinstance(row, dict) or "id" not in row:
                 raise InvalidArgument(f"{DOCS_FILE}:{number}", "must be an object with an id")
             docs[str(row["id"])] = row

@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,14 @@ def parse_metadata(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidArgument(where, "must be a JSON object")
     return value
+
+
+def read_json(path: Path) -> Any:
+    """A JSON side file (ids.json, meta.json); InvalidArgument naming it when malformed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InvalidArgument(path.name, f"is not JSON: {exc}") from exc
 
 
 def as_vector(value: Any, where: str) -> np.ndarray[Any, Any] | None:

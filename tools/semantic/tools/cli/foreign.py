@@ -148,14 +148,20 @@ async def _export(args: argparse.Namespace) -> int:
     if not dsn:
         print("export-to needs DATABASE_URL", file=sys.stderr)
         return 1
-    summary = await export(
-        dsn,
-        args.format,
-        args.out,
-        tenant=args.tenant,
-        content_type=args.content_type,
-        collection=args.collection,
-    )
+    import asyncpg
+
+    try:
+        summary = await export(
+            dsn,
+            args.format,
+            args.out,
+            tenant=args.tenant,
+            content_type=args.content_type,
+            collection=args.collection,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"export-to failed: the database: {exc}", file=sys.stderr)
+        return 1
     _print(summary.as_dict(), args.json, _export_line)
     return 0
 

@@ -38,7 +38,8 @@ def read(path: Path | None, options: ReadOptions) -> ForeignSource:
     elif path is not None and looks_local(path):
         qdrant = QdrantClient(path=str(path))
     else:
-        raise InvalidArgument("path", f"{path} is not a Qdrant local directory (and no --url)")
+        problem = f"{path} is not a Qdrant local directory" if path else "is missing"
+        raise InvalidArgument("path", f"{problem}: give a local directory or a server's --url")
     names = [c.name for c in qdrant.get_collections().collections]
     name = options.collection
     if name is None:

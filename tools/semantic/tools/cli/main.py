@@ -49,6 +49,10 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     eval_recommend.add_parser(sub)
     model.add_parser(sub)
+    # Moving in from and out to other vector stores.
+    from semantic.tools.cli import foreign
+
+    foreign.add_parsers(sub)
     add_token_arguments(
         sub.add_parser(
             "token",
@@ -106,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.tools.cli import maintain
 
         return maintain.run(args)
+    if args.command in ("import-from", "export-to"):
+        from semantic.tools.cli import foreign
+
+        return foreign.run(args)
     if args.command == "token":
         from semantic.common.auth import token_command
 

@@ -79,7 +79,8 @@ class HashingWriter(io.RawIOBase):
         return self.size
 
     def flush(self) -> None:
-        self._target.flush()
+        if not self._target.closed:
+            self._target.flush()
 
     def close(self) -> None:
         if not self.closed:

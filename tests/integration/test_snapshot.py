@@ -112,6 +112,10 @@ async def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dic
     return code, json.loads(lines[-1]) if lines else {}
 
 
+def _leftovers(folder: Path) -> list[Path]:
+    return list(folder.glob(".snap*"))
+
+
 @pytest.fixture
 def second_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """A second empty database on the session server."""
@@ -129,6 +133,7 @@ def env(database_url: str, embedder_address: str, fp32_model_dir: Path) -> dict[
 
 
 async def test_round_trip_into_a_fresh_database_and_a_second_import_changes_nothing(
+    *,
     env: dict[str, str],
     database_url: str,
     second_url: str,
@@ -142,25 +147,29 @@ async def test_round_trip_into_a_fresh_database_and_a_second_import_changes_noth
         before = await _dense(search)
     source = await _checksums(database_url)
     assert source["vectors_1"][0] > 2 * 4  # several chunks and named vectors per node
-    assert source["node_tombstones"][0] == 1 and source["users"][0] == 8
+    assert source["node_tombstones"][0] == 1
+    assert source["users"][0] == 8
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     code, exported = await _cli(capsys, "export", "--out", str(tmp_path / "snap"))
-    assert code == 0 and exported["files"]["nodes.parquet"] == 5
+    assert code == 0
+    assert exported["files"]["nodes.parquet"] == 5
     assert await _main("export", "--out", str(tmp_path / "snap.tar")) == 0
     capsys.readouterr()
     nodes = pq.read_table(tmp_path / "snap" / "nodes.parquet")
     assert sorted(nodes.column("id").to_pylist()) == ["n0", "n0", "n1", "n1", "n2"]
-    assert not list(tmp_path.glob(".snap*"))  # the temporary folders are gone
+    assert _leftovers(tmp_path) == []  # the temporary folders are gone
 
     await bootstrap_schema(second_url)
     monkeypatch.setenv("DATABASE_URL", second_url)
     code, first = await _cli(capsys, "import", str(tmp_path / "snap"))
     assert code == 0, first
-    assert first["nodes"]["created"] == 5 and not first["heal_needed"]
+    assert first["nodes"]["created"] == 5
+    assert not first["heal_needed"]
     assert await _checksums(second_url) == source
     code, again = await _cli(capsys, "import", str(tmp_path / "snap.tar"))
-    assert code == 0 and again["changed"] == 0
+    assert code == 0
+    assert again["changed"] == 0
     assert again["nodes"]["unchanged"] == 5
     assert await _checksums(second_url) == source
 
@@ -193,7 +202,8 @@ async def test_an_export_sees_one_point_in_time_under_a_concurrent_writer(
         await writer.close()
     assert wrote
     nodes = pq.read_table(tmp_path / "snap" / "nodes.parquet").to_pylist()
-    assert len(nodes) == 5 and {n["version"] for n in nodes} == {1}
+    assert len(nodes) == 5
+    assert {n["version"] for n in nodes} == {1}
     assert "changed" not in {n["title"] for n in nodes}
     assert pq.read_table(tmp_path / "snap" / "user_events.parquet").num_rows == 8
 
@@ -213,16 +223,22 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
         snapshot = await _checksums(database_url)
         newer = _nodes(version=2)[0]
         newer.title = "Sourdough, revised"
-        await search.Upsert(pb.UpsertRequest(nodes=[newer, cpb.Node(id="later", title="x", content_type="page")]))
+        await search.Upsert(
+            pb.UpsertRequest(nodes=[newer, cpb.Node(id="later", title="x", content_type="page")])
+        )
     code, merged = await _cli(capsys, "import", str(tmp_path / "snap"))
-    assert code == 0 and merged["nodes"]["kept"] == 1 and merged["changed"] == 0
+    assert code == 0
+    assert merged["nodes"]["kept"] == 1
+    assert merged["changed"] == 0
     conn = await asyncpg.connect(database_url)
     try:
-        assert await conn.fetchval(
-            "SELECT title FROM semantic.nodes WHERE tenant = '' AND id = 'n0'"
-        ) == "Sourdough, revised"
+        assert (
+            await conn.fetchval("SELECT title FROM semantic.nodes WHERE tenant = '' AND id = 'n0'")
+            == "Sourdough, revised"
+        )
         code, replaced = await _cli(capsys, "import", str(tmp_path / "snap"), "--mode", "replace")
-        assert code == 0 and replaced["nodes"]["created"] == 5
+        assert code == 0
+        assert replaced["nodes"]["created"] == 5
         assert await conn.fetchval("SELECT count(*) FROM semantic.nodes WHERE id = 'later'") == 0
     finally:
         await conn.close()
@@ -231,6 +247,7 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
 
 @pytest.mark.parametrize("damage", ["tampered", "truncated", "wrong-format", "bad-tar"])
 async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
+    *,
     damage: str,
     env: dict[str, str],
     database_url: str,
@@ -269,6 +286,7 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
 
 
 async def test_a_snapshot_of_another_model_is_imported_and_re_embedded(
+    *,
     env: dict[str, str],
     database_url: str,
     second_url: str,
@@ -296,8 +314,10 @@ async def test_a_snapshot_of_another_model_is_imported_and_re_embedded(
     capsys.readouterr()
     code, report = await _cli(capsys, "import", str(copy))
     assert code == 0, report
-    assert report["spaces"] == {"1": None} and report["heal_needed"]
-    assert report["heal"]["reembedded"] == 5 and report["heal"]["failed"] == 0
+    assert report["spaces"] == {"1": None}
+    assert report["heal_needed"]
+    assert report["heal"]["reembedded"] == 5
+    assert report["heal"]["failed"] == 0
     source, target = await _checksums(database_url), await _checksums(second_url)
     assert target["nodes"] == source["nodes"]
     assert target["vectors_1"][0] == source["vectors_1"][0]

@@ -123,9 +123,9 @@ async def run_export(
     if dsn is None:
         print("DATABASE_URL is not set", file=sys.stderr)
         return 2
-    out: Path = args.out.resolve()
-    if out.exists():
-        print(f"export failed: {out} exists; choose a new path", file=sys.stderr)
+    out = _target(args.out)
+    if out is None:
+        print(f"export failed: {args.out} exists; choose a new path", file=sys.stderr)
         return 1
     space: int | str = args.space if args.space in ("all", "active") else int(args.space)
     started = time.perf_counter()
@@ -178,6 +178,12 @@ async def run_export(
     }
     _print_summary(summary, args.json)
     return 0
+
+
+def _target(out: Path) -> Path | None:
+    """The absolute output path, None when something is there already."""
+    resolved = out.resolve()
+    return None if resolved.exists() else resolved
 
 
 @contextmanager
@@ -291,9 +297,7 @@ async def _heal() -> dict[str, Any]:
         try:
             space = await active.space(None)
         except NoActiveSpace:
-            await registry.ensure(
-                model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
-            )
+            await registry.ensure(model_id=model.model_id, model_sha256=model.sha256, dim=model.dim)
             space = await active.space(None)
         seen = 0
 

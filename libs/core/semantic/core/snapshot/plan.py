@@ -64,7 +64,8 @@ def map_spaces(
         same = [
             d
             for d in database
-            if (d.model_id, d.model_sha256, d.dim) == (entry.model_id, entry.model_sha256, entry.dim)
+            if (d.model_id, d.model_sha256, d.dim)
+            == (entry.model_id, entry.model_sha256, entry.dim)
             and d.state in _USABLE
         ]
         same.sort(key=lambda d: (d.active, d.version), reverse=True)

@@ -9,6 +9,7 @@ UTC microseconds, vectors as ``fixed_size_list<float32>[dim]``.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -194,7 +195,7 @@ async def export_snapshot(
 
 def replace_vectors(space: SpaceEntry, rows: int) -> SpaceEntry:
     """``space`` with its exported vector row count."""
-    return SpaceEntry(**{**space.__dict__, "vectors": rows})
+    return dataclasses.replace(space, vectors=rows)
 
 
 class _Export:

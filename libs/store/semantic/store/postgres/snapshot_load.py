@@ -120,7 +120,7 @@ class SnapshotLoader:
         report: ImportReport,
         mapping: dict[int, int | None],
         create: Sequence[int],
-        replace: list[str] | None | bool,
+        replace: list[str] | bool | None,
     ) -> ImportReport:
         """Load everything; ``replace`` is False (merge), None (every tenant) or tenants."""
         async with self._conn.transaction():
@@ -135,7 +135,7 @@ class SnapshotLoader:
                 )
                 mapping[space_id] = made.id
             report.spaces = dict(mapping)
-            if replace is not False:
+            if replace is None or isinstance(replace, list):
                 report.replaced = await self._clear(replace)
             await self._nodes(report)
             await self._tombstones(report)
@@ -164,9 +164,10 @@ class SnapshotLoader:
         }
         parquet = pq.ParquetFile(self._folder / file)
         columns = [c for c in parquet.schema_arrow.names if c in table_columns]
-        for batch in parquet.iter_batches(batch_size=self._batch, columns=columns):
+        for read in parquet.iter_batches(batch_size=self._batch, columns=columns):
+            batch = read
             if self._tenants is not None:
-                batch = batch.filter(pc.is_in(batch.column("tenant"), pa.array(self._tenants)))
+                batch = read.filter(pc.is_in(read.column("tenant"), pa.array(self._tenants)))
             if batch.num_rows:
                 await self._conn.copy_records_to_table(
                     temp, records=_records(batch), columns=columns
@@ -306,11 +307,13 @@ class SnapshotLoader:
             " ORDER BY s.tenant, s.node_id, s.name, s.chunk"
             " ON CONFLICT (tenant, node_id, name, chunk) DO NOTHING"
         )
-        report.tables[f"vectors_{int(target)}"] = (
-            report.tables.get(f"vectors_{int(target)}", 0) + _count(status)
-        )
+        report.tables[f"vectors_{int(target)}"] = report.tables.get(
+            f"vectors_{int(target)}", 0
+        ) + _count(status)
 
-    async def _derived(self, report: ImportReport, table: Table, mapping: dict[int, int | None]) -> None:
+    async def _derived(
+        self, report: ImportReport, table: Table, mapping: dict[int, int | None]
+    ) -> None:
         temp = f"snap_{table.name}"
         await self._load(table.file, temp, f"semantic.{table.name}")
         if "space_id" in table.schema.names:

@@ -62,16 +62,38 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `export` or `import`; exit code 0 on success."""
+    """Run `export` or `import`; exit code 0 on success, 1 with the reason on stderr.
+
+    Every failure before the import's commit leaves the database unchanged (one
+    transaction) and an export's PATH untouched (written to a temporary folder)."""
+    import asyncpg
+    import pyarrow as pa
+
     from semantic.common.errors import SemanticError
 
     try:
+        _validate(args)
         if args.command == "export":
             return asyncio.run(run_export(args))
         return asyncio.run(run_import(args))
-    except SemanticError as exc:
-        print(f"{args.command} failed: {exc}", file=sys.stderr)
+    except (SemanticError, asyncpg.PostgresError, OSError, pa.ArrowException) as exc:
+        print(f"{args.command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """The arguments' rules: tenant and content-type names, a batch size, a space."""
+    from semantic.common import validation
+    from semantic.common.errors import InvalidArgument
+
+    for tenant in args.tenant or ():
+        validation.tenant(tenant, "--tenant")
+    for content_type in getattr(args, "content_type", None) or ():
+        validation.name(content_type, "--content-type")
+    validation.integer(args.batch_size, "--batch-size", minimum=1, maximum=100_000)
+    space = getattr(args, "space", "active")
+    if space not in ("all", "active") and not (space.isdigit() and 0 < int(space) < 2**31):
+        raise InvalidArgument("--space", f"{space!r} is not a space id, 'all' or 'active'")
 
 
 def _dsn() -> str | None:
@@ -129,9 +151,13 @@ async def run_export(
         return 1
     space: int | str = args.space if args.space in ("all", "active") else int(args.space)
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    conn = await _connect(dsn)
+    try:
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError:
+        await conn.close()
+        raise
     folder = work / (out.stem if out.suffix == ".tar" else out.name)
-    folder.mkdir()
     bar = _Bar("export")
 
     async def progress(file: str, rows: int) -> None:
@@ -139,8 +165,8 @@ async def run_export(
         if hook is not None:
             await hook(file, rows)
 
-    conn = await _connect(dsn)
     try:
+        folder.mkdir()
         manifest = await export_snapshot(
             conn,
             folder,
@@ -159,9 +185,6 @@ async def run_export(
             packed.replace(out)
         else:
             folder.replace(out)
-    except LookupError as exc:
-        print(f"export failed: {exc}", file=sys.stderr)
-        return 1
     finally:
         bar.close()
         await conn.close()

@@ -22,7 +22,10 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 """The manifest's file name inside a snapshot directory."""
 
+MAX_DIM = 2000
+"""The largest vector dimension a space may have (the schema's CHECK)."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FILE_NAME = re.compile(r"^[a-z_]+(-[0-9]+)?\.parquet$")
 
 
@@ -128,6 +131,8 @@ def _names(value: Any) -> list[str] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("a filter is not a list of strings")
+    if any(len(v) > 64 or _CONTROL.search(v) for v in value):
+        raise ValueError("a filter holds a name too long or with control characters")
     return list(value)
 
 
@@ -141,6 +146,8 @@ def _space(value: Any) -> dict[str, Any]:
             raise ValueError(f"space {key} is not a string")
     if not isinstance(space.get("active"), bool):
         raise ValueError("space active is not a boolean")
+    if not (0 < space["id"] < 2**31 and 1 <= space["dim"] <= MAX_DIM):
+        raise ValueError(f"space id {space['id']} or dim {space['dim']} out of range")
     return space
 
 

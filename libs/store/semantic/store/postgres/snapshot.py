@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from semantic.common.errors import FailedPrecondition, NotFound
 from semantic.core.snapshot import FileEntry, HashingWriter, Manifest, SpaceEntry, vectors_file
 from semantic.core.spaces import ACTIVE, vector_table
 
@@ -175,7 +176,7 @@ async def export_snapshot(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         applied = await schema_version(conn)
         if not applied:
-            raise ValueError("the database has no schema (semantic.schema_migrations is empty)")
+            raise FailedPrecondition("the database has no schema: run `semantic migrate` first")
         chosen = await _spaces(conn, spaces)
         manifest = Manifest(
             schema_version=applied[-1],
@@ -310,7 +311,7 @@ async def _spaces(conn: asyncpg.Connection, choice: SpaceChoice) -> list[SpaceEn
         return [s for s in spaces if s.active]
     picked = [s for s in spaces if s.id == int(choice)]
     if not picked:
-        raise LookupError(f"no embedding space {choice} with a vector table")
+        raise NotFound("embedding space", str(choice))
     return picked
 
 

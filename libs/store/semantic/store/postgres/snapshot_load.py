@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semantic.core.snapshot import DbSpace, ImportReport, Manifest, vectors_file
+from semantic.core.snapshot import DbSpace, ImportReport, Manifest, SnapshotInvalid, vectors_file
 from semantic.core.spaces import ACTIVE, vector_table
 from semantic.store.postgres.snapshot import NODES, POSTINGS, TABLES, TOMBSTONES, Table
 from semantic.store.postgres.spaces import ensure_space
@@ -164,6 +164,8 @@ class SnapshotLoader:
         }
         parquet = pq.ParquetFile(self._folder / file)
         columns = [c for c in parquet.schema_arrow.names if c in table_columns]
+        if "tenant" not in columns:
+            raise SnapshotInvalid(f"{file} has no tenant column")
         for read in parquet.iter_batches(batch_size=self._batch, columns=columns):
             batch = read
             if self._tenants is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import shutil
 import uuid
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from indexer_kit import running_search, search_env
@@ -321,3 +323,81 @@ async def test_a_snapshot_of_another_model_is_imported_and_re_embedded(
     source, target = await _checksums(database_url), await _checksums(second_url)
     assert target["nodes"] == source["nodes"]
     assert target["vectors_1"][0] == source["vectors_1"][0]
+
+
+async def test_a_failure_midway_leaves_the_database_as_it_was(
+    *,
+    env: dict[str, str],
+    database_url: str,
+    second_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A well-formed snapshot whose user events break a NOT NULL rule: the nodes, postings
+    and vectors loaded before it are rolled back with everything else."""
+    async with running_search(env, monkeypatch) as channel:
+        await _fill(search_pb2_grpc.SearchStub(channel))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    snap = tmp_path / "snap"
+    assert await _main("export", "--out", str(snap)) == 0
+    events = pq.read_table(snap / "user_events.parquet")
+    broken = events.set_column(
+        events.schema.get_field_index("user_id"),
+        "user_id",
+        pa.array([None] * events.num_rows, type=pa.string()),
+    )
+    pq.write_table(broken, snap / "user_events.parquet")
+    manifest = json.loads((snap / "manifest.json").read_text())
+    data = (snap / "user_events.parquet").read_bytes()
+    manifest["files"]["user_events.parquet"].update(
+        bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
+    (snap / "manifest.json").write_text(json.dumps(manifest))
+    await bootstrap_schema(second_url)
+    before = await _checksums(second_url)
+    monkeypatch.setenv("DATABASE_URL", second_url)
+    capsys.readouterr()
+    assert await _main("import", str(snap)) == 1
+    assert "NotNullViolation" in capsys.readouterr().err
+    assert await _checksums(second_url) == before
+
+
+async def test_one_tenant_exported_and_replaced_leaves_the_others_alone(
+    *,
+    env: dict[str, str],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with running_search(env, monkeypatch) as channel:
+        search = search_pb2_grpc.SearchStub(channel)
+        await _fill(search)
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        code, exported = await _cli(
+            capsys, "export", "--out", str(tmp_path / "acme.tar"), "--tenant", "acme"
+        )
+        assert code == 0
+        assert exported["files"]["nodes.parquet"] == 2
+        await search.Delete(pb.DeleteRequest(ids=["n0", "n1"], tenant="acme", version=9))
+        await search.Delete(pb.DeleteRequest(ids=["n1"], tenant="", version=9))
+    code, replaced = await _cli(capsys, "import", str(tmp_path / "acme.tar"), "--mode", "replace")
+    assert code == 0
+    assert replaced["nodes"]["created"] == 2
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT tenant, id FROM semantic.nodes ORDER BY 1, 2")
+        tombstones = await conn.fetch("SELECT tenant, id, version FROM semantic.node_tombstones")
+    finally:
+        await conn.close()
+    assert [(r["tenant"], r["id"]) for r in rows] == [
+        ("", "n0"), ("", "n2"), ("acme", "n0"), ("acme", "n1"),
+    ]  # fmt: skip
+    assert {(r["tenant"], r["id"], r["version"]) for r in tombstones} == {
+        ("", "n1", 9), ("acme", "n2", 5),
+    }  # fmt: skip
+    assert (await _cli(capsys, "import", str(tmp_path / "acme.tar"), "--mode", "replace"))[0] == 0
+    code, merged = await _cli(capsys, "import", str(tmp_path / "acme.tar"))
+    assert code == 0
+    assert merged["changed"] == 0

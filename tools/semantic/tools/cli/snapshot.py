@@ -130,6 +130,12 @@ class _Bar:
             self._bar.set_postfix_str(file)
         self._bar.update(rows)
 
+    def show(self, done: int, total: int) -> None:
+        """Set the bar to ``done`` of ``total`` (the heal pass reports running totals)."""
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
     def close(self) -> None:
         self._bar.close()
 
@@ -322,13 +328,9 @@ async def _heal() -> dict[str, Any]:
         except NoActiveSpace:
             await registry.ensure(model_id=model.model_id, model_sha256=model.sha256, dim=model.dim)
             space = await active.space(None)
-        seen = 0
 
         def progress(report: Any, total: int) -> None:
-            nonlocal seen
-            bar._bar.total = total
-            bar._bar.update(report.scanned - seen)
-            seen = report.scanned
+            bar.show(report.scanned, total)
 
         done = await maintenance.heal(space, mode="heal", progress=progress)
         return {"space": space.id, **done.as_dict()}

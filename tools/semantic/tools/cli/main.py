@@ -42,9 +42,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     from semantic.common.auth import add_token_arguments
-    from semantic.tools.cli import bench, eval_recommend, evaluate, maintain, model
+    from semantic.tools.cli import bench, eval_recommend, evaluate, maintain, model, snapshot
 
     maintain.add_parsers(sub)
+    snapshot.add_parsers(sub)
     bench.add_parser(sub)
     evaluate.add_parser(sub)
     eval_recommend.add_parser(sub)
@@ -114,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.tools.cli import foreign
 
         return foreign.run(args)
+    if args.command in ("export", "import"):
+        from semantic.tools.cli import snapshot
+
+        return snapshot.run(args)
     if args.command == "token":
         from semantic.common.auth import token_command
 

@@ -1,0 +1,365 @@
+"""Snapshot import: Parquet files COPYed into temporary tables, then applied with set-based
+``INSERT ... ON CONFLICT`` in one transaction (the database is left as it was on any
+failure).
+
+Nodes follow the write path's version rules: a stored node whose version is newer than the
+snapshot's is kept (both versioned; unversioned rows compare ``updated_at``), a row equal to
+the stored one is unchanged, anything else is written. Postings and vectors are written for
+the nodes written (vectors only into a matching space); a newer snapshot tombstone deletes
+the stored node. The recommendation tables (events, users, engagement, archetypes) are
+derived from the event log: rows missing in the database are added, existing rows kept.
+``replace`` clears the tenants in scope first, so everything then loads as new.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import asyncpg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from semantic.core.snapshot import DbSpace, ImportReport, Manifest, SnapshotInvalid, vectors_file
+from semantic.core.spaces import ACTIVE, vector_table
+from semantic.store.postgres.snapshot import NODES, POSTINGS, TABLES, TOMBSTONES, Table
+from semantic.store.postgres.spaces import ensure_space
+
+Progress = Callable[[str, int], Awaitable[None]]
+"""Awaited after each batch loaded: the file's name and the batch's row count."""
+
+_NEWER = """CASE WHEN s.version > 0 AND n.version > 0 THEN s.version > n.version
+               ELSE s.updated_at > n.updated_at END"""
+_SAME_NODE = """(s.slug, s.content_type, s.title, s.body, s.texts, s.tags, s.metadata,
+     s.content_hash, s.version, s.doc_length, s.created_at, s.updated_at)
+    IS NOT DISTINCT FROM
+    (n.slug, n.content_type, n.title, n.body, n.texts, n.tags, n.metadata,
+     n.content_hash, n.version, n.doc_length, n.created_at, n.updated_at)"""
+_FATE = f"""
+CREATE TEMP TABLE snap_fate ON COMMIT DROP AS
+SELECT s.tenant, s.id,
+  CASE
+    WHEN n.id IS NULL AND t.id IS NOT NULL AND NOT (
+      CASE WHEN s.version > 0 AND t.version > 0 THEN s.version > t.version
+           ELSE s.updated_at > t.deleted_at END) THEN 'kept'
+    WHEN n.id IS NULL THEN 'created'
+    WHEN {_SAME_NODE} THEN 'unchanged'
+    WHEN {_NEWER} THEN 'updated'
+    ELSE 'kept'
+  END AS fate
+FROM snap_nodes s
+LEFT JOIN semantic.nodes n ON n.tenant = s.tenant AND n.id = s.id
+LEFT JOIN semantic.node_tombstones t ON t.tenant = s.tenant AND t.id = s.id
+"""
+_WRITE_NODES = """
+INSERT INTO semantic.nodes AS n
+SELECT s.* FROM snap_nodes s JOIN snap_fate f USING (tenant, id)
+WHERE f.fate IN ('created', 'updated')
+ORDER BY s.tenant, s.id
+ON CONFLICT (tenant, id) DO UPDATE SET
+  slug = EXCLUDED.slug, content_type = EXCLUDED.content_type, title = EXCLUDED.title,
+  body = EXCLUDED.body, texts = EXCLUDED.texts, tags = EXCLUDED.tags,
+  metadata = EXCLUDED.metadata, content_hash = EXCLUDED.content_hash,
+  version = EXCLUDED.version, doc_length = EXCLUDED.doc_length,
+  created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at
+"""
+# Stored nodes a newer snapshot tombstone deletes (not re-created by the snapshot itself).
+_TOMBSTONED = """
+CREATE TEMP TABLE snap_gone ON COMMIT DROP AS
+SELECT n.tenant, n.id FROM semantic.nodes n
+JOIN snap_node_tombstones s ON s.tenant = n.tenant AND s.id = n.id
+WHERE CASE WHEN s.version > 0 AND n.version > 0 THEN s.version >= n.version
+           ELSE s.deleted_at > n.updated_at END
+  AND NOT EXISTS (SELECT 1 FROM snap_fate f WHERE f.tenant = n.tenant AND f.id = n.id
+                  AND f.fate IN ('created', 'updated', 'unchanged'))
+"""
+_STATS = """
+INSERT INTO semantic.keyword_stats AS k (tenant, documents, total_length)
+SELECT tenant, sum(documents), sum(total_length) FROM snap_stats GROUP BY tenant ORDER BY tenant
+ON CONFLICT (tenant) DO UPDATE
+SET documents = k.documents + EXCLUDED.documents,
+    total_length = k.total_length + EXCLUDED.total_length
+"""
+
+
+async def database_spaces(conn: asyncpg.Connection) -> list[DbSpace]:
+    """The target database's embedding spaces that have a vector table."""
+    rows = await conn.fetch(
+        "SELECT s.id, s.model_id, s.model_sha256, s.dim, s.version, s.state,"
+        " (a.space_id IS NOT NULL) AS active FROM semantic.embedding_spaces s"
+        " LEFT JOIN semantic.space_aliases a ON a.name = $1 AND a.space_id = s.id"
+        " WHERE to_regclass('semantic.vectors_' || s.id) IS NOT NULL ORDER BY s.id",
+        ACTIVE,
+    )
+    return [DbSpace(**dict(r)) for r in rows]
+
+
+class SnapshotLoader:
+    """Applies one verified snapshot to the database of ``conn`` in one transaction."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        folder: Path,
+        manifest: Manifest,
+        *,
+        tenants: Sequence[str] | None = None,
+        batch_size: int = 5_000,
+        progress: Progress | None = None,
+    ) -> None:
+        self._conn = conn
+        self._folder = folder
+        self._manifest = manifest
+        self._tenants = sorted(set(tenants)) if tenants else None
+        self._batch = max(1, batch_size)
+        self._progress = progress
+
+    async def run(
+        self,
+        report: ImportReport,
+        mapping: dict[int, int | None],
+        create: Sequence[int],
+        replace: list[str] | bool | None,
+    ) -> ImportReport:
+        """Load everything; ``replace`` is False (merge), None (every tenant) or tenants."""
+        async with self._conn.transaction():
+            for space_id in create:
+                entry = next(s for s in self._manifest.spaces if s.id == space_id)
+                made = await ensure_space(
+                    self._conn,
+                    model_id=entry.model_id,
+                    model_sha256=entry.model_sha256,
+                    dim=entry.dim,
+                    activate_if_none=entry.active,
+                )
+                mapping[space_id] = made.id
+            report.spaces = dict(mapping)
+            if replace is None or isinstance(replace, list):
+                report.replaced = await self._clear(replace)
+            await self._nodes(report)
+            await self._tombstones(report)
+            await self._postings(report)
+            for entry in self._manifest.spaces:
+                target = mapping.get(entry.id)
+                if target is not None:
+                    await self._vectors(report, entry.id, target)
+            for table in TABLES:
+                if table not in (NODES, TOMBSTONES, POSTINGS):
+                    await self._derived(report, table, mapping)
+        return report
+
+    async def _load(self, file: str, temp: str, like: str) -> None:
+        """COPY a Parquet file (rows of the tenants in scope) into a new temp table."""
+        await self._conn.execute(
+            f"CREATE TEMP TABLE {temp} (LIKE {like} INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        table_columns = {
+            r["attname"]
+            for r in await self._conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass"
+                " AND attnum > 0 AND NOT attisdropped",
+                temp,
+            )
+        }
+        parquet = pq.ParquetFile(self._folder / file)
+        columns = [c for c in parquet.schema_arrow.names if c in table_columns]
+        if "tenant" not in columns:
+            raise SnapshotInvalid(f"{file} has no tenant column")
+        for read in parquet.iter_batches(batch_size=self._batch, columns=columns):
+            batch = read
+            if self._tenants is not None:
+                batch = read.filter(pc.is_in(read.column("tenant"), pa.array(self._tenants)))
+            if batch.num_rows:
+                await self._conn.copy_records_to_table(
+                    temp, records=_records(batch), columns=columns
+                )
+            if self._progress is not None:
+                await self._progress(file, batch.num_rows)
+
+    async def _clear(self, tenants: list[str] | None) -> int:
+        """Delete the tenants' rows (every tenant's when None) from every snapshot table and
+        vector table; with a content-type filter in the manifest, only the nodes of those
+        types (and their postings and vectors) go, with the tenants' other tables."""
+        where, args = ("tenant = ANY($1::text[])", [tenants]) if tenants else ("true", [])
+        types = self._manifest.content_types
+        node_where = f"{where} AND content_type = ANY(${len(args) + 1}::text[])" if types else where
+        await self._conn.execute(
+            "CREATE TEMP TABLE snap_cleared ON COMMIT DROP AS SELECT tenant, id"
+            f" FROM semantic.nodes WHERE {node_where}",
+            *args,
+            *([types] if types else []),
+        )
+        deleted = 0
+        keyed = [POSTINGS.name] + [f"vectors_{s.id}" for s in await database_spaces(self._conn)]
+        for name in keyed:
+            status = await self._conn.execute(
+                f"DELETE FROM semantic.{name} x USING snap_cleared c"
+                " WHERE x.tenant = c.tenant AND x.node_id = c.id"
+            )
+            deleted += _count(status)
+        status = await self._conn.execute(
+            "DELETE FROM semantic.nodes x USING snap_cleared c"
+            " WHERE x.tenant = c.tenant AND x.id = c.id"
+        )
+        deleted += _count(status)
+        await self._recount_stats(tenants)
+        for table in TABLES:
+            if table not in (NODES, POSTINGS):
+                status = await self._conn.execute(
+                    f"DELETE FROM semantic.{table.name} WHERE {where}", *args
+                )
+                deleted += _count(status)
+        return deleted
+
+    async def _recount_stats(self, tenants: list[str] | None) -> None:
+        where, args = ("WHERE tenant = ANY($1::text[])", [tenants]) if tenants else ("", [])
+        await self._conn.execute(f"DELETE FROM semantic.keyword_stats {where}", *args)
+        await self._conn.execute(
+            "INSERT INTO semantic.keyword_stats (tenant, documents, total_length)"
+            " SELECT tenant, count(DISTINCT node_id), coalesce(sum(tf), 0)"
+            f" FROM semantic.postings {where} GROUP BY tenant",
+            *args,
+        )
+
+    async def _nodes(self, report: ImportReport) -> None:
+        await self._load(NODES.file, "snap_nodes", "semantic.nodes")
+        await self._conn.execute(_FATE)
+        for row in await self._conn.fetch("SELECT fate, count(*) AS n FROM snap_fate GROUP BY 1"):
+            report.nodes[row["fate"]] = row["n"]
+        await self._conn.execute(_WRITE_NODES)
+        await self._conn.execute(
+            "CREATE TEMP TABLE snap_changed ON COMMIT DROP AS SELECT tenant, id FROM snap_fate"
+            " WHERE fate IN ('created', 'updated')"
+        )
+        await self._conn.execute(
+            "CREATE TEMP TABLE snap_stats (tenant text, documents bigint, total_length bigint)"
+            " ON COMMIT DROP"
+        )
+
+    async def _tombstones(self, report: ImportReport) -> None:
+        await self._load(TOMBSTONES.file, "snap_node_tombstones", "semantic.node_tombstones")
+        status = await self._conn.execute(
+            "INSERT INTO semantic.node_tombstones AS t SELECT * FROM snap_node_tombstones"
+            " ORDER BY tenant, id ON CONFLICT (tenant, id) DO UPDATE"
+            " SET version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at"
+            " WHERE EXCLUDED.version > t.version"
+            " OR (EXCLUDED.version = t.version AND EXCLUDED.deleted_at > t.deleted_at)"
+        )
+        changed = _count(status)
+        await self._conn.execute(_TOMBSTONED)
+        gone = await self._conn.fetchval("SELECT count(*) FROM snap_gone")
+        if gone:
+            await self._drop_postings("snap_gone")
+            for space in await database_spaces(self._conn):
+                await self._conn.execute(
+                    f"DELETE FROM {vector_table(space.id)} v USING snap_gone g"
+                    " WHERE v.tenant = g.tenant AND v.node_id = g.id"
+                )
+            await self._conn.execute(
+                "DELETE FROM semantic.nodes n USING snap_gone g"
+                " WHERE n.tenant = g.tenant AND n.id = g.id"
+            )
+        report.tables["node_tombstones"] = changed
+        report.tables["nodes_deleted"] = int(gone or 0)
+
+    async def _drop_postings(self, keys: str) -> None:
+        """Delete the postings of the nodes in temp table ``keys``; their totals go to
+        ``snap_stats`` as negative amounts (the write path's exact statistics)."""
+        await self._conn.execute(
+            f"""WITH gone AS (
+                DELETE FROM semantic.postings p USING {keys} k
+                WHERE p.tenant = k.tenant AND p.node_id = k.id RETURNING p.tenant, p.node_id, p.tf)
+            INSERT INTO snap_stats SELECT tenant, -count(DISTINCT node_id), -sum(tf)
+            FROM gone GROUP BY tenant"""
+        )
+
+    async def _postings(self, report: ImportReport) -> None:
+        await self._load(POSTINGS.file, "snap_postings", "semantic.postings")
+        await self._drop_postings("snap_changed")
+        status = await self._conn.execute(
+            """WITH added AS (
+                INSERT INTO semantic.postings
+                SELECT p.* FROM snap_postings p JOIN snap_changed c
+                  ON c.tenant = p.tenant AND c.id = p.node_id
+                ORDER BY p.tenant, p.term, p.node_id
+                RETURNING tenant, node_id, tf)
+            INSERT INTO snap_stats SELECT tenant, count(DISTINCT node_id), sum(tf)
+            FROM added GROUP BY tenant"""
+        )
+        del status
+        report.tables["postings"] = await self._conn.fetchval(
+            "SELECT count(*) FROM snap_postings p JOIN snap_changed c"
+            " ON c.tenant = p.tenant AND c.id = p.node_id"
+        )
+        await self._conn.execute(_STATS)
+
+    async def _vectors(self, report: ImportReport, snapshot_id: int, target: int) -> None:
+        table = vector_table(target)
+        temp = f"snap_vectors_{int(snapshot_id)}"
+        await self._load(vectors_file(snapshot_id), temp, table)
+        await self._conn.execute(
+            f"DELETE FROM {table} v USING snap_changed c WHERE v.tenant = c.tenant"
+            " AND v.node_id = c.id"
+        )
+        status = await self._conn.execute(
+            f"INSERT INTO {table} SELECT s.* FROM {temp} s"
+            " JOIN snap_fate f ON f.tenant = s.tenant AND f.id = s.node_id"
+            " WHERE f.fate IN ('created', 'updated', 'unchanged')"
+            " ORDER BY s.tenant, s.node_id, s.name, s.chunk"
+            " ON CONFLICT (tenant, node_id, name, chunk) DO NOTHING"
+        )
+        report.tables[f"vectors_{int(target)}"] = report.tables.get(
+            f"vectors_{int(target)}", 0
+        ) + _count(status)
+
+    async def _derived(
+        self, report: ImportReport, table: Table, mapping: dict[int, int | None]
+    ) -> None:
+        temp = f"snap_{table.name}"
+        await self._load(table.file, temp, f"semantic.{table.name}")
+        if "space_id" in table.schema.names:
+            pairs = [(k, v) for k, v in mapping.items() if v is not None]
+            known, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+            mapped = (
+                f"(SELECT m.target FROM unnest($1::int[], $2::int[]) AS m (source, target)"
+                f" WHERE m.source = {temp}.space_id)"
+            )
+            if table.name == "users":  # a journey in an unknown space starts over
+                await self._conn.execute(
+                    f"UPDATE {temp} SET space_id = {mapped},"
+                    f" journey_sum = CASE WHEN {mapped} IS NULL THEN NULL ELSE journey_sum END,"
+                    f" journey_weight = CASE WHEN {mapped} IS NULL THEN 0 ELSE journey_weight END,"
+                    f" journey_at = CASE WHEN {mapped} IS NULL THEN NULL ELSE journey_at END"
+                    " WHERE space_id IS NOT NULL",
+                    known,
+                    targets,
+                )
+            else:  # centroids of a space not kept are dropped
+                await self._conn.execute(
+                    f"DELETE FROM {temp} WHERE NOT (space_id = ANY($1::int[]))", known
+                )
+                await self._conn.execute(f"UPDATE {temp} SET space_id = {mapped}", known, targets)
+        key = ", ".join(table.key)
+        status = await self._conn.execute(
+            f"INSERT INTO semantic.{table.name} SELECT * FROM {temp} ORDER BY {key}"
+            f" ON CONFLICT ({key}) DO NOTHING"
+        )
+        report.tables[table.name] = _count(status)
+
+
+def _records(batch: pa.RecordBatch) -> list[tuple[object, ...]]:
+    columns = [batch.column(i) for i in range(batch.num_columns)]
+    values = [
+        list(c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), c.type.list_size))
+        if pa.types.is_fixed_size_list(c.type)
+        else c.to_pylist()
+        for c in columns
+    ]  # fmt: skip
+    return list(zip(*values, strict=True))
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as ``INSERT 0 12`` or ``DELETE 3``."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

@@ -141,9 +141,13 @@ class _Bar:
 
 
 async def run_export(
-    args: argparse.Namespace, *, hook: Callable[[str, int], Awaitable[None]] | None = None
+    args: argparse.Namespace,
+    *,
+    hook: Callable[[str, int], Awaitable[None]] | None = None,
+    on_summary: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
-    """Export; ``hook`` (tests) is awaited after each batch, after the progress bar."""
+    """Export; ``hook`` (tests) is awaited after each batch, after the progress bar;
+    ``on_summary`` (the restore drill) receives the printed summary."""
     from semantic.core.snapshot import MANIFEST
     from semantic.store.postgres.snapshot import export_snapshot
 
@@ -206,6 +210,8 @@ async def run_export(
         "peak_rss_mib": round(_peak_rss_mib(), 1),
     }
     _print_summary(summary, args.json)
+    if on_summary is not None:
+        on_summary(summary)
     return 0
 
 
@@ -239,8 +245,10 @@ def _unpacked(path: Path) -> Iterator[Path]:
         yield root
 
 
-async def run_import(args: argparse.Namespace) -> int:
-    """Verify, load, heal when needed; print the summary."""
+async def run_import(
+    args: argparse.Namespace, *, on_summary: Callable[[dict[str, Any]], None] | None = None
+) -> int:
+    """Verify, load, heal when needed; print the summary (also given to ``on_summary``)."""
     from semantic.core.snapshot import (
         ImportReport,
         check_schema,
@@ -288,6 +296,8 @@ async def run_import(args: argparse.Namespace) -> int:
     summary["seconds"] = round(time.perf_counter() - started, 3)
     summary["peak_rss_mib"] = round(_peak_rss_mib(), 1)
     _print_summary(summary, args.json)
+    if on_summary is not None:
+        on_summary(summary)
     return code
 
 

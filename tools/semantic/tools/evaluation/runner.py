@@ -2,8 +2,9 @@
 
 Documents (title + " " + text) are upserted through ``Search.Upsert`` on a throw-away
 local stack (embedded PostgreSQL, the embedder with the chosen model, the search
-service), then every test query is asked through ``Search.Search`` in each mode and
-the rankings are scored with trec_eval's definitions.
+service; or a given database, where the ingest may be skipped to score what is already
+there, as the restore drill does), then every test query is asked through
+``Search.Search`` in each mode and the rankings are scored with trec_eval's definitions.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class EvalConfig:
     threads: int = 2
     batch: int = 32
     concurrency: int = 2
+    database_url: str | None = None
+    """Run the stack on this database instead of a throw-away PostgreSQL."""
+    ingest: bool = True
+    """False: query the documents already in the database (after a restore, say)."""
 
 
 async def ingest_corpus(
@@ -96,12 +101,16 @@ async def _evaluate(
 ) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
-        started = time.perf_counter()
-        vectors = await ingest_corpus(
-            stub, data, batch=config.batch, concurrency=config.concurrency
-        )
-        ingest_s = time.perf_counter() - started
-        progress(f"ingested {len(data.corpus)} documents ({vectors} vectors) in {ingest_s:.0f} s")
+        vectors, ingest_s = 0, 0.0
+        if config.ingest:
+            started = time.perf_counter()
+            vectors = await ingest_corpus(
+                stub, data, batch=config.batch, concurrency=config.concurrency
+            )
+            ingest_s = time.perf_counter() - started
+            progress(
+                f"ingested {len(data.corpus)} documents ({vectors} vectors) in {ingest_s:.0f} s"
+            )
         modes: dict[str, dict[str, float]] = {}
         for mode in config.modes:
             started = time.perf_counter()
@@ -121,7 +130,8 @@ async def _evaluate(
 def run_eval(
     config: EvalConfig, progress: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
-    """Build the stack, ingest, query every mode; returns the JSON-ready report."""
+    """Build the stack (on ``config.database_url`` when given), ingest unless told not to,
+    query every mode; returns the JSON-ready report."""
     unknown = [m for m in config.modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {sorted(MODES)}")
@@ -130,7 +140,12 @@ def run_eval(
     manifest = (config.model_dir / "manifest.json").read_text()
     model_id = json.loads(manifest)["model_id"]
     search_env = {"SEMANTIC_SEARCH_CHUNKING": "true" if config.chunking else "false"}
-    with LocalStack([config.model_dir], threads=config.threads, search_env=search_env) as stack:
+    with LocalStack(
+        [config.model_dir],
+        threads=config.threads,
+        search_env=search_env,
+        database_url=config.database_url,
+    ) as stack:
         report = asyncio.run(_evaluate(stack.search_address, data, config, progress))
     return {
         "dataset": data.name,

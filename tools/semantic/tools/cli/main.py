@@ -54,6 +54,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from semantic.tools.cli import foreign
 
     foreign.add_parsers(sub)
+    # Operational drills on a throw-away stack (restore).
+    from semantic.tools.cli import drill
+
+    drill.add_parser(sub)
     add_token_arguments(
         sub.add_parser(
             "token",
@@ -119,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from semantic.tools.cli import snapshot
 
         return snapshot.run(args)
+    if args.command == "drill":
+        from semantic.tools.cli import drill
+
+        return drill.run(args)
     if args.command == "token":
         from semantic.common.auth import token_command
 

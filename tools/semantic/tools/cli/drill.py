@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             f"import {report['import']['seconds']} s ({report['import']['rows']} rows)"
         )
         checks = report["checksums"]
-        print(f"  checksums of {checks['tables']} tables equal: {checks['equal']} {checks['differ']}")
+        print(
+            f"  checksums of {checks['tables']} tables equal: {checks['equal']} {checks['differ']}"
+        )
         for mode, before in report["ndcg@10"]["before"].items():
             print(f"  {mode:8} nDCG@10 {before:.4f} -> {report['ndcg@10']['after'][mode]:.4f}")
     return 0 if report["equal"] else 1

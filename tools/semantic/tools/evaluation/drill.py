@@ -20,7 +20,6 @@ import os
 import random
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import grpc
 
 from semantic.store.postgres.checksums import Checksums, differing, table_checksums
 from semantic.store.postgres.schema import bootstrap_schema
+from semantic.tools.cli.snapshot import run_export, run_import
 from semantic.tools.devstack import EmbeddedPostgres, free_port
 from semantic.tools.devstack.stack import LocalStack
 from semantic.tools.evaluation.beir import load_beir
@@ -202,8 +202,6 @@ def _database_url(url: str) -> Iterator[None]:
 
 def _export(url: str, out: Path) -> dict[str, Any]:
     """`semantic export --out OUT --space all` through the CLI's own function."""
-    from semantic.tools.cli.snapshot import run_export
-
     args = argparse.Namespace(
         out=out, tenant=None, content_type=None, space="all", batch_size=5_000, json=True
     )
@@ -212,8 +210,6 @@ def _export(url: str, out: Path) -> dict[str, Any]:
 
 def _import(url: str, path: Path) -> dict[str, Any]:
     """`semantic import PATH` (merge into the empty database) through the CLI's function."""
-    from semantic.tools.cli.snapshot import run_import
-
     args = argparse.Namespace(
         path=path, mode="merge", reembed=False, tenant=None, batch_size=5_000, json=True
     )

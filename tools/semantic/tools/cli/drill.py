@@ -28,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model directory"
     )
     restore.add_argument("--users", type=int, default=20, help="synthetic users (default 20)")
+    restore.add_argument(
+        "--ef-search",
+        type=int,
+        default=1000,
+        help="HNSW ef_search of both evaluations (default 1000, the largest: nearly exact)",
+    )
     restore.add_argument("--threads", type=int, default=2, help="embedder intra-op threads")
     restore.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -46,8 +52,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         validation.integer(args.users, "--users", minimum=1, maximum=100_000)
         validation.integer(args.threads, "--threads", minimum=1, maximum=64)
+        validation.integer(args.ef_search, "--ef-search", minimum=1, maximum=1000)
         config = DrillConfig(
-            dataset=args.dataset, model_dir=args.model, users=args.users, threads=args.threads
+            dataset=args.dataset,
+            model_dir=args.model,
+            users=args.users,
+            threads=args.threads,
+            ef_search=args.ef_search,
         )
         report = run_drill(config, progress=lambda line: print(f"# {line}", file=sys.stderr))
     except (

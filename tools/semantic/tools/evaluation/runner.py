@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ class EvalConfig:
     """Run the stack on this database instead of a throw-away PostgreSQL."""
     ingest: bool = True
     """False: query the documents already in the database (after a restore, say)."""
+    search_env: Mapping[str, str] = field(default_factory=dict)
+    """More environment for the search service (e.g. ``SEMANTIC_SEARCH_EF_SEARCH``)."""
 
 
 async def ingest_corpus(
@@ -139,7 +141,10 @@ def run_eval(
     progress(f"loaded {data.name}: {len(data.corpus)} documents, {len(data.queries)} queries")
     manifest = (config.model_dir / "manifest.json").read_text()
     model_id = json.loads(manifest)["model_id"]
-    search_env = {"SEMANTIC_SEARCH_CHUNKING": "true" if config.chunking else "false"}
+    search_env = {
+        "SEMANTIC_SEARCH_CHUNKING": "true" if config.chunking else "false",
+        **config.search_env,
+    }
     with LocalStack(
         [config.model_dir],
         threads=config.threads,

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,13 +92,14 @@ def run_measured(command: Sequence[str], env: dict[str, str]) -> Run:
         try:
             watched = psutil.Process(child.pid)
             while child.poll() is None:
-                try:
+                with suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
                     peak = max(peak, watched.memory_info().rss)
-                except (psutil.NoSuchProcess, psutil.ZombieProcess):
-                    pass
                 time.sleep(SAMPLE_S)  # sampling period, not a wait for a condition
         except psutil.NoSuchProcess:
-            pass
+            pass  # exited before the first sample
+        finally:
+            if child.poll() is None:  # interrupted: leave no child behind
+                child.kill()
         code = child.wait()
         seconds = time.perf_counter() - started
         out.seek(0)

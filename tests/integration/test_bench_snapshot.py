@@ -33,7 +33,7 @@ def test_snapshot_bench_reports_both_sides_and_restores_every_node(
         assert len(entry["rounds_seconds"]) == 1, side
     for side in ("export", "pg_dump"):
         assert report[side]["bytes"] > N * 384 * 4 // 2, side  # the vectors are in there
-    assert report["export"]["peak_rss_mib_self_reported"] > 0
+    assert report["export"]["files"] >= 2  # nodes and vectors at least
     for side in ("import", "pg_restore"):
         assert report[side]["nodes"] == N, side
         assert report[side]["vectors_restored"] == N, side

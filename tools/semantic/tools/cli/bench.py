@@ -120,6 +120,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     indexer.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
+    snapshot = targets.add_parser(
+        "snapshot",
+        help="semantic export / import vs. pg_dump / pg_restore at N nodes",
+        description="Loads N nodes with 384-d vectors into a throw-away PostgreSQL, then "
+        "alternates `semantic export` and `pg_dump -Fc` of it, `semantic import` and "
+        "`pg_restore` into new databases: seconds, vectors/s, bytes, peak RSS, ratios; and "
+        "the export's peak RSS at N/4 nodes.",
+    )
+    snapshot.add_argument("--json", action="store_true", help="print one JSON object")
+    snapshot.add_argument("--n", type=int, default=200_000, help="nodes to load")
+    snapshot.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    snapshot.add_argument(
+        "--batch-size", type=int, default=5_000, help="export and import rows per batch"
+    )
     soak = targets.add_parser(
         "soak",
         help="the whole stack under mixed load for N minutes: errors, latency, events, memory",
@@ -225,6 +239,15 @@ def run(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 **({"batch_size": args.batch_size} if args.batch_size else {}),
             ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "snapshot":
+        from semantic.tools.bench.snapshot import SnapshotBenchConfig, run_snapshot_bench
+
+        report = run_snapshot_bench(
+            SnapshotBenchConfig(n=args.n, rounds=args.rounds, batch_size=args.batch_size),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )
         _print(report, args.json)

@@ -25,11 +25,44 @@ from semantic.v1 import search_pb2_grpc
 
 NODES = 500
 TOP_K = 10
-WORDS = (
-    "flour water salt yeast oven bread pasta sauce tomato garlic server cache header "
-    "certificate proxy request latency index vector query garden soil seed water leaf "
-    "river mountain trail tent map compass budget invoice ledger tax account"
-).split()
+WORDS = [
+    "flour",
+    "water",
+    "salt",
+    "yeast",
+    "oven",
+    "bread",
+    "pasta",
+    "sauce",
+    "tomato",
+    "garlic",
+    "server",
+    "cache",
+    "header",
+    "certificate",
+    "proxy",
+    "request",
+    "latency",
+    "index",
+    "vector",
+    "query",
+    "garden",
+    "soil",
+    "seed",
+    "water",
+    "leaf",
+    "river",
+    "mountain",
+    "trail",
+    "tent",
+    "map",
+    "compass",
+    "budget",
+    "invoice",
+    "ledger",
+    "tax",
+    "account",
+]
 TYPES = ("page", "post", "note")
 
 
@@ -55,6 +88,7 @@ async def _health(admin: search_pb2_grpc.AdminStub) -> pb.HealthReportResponse:
 
 
 async def test_dense_reads_survive_a_postgresql_restart(
+    *,
     pg_server: EmbeddedPostgres,
     database_url: str,
     embedder_address: str,
@@ -164,7 +198,9 @@ async def test_dense_reads_survive_a_postgresql_restart(
             keyword = await stub.Search(
                 pb.SearchRequest(text="bread oven", mode=pb.SEARCH_MODE_KEYWORD), timeout=20
             )
-            assert keyword.degraded and keyword.mode == pb.SEARCH_MODE_DENSE and keyword.hits
+            assert keyword.degraded
+            assert keyword.mode == pb.SEARCH_MODE_DENSE
+            assert keyword.hits
             with pytest.raises(grpc.aio.AioRpcError) as unsupported:
                 await stub.Search(
                     pb.SearchRequest(

@@ -81,7 +81,8 @@ def test_search_finds_the_exact_nearest_nodes_with_their_best_chunk(
     chunk_scores = [_cosine(v, query) for v in vectors[best.node_id]]
     assert best.chunk.chunk_index == int(np.argmax(chunk_scores))
     assert best.score == pytest.approx(max(chunk_scores), abs=1e-5)
-    assert best.node is not None and best.node.title == best.node_id.upper()
+    assert best.node is not None
+    assert best.node.title == best.node_id.upper()
 
 
 def test_an_update_replaces_the_vectors_and_a_delete_removes_the_node(
@@ -96,7 +97,8 @@ def test_an_update_replaces_the_vectors_and_a_delete_removes_the_node(
     assert index.vector_count == 2
     index.apply([_gone("x")])
     assert [h.node_id for h in index.search("", b, [VectorTarget()], Filter(), 5)] == ["y"]
-    assert index.nodes == 1 and index.node("", node_id="x", slug=None) is None
+    assert index.nodes == 1
+    assert index.node("", node_id="x", slug=None) is None
 
 
 def test_filters_on_content_type_tags_ids_and_tenant_never_shrink_the_answer(
@@ -116,9 +118,11 @@ def test_filters_on_content_type_tags_ids_and_tenant_never_shrink_the_answer(
     rare = index.search("", query, [VectorTarget()], Filter(content_types=("rare",)), 20)
     assert sorted(h.node_id for h in rare) == sorted(f"n{i}" for i in range(0, 500, 50))
     both = index.search("", query, [VectorTarget()], Filter(tags_all=("a", "b")), 10)
-    assert len(both) == 10 and all(int(h.node_id[1:]) % 3 == 0 for h in both)
+    assert len(both) == 10
+    assert all(int(h.node_id[1:]) % 3 == 0 for h in both)
     no_b = index.search("", query, [VectorTarget()], Filter(tags_none=("b",)), 10)
-    assert len(no_b) == 10 and all(int(h.node_id[1:]) % 3 for h in no_b)
+    assert len(no_b) == 10
+    assert all(int(h.node_id[1:]) % 3 for h in no_b)
     some = index.search(
         "", query, [VectorTarget()], Filter(ids=("n1", "n2", "n3"), exclude_ids=("n2",)), 10
     )
@@ -168,11 +172,15 @@ def test_save_and_load_keep_everything(
         h.node_id for h in index.search("", query, [VectorTarget()], Filter(), 5)
     ]
     found = loaded.node("", node_id=None, slug="s-n3")
-    assert found is not None and found.id == "n3"
-    assert np.allclose(loaded.vectors(("", "n3"), "content")[0], index.vectors(("", "n3"), "content")[0])
+    assert found is not None
+    assert found.id == "n3"
+    assert np.allclose(
+        loaded.vectors(("", "n3"), "content")[0], index.vectors(("", "n3"), "content")[0]
+    )
     # Updates after a load get fresh keys.
     loaded.apply([_change("n51", [_vec(rng)])])
-    assert loaded.nodes == 51 and loaded.vector_count == 51
+    assert loaded.nodes == 51
+    assert loaded.vector_count == 51
 
 
 def test_a_missing_or_damaged_folder_loads_as_nothing(
@@ -187,7 +195,8 @@ def test_a_missing_or_damaged_folder_loads_as_nothing(
     graph.write_bytes(bytes(data))
     damaged = UsearchIndex(tmp_path / "index")
     assert not damaged.load()
-    assert damaged.space is None and damaged.nodes == 0
+    assert damaged.space is None
+    assert damaged.nodes == 0
     (tmp_path / "index" / files.NODES).write_bytes(b"not a database")
     assert not UsearchIndex(tmp_path / "index").load()
     # A new save over the damage loads again.

@@ -227,4 +227,3 @@ class DegradedReads(Protocol):
         """The index when it can serve; DependencyUnavailable (naming ``cause`` and why
         the index cannot serve) otherwise."""
         ...
-

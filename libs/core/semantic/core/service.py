@@ -80,6 +80,7 @@ class SearchService:
         embedder: Embedder,
         retrieval: Retrieval,
         statistics: SearchStatistics,
+        *,
         fallback: DegradedReads | None = None,
     ) -> None:
         """``fallback``: where reads go while PostgreSQL is unreachable (none: they fail)."""
@@ -211,17 +212,32 @@ class SearchService:
         validate_filter(flt)
         try:
             return await self._nearest(
-                tenant, node_id, slug, vector_name, top_k, flt, min_score, space_id
+                tenant,
+                node_id=node_id,
+                slug=slug,
+                vector_name=vector_name,
+                top_k=top_k,
+                flt=flt,
+                min_score=min_score,
+                space_id=space_id,
             )
         except DependencyUnavailable as exc:
             index = self._degraded_index(exc, space_id)
         return self._degraded_nearest(
-            index, tenant, node_id, slug, vector_name, top_k, flt, min_score
+            index,
+            tenant,
+            node_id=node_id,
+            slug=slug,
+            vector_name=vector_name,
+            top_k=top_k,
+            flt=flt,
+            min_score=min_score,
         )
 
     async def _nearest(
         self,
         tenant: str,
+        *,
         node_id: str | None,
         slug: str | None,
         vector_name: str,
@@ -303,6 +319,7 @@ class SearchService:
         self,
         index: LocalIndex,
         tenant: str,
+        *,
         node_id: str | None,
         slug: str | None,
         vector_name: str,

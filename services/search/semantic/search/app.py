@@ -25,9 +25,9 @@ from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
 from semantic.common.server import ServerKit, run_service
 from semantic.core.consistency import ConsistencyChecker
+from semantic.core.degraded import ChangeFeed
 from semantic.core.domain import HybridParams
 from semantic.core.explore import Explorer
-from semantic.core.degraded import ChangeFeed
 from semantic.core.local_sync import LocalIndexFollower
 from semantic.core.maintenance import Maintenance
 from semantic.core.recommend.recommender import Recommender
@@ -47,10 +47,10 @@ from semantic.search.settings import SearchSettings
 from semantic.store.local.index import UsearchIndex
 from semantic.store.nats.connection import BackgroundConnection
 from semantic.store.nats.pipeline import JetStreamPipeline, StreamNames
+from semantic.store.postgres.changes import PostgresChanges
 from semantic.store.postgres.consistency import PostgresConsistency
 from semantic.store.postgres.db import create_pool, session_settings
 from semantic.store.postgres.explore import PostgresExplore
-from semantic.store.postgres.changes import PostgresChanges
 from semantic.store.postgres.guardian import DatabaseGuardian, Report
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes

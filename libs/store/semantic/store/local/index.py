@@ -47,9 +47,7 @@ class ChunkRef:
 
     __slots__ = ("chunk", "name", "node", "span_end", "span_start")
 
-    def __init__(
-        self, node: Key, name: str, chunk: int, span_start: int, span_end: int
-    ) -> None:
+    def __init__(self, node: Key, name: str, chunk: int, span_start: int, span_end: int) -> None:
         self.node = node
         self.name = name
         self.chunk = chunk
@@ -194,13 +192,21 @@ class UsearchIndex:
         names = {t.name for t in targets}
         candidates: set[Key] = set()
         for name in names:
-            candidates |= self._candidates(graph, query, tenant, name, flt, limit)
+            candidates |= self._candidates(
+                graph, query, tenant=tenant, name=name, flt=flt, limit=limit
+            )
         scored = [self._score(graph, query, node, targets) for node in candidates]
         scored.sort(key=lambda hit: (-hit.score, hit.node_id))
         return scored[:limit]
 
     def _candidates(
-        self, graph: Index, query: np.ndarray[Any, Any], tenant: str, name: str, flt: Filter,
+        self,
+        graph: Index,
+        query: np.ndarray[Any, Any],
+        *,
+        tenant: str,
+        name: str,
+        flt: Filter,
         limit: int,
     ) -> set[Key]:
         """The nodes of the best chunks of ``name`` that pass the filter, at least ``limit``
@@ -281,8 +287,10 @@ class UsearchIndex:
                 synced_at=self._synced_at,
                 next_key=self._next_key,
                 nodes=list(self._nodes.values()),
-                refs=[(key, ref.node, ref.name, ref.chunk, ref.span_start, ref.span_end)
-                      for key, ref in self._refs.items()],
+                refs=[
+                    (key, ref.node, ref.name, ref.chunk, ref.span_start, ref.span_end)
+                    for key, ref in self._refs.items()
+                ],
             ),
             self._graph,
         )
@@ -325,4 +333,3 @@ def _normalised(vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(matrix / norms)
-

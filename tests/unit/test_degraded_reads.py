@@ -133,6 +133,12 @@ async def test_the_follower_builds_applies_changes_and_rebuilds_for_another_spac
     reloaded = UsearchIndex(tmp_path)
     assert reloaded.load()  # a rebuild is saved at once
     assert reloaded.space == feed.space
+    # An emptied database: the space comes back under the same id, created anew.
+    feed.space = Space(2, "m", "sha", DIM, 1, "active", datetime(2026, 2, 1, tzinfo=UTC), None, {})
+    feed.nodes = {}
+    await follower.sync()
+    assert index.space == feed.space
+    assert index.nodes == 0
 
 
 async def test_search_and_nearest_fall_back_to_the_local_index_while_postgresql_is_down(

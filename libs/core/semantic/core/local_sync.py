@@ -2,8 +2,9 @@
 
     start        load the saved index (if any: it serves degraded reads at once, even when
                  PostgreSQL is away at start)
-    every sync_s read the active space; another space than the index's (or no index, or one
-                 older than the change log's retention) -> rebuild from one snapshot, the
+    every sync_s read the active space; another space than the index's (another id, or the
+                 same id created anew: an emptied or replaced database), no index, or one
+                 older than the change log's retention -> rebuild from one snapshot, the
                  degraded mode unavailable ("rebuilding") until it is done;
                  same space -> apply the nodes changed since the cursor
     every save_s save the index when it changed (and at close)
@@ -51,6 +52,16 @@ REBUILDS = Counter("semantic_local_index_rebuilds_total", "Full rebuilds of the 
 DEGRADED_READS = Counter(
     "semantic_degraded_reads_total", "Reads answered from the local index", ["method"]
 )
+
+
+def same_space(indexed: Space, active: Space) -> bool:
+    """Whether the index's space is the active one: same id, model and creation time (a
+    database emptied or replaced re-creates its space under the same id, later)."""
+    return (indexed.id, indexed.model_sha256, indexed.created_at) == (
+        active.id,
+        active.model_sha256,
+        active.created_at,
+    )
 
 
 class LocalIndexFollower:
@@ -148,7 +159,7 @@ class LocalIndexFollower:
         current = self._index.space
         now = self._clock()
         stale = current is not None and now - self._index.synced_at > RETENTION_S
-        if current is None or current.id != space.id or stale:
+        if current is None or not same_space(current, space) or stale:
             await self._rebuild(space)
         else:
             batch = await self._feed.changes(space, self._index.cursor)

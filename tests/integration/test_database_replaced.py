@@ -194,11 +194,14 @@ async def test_a_replaced_database_heals_under_running_services_without_a_restar
     database_url: str,
     env: dict[str, str],
 ) -> None:
+    # Without the local index: with it, search keeps answering dense reads while the
+    # database is away (test_degraded_reads.py), and this test is about the refusals.
     env = {
         **env,
         "SEMANTIC_AUTH_MODE": "disabled",
         "SEMANTIC_DATABASE_CHECK_INTERVAL_S": "1",
         "SEMANTIC_DATABASE_RECOVERY_MAX_BACKOFF_S": "1",
+        "SEMANTIC_SEARCH_LOCAL_INDEX": "false",
     }
     name = database_url.rsplit("/", 1)[1].split("?", 1)[0]
     search = _service("semantic.search", env)

@@ -1124,6 +1124,7 @@ class SearchResponse(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     QUERY_TOKENS_FIELD_NUMBER: _builtins.int
     QUERY_TRUNCATED_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
     space_id: _builtins.str
     """Embedding space that was searched."""
     mode: Global___SearchMode.ValueType
@@ -1132,6 +1133,12 @@ class SearchResponse(_message.Message):
     """Word-piece count of the query text (special tokens included); 0 for a vector query."""
     query_truncated: _builtins.bool
     """True when the query text was truncated to the model window."""
+    degraded: _builtins.bool
+    """True when PostgreSQL was unreachable and the answer came from the service's local
+    vector index (degraded mode): dense only (`mode` is DENSE even when keyword or hybrid
+    was asked), hit nodes carry id, slug, content_type, title, tags, version and
+    updated_at only, and recent writes may be missing.
+    """
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]:
         """Hits, best first; at most top_k."""
@@ -1144,10 +1151,11 @@ class SearchResponse(_message.Message):
         mode: Global___SearchMode.ValueType = ...,
         query_tokens: _builtins.int = ...,
         query_truncated: _builtins.bool = ...,
+        degraded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "mode", b"mode", "query_tokens", b"query_tokens", "query_truncated", b"query_truncated", "space_id", b"space_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "hits", b"hits", "mode", b"mode", "query_tokens", b"query_tokens", "query_truncated", b"query_truncated", "space_id", b"space_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1239,10 +1247,15 @@ class NearestResponse(_message.Message):
     HITS_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """Id of the source node (useful when it was given by slug)."""
     space_id: _builtins.str
     """Embedding space used."""
+    degraded: _builtins.bool
+    """True when PostgreSQL was unreachable and the answer came from the service's local
+    vector index (degraded mode; see SearchResponse.degraded).
+    """
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]:
         """Hits, most similar first (score: cosine similarity; chunk: the candidate's best
@@ -1255,10 +1268,11 @@ class NearestResponse(_message.Message):
         hits: _abc.Iterable[Global___SearchHit] | None = ...,
         source_id: _builtins.str = ...,
         space_id: _builtins.str = ...,
+        degraded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "source_id", b"source_id", "space_id", b"space_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "hits", b"hits", "source_id", b"source_id", "space_id", b"space_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2612,11 +2626,16 @@ class HealthReportResponse(_message.Message):
     CHECKED_AT_FIELD_NUMBER: _builtins.int
     DEAD_LETTERS_FIELD_NUMBER: _builtins.int
     CONSUMERS_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
     status: Global___ComponentStatus.ValueType
     """Worst status among the components."""
     dead_letters: _builtins.int
     """Messages on the dead-letter stream (as `lag.dead_letters`); 0 when NATS is not
     configured or unreachable.
+    """
+    degraded: _builtins.bool
+    """True while PostgreSQL is unreachable and dense reads are answered from the local
+    vector index (component "local_index" says how current it is).
     """
     @_builtins.property
     def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentHealth]:
@@ -2655,10 +2674,11 @@ class HealthReportResponse(_message.Message):
         checked_at: _timestamp_pb2.Timestamp | None = ...,
         dead_letters: _builtins.int = ...,
         consumers: _abc.Iterable[Global___ConsumerBacklog] | None = ...,
+        degraded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "checked_at", b"checked_at", "heal_backlog", b"heal_backlog", "lag", b"lag"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "checked_at", b"checked_at", "components", b"components", "consumers", b"consumers", "dead_letters", b"dead_letters", "heal_backlog", b"heal_backlog", "lag", b"lag", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_space", b"active_space", "checked_at", b"checked_at", "components", b"components", "consumers", b"consumers", "dead_letters", b"dead_letters", "degraded", b"degraded", "heal_backlog", b"heal_backlog", "lag", b"lag", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

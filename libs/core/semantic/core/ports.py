@@ -13,6 +13,10 @@
     ConsistencyStore  the reads of CheckConsistency          consistency.PostgresConsistency
     ExploreStore      a seeded sample of a space's vectors    explore.PostgresExplore
 
+The ports of degraded reads (``ChangeFeed``, adapter ``changes.PostgresChanges``, and
+``LocalIndex``, adapter ``semantic.store.local.index.UsearchIndex``) live in
+:mod:`semantic.core.degraded`.
+
 The values the embedder port speaks (:data:`InputType`, defined in
 :mod:`semantic.common.embedding`, :class:`Embedded`,
 :class:`ModelDescription`) live here too. Nothing here knows SQL, asyncpg or protobuf.

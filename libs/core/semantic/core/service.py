@@ -2,6 +2,11 @@
 
 A transport converts its wire format and calls these; the store behind the ports
 (:mod:`semantic.core.ports`) runs the queries; ranking glue (fusion) is pure.
+
+Degraded reads: when the primary path of Search or Nearest raises ``DependencyUnavailable``
+for PostgreSQL and a local index is wired (:mod:`semantic.core.degraded`), the read is
+answered from that index: dense only (a keyword or hybrid query is embedded and searched
+densely, ``mode`` DENSE), content-type, tag and id filters only, ``degraded`` True.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 
-from semantic.common.errors import InvalidArgument, NotFound
+from semantic.common.errors import DependencyUnavailable, InvalidArgument, NotFound
 from semantic.core import fusion
+from semantic.core.degraded import DegradedReads, LocalIndex, check_supported
 from semantic.core.domain import (
     Filter,
     Hit,
@@ -24,6 +30,7 @@ from semantic.core.domain import (
     VectorTarget,
 )
 from semantic.core.filters import validate_filter
+from semantic.core.local_sync import DEGRADED_READS
 from semantic.core.nodes import DeleteOutcome, VectorRow, WriteResult
 from semantic.core.ports import Embedder, NodeStore, Retrieval, SearchStatistics
 from semantic.core.spaces import ActiveSpaces, Space
@@ -43,6 +50,8 @@ class SearchResult:
     mode: Mode
     query_tokens: int = 0
     query_truncated: bool = False
+    degraded: bool = False
+    """Answered from the local index while PostgreSQL was unreachable."""
 
 
 @dataclass
@@ -71,8 +80,12 @@ class SearchService:
         embedder: Embedder,
         retrieval: Retrieval,
         statistics: SearchStatistics,
+        *,
+        fallback: DegradedReads | None = None,
     ) -> None:
+        """``fallback``: where reads go while PostgreSQL is unreachable (none: they fail)."""
         self._spaces = spaces
+        self._fallback = fallback
         self._nodes: NodeStore = writer.nodes
         self._writer = writer
         self._embedder = embedder
@@ -126,8 +139,16 @@ class SearchService:
         return nodes, vectors
 
     async def search(self, query: SearchQuery, space_id: int | None = None) -> SearchResult:
-        """Dense, keyword or hybrid search with filters, min_score and pagination."""
+        """Dense, keyword or hybrid search with filters, min_score and pagination (from the
+        local index while PostgreSQL is unreachable: module doc)."""
         validate_filter(query.filter)
+        try:
+            return await self._search(query, space_id)
+        except DependencyUnavailable as exc:
+            index = self._degraded_index(exc, space_id)
+        return await self._degraded_search(index, query)
+
+    async def _search(self, query: SearchQuery, space_id: int | None) -> SearchResult:
         space = await self.space(space_id)
         wanted = query.offset + query.top_k
         result = SearchResult([], space, query.mode)
@@ -186,8 +207,45 @@ class SearchService:
         min_score: float | None,
         space_id: int | None = None,
     ) -> tuple[str, SearchResult]:
-        """The nodes closest to a node (by its first chunk's vector), excluding itself."""
+        """The nodes closest to a node (by the mean of its chunks' vectors), excluding
+        itself (from the local index while PostgreSQL is unreachable: module doc)."""
         validate_filter(flt)
+        try:
+            return await self._nearest(
+                tenant,
+                node_id=node_id,
+                slug=slug,
+                vector_name=vector_name,
+                top_k=top_k,
+                flt=flt,
+                min_score=min_score,
+                space_id=space_id,
+            )
+        except DependencyUnavailable as exc:
+            index = self._degraded_index(exc, space_id)
+        return self._degraded_nearest(
+            index,
+            tenant,
+            node_id=node_id,
+            slug=slug,
+            vector_name=vector_name,
+            top_k=top_k,
+            flt=flt,
+            min_score=min_score,
+        )
+
+    async def _nearest(
+        self,
+        tenant: str,
+        *,
+        node_id: str | None,
+        slug: str | None,
+        vector_name: str,
+        top_k: int,
+        flt: Filter,
+        min_score: float | None,
+        space_id: int | None,
+    ) -> tuple[str, SearchResult]:
         space = await self.space(space_id)
         nodes = await self._nodes.get(
             tenant, ids=[node_id] if node_id else [], slugs=[slug] if slug else []
@@ -219,6 +277,71 @@ class SearchService:
         result = SearchResult(fusion.above(hits, min_score)[:top_k], space, Mode.DENSE)
         await self._attach(tenant, result.hits)
         return source.id, result
+
+    # --- degraded reads ---------------------------------------------------------------------
+
+    def _degraded_index(self, cause: DependencyUnavailable, space_id: int | None) -> LocalIndex:
+        """The local index that answers instead, or ``cause`` again when there is none
+        (another dependency, no fallback wired, another space asked for)."""
+        if self._fallback is None or cause.dependency != "postgresql":
+            raise cause
+        index = self._fallback.reader(cause)
+        if index.space is None or (space_id is not None and space_id != index.space.id):
+            raise cause
+        return index
+
+    async def _degraded_search(self, index: LocalIndex, query: SearchQuery) -> SearchResult:
+        check_supported(query.filter)
+        space = index.space
+        assert space is not None
+        result = SearchResult([], space, Mode.DENSE, degraded=True)
+        vector = query.vector
+        if vector is not None and vector.size != space.dim:
+            raise InvalidArgument(
+                "vector", f"has {vector.size} dimensions, space {space.id} holds {space.dim}"
+            )
+        if vector is None:
+            if not query.text:
+                raise InvalidArgument("text", "give query text or a query vector")
+            embedded = await self._embedder.embed(
+                [query.text], input_type="query", model_id=space.model_id
+            )
+            vector = embedded.vectors[0]
+            result.query_tokens, result.query_truncated = embedded.tokens[0], embedded.truncated[0]
+        wanted = query.offset + query.top_k
+        targets = query.targets if query.mode is Mode.DENSE else (VectorTarget(),)
+        hits = fusion.from_dense(index.search(query.tenant, vector, targets, query.filter, wanted))
+        result.hits = fusion.page(fusion.above(hits, query.min_score), query.offset, query.top_k)
+        DEGRADED_READS.labels("Search").inc()
+        return result
+
+    def _degraded_nearest(
+        self,
+        index: LocalIndex,
+        tenant: str,
+        *,
+        node_id: str | None,
+        slug: str | None,
+        vector_name: str,
+        top_k: int,
+        flt: Filter,
+        min_score: float | None,
+    ) -> tuple[str, SearchResult]:
+        check_supported(flt)
+        space = index.space
+        assert space is not None
+        source = index.node(tenant, node_id=node_id, slug=slug)
+        if source is None:
+            raise NotFound("node", f"slug={slug}" if slug else f"id={node_id}")
+        rows = index.vectors(source.key, vector_name)
+        if not rows:
+            raise NotFound("vector", f"{vector_name!r} of node {source.id!r} in space {space.id}")
+        centre = np.mean(np.stack([np.asarray(r, dtype=np.float32) for r in rows]), axis=0)
+        flt = Filter(**{**flt.__dict__, "exclude_ids": (*flt.exclude_ids, source.id)})
+        found = index.search(tenant, centre, (VectorTarget(vector_name),), flt, top_k)
+        hits = fusion.above(fusion.from_dense(found), min_score)[:top_k]
+        DEGRADED_READS.labels("Nearest").inc()
+        return source.id, SearchResult(hits, space, Mode.DENSE, degraded=True)
 
     async def _attach(self, tenant: str, hits: list[Hit]) -> None:
         """Read the nodes of the hits that do not carry theirs yet (one query, or none)."""

@@ -21,6 +21,7 @@ from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.core.consistency import ConsistencyChecker
 from semantic.core.explore import Explorer
+from semantic.core.local_sync import LocalIndexFollower
 from semantic.core.maintenance import Maintenance
 from semantic.core.spaces import ActiveSpaces, Space
 from semantic.search.pipeline import PipelineAdmin
@@ -51,6 +52,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         self._pipeline = pipeline
         self._views: tuple[ConsistencyChecker, Explorer] | None = None
         self._builds: dict[int, asyncio.Task[Any]] = {}
+        self._local: LocalIndexFollower | None = None
 
     def attach(
         self,
@@ -60,9 +62,12 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         *,
         consistency: ConsistencyChecker,
         explorer: Explorer,
+        local_index: LocalIndexFollower | None = None,
     ) -> None:
         """Start answering (calls before this get UNAVAILABLE; the dead-letter RPCs answer
-        from the start, as NATS allows)."""
+        from the start, as NATS allows). ``local_index``: the degraded-mode index, reported
+        by HealthReport."""
+        self._local = local_index
         self._deps = (embedder, maintenance)
         self._recommend = recommendations
         self._views = (consistency, explorer)
@@ -135,6 +140,8 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         await self._pipeline.report(response)
         worst = max((c.status for c in response.components), default=OK)
         response.status = worst
+        if self._local is not None:
+            _report_local_index(response, self._local)
         response.checked_at.FromDatetime(datetime.now(UTC))
         return response
 
@@ -293,3 +300,23 @@ async def _probe(name: str, check: Callable[[], Awaitable[str]]) -> pb.Component
     return pb.ComponentHealth(
         name=name, status=status, detail=detail, latency_ms=(time.perf_counter() - started) * 1000
     )
+
+
+_DATABASE_COMPONENTS = ("postgresql", "active_space")
+
+
+def _report_local_index(response: pb.HealthReportResponse, local: LocalIndexFollower) -> None:
+    """The ``local_index`` component; while PostgreSQL is down and the index serves, the
+    report is ``degraded`` and its status DEGRADED rather than DOWN (reads still work)."""
+    response.components.append(
+        pb.ComponentHealth(
+            name="local_index", status=OK if local.ready else DEGRADED, detail=local.describe()
+        )
+    )
+    database_down = any(
+        c.name in _DATABASE_COMPONENTS and c.status == DOWN for c in response.components
+    )
+    response.degraded = database_down and local.ready
+    if response.degraded:
+        others = [c.status for c in response.components if c.name not in _DATABASE_COMPONENTS]
+        response.status = max([*others, DEGRADED])

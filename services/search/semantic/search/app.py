@@ -7,7 +7,9 @@ health report; NATS down or unset never holds start-up or serving up.
 
 The database guardian (``semantic.store.postgres.guardian``) reports NOT_SERVING while the
 database is lost, emptied or replaced, re-creates the schema and the space as start-up does,
-and reports SERVING again."""
+and reports SERVING again. With the local vector index on (SEMANTIC_SEARCH_LOCAL_INDEX) and
+ready, the service stays SERVING through the outage: dense reads answer from the index
+(degraded), writes get UNAVAILABLE."""
 
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
 from semantic.common.server import ServerKit, run_service
 from semantic.core.consistency import ConsistencyChecker
+from semantic.core.degraded import ChangeFeed
 from semantic.core.domain import HybridParams
 from semantic.core.explore import Explorer
+from semantic.core.local_sync import LocalIndexFollower
 from semantic.core.maintenance import Maintenance
 from semantic.core.recommend.recommender import Recommender
 from semantic.core.recommend.tracker import Tracker
@@ -40,12 +44,14 @@ from semantic.search.pipeline import PipelineAdmin
 from semantic.search.recommend.service import Recommendations
 from semantic.search.servicer import SearchServicer
 from semantic.search.settings import SearchSettings
+from semantic.store.local.index import UsearchIndex
 from semantic.store.nats.connection import BackgroundConnection
 from semantic.store.nats.pipeline import JetStreamPipeline, StreamNames
+from semantic.store.postgres.changes import PostgresChanges
 from semantic.store.postgres.consistency import PostgresConsistency
 from semantic.store.postgres.db import create_pool, session_settings
 from semantic.store.postgres.explore import PostgresExplore
-from semantic.store.postgres.guardian import DatabaseGuardian
+from semantic.store.postgres.guardian import DatabaseGuardian, Report
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes
 from semantic.store.postgres.recommend_reads import RecommendReads
@@ -112,12 +118,17 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         active = ActiveSpaces(registry, ttl_s=settings.search_active_space_ttl_s)
         nodes = PostgresNodes(pool, text_config=settings.search_text_config)
         writer = writer_from_settings(settings, nodes, embedder, model.max_tokens)
+        local = local_index(settings, PostgresChanges(pool))
+        if local is not None:
+            local.start()
+            closers.append(local)  # closed before the pool
         service = SearchService(
             active,
             writer,
             embedder,
             PostgresRetrieval(pool, RetrievalConfig.from_settings(settings, settings)),
             PostgresStatistics(pool),
+            fallback=local,
         )
         reads = RecommendReads(
             pool,
@@ -142,9 +153,10 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             recommendations,
             consistency=ConsistencyChecker(PostgresConsistency(pool), active),
             explorer=Explorer(PostgresExplore(pool), active),
+            local_index=local,
         )
         guardian = DatabaseGuardian.from_settings(
-            pool, settings, model, health_reporter(kit), "search"
+            pool, settings, model, serving_report(kit, local), "search"
         )
         guardian.on_recovered(active.invalidate)
         guardian.start(space)
@@ -168,6 +180,28 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         stop=stop,
         companions=companions,
     )
+
+
+def local_index(settings: SearchSettings, feed: ChangeFeed) -> LocalIndexFollower | None:
+    """The follower of the degraded-mode index (None when SEMANTIC_SEARCH_LOCAL_INDEX=false)."""
+    if not settings.search_local_index:
+        return None
+    return LocalIndexFollower(
+        feed,
+        UsearchIndex(settings.local_index_dir()),
+        sync_s=settings.search_local_index_sync_s,
+    )
+
+
+def serving_report(kit: ServerKit, local: LocalIndexFollower | None) -> Report:
+    """The guardian's health report: NOT_SERVING while the database is away, unless the
+    local index can answer reads then (degraded mode: SERVING, writes UNAVAILABLE)."""
+    report = health_reporter(kit)
+
+    async def publish(available: bool) -> None:
+        await report(available or (local is not None and local.ready))
+
+    return publish
 
 
 def http_server(

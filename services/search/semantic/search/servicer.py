@@ -170,6 +170,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             mode=_MODE_OUT[result.mode],
             query_tokens=result.query_tokens,
             query_truncated=result.query_truncated,
+            degraded=result.degraded,
         )
 
     async def Nearest(self, request: pb.NearestRequest, context: Any) -> pb.NearestResponse:
@@ -199,6 +200,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             hits=_hits(result, request.include_body),
             source_id=source_id,
             space_id=str(result.space.id),
+            degraded=result.degraded,
         )
 
     async def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:

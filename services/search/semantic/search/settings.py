@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+from pathlib import Path
+
 from pydantic import Field
 
 from semantic.common.auth import AuthSettings
@@ -66,6 +70,27 @@ class SearchSettings(
         description="Timeout of each NATS JetStream request of the Admin RPCs (health report,"
         " dead letters).",
     )
+
+    search_local_index: bool = Field(
+        True,
+        description="Keep a local vector index of the active space that answers dense Search"
+        " and Nearest while PostgreSQL is unreachable (degraded mode).",
+    )
+    search_local_index_dir: str = Field(
+        "",
+        description="Folder of the local vector index (empty: a folder under the system temp"
+        " dir named after the database and the gRPC port; in Kubernetes an emptyDir).",
+    )
+    search_local_index_sync_s: float = Field(
+        2.0, gt=0, description="Seconds between two syncs of the local index with PostgreSQL."
+    )
+
+    def local_index_dir(self) -> Path:
+        """``search_local_index_dir``, or its default (see the field)."""
+        if self.search_local_index_dir:
+            return Path(self.search_local_index_dir)
+        tag = hashlib.sha256(f"{self.dsn()}|{self.grpc_port}".encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / "semantic-local-index" / tag
 
     def cors_origins(self) -> list[str]:
         """``http_cors_origins`` as a list."""

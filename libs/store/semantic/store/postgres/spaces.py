@@ -55,6 +55,9 @@ CREATE TABLE IF NOT EXISTS {table} (
 CREATE INDEX IF NOT EXISTS vectors_{int(space_id)}_hnsw ON {table}
     USING hnsw (embedding vector_cosine_ops)
     WITH (m = {int(m)}, ef_construction = {int(ef_construction)});
+CREATE OR REPLACE TRIGGER vectors_{int(space_id)}_changes
+    AFTER INSERT OR UPDATE OR DELETE ON {table}
+    FOR EACH ROW EXECUTE FUNCTION semantic.log_vector_change({int(space_id)});
 """
 
 

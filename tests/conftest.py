@@ -7,11 +7,11 @@ tests/unit/ are marked `unit` and those under tests/integration/ `integration`.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from db_kit import fresh_database
 
 from semantic.tools.devstack import EmbeddedNats, EmbeddedPostgres, free_port
 from semantic.tools.devstack.service import ServiceProcess
@@ -62,12 +62,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 @pytest.fixture
 def database_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """The DSN of a fresh, empty database on the session server, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex}"
-    pg_server.create_database(name)
-    try:
-        yield pg_server.url(name)
-    finally:
-        pg_server.drop_database(name)
+    yield from fresh_database(pg_server)
 
 
 # --- services as processes ---------------------------------------------------------

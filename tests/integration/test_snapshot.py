@@ -22,6 +22,7 @@ import asyncpg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from db_kit import fresh_database
 from indexer_kit import running_search, search_env
 
 from semantic.store.postgres.checksums import table_checksums
@@ -107,12 +108,7 @@ def _leftovers(folder: Path) -> list[Path]:
 @pytest.fixture
 def second_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """A second empty database on the session server."""
-    name = f"t_{uuid.uuid4().hex}"
-    pg_server.create_database(name)
-    try:
-        yield pg_server.url(name)
-    finally:
-        pg_server.drop_database(name)
+    yield from fresh_database(pg_server)
 
 
 @pytest.fixture

@@ -72,6 +72,13 @@ WORDS = (
 EF_SWEEP = (40, 64, 100, 150, 200, 300)
 GOALS = {"recall_at_10": 0.98, "vector_p50_ms": 3.0, "vector_p99_ms": 10.0, "text_p50_ms": 10.0}
 SHARED_BUFFERS = "1GB"
+BULK_LOAD_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "shared_buffers": SHARED_BUFFERS,
+}
+"""A throw-away server tuned for bulk loads (no durability, buffers that hold the data)."""
 EMBEDDER_THREADS = max(1, len(os.sched_getaffinity(0)))
 """onnxruntime threads of the embedder: its default (every core)."""
 
@@ -448,12 +455,7 @@ def tuned_stack(model_dir: Path, *, threads: int) -> Iterator[LocalStack]:
         postgres = EmbeddedPostgres(
             Path(folder) / "postgres",
             free_port(),
-            settings={
-                "fsync": "off",
-                "synchronous_commit": "off",
-                "full_page_writes": "off",
-                "shared_buffers": SHARED_BUFFERS,
-            },
+            settings=BULK_LOAD_SETTINGS,
         )
         postgres.start()
         try:

@@ -49,7 +49,7 @@ import psutil
 from semantic.store.postgres import spaces
 from semantic.store.postgres.db import init_connection
 from semantic.store.postgres.schema import bootstrap_schema
-from semantic.tools.bench.search import SHARED_BUFFERS, EmbeddingLike, load_corpus
+from semantic.tools.bench.search import BULK_LOAD_SETTINGS, EmbeddingLike, load_corpus
 from semantic.tools.devstack import EmbeddedPostgres, free_port
 from semantic.tools.devstack.postgres import postgres_bin_dir
 
@@ -175,13 +175,7 @@ def tuned_postgres(folder: Path) -> Iterator[EmbeddedPostgres]:
     postgres = EmbeddedPostgres(
         folder / "postgres",
         free_port(),
-        settings={
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-            "shared_buffers": SHARED_BUFFERS,
-            "maintenance_work_mem": MAINTENANCE_WORK_MEM,
-        },
+        settings={**BULK_LOAD_SETTINGS, "maintenance_work_mem": MAINTENANCE_WORK_MEM},
     )
     postgres.start()
     try:
@@ -320,7 +314,7 @@ def run_snapshot_bench(
         "setup": {
             "load": "COPY, then HNSW built by the product DDL (m=16, ef_construction=64)",
             **load,
-            "shared_buffers": SHARED_BUFFERS,
+            "shared_buffers": BULK_LOAD_SETTINGS["shared_buffers"],
             "maintenance_work_mem": MAINTENANCE_WORK_MEM,
             "batch_size": config.batch_size,
             "export": "semantic export --out DIR --json (child process)",

@@ -3583,3 +3583,202 @@ class ExploreResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExploreResponse: _TypeAlias = ExploreResponse  # noqa: Y015
+
+@_typing.final
+class SnapshotRequest(_message.Message):
+    """---------------------------------------------------------------------------------------
+    Backups (Admin)
+
+    Asks for a snapshot at the configured location.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TENANTS_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPES_FIELD_NUMBER: _builtins.int
+    SPACE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Name of the snapshot (stored as NAME.tar): [a-z0-9][a-z0-9._-]{0,99}, not starting
+    with "scheduled-" (the schedule's prefix). Empty: "snapshot-<UTC time>-<6 hex>".
+    """
+    space: _builtins.str
+    """Vectors of which spaces: "active" (or empty), "all", or a space id."""
+    @_builtins.property
+    def tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these tenants ("" is the default tenant). Empty: every tenant (a token with a
+        tenant claim: its tenant).
+        """
+
+    @_builtins.property
+    def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only nodes of these content types. Empty: every type."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        tenants: _abc.Iterable[_builtins.str] | None = ...,
+        content_types: _abc.Iterable[_builtins.str] | None = ...,
+        space: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_types", b"content_types", "name", b"name", "space", b"space", "tenants", b"tenants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotRequest: _TypeAlias = SnapshotRequest  # noqa: Y015
+
+@_typing.final
+class StoredSnapshot(_message.Message):
+    """A snapshot stored at the location."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name (the file is NAME.tar)."""
+    url: _builtins.str
+    """Where it is: the location's URL or folder followed by NAME.tar."""
+    bytes: _builtins.int
+    """Size of the .tar in bytes."""
+    scheduled: _builtins.bool
+    """True for the schedule's snapshots, which the retention removes in time."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was taken (the schedule's from its name, others from the storage)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        url: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        scheduled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "created_at", b"created_at", "name", b"name", "scheduled", b"scheduled", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredSnapshot: _TypeAlias = StoredSnapshot  # noqa: Y015
+
+@_typing.final
+class SnapshotFile(_message.Message):
+    """Rows of one file of a snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    file: _builtins.str
+    """File name inside the snapshot, e.g. "nodes.parquet", "vectors_1.parquet"."""
+    rows: _builtins.int
+    """Rows it holds."""
+    def __init__(
+        self,
+        *,
+        file: _builtins.str = ...,
+        rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file", b"file", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotFile: _TypeAlias = SnapshotFile  # noqa: Y015
+
+@_typing.final
+class SnapshotResponse(_message.Message):
+    """The snapshot written."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    VECTORS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    SCHEMA_VERSION_FIELD_NUMBER: _builtins.int
+    vectors: _builtins.int
+    """Vector rows of every space it holds."""
+    seconds: _builtins.float
+    """Seconds from start to stored."""
+    schema_version: _builtins.str
+    """The database's schema version recorded in the manifest, e.g. "004_change_log"."""
+    @_builtins.property
+    def snapshot(self) -> Global___StoredSnapshot:
+        """Where it was stored."""
+
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___SnapshotFile]:
+        """Rows per file."""
+
+    def __init__(
+        self,
+        *,
+        snapshot: Global___StoredSnapshot | None = ...,
+        files: _abc.Iterable[Global___SnapshotFile] | None = ...,
+        vectors: _builtins.int = ...,
+        seconds: _builtins.float = ...,
+        schema_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "schema_version", b"schema_version", "seconds", b"seconds", "snapshot", b"snapshot", "vectors", b"vectors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotResponse: _TypeAlias = SnapshotResponse  # noqa: Y015
+
+@_typing.final
+class ListSnapshotsRequest(_message.Message):
+    """Asks for the snapshots at the configured location."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSnapshotsRequest: _TypeAlias = ListSnapshotsRequest  # noqa: Y015
+
+@_typing.final
+class ListSnapshotsResponse(_message.Message):
+    """The snapshots at the configured location."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_FIELD_NUMBER: _builtins.int
+    SNAPSHOTS_FIELD_NUMBER: _builtins.int
+    location: _builtins.str
+    """The configured location."""
+    @_builtins.property
+    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredSnapshot]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        location: _builtins.str = ...,
+        snapshots: _abc.Iterable[Global___StoredSnapshot] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "snapshots", b"snapshots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSnapshotsResponse: _TypeAlias = ListSnapshotsResponse  # noqa: Y015

@@ -493,6 +493,16 @@ class AdminStub:
                 request_serializer=semantic_dot_v1_dot_search__pb2.ExploreRequest.SerializeToString,
                 response_deserializer=semantic_dot_v1_dot_search__pb2.ExploreResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/semantic.v1.Admin/Snapshot',
+                request_serializer=semantic_dot_v1_dot_search__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/semantic.v1.Admin/ListSnapshots',
+                request_serializer=semantic_dot_v1_dot_search__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -607,6 +617,26 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Writes a portable snapshot (the format of `semantic export`, packed as NAME.tar) to
+        the configured location (SEMANTIC_SNAPSHOT_LOCATION: a folder or an fsspec URL) from
+        one consistent point in time, and returns when it is stored. FAILED_PRECONDITION
+        when no location is configured; ALREADY_EXISTS when the name is taken. A token with
+        a tenant claim snapshots its tenant only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """Lists the snapshots stored at the configured location, newest first.
+        FAILED_PRECONDITION when no location is configured. Lists every tenant's snapshots:
+        PERMISSION_DENIED for a token with a tenant claim.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -669,6 +699,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Explore,
                     request_deserializer=semantic_dot_v1_dot_search__pb2.ExploreRequest.FromString,
                     response_serializer=semantic_dot_v1_dot_search__pb2.ExploreResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.SnapshotRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.SnapshotResponse.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.ListSnapshotsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -996,6 +1036,60 @@ class Admin:
             '/semantic.v1.Admin/Explore',
             semantic_dot_v1_dot_search__pb2.ExploreRequest.SerializeToString,
             semantic_dot_v1_dot_search__pb2.ExploreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Admin/Snapshot',
+            semantic_dot_v1_dot_search__pb2.SnapshotRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.SnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Admin/ListSnapshots',
+            semantic_dot_v1_dot_search__pb2.ListSnapshotsRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.ListSnapshotsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -286,6 +286,18 @@ class AdminStub:
     """A 2-D map of a deterministic sample of one tenant's vectors in a space (principal
     component analysis of the sample). A token with a tenant claim sees only its tenant.
     """
+    Snapshot: _grpc.UnaryUnaryMultiCallable[_search_pb2.SnapshotRequest, _search_pb2.SnapshotResponse]
+    """Writes a portable snapshot (the format of `semantic export`, packed as NAME.tar) to
+    the configured location (SEMANTIC_SNAPSHOT_LOCATION: a folder or an fsspec URL) from
+    one consistent point in time, and returns when it is stored. FAILED_PRECONDITION
+    when no location is configured; ALREADY_EXISTS when the name is taken. A token with
+    a tenant claim snapshots its tenant only.
+    """
+    ListSnapshots: _grpc.UnaryUnaryMultiCallable[_search_pb2.ListSnapshotsRequest, _search_pb2.ListSnapshotsResponse]
+    """Lists the snapshots stored at the configured location, newest first.
+    FAILED_PRECONDITION when no location is configured. Lists every tenant's snapshots:
+    PERMISSION_DENIED for a token with a tenant claim.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -350,6 +362,18 @@ class AdminAsyncStub(AdminStub):
     Explore: _aio.UnaryUnaryMultiCallable[_search_pb2.ExploreRequest, _search_pb2.ExploreResponse]  # type: ignore[assignment]
     """A 2-D map of a deterministic sample of one tenant's vectors in a space (principal
     component analysis of the sample). A token with a tenant claim sees only its tenant.
+    """
+    Snapshot: _aio.UnaryUnaryMultiCallable[_search_pb2.SnapshotRequest, _search_pb2.SnapshotResponse]  # type: ignore[assignment]
+    """Writes a portable snapshot (the format of `semantic export`, packed as NAME.tar) to
+    the configured location (SEMANTIC_SNAPSHOT_LOCATION: a folder or an fsspec URL) from
+    one consistent point in time, and returns when it is stored. FAILED_PRECONDITION
+    when no location is configured; ALREADY_EXISTS when the name is taken. A token with
+    a tenant claim snapshots its tenant only.
+    """
+    ListSnapshots: _aio.UnaryUnaryMultiCallable[_search_pb2.ListSnapshotsRequest, _search_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
+    """Lists the snapshots stored at the configured location, newest first.
+    FAILED_PRECONDITION when no location is configured. Lists every tenant's snapshots:
+    PERMISSION_DENIED for a token with a tenant claim.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -484,6 +508,30 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_search_pb2.ExploreResponse, _abc.Awaitable[_search_pb2.ExploreResponse]]:
         """A 2-D map of a deterministic sample of one tenant's vectors in a space (principal
         component analysis of the sample). A token with a tenant claim sees only its tenant.
+        """
+
+    @_abc_1.abstractmethod
+    def Snapshot(
+        self,
+        request: _search_pb2.SnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.SnapshotResponse, _abc.Awaitable[_search_pb2.SnapshotResponse]]:
+        """Writes a portable snapshot (the format of `semantic export`, packed as NAME.tar) to
+        the configured location (SEMANTIC_SNAPSHOT_LOCATION: a folder or an fsspec URL) from
+        one consistent point in time, and returns when it is stored. FAILED_PRECONDITION
+        when no location is configured; ALREADY_EXISTS when the name is taken. A token with
+        a tenant claim snapshots its tenant only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSnapshots(
+        self,
+        request: _search_pb2.ListSnapshotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.ListSnapshotsResponse, _abc.Awaitable[_search_pb2.ListSnapshotsResponse]]:
+        """Lists the snapshots stored at the configured location, newest first.
+        FAILED_PRECONDITION when no location is configured. Lists every tenant's snapshots:
+        PERMISSION_DENIED for a token with a tenant claim.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,6 +8,7 @@ read the same way; each default is defined here once and read by whoever needs i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -88,3 +89,38 @@ class InputLimitSettings(BaseServiceSettings):
     search_max_metadata_bytes: int = Field(
         65_536, ge=2, description="Size of a node's metadata (protobuf Struct), in bytes."
     )
+
+
+class SnapshotSettings(BaseServiceSettings):
+    """Where backups go and how often the schedule takes one (the Admin ``Snapshot`` RPC,
+    the search service's schedule and ``python -m semantic.search.backup``)."""
+
+    snapshot_location: str = Field(
+        "",
+        description="Folder or fsspec URL the snapshots are written to (e.g. /backups, "
+        "s3://bucket/semantic with s3fs installed); empty: no snapshots.",
+    )
+    snapshot_storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='fsspec options of the location as a JSON object (e.g. {"endpoint_url": '
+        '"https://minio:9000"}); credentials come from the storage\'s own environment '
+        "variables (AWS_ACCESS_KEY_ID, ...), not from here.",
+    )
+    snapshot_interval_s: float = Field(
+        0,
+        ge=0,
+        description="Seconds between scheduled snapshots of the whole installation "
+        "(0: no schedule).",
+    )
+    snapshot_retention: int = Field(
+        7, ge=1, description="Scheduled snapshots kept (older ones are removed)."
+    )
+    snapshot_staging_dir: str = Field(
+        "",
+        description="Local folder where a snapshot's files are written before they are packed "
+        "to the location (empty: the system temp dir); needs room for one snapshot.",
+    )
+
+    def staging_dir(self) -> Path | None:
+        """``snapshot_staging_dir`` as a path (None: the system temp dir)."""
+        return Path(self.snapshot_staging_dir) if self.snapshot_staging_dir else None

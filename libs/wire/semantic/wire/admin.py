@@ -1,9 +1,13 @@
-"""Admin CheckConsistency and Explore messages <-> core values: requests validated (a bad
+"""Admin CheckConsistency, Explore and Snapshot messages <-> core values: requests validated (a bad
 value is InvalidArgument naming its field), reports and maps out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from semantic.common import validation
+from semantic.common.errors import InvalidArgument
+from semantic.core.backup import SnapshotResult, SnapshotScope, StoredSnapshot, checked_name
 from semantic.core.consistency import (
     MAX_SAMPLE_LIMIT,
     ConsistencyReport,
@@ -111,4 +115,59 @@ def explore_to_proto(result: ExploreResult) -> pb.ExploreResponse:
         explained_variance=list(result.explained_variance),
         total_vectors=result.total_vectors,
         space_id=str(result.space.id),
+    )
+
+
+MAX_SNAPSHOT_FILTERS = 100
+"""Tenants, and content types, a Snapshot may name."""
+
+
+def snapshot_request(
+    request: pb.SnapshotRequest, tenants: Sequence[str] | None
+) -> tuple[str | None, SnapshotScope]:
+    """(the chosen name or None for a fresh one, the scope). ``tenants``: the tenants the
+    caller may snapshot after its token's claim (None: every tenant)."""
+    name = checked_name(request.name) if request.name else None
+    for field, values in (("tenants", request.tenants), ("content_types", request.content_types)):
+        if len(values) > MAX_SNAPSHOT_FILTERS:
+            raise InvalidArgument(field, f"at most {MAX_SNAPSHOT_FILTERS} entries")
+    for index, content_type in enumerate(request.content_types):
+        validation.name(content_type, f"content_types[{index}]")
+    space = request.space or "active"
+    if space in ("active", "all"):
+        spaces: int | str = space
+    else:
+        chosen = validation.space_id(space, "space")
+        if chosen is None:  # pragma: no cover - "" was mapped to "active" above
+            raise InvalidArgument("space", "must be 'active', 'all' or a space id")
+        spaces = chosen
+    scope = SnapshotScope(
+        tenants=sorted(set(tenants)) if tenants is not None else None,
+        content_types=sorted(set(request.content_types)) or None,
+        spaces=spaces,  # type: ignore[arg-type]
+    )
+    return name, scope
+
+
+def stored_to_proto(stored: StoredSnapshot) -> pb.StoredSnapshot:
+    """A stored snapshot as protobuf."""
+    message = pb.StoredSnapshot(
+        name=stored.name, url=stored.url, bytes=stored.bytes, scheduled=stored.scheduled
+    )
+    if stored.created_at is not None:
+        message.created_at.FromDatetime(stored.created_at)
+    return message
+
+
+def snapshot_to_proto(result: SnapshotResult) -> pb.SnapshotResponse:
+    """A snapshot written as a SnapshotResponse."""
+    return pb.SnapshotResponse(
+        snapshot=stored_to_proto(result.stored),
+        files=[
+            pb.SnapshotFile(file=name, rows=entry.rows)
+            for name, entry in sorted(result.manifest.files.items())
+        ],
+        vectors=result.vectors,
+        seconds=result.seconds,
+        schema_version=result.manifest.schema_version,
     )

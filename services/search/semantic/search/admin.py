@@ -16,9 +16,10 @@ from typing import Any
 import structlog
 
 from semantic.common import validation
-from semantic.common.auth import enforce_tenant
+from semantic.common.auth import current_principal, enforce_tenant, require_every_tenant
 from semantic.common.embedder_client import EmbedderClient
-from semantic.common.errors import DependencyUnavailable, InvalidArgument
+from semantic.common.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
+from semantic.core.backup import Backups
 from semantic.core.consistency import ConsistencyChecker
 from semantic.core.explore import Explorer
 from semantic.core.local_sync import LocalIndexFollower
@@ -53,6 +54,7 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         self._views: tuple[ConsistencyChecker, Explorer] | None = None
         self._builds: dict[int, asyncio.Task[Any]] = {}
         self._local: LocalIndexFollower | None = None
+        self._backups: Callable[[], Backups] | None = None
 
     def attach(
         self,
@@ -63,11 +65,14 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         consistency: ConsistencyChecker,
         explorer: Explorer,
         local_index: LocalIndexFollower | None = None,
+        backups: Callable[[], Backups] | None = None,
     ) -> None:
         """Start answering (calls before this get UNAVAILABLE; the dead-letter RPCs answer
         from the start, as NATS allows). ``local_index``: the degraded-mode index, reported
-        by HealthReport."""
+        by HealthReport. ``backups``: gives the snapshot service of the configured location
+        (raising FailedPrecondition when none is usable); None: no location configured."""
         self._local = local_index
+        self._backups = backups
         self._deps = (embedder, maintenance)
         self._recommend = recommendations
         self._views = (consistency, explorer)
@@ -201,6 +206,37 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
         space_id, query = wire.explore_request(request, tenant)
         return wire.explore_to_proto(await self._checks[1].explore(space_id, query))
+
+    def _snapshots(self) -> Backups:
+        if self._deps is None:
+            raise DependencyUnavailable("search", "still starting up")
+        if self._backups is None:
+            raise FailedPrecondition(
+                "no snapshot location: set SEMANTIC_SNAPSHOT_LOCATION (a folder or an fsspec URL)"
+            )
+        return self._backups()
+
+    async def Snapshot(self, request: pb.SnapshotRequest, context: Any) -> pb.SnapshotResponse:
+        claim = current_principal().tenant
+        if claim is None:
+            allowed = [validation.tenant(t, f"tenants[{i}]") for i, t in enumerate(request.tenants)]
+            tenants: list[str] | None = allowed or None
+        else:  # a token with a tenant claim snapshots its own tenant, and only that
+            tenants = [enforce_tenant(validation.tenant(t, "tenants")) for t in request.tenants]
+            tenants = tenants or [claim]
+        name, scope = wire.snapshot_request(request, tenants)
+        backups = self._snapshots()
+        return wire.snapshot_to_proto(await backups.snapshot(scope, name))
+
+    async def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, context: Any
+    ) -> pb.ListSnapshotsResponse:
+        require_every_tenant()  # the names and sizes of every tenant's snapshots
+        backups = self._snapshots()
+        return pb.ListSnapshotsResponse(
+            location=backups.location,
+            snapshots=[wire.stored_to_proto(s) for s in await backups.stored()],
+        )
 
     async def Reindex(self, request: pb.ReindexRequest, context: Any) -> pb.ReindexResponse:
         which = request.WhichOneof("model")

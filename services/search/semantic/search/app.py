@@ -36,6 +36,7 @@ from semantic.core.service import SearchService
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
 from semantic.search.admin import AdminServicer
+from semantic.search.backup import backups_factory, schedule
 from semantic.search.http.app import HttpServer, create_app
 from semantic.search.http.console.routes import console_router, static_files
 from semantic.search.http.gateway import Gateway
@@ -57,6 +58,7 @@ from semantic.store.postgres.nodes import PostgresNodes
 from semantic.store.postgres.recommend_reads import RecommendReads
 from semantic.store.postgres.retrieval import PostgresRetrieval, RetrievalConfig
 from semantic.store.postgres.schema import bootstrap_schema
+from semantic.store.postgres.snapshot import PostgresScheduleLock
 from semantic.store.postgres.spaces import PostgresSpaces
 from semantic.store.postgres.statistics import PostgresStatistics
 from semantic.store.postgres.tracking_rows import TrackStore
@@ -147,6 +149,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         maintenance = Maintenance(
             PostgresMaintenance(pool), active, writer, batch_size=settings.indexer_heal_batch_size
         )
+        backups = backups_factory(settings, settings.dsn(), PostgresScheduleLock(pool))
         admin.attach(
             embedder,
             maintenance,
@@ -154,7 +157,11 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             consistency=ConsistencyChecker(PostgresConsistency(pool), active),
             explorer=Explorer(PostgresExplore(pool), active),
             local_index=local,
+            backups=backups,
         )
+        scheduler = schedule(settings, backups)
+        if scheduler is not None:
+            closers.append(scheduler)  # closed before the pool
         guardian = DatabaseGuardian.from_settings(
             pool, settings, model, serving_report(kit, local), "search"
         )

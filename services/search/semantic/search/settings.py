@@ -15,6 +15,7 @@ from semantic.core.settings import (
     InputLimitSettings,
     MaintenanceSettings,
     RetrievalSettings,
+    SnapshotSettings,
     WritePathSettings,
 )
 from semantic.store.nats.settings import EventStreamSettings
@@ -30,6 +31,7 @@ class SearchSettings(
     RecommendSettings,
     DatabaseRecoverySettings,
     EventStreamSettings,
+    SnapshotSettings,
 ):
     """Every field reads SEMANTIC_<FIELD NAME>; DATABASE_URL is required. NATS_URL is
     optional: with it the Admin service reports the indexer's backlog and manages the

@@ -9,9 +9,12 @@ UTC microseconds, vectors as ``fixed_size_list<float32>[dim]``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import platform
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -23,10 +26,20 @@ import asyncpg
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pgvector.asyncpg import register_vector
 
 from semantic.common.errors import FailedPrecondition, NotFound
-from semantic.core.snapshot import FileEntry, HashingWriter, Manifest, SpaceEntry, vectors_file
+from semantic.core.backup import SnapshotScope
+from semantic.core.snapshot import (
+    MANIFEST,
+    FileEntry,
+    HashingWriter,
+    Manifest,
+    SpaceEntry,
+    vectors_file,
+)
 from semantic.core.spaces import ACTIVE, vector_table
+from semantic.store.postgres.db import connection, translated
 
 TS = pa.timestamp("us", tz="UTC")
 VECTOR_LIST = pa.list_(pa.float32())
@@ -192,6 +205,89 @@ async def export_snapshot(
             rows = await export.vectors(space)
             manifest.spaces.append(replace_vectors(space, rows))
     return manifest
+
+
+async def export_connection(dsn: str) -> asyncpg.Connection:
+    """A connection of its own for an export (its transaction lasts the whole export):
+    pgvector's codec and asyncpg's default jsonb codec (JSON as text)."""
+    conn = await asyncpg.connect(dsn, timeout=30)
+    try:
+        await register_vector(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+class ExportStopped(Exception):
+    """An export abandoned because its caller went away (the service stops)."""
+
+
+class PostgresSnapshotSource:
+    """Snapshots of the database at ``dsn`` (the :class:`~semantic.core.backup.SnapshotSource`
+    of backups). The export runs in a thread with an event loop and a connection of its
+    own, so building the Parquet batches never holds up the service's own loop."""
+
+    def __init__(self, dsn: str, *, batch_size: int = 2_000) -> None:
+        self._dsn = dsn
+        self._batch = batch_size
+
+    async def write(self, folder: Path, scope: SnapshotScope) -> Manifest:
+        """Export ``scope`` into ``folder``, manifest.json written last."""
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(asyncio.run, self._export(folder, scope, stop))
+        except asyncio.CancelledError:
+            stop.set()  # the thread gives up at its next batch
+            raise
+
+    async def _export(self, folder: Path, scope: SnapshotScope, stop: threading.Event) -> Manifest:
+        async def progress(file: str, rows: int) -> None:
+            if stop.is_set():
+                raise ExportStopped(file)
+
+        async with translated():  # an outage is DatabaseOutage (UNAVAILABLE), not a bug
+            conn = await export_connection(self._dsn)
+            try:
+                manifest = await export_snapshot(
+                    conn,
+                    folder,
+                    dsn=self._dsn,
+                    tenants=scope.tenants,
+                    content_types=scope.content_types,
+                    spaces=scope.spaces,
+                    batch_size=self._batch,
+                    progress=progress,
+                )
+            finally:
+                await conn.close()
+        (folder / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+        return manifest
+
+
+SCHEDULE_LOCK = 0x5E3C
+"""Key of the session advisory lock held while a scheduled snapshot is considered."""
+
+
+class PostgresScheduleLock:
+    """The snapshot schedule's lock (the :class:`~semantic.core.backup.ScheduleLock`): a
+    session advisory lock on a pooled connection, so one process of the installation runs
+    the schedule at a time."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[bool]:
+        """True inside when this process holds the lock."""
+        async with connection(self._pool) as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SCHEDULE_LOCK):
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", SCHEDULE_LOCK)
 
 
 def replace_vectors(space: SpaceEntry, rows: int) -> SpaceEntry:

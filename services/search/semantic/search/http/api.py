@@ -189,13 +189,18 @@ ADMIN_EXAMPLES: Mapping[str, Mapping[str, Any]] = {
     "ReplayDeadLetters": {"seqs": ["7", "9"]},
     "DiscardDeadLetters": {"all": True, "reason": "decode_error"},
     "ExplainRecommendation": {"request": {"userId": "user-42", "topK": 5}, "maxCandidates": 50},
+    "Snapshot": {"name": "before-upgrade", "tenants": ["acme"], "space": "active"},
 }
 """Request examples of the Admin RPCs routed by name (the OpenAPI document shows them)."""
 
 
 def admin_routes() -> list[BodyRoute]:
     """``POST /admin/<rpc in kebab case>`` for every Admin RPC without a route above."""
-    routed = {r.rpc for r in BODY_ROUTES if r.service == "Admin"} | {"HealthReport", "ListSpaces"}
+    routed = {r.rpc for r in BODY_ROUTES if r.service == "Admin"} | {
+        "HealthReport",
+        "ListSpaces",
+        "ListSnapshots",
+    }
     out = []
     for method in pb.DESCRIPTOR.services_by_name["Admin"].methods:
         if method.name in routed:
@@ -456,6 +461,18 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
         message = pb.ListSpacesRequest()
         return MessageResponse(await gateway.call(request, "Admin", "ListSpaces", message))
 
+    @router.get(
+        "/admin/snapshots",
+        response_class=MessageResponse,
+        summary="The snapshots stored at the configured location, newest first",
+        operation_id="ListSnapshots",
+        tags=["Admin"],
+        openapi_extra={"x-grpc-method": "semantic.v1.Admin/ListSnapshots"},
+    )
+    async def snapshots(request: Request) -> Response:
+        message = pb.ListSnapshotsRequest()
+        return MessageResponse(await gateway.call(request, "Admin", "ListSnapshots", message))
+
 
 def _mode(text: str, request: Request) -> pb.SearchMode.ValueType:
     if not text:
@@ -477,6 +494,7 @@ RESPONSES: Mapping[str, type[Message]] = {
     f"{PREFIX}/stats:get": pb.StatsResponse,
     f"{PREFIX}/admin/health:get": pb.HealthReportResponse,
     f"{PREFIX}/admin/spaces:get": pb.ListSpacesResponse,
+    f"{PREFIX}/admin/snapshots:get": pb.ListSnapshotsResponse,
 }
 """The response message of every operation, by ``path:method`` (for the OpenAPI document)."""
 REQUESTS: Mapping[str, tuple[type[Message], Mapping[str, Any]]] = {

@@ -41,6 +41,7 @@ from semantic.core.settings import WritePathSettings
 from semantic.embedder.model.manifest import TOKENIZER_FILE
 from semantic.embedder.settings import EmbedderSettings
 from semantic.indexer.settings import IndexerSettings
+from semantic.search.backup import BackupSettings
 from semantic.search.settings import SearchSettings
 from semantic.tools.modelbuild import builder
 
@@ -60,6 +61,7 @@ SETTINGS_BY_COMMAND: dict[tuple[str, ...], type[BaseSettings]] = {
     ("python", "-m", "semantic.search"): SearchSettings,
     ("python", "-m", "semantic.indexer"): IndexerSettings,
     ("python", "-m", "semantic.store.postgres", "migrate"): BaseServiceSettings,
+    ("python", "-m", "semantic.search.backup"): BackupSettings,
 }
 SERVICES = {
     "semantic.embedder": "embedder",
@@ -195,11 +197,13 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return doc["spec"]["template"]["spec"]
 
 
 def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [doc for doc in docs if doc["kind"] in ("Deployment", "Job", "StatefulSet")]
+    return [doc for doc in docs if doc["kind"] in ("Deployment", "Job", "StatefulSet", "CronJob")]
 
 
 def all_containers(docs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -652,6 +656,25 @@ def test_model_paths_are_the_ones_the_image_builds(world: Any) -> None:
         tokenizer = str(services[client].settings().search_tokenizer)
         # Chunking must count word-pieces with the default (first) model's tokenizer.
         assert tokenizer == f"{dirs[0]}/{TOKENIZER_FILE}", f"{name}/{client}: {tokenizer}"
+
+
+def test_the_backup_cronjob_snapshots_to_a_mounted_location(world: Any) -> None:
+    name, docs = world
+    (job,) = [d for d in of_kind(docs, "CronJob") if d["metadata"]["name"] == "semantic-backup"]
+    # Running in production only: elsewhere the location may not be durable.
+    assert job["spec"]["suspend"] is (name != "production")
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    (backup,) = containers([job, *of_kind(docs, "ConfigMap")])
+    settings = backup.settings()
+    assert settings.snapshot_location
+    assert settings.snapshot_retention >= 1
+    mounts = {m["mountPath"]: m["name"] for m in backup.spec.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in backup.pod.get("volumes", [])}
+    for path in (settings.snapshot_location, settings.snapshot_staging_dir):
+        assert path in mounts, f"{path} is not a mounted volume"
+    location = volumes[mounts[settings.snapshot_location]]
+    claim = location["persistentVolumeClaim"]["claimName"]
+    assert claim in {d["metadata"]["name"] for d in of_kind(docs, "PersistentVolumeClaim")}
 
 
 def test_autoscalers_and_disruption_budgets_cover_the_services(world: Any) -> None:

@@ -3606,9 +3606,7 @@ class SnapshotRequest(_message.Message):
     """Vectors of which spaces: "active" (or empty), "all", or a space id."""
     @_builtins.property
     def tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these tenants ("" is the default tenant). Empty: every tenant (a token with a
-        tenant claim: its tenant).
-        """
+        """Only these tenants ("" is the default tenant). Empty: every tenant."""
 
     @_builtins.property
     def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -621,8 +621,8 @@ class AdminServicer:
         """Writes a portable snapshot (the format of `semantic export`, packed as NAME.tar) to
         the configured location (SEMANTIC_SNAPSHOT_LOCATION: a folder or an fsspec URL) from
         one consistent point in time, and returns when it is stored. FAILED_PRECONDITION
-        when no location is configured; ALREADY_EXISTS when the name is taken. A token with
-        a tenant claim snapshots its tenant only.
+        when no location is configured; ALREADY_EXISTS when the name is taken. Backups are
+        the installation's: PERMISSION_DENIED for a token with a tenant claim.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -290,8 +290,8 @@ class AdminStub:
     """Writes a portable snapshot (the format of `semantic export`, packed as NAME.tar) to
     the configured location (SEMANTIC_SNAPSHOT_LOCATION: a folder or an fsspec URL) from
     one consistent point in time, and returns when it is stored. FAILED_PRECONDITION
-    when no location is configured; ALREADY_EXISTS when the name is taken. A token with
-    a tenant claim snapshots its tenant only.
+    when no location is configured; ALREADY_EXISTS when the name is taken. Backups are
+    the installation's: PERMISSION_DENIED for a token with a tenant claim.
     """
     ListSnapshots: _grpc.UnaryUnaryMultiCallable[_search_pb2.ListSnapshotsRequest, _search_pb2.ListSnapshotsResponse]
     """Lists the snapshots stored at the configured location, newest first.
@@ -367,8 +367,8 @@ class AdminAsyncStub(AdminStub):
     """Writes a portable snapshot (the format of `semantic export`, packed as NAME.tar) to
     the configured location (SEMANTIC_SNAPSHOT_LOCATION: a folder or an fsspec URL) from
     one consistent point in time, and returns when it is stored. FAILED_PRECONDITION
-    when no location is configured; ALREADY_EXISTS when the name is taken. A token with
-    a tenant claim snapshots its tenant only.
+    when no location is configured; ALREADY_EXISTS when the name is taken. Backups are
+    the installation's: PERMISSION_DENIED for a token with a tenant claim.
     """
     ListSnapshots: _aio.UnaryUnaryMultiCallable[_search_pb2.ListSnapshotsRequest, _search_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
     """Lists the snapshots stored at the configured location, newest first.
@@ -519,8 +519,8 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         """Writes a portable snapshot (the format of `semantic export`, packed as NAME.tar) to
         the configured location (SEMANTIC_SNAPSHOT_LOCATION: a folder or an fsspec URL) from
         one consistent point in time, and returns when it is stored. FAILED_PRECONDITION
-        when no location is configured; ALREADY_EXISTS when the name is taken. A token with
-        a tenant claim snapshots its tenant only.
+        when no location is configured; ALREADY_EXISTS when the name is taken. Backups are
+        the installation's: PERMISSION_DENIED for a token with a tenant claim.
         """
 
     @_abc_1.abstractmethod

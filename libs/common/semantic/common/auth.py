@@ -116,6 +116,8 @@ METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
         "/semantic.v1.Admin/ExplainRecommendation": Role.ADMIN,
         "/semantic.v1.Admin/CheckConsistency": Role.ADMIN,
         "/semantic.v1.Admin/Explore": Role.ADMIN,
+        "/semantic.v1.Admin/Snapshot": Role.ADMIN,
+        "/semantic.v1.Admin/ListSnapshots": Role.ADMIN,
     }
 )
 
@@ -151,7 +153,7 @@ EVERY_TENANT_METHODS: frozenset[str] = frozenset(
     }
 )
 """Methods that read or change every tenant at once (spaces, heal, reindex, health,
-consistency, the dead letters of every tenant's events, model loading). A token pinned to
+consistency, the dead letters of every tenant's events, snapshots, model loading). A token pinned to
 a tenant cannot be held to its tenant there, so it is refused."""
 
 

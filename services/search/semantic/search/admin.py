@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from semantic.common import validation
-from semantic.common.auth import current_principal, enforce_tenant, require_every_tenant
+from semantic.common.auth import enforce_tenant, require_every_tenant
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import DependencyUnavailable, FailedPrecondition, InvalidArgument
 from semantic.core.backup import Backups
@@ -217,14 +217,9 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         return self._backups()
 
     async def Snapshot(self, request: pb.SnapshotRequest, context: Any) -> pb.SnapshotResponse:
-        claim = current_principal().tenant
-        if claim is None:
-            allowed = [validation.tenant(t, f"tenants[{i}]") for i, t in enumerate(request.tenants)]
-            tenants: list[str] | None = allowed or None
-        else:  # a token with a tenant claim snapshots its own tenant, and only that
-            tenants = [enforce_tenant(validation.tenant(t, "tenants")) for t in request.tenants]
-            tenants = tenants or [claim]
-        name, scope = wire.snapshot_request(request, tenants)
+        require_every_tenant()  # the installation's operators' tool, whatever the tenants
+        tenants = [validation.tenant(t, f"tenants[{i}]") for i, t in enumerate(request.tenants)]
+        name, scope = wire.snapshot_request(request, tenants or None)
         backups = self._snapshots()
         return wire.snapshot_to_proto(await backups.snapshot(scope, name))
 

@@ -379,6 +379,17 @@ def request_strategies(pools: Pools) -> dict[str, st.SearchStrategy[Any]]:
             ),
             spb.ExploreRequest,
         ),
+        "/semantic.v1.Admin/Snapshot": either(
+            st.builds(
+                spb.SnapshotRequest,
+                name=st.sampled_from(["", "nightly", "before-upgrade.1", "Bad Name", "../x"]),
+                tenants=st.lists(tenant, max_size=2),
+                content_types=st.lists(st.sampled_from(CONTENT_TYPES), max_size=2),
+                space=st.sampled_from(["", "active", "all", "1", "99", "x", "-1"]),
+            ),
+            spb.SnapshotRequest,
+        ),
+        "/semantic.v1.Admin/ListSnapshots": generic(spb.ListSnapshotsRequest, pools),
     }
 
 

@@ -183,7 +183,11 @@ def embedder(
 
 
 def _search_env(
-    database_url: str, embedder: Target, fp32_model_dir: Path, nats_server: EmbeddedNats
+    database_url: str,
+    embedder: Target,
+    fp32_model_dir: Path,
+    nats_server: EmbeddedNats,
+    snapshots: Path,
 ) -> dict[str, str]:
     return {
         "DATABASE_URL": database_url,
@@ -192,6 +196,8 @@ def _search_env(
         "SEMANTIC_AUTH_MODE": "disabled",
         "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
         "SEMANTIC_SEARCH_CHUNK_WINDOW": "64",
+        # Snapshots really get written (into a folder of the test's own).
+        "SEMANTIC_SNAPSHOT_LOCATION": str(snapshots),
     }
 
 
@@ -200,14 +206,18 @@ SEARCH_SERVICES = ["semantic.v1.Search", "semantic.v1.Admin"]
 
 @pytest.fixture(scope="module")
 def search(
+    *,
     fuzz_database: str,
     embedder: Target,
     fp32_model_dir: Path,
     nats_server: EmbeddedNats,
     service_starter: Callable[[str, dict[str, str]], Any],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Target]:
     """The search process (Search and Admin) on a database of its own, auth off."""
-    env = _search_env(fuzz_database, embedder, fp32_model_dir, nats_server)
+    env = _search_env(
+        fuzz_database, embedder, fp32_model_dir, nats_server, tmp_path_factory.mktemp("snapshots")
+    )
     process, target = _start(service_starter, "semantic.search", env, SEARCH_SERVICES)
     yield target
     _stop(process, target)
@@ -326,14 +336,22 @@ def test_concurrent_requests_get_client_statuses_and_the_services_keep_serving(
 
 @pytest.fixture(scope="module")
 def secured_search(
+    *,
     fuzz_database: str,
     embedder: Target,
     fp32_model_dir: Path,
     nats_server: EmbeddedNats,
     service_starter: Callable[[str, dict[str, str]], Any],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Target]:
     env = {
-        **_search_env(fuzz_database, embedder, fp32_model_dir, nats_server),
+        **_search_env(
+            fuzz_database,
+            embedder,
+            fp32_model_dir,
+            nats_server,
+            tmp_path_factory.mktemp("snapshots"),
+        ),
         "SEMANTIC_AUTH_MODE": "jwt",
         "SEMANTIC_AUTH_JWT_SECRET": SECRET,
         "SEMANTIC_AUTH_JWT_AUDIENCE": AUDIENCE,

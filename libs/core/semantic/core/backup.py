@@ -222,7 +222,10 @@ class Backups:
             started = time.perf_counter()
             try:
                 async with _staging(self._staging) as folder:
-                    manifest = await self._source.write(folder, scope)
+                    try:
+                        manifest = await self._source.write(folder, scope)
+                    except OSError as exc:  # e.g. the staging disk is full
+                        raise FailedPrecondition(f"snapshot staging folder: {exc}") from exc
                     stored = await self._storage.put(chosen, folder, manifest)
             except BaseException:
                 SNAPSHOTS.labels(trigger, "failed").inc()
@@ -265,9 +268,12 @@ class _StagingFolder:
         self._work: tempfile.TemporaryDirectory[str] | None = None
 
     async def __aenter__(self) -> Path:
-        if self._parent is not None:
-            self._parent.mkdir(parents=True, exist_ok=True)
-        self._work = tempfile.TemporaryDirectory(prefix="semantic-snapshot-", dir=self._parent)
+        try:
+            if self._parent is not None:
+                self._parent.mkdir(parents=True, exist_ok=True)
+            self._work = tempfile.TemporaryDirectory(prefix="semantic-snapshot-", dir=self._parent)
+        except OSError as exc:
+            raise FailedPrecondition(f"snapshot staging folder {self._parent}: {exc}") from exc
         folder = Path(self._work.name) / "snapshot"
         folder.mkdir()
         return folder

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import secrets
 import tarfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from semantic.common.errors import AlreadyExists, FailedPrecondition
+from semantic.common.errors import AlreadyExists, DependencyUnavailable, FailedPrecondition
 from semantic.core.backup import SUFFIX, StoredSnapshot, scheduled_at
 from semantic.core.snapshot import Manifest
 
@@ -53,7 +54,8 @@ class FsspecSnapshots:
 
     async def put(self, name: str, folder: Path, manifest: Manifest) -> StoredSnapshot:
         """Stream ``folder`` as a tar to a hidden partial object, then move it in place."""
-        return await asyncio.to_thread(self._put, name, folder, manifest)
+        with _location_errors(self._location):
+            return await asyncio.to_thread(self._put, name, folder, manifest)
 
     def _put(self, name: str, folder: Path, manifest: Manifest) -> StoredSnapshot:
         target = self._path(name)
@@ -75,7 +77,8 @@ class FsspecSnapshots:
 
     async def stored(self) -> list[StoredSnapshot]:
         """Every ``*.tar`` at the location (hidden partial objects are not listed)."""
-        return await asyncio.to_thread(self._list)
+        with _location_errors(self._location):
+            return await asyncio.to_thread(self._list)
 
     def _list(self) -> list[StoredSnapshot]:
         try:
@@ -102,7 +105,21 @@ class FsspecSnapshots:
 
     async def delete(self, name: str) -> None:
         """Remove ``name``.tar; nothing when it is gone."""
-        await asyncio.to_thread(_remove, self._fs, self._path(name))
+        with _location_errors(self._location):
+            await asyncio.to_thread(_remove, self._fs, self._path(name))
+
+
+@contextlib.contextmanager
+def _location_errors(location: str) -> Iterator[None]:
+    """A location that cannot be written as configured (no permission, a file where a
+    folder should be) is FailedPrecondition; any other I/O failure (a network store away)
+    is DependencyUnavailable: both name the location."""
+    try:
+        yield
+    except (PermissionError, NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
+        raise FailedPrecondition(f"snapshot location {location!r}: {exc}") from exc
+    except OSError as exc:
+        raise DependencyUnavailable("snapshot location", f"{location!r}: {exc}") from exc
 
 
 def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:

@@ -134,6 +134,18 @@ RESPONSE_EXAMPLES: dict[str, Any] = {
         ],
         "activeSpaceId": "1",
     },
+    "ListSnapshots": {
+        "location": "s3://backups/semantic",
+        "snapshots": [
+            {
+                "name": "scheduled-20261201T023000Z",
+                "url": "s3://backups/semantic/scheduled-20261201T023000Z.tar",
+                "bytes": "48203776",
+                "createdAt": "2026-12-01T02:30:00Z",
+                "scheduled": True,
+            }
+        ],
+    },
     "Live": {"status": "live"},
     "Ready": {"status": "ready"},
 }

@@ -3599,7 +3599,7 @@ class SnapshotRequest(_message.Message):
     CONTENT_TYPES_FIELD_NUMBER: _builtins.int
     SPACE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Name of the snapshot (stored as NAME.tar): [a-z0-9][a-z0-9._-]{0,99}, not starting
+    """Name of the snapshot (stored as NAME.tar): [A-Za-z0-9][A-Za-z0-9._-]{0,99}, not starting
     with "scheduled-" (the schedule's prefix). Empty: "snapshot-<UTC time>-<6 hex>".
     """
     space: _builtins.str

@@ -48,7 +48,7 @@ LAST_SNAPSHOT = Gauge(
 SCHEDULED = "scheduled-"
 """Prefix of the schedule's snapshots (the only ones the retention removes)."""
 SUFFIX = ".tar"
-NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 """A snapshot name a caller may choose (stored as NAME.tar)."""
 STAMP = "%Y%m%dT%H%M%SZ"
 
@@ -144,7 +144,7 @@ def checked_name(name: str) -> str:
     """A caller's snapshot name, or InvalidArgument naming the field ``name``."""
     if not NAME.fullmatch(name):
         raise InvalidArgument(
-            "name", "must match [a-z0-9][a-z0-9._-]{0,99} (lower-case letters, digits, . _ -)"
+            "name", "must match [A-Za-z0-9][A-Za-z0-9._-]{0,99} (letters, digits, . _ -)"
         )
     if name.startswith(SCHEDULED):
         raise InvalidArgument("name", f"{SCHEDULED!r} is reserved for scheduled snapshots")

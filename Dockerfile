@@ -36,6 +36,11 @@ RUN pip install pip==26.3 \
 # folder of their own that the runtime image does not copy.
 RUN pip install --target /opt/tools -c constraints.txt -r /tmp/tools.txt
 
+# Optional packages of the runtime, e.g. the fsspec filesystem of a snapshot location
+# other than a folder: --build-arg EXTRA_PACKAGES="s3fs==2026.9.0" (or gcsfs, adlfs).
+ARG EXTRA_PACKAGES=""
+RUN if [ -n "$EXTRA_PACKAGES" ]; then pip install -c constraints.txt $EXTRA_PACKAGES; fi
+
 # The project itself, without extras (no dev tools, no embedded PostgreSQL/NATS).
 COPY libs ./libs
 COPY services ./services

@@ -114,6 +114,15 @@ async def _connect(dsn: str) -> Any:
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux: VmHWM of /proc/self/status, which starts
+    afresh at exec (``ru_maxrss`` survives fork and exec, so a command started by a large
+    process would report that process's peak). Elsewhere ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

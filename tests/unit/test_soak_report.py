@@ -9,7 +9,7 @@ import random
 import pytest
 
 from semantic.tools.bench.footprint import Footprint, footprint, growth, growth_within
-from semantic.tools.bench.soak import counter_by, trajectory
+from semantic.tools.bench.soak import counter_by, steady_growth_within, trajectory
 from semantic.tools.bench.tally import StatusTally
 from semantic.tools.bench.workload import Workload
 from semantic.v1 import events_pb2 as epb
@@ -172,4 +172,25 @@ def test_trajectory_tells_memory_that_settles_from_memory_that_keeps_growing() -
     assert settled["timeline_mb"] == [100.0, 130.0, 131.0, 131.0]
     assert settled["second_half_growth_ratio"] == round(131 / 130, 3)
     assert trajectory("search", leaks)["second_half_growth_ratio"] == round(160 / 130, 3)
-    assert trajectory("search", []) == {"timeline_mb": [], "second_half_growth_ratio": 1.0}
+    assert trajectory("search", [])["timeline_mb"] == []
+    assert trajectory("search", [])["window_growth_ratio"] == 1.0
+
+
+@pytest.mark.unit
+def test_the_steady_level_ignores_a_collector_swing_and_sees_a_rising_trend() -> None:
+    mb = 2**20
+    # A garbage-collected process: the level swings 40-57 MB around a flat mean, and the
+    # run happens to end on a high reading (end / start of single readings: 1.40).
+    swing = [45, 41, 52, 40, 57, 44, 49, 41, 55, 43] * 6
+    swing[-1] = 63
+    collected = trajectory("nats", [Footprint(v * mb, v * mb, 1) for v in swing], window=10)
+    assert swing[-1] / swing[0] > 1.10
+    assert collected["window_growth_ratio"] < 1.10
+    assert abs(collected["slope_mb_per_hour"]) < 60 * 60 / 5 * 0.5  # under 0.5 MB per reading
+    rising = [100 + 2 * i for i in range(60)]  # 2 MB every reading
+    leak = trajectory("search", [Footprint(v * mb, v * mb, 1) for v in rising], window=12)
+    assert leak["window_growth_ratio"] > 1.10
+    assert leak["slope_mb_per_hour"] == pytest.approx(2 * 3600 / 5)
+    report = {"nats": collected, "search": leak}
+    assert not steady_growth_within(report, 0.10)
+    assert steady_growth_within({"nats": collected}, 0.10)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import statistics
 import time
 import urllib.request
 from collections import Counter
@@ -50,7 +51,6 @@ from semantic.tools.bench.footprint import (
     Metric,
     footprint,
     growth,
-    growth_within,
     machine,
 )
 from semantic.tools.bench.indexer import IndexerBenchConfig, documents
@@ -65,6 +65,8 @@ from semantic.v1 import search_pb2_grpc
 
 NFCORPUS = Path("../shared/data/nfcorpus")
 RSS_GROWTH_LIMIT = 0.10
+WINDOW_S = 60.0
+"""Span of the readings whose median is a process's memory at the start and at the end."""
 STACK_THREADS = 2  # the embedder's onnxruntime threads, as every LocalStack bench runs it
 MEMORY_METRIC: dict[str, Metric] = {"postgres": "pss"}  # backends share their buffers
 
@@ -238,20 +240,50 @@ def _larger(name: str, one: Footprint, other: Footprint) -> Footprint:
     return one if one.value(metric) >= other.value(metric) else other
 
 
-def trajectory(name: str, samples: Sequence[Footprint], points: int = 11) -> dict[str, Any]:
-    """The process's memory over the run (``points`` readings, evenly spaced, in MB) and
-    ``second_half_growth_ratio``: end / the reading at mid-run. Memory that settles after the
-    first minutes (caches, allocator pools) shows a ratio near 1; a leak keeps it above."""
+def trajectory(
+    name: str,
+    samples: Sequence[Footprint],
+    points: int = 11,
+    *,
+    window: int = 12,
+    sample_s: float = 5.0,
+) -> dict[str, Any]:
+    """The process's memory over the run (``points`` readings, evenly spaced, in MB);
+    ``second_half_growth_ratio``: end / the reading at mid-run; and the steady level at
+    both ends: the medians of the first and of the last ``window`` readings (a minute at
+    the soak's 5 s), their ratio ``window_growth_ratio`` (what the goal judges: one
+    reading of a garbage-collected process, such as the Go broker, lands anywhere in its
+    collection cycle), and ``slope_mb_per_hour``, the least-squares trend of all readings.
+    Memory that settles shows ratios near 1 and a slope near 0; a leak shows both."""
     metric = MEMORY_METRIC.get(name, "rss")
-    values = [s.value(metric) for s in samples]
+    values = [s.value(metric) / 2**20 for s in samples]
     if not values:
-        return {"timeline_mb": [], "second_half_growth_ratio": 1.0}
+        return {
+            "timeline_mb": [],
+            "second_half_growth_ratio": 1.0,
+            "window_growth_ratio": 1.0,
+            "slope_mb_per_hour": 0.0,
+        }
     picks = sorted({round(i * (len(values) - 1) / (points - 1)) for i in range(points)})
     middle = values[(len(values) - 1) // 2]
+    width = max(1, min(window, len(values) // 2 or 1))
+    first, last = statistics.median(values[:width]), statistics.median(values[-width:])
+    hours = [i * sample_s / 3600 for i in range(len(values))]
+    slope = statistics.linear_regression(hours, values).slope if len(values) > 1 else 0.0
     return {
-        "timeline_mb": [round(values[i] / 2**20, 1) for i in picks],
+        "timeline_mb": [round(values[i], 1) for i in picks],
         "second_half_growth_ratio": round(values[-1] / middle, 3) if middle else 1.0,
+        "start_window_mb": round(first, 1),
+        "end_window_mb": round(last, 1),
+        "window_growth_ratio": round(last / first, 3) if first else 1.0,
+        "slope_mb_per_hour": round(slope, 2),
     }
+
+
+def steady_growth_within(report: Mapping[str, Mapping[str, Any]], limit: float) -> bool:
+    """Whether every process's steady level (``window_growth_ratio``) grew by less than
+    ``limit`` (0.10: under 10%)."""
+    return all(entry["window_growth_ratio"] < 1.0 + limit for entry in report.values())
 
 
 def _sample(pids: Mapping[str, int]) -> dict[str, Footprint]:
@@ -318,7 +350,15 @@ async def _soak(
         )
     memory = growth(start, end, metrics=MEMORY_METRIC, peak=peak)
     for name, entry in memory.items():
-        entry.update(trajectory(name, [sample[name] for sample in samples if name in sample]))
+        readings = [sample[name] for sample in samples if name in sample]
+        entry.update(
+            trajectory(
+                name,
+                readings,
+                window=max(1, round(WINDOW_S / config.sample_s)),
+                sample_s=config.sample_s,
+            )
+        )
     unexpected = {**warmup.unexpected(), **calls.unexpected()}
     return {
         "machine": {**machine_at_start, "load_average_at_end": machine()["load_average"]},
@@ -334,7 +374,7 @@ async def _soak(
         "events": events,
         "memory": memory,
         "goal_errors_met": not unexpected,
-        "goal_rss_met": growth_within(memory, RSS_GROWTH_LIMIT),
+        "goal_rss_met": steady_growth_within(memory, RSS_GROWTH_LIMIT),
         "goal_events_met": events["drained"]
         and not events["dead_lettered"]
         and not events["dead_letter_stream_messages"]

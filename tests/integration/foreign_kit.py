@@ -53,7 +53,7 @@ class Stack:
 
     async def load(self, fmt: str, path: Path | None, **kwargs: Any) -> LoadSummary:
         """import-from's loading, in this event loop."""
-        read = ReadOptions(
+        read = kwargs.pop("source", None) or ReadOptions(
             collection=kwargs.pop("collection", None),
             vector_name=kwargs.pop("vector_name", None),
         )

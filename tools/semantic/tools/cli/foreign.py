@@ -1,10 +1,11 @@
 """`semantic import-from FORMAT PATH` and `semantic export-to FORMAT --out PATH`.
 
 import-from reads another vector store's files (FAISS, Annoy, Chroma, Qdrant, JSONL,
-Parquet) and writes the records through the search service's Upsert at
-SEMANTIC_SEARCH_ADDRESS (or --search), with the token in SEMANTIC_TOKEN (or --token).
-export-to reads DATABASE_URL and writes FAISS, JSONL or a Chroma directory. The libraries
-come with the `migrate` extra (`pip install 'semantic[migrate]'`).
+Parquet) or a pgvector table of another PostgreSQL database (Supabase included), and writes
+the records through the search service's Upsert at SEMANTIC_SEARCH_ADDRESS (or --search),
+with the token in SEMANTIC_TOKEN (or --token). export-to reads DATABASE_URL and writes
+FAISS, JSONL or a Chroma directory. The libraries come with the `migrate` extra
+(`pip install 'semantic[migrate]'`).
 """
 
 from __future__ import annotations
@@ -32,11 +33,31 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "when --model equals the active space's model id.",
     )
     into.add_argument("format", choices=("auto", *FORMATS), help="the source's format")
-    into.add_argument("path", nargs="?", type=Path, help="file or directory (Qdrant: or --url)")
+    into.add_argument(
+        "path", nargs="?", type=Path, help="file or directory (Qdrant: or --url; pgvector: none)"
+    )
     into.add_argument("--collection", help="Chroma / Qdrant collection (default: the only one)")
     into.add_argument("--vector-name", help="Qdrant named vector to read")
     into.add_argument("--url", help="Qdrant server URL instead of a local directory")
     into.add_argument("--text-key", default="text", help="Qdrant payload key of the text")
+    into.add_argument(
+        "--source-dsn",
+        help="pgvector: the database to read (postgresql://…; default $SOURCE_DATABASE_URL)",
+    )
+    into.add_argument("--table", help="pgvector: table to read, [schema.]name")
+    into.add_argument("--query", help="pgvector: a SELECT returning id, vector, text, ...")
+    for field, default in (
+        ("id", "id"),
+        ("vector", "embedding"),
+        ("text", "content"),
+        ("metadata", "metadata"),
+        ("title", "none"),
+        ("content-type", "none"),
+    ):
+        into.add_argument(
+            f"--{field}-column",
+            help=f"pgvector --table: the {field} column (default {default}; '' for none)",
+        )
     into.add_argument("--tenant", default="", help="tenant of the nodes (default: the default)")
     into.add_argument("--id-prefix", default="", help="put in front of every record id")
     into.add_argument(
@@ -111,6 +132,14 @@ async def _import(args: argparse.Namespace) -> int:
             vector_name=args.vector_name,
             url=args.url,
             text_key=args.text_key,
+            source_dsn=args.source_dsn or os.environ.get("SOURCE_DATABASE_URL"),
+            table=args.table,
+            query=args.query,
+            columns={
+                field: value
+                for field in ("id", "vector", "text", "metadata", "title", "content_type")
+                if (value := getattr(args, f"{field}_column")) is not None
+            },
         ),
     )
     options = LoadOptions(

@@ -12,11 +12,12 @@ from semantic.tools.foreign import (
     faiss_files,
     jsonl_files,
     parquet_files,
+    pgvector_source,
     qdrant_source,
 )
 from semantic.tools.foreign.records import ForeignSource, ReadOptions
 
-FORMATS = ("faiss", "annoy", "chroma", "qdrant", "jsonl", "parquet")
+FORMATS = ("faiss", "annoy", "chroma", "qdrant", "pgvector", "jsonl", "parquet")
 """What import-from reads (``auto`` detects one of them)."""
 EXPORT_FORMATS = ("faiss", "jsonl", "chroma")
 """What export-to writes."""
@@ -50,6 +51,8 @@ def open_source(fmt: str, path: Path | None, options: ReadOptions) -> ForeignSou
     """The records of ``path`` in format ``fmt`` (``auto``: detected)."""
     if fmt == "qdrant":
         return qdrant_source.read(path, options)
+    if fmt == "pgvector" or (fmt == "auto" and path is None and options.source_dsn):
+        return pgvector_source.read(options)
     if path is None:
         raise InvalidArgument("path", "is required for this format")
     if fmt == "auto":

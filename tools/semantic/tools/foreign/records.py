@@ -51,13 +51,20 @@ class ForeignRecord:
 class ReadOptions:
     """What some readers need besides a path: the Chroma or Qdrant collection (needed when
     the store holds several), the Qdrant named vector and server URL, the payload key
-    holding the text (Qdrant), and the page size of paged reads."""
+    holding the text (Qdrant), the page size of paged reads, and pgvector's source database,
+    table or query and columns."""
 
     collection: str | None = None
     vector_name: str | None = None
     url: str | None = None
     text_key: str = "text"
     page_size: int = 256
+    source_dsn: str | None = None
+    table: str | None = None
+    query: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    """pgvector: the column of each field given by the user (``id``, ``vector``, ``text``,
+    ``metadata``, ``title``, ``content_type``; "" turns a default column off)."""
 
 
 @dataclass

@@ -22,7 +22,9 @@ work (index build, WAL). Peak RSS is the client process only (the server's memor
 by both sides). One more export, of a database holding N/4 nodes, shows that the export's
 peak RSS does not grow with N (it streams in batches). Reported: medians of the rounds and
 their ratios, ``export_vs_pg_dump_seconds`` (goal <= 1.5) and
-``import_vs_pg_restore_seconds``.
+``import_vs_pg_restore_seconds``. Last, with a model, ``degraded_reads``: dense reads
+answered from the search service's local index while PostgreSQL is stopped against normal
+ones, on N new nodes (:mod:`.degraded`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import psutil
 from semantic.store.postgres import spaces
 from semantic.store.postgres.db import init_connection
 from semantic.store.postgres.schema import bootstrap_schema
+from semantic.tools.bench.degraded import measure_degraded_reads
 from semantic.tools.bench.search import BULK_LOAD_SETTINGS, EmbeddingLike, load_corpus
 from semantic.tools.devstack import EmbeddedPostgres, free_port
 from semantic.tools.devstack.postgres import postgres_bin_dir
@@ -72,6 +75,10 @@ class SnapshotBenchConfig:
     rounds: int = 2
     batch_size: int = 5_000
     seed: int = 7
+    model_dir: Path | None = None
+    """The embedder's model for the degraded-read part (None: that part is skipped)."""
+    queries: int = 200
+    """Query vectors of the degraded-read part."""
 
 
 @dataclass(frozen=True)
@@ -301,6 +308,22 @@ def run_snapshot_bench(
             rows["pg_dump"].append(dumped)
         progress(f"semantic export of the {quarter}-node database")
         small = bench.export("quarter", "snap-quarter")
+        for name in ("source", "quarter"):  # disk and buffers for the next part
+            postgres.drop_database(name)
+        degraded = (
+            measure_degraded_reads(
+                postgres,
+                config.model_dir,
+                shape.documents(config.n, rng),
+                shape.queries(config.queries, rng),
+                work=Path(folder),
+                rounds=config.rounds,
+                rng=rng,
+                progress=progress,
+            )
+            if config.model_dir is not None
+            else None
+        )
     report = {name: _median(values, config.n) for name, values in rows.items()}
     export_vs = report["export"]["seconds"] / report["pg_dump"]["seconds"]
     import_vs = report["import"]["seconds"] / report["pg_restore"]["seconds"]
@@ -333,6 +356,7 @@ def run_snapshot_bench(
         "export_vs_pg_dump_seconds": round(export_vs, 3),
         "import_vs_pg_restore_seconds": round(import_vs, 3),
         "export_vs_pg_dump_bytes": round(report["export"]["bytes"] / report["pg_dump"]["bytes"], 3),
+        **({"degraded_reads": degraded} if degraded is not None else {}),
         "goals_met": {
             "export_vs_pg_dump_seconds<=1.5": export_vs <= GOALS["export_vs_pg_dump_seconds"],
         },

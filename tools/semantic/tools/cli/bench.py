@@ -126,13 +126,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Loads N nodes with 384-d vectors into a throw-away PostgreSQL, then "
         "alternates `semantic export` and `pg_dump -Fc` of it, `semantic import` and "
         "`pg_restore` into new databases: seconds, vectors/s, bytes, peak RSS, ratios; and "
-        "the export's peak RSS at N/4 nodes.",
+        "the export's peak RSS at N/4 nodes; then dense reads answered from the search "
+        "service's local index with PostgreSQL stopped against normal ones (p50/p99, recall).",
     )
     snapshot.add_argument("--json", action="store_true", help="print one JSON object")
     snapshot.add_argument("--n", type=int, default=200_000, help="nodes to load")
     snapshot.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     snapshot.add_argument(
         "--batch-size", type=int, default=5_000, help="export and import rows per batch"
+    )
+    snapshot.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models/all-minilm-l6-v2"),
+        help="model dir of the degraded-read part ('' to skip it)",
+    )
+    snapshot.add_argument(
+        "--queries", type=int, default=200, help="query vectors of the degraded-read part"
     )
     soak = targets.add_parser(
         "soak",
@@ -247,7 +257,13 @@ def run(args: argparse.Namespace) -> int:
         from semantic.tools.bench.snapshot import SnapshotBenchConfig, run_snapshot_bench
 
         report = run_snapshot_bench(
-            SnapshotBenchConfig(n=args.n, rounds=args.rounds, batch_size=args.batch_size),
+            SnapshotBenchConfig(
+                n=args.n,
+                rounds=args.rounds,
+                batch_size=args.batch_size,
+                model_dir=args.model if str(args.model) not in ("", ".") else None,
+                queries=args.queries,
+            ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )
         _print(report, args.json)

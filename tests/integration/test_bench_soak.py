@@ -22,7 +22,7 @@ def test_soak_reports_calls_events_and_memory_of_every_process(
     code = main(
         [
             *("bench", "soak", "--json", "--minutes", "0.1", "--clients", "2"),
-            *("--rate", "10", "--corpus", "12", "--warmup", "1"),
+            *("--rate", "10", "--corpus", "12", "--warmup", "1", "--settle-max", "5"),
             *("--dataset", str(BEIR_MINI), "--model", str(fp32_model_dir)),
         ]
     )
@@ -60,5 +60,7 @@ def test_soak_reports_calls_events_and_memory_of_every_process(
     assert report["memory"]["postgres"]["metric"] == "pss"
     assert report["memory"]["postgres"]["processes"][0] > 1  # the postmaster's children
     assert isinstance(report["goal_rss_met"], bool)
+    settled = report["warmup"]["settled_after_s"]
+    assert settled is None or 0 <= settled <= 5 + 5  # bounded by --settle-max (and a sample)
     assert report["machine"]["cpu_count"] >= 1
     assert report["machine"]["cpu_model"]

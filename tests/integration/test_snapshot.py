@@ -383,3 +383,45 @@ async def test_one_tenant_exported_and_replaced_leaves_the_others_alone(
     code, merged = await _cli(capsys, "import", str(tmp_path / "acme.tar"))
     assert code == 0
     assert merged["changed"] == 0
+
+
+async def _hnsw(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pg_get_indexdef(c.oid) AS d FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam"
+            " WHERE a.amname = 'hnsw' ORDER BY 1"
+        )
+        return [r["d"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_a_restore_into_an_empty_space_builds_its_index_after_the_rows(
+    *,
+    env: dict[str, str],
+    database_url: str,
+    second_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from semantic.store.postgres import snapshot_load
+
+    async with running_search(env, monkeypatch) as channel:
+        await _fill(search_pb2_grpc.SearchStub(channel))
+        before = await _dense(search_pb2_grpc.SearchStub(channel))
+    source = await _checksums(database_url)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await _main("export", "--out", str(tmp_path / "snap")) == 0
+    monkeypatch.setattr(snapshot_load, "BULK_ROWS", 1)  # the bulk path at this small size
+
+    await bootstrap_schema(second_url)
+    monkeypatch.setenv("DATABASE_URL", second_url)
+    code, summary = await _cli(capsys, "import", str(tmp_path / "snap"))
+    assert code == 0, summary
+    assert await _checksums(second_url) == source
+    assert await _hnsw(second_url) == await _hnsw(database_url)  # the same index again
+    async with running_search({**env, "DATABASE_URL": second_url}, monkeypatch) as channel:
+        assert await _dense(search_pb2_grpc.SearchStub(channel)) == before

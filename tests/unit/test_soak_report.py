@@ -9,7 +9,7 @@ import random
 import pytest
 
 from semantic.tools.bench.footprint import Footprint, footprint, growth, growth_within
-from semantic.tools.bench.soak import counter_by, steady_growth_within, trajectory
+from semantic.tools.bench.soak import counter_by, settled, steady_growth_within, trajectory
 from semantic.tools.bench.tally import StatusTally
 from semantic.tools.bench.workload import Workload
 from semantic.v1 import events_pb2 as epb
@@ -194,3 +194,21 @@ def test_the_steady_level_ignores_a_collector_swing_and_sees_a_rising_trend() ->
     report = {"nats": collected, "search": leak}
     assert not steady_growth_within(report, 0.10)
     assert steady_growth_within({"nats": collected}, 0.10)
+
+
+@pytest.mark.unit
+def test_memory_has_settled_when_the_last_minute_matches_the_one_before() -> None:
+    mb = 2**20
+
+    def history(values: dict[str, list[int]]) -> list[dict[str, Footprint]]:
+        length = len(next(iter(values.values())))
+        return [
+            {name: Footprint(v[i] * mb, v[i] * mb, 1) for name, v in values.items()}
+            for i in range(length)
+        ]
+
+    step = {"embedder": [744] * 6 + [824] * 6, "nats": [48, 47, 49, 48, 48, 47] * 2}
+    assert not settled(history(step), window=6)  # a step between the two minutes
+    flat = {"embedder": [824] * 12, "nats": [48, 47, 49, 48, 48, 47] * 2}
+    assert settled(history(flat), window=6)
+    assert not settled(history({"nats": [48] * 11}), window=6)  # not two minutes yet

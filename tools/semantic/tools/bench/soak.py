@@ -84,6 +84,9 @@ class SoakConfig:
     warmup_s: float = 120.0
     """Load before the first memory reading: allocator pools and caches settle in the first
     minutes (see ``second_half_growth_ratio``)."""
+    settle_max_s: float = 600.0
+    """After ``warmup_s``, the warm-up goes on (under the same load) until every process's
+    memory settled (:func:`settled`), for at most this long; the report says when it did."""
     users: int = 200
     sample_s: float = 5.0
     call_timeout_s: float = 30.0
@@ -286,6 +289,43 @@ def steady_growth_within(report: Mapping[str, Mapping[str, Any]], limit: float) 
     return all(entry["window_growth_ratio"] < 1.0 + limit for entry in report.values())
 
 
+SETTLED_WITHIN = 0.03
+"""A process has settled when its last minute's median memory is within 3% of the minute's
+before."""
+
+
+def settled(history: Sequence[Mapping[str, Footprint]], window: int) -> bool:
+    """Whether every process's median memory over the last ``window`` readings is within
+    :data:`SETTLED_WITHIN` of its median over the ``window`` readings before."""
+    if len(history) < 2 * window:
+        return False
+    for name in history[-1]:
+        metric = MEMORY_METRIC.get(name, "rss")
+        values = [h[name].value(metric) for h in history[-2 * window :] if name in h]
+        before = statistics.median(values[:window])
+        last = statistics.median(values[window:])
+        if before and abs(last / before - 1) > SETTLED_WITHIN:
+            return False
+    return True
+
+
+async def _settle(
+    pids: Mapping[str, int], config: SoakConfig, progress: Callable[[str], None]
+) -> float | None:
+    """Keep warming up until the processes' memory settled (seconds it took beyond
+    ``warmup_s``), or ``settle_max_s`` passed (None)."""
+    window = max(1, round(WINDOW_S / config.sample_s))
+    history: list[dict[str, Footprint]] = []
+    began = time.perf_counter()
+    while time.perf_counter() - began < config.settle_max_s:
+        history.append(await asyncio.to_thread(_sample, pids))
+        if settled(history, window):
+            return round(time.perf_counter() - began, 1)
+        await asyncio.sleep(config.sample_s)
+    progress(f"memory did not settle within {config.settle_max_s:g} s more; measuring anyway")
+    return None
+
+
 def _sample(pids: Mapping[str, int]) -> dict[str, Footprint]:
     return {name: footprint(pid) for name, pid in pids.items()}
 
@@ -322,8 +362,11 @@ async def _soak(
         ]
         tasks.append(asyncio.create_task(traffic.publish(js, config.rate, rng)))
         await asyncio.sleep(config.warmup_s)
-        warmup, _ = traffic.swap()
         pids = stack.pids()
+        settle_began = time.perf_counter()
+        settled_after = await _settle(pids, config, progress)
+        warmed = time.perf_counter() - settle_began
+        warmup, _ = traffic.swap()
         start = peak = await asyncio.to_thread(_sample, pids)
         samples = [start]
         machine_at_start = machine()
@@ -346,7 +389,7 @@ async def _soak(
         progress("waiting for the indexer to drain")
         events = await _events(js, metrics_url, traffic.sent, config.drain_timeout_s)
         events["published_per_s"] = round(
-            events["published_total"] / max(config.warmup_s + wall, 1e-9), 1
+            events["published_total"] / max(config.warmup_s + warmed + wall, 1e-9), 1
         )
     memory = growth(start, end, metrics=MEMORY_METRIC, peak=peak)
     for name, entry in memory.items():
@@ -369,7 +412,11 @@ async def _soak(
         "status_codes": calls.by_code(),
         "rpcs": calls.summary(),
         "search_modes": modes.summary(),
-        "warmup": {"calls": warmup.calls(), "status_codes": warmup.by_code()},
+        "warmup": {
+            "calls": warmup.calls(),
+            "status_codes": warmup.by_code(),
+            "settled_after_s": settled_after,
+        },
         "error_examples": warmup.failures() + calls.failures(),
         "events": events,
         "memory": memory,

@@ -168,6 +168,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--warmup", type=float, default=120.0, help="seconds of load before measuring"
     )
     soak.add_argument(
+        "--settle-max",
+        type=float,
+        default=600.0,
+        help="after --warmup, keep warming up until memory settles, at most this many seconds",
+    )
+    soak.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
 
@@ -280,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
                 corpus=args.corpus,
                 dataset=args.dataset,
                 warmup_s=args.warmup,
+                settle_max_s=args.settle_max,
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )

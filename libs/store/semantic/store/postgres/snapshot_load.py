@@ -9,6 +9,12 @@ the nodes written (vectors only into a matching space); a newer snapshot tombsto
 the stored node. The recommendation tables (events, users, engagement, archetypes) are
 derived from the event log: rows missing in the database are added, existing rows kept.
 ``replace`` clears the tenants in scope first, so everything then loads as new.
+
+A space's vectors going into an empty vector table (a restore into a new database, or a
+``replace`` of everything) are written first and indexed after: the table's HNSW index is
+dropped and created again from its own definition inside the transaction (a reader of that
+table waits for the commit; the table was empty). The build uses the server's
+``maintenance_work_mem``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ from semantic.store.postgres.spaces import ensure_space
 
 Progress = Callable[[str, int], Awaitable[None]]
 """Awaited after each batch loaded: the file's name and the batch's row count."""
+BULK_ROWS = 10_000
+"""Vector rows from which an import into an empty vector table drops its HNSW index and
+builds it again after the rows (one build is several times faster than as many
+insertions into a live graph); fewer rows go into the index one by one."""
 
 _NEWER = """CASE WHEN s.version > 0 AND n.version > 0 THEN s.version > n.version
                ELSE s.updated_at > n.updated_at END"""
@@ -297,11 +307,15 @@ class SnapshotLoader:
     async def _vectors(self, report: ImportReport, snapshot_id: int, target: int) -> None:
         table = vector_table(target)
         temp = f"snap_vectors_{int(snapshot_id)}"
-        await self._load(vectors_file(snapshot_id), temp, table)
+        file = vectors_file(snapshot_id)
+        await self._load(file, temp, table)
         await self._conn.execute(
             f"DELETE FROM {table} v USING snap_changed c WHERE v.tenant = c.tenant"
             " AND v.node_id = c.id"
         )
+        rows = self._manifest.files[file].rows if file in self._manifest.files else 0
+        empty = not await self._conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})")
+        rebuild = await _detach_hnsw(self._conn, table) if empty and rows >= BULK_ROWS else []
         status = await self._conn.execute(
             f"INSERT INTO {table} SELECT s.* FROM {temp} s"
             " JOIN snap_fate f ON f.tenant = s.tenant AND f.id = s.node_id"
@@ -309,6 +323,8 @@ class SnapshotLoader:
             " ORDER BY s.tenant, s.node_id, s.name, s.chunk"
             " ON CONFLICT (tenant, node_id, name, chunk) DO NOTHING"
         )
+        for definition in rebuild:  # one build over every row, not one insertion per row
+            await self._conn.execute(definition)
         report.tables[f"vectors_{int(target)}"] = report.tables.get(
             f"vectors_{int(target)}", 0
         ) + _count(status)
@@ -346,6 +362,21 @@ class SnapshotLoader:
             f" ON CONFLICT ({key}) DO NOTHING"
         )
         report.tables[table.name] = _count(status)
+
+
+async def _detach_hnsw(conn: asyncpg.Connection, table: str) -> list[str]:
+    """Drop the HNSW indexes of ``table`` (inside the import's transaction); their
+    definitions, to create them again once the rows are in."""
+    rows = await conn.fetch(
+        "SELECT c.oid::regclass::text AS name, pg_get_indexdef(c.oid) AS definition"
+        " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_am a ON a.oid = c.relam"
+        " WHERE i.indrelid = $1::regclass AND a.amname = 'hnsw' ORDER BY 1",
+        table,
+    )
+    for row in rows:
+        await conn.execute(f"DROP INDEX {row['name']}")
+    return [row["definition"] for row in rows]
 
 
 def _records(batch: pa.RecordBatch) -> list[tuple[object, ...]]:

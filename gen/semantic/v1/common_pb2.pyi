@@ -31,6 +31,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -41,6 +42,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RelationDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RelationDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RelationDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RELATION_DIRECTION_UNSPECIFIED: _RelationDirection.ValueType  # 0
+    """Not set: OUTGOING on write; in requests that filter by direction, OUTGOING."""
+    RELATION_DIRECTION_OUTGOING: _RelationDirection.ValueType  # 1
+    """From the node to `node_id`."""
+    RELATION_DIRECTION_INCOMING: _RelationDirection.ValueType  # 2
+    """From `node_id` to the node."""
+    RELATION_DIRECTION_BOTH: _RelationDirection.ValueType  # 3
+    """Either way (requests only)."""
+
+class RelationDirection(_RelationDirection, metaclass=_RelationDirectionEnumTypeWrapper):
+    """Which way a relation points, seen from the node it is listed under."""
+
+RELATION_DIRECTION_UNSPECIFIED: RelationDirection.ValueType  # 0
+"""Not set: OUTGOING on write; in requests that filter by direction, OUTGOING."""
+RELATION_DIRECTION_OUTGOING: RelationDirection.ValueType  # 1
+"""From the node to `node_id`."""
+RELATION_DIRECTION_INCOMING: RelationDirection.ValueType  # 2
+"""From `node_id` to the node."""
+RELATION_DIRECTION_BOTH: RelationDirection.ValueType  # 3
+"""Either way (requests only)."""
+Global___RelationDirection: _TypeAlias = RelationDirection  # noqa: Y015
 
 @_typing.final
 class Node(_message.Message):
@@ -88,6 +117,7 @@ class Node(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     TEXTS_FIELD_NUMBER: _builtins.int
     VECTORS_FIELD_NUMBER: _builtins.int
+    RELATIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Client-chosen identifier, unique per tenant (see the file comment for the format).
     May be empty on Upsert when `slug` is set: the node with that slug is updated, or a
@@ -172,6 +202,16 @@ class Node(_message.Message):
         every stored vector of the node in the space read, server-made ones included.
         """
 
+    @_builtins.property
+    def relations(self) -> Global___Relations:
+        """Typed, weighted edges from this node to other nodes of its tenant. On Upsert (and in
+        ContentEvent): when set (even with no items) the node's outgoing relations written
+        by clients become exactly these, in the same transaction as the node (a stale write
+        changes none); when unset they are kept. Discovered relations are never touched by
+        it. In responses: set only when the read request asks for relations
+        (`include_relations`), then holding the node's outgoing and incoming relations.
+        """
+
     def __init__(
         self,
         *,
@@ -189,14 +229,99 @@ class Node(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         texts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         vectors: _abc.Iterable[Global___NamedVector] | None = ...,
+        relations: Global___Relations | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "metadata", b"metadata", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "metadata", b"metadata", "relations", b"relations", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "content_hash", b"content_hash", "content_type", b"content_type", "created_at", b"created_at", "id", b"id", "metadata", b"metadata", "slug", b"slug", "tags", b"tags", "tenant", b"tenant", "texts", b"texts", "title", b"title", "updated_at", b"updated_at", "vectors", b"vectors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "content_hash", b"content_hash", "content_type", b"content_type", "created_at", b"created_at", "id", b"id", "metadata", b"metadata", "relations", b"relations", "slug", b"slug", "tags", b"tags", "tenant", b"tenant", "texts", b"texts", "title", b"title", "updated_at", b"updated_at", "vectors", b"vectors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Node: _TypeAlias = Node  # noqa: Y015
+
+@_typing.final
+class Relations(_message.Message):
+    """The relations of a node (a message so that "unset" and "none" differ on Upsert)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Relation]:
+        """At most a setting (default 100) on write; the same (target_id, type) once."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___Relation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Relations: _TypeAlias = Relations  # noqa: Y015
+
+@_typing.final
+class Relation(_message.Message):
+    """A directed, typed, weighted edge between two nodes of one tenant. Unique per (source,
+    target, type). The other node need not exist yet (events may arrive in any order);
+    reads only follow relations to nodes that exist. Deleting a node removes every
+    relation from and to it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DISCOVERED_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The other node's id: the target of an outgoing relation (on write, always the
+    target), the source of an incoming one. 1-256 characters, not the node itself.
+    """
+    type: _builtins.str
+    """"prerequisite", "follows", "conflicts", "enhances", "similar", or a custom name
+    matching `[a-z][a-z0-9_]{0,63}`.
+    """
+    strength: _builtins.float
+    """How strong the relation is, in [0, 1]. Unset on write: 1."""
+    description: _builtins.str
+    """Why the nodes are related, plain text, at most 1,000 characters."""
+    discovered: _builtins.bool
+    """Output only: true for `similar` relations the server discovered from nearest
+    neighbours (never written by clients; a client relation of the same key wins).
+    """
+    direction: Global___RelationDirection.ValueType
+    """Output only: OUTGOING or INCOMING, seen from the node the relation is listed under."""
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when the relation was last written."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        strength: _builtins.float | None = ...,
+        description: _builtins.str = ...,
+        discovered: _builtins.bool = ...,
+        direction: Global___RelationDirection.ValueType = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_strength", b"_strength", "strength", b"strength", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_strength", b"_strength", "description", b"description", "direction", b"direction", "discovered", b"discovered", "node_id", b"node_id", "strength", b"strength", "type", b"type", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__strength: _TypeAlias = _typing.Literal["strength"]  # noqa: Y015
+    _WhichOneofArgType__strength: _TypeAlias = _typing.Literal["_strength", b"_strength"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__strength) -> _WhichOneofReturnType__strength | None: ...
+
+Global___Relation: _TypeAlias = Relation  # noqa: Y015
 
 @_typing.final
 class Vector(_message.Message):

@@ -677,6 +677,7 @@ class GetRequest(_message.Message):
     SLUGS_FIELD_NUMBER: _builtins.int
     INCLUDE_VECTORS_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_RELATIONS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant of the nodes; empty is the default tenant."""
     include_vectors: _builtins.bool
@@ -685,6 +686,8 @@ class GetRequest(_message.Message):
     """
     space_id: _builtins.str
     """Space whose vectors are returned with `include_vectors`. Empty: the active space."""
+    include_relations: _builtins.bool
+    """When true, each node's `relations` holds its outgoing and incoming relations."""
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids to read. Together with `slugs`: 1 to a setting (default 1,000) entries."""
@@ -701,10 +704,11 @@ class GetRequest(_message.Message):
         slugs: _abc.Iterable[_builtins.str] | None = ...,
         include_vectors: _builtins.bool = ...,
         space_id: _builtins.str = ...,
+        include_relations: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "include_vectors", b"include_vectors", "slugs", b"slugs", "space_id", b"space_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "include_relations", b"include_relations", "include_vectors", b"include_vectors", "slugs", b"slugs", "space_id", b"space_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -855,6 +859,7 @@ class SearchRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _builtins.int
     INCLUDE_BODY_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_RELATIONS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant searched; empty is the default tenant."""
     text: _builtins.str
@@ -880,6 +885,8 @@ class SearchRequest(_message.Message):
     """
     space_id: _builtins.str
     """Embedding space to search (and whose model embeds the text). Empty: the active space."""
+    include_relations: _builtins.bool
+    """When true, each hit's node carries its outgoing and incoming relations."""
     @_builtins.property
     def vector(self) -> _common_pb2.Vector:
         """Query vector; its dimension must equal the space dimension (INVALID_ARGUMENT
@@ -915,10 +922,11 @@ class SearchRequest(_message.Message):
         min_score: _builtins.float | None = ...,
         include_body: _builtins.bool = ...,
         space_id: _builtins.str = ...,
+        include_relations: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "hybrid", b"hybrid", "min_score", b"min_score", "query", b"query", "text", b"text", "vector", b"vector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "hybrid", b"hybrid", "include_body", b"include_body", "min_score", b"min_score", "mode", b"mode", "offset", b"offset", "query", b"query", "space_id", b"space_id", "targets", b"targets", "tenant", b"tenant", "text", b"text", "top_k", b"top_k", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "hybrid", b"hybrid", "include_body", b"include_body", "include_relations", b"include_relations", "min_score", b"min_score", "mode", b"mode", "offset", b"offset", "query", b"query", "space_id", b"space_id", "targets", b"targets", "tenant", b"tenant", "text", b"text", "top_k", b"top_k", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
     _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
@@ -1181,6 +1189,7 @@ class NearestRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _builtins.int
     INCLUDE_BODY_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_RELATIONS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant of the source node and of the results; empty is the default tenant."""
     id: _builtins.str
@@ -1199,6 +1208,8 @@ class NearestRequest(_message.Message):
     """When true returned nodes include `body` and `texts`; default false."""
     space_id: _builtins.str
     """Embedding space used. Empty: the active space."""
+    include_relations: _builtins.bool
+    """When true, each hit's node carries its outgoing and incoming relations."""
     @_builtins.property
     def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Shorthand for `filter.content_types`: only these content types. When both are set a
@@ -1222,10 +1233,11 @@ class NearestRequest(_message.Message):
         min_score: _builtins.float | None = ...,
         include_body: _builtins.bool = ...,
         space_id: _builtins.str = ...,
+        include_relations: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "id", b"id", "min_score", b"min_score", "slug", b"slug", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "content_types", b"content_types", "filter", b"filter", "id", b"id", "include_body", b"include_body", "min_score", b"min_score", "slug", b"slug", "source", b"source", "space_id", b"space_id", "tenant", b"tenant", "top_k", b"top_k", "vector_name", b"vector_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "content_types", b"content_types", "filter", b"filter", "id", b"id", "include_body", b"include_body", "include_relations", b"include_relations", "min_score", b"min_score", "slug", b"slug", "source", b"source", "space_id", b"space_id", "tenant", b"tenant", "top_k", b"top_k", "vector_name", b"vector_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
     _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
@@ -3780,3 +3792,337 @@ class ListSnapshotsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSnapshotsResponse: _TypeAlias = ListSnapshotsResponse  # noqa: Y015
+
+@_typing.final
+class Edge(_message.Message):
+    """---------------------------------------------------------------------------------------
+    Relations
+
+    One relation to create or update.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    RELATION_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """Id of the node the relation starts from. 1-256 characters."""
+    @_builtins.property
+    def relation(self) -> _common_pb2.Relation:
+        """The relation itself (`node_id` is the target; not the source)."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        relation: _common_pb2.Relation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["relation", b"relation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["relation", b"relation", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Edge: _TypeAlias = Edge  # noqa: Y015
+
+@_typing.final
+class RelateRequest(_message.Message):
+    """Relations to write."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of both endpoints; empty is the default tenant."""
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Edge]:
+        """1 to a setting (default 500) edges; the same (source, target, type) once."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        edges: _abc.Iterable[Global___Edge] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelateRequest: _TypeAlias = RelateRequest  # noqa: Y015
+
+@_typing.final
+class RelateResponse(_message.Message):
+    """What Relate did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    """Relations that did not exist."""
+    updated: _builtins.int
+    """Relations that existed (strength or description replaced; a discovered relation of
+    the same key becomes a client one).
+    """
+    def __init__(
+        self,
+        *,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelateResponse: _TypeAlias = RelateResponse  # noqa: Y015
+
+@_typing.final
+class EdgeKey(_message.Message):
+    """A relation to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    TARGET_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """Source node id."""
+    target_id: _builtins.str
+    """Target node id."""
+    type: _builtins.str
+    """Type to remove; empty: every type between the two nodes, in that direction."""
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        target_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source_id", b"source_id", "target_id", b"target_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdgeKey: _TypeAlias = EdgeKey  # noqa: Y015
+
+@_typing.final
+class UnrelateRequest(_message.Message):
+    """Relations to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the relations; empty is the default tenant."""
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdgeKey]:
+        """1 to a setting (default 500) keys."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        edges: _abc.Iterable[Global___EdgeKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edges", b"edges", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnrelateRequest: _TypeAlias = UnrelateRequest  # noqa: Y015
+
+@_typing.final
+class UnrelateResponse(_message.Message):
+    """What Unrelate did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_FIELD_NUMBER: _builtins.int
+    removed: _builtins.int
+    """Relations removed."""
+    def __init__(
+        self,
+        *,
+        removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed", b"removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnrelateResponse: _TypeAlias = UnrelateResponse  # noqa: Y015
+
+@_typing.final
+class RelatedRequest(_message.Message):
+    """Where to walk from, and how."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    SLUG_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
+    MIN_STRENGTH_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    INCLUDE_DISCOVERED_FIELD_NUMBER: _builtins.int
+    INCLUDE_BODY_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the node; empty is the default tenant."""
+    id: _builtins.str
+    """Its id."""
+    slug: _builtins.str
+    """Its slug."""
+    direction: _common_pb2.RelationDirection.ValueType
+    """Direction followed at each step. Unset: OUTGOING."""
+    depth: _builtins.int
+    """Steps, 1 to 3. 0 means 1."""
+    min_strength: _builtins.float
+    """Relations weaker than this are not followed, in [0, 1]. Default 0."""
+    limit: _builtins.int
+    """Nodes wanted at most. 0 means 50; at most a setting (default 1,000)."""
+    include_discovered: _builtins.bool
+    """Follow discovered (`similar`) relations too. Default false: client relations only."""
+    include_body: _builtins.bool
+    """When true the nodes include `body` and `texts`."""
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Relation types followed. Empty: every type."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        id: _builtins.str = ...,
+        slug: _builtins.str = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+        direction: _common_pb2.RelationDirection.ValueType = ...,
+        depth: _builtins.int = ...,
+        min_strength: _builtins.float = ...,
+        limit: _builtins.int = ...,
+        include_discovered: _builtins.bool = ...,
+        include_body: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "slug", b"slug", "source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "direction", b"direction", "id", b"id", "include_body", b"include_body", "include_discovered", b"include_discovered", "limit", b"limit", "min_strength", b"min_strength", "slug", b"slug", "source", b"source", "tenant", b"tenant", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["id", "slug"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___RelatedRequest: _TypeAlias = RelatedRequest  # noqa: Y015
+
+@_typing.final
+class PathStep(_message.Message):
+    """One step of a path."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_ID_FIELD_NUMBER: _builtins.int
+    TO_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    from_id: _builtins.str
+    """The node the step leaves."""
+    to_id: _builtins.str
+    """The node the step reaches."""
+    type: _builtins.str
+    """The relation's type."""
+    strength: _builtins.float
+    """The relation's strength."""
+    direction: _common_pb2.RelationDirection.ValueType
+    """OUTGOING when the relation points from `from_id` to `to_id`, INCOMING otherwise."""
+    def __init__(
+        self,
+        *,
+        from_id: _builtins.str = ...,
+        to_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        strength: _builtins.float = ...,
+        direction: _common_pb2.RelationDirection.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direction", b"direction", "from_id", b"from_id", "strength", b"strength", "to_id", b"to_id", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PathStep: _TypeAlias = PathStep  # noqa: Y015
+
+@_typing.final
+class RelatedNode(_message.Message):
+    """A node reached."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    depth: _builtins.int
+    """Steps from the starting node (1 to `depth`)."""
+    strength: _builtins.float
+    """The product of the path's strengths."""
+    @_builtins.property
+    def node(self) -> _common_pb2.Node:
+        """The node (body and texts empty unless `include_body`)."""
+
+    @_builtins.property
+    def path(self) -> _containers.RepeatedCompositeFieldContainer[Global___PathStep]:
+        """The path that reached it first: the shortest, then the strongest."""
+
+    def __init__(
+        self,
+        *,
+        node: _common_pb2.Node | None = ...,
+        depth: _builtins.int = ...,
+        path: _abc.Iterable[Global___PathStep] | None = ...,
+        strength: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["depth", b"depth", "node", b"node", "path", b"path", "strength", b"strength"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelatedNode: _TypeAlias = RelatedNode  # noqa: Y015
+
+@_typing.final
+class RelatedResponse(_message.Message):
+    """The nodes reached."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """Id of the starting node (useful when it was given by slug)."""
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelatedNode]:
+        """Nodes reached, nearest first (fewest steps), then strongest; each once."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        nodes: _abc.Iterable[Global___RelatedNode] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["nodes", b"nodes", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelatedResponse: _TypeAlias = RelatedResponse  # noqa: Y015

@@ -75,6 +75,21 @@ class SearchStub:
                 request_serializer=semantic_dot_v1_dot_search__pb2.StatsRequest.SerializeToString,
                 response_deserializer=semantic_dot_v1_dot_search__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Relate = channel.unary_unary(
+                '/semantic.v1.Search/Relate',
+                request_serializer=semantic_dot_v1_dot_search__pb2.RelateRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.RelateResponse.FromString,
+                _registered_method=True)
+        self.Unrelate = channel.unary_unary(
+                '/semantic.v1.Search/Unrelate',
+                request_serializer=semantic_dot_v1_dot_search__pb2.UnrelateRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.UnrelateResponse.FromString,
+                _registered_method=True)
+        self.Related = channel.unary_unary(
+                '/semantic.v1.Search/Related',
+                request_serializer=semantic_dot_v1_dot_search__pb2.RelatedRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.RelatedResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -151,6 +166,31 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Relate(self, request, context):
+        """Creates or updates relations between nodes of one tenant (unique per source, target
+        and type), in one transaction. The endpoints need not exist yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unrelate(self, request, context):
+        """Removes relations (one type, or every type between two nodes), in one transaction.
+        Relations that do not exist are counted, not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Related(self, request, context):
+        """Follows relations from a node, 1 to 3 steps, by type, direction and minimum
+        strength; returns the nodes reached with the path that reached each.
+        NOT_FOUND when the starting node does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +233,21 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=semantic_dot_v1_dot_search__pb2.StatsRequest.FromString,
                     response_serializer=semantic_dot_v1_dot_search__pb2.StatsResponse.SerializeToString,
+            ),
+            'Relate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Relate,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.RelateRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.RelateResponse.SerializeToString,
+            ),
+            'Unrelate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unrelate,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.UnrelateRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.UnrelateResponse.SerializeToString,
+            ),
+            'Related': grpc.unary_unary_rpc_method_handler(
+                    servicer.Related,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.RelatedRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.RelatedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +467,87 @@ class Search:
             '/semantic.v1.Search/Stats',
             semantic_dot_v1_dot_search__pb2.StatsRequest.SerializeToString,
             semantic_dot_v1_dot_search__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Relate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Search/Relate',
+            semantic_dot_v1_dot_search__pb2.RelateRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.RelateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unrelate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Search/Unrelate',
+            semantic_dot_v1_dot_search__pb2.UnrelateRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.UnrelateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Related(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Search/Related',
+            semantic_dot_v1_dot_search__pb2.RelatedRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.RelatedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,19 @@ class SearchStub:
     """Counts and sizes: nodes per content type, vectors per space, the active space, index
     sizes and pending heal work.
     """
+    Relate: _grpc.UnaryUnaryMultiCallable[_search_pb2.RelateRequest, _search_pb2.RelateResponse]
+    """Creates or updates relations between nodes of one tenant (unique per source, target
+    and type), in one transaction. The endpoints need not exist yet.
+    """
+    Unrelate: _grpc.UnaryUnaryMultiCallable[_search_pb2.UnrelateRequest, _search_pb2.UnrelateResponse]
+    """Removes relations (one type, or every type between two nodes), in one transaction.
+    Relations that do not exist are counted, not an error.
+    """
+    Related: _grpc.UnaryUnaryMultiCallable[_search_pb2.RelatedRequest, _search_pb2.RelatedResponse]
+    """Follows relations from a node, 1 to 3 steps, by type, direction and minimum
+    strength; returns the nodes reached with the path that reached each.
+    NOT_FOUND when the starting node does not exist.
+    """
 
 @_typing.type_check_only
 class SearchAsyncStub(SearchStub):
@@ -128,6 +141,19 @@ class SearchAsyncStub(SearchStub):
     Stats: _aio.UnaryUnaryMultiCallable[_search_pb2.StatsRequest, _search_pb2.StatsResponse]  # type: ignore[assignment]
     """Counts and sizes: nodes per content type, vectors per space, the active space, index
     sizes and pending heal work.
+    """
+    Relate: _aio.UnaryUnaryMultiCallable[_search_pb2.RelateRequest, _search_pb2.RelateResponse]  # type: ignore[assignment]
+    """Creates or updates relations between nodes of one tenant (unique per source, target
+    and type), in one transaction. The endpoints need not exist yet.
+    """
+    Unrelate: _aio.UnaryUnaryMultiCallable[_search_pb2.UnrelateRequest, _search_pb2.UnrelateResponse]  # type: ignore[assignment]
+    """Removes relations (one type, or every type between two nodes), in one transaction.
+    Relations that do not exist are counted, not an error.
+    """
+    Related: _aio.UnaryUnaryMultiCallable[_search_pb2.RelatedRequest, _search_pb2.RelatedResponse]  # type: ignore[assignment]
+    """Follows relations from a node, 1 to 3 steps, by type, direction and minimum
+    strength; returns the nodes reached with the path that reached each.
+    NOT_FOUND when the starting node does not exist.
     """
 
 class SearchServicer(metaclass=_abc_1.ABCMeta):
@@ -216,6 +242,37 @@ class SearchServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_search_pb2.StatsResponse, _abc.Awaitable[_search_pb2.StatsResponse]]:
         """Counts and sizes: nodes per content type, vectors per space, the active space, index
         sizes and pending heal work.
+        """
+
+    @_abc_1.abstractmethod
+    def Relate(
+        self,
+        request: _search_pb2.RelateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.RelateResponse, _abc.Awaitable[_search_pb2.RelateResponse]]:
+        """Creates or updates relations between nodes of one tenant (unique per source, target
+        and type), in one transaction. The endpoints need not exist yet.
+        """
+
+    @_abc_1.abstractmethod
+    def Unrelate(
+        self,
+        request: _search_pb2.UnrelateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.UnrelateResponse, _abc.Awaitable[_search_pb2.UnrelateResponse]]:
+        """Removes relations (one type, or every type between two nodes), in one transaction.
+        Relations that do not exist are counted, not an error.
+        """
+
+    @_abc_1.abstractmethod
+    def Related(
+        self,
+        request: _search_pb2.RelatedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.RelatedResponse, _abc.Awaitable[_search_pb2.RelatedResponse]]:
+        """Follows relations from a node, 1 to 3 steps, by type, direction and minimum
+        strength; returns the nodes reached with the path that reached each.
+        NOT_FOUND when the starting node does not exist.
         """
 
 def add_SearchServicer_to_server(servicer: SearchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -6,9 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from semantic.core.relations import Relation
 
 DEFAULT_VECTOR = "content"
 MAX_TARGETS = 8
@@ -34,6 +37,9 @@ class NodeRecord:
     content_hash: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    relations: tuple[Relation, ...] | None = None
+    """Outgoing client relations. On a write: None keeps the stored ones, a tuple (even
+    empty) replaces them. Read back: only when relations are asked for."""
 
     def text_for(self, name: str) -> str:
         """The text a named vector is made from: ``texts[name]``, else title + body."""

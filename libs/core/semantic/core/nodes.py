@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from semantic.core.domain import NodeRecord
+from semantic.core.relations import Relation
 
 
 class Outcome(StrEnum):
@@ -138,10 +140,18 @@ def decide(incoming: NodeRecord, stored: Stored | None) -> Outcome:
 
 
 def same_node(a: NodeRecord, b: NodeRecord) -> bool:
+    """Whether writing ``a`` over ``b`` changes nothing (``a``'s relations unset: kept)."""
     return (
         a.content_hash == b.content_hash
         and a.slug == b.slug
         and tuple(a.tags) == tuple(b.tags)
         and dict(a.metadata) == dict(b.metadata)
         and (a.version in (b.version, 0))
+        and (a.relations is None or same_relations(a.relations, b.relations or ()))
     )
+
+
+def same_relations(a: Sequence[Relation], b: Sequence[Relation]) -> bool:
+    """The same client relations, in any order."""
+    ordered = sorted(a, key=Relation.key), sorted(b, key=Relation.key)
+    return len(a) == len(b) and all(x.same_as(y) for x, y in zip(*ordered, strict=True))

@@ -89,6 +89,12 @@ class InputLimitSettings(BaseServiceSettings):
     search_max_metadata_bytes: int = Field(
         65_536, ge=2, description="Size of a node's metadata (protobuf Struct), in bytes."
     )
+    search_max_relations: int = Field(
+        100, ge=0, description="Relations a node may carry on a write (Node.relations)."
+    )
+    search_max_related: int = Field(
+        1000, ge=1, description="Nodes a Related call may ask for (its limit)."
+    )
 
 
 class SnapshotSettings(BaseServiceSettings):

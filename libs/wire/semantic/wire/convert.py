@@ -23,6 +23,7 @@ from semantic.core.nodes import VectorRow
 from semantic.core.settings import InputLimitSettings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
+from semantic.wire.relations import node_relations
 
 
 def _setting(name: str) -> Any:
@@ -49,6 +50,8 @@ class Limits:
     max_tags: int = _setting("search_max_tags")
     max_metadata_bytes: int = _setting("search_max_metadata_bytes")
     """Serialized size of ``Node.metadata``."""
+    max_relations: int = _setting("search_max_relations")
+    """Relations per node on a write (``Node.relations.items``)."""
     max_chunks: int = 1024
     """Chunks per vector name of a node (``chunk_index`` < this)."""
     max_targets: int = domain.MAX_TARGETS
@@ -122,6 +125,7 @@ def node_from_proto(
             )
         metadata = struct_to_dict(node.metadata, f"{field}.metadata")
     vectors = _vectors(node, field, dim, limits)
+    relations = node_relations(node, field, limits.max_relations)
     record = domain.NodeRecord(
         tenant=tenant,
         id=node.id,
@@ -133,6 +137,7 @@ def node_from_proto(
         tags=tuple(dict.fromkeys(node.tags)),
         metadata=metadata,
         version=node.version,
+        relations=relations,
     )
     return record, vectors
 

@@ -32,6 +32,7 @@ from semantic.core.local_sync import LocalIndexFollower
 from semantic.core.maintenance import Maintenance
 from semantic.core.recommend.recommender import Recommender
 from semantic.core.recommend.tracker import Tracker
+from semantic.core.relations import RelationService
 from semantic.core.service import SearchService
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
@@ -56,6 +57,7 @@ from semantic.store.postgres.guardian import DatabaseGuardian, Report
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes
 from semantic.store.postgres.recommend_reads import RecommendReads
+from semantic.store.postgres.relations import PostgresRelations
 from semantic.store.postgres.retrieval import PostgresRetrieval, RetrievalConfig
 from semantic.store.postgres.schema import bootstrap_schema
 from semantic.store.postgres.snapshot import PostgresScheduleLock
@@ -81,10 +83,12 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         max_query_chars=settings.search_max_query_chars,
         max_tags=settings.search_max_tags,
         max_metadata_bytes=settings.search_max_metadata_bytes,
+        max_relations=settings.search_max_relations,
     )
     search = SearchServicer(
         limits,
         HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
+        max_related=settings.search_max_related,
     )
     nats_connection = BackgroundConnection(settings.nats_url, "semantic-search")
     pipeline = JetStreamPipeline(
@@ -145,7 +149,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             Recommender(reads, settings.recommend_config(), tracker.config),
             max_track_events=settings.recommend_max_track_events,
         )
-        search.attach(service, recommendations)
+        search.attach(service, recommendations, RelationService(PostgresRelations(pool), nodes))
         maintenance = Maintenance(
             PostgresMaintenance(pool), active, writer, batch_size=settings.indexer_heal_batch_size
         )

@@ -10,6 +10,7 @@ from semantic.common.auth import Role, enforce_tenant, require_every_tenant
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.core import domain
 from semantic.core.nodes import DeleteOutcome, Outcome, VectorRow
+from semantic.core.relations import RelationService
 from semantic.core.service import SearchResult, SearchService
 from semantic.core.spaces import Space
 from semantic.search.recommend.service import Recommendations
@@ -17,6 +18,7 @@ from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
 from semantic.wire import convert
+from semantic.wire import relations as wire_relations
 
 _OUTCOMES = {
     Outcome.CREATED: pb.UPSERT_OUTCOME_CREATED,
@@ -75,19 +77,38 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         limits: convert.Limits,
         hybrid: domain.HybridParams,
         service: SearchService | None = None,
+        *,
+        max_related: int = 1000,
     ) -> None:
         """``hybrid``: the fusion a hybrid search gets for what its request leaves unset."""
         self._limits = limits
         self._hybrid = hybrid
         self._ready = service
         self._recommend: Recommendations | None = None
+        self._relations: RelationService | None = None
+        self._max_related = max_related
 
     def attach(
-        self, service: SearchService, recommendations: Recommendations | None = None
+        self,
+        service: SearchService,
+        recommendations: Recommendations | None = None,
+        relations: RelationService | None = None,
     ) -> None:
         """Start answering (calls before this get UNAVAILABLE)."""
         self._ready = service
         self._recommend = recommendations
+        self._relations = relations
+
+    @property
+    def _related(self) -> RelationService:
+        if self._relations is None:
+            raise DependencyUnavailable("search", "still starting up")
+        return self._relations
+
+    async def _with_relations(self, tenant: str, nodes: list[cpb.Node]) -> None:
+        """Fill the nodes' ``relations`` (outgoing and incoming, to nodes that exist)."""
+        found = await self._related.of_nodes(tenant, list(dict.fromkeys(n.id for n in nodes)))
+        wire_relations.attach(nodes, found)
 
     @property
     def _service(self) -> SearchService:
@@ -154,17 +175,20 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
         found_ids = {n.id for n in nodes}
         found_slugs = {n.slug for n in nodes}
-        return pb.GetResponse(
+        response = pb.GetResponse(
             nodes=[convert.node_to_proto(n, vectors=vectors.get(n.id, ())) for n in nodes],
             missing_ids=[i for i in request.ids if i not in found_ids],
             missing_slugs=[s for s in request.slugs if s not in found_slugs],
         )
+        if request.include_relations and nodes:
+            await self._with_relations(tenant, list(response.nodes))
+        return response
 
     async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
         tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
         query = self._query(request, tenant)
         result = await self._service.search(query, space_id_from(request.space_id))
-        return pb.SearchResponse(
+        response = pb.SearchResponse(
             hits=_hits(result, query.include_body),
             space_id=str(result.space.id),
             mode=_MODE_OUT[result.mode],
@@ -172,6 +196,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             query_truncated=result.query_truncated,
             degraded=result.degraded,
         )
+        if request.include_relations and response.hits and not result.degraded:
+            await self._with_relations(tenant, [h.node for h in response.hits])
+        return response
 
     async def Nearest(self, request: pb.NearestRequest, context: Any) -> pb.NearestResponse:
         tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
@@ -196,11 +223,40 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             min_score=convert.min_score(request),
             space_id=space_id_from(request.space_id),
         )
-        return pb.NearestResponse(
+        response = pb.NearestResponse(
             hits=_hits(result, request.include_body),
             source_id=source_id,
             space_id=str(result.space.id),
             degraded=result.degraded,
+        )
+        if request.include_relations and response.hits and not result.degraded:
+            await self._with_relations(tenant, [h.node for h in response.hits])
+        return response
+
+    async def Relate(self, request: pb.RelateRequest, context: Any) -> pb.RelateResponse:
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        edges = wire_relations.edges_from_proto(request, self._limits.max_nodes)
+        created, updated = await self._related.relate(tenant, edges)
+        return pb.RelateResponse(created=created, updated=updated)
+
+    async def Unrelate(self, request: pb.UnrelateRequest, context: Any) -> pb.UnrelateResponse:
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        keys = wire_relations.keys_from_proto(request, self._limits.max_nodes)
+        return pb.UnrelateResponse(removed=await self._related.unrelate(tenant, keys))
+
+    async def Related(self, request: pb.RelatedRequest, context: Any) -> pb.RelatedResponse:
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        source = request.WhichOneof("source")
+        if source is None or not getattr(request, source):
+            raise InvalidArgument("id", "give the id or the slug of the node")
+        if source == "id":
+            validation.node_id(request.id, "id")
+        else:
+            validation.slug(request.slug, "slug")
+        query = wire_relations.walk_from_proto(request, tenant, self._max_related)
+        start, hits = await self._related.related(query, request.id or None, request.slug or None)
+        return wire_relations.related_to_proto(
+            start, hits, lambda n: convert.node_to_proto(n, include_body=request.include_body)
         )
 
     async def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:

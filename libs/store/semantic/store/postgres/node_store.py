@@ -41,6 +41,11 @@ from semantic.store.postgres import keyword
 from semantic.store.postgres.db import as_array
 from semantic.store.postgres.node_locks import lock_nodes
 from semantic.store.postgres.node_rows import node_from_row, node_select
+from semantic.store.postgres.relations import (
+    client_relations,
+    delete_node_relations,
+    replace_client_relations,
+)
 
 
 class NodeRepository:
@@ -63,8 +68,13 @@ class NodeRepository:
             tenants,
             ids,
         )
+        relations = await client_relations(conn, [(r["tenant"], r["id"]) for r in rows])
         found = {
-            (r["tenant"], r["id"]): Stored(r["version"], r["content_hash"], node_from_row(r))
+            (r["tenant"], r["id"]): Stored(
+                r["version"],
+                r["content_hash"],
+                replace(node_from_row(r), relations=relations.get((r["tenant"], r["id"]), ())),
+            )
             for r in rows
         }
         tombs = await conn.fetch(
@@ -149,6 +159,7 @@ class NodeRepository:
                 raise Replan(needs_vectors)
             await self._check_slugs(conn, touched)
             await self._write_nodes(conn, touched, stored)
+            await replace_client_relations(conn, [w.node for w in touched])
             await self._write_vectors(conn, space, changed)
             await self._write_postings(conn, changed, stats)
             if changed:
@@ -372,6 +383,7 @@ class NodeRepository:
                     tenant,
                     node_ids,
                 )
+            await delete_node_relations(conn, tenant, node_ids)
             await conn.execute(
                 "DELETE FROM semantic.nodes WHERE tenant = $1 AND id = ANY($2::text[])",
                 tenant,

@@ -144,6 +144,40 @@ BODY_ROUTES: Sequence[BodyRoute] = (
         },
     ),
     BodyRoute(
+        "/relations",
+        "Search",
+        "Relate",
+        pb.RelateRequest,
+        pb.RelateResponse,
+        "Create or update relations between nodes",
+        {
+            "edges": [
+                {
+                    "sourceId": "fix-12",
+                    "relation": {"nodeId": "fix-7", "type": "prerequisite", "strength": 0.9},
+                }
+            ]
+        },
+    ),
+    BodyRoute(
+        "/relations/remove",
+        "Search",
+        "Unrelate",
+        pb.UnrelateRequest,
+        pb.UnrelateResponse,
+        "Remove relations between nodes",
+        {"edges": [{"sourceId": "fix-12", "targetId": "fix-7", "type": "prerequisite"}]},
+    ),
+    BodyRoute(
+        "/related",
+        "Search",
+        "Related",
+        pb.RelatedRequest,
+        pb.RelatedResponse,
+        "Follow relations from a node, 1 to 3 steps",
+        {"id": "fix-12", "types": ["prerequisite", "follows"], "depth": 2, "minStrength": 0.5},
+    ),
+    BodyRoute(
         "/admin/heal",
         "Admin",
         "Heal",

@@ -339,6 +339,42 @@ def request_strategies(pools: Pools) -> dict[str, st.SearchStrategy[Any]]:
             spb.TrackRequest,
         ),
         "/semantic.v1.Search/Stats": generic(spb.StatsRequest, pools),
+        "/semantic.v1.Search/Relate": either(
+            st.builds(
+                spb.RelateRequest,
+                tenant=tenant,
+                edges=st.lists(
+                    st.builds(
+                        spb.Edge,
+                        source_id=st.sampled_from(pools.ids),
+                        relation=st.builds(
+                            cpb.Relation,
+                            node_id=st.sampled_from(pools.ids),
+                            type=st.sampled_from(["follows", "prerequisite", "conflicts", "X"]),
+                            strength=st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))),
+                            description=st.text(max_size=20),
+                        ),
+                    ),
+                    max_size=4,
+                ),
+            ),
+            spb.RelateRequest,
+        ),
+        "/semantic.v1.Search/Unrelate": generic(spb.UnrelateRequest, pools),
+        "/semantic.v1.Search/Related": either(
+            st.builds(
+                spb.RelatedRequest,
+                tenant=tenant,
+                id=st.sampled_from(pools.ids),
+                types=st.lists(st.sampled_from(["follows", "prerequisite", "Bad"]), max_size=2),
+                direction=st.integers(0, 4),
+                depth=st.integers(0, 5),
+                min_strength=st.one_of(st.floats(-1, 2), st.just(float("nan"))),
+                limit=st.integers(0, 2000),
+                include_discovered=st.booleans(),
+            ),
+            spb.RelatedRequest,
+        ),
         "/semantic.v1.Admin/HealthReport": generic(spb.HealthReportRequest, pools),
         "/semantic.v1.Admin/Heal": either(
             st.builds(

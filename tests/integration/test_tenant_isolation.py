@@ -154,6 +154,19 @@ def _stats(tenant: str) -> pb.StatsRequest:
     return pb.StatsRequest(tenant=tenant)
 
 
+def _relate(tenant: str) -> pb.RelateRequest:
+    relation = cpb.Relation(node_id="other", type="follows")
+    return pb.RelateRequest(tenant=tenant, edges=[pb.Edge(source_id="doc", relation=relation)])
+
+
+def _unrelate(tenant: str) -> pb.UnrelateRequest:
+    return pb.UnrelateRequest(tenant=tenant, edges=[pb.EdgeKey(source_id="doc", target_id="x")])
+
+
+def _related(tenant: str) -> pb.RelatedRequest:
+    return pb.RelatedRequest(tenant=tenant, id="doc")
+
+
 CASES: dict[str, Callable[[str], Message]] = {
     "Upsert": _upsert,
     "Delete": _delete,
@@ -163,6 +176,9 @@ CASES: dict[str, Callable[[str], Message]] = {
     "Recommend": _recommend,
     "Track": _track,
     "Stats": _stats,
+    "Relate": _relate,
+    "Unrelate": _unrelate,
+    "Related": _related,
 }
 
 

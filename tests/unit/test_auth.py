@@ -422,9 +422,15 @@ def test_every_search_and_admin_rpc_has_exactly_one_table_entry() -> None:
 
 
 ALLOWED = {
-    Role.READER: {"Get", "Search", "Nearest", "Recommend", "Stats"},
-    Role.WRITER: {"Get", "Search", "Nearest", "Recommend", "Stats", "Upsert", "Delete", "Track"},
-    Role.SERVICE: {"Get", "Search", "Nearest", "Recommend", "Stats", "Upsert", "Delete", "Track"},
+    Role.READER: {"Get", "Search", "Nearest", "Recommend", "Stats", "Related"},
+    Role.WRITER: {
+        *("Get", "Search", "Nearest", "Recommend", "Stats", "Related"),
+        *("Upsert", "Delete", "Track", "Relate", "Unrelate"),
+    },
+    Role.SERVICE: {
+        *("Get", "Search", "Nearest", "Recommend", "Stats", "Related"),
+        *("Upsert", "Delete", "Track", "Relate", "Unrelate"),
+    },
     Role.ADMIN: {method.rsplit("/", 1)[1] for method in METHOD_ROLES},
 }
 

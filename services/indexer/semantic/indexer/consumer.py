@@ -380,7 +380,10 @@ class ContentConsumer:
         """Publish the original payload with the reason to the DLQ subject, then term."""
         original = msg.subject
         rest = original.split(".", 1)[1] if "." in original else original
-        headers = dead_letter_headers(original, msg.headers, reason, detail, _deliveries(msg))
+        origin = f"{self._topology.stream}:{_sequence(msg)}"
+        headers = dead_letter_headers(
+            original, msg.headers, reason, detail, _deliveries(msg), origin
+        )
         try:
             await self._js.publish(
                 f"{DLQ_PREFIX}.{rest}", msg.data, stream=self._topology.dlq_stream, headers=headers

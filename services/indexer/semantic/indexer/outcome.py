@@ -139,10 +139,20 @@ def settle(
 
 
 def dead_letter_headers(
-    subject: str, headers: Mapping[str, str] | None, reason: str, detail: str, deliveries: int
+    subject: str,
+    headers: Mapping[str, str] | None,
+    reason: str,
+    detail: str,
+    deliveries: int,
+    origin: str,
 ) -> dict[str, str]:
     """The headers of an event's dead letter: why, where it came from, how often it was
-    delivered, and the original's content type and message id (prefixed ``dlq:``)."""
+    delivered, and the original's content type and message id (prefixed ``dlq:``).
+
+    ``origin`` (``<stream>:<sequence>``) stands in for a missing message id, so every
+    dead letter has one: a replica killed between publishing it and terminating the event
+    redelivers the event, and JetStream's duplicate window drops the second dead letter.
+    """
     out = {
         "Semantic-Dlq-Reason": reason,
         "Semantic-Dlq-Detail": detail[:1024],
@@ -151,6 +161,6 @@ def dead_letter_headers(
     }
     if headers and "Content-Type" in headers:
         out["Content-Type"] = headers["Content-Type"]
-    if headers and "Nats-Msg-Id" in headers:
-        out["Nats-Msg-Id"] = f"dlq:{headers['Nats-Msg-Id']}"
+    msg_id = headers.get("Nats-Msg-Id") if headers else None
+    out["Nats-Msg-Id"] = f"dlq:{msg_id or origin}"
     return out

@@ -6,8 +6,8 @@ published to NATS while it is down.
 Asserted: no read fails at any point of the loop; the answers given while PostgreSQL was
 down are flagged degraded and find at least 0.95 of the normal answers' top 10; after the
 restart the service answers normally by itself, and every event published during the
-outage is applied by the indexer (version, title, body and vectors of the new content),
-none dead-lettered, although each was delivered while PostgreSQL was away. Real processes
+outage is applied by the indexer (version, title, body and vectors of the new content)
+and none is dead-lettered: the events wait in JetStream until the database is back. Real processes
 and servers throughout: a PostgreSQL of the test's own, NATS JetStream, the embedder, the
 indexer (a process) and the search service (in this event loop)."""
 

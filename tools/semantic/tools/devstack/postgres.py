@@ -6,6 +6,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -279,6 +280,14 @@ class EmbeddedPostgres:
         # Re-checked before every call: another pytest run may have reset
         # /tmp/pytest-of-root to 0700 since the last one.
         owner.grant_traversal(self.data_dir)
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            # Switch user in the child program, not in Python's child: with user= and
+            # group= subprocess must fully fork the parent, and in a process running
+            # gRPC's threads that fork can crash the child before it execs.
+            ids = ["--reuid", str(owner.uid), "--regid", str(owner.gid), "--clear-groups"]
+            command = [setpriv, *ids, "--", *command]
+            return _run(command, env=_libpq_env(), cwd=self.data_dir, timeout=self.timeout + 10)
         return _run(
             command,
             env=_libpq_env(),

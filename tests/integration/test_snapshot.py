@@ -54,6 +54,11 @@ def _nodes(version: int = 1) -> list[cpb.Node]:
                 texts={"summary": f"{title} in short"},
             )  # fmt: skip
             node.metadata.update({"rank": i, "lang": "en"})
+            if i < 2:  # n0 follows n1, n1 is a prerequisite of n2
+                kind = "follows" if i == 0 else "prerequisite"
+                node.relations.items.add(
+                    node_id=f"n{i + 1}", type=kind, strength=0.5 + i / 4, description=f"r{i}"
+                )
             nodes.append(node)
     return nodes
 
@@ -133,6 +138,7 @@ async def test_round_trip_into_a_fresh_database_and_a_second_import_changes_noth
     assert _vectors(source)[0] > 2 * 4  # several chunks and named vectors per node
     assert source["node_tombstones"][0] == 1
     assert source["users"][0] == 8
+    assert source["relations"][0] == 3  # acme's n1 -> n2 went with n2
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     code, exported = await _cli(capsys, "export", "--out", str(tmp_path / "snap"))
@@ -159,6 +165,17 @@ async def test_round_trip_into_a_fresh_database_and_a_second_import_changes_noth
 
     async with running_search({**env, "DATABASE_URL": second_url}, monkeypatch) as channel:
         assert await _dense(search_pb2_grpc.SearchStub(channel)) == before
+
+    # A snapshot written before relations existed (no relations file) imports, changing none.
+    older = tmp_path / "snap"
+    (older / "relations.parquet").unlink()
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["files"]["relations.parquet"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    code, old_format = await _cli(capsys, "import", str(older))
+    assert code == 0, old_format
+    assert old_format["changed"] == 0
+    assert await _checksums(second_url) == source
 
 
 async def test_an_export_sees_one_point_in_time_under_a_concurrent_writer(
@@ -207,6 +224,8 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
         snapshot = await _checksums(database_url)
         newer = _nodes(version=2)[0]
         newer.title = "Sourdough, revised"
+        del newer.relations.items[:]
+        newer.relations.items.add(node_id="n2", type="conflicts")
         await search.Upsert(
             pb.UpsertRequest(nodes=[newer, cpb.Node(id="later", title="x", content_type="page")])
         )
@@ -220,6 +239,10 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
             await conn.fetchval("SELECT title FROM semantic.nodes WHERE tenant = '' AND id = 'n0'")
             == "Sourdough, revised"
         )
+        relations = await conn.fetch(
+            "SELECT target_id, type FROM semantic.relations WHERE tenant = '' AND source_id = 'n0'"
+        )
+        assert [tuple(r) for r in relations] == [("n2", "conflicts")]  # the newer node's own
         code, replaced = await _cli(capsys, "import", str(tmp_path / "snap"), "--mode", "replace")
         assert code == 0
         assert replaced["nodes"]["created"] == 5
@@ -425,3 +448,14 @@ async def test_a_restore_into_an_empty_space_builds_its_index_after_the_rows(
     assert await _hnsw(second_url) == await _hnsw(database_url)  # the same index again
     async with running_search({**env, "DATABASE_URL": second_url}, monkeypatch) as channel:
         assert await _dense(search_pb2_grpc.SearchStub(channel)) == before
+
+    # A snapshot written before relations existed (no relations file) imports, changing none.
+    older = tmp_path / "snap"
+    (older / "relations.parquet").unlink()
+    manifest = json.loads((older / "manifest.json").read_text())
+    del manifest["files"]["relations.parquet"]
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    code, old_format = await _cli(capsys, "import", str(older))
+    assert code == 0, old_format
+    assert old_format["changed"] == 0
+    assert await _checksums(second_url) == source

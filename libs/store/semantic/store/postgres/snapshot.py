@@ -137,11 +137,22 @@ ARCHETYPE_CENTROIDS = Table(
     ),
     ("tenant", "space_id", "label"),
 )  # fmt: skip
+RELATIONS = Table(
+    "relations",
+    _schema(
+        ("tenant", S), ("source_id", S), ("target_id", S), ("type", S), ("strength", F64),
+        ("description", S), ("discovered", B), ("created_at", TS), ("updated_at", TS),
+    ),
+    ("tenant", "source_id", "target_id", "type"),
+    node_column="source_id",
+)  # fmt: skip
+"""Relations (a snapshot file since schema 005; older snapshots have none)."""
 
 TABLES: tuple[Table, ...] = (
     NODES,
     TOMBSTONES,
     POSTINGS,
+    RELATIONS,
     USER_EVENTS,
     USERS,
     USER_NODES,

@@ -6,9 +6,14 @@ Nodes follow the write path's version rules: a stored node whose version is newe
 snapshot's is kept (both versioned; unversioned rows compare ``updated_at``), a row equal to
 the stored one is unchanged, anything else is written. Postings and vectors are written for
 the nodes written (vectors only into a matching space); a newer snapshot tombstone deletes
-the stored node. The recommendation tables (events, users, engagement, archetypes) are
-derived from the event log: rows missing in the database are added, existing rows kept.
-``replace`` clears the tenants in scope first, so everything then loads as new.
+the stored node. Relations follow their source node: a node the import writes gets the
+snapshot's relations from it (its stored client relations go), a stored node newer than the
+snapshot's keeps its own, any other gains the snapshot's relations it lacks; a client
+relation replaces a discovered one of the same key, never the reverse; a snapshot written
+before relations existed has no relations file and changes none. The recommendation tables
+(events, users, engagement, archetypes) are derived from the event log: rows missing in the
+database are added, existing rows kept. ``replace`` clears the tenants in scope first, so
+everything then loads as new.
 
 A space's vectors going into an empty vector table (a restore into a new database, or a
 ``replace`` of everything) are written first and indexed after: the table's HNSW index is
@@ -29,7 +34,14 @@ import pyarrow.parquet as pq
 
 from semantic.core.snapshot import DbSpace, ImportReport, Manifest, SnapshotInvalid, vectors_file
 from semantic.core.spaces import ACTIVE, vector_table
-from semantic.store.postgres.snapshot import NODES, POSTINGS, TABLES, TOMBSTONES, Table
+from semantic.store.postgres.snapshot import (
+    NODES,
+    POSTINGS,
+    RELATIONS,
+    TABLES,
+    TOMBSTONES,
+    Table,
+)
 from semantic.store.postgres.spaces import ensure_space
 
 Progress = Callable[[str, int], Awaitable[None]]
@@ -150,12 +162,13 @@ class SnapshotLoader:
             await self._nodes(report)
             await self._tombstones(report)
             await self._postings(report)
+            await self._relations(report)
             for entry in self._manifest.spaces:
                 target = mapping.get(entry.id)
                 if target is not None:
                     await self._vectors(report, entry.id, target)
             for table in TABLES:
-                if table not in (NODES, TOMBSTONES, POSTINGS):
+                if table not in (NODES, TOMBSTONES, POSTINGS, RELATIONS):
                     await self._derived(report, table, mapping)
         return report
 
@@ -214,8 +227,14 @@ class SnapshotLoader:
         )
         deleted += _count(status)
         await self._recount_stats(tenants)
+        if types:  # only the relations from and to the nodes cleared
+            status = await self._conn.execute(
+                "DELETE FROM semantic.relations x USING snap_cleared c WHERE x.tenant = c.tenant"
+                " AND (x.source_id = c.id OR x.target_id = c.id)"
+            )
+            deleted += _count(status)
         for table in TABLES:
-            if table not in (NODES, POSTINGS):
+            if table not in (NODES, POSTINGS) and not (types and table is RELATIONS):
                 status = await self._conn.execute(
                     f"DELETE FROM semantic.{table.name} WHERE {where}", *args
                 )
@@ -267,6 +286,10 @@ class SnapshotLoader:
                     " WHERE v.tenant = g.tenant AND v.node_id = g.id"
                 )
             await self._conn.execute(
+                "DELETE FROM semantic.relations r USING snap_gone g WHERE r.tenant = g.tenant"
+                " AND (r.source_id = g.id OR r.target_id = g.id)"
+            )
+            await self._conn.execute(
                 "DELETE FROM semantic.nodes n USING snap_gone g"
                 " WHERE n.tenant = g.tenant AND n.id = g.id"
             )
@@ -303,6 +326,29 @@ class SnapshotLoader:
             " ON c.tenant = p.tenant AND c.id = p.node_id"
         )
         await self._conn.execute(_STATS)
+
+    async def _relations(self, report: ImportReport) -> None:
+        if RELATIONS.file not in self._manifest.files:  # written before relations existed
+            return
+        await self._load(RELATIONS.file, "snap_relations", "semantic.relations")
+        await self._conn.execute(
+            "DELETE FROM semantic.relations r USING snap_changed c"
+            " WHERE r.tenant = c.tenant AND r.source_id = c.id AND NOT r.discovered"
+        )
+        status = await self._conn.execute(
+            "INSERT INTO semantic.relations AS r SELECT s.* FROM snap_relations s"
+            " WHERE NOT EXISTS (SELECT 1 FROM snap_gone g"
+            "   WHERE g.tenant = s.tenant AND g.id IN (s.source_id, s.target_id))"
+            " AND NOT EXISTS (SELECT 1 FROM snap_fate f WHERE f.tenant = s.tenant"
+            "   AND f.id = s.source_id AND f.fate = 'kept')"
+            " ORDER BY s.tenant, s.source_id, s.target_id, s.type"
+            " ON CONFLICT (tenant, source_id, target_id, type) DO UPDATE SET"
+            " strength = EXCLUDED.strength, description = EXCLUDED.description,"
+            " discovered = false, created_at = EXCLUDED.created_at,"
+            " updated_at = EXCLUDED.updated_at"
+            " WHERE r.discovered AND NOT EXCLUDED.discovered"
+        )
+        report.tables[RELATIONS.name] = _count(status)
 
     async def _vectors(self, report: ImportReport, snapshot_id: int, target: int) -> None:
         table = vector_table(target)

@@ -178,6 +178,9 @@ def search_requests(draw: st.DrawFn, pools: Pools) -> spb.SearchRequest:
         request.filter.CopyFrom(draw(filters(pools)))
     if draw(st.booleans()):
         request.min_score = draw(st.floats(-1, 1))
+    if draw(st.booleans()):
+        request.modifiers.extend(draw(st.lists(score_modifiers(pools), max_size=3)))
+        request.include_feedback = draw(st.booleans())
     return request
 
 
@@ -204,6 +207,53 @@ def user_events(draw: st.DrawFn, pools: Pools) -> evpb.UserEvent:
     if draw(st.booleans()):
         event.context.update({"page": "/home", "position": float(draw(st.integers(0, 9)))})
     return event
+
+
+@st.composite
+def feedback_items(draw: st.DrawFn, pools: Pools) -> evpb.FeedbackItem:
+    """A realistic feedback report; ids sometimes repeat (duplicates)."""
+    item = evpb.FeedbackItem(
+        feedback_id=draw(st.one_of(uuids(), st.sampled_from(("fb-1", "fb-2")))),
+        outcome=draw(st.integers(0, 3)),
+        note=draw(st.text(max_size=20)),
+    )
+    if draw(st.booleans()):
+        item.node_id = draw(st.sampled_from(pools.ids))
+    else:
+        item.slug = draw(st.sampled_from(pools.slugs))
+    if draw(st.booleans()):
+        item.minutes_saved = draw(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan"))))
+    if draw(st.booleans()):
+        item.occurred_at.CopyFrom(draw(timestamps()))
+    return item
+
+
+@st.composite
+def score_modifiers(draw: st.DrawFn, pools: Pools) -> spb.ScoreModifier:
+    """A modifier on a metadata field, a feedback signal, a tag or a metadata value,
+    with weights and bounds that are sometimes not finite or crossed."""
+    modifier = spb.ScoreModifier(
+        op=draw(st.integers(0, 3)),
+        weight=draw(st.one_of(st.floats(-2, 2), st.just(float("inf")))),
+        center=draw(st.floats(-1, 1)),
+    )
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        modifier.metadata_key = draw(st.sampled_from(("rank", "price", "lang", "a.b", "")))
+    elif kind == 1:
+        modifier.feedback = draw(st.integers(0, 5))
+    elif kind == 2:
+        modifier.tag = draw(st.sampled_from((*pools.tags, "")))
+    else:
+        modifier.metadata_contains.key = draw(st.sampled_from(("layers", "lang")))
+        modifier.metadata_contains.value.number_value = draw(st.integers(0, 4))
+    if draw(st.booleans()):
+        modifier.min = draw(st.floats(-1, 2))
+    if draw(st.booleans()):
+        modifier.max = draw(st.floats(-1, 3))
+    if draw(st.booleans()):
+        modifier.missing = draw(st.floats(-1, 1))
+    return modifier
 
 
 @st.composite
@@ -328,6 +378,8 @@ def request_strategies(pools: Pools) -> dict[str, st.SearchStrategy[Any]]:
                 id=st.sampled_from(pools.ids),
                 top_k=st.integers(0, 20),
                 filter=filters(pools),
+                modifiers=st.lists(score_modifiers(pools), max_size=3),
+                include_feedback=st.booleans(),
             ),
             spb.NearestRequest,
         ),
@@ -361,6 +413,14 @@ def request_strategies(pools: Pools) -> dict[str, st.SearchStrategy[Any]]:
             spb.RelateRequest,
         ),
         "/semantic.v1.Search/Unrelate": generic(spb.UnrelateRequest, pools),
+        "/semantic.v1.Search/Feedback": either(
+            st.builds(
+                spb.FeedbackRequest,
+                tenant=tenant,
+                items=st.lists(feedback_items(pools), max_size=4),
+            ),
+            spb.FeedbackRequest,
+        ),
         "/semantic.v1.Search/Related": either(
             st.builds(
                 spb.RelatedRequest,

@@ -167,6 +167,12 @@ def _related(tenant: str) -> pb.RelatedRequest:
     return pb.RelatedRequest(tenant=tenant, id="doc")
 
 
+def _feedback(tenant: str) -> pb.FeedbackRequest:
+    item = epb.FeedbackItem(feedback_id=f"fb-{tenant}", node_id="doc")
+    item.outcome = epb.FEEDBACK_OUTCOME_SUCCESS
+    return pb.FeedbackRequest(tenant=tenant, items=[item])
+
+
 CASES: dict[str, Callable[[str], Message]] = {
     "Upsert": _upsert,
     "Delete": _delete,
@@ -179,6 +185,7 @@ CASES: dict[str, Callable[[str], Message]] = {
     "Relate": _relate,
     "Unrelate": _unrelate,
     "Related": _related,
+    "Feedback": _feedback,
 }
 
 

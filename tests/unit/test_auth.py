@@ -425,11 +425,11 @@ ALLOWED = {
     Role.READER: {"Get", "Search", "Nearest", "Recommend", "Stats", "Related"},
     Role.WRITER: {
         *("Get", "Search", "Nearest", "Recommend", "Stats", "Related"),
-        *("Upsert", "Delete", "Track", "Relate", "Unrelate"),
+        *("Upsert", "Delete", "Track", "Relate", "Unrelate", "Feedback"),
     },
     Role.SERVICE: {
         *("Get", "Search", "Nearest", "Recommend", "Stats", "Related"),
-        *("Upsert", "Delete", "Track", "Relate", "Unrelate"),
+        *("Upsert", "Delete", "Track", "Relate", "Unrelate", "Feedback"),
     },
     Role.ADMIN: {method.rsplit("/", 1)[1] for method in METHOD_ROLES},
 }

@@ -118,6 +118,7 @@ class Node(_message.Message):
     TEXTS_FIELD_NUMBER: _builtins.int
     VECTORS_FIELD_NUMBER: _builtins.int
     RELATIONS_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Client-chosen identifier, unique per tenant (see the file comment for the format).
     May be empty on Upsert when `slug` is set: the node with that slug is updated, or a
@@ -212,6 +213,12 @@ class Node(_message.Message):
         (`include_relations`), then holding the node's outgoing and incoming relations.
         """
 
+    @_builtins.property
+    def feedback(self) -> Global___NodeFeedback:
+        """Output only: the node's feedback counters and confidence (see NodeFeedback), set
+        when the read request asks for them (`include_feedback`). Ignored on input.
+        """
+
     def __init__(
         self,
         *,
@@ -230,14 +237,72 @@ class Node(_message.Message):
         texts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         vectors: _abc.Iterable[Global___NamedVector] | None = ...,
         relations: Global___Relations | None = ...,
+        feedback: Global___NodeFeedback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "metadata", b"metadata", "relations", b"relations", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "feedback", b"feedback", "metadata", b"metadata", "relations", b"relations", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "content_hash", b"content_hash", "content_type", b"content_type", "created_at", b"created_at", "id", b"id", "metadata", b"metadata", "relations", b"relations", "slug", b"slug", "tags", b"tags", "tenant", b"tenant", "texts", b"texts", "title", b"title", "updated_at", b"updated_at", "vectors", b"vectors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "content_hash", b"content_hash", "content_type", b"content_type", "created_at", b"created_at", "feedback", b"feedback", "id", b"id", "metadata", b"metadata", "relations", b"relations", "slug", b"slug", "tags", b"tags", "tenant", b"tenant", "texts", b"texts", "title", b"title", "updated_at", b"updated_at", "vectors", b"vectors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Node: _TypeAlias = Node  # noqa: Y015
+
+@_typing.final
+class NodeFeedback(_message.Message):
+    """How often a node worked when it was applied (README_vector.md, "Feedback and
+    confidence"). Output only. With no feedback every count is 0, `success_rate` is the
+    prior's mean and `confidence` the prior's lower bound.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    AVG_MINUTES_SAVED_FIELD_NUMBER: _builtins.int
+    LAST_APPLIED_AT_FIELD_NUMBER: _builtins.int
+    applied: _builtins.int
+    """Feedback recorded (each Feedback item or FeedbackEvent once)."""
+    succeeded: _builtins.int
+    """Of those, outcome SUCCESS."""
+    failed: _builtins.int
+    """Of those, outcome FAILURE."""
+    success_rate: _builtins.float
+    """Mean of the Beta posterior: (succeeded + a) / (applied + a + b), with the prior
+    a, b from settings (default 1, 1: an unknown node starts at 0.5).
+    """
+    confidence: _builtins.float
+    """success_rate minus one standard deviation of the Beta posterior, at least 0: it
+    grows with successes and with the evidence, shrinks with failures.
+    """
+    avg_minutes_saved: _builtins.float
+    """Mean of the minutes saved reported; unset when none was reported."""
+    @_builtins.property
+    def last_applied_at(self) -> _timestamp_pb2.Timestamp:
+        """When the newest feedback says the node was applied (`occurred_at`)."""
+
+    def __init__(
+        self,
+        *,
+        applied: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        success_rate: _builtins.float = ...,
+        confidence: _builtins.float = ...,
+        avg_minutes_saved: _builtins.float | None = ...,
+        last_applied_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_avg_minutes_saved", b"_avg_minutes_saved", "avg_minutes_saved", b"avg_minutes_saved", "last_applied_at", b"last_applied_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_avg_minutes_saved", b"_avg_minutes_saved", "applied", b"applied", "avg_minutes_saved", b"avg_minutes_saved", "confidence", b"confidence", "failed", b"failed", "last_applied_at", b"last_applied_at", "succeeded", b"succeeded", "success_rate", b"success_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__avg_minutes_saved: _TypeAlias = _typing.Literal["avg_minutes_saved"]  # noqa: Y015
+    _WhichOneofArgType__avg_minutes_saved: _TypeAlias = _typing.Literal["_avg_minutes_saved", b"_avg_minutes_saved"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__avg_minutes_saved) -> _WhichOneofReturnType__avg_minutes_saved | None: ...
+
+Global___NodeFeedback: _TypeAlias = NodeFeedback  # noqa: Y015
 
 @_typing.final
 class Relations(_message.Message):

@@ -27,19 +27,25 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from semantic.v1 import common_pb2 as semantic_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18semantic/v1/events.proto\x12\x0bsemantic.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18semantic/v1/common.proto\"\xb7\x01\n\x0c\x43ontentEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\"\n\x02op\x18\x02 \x01(\x0e\x32\x16.semantic.v1.ContentOp\x12\x1f\n\x04node\x18\x03 \x01(\x0b\x32\x11.semantic.v1.Node\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x06 \x01(\t\"\xc4\x02\n\tUserEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x11\n\x07node_id\x18\x04 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x05 \x01(\tH\x00\x12\'\n\x06\x61\x63tion\x18\x06 \x01(\x0e\x32\x17.semantic.v1.UserAction\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x06weight\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\tarchetype\x18\t \x01(\t\x12\x12\n\nsession_id\x18\n \x01(\t\x12(\n\x07\x63ontext\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06source\x18\x0c \x01(\tB\x06\n\x04nodeB\t\n\x07_weight*U\n\tContentOp\x12\x1a\n\x16\x43ONTENT_OP_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ONTENT_OP_UPSERT\x10\x01\x12\x15\n\x11\x43ONTENT_OP_DELETE\x10\x02*\xba\x01\n\nUserAction\x12\x1b\n\x17USER_ACTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16USER_ACTION_IMPRESSION\x10\x01\x12\x14\n\x10USER_ACTION_VIEW\x10\x02\x12\x15\n\x11USER_ACTION_CLICK\x10\x03\x12\x14\n\x10USER_ACTION_LIKE\x10\x04\x12\x17\n\x13USER_ACTION_CONVERT\x10\x05\x12\x17\n\x13USER_ACTION_DISMISS\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18semantic/v1/events.proto\x12\x0bsemantic.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18semantic/v1/common.proto\"\xb7\x01\n\x0c\x43ontentEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\"\n\x02op\x18\x02 \x01(\x0e\x32\x16.semantic.v1.ContentOp\x12\x1f\n\x04node\x18\x03 \x01(\x0b\x32\x11.semantic.v1.Node\x12\x0f\n\x07version\x18\x04 \x01(\x04\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x06 \x01(\t\"\xc4\x02\n\tUserEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x11\n\x07node_id\x18\x04 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x05 \x01(\tH\x00\x12\'\n\x06\x61\x63tion\x18\x06 \x01(\x0e\x32\x17.semantic.v1.UserAction\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x06weight\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\tarchetype\x18\t \x01(\t\x12\x12\n\nsession_id\x18\n \x01(\t\x12(\n\x07\x63ontext\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06source\x18\x0c \x01(\tB\x06\n\x04nodeB\t\n\x07_weight\"\xfc\x01\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\x13\n\x0b\x66\x65\x65\x64\x62\x61\x63k_id\x18\x01 \x01(\t\x12\x11\n\x07node_id\x18\x02 \x01(\tH\x00\x12\x0e\n\x04slug\x18\x03 \x01(\tH\x00\x12-\n\x07outcome\x18\x04 \x01(\x0e\x32\x1c.semantic.v1.FeedbackOutcome\x12\x1a\n\rminutes_saved\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x0c\n\x04note\x18\x06 \x01(\t\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08reporter\x18\x08 \x01(\tB\x06\n\x04nodeB\x10\n\x0e_minutes_saved\"H\n\rFeedbackEvent\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\x04item\x18\x02 \x01(\x0b\x32\x19.semantic.v1.FeedbackItem*U\n\tContentOp\x12\x1a\n\x16\x43ONTENT_OP_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43ONTENT_OP_UPSERT\x10\x01\x12\x15\n\x11\x43ONTENT_OP_DELETE\x10\x02*\xba\x01\n\nUserAction\x12\x1b\n\x17USER_ACTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16USER_ACTION_IMPRESSION\x10\x01\x12\x14\n\x10USER_ACTION_VIEW\x10\x02\x12\x15\n\x11USER_ACTION_CLICK\x10\x03\x12\x14\n\x10USER_ACTION_LIKE\x10\x04\x12\x17\n\x13USER_ACTION_CONVERT\x10\x05\x12\x17\n\x13USER_ACTION_DISMISS\x10\x06*o\n\x0f\x46\x65\x65\x64\x62\x61\x63kOutcome\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_SUCCESS\x10\x01\x12\x1c\n\x18\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_FAILURE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'semantic.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTENTOP']._serialized_start=643
-  _globals['_CONTENTOP']._serialized_end=728
-  _globals['_USERACTION']._serialized_start=731
-  _globals['_USERACTION']._serialized_end=917
+  _globals['_CONTENTOP']._serialized_start=972
+  _globals['_CONTENTOP']._serialized_end=1057
+  _globals['_USERACTION']._serialized_start=1060
+  _globals['_USERACTION']._serialized_end=1246
+  _globals['_FEEDBACKOUTCOME']._serialized_start=1248
+  _globals['_FEEDBACKOUTCOME']._serialized_end=1359
   _globals['_CONTENTEVENT']._serialized_start=131
   _globals['_CONTENTEVENT']._serialized_end=314
   _globals['_USEREVENT']._serialized_start=317
   _globals['_USEREVENT']._serialized_end=641
+  _globals['_FEEDBACKITEM']._serialized_start=644
+  _globals['_FEEDBACKITEM']._serialized_end=896
+  _globals['_FEEDBACKEVENT']._serialized_start=898
+  _globals['_FEEDBACKEVENT']._serialized_end=970
 # @@protoc_insertion_point(module_scope)

@@ -156,6 +156,24 @@ user again.
 """
 Global___UserAction: _TypeAlias = UserAction  # noqa: Y015
 
+class _FeedbackOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FeedbackOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeedbackOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FEEDBACK_OUTCOME_UNSPECIFIED: _FeedbackOutcome.ValueType  # 0
+    FEEDBACK_OUTCOME_SUCCESS: _FeedbackOutcome.ValueType  # 1
+    FEEDBACK_OUTCOME_FAILURE: _FeedbackOutcome.ValueType  # 2
+
+class FeedbackOutcome(_FeedbackOutcome, metaclass=_FeedbackOutcomeEnumTypeWrapper):
+    """Whether applying a node worked."""
+
+FEEDBACK_OUTCOME_UNSPECIFIED: FeedbackOutcome.ValueType  # 0
+FEEDBACK_OUTCOME_SUCCESS: FeedbackOutcome.ValueType  # 1
+FEEDBACK_OUTCOME_FAILURE: FeedbackOutcome.ValueType  # 2
+Global___FeedbackOutcome: _TypeAlias = FeedbackOutcome  # noqa: Y015
+
 @_typing.final
 class ContentEvent(_message.Message):
     """A change of one node, published by a content platform on
@@ -316,3 +334,96 @@ class UserEvent(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_node) -> _WhichOneofReturnType_node | None: ...
 
 Global___UserEvent: _TypeAlias = UserEvent  # noqa: Y015
+
+@_typing.final
+class FeedbackItem(_message.Message):
+    """One report that a node was applied (also the payload of a FeedbackEvent)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEEDBACK_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SLUG_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    MINUTES_SAVED_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    REPORTER_FIELD_NUMBER: _builtins.int
+    feedback_id: _builtins.str
+    """Unique id of this report (a UUID or ULID), at most 128 characters. Required: a
+    report already recorded is ignored, so retries count once.
+    """
+    node_id: _builtins.str
+    slug: _builtins.str
+    outcome: Global___FeedbackOutcome.ValueType
+    """SUCCESS or FAILURE. Required."""
+    minutes_saved: _builtins.float
+    """Minutes the node saved (or, negative, cost), finite, |minutes| <= 525,600. Optional."""
+    note: _builtins.str
+    """Free text, at most 2,000 characters."""
+    reporter: _builtins.str
+    """Who reported it (a user or system id), at most 256 characters. Optional."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was applied. Unset: the time the server receives it. More than 5 minutes
+        in the future: INVALID_ARGUMENT.
+        """
+
+    def __init__(
+        self,
+        *,
+        feedback_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        slug: _builtins.str = ...,
+        outcome: Global___FeedbackOutcome.ValueType = ...,
+        minutes_saved: _builtins.float | None = ...,
+        note: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        reporter: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_minutes_saved", b"_minutes_saved", "minutes_saved", b"minutes_saved", "node", b"node", "node_id", b"node_id", "occurred_at", b"occurred_at", "slug", b"slug"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_minutes_saved", b"_minutes_saved", "feedback_id", b"feedback_id", "minutes_saved", b"minutes_saved", "node", b"node", "node_id", b"node_id", "note", b"note", "occurred_at", b"occurred_at", "outcome", b"outcome", "reporter", b"reporter", "slug", b"slug"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__minutes_saved: _TypeAlias = _typing.Literal["minutes_saved"]  # noqa: Y015
+    _WhichOneofArgType__minutes_saved: _TypeAlias = _typing.Literal["_minutes_saved", b"_minutes_saved"]  # noqa: Y015
+    _WhichOneofReturnType_node: _TypeAlias = _typing.Literal["node_id", "slug"]  # noqa: Y015
+    _WhichOneofArgType_node: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minutes_saved) -> _WhichOneofReturnType__minutes_saved | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_node) -> _WhichOneofReturnType_node | None: ...
+
+Global___FeedbackItem: _TypeAlias = FeedbackItem  # noqa: Y015
+
+@_typing.final
+class FeedbackEvent(_message.Message):
+    """A FeedbackItem published on `semantic.feedback.<tenant>` (README_vector.md, "Feedback
+    and confidence"), recorded by the indexer exactly as Search.Feedback records it. A
+    report naming a node not indexed yet is retried with a delay and dead-lettered after
+    `max_deliver`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the node; must equal the subject's tenant token."""
+    @_builtins.property
+    def item(self) -> Global___FeedbackItem:
+        """The report; its `feedback_id` is the event's id (also send it as `Nats-Msg-Id`)."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        item: Global___FeedbackItem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackEvent: _TypeAlias = FeedbackEvent  # noqa: Y015

@@ -22,6 +22,7 @@ transaction; Rollback switches back.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -149,6 +150,60 @@ SEARCH_MODE_HYBRID: SearchMode.ValueType  # 3
 a text query.
 """
 Global___SearchMode: _TypeAlias = SearchMode  # noqa: Y015
+
+class _ModifierOp:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ModifierOpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ModifierOp.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MODIFIER_OP_UNSPECIFIED: _ModifierOp.ValueType  # 0
+    """Not set: MULTIPLY."""
+    MODIFIER_OP_MULTIPLY: _ModifierOp.ValueType  # 1
+    """score x clamp(1 + weight x (input - center), min, max); min defaults to 0."""
+    MODIFIER_OP_ADD: _ModifierOp.ValueType  # 2
+    """score + clamp(weight x (input - center), min, max)."""
+
+class ModifierOp(_ModifierOp, metaclass=_ModifierOpEnumTypeWrapper):
+    """How a score modifier changes a score."""
+
+MODIFIER_OP_UNSPECIFIED: ModifierOp.ValueType  # 0
+"""Not set: MULTIPLY."""
+MODIFIER_OP_MULTIPLY: ModifierOp.ValueType  # 1
+"""score x clamp(1 + weight x (input - center), min, max); min defaults to 0."""
+MODIFIER_OP_ADD: ModifierOp.ValueType  # 2
+"""score + clamp(weight x (input - center), min, max)."""
+Global___ModifierOp: _TypeAlias = ModifierOp  # noqa: Y015
+
+class _FeedbackSignal:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FeedbackSignalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeedbackSignal.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FEEDBACK_SIGNAL_UNSPECIFIED: _FeedbackSignal.ValueType  # 0
+    FEEDBACK_SIGNAL_SUCCESS_RATE: _FeedbackSignal.ValueType  # 1
+    """The Beta-posterior success rate, in (0, 1)."""
+    FEEDBACK_SIGNAL_CONFIDENCE: _FeedbackSignal.ValueType  # 2
+    """The confidence, in [0, 1)."""
+    FEEDBACK_SIGNAL_APPLIED: _FeedbackSignal.ValueType  # 3
+    """How often the node was applied."""
+    FEEDBACK_SIGNAL_AVG_MINUTES_SAVED: _FeedbackSignal.ValueType  # 4
+    """Mean minutes saved (missing when none was reported)."""
+
+class FeedbackSignal(_FeedbackSignal, metaclass=_FeedbackSignalEnumTypeWrapper):
+    """A node's feedback value a modifier can read (see NodeFeedback)."""
+
+FEEDBACK_SIGNAL_UNSPECIFIED: FeedbackSignal.ValueType  # 0
+FEEDBACK_SIGNAL_SUCCESS_RATE: FeedbackSignal.ValueType  # 1
+"""The Beta-posterior success rate, in (0, 1)."""
+FEEDBACK_SIGNAL_CONFIDENCE: FeedbackSignal.ValueType  # 2
+"""The confidence, in [0, 1)."""
+FEEDBACK_SIGNAL_APPLIED: FeedbackSignal.ValueType  # 3
+"""How often the node was applied."""
+FEEDBACK_SIGNAL_AVG_MINUTES_SAVED: FeedbackSignal.ValueType  # 4
+"""Mean minutes saved (missing when none was reported)."""
+Global___FeedbackSignal: _TypeAlias = FeedbackSignal  # noqa: Y015
 
 class _RecommendStrategy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -678,6 +733,7 @@ class GetRequest(_message.Message):
     INCLUDE_VECTORS_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_RELATIONS_FIELD_NUMBER: _builtins.int
+    INCLUDE_FEEDBACK_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant of the nodes; empty is the default tenant."""
     include_vectors: _builtins.bool
@@ -688,6 +744,8 @@ class GetRequest(_message.Message):
     """Space whose vectors are returned with `include_vectors`. Empty: the active space."""
     include_relations: _builtins.bool
     """When true, each node's `relations` holds its outgoing and incoming relations."""
+    include_feedback: _builtins.bool
+    """When true, each node's `feedback` holds its feedback counters and confidence."""
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids to read. Together with `slugs`: 1 to a setting (default 1,000) entries."""
@@ -705,10 +763,11 @@ class GetRequest(_message.Message):
         include_vectors: _builtins.bool = ...,
         space_id: _builtins.str = ...,
         include_relations: _builtins.bool = ...,
+        include_feedback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "include_relations", b"include_relations", "include_vectors", b"include_vectors", "slugs", b"slugs", "space_id", b"space_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "include_feedback", b"include_feedback", "include_relations", b"include_relations", "include_vectors", b"include_vectors", "slugs", b"slugs", "space_id", b"space_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -860,6 +919,9 @@ class SearchRequest(_message.Message):
     INCLUDE_BODY_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_RELATIONS_FIELD_NUMBER: _builtins.int
+    MODIFIERS_FIELD_NUMBER: _builtins.int
+    SKIP_DEFAULT_MODIFIERS_FIELD_NUMBER: _builtins.int
+    INCLUDE_FEEDBACK_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant searched; empty is the default tenant."""
     text: _builtins.str
@@ -887,6 +949,10 @@ class SearchRequest(_message.Message):
     """Embedding space to search (and whose model embeds the text). Empty: the active space."""
     include_relations: _builtins.bool
     """When true, each hit's node carries its outgoing and incoming relations."""
+    skip_default_modifiers: _builtins.bool
+    """When true, no default modifiers apply (only `modifiers`)."""
+    include_feedback: _builtins.bool
+    """When true, each hit's node carries its feedback counters and confidence."""
     @_builtins.property
     def vector(self) -> _common_pb2.Vector:
         """Query vector; its dimension must equal the space dimension (INVALID_ARGUMENT
@@ -907,6 +973,12 @@ class SearchRequest(_message.Message):
     def filter(self) -> _common_pb2.Filter:
         """Which nodes may be returned. Unset: all nodes of the tenant."""
 
+    @_builtins.property
+    def modifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreModifier]:
+        """Score modifiers applied after ranking (see ScoreModifier), at most 16. When empty,
+        the defaults of each hit's content type from the settings apply (if any).
+        """
+
     def __init__(
         self,
         *,
@@ -923,10 +995,13 @@ class SearchRequest(_message.Message):
         include_body: _builtins.bool = ...,
         space_id: _builtins.str = ...,
         include_relations: _builtins.bool = ...,
+        modifiers: _abc.Iterable[Global___ScoreModifier] | None = ...,
+        skip_default_modifiers: _builtins.bool = ...,
+        include_feedback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "hybrid", b"hybrid", "min_score", b"min_score", "query", b"query", "text", b"text", "vector", b"vector"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "hybrid", b"hybrid", "include_body", b"include_body", "include_relations", b"include_relations", "min_score", b"min_score", "mode", b"mode", "offset", b"offset", "query", b"query", "space_id", b"space_id", "targets", b"targets", "tenant", b"tenant", "text", b"text", "top_k", b"top_k", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "hybrid", b"hybrid", "include_body", b"include_body", "include_feedback", b"include_feedback", "include_relations", b"include_relations", "min_score", b"min_score", "mode", b"mode", "modifiers", b"modifiers", "offset", b"offset", "query", b"query", "skip_default_modifiers", b"skip_default_modifiers", "space_id", b"space_id", "targets", b"targets", "tenant", b"tenant", "text", b"text", "top_k", b"top_k", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
     _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
@@ -1023,6 +1098,8 @@ class HitExplanation(_message.Message):
     KEYWORD_SCORE_FIELD_NUMBER: _builtins.int
     FUSED_SCORE_FIELD_NUMBER: _builtins.int
     TARGETS_FIELD_NUMBER: _builtins.int
+    BASE_SCORE_FIELD_NUMBER: _builtins.int
+    MODIFIERS_FIELD_NUMBER: _builtins.int
     dense_rank: _builtins.int
     """1-based rank in the dense candidate list; unset when the node was not a dense
     candidate (or the mode is KEYWORD).
@@ -1037,9 +1114,17 @@ class HitExplanation(_message.Message):
     """Keyword relevance score (BM25-like, unbounded, >= 0); set with `keyword_rank`."""
     fused_score: _builtins.float
     """Reciprocal-rank-fusion score; set in HYBRID mode only."""
+    base_score: _builtins.float
+    """The score before score modifiers; set when modifiers applied."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TargetScore]:
         """Per-target similarities of the dense side."""
+
+    @_builtins.property
+    def modifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModifierContribution]:
+        """Each modifier's contribution, in the order applied: score = base_score x every
+        factor + every addend.
+        """
 
     def __init__(
         self,
@@ -1050,11 +1135,15 @@ class HitExplanation(_message.Message):
         keyword_score: _builtins.float | None = ...,
         fused_score: _builtins.float | None = ...,
         targets: _abc.Iterable[Global___TargetScore] | None = ...,
+        base_score: _builtins.float | None = ...,
+        modifiers: _abc.Iterable[Global___ModifierContribution] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_dense_rank", b"_dense_rank", "_dense_score", b"_dense_score", "_fused_score", b"_fused_score", "_keyword_rank", b"_keyword_rank", "_keyword_score", b"_keyword_score", "dense_rank", b"dense_rank", "dense_score", b"dense_score", "fused_score", b"fused_score", "keyword_rank", b"keyword_rank", "keyword_score", b"keyword_score"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_base_score", b"_base_score", "_dense_rank", b"_dense_rank", "_dense_score", b"_dense_score", "_fused_score", b"_fused_score", "_keyword_rank", b"_keyword_rank", "_keyword_score", b"_keyword_score", "base_score", b"base_score", "dense_rank", b"dense_rank", "dense_score", b"dense_score", "fused_score", b"fused_score", "keyword_rank", b"keyword_rank", "keyword_score", b"keyword_score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_dense_rank", b"_dense_rank", "_dense_score", b"_dense_score", "_fused_score", b"_fused_score", "_keyword_rank", b"_keyword_rank", "_keyword_score", b"_keyword_score", "dense_rank", b"dense_rank", "dense_score", b"dense_score", "fused_score", b"fused_score", "keyword_rank", b"keyword_rank", "keyword_score", b"keyword_score", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_base_score", b"_base_score", "_dense_rank", b"_dense_rank", "_dense_score", b"_dense_score", "_fused_score", b"_fused_score", "_keyword_rank", b"_keyword_rank", "_keyword_score", b"_keyword_score", "base_score", b"base_score", "dense_rank", b"dense_rank", "dense_score", b"dense_score", "fused_score", b"fused_score", "keyword_rank", b"keyword_rank", "keyword_score", b"keyword_score", "modifiers", b"modifiers", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__base_score: _TypeAlias = _typing.Literal["base_score"]  # noqa: Y015
+    _WhichOneofArgType__base_score: _TypeAlias = _typing.Literal["_base_score", b"_base_score"]  # noqa: Y015
     _WhichOneofReturnType__dense_rank: _TypeAlias = _typing.Literal["dense_rank"]  # noqa: Y015
     _WhichOneofArgType__dense_rank: _TypeAlias = _typing.Literal["_dense_rank", b"_dense_rank"]  # noqa: Y015
     _WhichOneofReturnType__dense_score: _TypeAlias = _typing.Literal["dense_score"]  # noqa: Y015
@@ -1065,6 +1154,8 @@ class HitExplanation(_message.Message):
     _WhichOneofArgType__keyword_rank: _TypeAlias = _typing.Literal["_keyword_rank", b"_keyword_rank"]  # noqa: Y015
     _WhichOneofReturnType__keyword_score: _TypeAlias = _typing.Literal["keyword_score"]  # noqa: Y015
     _WhichOneofArgType__keyword_score: _TypeAlias = _typing.Literal["_keyword_score", b"_keyword_score"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__base_score) -> _WhichOneofReturnType__base_score | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_rank) -> _WhichOneofReturnType__dense_rank | None: ...
     @_typing.overload
@@ -1077,6 +1168,161 @@ class HitExplanation(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__keyword_score) -> _WhichOneofReturnType__keyword_score | None: ...
 
 Global___HitExplanation: _TypeAlias = HitExplanation  # noqa: Y015
+
+@_typing.final
+class MetadataMatch(_message.Message):
+    """A metadata value to look for: the key's value equals `value`, or is a list holding it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Metadata key (a dotted path reaches into nested objects), 1-256 characters."""
+    @_builtins.property
+    def value(self) -> _struct_pb2.Value:
+        """The value looked for (a number, string or bool)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        value: _struct_pb2.Value | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetadataMatch: _TypeAlias = MetadataMatch  # noqa: Y015
+
+@_typing.final
+class ScoreModifier(_message.Message):
+    """Re-ranking by numbers stored on nodes (README_vector.md, "Score modifiers"). The input
+    is one of: a numeric metadata field, a feedback signal, or a condition (1 when it
+    holds, else 0). A missing or non-numeric input skips the modifier for that node (or
+    uses `missing`); a query never fails and never gets NaN because of a node's data.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METADATA_KEY_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    METADATA_CONTAINS_FIELD_NUMBER: _builtins.int
+    OP_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    CENTER_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    metadata_key: _builtins.str
+    """A numeric metadata field (dotted path), e.g. "ctr" or "stats.roas"."""
+    feedback: Global___FeedbackSignal.ValueType
+    """A feedback signal of the node."""
+    tag: _builtins.str
+    """1 when the node has this tag, else 0."""
+    op: Global___ModifierOp.ValueType
+    """MULTIPLY (default) or ADD."""
+    weight: _builtins.float
+    """Weight, finite. E.g. MULTIPLY, weight 0.2, center 0.5 on the success rate:
+    score x (1 + 0.2 (success_rate - 0.5)).
+    """
+    center: _builtins.float
+    """Subtracted from the input before weighting; finite, default 0."""
+    min: _builtins.float
+    """Lower bound of the factor (MULTIPLY; default 0) or of the addend (ADD; default none)."""
+    max: _builtins.float
+    """Upper bound of the factor or of the addend; default none."""
+    missing: _builtins.float
+    """Input used when the node's value is missing or not a number. Unset: the modifier
+    does nothing for that node.
+    """
+    name: _builtins.str
+    """Label in explanations, at most 64 characters; default: the input, e.g.
+    "metadata:ctr", "feedback:success_rate", "tag:go", "metadata_contains:layers".
+    """
+    @_builtins.property
+    def metadata_contains(self) -> Global___MetadataMatch:
+        """1 when the node's metadata holds this value at this key, else 0."""
+
+    def __init__(
+        self,
+        *,
+        metadata_key: _builtins.str = ...,
+        feedback: Global___FeedbackSignal.ValueType = ...,
+        tag: _builtins.str = ...,
+        metadata_contains: Global___MetadataMatch | None = ...,
+        op: Global___ModifierOp.ValueType = ...,
+        weight: _builtins.float = ...,
+        center: _builtins.float = ...,
+        min: _builtins.float | None = ...,
+        max: _builtins.float | None = ...,
+        missing: _builtins.float | None = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "_missing", b"_missing", "feedback", b"feedback", "input", b"input", "max", b"max", "metadata_contains", b"metadata_contains", "metadata_key", b"metadata_key", "min", b"min", "missing", b"missing", "tag", b"tag"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "_missing", b"_missing", "center", b"center", "feedback", b"feedback", "input", b"input", "max", b"max", "metadata_contains", b"metadata_contains", "metadata_key", b"metadata_key", "min", b"min", "missing", b"missing", "name", b"name", "op", b"op", "tag", b"tag", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    _WhichOneofReturnType__missing: _TypeAlias = _typing.Literal["missing"]  # noqa: Y015
+    _WhichOneofArgType__missing: _TypeAlias = _typing.Literal["_missing", b"_missing"]  # noqa: Y015
+    _WhichOneofReturnType_input: _TypeAlias = _typing.Literal["metadata_key", "feedback", "tag", "metadata_contains"]  # noqa: Y015
+    _WhichOneofArgType_input: _TypeAlias = _typing.Literal["input", b"input"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__missing) -> _WhichOneofReturnType__missing | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_input) -> _WhichOneofReturnType_input | None: ...
+
+Global___ScoreModifier: _TypeAlias = ScoreModifier  # noqa: Y015
+
+@_typing.final
+class ModifierContribution(_message.Message):
+    """What one modifier did to a hit's score."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    OP_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    EFFECT_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The modifier's name."""
+    op: Global___ModifierOp.ValueType
+    """MULTIPLY or ADD."""
+    input: _builtins.float
+    """The input read (after `missing` was applied); 0 when skipped."""
+    effect: _builtins.float
+    """The factor (MULTIPLY) or addend (ADD) applied; 1 or 0 when skipped."""
+    skipped: _builtins.bool
+    """True when the input was missing or not a number and `missing` was unset."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        op: Global___ModifierOp.ValueType = ...,
+        input: _builtins.float = ...,
+        effect: _builtins.float = ...,
+        skipped: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effect", b"effect", "input", b"input", "name", b"name", "op", b"op", "skipped", b"skipped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModifierContribution: _TypeAlias = ModifierContribution  # noqa: Y015
 
 @_typing.final
 class SearchHit(_message.Message):
@@ -1190,6 +1436,9 @@ class NearestRequest(_message.Message):
     INCLUDE_BODY_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_RELATIONS_FIELD_NUMBER: _builtins.int
+    MODIFIERS_FIELD_NUMBER: _builtins.int
+    SKIP_DEFAULT_MODIFIERS_FIELD_NUMBER: _builtins.int
+    INCLUDE_FEEDBACK_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant of the source node and of the results; empty is the default tenant."""
     id: _builtins.str
@@ -1210,6 +1459,10 @@ class NearestRequest(_message.Message):
     """Embedding space used. Empty: the active space."""
     include_relations: _builtins.bool
     """When true, each hit's node carries its outgoing and incoming relations."""
+    skip_default_modifiers: _builtins.bool
+    """When true, no default modifiers apply (only `modifiers`)."""
+    include_feedback: _builtins.bool
+    """When true, each hit's node carries its feedback counters and confidence."""
     @_builtins.property
     def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Shorthand for `filter.content_types`: only these content types. When both are set a
@@ -1219,6 +1472,10 @@ class NearestRequest(_message.Message):
     @_builtins.property
     def filter(self) -> _common_pb2.Filter:
         """Further restrictions on the candidates. The source node is always excluded."""
+
+    @_builtins.property
+    def modifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreModifier]:
+        """Score modifiers (as SearchRequest.modifiers)."""
 
     def __init__(
         self,
@@ -1234,10 +1491,13 @@ class NearestRequest(_message.Message):
         include_body: _builtins.bool = ...,
         space_id: _builtins.str = ...,
         include_relations: _builtins.bool = ...,
+        modifiers: _abc.Iterable[Global___ScoreModifier] | None = ...,
+        skip_default_modifiers: _builtins.bool = ...,
+        include_feedback: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "filter", b"filter", "id", b"id", "min_score", b"min_score", "slug", b"slug", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "content_types", b"content_types", "filter", b"filter", "id", b"id", "include_body", b"include_body", "include_relations", b"include_relations", "min_score", b"min_score", "slug", b"slug", "source", b"source", "space_id", b"space_id", "tenant", b"tenant", "top_k", b"top_k", "vector_name", b"vector_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_score", b"_min_score", "content_types", b"content_types", "filter", b"filter", "id", b"id", "include_body", b"include_body", "include_feedback", b"include_feedback", "include_relations", b"include_relations", "min_score", b"min_score", "modifiers", b"modifiers", "skip_default_modifiers", b"skip_default_modifiers", "slug", b"slug", "source", b"source", "space_id", b"space_id", "tenant", b"tenant", "top_k", b"top_k", "vector_name", b"vector_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__min_score: _TypeAlias = _typing.Literal["min_score"]  # noqa: Y015
     _WhichOneofArgType__min_score: _TypeAlias = _typing.Literal["_min_score", b"_min_score"]  # noqa: Y015
@@ -4126,3 +4386,94 @@ class RelatedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RelatedResponse: _TypeAlias = RelatedResponse  # noqa: Y015
+
+@_typing.final
+class FeedbackRequest(_message.Message):
+    """---------------------------------------------------------------------------------------
+    Feedback
+
+    Reports to record.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the nodes; empty is the default tenant."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.FeedbackItem]:
+        """1 to 500 reports; each feedback_id once."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        items: _abc.Iterable[_events_pb2.FeedbackItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackRequest: _TypeAlias = FeedbackRequest  # noqa: Y015
+
+@_typing.final
+class FeedbackResponse(_message.Message):
+    """What Feedback recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FeedbackEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _common_pb2.NodeFeedback: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _common_pb2.NodeFeedback | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    UNKNOWN_NODE_ITEMS_FIELD_NUMBER: _builtins.int
+    FEEDBACK_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    """Reports recorded."""
+    duplicates: _builtins.int
+    """Reports whose feedback_id was already recorded (ignored)."""
+    @_builtins.property
+    def unknown_node_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Indexes (into `items`) of reports naming a node that does not exist (not recorded)."""
+
+    @_builtins.property
+    def feedback(self) -> _containers.MessageMap[_builtins.str, _common_pb2.NodeFeedback]:
+        """The counters of every node recorded, after this call, by node id."""
+
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        unknown_node_items: _abc.Iterable[_builtins.int] | None = ...,
+        feedback: _abc.Mapping[_builtins.str, _common_pb2.NodeFeedback] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicates", b"duplicates", "feedback", b"feedback", "recorded", b"recorded", "unknown_node_items", b"unknown_node_items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackResponse: _TypeAlias = FeedbackResponse  # noqa: Y015

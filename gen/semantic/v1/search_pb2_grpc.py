@@ -90,6 +90,11 @@ class SearchStub:
                 request_serializer=semantic_dot_v1_dot_search__pb2.RelatedRequest.SerializeToString,
                 response_deserializer=semantic_dot_v1_dot_search__pb2.RelatedResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/semantic.v1.Search/Feedback',
+                request_serializer=semantic_dot_v1_dot_search__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -191,6 +196,16 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Records that nodes were applied and whether that worked (success or failure,
+        minutes saved, a note): per-node counters, success rate and confidence (see
+        NodeFeedback). Idempotent per `feedback_id`; items naming unknown nodes are
+        reported, not recorded. Validated as a whole, applied in one transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -248,6 +263,11 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Related,
                     request_deserializer=semantic_dot_v1_dot_search__pb2.RelatedRequest.FromString,
                     response_serializer=semantic_dot_v1_dot_search__pb2.RelatedResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.FeedbackRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -548,6 +568,33 @@ class Search:
             '/semantic.v1.Search/Related',
             semantic_dot_v1_dot_search__pb2.RelatedRequest.SerializeToString,
             semantic_dot_v1_dot_search__pb2.RelatedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Search/Feedback',
+            semantic_dot_v1_dot_search__pb2.FeedbackRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,6 +99,12 @@ class SearchStub:
     strength; returns the nodes reached with the path that reached each.
     NOT_FOUND when the starting node does not exist.
     """
+    Feedback: _grpc.UnaryUnaryMultiCallable[_search_pb2.FeedbackRequest, _search_pb2.FeedbackResponse]
+    """Records that nodes were applied and whether that worked (success or failure,
+    minutes saved, a note): per-node counters, success rate and confidence (see
+    NodeFeedback). Idempotent per `feedback_id`; items naming unknown nodes are
+    reported, not recorded. Validated as a whole, applied in one transaction.
+    """
 
 @_typing.type_check_only
 class SearchAsyncStub(SearchStub):
@@ -154,6 +160,12 @@ class SearchAsyncStub(SearchStub):
     """Follows relations from a node, 1 to 3 steps, by type, direction and minimum
     strength; returns the nodes reached with the path that reached each.
     NOT_FOUND when the starting node does not exist.
+    """
+    Feedback: _aio.UnaryUnaryMultiCallable[_search_pb2.FeedbackRequest, _search_pb2.FeedbackResponse]  # type: ignore[assignment]
+    """Records that nodes were applied and whether that worked (success or failure,
+    minutes saved, a note): per-node counters, success rate and confidence (see
+    NodeFeedback). Idempotent per `feedback_id`; items naming unknown nodes are
+    reported, not recorded. Validated as a whole, applied in one transaction.
     """
 
 class SearchServicer(metaclass=_abc_1.ABCMeta):
@@ -273,6 +285,18 @@ class SearchServicer(metaclass=_abc_1.ABCMeta):
         """Follows relations from a node, 1 to 3 steps, by type, direction and minimum
         strength; returns the nodes reached with the path that reached each.
         NOT_FOUND when the starting node does not exist.
+        """
+
+    @_abc_1.abstractmethod
+    def Feedback(
+        self,
+        request: _search_pb2.FeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.FeedbackResponse, _abc.Awaitable[_search_pb2.FeedbackResponse]]:
+        """Records that nodes were applied and whether that worked (success or failure,
+        minutes saved, a note): per-node counters, success rate and confidence (see
+        NodeFeedback). Idempotent per `feedback_id`; items naming unknown nodes are
+        reported, not recorded. Validated as a whole, applied in one transaction.
         """
 
 def add_SearchServicer_to_server(servicer: SearchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

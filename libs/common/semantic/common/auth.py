@@ -107,6 +107,7 @@ METHOD_ROLES: Mapping[str, Role] = MappingProxyType(
         "/semantic.v1.Search/Relate": Role.WRITER,
         "/semantic.v1.Search/Unrelate": Role.WRITER,
         "/semantic.v1.Search/Related": Role.READER,
+        "/semantic.v1.Search/Feedback": Role.WRITER,
         "/semantic.v1.Admin/HealthReport": Role.ADMIN,
         "/semantic.v1.Admin/Heal": Role.ADMIN,
         "/semantic.v1.Admin/Reindex": Role.ADMIN,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from semantic.core.modifiers import Contribution, Modifier
     from semantic.core.relations import Relation
 
 DEFAULT_VECTOR = "content"
@@ -144,6 +145,10 @@ class SearchQuery:
     offset: int = 0
     min_score: float | None = None
     include_body: bool = False
+    modifiers: tuple[Modifier, ...] = ()
+    """Score modifiers of the request (when given, the defaults do not apply)."""
+    default_modifiers: bool = True
+    """Whether the content types' default modifiers apply when ``modifiers`` is empty."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,10 @@ class Hit:
     chunk: ChunkMatch | None = None
     target_scores: dict[str, float] = field(default_factory=dict)
     node: NodeRecord | None = None
+    base_score: float | None = None
+    """The score before score modifiers (None: none applied)."""
+    contributions: list[Contribution] = field(default_factory=list)
+    """Each score modifier's contribution, in the order applied."""
 
 
 @dataclass(frozen=True)

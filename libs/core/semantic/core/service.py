@@ -12,7 +12,7 @@ densely, ``mode`` DENSE), content-type, tag and id filters only, ``degraded`` Tr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +20,7 @@ import structlog
 
 from semantic.common.errors import DependencyUnavailable, InvalidArgument, NotFound
 from semantic.core import fusion
+from semantic.core import modifiers as scoring
 from semantic.core.degraded import DegradedReads, LocalIndex, check_supported
 from semantic.core.domain import (
     Filter,
@@ -29,6 +30,7 @@ from semantic.core.domain import (
     SearchQuery,
     VectorTarget,
 )
+from semantic.core.feedback import FeedbackRecord, FeedbackResult, FeedbackService, NodeFeedback
 from semantic.core.filters import validate_filter
 from semantic.core.local_sync import DEGRADED_READS
 from semantic.core.nodes import DeleteOutcome, VectorRow, WriteResult
@@ -39,6 +41,17 @@ from semantic.core.writer import ContentWriter
 log = structlog.get_logger(__name__)
 
 Key = tuple[str, str]
+Chooser = Callable[[NodeRecord], Sequence[scoring.Modifier]]
+
+
+@dataclass(frozen=True)
+class Rescoring:
+    """Score modifiers' defaults per content type (``*``: any), how many candidates a
+    query with modifiers re-ranks, and where the nodes' feedback comes from."""
+
+    defaults: Mapping[str, Sequence[scoring.Modifier]] = field(default_factory=dict)
+    candidates: int = 100
+    feedback: FeedbackService | None = None
 
 
 @dataclass
@@ -82,9 +95,12 @@ class SearchService:
         statistics: SearchStatistics,
         *,
         fallback: DegradedReads | None = None,
+        rescoring: Rescoring | None = None,
     ) -> None:
-        """``fallback``: where reads go while PostgreSQL is unreachable (none: they fail)."""
+        """``fallback``: where reads go while PostgreSQL is unreachable (none: they fail);
+        ``rescoring``: score modifiers' defaults and feedback (none: no defaults)."""
         self._spaces = spaces
+        self._rescoring = rescoring or Rescoring()
         self._fallback = fallback
         self._nodes: NodeStore = writer.nodes
         self._writer = writer
@@ -150,7 +166,10 @@ class SearchService:
 
     async def _search(self, query: SearchQuery, space_id: int | None) -> SearchResult:
         space = await self.space(space_id)
+        chooser = self._chooser(query.modifiers, query.default_modifiers)
         wanted = query.offset + query.top_k
+        if chooser is not None:  # re-ranked from a larger pool, every candidate's node read
+            wanted = max(wanted, self._rescoring.candidates)
         result = SearchResult([], space, query.mode)
         vector = query.vector
         if vector is not None and vector.size != space.dim:
@@ -168,7 +187,7 @@ class SearchService:
             assert vector is not None
             # The page's nodes come with the dense statement itself.
             dense_hits = await self._retrieval.dense(
-                space, query, vector, wanted, attach_after=query.offset
+                space, query, vector, wanted, attach_after=query.offset if chooser is None else 0
             )
             hits = fusion.from_dense(dense_hits)
         elif query.mode is Mode.KEYWORD:
@@ -191,9 +210,46 @@ class SearchService:
                 dense_weight=query.hybrid.dense_weight,
                 keyword_weight=query.hybrid.keyword_weight,
             )
+        if chooser is not None:
+            await self._attach(query.tenant, hits)
+            await self._rescore(query.tenant, hits, chooser)
         result.hits = fusion.page(fusion.above(hits, query.min_score), query.offset, query.top_k)
         await self._attach(query.tenant, result.hits)
         return result
+
+    def _chooser(self, given: Sequence[scoring.Modifier], use_defaults: bool) -> Chooser | None:
+        """Which modifiers each node gets: the request's, else its content type's defaults;
+        None when no node can get any."""
+        if given:
+            chosen = tuple(given)
+            return lambda node: chosen
+        if use_defaults and self._rescoring.defaults:
+            return scoring.defaults_for(self._rescoring.defaults)
+        return None
+
+    async def _rescore(self, tenant: str, hits: list[Hit], chooser: Chooser) -> None:
+        """Apply the modifiers to ``hits`` (nodes attached), reading feedback when one of
+        them needs it."""
+        wanted = {
+            m.key for h in hits if h.node is not None for m in chooser(h.node) if m.uses_feedback
+        }
+        values: dict[str, NodeFeedback] = {}
+        service = self._rescoring.feedback
+        if wanted and service is not None:
+            values = await service.of_nodes(tenant, [h.node_id for h in hits])
+        scoring.apply(hits, chooser, values.get)
+
+    async def record_feedback(self, items: Sequence[FeedbackRecord]) -> FeedbackResult:
+        """Record feedback reports (one transaction)."""
+        service = self._rescoring.feedback
+        if service is None:
+            raise DependencyUnavailable("feedback", "no feedback store is configured")
+        return await service.record(items)
+
+    async def feedback_of(self, tenant: str, ids: Sequence[str]) -> dict[str, NodeFeedback]:
+        """The nodes' feedback counters and confidence (empty without a feedback store)."""
+        service = self._rescoring.feedback
+        return await service.of_nodes(tenant, ids) if service is not None else {}
 
     async def nearest(
         self,
@@ -206,9 +262,12 @@ class SearchService:
         flt: Filter,
         min_score: float | None,
         space_id: int | None = None,
+        modifiers: Sequence[scoring.Modifier] = (),
+        default_modifiers: bool = True,
     ) -> tuple[str, SearchResult]:
         """The nodes closest to a node (by the mean of its chunks' vectors), excluding
-        itself (from the local index while PostgreSQL is unreachable: module doc)."""
+        itself (from the local index while PostgreSQL is unreachable: module doc), re-ranked
+        by score modifiers (the request's, else the defaults) when there are any."""
         validate_filter(flt)
         try:
             return await self._nearest(
@@ -220,6 +279,7 @@ class SearchService:
                 flt=flt,
                 min_score=min_score,
                 space_id=space_id,
+                chooser=self._chooser(modifiers, default_modifiers),
             )
         except DependencyUnavailable as exc:
             index = self._degraded_index(exc, space_id)
@@ -245,6 +305,7 @@ class SearchService:
         flt: Filter,
         min_score: float | None,
         space_id: int | None,
+        chooser: Chooser | None,
     ) -> tuple[str, SearchResult]:
         space = await self.space(space_id)
         nodes = await self._nodes.get(
@@ -271,9 +332,13 @@ class SearchService:
             top_k=top_k,
             min_score=min_score,
         )
+        pool = top_k if chooser is None else max(top_k, self._rescoring.candidates)
         hits = fusion.from_dense(
-            await self._retrieval.dense(space, query, centre, top_k, attach_after=0)
+            await self._retrieval.dense(space, query, centre, pool, attach_after=0)
         )
+        if chooser is not None:
+            await self._attach(tenant, hits)
+            await self._rescore(tenant, hits, chooser)
         result = SearchResult(fusion.above(hits, min_score)[:top_k], space, Mode.DENSE)
         await self._attach(tenant, result.hits)
         return source.id, result

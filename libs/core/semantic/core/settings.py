@@ -73,6 +73,29 @@ class RetrievalSettings(BaseServiceSettings):
     )
 
 
+class RankingSettings(BaseServiceSettings):
+    """Score modifiers' defaults and the feedback prior (README_vector.md, "Score modifiers"
+    and "Feedback and confidence")."""
+
+    search_score_modifiers: str = Field(
+        "",
+        description="Default score modifiers per content type: a JSON object of content type "
+        "(or `*`) -> list of ScoreModifier in protobuf JSON; empty: none.",
+    )
+    search_modifier_candidates: int = Field(
+        100,
+        ge=1,
+        le=2000,
+        description="Candidates a query with score modifiers re-ranks (at least offset + top_k).",
+    )
+    feedback_prior_success: float = Field(
+        1.0, gt=0, le=1000, description="Beta prior a of the success rate (successes assumed)."
+    )
+    feedback_prior_failure: float = Field(
+        1.0, gt=0, le=1000, description="Beta prior b of the success rate (failures assumed)."
+    )
+
+
 class InputLimitSettings(BaseServiceSettings):
     """Input limits of the API and of content events (``semantic.wire.convert.Limits``)."""
 

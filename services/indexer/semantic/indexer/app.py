@@ -21,6 +21,7 @@ from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
 from semantic.common.retry import retry_async
 from semantic.common.server import ServerKit, run_service
+from semantic.core.feedback import FeedbackService, Prior
 from semantic.core.maintenance import (
     CompletenessCheck,
     HealTrigger,
@@ -32,6 +33,7 @@ from semantic.core.recommend.tracker import Tracker
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
 from semantic.indexer.consumer import ConsumerConfig, ContentConsumer, dependency_down
+from semantic.indexer.feedback import FeedbackEventHandler
 from semantic.indexer.processor import ChangeProcessor
 from semantic.indexer.settings import IndexerSettings
 from semantic.indexer.streams import Topology, ensure_topology
@@ -40,6 +42,7 @@ from semantic.indexer.users import UserEventHandler
 from semantic.store.nats.connection import connect as connect_nats
 from semantic.store.postgres.archetype_rows import ArchetypeStore
 from semantic.store.postgres.db import create_pool, default_session_settings, outage_of
+from semantic.store.postgres.feedback import PostgresFeedback
 from semantic.store.postgres.guardian import DatabaseGuardian
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes
@@ -138,7 +141,18 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             js, topology, users, config, consumer=topology.user_consumer, gate=guardian
         )
         tasks.append(asyncio.create_task(user_consumer.run(halt), name="user-consumer"))
-        for name in (topology.consumer, topology.user_consumer):
+        feedback = FeedbackEventHandler(
+            FeedbackService(
+                PostgresFeedback(pool),
+                Prior(settings.feedback_prior_success, settings.feedback_prior_failure),
+            ),
+            max_bytes=settings.indexer_max_event_bytes,
+        )
+        feedback_consumer = ContentConsumer(
+            js, topology, feedback, config, consumer=topology.feedback_consumer, gate=guardian
+        )
+        tasks.append(asyncio.create_task(feedback_consumer.run(halt), name="feedback-consumer"))
+        for name in (topology.consumer, topology.user_consumer, topology.feedback_consumer):
             sweeper = UnreadableSweeper(
                 js,
                 topology.stream,
@@ -148,7 +162,9 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             )
             tasks.append(asyncio.create_task(sweeper.run(halt), name=f"unreadable-{name}"))
         tasks.append(
-            asyncio.create_task(_lag_loop([consumers[0], user_consumer], halt), name="lag")
+            asyncio.create_task(
+                _lag_loop([consumers[0], user_consumer, feedback_consumer], halt), name="lag"
+            )
         )
         archetypes = ArchetypeRefresh(ArchetypeStore(pool), settings.track_config())
         if settings.indexer_heal_interval_s > 0:

@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 CONTENT_PREFIX = "semantic.content"
 USER_PREFIX = "semantic.user"
+FEEDBACK_PREFIX = "semantic.feedback"
 DLQ_PREFIX = "semantic.dlq"
 DEFAULT_TENANT_TOKEN = "_"
 
@@ -85,7 +86,7 @@ def content_type_of(headers: Mapping[str, str] | None) -> str:
 def parse_event(
     payload: bytes,
     headers: Mapping[str, str] | None,
-    message: events_pb2.ContentEvent | events_pb2.UserEvent,
+    message: events_pb2.ContentEvent | events_pb2.UserEvent | events_pb2.FeedbackEvent,
     *,
     max_bytes: int,
 ) -> None:

@@ -7,7 +7,12 @@ from typing import Literal
 from pydantic import Field
 
 from semantic.core.recommend.settings import RecommendSettings
-from semantic.core.settings import InputLimitSettings, MaintenanceSettings, WritePathSettings
+from semantic.core.settings import (
+    InputLimitSettings,
+    MaintenanceSettings,
+    RankingSettings,
+    WritePathSettings,
+)
 from semantic.store.nats.settings import EventStreamSettings
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
@@ -15,6 +20,7 @@ from semantic.store.postgres.guardian import DatabaseRecoverySettings
 class IndexerSettings(
     WritePathSettings,
     MaintenanceSettings,
+    RankingSettings,
     RecommendSettings,
     DatabaseRecoverySettings,
     EventStreamSettings,
@@ -30,7 +36,7 @@ class IndexerSettings(
     grpc_port: int = Field(50053, ge=0, le=65535, description="gRPC port (health only).")
     metrics_port: int = Field(9093, ge=0, le=65535, description="Prometheus port (0: off).")
     indexer_subjects: list[str] = Field(
-        default_factory=lambda: ["semantic.content.>", "semantic.user.>"],
+        default_factory=lambda: ["semantic.content.>", "semantic.user.>", "semantic.feedback.>"],
         description="Subjects the event stream captures (JSON list).",
     )
     indexer_stream_replicas: int = Field(1, ge=1, le=5, description="Stream replicas.")

@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 
-from semantic.indexer.events import CONTENT_PREFIX, DLQ_PREFIX, USER_PREFIX
+from semantic.indexer.events import CONTENT_PREFIX, DLQ_PREFIX, FEEDBACK_PREFIX, USER_PREFIX
 from semantic.indexer.settings import IndexerSettings
 
 log = structlog.get_logger(__name__)
@@ -36,6 +36,7 @@ class Topology:
     consumer: str
     filter_subject: str
     user_consumer: str = ""
+    feedback_consumer: str = ""
 
 
 def stream_configs(settings: IndexerSettings) -> list[js_api.StreamConfig]:
@@ -76,6 +77,17 @@ def user_consumer_config(settings: IndexerSettings) -> js_api.ConsumerConfig:
     )
 
 
+def feedback_consumer_config(settings: IndexerSettings) -> js_api.ConsumerConfig:
+    """The shared durable pull consumer of feedback events (same rules as content)."""
+    base = consumer_config(settings)
+    return base.evolve(
+        name=settings.indexer_feedback_consumer,
+        durable_name=settings.indexer_feedback_consumer,
+        description="Semantic indexer: feedback events to node counters",
+        filter_subject=f"{FEEDBACK_PREFIX}.>",
+    )
+
+
 def consumer_config(settings: IndexerSettings) -> js_api.ConsumerConfig:
     """The shared durable pull consumer of content events.
 
@@ -105,6 +117,7 @@ async def ensure_topology(js: JetStreamContext, settings: IndexerSettings) -> To
     consumer = consumer_config(settings)
     info = await js.add_consumer(settings.indexer_stream, consumer)  # create or update
     await js.add_consumer(settings.indexer_stream, user_consumer_config(settings))
+    await js.add_consumer(settings.indexer_stream, feedback_consumer_config(settings))
     if retention != events.retention:
         await _set_retention(js, events, retention)
     log.info(
@@ -121,6 +134,7 @@ async def ensure_topology(js: JetStreamContext, settings: IndexerSettings) -> To
         consumer=settings.indexer_consumer,
         filter_subject=consumer.filter_subject,
         user_consumer=settings.indexer_user_consumer,
+        feedback_consumer=settings.indexer_feedback_consumer,
     )
 
 

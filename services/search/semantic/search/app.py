@@ -28,12 +28,13 @@ from semantic.core.consistency import ConsistencyChecker
 from semantic.core.degraded import ChangeFeed
 from semantic.core.domain import HybridParams
 from semantic.core.explore import Explorer
+from semantic.core.feedback import FeedbackService, Prior
 from semantic.core.local_sync import LocalIndexFollower
 from semantic.core.maintenance import Maintenance
 from semantic.core.recommend.recommender import Recommender
 from semantic.core.recommend.tracker import Tracker
 from semantic.core.relations import RelationService
-from semantic.core.service import SearchService
+from semantic.core.service import Rescoring, SearchService
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
 from semantic.search.admin import AdminServicer
@@ -53,6 +54,7 @@ from semantic.store.postgres.changes import PostgresChanges
 from semantic.store.postgres.consistency import PostgresConsistency
 from semantic.store.postgres.db import create_pool, session_settings
 from semantic.store.postgres.explore import PostgresExplore
+from semantic.store.postgres.feedback import PostgresFeedback
 from semantic.store.postgres.guardian import DatabaseGuardian, Report
 from semantic.store.postgres.maintenance import PostgresMaintenance
 from semantic.store.postgres.nodes import PostgresNodes
@@ -65,6 +67,7 @@ from semantic.store.postgres.spaces import PostgresSpaces
 from semantic.store.postgres.statistics import PostgresStatistics
 from semantic.store.postgres.tracking_rows import TrackStore
 from semantic.v1 import search_pb2, search_pb2_grpc
+from semantic.wire import feedback as wire_feedback
 from semantic.wire.convert import Limits
 
 log = structlog.get_logger(__name__)
@@ -85,6 +88,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         max_metadata_bytes=settings.search_max_metadata_bytes,
         max_relations=settings.search_max_relations,
     )
+    modifier_defaults = wire_feedback.modifier_defaults(settings.search_score_modifiers)
     search = SearchServicer(
         limits,
         HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
@@ -135,6 +139,14 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             PostgresRetrieval(pool, RetrievalConfig.from_settings(settings, settings)),
             PostgresStatistics(pool),
             fallback=local,
+            rescoring=Rescoring(
+                defaults=modifier_defaults,
+                candidates=settings.search_modifier_candidates,
+                feedback=FeedbackService(
+                    PostgresFeedback(pool),
+                    Prior(settings.feedback_prior_success, settings.feedback_prior_failure),
+                ),
+            ),
         )
         reads = RecommendReads(
             pool,

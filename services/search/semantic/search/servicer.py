@@ -18,6 +18,7 @@ from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
 from semantic.wire import convert
+from semantic.wire import feedback as wire_feedback
 from semantic.wire import relations as wire_relations
 
 _OUTCOMES = {
@@ -182,6 +183,26 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
         if request.include_relations and nodes:
             await self._with_relations(tenant, list(response.nodes))
+        if request.include_feedback and nodes:
+            await self._with_feedback(tenant, list(response.nodes))
+        return response
+
+    async def _with_feedback(self, tenant: str, nodes: list[cpb.Node]) -> None:
+        """Fill the nodes' ``feedback`` (counters and confidence)."""
+        ids = list(dict.fromkeys(n.id for n in nodes))
+        wire_feedback.attach(nodes, await self._service.feedback_of(tenant, ids))
+
+    async def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
+        enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        items = wire_feedback.feedback_request_from_proto(request, datetime.now(UTC))
+        result = await self._service.record_feedback(items)
+        response = pb.FeedbackResponse(
+            recorded=result.recorded,
+            duplicates=result.duplicates,
+            unknown_node_items=result.unknown,
+        )
+        for node_id, value in result.feedback.items():
+            wire_feedback.node_feedback_to_proto(value, response.feedback[node_id])
         return response
 
     async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
@@ -198,6 +219,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
         if request.include_relations and response.hits and not result.degraded:
             await self._with_relations(tenant, [h.node for h in response.hits])
+        if request.include_feedback and response.hits and not result.degraded:
+            await self._with_feedback(tenant, [h.node for h in response.hits])
         return response
 
     async def Nearest(self, request: pb.NearestRequest, context: Any) -> pb.NearestResponse:
@@ -222,6 +245,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             flt=flt,
             min_score=convert.min_score(request),
             space_id=space_id_from(request.space_id),
+            modifiers=wire_feedback.modifiers_from_proto(request.modifiers),
+            default_modifiers=not request.skip_default_modifiers,
         )
         response = pb.NearestResponse(
             hits=_hits(result, request.include_body),
@@ -231,6 +256,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
         if request.include_relations and response.hits and not result.degraded:
             await self._with_relations(tenant, [h.node for h in response.hits])
+        if request.include_feedback and response.hits and not result.degraded:
+            await self._with_feedback(tenant, [h.node for h in response.hits])
         return response
 
     async def Relate(self, request: pb.RelateRequest, context: Any) -> pb.RelateResponse:
@@ -356,6 +383,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             offset=request.offset,
             min_score=convert.min_score(request),
             include_body=request.include_body,
+            modifiers=wire_feedback.modifiers_from_proto(request.modifiers),
+            default_modifiers=not request.skip_default_modifiers,
         )
 
 
@@ -384,5 +413,6 @@ def _hits(result: SearchResult, include_body: bool) -> list[pb.SearchHit]:
                 setattr(explanation, name, value)
         for name, similarity in hit.target_scores.items():
             explanation.targets.append(pb.TargetScore(name=name, similarity=similarity))
+        wire_feedback.explain(hit, explanation)
         out.append(message)
     return out

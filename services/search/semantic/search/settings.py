@@ -14,6 +14,7 @@ from semantic.core.recommend.settings import RecommendSettings
 from semantic.core.settings import (
     InputLimitSettings,
     MaintenanceSettings,
+    RankingSettings,
     RetrievalSettings,
     SnapshotSettings,
     WritePathSettings,
@@ -26,6 +27,7 @@ class SearchSettings(
     WritePathSettings,
     MaintenanceSettings,
     RetrievalSettings,
+    RankingSettings,
     InputLimitSettings,
     AuthSettings,
     RecommendSettings,

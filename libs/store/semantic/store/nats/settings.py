@@ -18,3 +18,6 @@ class EventStreamSettings(BaseServiceSettings):
     indexer_user_consumer: str = Field(
         "indexer-users", description="Durable consumer of user events."
     )
+    indexer_feedback_consumer: str = Field(
+        "indexer-feedback", description="Durable consumer of feedback events."
+    )

@@ -3,8 +3,9 @@ so that two databases (a source and its restore) can be compared table by table.
 
 Vector tables are keyed by their space's model identity (model id, model sha256, dim,
 version) instead of their numeric id, and the spaces table leaves its id out, because a
-restore into another database may number the spaces differently. ``keyword_stats`` is
-not in a snapshot but is rebuilt from the postings on import, so it must match too.
+restore into another database may number the spaces differently. ``keyword_stats`` and
+``node_feedback`` are not in a snapshot but are rebuilt on import (from the postings, from
+the feedback reports), so they must match too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncpg
 from semantic.core.spaces import vector_table
 from semantic.store.postgres.snapshot import TABLES
 
-DERIVED = ("keyword_stats",)
+DERIVED = ("keyword_stats", "node_feedback")
 """Tables an import rebuilds rather than copies; compared all the same."""
 
 Checksums = dict[str, tuple[int, str]]

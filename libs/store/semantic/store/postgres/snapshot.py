@@ -147,6 +147,18 @@ RELATIONS = Table(
     node_column="source_id",
 )  # fmt: skip
 """Relations (a snapshot file since schema 005; older snapshots have none)."""
+FEEDBACK_EVENTS = Table(
+    "feedback_events",
+    _schema(
+        ("tenant", S), ("feedback_id", S), ("node_id", S), ("success", B),
+        ("minutes_saved", F64), ("note", S), ("reporter", S), ("occurred_at", TS),
+        ("received_at", TS),
+    ),
+    ("tenant", "feedback_id"),
+    node_column="node_id",
+)  # fmt: skip
+"""Feedback reports (since schema 008); the counters (``node_feedback``) are rebuilt from
+them on import."""
 
 TABLES: tuple[Table, ...] = (
     NODES,
@@ -159,6 +171,7 @@ TABLES: tuple[Table, ...] = (
     NODE_ENGAGEMENT,
     ARCHETYPE_ENGAGEMENT,
     ARCHETYPE_CENTROIDS,
+    FEEDBACK_EVENTS,
 )
 """Every table a snapshot holds besides the vectors, in import order."""
 

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from semantic.core.snapshot import DbSpace, ImportReport, Manifest, SnapshotInvalid, vectors_file
 from semantic.core.spaces import ACTIVE, vector_table
 from semantic.store.postgres.snapshot import (
+    FEEDBACK_EVENTS,
     NODES,
     POSTINGS,
     RELATIONS,
@@ -167,9 +168,11 @@ class SnapshotLoader:
                 target = mapping.get(entry.id)
                 if target is not None:
                     await self._vectors(report, entry.id, target)
-            for table in TABLES:
-                if table not in (NODES, TOMBSTONES, POSTINGS, RELATIONS):
+            own = (NODES, TOMBSTONES, POSTINGS, RELATIONS)
+            for table in TABLES:  # an older snapshot lacks the newer tables' files
+                if table not in own and table.file in self._manifest.files:
                     await self._derived(report, table, mapping)
+            await self._recount_feedback()
         return report
 
     async def _load(self, file: str, temp: str, like: str) -> None:
@@ -240,6 +243,23 @@ class SnapshotLoader:
                 )
                 deleted += _count(status)
         return deleted
+
+    async def _recount_feedback(self) -> None:
+        """Rebuild the feedback counters of the tenants in scope from their reports."""
+        if FEEDBACK_EVENTS.file not in self._manifest.files:
+            return
+        tenants = self._tenants or self._manifest.tenants
+        where, args = ("WHERE tenant = ANY($1::text[])", [tenants]) if tenants else ("", [])
+        await self._conn.execute(f"DELETE FROM semantic.node_feedback {where}", *args)
+        await self._conn.execute(
+            "INSERT INTO semantic.node_feedback (tenant, node_id, applied, succeeded,"
+            " minutes_total, minutes_reports, last_applied_at)"
+            " SELECT tenant, node_id, count(*), count(*) FILTER (WHERE success),"
+            " coalesce(sum(minutes_saved), 0), count(minutes_saved), max(occurred_at)"
+            f" FROM semantic.feedback_events {where} GROUP BY tenant, node_id"
+            " ORDER BY tenant, node_id",
+            *args,
+        )
 
     async def _recount_stats(self, tenants: list[str] | None) -> None:
         where, args = ("WHERE tenant = ANY($1::text[])", [tenants]) if tenants else ("", [])

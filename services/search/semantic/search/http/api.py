@@ -178,6 +178,25 @@ BODY_ROUTES: Sequence[BodyRoute] = (
         {"id": "fix-12", "types": ["prerequisite", "follows"], "depth": 2, "minStrength": 0.5},
     ),
     BodyRoute(
+        "/feedback",
+        "Search",
+        "Feedback",
+        pb.FeedbackRequest,
+        pb.FeedbackResponse,
+        "Record that nodes were applied and whether that worked",
+        {
+            "items": [
+                {
+                    "feedbackId": "3f1c2b8e-5c1d-4a7e-9a0b-1c2d3e4f5a6b",
+                    "nodeId": "fix-12",
+                    "outcome": "FEEDBACK_OUTCOME_SUCCESS",
+                    "minutesSaved": 25,
+                    "note": "fixed the flaky retry",
+                }
+            ]
+        },
+    ),
+    BodyRoute(
         "/admin/heal",
         "Admin",
         "Heal",

@@ -163,15 +163,21 @@ class _FeedbackOutcome:
 class _FeedbackOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeedbackOutcome.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FEEDBACK_OUTCOME_UNSPECIFIED: _FeedbackOutcome.ValueType  # 0
+    """Not set: INVALID_ARGUMENT."""
     FEEDBACK_OUTCOME_SUCCESS: _FeedbackOutcome.ValueType  # 1
+    """Applying the node worked."""
     FEEDBACK_OUTCOME_FAILURE: _FeedbackOutcome.ValueType  # 2
+    """Applying the node did not work."""
 
 class FeedbackOutcome(_FeedbackOutcome, metaclass=_FeedbackOutcomeEnumTypeWrapper):
     """Whether applying a node worked."""
 
 FEEDBACK_OUTCOME_UNSPECIFIED: FeedbackOutcome.ValueType  # 0
+"""Not set: INVALID_ARGUMENT."""
 FEEDBACK_OUTCOME_SUCCESS: FeedbackOutcome.ValueType  # 1
+"""Applying the node worked."""
 FEEDBACK_OUTCOME_FAILURE: FeedbackOutcome.ValueType  # 2
+"""Applying the node did not work."""
 Global___FeedbackOutcome: _TypeAlias = FeedbackOutcome  # noqa: Y015
 
 @_typing.final
@@ -354,7 +360,9 @@ class FeedbackItem(_message.Message):
     report already recorded is ignored, so retries count once.
     """
     node_id: _builtins.str
+    """Id of the node."""
     slug: _builtins.str
+    """Slug of the node."""
     outcome: Global___FeedbackOutcome.ValueType
     """SUCCESS or FAILURE. Required."""
     minutes_saved: _builtins.float

@@ -182,6 +182,7 @@ class _FeedbackSignal:
 class _FeedbackSignalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeedbackSignal.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FEEDBACK_SIGNAL_UNSPECIFIED: _FeedbackSignal.ValueType  # 0
+    """Not set: INVALID_ARGUMENT when the modifier's input is `feedback`."""
     FEEDBACK_SIGNAL_SUCCESS_RATE: _FeedbackSignal.ValueType  # 1
     """The Beta-posterior success rate, in (0, 1)."""
     FEEDBACK_SIGNAL_CONFIDENCE: _FeedbackSignal.ValueType  # 2
@@ -195,6 +196,7 @@ class FeedbackSignal(_FeedbackSignal, metaclass=_FeedbackSignalEnumTypeWrapper):
     """A node's feedback value a modifier can read (see NodeFeedback)."""
 
 FEEDBACK_SIGNAL_UNSPECIFIED: FeedbackSignal.ValueType  # 0
+"""Not set: INVALID_ARGUMENT when the modifier's input is `feedback`."""
 FEEDBACK_SIGNAL_SUCCESS_RATE: FeedbackSignal.ValueType  # 1
 """The Beta-posterior success rate, in (0, 1)."""
 FEEDBACK_SIGNAL_CONFIDENCE: FeedbackSignal.ValueType  # 2

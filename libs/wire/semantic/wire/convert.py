@@ -205,6 +205,17 @@ def value_to_python(value: struct_pb2.Value, field: str, depth: int = 0) -> Any:
     return None
 
 
+def node_reference(message: Any, field: str) -> tuple[str, str]:
+    """(node_id, slug) of a message naming a node in its ``node`` oneof (``node_id`` or
+    ``slug``), one of them required and valid; InvalidArgument names ``field``.sub-field."""
+    which = message.WhichOneof("node")
+    if which is None or not getattr(message, which).strip():
+        raise InvalidArgument(f"{field}.node_id", "node_id or slug is required")
+    if which == "node_id":
+        return validation.node_id(message.node_id, f"{field}.node_id"), ""
+    return "", validation.slug(message.slug, f"{field}.slug")
+
+
 def timestamp(stamp: timestamp_pb2.Timestamp, field: str) -> datetime:
     """A Timestamp as an aware UTC datetime; years 1-9999 and valid nanos only."""
     return validation.timestamp(stamp.seconds, stamp.nanos, field)

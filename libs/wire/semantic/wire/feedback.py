@@ -46,13 +46,7 @@ def feedback_item_from_proto(
 ) -> FeedbackRecord:
     """A validated report of ``tenant`` (whose format the caller checked)."""
     validation.short_id(item.feedback_id, f"{field}.feedback_id", required=True)
-    which = item.WhichOneof("node")
-    if which is None or not getattr(item, which).strip():
-        raise InvalidArgument(f"{field}.node_id", "node_id or slug is required")
-    if which == "node_id":
-        validation.node_id(item.node_id, f"{field}.node_id")
-    else:
-        validation.slug(item.slug, f"{field}.slug")
+    node_id, slug = convert.node_reference(item, field)
     if item.outcome not in (epb.FEEDBACK_OUTCOME_SUCCESS, epb.FEEDBACK_OUTCOME_FAILURE):
         raise InvalidArgument(f"{field}.outcome", "must be SUCCESS or FAILURE")
     minutes = (
@@ -74,8 +68,8 @@ def feedback_item_from_proto(
     return FeedbackRecord(
         feedback_id=item.feedback_id,
         tenant=tenant,
-        node_id=item.node_id if which == "node_id" else "",
-        slug=item.slug if which == "slug" else "",
+        node_id=node_id,
+        slug=slug,
         success=item.outcome == epb.FEEDBACK_OUTCOME_SUCCESS,
         occurred_at=occurred,
         minutes_saved=minutes,

@@ -42,13 +42,7 @@ def user_event_from_proto(
     The tenant is the caller's to check (its format, and the token's claim)."""
     validation.short_id(event.event_id, f"{field}.event_id", required=True)
     validation.user_id(event.user_id, f"{field}.user_id", required=True)
-    which = event.WhichOneof("node")
-    if which is None or not getattr(event, which).strip():
-        raise InvalidArgument(f"{field}.node_id", "node_id or slug is required")
-    if which == "node_id":
-        validation.node_id(event.node_id, f"{field}.node_id")
-    else:
-        validation.slug(event.slug, f"{field}.slug")
+    node_id, slug = convert.node_reference(event, field)
     if int(event.action) not in {int(a) for a in Action}:
         raise InvalidArgument(
             f"{field}.action", "must be IMPRESSION, VIEW, CLICK, LIKE, CONVERT or DISMISS"
@@ -77,8 +71,8 @@ def user_event_from_proto(
         event_id=event.event_id,
         user_id=event.user_id,
         tenant=tenant,
-        node_id=event.node_id if which == "node_id" else "",
-        slug=event.slug if which == "slug" else "",
+        node_id=node_id,
+        slug=slug,
         action=Action(event.action),
         occurred_at=occurred,
         weight=weight,

@@ -122,6 +122,31 @@ def decode_content(
         return _validate(event, subject_tenant, limits)
 
 
+def decode_tenant_event(
+    msg_subject: str,
+    headers: Mapping[str, str] | None,
+    payload: bytes,
+    event: events_pb2.UserEvent | events_pb2.FeedbackEvent,
+    *,
+    prefix: str,
+    max_bytes: int,
+) -> None:
+    """Fill ``event`` (a message with a ``tenant``) from a message on ``<prefix>.<tenant>``:
+    Poison when the subject is not one of ``prefix``, the payload cannot be decoded, the
+    tenant is not valid or differs from the subject's."""
+    if not msg_subject.startswith(prefix + "."):
+        raise Poison("invalid", f"subject {msg_subject!r} is not a {prefix}.<tenant> subject")
+    parse_event(payload, headers, event, max_bytes=max_bytes)
+    subject_tenant = tenant_from_subject(msg_subject, prefix)
+    with validating(msg_subject):
+        validation.tenant(event.tenant, "tenant")
+    if event.tenant != subject_tenant:
+        raise Poison(
+            "tenant_mismatch",
+            f"tenant {event.tenant!r} differs from the subject's tenant {subject_tenant!r}",
+        )
+
+
 @contextmanager
 def validating(subject: str, *, strip: str = "") -> Iterator[None]:
     """Turns a validation failure into Poison ``invalid`` naming the field (``strip``:

@@ -10,16 +10,9 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from semantic.common import validation
 from semantic.core.feedback import FeedbackRecord, FeedbackService
 from semantic.indexer.consumer import Applied
-from semantic.indexer.events import (
-    FEEDBACK_PREFIX,
-    Poison,
-    parse_event,
-    tenant_from_subject,
-    validating,
-)
+from semantic.indexer.events import FEEDBACK_PREFIX, Poison, decode_tenant_event, validating
 from semantic.v1 import events_pb2
 from semantic.wire.feedback import feedback_item_from_proto
 
@@ -35,18 +28,16 @@ class FeedbackEventHandler:
 
     def decode(self, msg: Msg) -> FeedbackRecord:
         """A validated FeedbackRecord; Poison naming the reason otherwise."""
-        if not msg.subject.startswith(FEEDBACK_PREFIX + "."):
-            raise Poison("invalid", f"subject {msg.subject!r} is not a feedback subject")
         event = events_pb2.FeedbackEvent()
-        parse_event(msg.data, msg.headers, event, max_bytes=self._max_bytes)
-        subject_tenant = tenant_from_subject(msg.subject, FEEDBACK_PREFIX)
+        decode_tenant_event(
+            msg.subject,
+            msg.headers,
+            msg.data,
+            event,
+            prefix=FEEDBACK_PREFIX,
+            max_bytes=self._max_bytes,
+        )
         with validating(msg.subject, strip="event."):
-            validation.tenant(event.tenant, "event.tenant")
-            if event.tenant != subject_tenant:
-                raise Poison(
-                    "tenant_mismatch",
-                    f"tenant {event.tenant!r} differs from the subject's tenant {subject_tenant!r}",
-                )
             if not event.HasField("item"):
                 raise Poison("invalid", "item: is required")
             return feedback_item_from_proto(

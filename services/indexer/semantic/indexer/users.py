@@ -10,18 +10,11 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from semantic.common import validation
 from semantic.core.recommend.events import UserEventRecord
 from semantic.core.recommend.tracker import Tracker
 from semantic.core.spaces import ActiveSpaces
 from semantic.indexer.consumer import Applied
-from semantic.indexer.events import (
-    USER_PREFIX,
-    Poison,
-    parse_event,
-    tenant_from_subject,
-    validating,
-)
+from semantic.indexer.events import USER_PREFIX, decode_tenant_event, validating
 from semantic.v1 import events_pb2
 from semantic.wire.recommend import user_event_from_proto
 
@@ -38,18 +31,11 @@ class UserEventHandler:
 
     def decode(self, msg: Msg) -> UserEventRecord:
         """A validated UserEventRecord; Poison naming the reason otherwise."""
-        if not msg.subject.startswith(USER_PREFIX + "."):
-            raise Poison("invalid", f"subject {msg.subject!r} is not a user-event subject")
         event = events_pb2.UserEvent()
-        parse_event(msg.data, msg.headers, event, max_bytes=self._max_bytes)
-        subject_tenant = tenant_from_subject(msg.subject, USER_PREFIX)
+        decode_tenant_event(
+            msg.subject, msg.headers, msg.data, event, prefix=USER_PREFIX, max_bytes=self._max_bytes
+        )
         with validating(msg.subject, strip="event."):
-            validation.tenant(event.tenant, "tenant")
-            if event.tenant != subject_tenant:
-                raise Poison(
-                    "tenant_mismatch",
-                    f"tenant {event.tenant!r} differs from the subject's tenant {subject_tenant!r}",
-                )
             return user_event_from_proto(
                 event, "event", event.tenant, datetime.now(UTC), self._tracker.config
             )

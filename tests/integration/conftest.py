@@ -9,15 +9,19 @@ untouched.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
+import numpy as np
 import pytest
+from foreign_kit import DOCS, Stack, start_stack
 from indexer_kit import indexer_env, reset_streams
 from nats.aio.client import Client as NatsClient
 
+from semantic.common.embedder_client import EmbedderClient
 from semantic.tools.devstack.nats import EmbeddedNats
 from semantic.tools.modelbuild.builder import FP32_DIR, INT8_DIR, build_models, stale_variants
 
@@ -68,3 +72,32 @@ def env(
 ) -> dict[str, str]:
     """The environment of an indexer on this test's database."""
     return indexer_env(database_url, nats_server.url, embedder_address, fp32_model_dir)
+
+
+# --- the foreign-store tests (test_foreign_stores, test_foreign_pgvector) --------------------
+# Other modules that define a `stack` fixture of their own override this one.
+
+
+@pytest.fixture
+async def stack(
+    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Stack]:
+    async with start_stack(database_url, embedder_address, fp32_model_dir, monkeypatch) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def model_vectors(embedder_address: str) -> dict[str, np.ndarray]:
+    """The real model's vector of each foreign-store document (title + " " + body, as the
+    service embeds)."""
+
+    async def embed() -> dict[str, np.ndarray]:
+        client = EmbedderClient(embedder_address)
+        try:
+            texts = [f"{title} {body}" for title, body in DOCS.values()]
+            embedded = await client.embed(texts, input_type="document")
+        finally:
+            await client.close()
+        return dict(zip(DOCS, embedded.vectors.astype(np.float32), strict=True))
+
+    return asyncio.run(embed())

@@ -27,6 +27,46 @@ from semantic.tools.devstack.ports import free_port
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2
 
+WORDS = [  # a small vocabulary of four topics, for generated texts
+    "flour",
+    "water",
+    "salt",
+    "yeast",
+    "oven",
+    "bread",
+    "pasta",
+    "sauce",
+    "tomato",
+    "garlic",
+    "server",
+    "cache",
+    "header",
+    "certificate",
+    "proxy",
+    "request",
+    "latency",
+    "index",
+    "vector",
+    "query",
+    "garden",
+    "soil",
+    "seed",
+    "water",
+    "leaf",
+    "river",
+    "mountain",
+    "trail",
+    "tent",
+    "map",
+    "compass",
+    "budget",
+    "invoice",
+    "ledger",
+    "tax",
+    "account",
+]
+
+
 STREAMS = ("SEMANTIC", "SEMANTIC_DLQ")
 
 

@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 import pytest
 from indexer_kit import (
+    WORDS,
     content_event,
     dead_letters,
     indexer_env,
@@ -50,43 +51,6 @@ NODES = 300
 DURING = 60
 """Events published while PostgreSQL is down: half update existing nodes, half add new."""
 TOP_K = 10
-WORDS = [
-    "flour",
-    "water",
-    "salt",
-    "yeast",
-    "oven",
-    "bread",
-    "pasta",
-    "sauce",
-    "tomato",
-    "garlic",
-    "server",
-    "cache",
-    "header",
-    "certificate",
-    "proxy",
-    "request",
-    "latency",
-    "index",
-    "vector",
-    "query",
-    "garden",
-    "soil",
-    "seed",
-    "leaf",
-    "river",
-    "mountain",
-    "trail",
-    "tent",
-    "map",
-    "compass",
-    "budget",
-    "invoice",
-    "ledger",
-    "tax",
-    "account",
-]
 TYPES = ("page", "post", "note")
 
 

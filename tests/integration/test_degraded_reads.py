@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from indexer_kit import running_search, search_env, wait_for
+from indexer_kit import WORDS, running_search, search_env, wait_for
 
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.v1 import common_pb2 as cpb
@@ -25,44 +25,6 @@ from semantic.v1 import search_pb2_grpc
 
 NODES = 500
 TOP_K = 10
-WORDS = [
-    "flour",
-    "water",
-    "salt",
-    "yeast",
-    "oven",
-    "bread",
-    "pasta",
-    "sauce",
-    "tomato",
-    "garlic",
-    "server",
-    "cache",
-    "header",
-    "certificate",
-    "proxy",
-    "request",
-    "latency",
-    "index",
-    "vector",
-    "query",
-    "garden",
-    "soil",
-    "seed",
-    "water",
-    "leaf",
-    "river",
-    "mountain",
-    "trail",
-    "tent",
-    "map",
-    "compass",
-    "budget",
-    "invoice",
-    "ledger",
-    "tax",
-    "account",
-]
 TYPES = ("page", "post", "note")
 
 

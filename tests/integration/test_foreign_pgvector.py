@@ -7,46 +7,21 @@ written."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import asyncpg
 import numpy as np
 import pytest
 from db_kit import fresh_database
-from foreign_kit import DOCS, QUERIES, Stack, assert_finds, cli, start_stack
+from foreign_kit import DOCS, QUERIES, Stack, assert_finds, cli
 
-from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import InvalidArgument
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.tools.foreign.formats import open_source
 from semantic.tools.foreign.records import ReadOptions
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def stack(
-    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Stack]:
-    async with start_stack(database_url, embedder_address, fp32_model_dir, monkeypatch) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def model_vectors(embedder_address: str) -> dict[str, np.ndarray]:
-    async def embed() -> dict[str, np.ndarray]:
-        client = EmbedderClient(embedder_address)
-        try:
-            texts = [f"{title} {body}" for title, body in DOCS.values()]
-            embedded = await client.embed(texts, input_type="document")
-        finally:
-            await client.close()
-        return dict(zip(DOCS, embedded.vectors.astype(np.float32), strict=True))
-
-    return asyncio.run(embed())
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ service; and a FAISS export re-imported into an empty database."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -27,37 +26,12 @@ from foreign_kit import (
     wrong,
 )
 
-from semantic.common.embedder_client import EmbedderClient
 from semantic.common.errors import InvalidArgument
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.tools.foreign.formats import detect, open_source
 from semantic.tools.foreign.records import ReadOptions
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def stack(
-    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Stack]:
-    async with start_stack(database_url, embedder_address, fp32_model_dir, monkeypatch) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def model_vectors(embedder_address: str) -> dict[str, np.ndarray]:
-    """The real model's vector of each document (title + " " + body, as the service embeds)."""
-
-    async def embed() -> dict[str, np.ndarray]:
-        client = EmbedderClient(embedder_address)
-        try:
-            texts = [f"{title} {body}" for title, body in DOCS.values()]
-            embedded = await client.embed(texts, input_type="document")
-        finally:
-            await client.close()
-        return dict(zip(DOCS, embedded.vectors.astype(np.float32), strict=True))
-
-    return asyncio.run(embed())
 
 
 # --- FAISS ----------------------------------------------------------------------------

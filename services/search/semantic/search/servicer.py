@@ -225,13 +225,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     async def Nearest(self, request: pb.NearestRequest, context: Any) -> pb.NearestResponse:
         tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
-        source = request.WhichOneof("source")
-        if source is None or not getattr(request, source):
-            raise InvalidArgument("id", "give the id or the slug of the source node")
-        if source == "id":
-            validation.node_id(request.id, "id")
-        else:
-            validation.slug(request.slug, "slug")
+        _check_source(request, "source node")
         if request.vector_name:
             validation.name(request.vector_name, "vector_name")
         flt = convert.filter_from_proto(request.filter, "filter", self._limits)
@@ -273,13 +267,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     async def Related(self, request: pb.RelatedRequest, context: Any) -> pb.RelatedResponse:
         tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
-        source = request.WhichOneof("source")
-        if source is None or not getattr(request, source):
-            raise InvalidArgument("id", "give the id or the slug of the node")
-        if source == "id":
-            validation.node_id(request.id, "id")
-        else:
-            validation.slug(request.slug, "slug")
+        _check_source(request, "node")
         query = wire_relations.walk_from_proto(request, tenant, self._max_related)
         start, hits = await self._related.related(query, request.id or None, request.slug or None)
         return wire_relations.related_to_proto(
@@ -386,6 +374,17 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             modifiers=wire_feedback.modifiers_from_proto(request.modifiers),
             default_modifiers=not request.skip_default_modifiers,
         )
+
+
+def _check_source(request: pb.NearestRequest | pb.RelatedRequest, what: str) -> None:
+    """The starting node of a Nearest or Related: its id or its slug, valid."""
+    source = request.WhichOneof("source")
+    if source is None or not getattr(request, source):
+        raise InvalidArgument("id", f"give the id or the slug of the {what}")
+    if source == "id":
+        validation.node_id(request.id, "id")
+    else:
+        validation.slug(request.slug, "slug")
 
 
 def _hits(result: SearchResult, include_body: bool) -> list[pb.SearchHit]:

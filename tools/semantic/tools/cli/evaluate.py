@@ -31,6 +31,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     parser.add_argument("--split", default="test", help="qrels split (default test)")
     parser.add_argument("--threads", type=int, default=2, help="embedder intra-op threads")
+    parser.add_argument(
+        "--modifiers",
+        action="store_true",
+        help="also measure score modifiers on synthetic success rates (one correlated with "
+        "relevance, one not) at several weights, dense and hybrid",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         chunking=args.chunking == "on",
         split=args.split,
         threads=args.threads,
+        modifiers=args.modifiers,
     )
     report = run_eval(config, progress=lambda line: print(f"# {line}", file=sys.stderr))
     if args.json:
@@ -53,4 +60,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{report['dataset']} ({report['model']}, chunking {args.chunking})")
         for mode, scores in report["modes"].items():
             print(f"  {mode:8} " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        for mode, entry in report.get("modifiers", {}).get("modes", {}).items():
+            print(f"  modifiers, {mode}: nDCG@10 {entry['ndcg@10']:.4f} without")
+            for signal in ("correlated", "uncorrelated"):
+                deltas = ", ".join(f"w {w}: {v['delta']:+.4f}" for w, v in entry[signal].items())
+                print(f"    {signal:12} {deltas}")
     return 0

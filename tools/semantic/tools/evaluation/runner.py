@@ -22,6 +22,7 @@ import grpc
 from semantic.tools.devstack.stack import LocalStack
 from semantic.tools.evaluation.beir import BeirDataset, load_beir
 from semantic.tools.evaluation.metrics import evaluate
+from semantic.tools.evaluation.modifiers import modifier_effect
 from semantic.tools.progress import progress_bar
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -53,6 +54,8 @@ class EvalConfig:
     """False: query the documents already in the database (after a restore, say)."""
     search_env: Mapping[str, str] = field(default_factory=dict)
     """More environment for the search service (e.g. ``SEMANTIC_SEARCH_EF_SEARCH``)."""
+    modifiers: bool = False
+    """Also measure score modifiers on synthetic success rates (``evaluation.modifiers``)."""
 
 
 async def ingest_corpus(
@@ -120,12 +123,21 @@ async def _evaluate(
             scores = evaluate(run, data.qrels)
             modes[mode] = {name: round(value, 4) for name, value in scores.items()}
             progress(f"{mode}: {modes[mode]} ({time.perf_counter() - started:.0f} s)")
+        extra: dict[str, Any] = {}
+        if config.modifiers:
+            started = time.perf_counter()
+            chosen = {m: MODES[m] for m in config.modes if m != "keyword"}
+            extra["modifiers"] = await modifier_effect(
+                stub, data, chosen, concurrency=config.concurrency
+            )
+            progress(f"modifiers: {extra['modifiers']} ({time.perf_counter() - started:.0f} s)")
     return {
         "documents": len(data.corpus),
         "queries": len(data.queries),
         "vectors": vectors,
         "ingest_seconds": round(ingest_s, 1),
         "modes": modes,
+        **extra,
     }
 
 

@@ -62,6 +62,18 @@ def env(database_url: str, embedder_address: str, fp32_model_dir: Path) -> dict[
     return search_env(database_url, embedder_address, fp32_model_dir)
 
 
+def _with(query: pb.SearchRequest, **fields: Any) -> pb.SearchRequest:
+    """A copy of ``query`` with ``fields`` set."""
+    copy = pb.SearchRequest()
+    copy.CopyFrom(query)
+    for name, value in fields.items():
+        if name == "modifiers":
+            copy.modifiers.extend(value)
+        else:
+            setattr(copy, name, value)
+    return copy
+
+
 def _ids(reply: Any) -> list[str]:
     return [h.node.id for h in reply.hits]
 
@@ -172,7 +184,7 @@ async def test_modifiers_rerank_by_feedback_and_metadata_and_explain_it(
         items += [_item("retry", SUCCESS) for _ in range(8)]
         await stub.Feedback(pb.FeedbackRequest(items=items))
         by_rate = pb.ScoreModifier(feedback=pb.FEEDBACK_SIGNAL_SUCCESS_RATE, weight=0.5, center=0.5)
-        ranked = await stub.Search(pb.SearchRequest(query, modifiers=[by_rate]))
+        ranked = await stub.Search(_with(query, modifiers=[by_rate]))
         assert _ids(ranked)[0] == "retry"
         top = ranked.hits[0]
         explained = top.explanation
@@ -201,7 +213,7 @@ async def test_modifiers_rerank_by_feedback_and_metadata_and_explain_it(
 
         bad = pb.ScoreModifier(metadata_key="ctr", weight=math.inf)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.Search(pb.SearchRequest(query, modifiers=[bad]))
+            await stub.Search(_with(query, modifiers=[bad]))
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert (refused.value.details() or "").startswith("modifiers[0].weight")
 
@@ -218,7 +230,7 @@ async def test_default_modifiers_apply_per_content_type_unless_skipped(
         boosted = await stub.Search(query)
         assert _ids(boosted)[0] == "retry-loop"  # + 5 x 0.30
         assert boosted.hits[0].explanation.modifiers[0].name == "metadata:ctr"
-        skipped = await stub.Search(pb.SearchRequest(query, skip_default_modifiers=True))
+        skipped = await stub.Search(_with(query, skip_default_modifiers=True))
         assert _ids(skipped)[0] == "cache"
         assert not skipped.hits[0].explanation.HasField("base_score")
 

@@ -195,7 +195,11 @@ async def test_stream_and_consumer_are_created_or_updated_at_start(
 
         await wait_for(updated, what="the consumer's ack_wait and the stream's retention updated")
         stream = await js.stream_info("SEMANTIC")
-        assert sorted(stream.config.subjects or []) == ["semantic.content.>", "semantic.user.>"]
+        assert sorted(stream.config.subjects or []) == [
+            "semantic.content.>",
+            "semantic.feedback.>",
+            "semantic.user.>",
+        ]
         assert stream.config.max_age == 168 * 3600
         dlq = await js.stream_info("SEMANTIC_DLQ")
         assert dlq.config.subjects == ["semantic.dlq.>"]

@@ -25,6 +25,7 @@ from semantic.core.recommend.values import (
     Example,
     RecommendConfig,
     RecommendQuery,
+    RelationSignals,
     Similar,
     SpaceRef,
 )
@@ -167,6 +168,11 @@ class _Reads:
 
     async def engagement_totals(self, tenant: str) -> tuple[float, float]:
         return 0.0, 0.0
+
+    async def relation_signals(
+        self, tenant: str, user_id: str, flt: Any, recent: int, *, related: bool
+    ) -> RelationSignals:
+        return RelationSignals()
 
 
 async def _recommend(reads: _Reads, **fields: Any) -> list[str]:

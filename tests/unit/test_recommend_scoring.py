@@ -154,4 +154,5 @@ def test_request_weights_override_only_the_parts_they_name() -> None:
         "engagement": 0.3,
         "recency": 2.0,
         "archetype_prior": 0.2,
+        "relations": 0.0,
     }

@@ -261,6 +261,10 @@ class _RecommendSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Recom
     """Popular among users of the archetype (cold start or fill-up)."""
     RECOMMEND_SOURCE_GLOBAL_POPULAR: _RecommendSource.ValueType  # 4
     """Popular overall (cold start without archetype, or fill-up)."""
+    RECOMMEND_SOURCE_RELATED: _RecommendSource.ValueType  # 5
+    """Next after one of the user's recent nodes by a relation (that node is a
+    `prerequisite` of it, or it `follows` that node), and not found by the others.
+    """
 
 class RecommendSource(_RecommendSource, metaclass=_RecommendSourceEnumTypeWrapper):
     """Where a recommended node came from."""
@@ -275,6 +279,10 @@ RECOMMEND_SOURCE_ARCHETYPE_POPULAR: RecommendSource.ValueType  # 3
 """Popular among users of the archetype (cold start or fill-up)."""
 RECOMMEND_SOURCE_GLOBAL_POPULAR: RecommendSource.ValueType  # 4
 """Popular overall (cold start without archetype, or fill-up)."""
+RECOMMEND_SOURCE_RELATED: RecommendSource.ValueType  # 5
+"""Next after one of the user's recent nodes by a relation (that node is a
+`prerequisite` of it, or it `follows` that node), and not found by the others.
+"""
 Global___RecommendSource: _TypeAlias = RecommendSource  # noqa: Y015
 
 class _SpaceState:
@@ -1636,6 +1644,7 @@ class RecommendWeights(_message.Message):
     ENGAGEMENT_FIELD_NUMBER: _builtins.int
     RECENCY_FIELD_NUMBER: _builtins.int
     ARCHETYPE_PRIOR_FIELD_NUMBER: _builtins.int
+    RELATIONS_FIELD_NUMBER: _builtins.int
     similarity: _builtins.float
     """Weight of the similarity to the journey vector or examples."""
     engagement: _builtins.float
@@ -1644,6 +1653,10 @@ class RecommendWeights(_message.Message):
     """Weight of recency (newer nodes score higher)."""
     archetype_prior: _builtins.float
     """Weight of the archetype's prior for the node."""
+    relations: _builtins.float
+    """Weight of the relations from the user's recent nodes to the node (the strongest
+    `prerequisite` or `follows` relation's strength).
+    """
     def __init__(
         self,
         *,
@@ -1651,10 +1664,11 @@ class RecommendWeights(_message.Message):
         engagement: _builtins.float | None = ...,
         recency: _builtins.float | None = ...,
         archetype_prior: _builtins.float | None = ...,
+        relations: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_archetype_prior", b"_archetype_prior", "_engagement", b"_engagement", "_recency", b"_recency", "_similarity", b"_similarity", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "recency", b"recency", "similarity", b"similarity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_archetype_prior", b"_archetype_prior", "_engagement", b"_engagement", "_recency", b"_recency", "_relations", b"_relations", "_similarity", b"_similarity", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "recency", b"recency", "relations", b"relations", "similarity", b"similarity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_archetype_prior", b"_archetype_prior", "_engagement", b"_engagement", "_recency", b"_recency", "_similarity", b"_similarity", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "recency", b"recency", "similarity", b"similarity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_archetype_prior", b"_archetype_prior", "_engagement", b"_engagement", "_recency", b"_recency", "_relations", b"_relations", "_similarity", b"_similarity", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "recency", b"recency", "relations", b"relations", "similarity", b"similarity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__archetype_prior: _TypeAlias = _typing.Literal["archetype_prior"]  # noqa: Y015
     _WhichOneofArgType__archetype_prior: _TypeAlias = _typing.Literal["_archetype_prior", b"_archetype_prior"]  # noqa: Y015
@@ -1662,6 +1676,8 @@ class RecommendWeights(_message.Message):
     _WhichOneofArgType__engagement: _TypeAlias = _typing.Literal["_engagement", b"_engagement"]  # noqa: Y015
     _WhichOneofReturnType__recency: _TypeAlias = _typing.Literal["recency"]  # noqa: Y015
     _WhichOneofArgType__recency: _TypeAlias = _typing.Literal["_recency", b"_recency"]  # noqa: Y015
+    _WhichOneofReturnType__relations: _TypeAlias = _typing.Literal["relations"]  # noqa: Y015
+    _WhichOneofArgType__relations: _TypeAlias = _typing.Literal["_relations", b"_relations"]  # noqa: Y015
     _WhichOneofReturnType__similarity: _TypeAlias = _typing.Literal["similarity"]  # noqa: Y015
     _WhichOneofArgType__similarity: _TypeAlias = _typing.Literal["_similarity", b"_similarity"]  # noqa: Y015
     @_typing.overload
@@ -1670,6 +1686,8 @@ class RecommendWeights(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__engagement) -> _WhichOneofReturnType__engagement | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__recency) -> _WhichOneofReturnType__recency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__relations) -> _WhichOneofReturnType__relations | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__similarity) -> _WhichOneofReturnType__similarity | None: ...
 
@@ -1917,6 +1935,8 @@ class RecommendExplanation(_message.Message):
     SIMILAR_TO_FIELD_NUMBER: _builtins.int
     ENGAGEMENT_COUNTS_FIELD_NUMBER: _builtins.int
     MMR_SCORE_FIELD_NUMBER: _builtins.int
+    RELATIONS_FIELD_NUMBER: _builtins.int
+    RELATED_VIA_FIELD_NUMBER: _builtins.int
     source: Global___RecommendSource.ValueType
     """Which candidate source produced the node."""
     mmr_score: _builtins.float
@@ -1949,6 +1969,16 @@ class RecommendExplanation(_message.Message):
     def engagement_counts(self) -> Global___EngagementCounts:
         """The node's raw engagement counters behind `engagement`."""
 
+    @_builtins.property
+    def relations(self) -> Global___ScorePart:
+        """The strongest relation from one of the user's recent nodes to this one (value: its
+        strength; 0 when none).
+        """
+
+    @_builtins.property
+    def related_via(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelatedVia]:
+        """Every relation from the user's recent nodes that raised this node, strongest first."""
+
     def __init__(
         self,
         *,
@@ -1960,16 +1990,76 @@ class RecommendExplanation(_message.Message):
         similar_to: _abc.Iterable[Global___SimilarItem] | None = ...,
         engagement_counts: Global___EngagementCounts | None = ...,
         mmr_score: _builtins.float | None = ...,
+        relations: Global___ScorePart | None = ...,
+        related_via: _abc.Iterable[Global___RelatedVia] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_mmr_score", b"_mmr_score", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "engagement_counts", b"engagement_counts", "mmr_score", b"mmr_score", "recency", b"recency", "similarity", b"similarity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_mmr_score", b"_mmr_score", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "engagement_counts", b"engagement_counts", "mmr_score", b"mmr_score", "recency", b"recency", "relations", b"relations", "similarity", b"similarity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mmr_score", b"_mmr_score", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "engagement_counts", b"engagement_counts", "mmr_score", b"mmr_score", "recency", b"recency", "similar_to", b"similar_to", "similarity", b"similarity", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mmr_score", b"_mmr_score", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "engagement_counts", b"engagement_counts", "mmr_score", b"mmr_score", "recency", b"recency", "related_via", b"related_via", "relations", b"relations", "similar_to", b"similar_to", "similarity", b"similarity", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__mmr_score: _TypeAlias = _typing.Literal["mmr_score"]  # noqa: Y015
     _WhichOneofArgType__mmr_score: _TypeAlias = _typing.Literal["_mmr_score", b"_mmr_score"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__mmr_score) -> _WhichOneofReturnType__mmr_score | None: ...
 
 Global___RecommendExplanation: _TypeAlias = RecommendExplanation  # noqa: Y015
+
+@_typing.final
+class RelatedVia(_message.Message):
+    """A relation from one of the user's recent nodes that raised a recommended node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    STRENGTH_FIELD_NUMBER: _builtins.int
+    from_id: _builtins.str
+    """The user's recent node."""
+    type: _builtins.str
+    """"prerequisite" (the recent node is a prerequisite of this one) or "follows" (this
+    node follows the recent one).
+    """
+    strength: _builtins.float
+    """The relation's strength."""
+    def __init__(
+        self,
+        *,
+        from_id: _builtins.str = ...,
+        type: _builtins.str = ...,
+        strength: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_id", b"from_id", "strength", b"strength", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RelatedVia: _TypeAlias = RelatedVia  # noqa: Y015
+
+@_typing.final
+class ConflictExclusion(_message.Message):
+    """A node left out because it conflicts with a node the user converted on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CONFLICTS_WITH_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node left out."""
+    conflicts_with: _builtins.str
+    """The converted node it has a `conflicts` relation with (either direction)."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        conflicts_with: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts_with", b"conflicts_with", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConflictExclusion: _TypeAlias = ConflictExclusion  # noqa: Y015
 
 @_typing.final
 class RecommendHit(_message.Message):
@@ -2018,6 +2108,7 @@ class RecommendResponse(_message.Message):
     ARCHETYPE_FIELD_NUMBER: _builtins.int
     JOURNEY_EVENTS_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDED_CONFLICTS_FIELD_NUMBER: _builtins.int
     recommendation_id: _builtins.str
     """Server-generated id of this response (a UUID). Send it back in UserEvent.context
     (`recommendation_id`) to attribute impressions and clicks.
@@ -2034,6 +2125,10 @@ class RecommendResponse(_message.Message):
         the filters and exclusions).
         """
 
+    @_builtins.property
+    def excluded_conflicts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConflictExclusion]:
+        """Candidates left out because they conflict with a node the user converted on."""
+
     def __init__(
         self,
         *,
@@ -2042,10 +2137,11 @@ class RecommendResponse(_message.Message):
         archetype: _builtins.str = ...,
         journey_events: _builtins.int = ...,
         space_id: _builtins.str = ...,
+        excluded_conflicts: _abc.Iterable[Global___ConflictExclusion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archetype", b"archetype", "hits", b"hits", "journey_events", b"journey_events", "recommendation_id", b"recommendation_id", "space_id", b"space_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archetype", b"archetype", "excluded_conflicts", b"excluded_conflicts", "hits", b"hits", "journey_events", b"journey_events", "recommendation_id", b"recommendation_id", "space_id", b"space_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3348,6 +3444,7 @@ class DebugCandidate(_message.Message):
     KEPT_FIELD_NUMBER: _builtins.int
     RANK_FIELD_NUMBER: _builtins.int
     DROPPED_FIELD_NUMBER: _builtins.int
+    RELATIONS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The node's id."""
     content_type: _builtins.str
@@ -3380,6 +3477,10 @@ class DebugCandidate(_message.Message):
     def archetype_prior(self) -> Global___ScorePart:
         """Archetype prior part."""
 
+    @_builtins.property
+    def relations(self) -> Global___ScorePart:
+        """The relations part (see RecommendExplanation.relations)."""
+
     def __init__(
         self,
         *,
@@ -3395,10 +3496,11 @@ class DebugCandidate(_message.Message):
         kept: _builtins.bool = ...,
         rank: _builtins.int = ...,
         dropped: Global___DropReason.ValueType = ...,
+        relations: Global___ScorePart | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["archetype_prior", b"archetype_prior", "engagement", b"engagement", "recency", b"recency", "similarity", b"similarity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["archetype_prior", b"archetype_prior", "engagement", b"engagement", "recency", b"recency", "relations", b"relations", "similarity", b"similarity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archetype_prior", b"archetype_prior", "content_type", b"content_type", "dropped", b"dropped", "engagement", b"engagement", "kept", b"kept", "node_id", b"node_id", "rank", b"rank", "recency", b"recency", "score", b"score", "similarity", b"similarity", "source", b"source", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archetype_prior", b"archetype_prior", "content_type", b"content_type", "dropped", b"dropped", "engagement", b"engagement", "kept", b"kept", "node_id", b"node_id", "rank", b"rank", "recency", b"recency", "relations", b"relations", "score", b"score", "similarity", b"similarity", "source", b"source", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,6 +13,7 @@ from semantic.core.domain import DEFAULT_VECTOR, Filter
 from semantic.core.recommend.events import Action, TrackConfig, UserEventRecord, check_time
 from semantic.core.recommend.values import (
     DEFAULT_TOP_K,
+    PART_NAMES,
     Example,
     RecommendConfig,
     RecommendHit,
@@ -29,6 +30,7 @@ SOURCES = {
     "examples": pb.RECOMMEND_SOURCE_EXAMPLES,
     "archetype_popular": pb.RECOMMEND_SOURCE_ARCHETYPE_POPULAR,
     "global_popular": pb.RECOMMEND_SOURCE_GLOBAL_POPULAR,
+    "related": pb.RECOMMEND_SOURCE_RELATED,
 }
 MAX_CONTEXT_BYTES = 8192
 MAX_WEIGHT = 100.0
@@ -123,8 +125,8 @@ def recommend_query_from_proto(
     ):
         raise InvalidArgument("strategy", f"unknown value {request.strategy}")
     weights = {}
-    for name in ("similarity", "engagement", "recency", "archetype_prior"):
-        if request.weights.HasField(name):
+    for name in PART_NAMES:
+        if request.weights.HasField(name):  # type: ignore[arg-type]
             weights[name] = validation.number(
                 getattr(request.weights, name), f"weights.{name}", minimum=0, maximum=MAX_WEIGHT
             )
@@ -174,6 +176,10 @@ def recommend_to_proto(result: RecommendResult, *, include_body: bool) -> pb.Rec
         archetype=result.archetype,
         journey_events=result.journey_events,
         space_id=str(result.space.id),
+        excluded_conflicts=[
+            pb.ConflictExclusion(node_id=node_id, conflicts_with=other)
+            for node_id, other in result.conflicts
+        ],
     )
 
 
@@ -190,6 +196,11 @@ def _hit(hit: RecommendHit, include_body: bool) -> pb.RecommendHit:
         archetype_prior=_part(hit.archetype_prior),
         similar_to=[_similar(s) for s in hit.similar_to],
         engagement_counts=pb.EngagementCounts(**hit.counts),
+        relations=_part(hit.relations),
+        related_via=[
+            pb.RelatedVia(from_id=v.from_id, type=v.type, strength=v.strength)
+            for v in hit.related_via
+        ],
     )
     if hit.mmr_score is not None:
         explanation.mmr_score = hit.mmr_score

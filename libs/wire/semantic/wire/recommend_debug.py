@@ -102,6 +102,7 @@ def _candidate(entry: CandidateEntry) -> pb.DebugCandidate:
         engagement=_part(entry.parts["engagement"]),
         recency=_part(entry.parts["recency"]),
         archetype_prior=_part(entry.parts["archetype_prior"]),
+        relations=_part(entry.parts["relations"]),
         kept=entry.kept,
         rank=entry.rank,
         dropped=_DROPS[entry.dropped],

@@ -120,7 +120,7 @@ class CandidateEntry:
         return sum(self.parts[name].contribution for name in PART_ORDER)
 
 
-PART_ORDER = ("similarity", "engagement", "recency", "archetype_prior")
+PART_ORDER = ("similarity", "engagement", "recency", "archetype_prior", "relations")
 
 
 @dataclass(frozen=True)
@@ -283,12 +283,14 @@ def _parts(
             "engagement": hit.engagement,
             "recency": hit.recency,
             "archetype_prior": hit.archetype_prior,
+            "relations": hit.relations,
         }
     values = {
         "similarity": scored.similarity,
         "engagement": scored.engagement,
         "recency": scored.recency,
         "archetype_prior": scored.prior,
+        "relations": scored.relation,
     }
     return {name: Part(values[name], weights[name]) for name in PART_ORDER}
 

@@ -22,7 +22,12 @@ from semantic.core.domain import Filter, NodeRecord
 from semantic.core.recommend.events import Action, UserEventRecord
 from semantic.core.recommend.journey import LoggedEvent, StoredUser
 from semantic.core.recommend.tracking import EngagementDelta, UserNodeState, UserUpdate
-from semantic.core.recommend.values import CandidateDetails, Similar, SpaceRef
+from semantic.core.recommend.values import (
+    CandidateDetails,
+    RelationSignals,
+    Similar,
+    SpaceRef,
+)
 
 Vector = np.ndarray[Any, Any]
 NodeKey = tuple[str, str]
@@ -135,6 +140,15 @@ class RecommendSession(JourneyLog, Protocol):
 
     async def engagement_totals(self, tenant: str) -> tuple[float, float]:
         """(clicks + likes + conversions, impressions) over the tenant's nodes."""
+        ...
+
+    async def relation_signals(
+        self, tenant: str, user_id: str, flt: Filter, recent: int, *, related: bool
+    ) -> RelationSignals:
+        """The nodes passing ``flt`` that the user's ``recent`` latest nodes (acted on more
+        than by an impression) lead to by a client relation (``prerequisite`` from them,
+        ``follows`` to them; when ``related``), and the nodes with a ``conflicts`` relation
+        to a node the user converted on; only nodes that exist."""
         ...
 
 

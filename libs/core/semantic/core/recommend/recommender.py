@@ -40,6 +40,7 @@ from semantic.core.recommend.values import (
     RecommendHit,
     RecommendQuery,
     RecommendResult,
+    RelationSignals,
     Similar,
     Source,
     SpaceRef,
@@ -72,6 +73,7 @@ class _Aside:
     details: dict[str, CandidateDetails]
     journey_items: list[tuple[Similar, Vector]]
     rate: float
+    signals: RelationSignals = field(default_factory=RelationSignals)
 
 
 class Recommender:
@@ -193,6 +195,17 @@ class Recommender:
                     if want_items
                     else []
                 )
+                signals = (
+                    await on.relation_signals(
+                        query.tenant,
+                        query.user_id,
+                        flt,
+                        config.journey_items,
+                        related=weights["relations"] > 0,
+                    )
+                    if query.user_id
+                    else RelationSignals()
+                )
                 return _Aside(
                     archetype,
                     popular,
@@ -200,6 +213,7 @@ class Recommender:
                     await details(on, archetype, ids),
                     items,
                     await self._rate(on, query.tenant),
+                    signals,
                 )
 
             # The nearest nodes on this session while the archetype, the popular nodes,
@@ -217,6 +231,11 @@ class Recommender:
                 for node_id, from_archetype in side.popular:
                     kind: Source = "archetype_popular" if from_archetype else "global_popular"
                     candidates.setdefault(node_id, kind)
+                for via in side.signals.related:  # what the user's recent nodes lead to
+                    candidates.setdefault(via.node_id, "related")
+                conflicts = [c for c in side.signals.conflicts if c[0] in candidates]
+                for node_id, _ in conflicts:  # in conflict with a node the user converted on
+                    candidates.pop(node_id, None)
                 read = dict(side.details)
                 rest = [node_id for node_id in candidates if node_id not in read]
                 if spare is None:
@@ -238,6 +257,7 @@ class Recommender:
                 side.best,
                 side.rate,
                 datetime.now(UTC),
+                related=side.signals.strongest(),
             )
             scored = score_candidates(candidates, read, scoring, config)
             share = (
@@ -263,12 +283,15 @@ class Recommender:
             (examples_pos, examples_neg),
             self._config.similar_items,
         )
+        for hit in hits:
+            hit.related_via = side.signals.via(hit.node.id)
         return RecommendResult(
             hits=hits,
             recommendation_id=str(uuid.uuid4()),
             archetype=side.archetype or "",
             journey_events=user.events,
             space=space,
+            conflicts=conflicts,
         )
 
     async def _user(

@@ -4,12 +4,13 @@ score = w_sim * similarity        cosine to the journey vector / the examples
       + w_eng * engagement        smoothed (semantic.core.recommend.smoothing)
       + w_rec * recency           semantic.core.recommend.recency
       + w_arch * archetype_prior  the archetype's engagement with the node / its best node
+      + w_rel * relations         the strongest relation from a recent node of the user
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -40,6 +41,8 @@ class Scoring:
     best_archetype: float
     rate: float
     now: datetime
+    related: Mapping[str, float] = field(default_factory=dict)
+    """Per node, the strongest relation from one of the user's recent nodes."""
 
 
 class Scored(NamedTuple):
@@ -53,6 +56,7 @@ class Scored(NamedTuple):
     engagement: float
     recency: float
     prior: float
+    relation: float = 0.0
 
     @property
     def node(self) -> NodeRecord:
@@ -69,6 +73,7 @@ class Scored(NamedTuple):
             recency=Part(self.recency, weights["recency"]),
             archetype_prior=Part(self.prior, weights["archetype_prior"]),
             counts=dict(self.detail.counts),
+            relations=Part(self.relation, weights.get("relations", 0.0)),
         )
 
 
@@ -98,6 +103,7 @@ def score_candidates(
     weights = scoring.weights
     w_sim, w_eng = weights["similarity"], weights["engagement"]
     w_rec, w_arch = weights["recency"], weights["archetype_prior"]
+    w_rel = weights.get("relations", 0.0)
     scored = []
     for node_id, source in sources.items():
         detail = details.get(node_id)
@@ -107,8 +113,9 @@ def score_candidates(
         eng = smoothing.engagement(detail.counts, config.prior_strength, scoring.rate)
         rec = recency(detail.node.updated_at, scoring.now, config.recency_half_life_days)
         prior = smoothing.archetype_prior(detail.archetype_score, scoring.best_archetype)
+        rel = scoring.related.get(node_id, 0.0)
         # The same sum, in the same order, as RecommendHit.score.
-        score = sim * w_sim + eng * w_eng + rec * w_rec + prior * w_arch
-        scored.append(Scored(score, detail.node.id, source, detail, sim, eng, rec, prior))
+        score = sim * w_sim + eng * w_eng + rec * w_rec + prior * w_arch + rel * w_rel
+        scored.append(Scored(score, detail.node.id, source, detail, sim, eng, rec, prior, rel))
     scored.sort(key=lambda s: (-s.score, s.node_id))
     return scored

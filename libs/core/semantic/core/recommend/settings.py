@@ -31,6 +31,11 @@ class RecommendSettings(BaseSettings):
     recommend_engagement_weight: float = Field(0.3, description="Score weight of engagement.")
     recommend_recency_weight: float = Field(0.1, description="Score weight of recency.")
     recommend_archetype_weight: float = Field(0.2, description="Score weight of the archetype.")
+    recommend_relations_weight: float = Field(
+        0.3,
+        description="Score weight of the strongest prerequisite/follows relation from one of "
+        "the user's recent nodes (0: relations neither raise nor add candidates).",
+    )
     recommend_prior_strength: float = Field(
         20.0, ge=0, description="Pseudo-impressions of the engagement prior (smoothing)."
     )
@@ -85,4 +90,5 @@ class RecommendSettings(BaseSettings):
             max_top_k=self.recommend_max_top_k,
             max_examples=self.recommend_max_examples,
             max_share_per_content_type=self.recommend_max_share_per_content_type,
+            relations_weight=self.recommend_relations_weight,
         )

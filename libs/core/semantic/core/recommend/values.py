@@ -12,11 +12,13 @@ import numpy as np
 
 from semantic.core.domain import DEFAULT_VECTOR, Filter, NodeRecord
 
-Source = Literal["journey", "examples", "archetype_popular", "global_popular"]
+Source = Literal["journey", "examples", "archetype_popular", "global_popular", "related"]
 Strategy = Literal["average_vector", "best_score"]
 DEFAULT_TOP_K = 10
 """Hits of a request that asks for none."""
-PART_NAMES = ("similarity", "engagement", "recency", "archetype_prior")
+PART_NAMES = ("similarity", "engagement", "recency", "archetype_prior", "relations")
+NEXT_TYPES = ("prerequisite", "follows")
+"""Relation types that raise a node after one of the user's recent nodes."""
 COUNT_NAMES = ("impressions", "views", "clicks", "likes", "conversions", "dismissals")
 
 
@@ -53,6 +55,7 @@ class RecommendConfig:
     max_share_per_content_type: float
     similar_items: int = 3
     journey_items: int = 20
+    relations_weight: float = 0.0
 
     def weights(self, asked: Mapping[str, float]) -> dict[str, float]:
         """Each part's weight: the request's where it gives one, else the default."""
@@ -61,6 +64,7 @@ class RecommendConfig:
             "engagement": self.engagement_weight,
             "recency": self.recency_weight,
             "archetype_prior": self.archetype_weight,
+            "relations": self.relations_weight,
         }
         return {name: asked.get(name, defaults[name]) for name in PART_NAMES}
 
@@ -120,6 +124,37 @@ class Similar:
     negative: bool = False
 
 
+@dataclass(frozen=True)
+class RelatedVia:
+    """A relation from one of the user's recent nodes (``from_id``) to ``node_id``."""
+
+    node_id: str
+    from_id: str
+    type: str
+    strength: float
+
+
+@dataclass(frozen=True)
+class RelationSignals:
+    """What relations say about one user's candidates: the nodes their recent nodes lead
+    to, and the nodes in conflict with a node they converted on (node, converted node)."""
+
+    related: tuple[RelatedVia, ...] = ()
+    conflicts: tuple[tuple[str, str], ...] = ()
+
+    def strongest(self) -> dict[str, float]:
+        """Per node led to, the strongest relation's strength."""
+        out: dict[str, float] = {}
+        for via in self.related:
+            out[via.node_id] = max(out.get(via.node_id, 0.0), via.strength)
+        return out
+
+    def via(self, node_id: str) -> list[RelatedVia]:
+        """The relations leading to ``node_id``, strongest first."""
+        found = [v for v in self.related if v.node_id == node_id]
+        return sorted(found, key=lambda v: (-v.strength, v.from_id, v.type))
+
+
 @dataclass
 class RecommendHit:
     """One recommended node and why."""
@@ -133,6 +168,8 @@ class RecommendHit:
     counts: dict[str, int]
     similar_to: list[Similar] = field(default_factory=list)
     mmr_score: float | None = None
+    relations: Part = field(default_factory=lambda: Part(0.0, 0.0))
+    related_via: list[RelatedVia] = field(default_factory=list)
 
     @property
     def score(self) -> float:
@@ -142,6 +179,7 @@ class RecommendHit:
             + self.engagement.contribution
             + self.recency.contribution
             + self.archetype_prior.contribution
+            + self.relations.contribution
         )
 
 
@@ -154,6 +192,8 @@ class RecommendResult:
     archetype: str
     journey_events: int
     space: SpaceRef
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
+    """Candidates left out for a conflict with a converted node: (node, converted node)."""
 
 
 @dataclass

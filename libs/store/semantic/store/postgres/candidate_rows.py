@@ -13,7 +13,13 @@ import numpy as np
 from semantic.core.domain import Filter, NodeRecord, VectorTarget
 from semantic.core.recommend.events import Action
 from semantic.core.recommend.similarity import unit
-from semantic.core.recommend.values import COUNT_NAMES, CandidateDetails, Similar
+from semantic.core.recommend.values import (
+    COUNT_NAMES,
+    CandidateDetails,
+    RelatedVia,
+    RelationSignals,
+    Similar,
+)
 from semantic.core.spaces import vector_table
 from semantic.store.postgres import dense
 from semantic.store.postgres.db import as_array
@@ -217,3 +223,60 @@ async def journey_items(
         )
         items.append((item, unit(as_array(r["vector"]))))
     return items
+
+
+async def relation_signals(
+    conn: asyncpg.Connection,
+    tenant: str,
+    user_id: str,
+    flt: Filter,
+    recent: int,
+    *,
+    related: bool,
+) -> RelationSignals:
+    """Where the user's recent nodes lead and what conflicts with their conversions
+    (:meth:`~semantic.core.recommend.ports.RecommendSession.relation_signals`)."""
+    sql, params = compile_filter(tenant, flt, start=1)
+    n = len(params)
+    leads: list[RelatedVia] = []
+    if related:
+        rows = await conn.fetch(
+            "WITH recent AS (SELECT s.node_id FROM semantic.user_nodes s"
+            f"  WHERE s.tenant = ${n + 1} AND s.user_id = ${n + 2} AND s.strongest > ${n + 3}"
+            f"  AND NOT s.dismissed ORDER BY s.last_at DESC LIMIT ${n + 4}),"
+            " edges AS ("
+            "  SELECT r.source_id AS from_id, r.target_id AS node_id, r.type, r.strength"
+            "  FROM semantic.relations r JOIN recent ON recent.node_id = r.source_id"
+            f"  WHERE r.tenant = ${n + 1} AND r.type = 'prerequisite' AND NOT r.discovered"
+            "  UNION ALL"
+            "  SELECT r.target_id, r.source_id, r.type, r.strength"
+            "  FROM semantic.relations r JOIN recent ON recent.node_id = r.target_id"
+            f"  WHERE r.tenant = ${n + 1} AND r.type = 'follows' AND NOT r.discovered)"
+            " SELECT e.from_id, e.node_id, e.type, e.strength FROM edges e"
+            " JOIN semantic.nodes n ON n.tenant = $1 AND n.id = e.node_id"
+            f" WHERE {sql} AND e.strength > 0"
+            " ORDER BY e.strength DESC, e.node_id, e.from_id LIMIT 1000",
+            *params,
+            tenant,
+            user_id,
+            int(Action.IMPRESSION),
+            recent,
+        )
+        leads = [
+            RelatedVia(r["node_id"], r["from_id"], r["type"], float(r["strength"])) for r in rows
+        ]
+    conflicts = await conn.fetch(
+        "SELECT DISTINCT CASE WHEN r.source_id = s.node_id THEN r.target_id"
+        " ELSE r.source_id END AS node_id, s.node_id AS converted"
+        " FROM semantic.user_nodes s JOIN semantic.relations r"
+        "   ON r.tenant = s.tenant AND r.type = 'conflicts'"
+        "   AND (r.source_id = s.node_id OR r.target_id = s.node_id)"
+        " WHERE s.tenant = $1 AND s.user_id = $2 AND s.converted"
+        " ORDER BY 1, 2 LIMIT 1000",
+        tenant,
+        user_id,
+    )
+    return RelationSignals(
+        related=tuple(leads),
+        conflicts=tuple((r["node_id"], r["converted"]) for r in conflicts),
+    )

@@ -14,7 +14,7 @@ import numpy as np
 from semantic.core.domain import Filter, NodeRecord
 from semantic.core.recommend.journey import LoggedEvent, StoredUser
 from semantic.core.recommend.ports import UserNode
-from semantic.core.recommend.values import CandidateDetails, Similar, SpaceRef
+from semantic.core.recommend.values import CandidateDetails, RelationSignals, Similar, SpaceRef
 from semantic.store.postgres import candidate_rows
 from semantic.store.postgres.db import ReadConnections
 from semantic.store.postgres.journey_rows import USER_COLUMNS, logged_events, stored_user
@@ -189,6 +189,14 @@ class RecommendSession:
         """The user's latest nodes acted on."""
         return await candidate_rows.journey_items(
             self._conn, space.id, tenant, user_id=user_id, vector_name=vector_name, limit=limit
+        )
+
+    async def relation_signals(
+        self, tenant: str, user_id: str, flt: Filter, recent: int, *, related: bool
+    ) -> RelationSignals:
+        """Where the user's recent nodes lead; what conflicts with their conversions."""
+        return await candidate_rows.relation_signals(
+            self._conn, tenant, user_id, flt, recent, related=related
         )
 
     async def engagement_totals(self, tenant: str) -> tuple[float, float]:

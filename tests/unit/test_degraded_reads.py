@@ -52,7 +52,7 @@ class Feed:
 
     async def snapshot(self, space: Space, apply: Apply, *, batch: int) -> int:
         self._check()
-        apply([_change(n, v) for n, v in self.nodes.items()])
+        await apply([_change(n, v) for n, v in self.nodes.items()])
         return 10
 
     async def changes(self, space: Space, cursor: int) -> ChangeBatch:

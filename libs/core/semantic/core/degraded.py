@@ -17,7 +17,7 @@ refused with ``DependencyUnavailable`` naming them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -95,7 +95,7 @@ class ChangeBatch:
     """Change-log rows read (several rows may name one node)."""
 
 
-Apply = Callable[[Sequence[NodeChange]], None]
+Apply = Callable[[Sequence[NodeChange]], Awaitable[None]]
 
 
 class ChangeFeed(Protocol):

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 from prometheus_client import Counter, Gauge
 
 from semantic.common.errors import DependencyUnavailable
-from semantic.core.degraded import ChangeFeed, LocalIndex
+from semantic.core.degraded import ChangeFeed, LocalIndex, NodeChange
 from semantic.core.spaces import Space
 
 log = structlog.get_logger(__name__)
@@ -134,7 +134,7 @@ class LocalIndexFollower:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._dirty and self._ready:
-            self._save()
+            await self._save()
 
     async def wait_synced(self) -> None:
         """Return after the next successful sync."""
@@ -177,7 +177,7 @@ class LocalIndexFollower:
             if pruned:
                 log.info("change_log_pruned", rows=pruned)
         if self._dirty and now - self._saved_at >= self._save_s:
-            self._save()
+            await self._save()
 
     async def _rebuild(self, space: Space) -> None:
         previous = self._index.space
@@ -189,12 +189,18 @@ class LocalIndexFollower:
         )
         started = self._clock()
         self._index.reset(space)
-        cursor = await self._feed.snapshot(space, self._index.apply, batch=SNAPSHOT_BATCH)
+
+        async def apply(changes: Sequence[NodeChange]) -> None:
+            # In a worker thread: the index is not ready (nothing reads it meanwhile), and
+            # building a large one must not hold up the service's event loop.
+            await asyncio.to_thread(self._index.apply, changes)
+
+        cursor = await self._feed.snapshot(space, apply, batch=SNAPSHOT_BATCH)
         self._index.mark_synced(cursor, self._clock())
         REBUILDS.inc()
         BEHIND.set(0)
         self._dirty = True
-        self._save()
+        await self._save()
         self._set_ready(True, "current")
         log.info(
             "local_index_built",
@@ -203,9 +209,10 @@ class LocalIndexFollower:
             duration_s=round(self._clock() - started, 3),
         )
 
-    def _save(self) -> None:
+    async def _save(self) -> None:
+        """Save the index in a worker thread (reads may go on; only this task changes it)."""
         try:
-            self._index.save()
+            await asyncio.to_thread(self._index.save)
         except OSError as exc:  # a full or read-only disk: keep serving from memory
             log.warning("local_index_save_failed", error=str(exc))
             return

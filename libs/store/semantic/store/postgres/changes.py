@@ -77,7 +77,7 @@ class PostgresChanges:
                 if not rows:
                     return cursor
                 nodes = [_node(r) for r in rows]
-                apply(await _with_vectors(conn, space, [n.key for n in nodes], nodes))
+                await apply(await _with_vectors(conn, space, [n.key for n in nodes], nodes))
                 after = nodes[-1].key
 
     async def changes(self, space: Space, cursor: int) -> ChangeBatch:

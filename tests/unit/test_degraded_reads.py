@@ -55,10 +55,12 @@ class Feed:
         await apply([_change(n, v) for n, v in self.nodes.items()])
         return 10
 
-    async def changes(self, space: Space, cursor: int) -> ChangeBatch:
+    async def changes(self, space: Space, cursor: int, apply: Apply, *, batch: int) -> ChangeBatch:
         self._check()
         queued, self.queued = self.queued, []
-        return ChangeBatch(cursor + 1, queued, len(queued))
+        for start in range(0, len(queued), batch):
+            await apply(queued[start : start + batch])
+        return ChangeBatch(cursor + 1, len(queued), len(queued))
 
     async def prune(self, older_than_s: float) -> int:
         return 0

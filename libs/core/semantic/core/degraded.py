@@ -90,7 +90,8 @@ class ChangeBatch:
 
     cursor: int
     """Where the next read starts (the oldest transaction still open at this read)."""
-    changes: list[NodeChange]
+    changed: int
+    """Nodes whose current state was handed to the caller."""
     log_rows: int
     """Change-log rows read (several rows may name one node)."""
 
@@ -110,8 +111,9 @@ class ChangeFeed(Protocol):
         consistent snapshot; returns the cursor to follow the changes after it."""
         ...
 
-    async def changes(self, space: Space, cursor: int) -> ChangeBatch:
-        """The nodes changed since ``cursor`` with their current state in ``space``."""
+    async def changes(self, space: Space, cursor: int, apply: Apply, *, batch: int) -> ChangeBatch:
+        """The nodes changed since ``cursor``, their current state in ``space`` given to
+        ``apply`` ``batch`` nodes at a time (from one consistent snapshot)."""
         ...
 
     async def prune(self, older_than_s: float) -> int:

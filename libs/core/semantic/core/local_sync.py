@@ -35,6 +35,8 @@ RETENTION_S = 24 * 3600.0
 """Change-log rows older than this are pruned; an index last synced before is rebuilt."""
 PRUNE_EVERY_S = 600.0
 SNAPSHOT_BATCH = 1000
+CHANGES_BATCH = 500
+"""Changed nodes applied per step of a sync (the loop serves other work between steps)."""
 
 _LAST_SYNC: list[float] = [0.0]
 LAG = Gauge(
@@ -162,11 +164,16 @@ class LocalIndexFollower:
         if current is None or not same_space(current, space) or stale:
             await self._rebuild(space)
         else:
-            batch = await self._feed.changes(space, self._index.cursor)
-            self._index.apply(batch.changes)
+
+            async def apply(changes: Sequence[NodeChange]) -> None:
+                # On the loop (the index may be serving reads), a page at a time: a burst
+                # of writes never holds the loop for long.
+                self._index.apply(changes)
+
+            batch = await self._feed.changes(space, self._index.cursor, apply, batch=CHANGES_BATCH)
             self._index.mark_synced(batch.cursor, self._clock())
             BEHIND.set(batch.log_rows)
-            self._dirty = self._dirty or bool(batch.changes)
+            self._dirty = self._dirty or batch.changed > 0
             self._set_ready(True, "current")
         _LAST_SYNC[0] = self._index.synced_at
         NODES.set(self._index.nodes)

@@ -80,20 +80,21 @@ class PostgresChanges:
                 await apply(await _with_vectors(conn, space, [n.key for n in nodes], nodes))
                 after = nodes[-1].key
 
-    async def changes(self, space: Space, cursor: int) -> ChangeBatch:
-        """The nodes changed since ``cursor`` with their current state in ``space``."""
+    async def changes(self, space: Space, cursor: int, apply: Apply, *, batch: int) -> ChangeBatch:
+        """The nodes changed since ``cursor``, their current state in ``space`` given to
+        ``apply`` ``batch`` at a time (a burst of writes is never one huge step)."""
         async with connection(self._pool) as conn, _snapshot(conn):
             new_cursor: int = await conn.fetchval(_CURSOR)
             keys: list[Key] = [
                 (r["tenant"], r["node_id"]) for r in await conn.fetch(_CHANGED, cursor, space.id)
             ]
             log_rows: int = await conn.fetchval(_LOG_ROWS, cursor, space.id) if keys else 0
-            if not keys:
-                return ChangeBatch(new_cursor, [], 0)
-            tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
-            nodes = [_node(r) for r in await conn.fetch(_NODES, tenants, ids)]
-            changes = await _with_vectors(conn, space, keys, nodes)
-            return ChangeBatch(new_cursor, changes, log_rows)
+            for start in range(0, len(keys), max(1, batch)):
+                page = keys[start : start + max(1, batch)]
+                tenants, ids = [k[0] for k in page], [k[1] for k in page]
+                nodes = [_node(r) for r in await conn.fetch(_NODES, tenants, ids)]
+                await apply(await _with_vectors(conn, space, page, nodes))
+            return ChangeBatch(new_cursor, len(keys), log_rows)
 
     async def prune(self, older_than_s: float) -> int:
         """Drop change-log rows older than ``older_than_s`` seconds; how many."""

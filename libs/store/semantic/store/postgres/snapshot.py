@@ -147,12 +147,24 @@ RELATIONS = Table(
     node_column="source_id",
 )  # fmt: skip
 """Relations (a snapshot file since schema 005; older snapshots have none)."""
+RULES = Table(
+    "rules",
+    _schema(
+        ("tenant", S), ("node_id", S), ("rule_id", S), ("pattern", S), ("kind", S),
+        ("case_insensitive", B), ("scope", S), ("severity", S), ("action", S), ("message", S),
+        ("active", B), ("created_at", TS), ("updated_at", TS),
+    ),
+    ("tenant", "node_id", "rule_id"),
+    node_column="node_id",
+)  # fmt: skip
+"""Guardian rules (a snapshot file since schema 006; older snapshots have none)."""
 
 TABLES: tuple[Table, ...] = (
     NODES,
     TOMBSTONES,
     POSTINGS,
     RELATIONS,
+    RULES,
     USER_EVENTS,
     USERS,
     USER_NODES,

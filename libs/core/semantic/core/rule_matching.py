@@ -202,7 +202,7 @@ class Scan:
         self._lock = threading.Lock()
         self._found: list[Found] = []
         self._checked = 0
-        self._in_scope = 0
+        self._chosen: list[int] = []
         self._text: TextIndex | None = None
 
     def stop(self) -> None:
@@ -218,13 +218,17 @@ class Scan:
     def snapshot(self) -> tuple[list[Found], int, int, TextIndex | None]:
         """(matches, rules searched, rules in scope, the text) so far."""
         with self._lock:
-            return list(self._found), self._checked, self._in_scope, self._text
+            return list(self._found), self._checked, len(self._chosen), self._text
 
-    def run(self, rules: CompiledRules, chosen: Sequence[int], text: str, cap: int) -> None:
-        """Search ``text`` for the rules at ``chosen``; at most ``cap + 1`` matches of a rule
-        are kept (more could never be among the first ``cap`` of the check)."""
+    def choose(self, chosen: Sequence[int]) -> None:
+        """The rules (indexes into ``CompiledRules.entries``) to search for."""
         with self._lock:
-            self._in_scope = len(chosen)
+            self._chosen = list(chosen)
+
+    def run(self, rules: CompiledRules, text: str, cap: int) -> None:
+        """Search ``text`` for the rules chosen; at most ``cap + 1`` matches of a rule are
+        kept (more could never be among the first ``cap`` of the check)."""
+        chosen = self._chosen
         if not chosen or self._over():
             return
         index = TextIndex(text)

@@ -96,6 +96,8 @@ class RuleService:
         self._permits.take()
         try:
             compiled, rows = await self._compiled(query.tenant)
+            if compiled is not None:  # known before the budget can run out
+                scan.choose(_chosen(compiled, query))
             work = asyncio.get_running_loop().run_in_executor(
                 self._pool, _match, compiled, rows, query, scan
             )
@@ -184,9 +186,14 @@ def _match(
     """On a pool thread: compile when needed, then search the text (see ``Scan``)."""
     if compiled is None:
         compiled = CompiledRules([(r.node_id, r.rule) for r in (rows[1] if rows else [])])
-    chosen = [i for i, entry in enumerate(compiled.entries) if query.applies(entry.rule)]
-    scan.run(compiled, chosen, query.text, query.max_violations)
+        scan.choose(_chosen(compiled, query))
+    scan.run(compiled, query.text, query.max_violations)
     return compiled
+
+
+def _chosen(compiled: CompiledRules, query: CheckQuery) -> list[int]:
+    """The rules (indexes into ``compiled.entries``) the check runs."""
+    return [i for i, entry in enumerate(compiled.entries) if query.applies(entry.rule)]
 
 
 def _violations(

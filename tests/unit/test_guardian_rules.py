@@ -174,7 +174,8 @@ async def test_a_pattern_matching_empty_strings_in_context_reports_only_real_mat
 async def test_rules_run_one_by_one_when_the_set_cannot_be_built(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    rules = [("fix-1", Rule("a", "alpha")), ("fix-2", Rule("b", "beta")), ("fix-3", Rule("c", "x"))]
+    rules = [("fix-1", Rule("a", "alpha")), ("fix-2", Rule("b", "beta"))]
+    rules += [(f"fix-{i}", Rule(f"x{i}", f"x{i}x")) for i in range(3, 8)]
     text = "alpha then beta"
     with_set = _spots(await _check(rules, text))
     monkeypatch.setattr(rule_matching, "SET_MAX_MEM", 1024)  # too small: no set
@@ -186,6 +187,20 @@ async def test_rules_run_one_by_one_when_the_set_cannot_be_built(
             ("b", 1, 12, 1, 16, "beta"),
         ]
     )
+
+
+class _FailedSet:
+    """What re2's set answers when its automaton runs out of memory: no match at all."""
+
+    def Match(self, data: bytes) -> None:  # noqa: N802 (re2's name)
+        return None
+
+
+def test_a_set_pass_that_did_not_reach_the_end_of_the_text_runs_every_rule() -> None:
+    compiled = rule_matching.CompiledRules([(f"n{i}", Rule(f"r{i}", f"w{i}")) for i in range(6)])
+    assert compiled.candidates(b"w1 w4") == {1, 4, 6}  # 6: the end-of-text sentinel
+    compiled._set = _FailedSet()
+    assert compiled.candidates(b"w1 w4") is None
 
 
 # --- which rules run ----------------------------------------------------------------------

@@ -35,6 +35,8 @@ RULE_MAX_MEM = 1 << 20
 """Bytes RE2 may use for one rule's program and automata (a larger pattern is refused)."""
 SET_MAX_MEM = 32 << 20
 """Bytes RE2 may use for a tenant's set of rules (beyond it rules run one by one)."""
+SET_FROM = 4
+"""Rules in scope from which a check runs the set pass first (fewer are searched directly)."""
 CHECK_EVERY = 256
 """Matches of one rule between two looks at the clock."""
 _CONTINUATION = bytes(range(0x80, 0xC0))
@@ -109,7 +111,7 @@ class CompiledRules:
         self._set = self._build_set()
 
     def _build_set(self) -> Any:
-        if len(self.entries) < 2:
+        if len(self.entries) < SET_FROM:
             return None
         found = re2.Set.SearchSet(_options(SET_MAX_MEM))
         try:
@@ -234,7 +236,7 @@ class Scan:
         index = TextIndex(text)
         with self._lock:
             self._text = index
-        candidates = rules.candidates(index.data) if len(chosen) > 1 else None
+        candidates = rules.candidates(index.data) if len(chosen) >= SET_FROM else None
         for i in chosen:
             if self._over():
                 return

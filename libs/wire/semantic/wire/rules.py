@@ -244,7 +244,6 @@ def check_from_proto(request: pb.CheckRequest, tenant: str, limits: CheckLimits)
     most = validation.integer(
         request.max_violations, "max_violations", maximum=limits.max_violations
     )
-    budget = validation.integer(request.budget_ms, "budget_ms", maximum=validation.INT32_MAX)
     return CheckQuery(
         tenant=tenant,
         text=text,
@@ -253,7 +252,7 @@ def check_from_proto(request: pb.CheckRequest, tenant: str, limits: CheckLimits)
         severities=frozenset(severities),
         max_violations=most or min(DEFAULT_VIOLATIONS, limits.max_violations),
         include_inactive=request.include_inactive,
-        budget_s=min(budget or limits.budget_ms, limits.budget_ms) / 1000,
+        budget_s=min(request.budget_ms or limits.budget_ms, limits.budget_ms) / 1000,
     )
 
 

@@ -194,7 +194,8 @@ def _set_value(target: struct_pb2.Value, value: Any) -> None:
 def attach(nodes: Sequence[cpb.Node], rules: Mapping[str, Sequence[Rule]]) -> None:
     """Fill each node's ``rules`` (present, possibly empty) from ``rules``."""
     for node in nodes:
-        node.rules.CopyFrom(cpb.Rules(items=[rule_to_proto(r) for r in rules.get(node.id, ())]))
+        node.rules.SetInParent()  # present even when empty
+        node.rules.items.extend(rule_to_proto(r) for r in rules.get(node.id, ()))
 
 
 def write_from_proto(

@@ -15,10 +15,9 @@ their node the same way: a node the import writes gets exactly the snapshot's ru
 stored node newer than the snapshot's keeps its own, any other gains the snapshot's rules it
 lacks; rules go with the nodes a tombstone deletes; a snapshot without a rules file changes
 none; every tenant's rule stamp is renewed (compiled rules are read again). The
-recommendation tables
-(events, users, engagement, archetypes) are derived from the event log: rows missing in the
-database are added, existing rows kept. ``replace`` clears the tenants in scope first, so
-everything then loads as new.
+recommendation tables (events, users, engagement, archetypes) are derived from the event
+log: rows missing in the database are added, existing rows kept. ``replace`` clears the
+tenants in scope first, so everything then loads as new.
 
 A space's vectors going into an empty vector table (a restore into a new database, or a
 ``replace`` of everything) are written first and indexed after: the table's HNSW index is

@@ -30,12 +30,12 @@ import grpc
 from google.protobuf import struct_pb2
 
 sys.path.insert(0, str(Path(__file__).parent))
-from patterns import PATTERNS  # noqa: E402
+from patterns import PATTERNS
 
-from semantic.v1 import common_pb2 as cpb  # noqa: E402
-from semantic.v1 import events_pb2 as epb  # noqa: E402
-from semantic.v1 import search_pb2 as pb  # noqa: E402
-from semantic.v1 import search_pb2_grpc  # noqa: E402
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import events_pb2 as epb
+from semantic.v1 import search_pb2 as pb
+from semantic.v1 import search_pb2_grpc
 
 CONTENT_TYPE = "fix_pattern"
 AUDIT = {
@@ -177,7 +177,10 @@ async def run(channel: grpc.aio.Channel, metadata: Any = None, out: Any = print)
     report["violations"] = await check_file(stub, AUDIT, metadata)
     out(f"3. {len(report['violations'])} guardian violations in {AUDIT['path']}:")
     for v in report["violations"]:
-        out(f"   line {v['line']}:{v['column']} {v['severity']} {v['rule']} ({v['node']}): {v['action']}")
+        out(
+            f"   line {v['line']}:{v['column']} {v['severity']} {v['rule']}"
+            f" ({v['node']}): {v['action']}"
+        )
 
     # 4. Feedback: the second pattern keeps working, the first keeps failing.
     first, second = report["found"][0]["id"], report["found"][1]["id"]
@@ -261,7 +264,7 @@ def main() -> int:
 
     report = asyncio.run(go())
     if args.json:
-        print(json.dumps(report, indent=2))
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -5,8 +5,10 @@ rule that flags the "before" shape in a file.
 
 Fields of a pattern: ``id``, ``title``, ``problem``, ``solution``, ``before``, ``after``,
 ``layers`` (1 presentation, 2 application, 3 domain, 4 infrastructure), ``workflows``,
-``file_types``, ``relations`` ([(type, other id, strength)]) and ``rule`` (a regular
-expression, its severity and the action required) or None.
+``file_types``, ``relations`` ([(type, other id, strength)], read "this pattern <type>
+the other": ``retry-backoff`` follows ``timeouts``, ``idempotency-key`` is a prerequisite
+of ``retry-backoff``) and ``rule`` (a regular expression, its severity and the action
+required) or None.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ PATTERNS: list[Pattern] = [
         [4],
         ["resilience"],
         ["py"],
-        [("prerequisite", "timeouts", 0.9)],
+        [("follows", "timeouts", 0.9)],
         (r"requests\.(get|post)\([^,)]*\)", "WARNING", "add a timeout and retries"),
     ),
     _p(
@@ -165,7 +167,7 @@ PATTERNS: list[Pattern] = [
         [4],
         ["performance", "api"],
         ["sql", "py"],
-        [("prerequisite", "db-index", 0.7)],
+        [("follows", "db-index", 0.7)],
         (r"(?i)OFFSET\s+\d{4,}", "WARNING", "use keyset pagination"),
     ),
     _p(
@@ -178,7 +180,7 @@ PATTERNS: list[Pattern] = [
         [1, 2],
         ["api", "security"],
         ["py", "ts"],
-        [("prerequisite", "sql-injection", 0.5)],
+        [("enhances", "sql-injection", 0.5)],
     ),
     _p(
         "error-envelope",
@@ -215,7 +217,7 @@ PATTERNS: list[Pattern] = [
         [2, 4],
         ["observability"],
         ["py", "ts", "go"],
-        [("prerequisite", "structured-logging", 0.8)],
+        [("follows", "structured-logging", 0.8)],
     ),
     _p(
         "health-checks",
@@ -432,7 +434,7 @@ PATTERNS: list[Pattern] = [
         [1],
         ["security"],
         ["html"],
-        [("prerequisite", "xss-escape", 0.4)],
+        [("enhances", "xss-escape", 0.4)],
     ),
     _p(
         "rate-limit",
@@ -481,7 +483,7 @@ PATTERNS: list[Pattern] = [
         [3, 4],
         ["security", "data"],
         ["sql", "py"],
-        [("prerequisite", "jwt-validation", 0.7)],
+        [("follows", "jwt-validation", 0.7)],
     ),
     _p(
         "batch-writes",
@@ -505,7 +507,7 @@ PATTERNS: list[Pattern] = [
         [4],
         ["performance", "operations"],
         ["py"],
-        [("prerequisite", "batch-writes", 0.4)],
+        [("enhances", "batch-writes", 0.4)],
         (r"psycopg2?\.connect\(", "WARNING", "use the pool"),
     ),
     _p(

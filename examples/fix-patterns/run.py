@@ -207,7 +207,7 @@ async def run(channel: grpc.aio.Channel, metadata: Any = None, out: Any = print)
     )
     report["related"] = [
         {"id": r.node.id, "depth": r.depth,
-         "path": [f"{s.from_id} -{s.type}-> {s.to_id}" for s in r.path]}
+         "path": [_edge(s) for s in r.path]}
         for r in related.nodes
     ]  # fmt: skip
     out(f"5. related to {best}:")
@@ -239,6 +239,13 @@ async def check_file(
         for v in reply.violations
     ]
     return sorted(found, key=lambda v: (-_SEVERITIES[v["severity"]], v["line"], v["column"]))
+
+
+def _edge(step: pb.PathStep) -> str:
+    """A step as the relation it went along, written source -type-> target."""
+    if step.direction == cpb.RELATION_DIRECTION_INCOMING:
+        return f"{step.to_id} -{step.type}-> {step.from_id}"
+    return f"{step.from_id} -{step.type}-> {step.to_id}"
 
 
 def _feedback(node_id: str, success: bool, minutes: float) -> epb.FeedbackItem:

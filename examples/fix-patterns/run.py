@@ -4,10 +4,11 @@
 
 1. loads the 50 patterns of ``patterns.py`` with three named vectors (``content``: title
    and solution; ``code``: the code before and after; ``problem``: the problem), their
-   layers, workflows and file types as metadata, their relations and guardian rules;
+   layers, workflows and file types as tags and metadata, their relations and guardian
+   rules;
 2. finds the patterns for a file audit record: a weighted multi-vector search (problem 0.5,
-   code 0.3, content 0.2) filtered on the file's type, layer and workflows, ranked with
-   the patterns' confidence;
+   code 0.3, content 0.2) filtered on the file's type and workflows, ranked with the
+   patterns' confidence and a boost for the file's architecture layer;
 3. checks the file's contents against the guardian rules in its scope;
 4. records feedback (one pattern keeps working, another keeps failing) and shows how
    confidence and the ranking change;
@@ -27,15 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 
 sys.path.insert(0, str(Path(__file__).parent))
-from patterns import PATTERNS  # noqa: E402
+from patterns import PATTERNS
 
-from semantic.v1 import common_pb2 as cpb  # noqa: E402
-from semantic.v1 import events_pb2 as epb  # noqa: E402
-from semantic.v1 import search_pb2 as pb  # noqa: E402
-from semantic.v1 import search_pb2_grpc  # noqa: E402
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import events_pb2 as epb
+from semantic.v1 import search_pb2 as pb
+from semantic.v1 import search_pb2_grpc
 
 CONTENT_TYPE = "fix_pattern"
 AUDIT = {
@@ -66,7 +66,11 @@ def pattern_node(p: dict[str, Any]) -> cpb.Node:
         content_type=CONTENT_TYPE,
         title=p["title"],
         body=p["solution"],
-        tags=[*(f"layer-{n}" for n in p["layers"]), *p["workflows"]],
+        tags=[
+            *(f"layer-{n}" for n in p["layers"]),
+            *(f"workflow-{w}" for w in p["workflows"]),
+            *(f"file-{t}" for t in p["file_types"]),
+        ],
         version=1,
     )
     node.texts["problem"] = p["problem"]
@@ -87,37 +91,29 @@ def pattern_node(p: dict[str, Any]) -> cpb.Node:
 
 
 def add_rule(node: cpb.Node, p: dict[str, Any]) -> None:
-    """The pattern's guardian rule on the node, when it has one."""
-    if p["rule"] is None or not hasattr(cpb, "Rule"):
+    """The pattern's guardian rule on the node (applying to its file types), if it has one."""
+    if p["rule"] is None:
         return
     pattern, severity, action = p["rule"]
     rule = cpb.Rule(
         id=f"{p['id']}-rule",
         pattern=pattern,
         kind=cpb.RULE_KIND_REGEX,
-        severity=getattr(cpb, f"RULE_SEVERITY_{severity}"),
+        severity=cpb.RuleSeverity.Value(f"RULE_SEVERITY_{severity}"),
         action=action,
         message=p["problem"],
     )
-    rule.scope.metadata_any_of.add(key="file_types", values=p["file_types"])
+    condition = rule.scope.metadata.add(key="file_type")
+    condition.any_of.extend(p["file_types"])
     node.rules.CopyFrom(cpb.Rules(items=[rule]))
-
-
-def _any_of(key: str, values: list[Any]) -> cpb.MetadataCondition:
-    condition = cpb.MetadataCondition(key=key)
-    condition.any_of.CopyFrom(struct_pb2.ListValue())
-    condition.any_of.extend(values)
-    return condition
 
 
 def audit_search(audit: dict[str, Any], *, top_k: int = 5) -> pb.SearchRequest:
     """The patterns for a file audit record (step 2)."""
     flt = cpb.Filter(
         content_types=[CONTENT_TYPE],
-        metadata=[
-            _any_of("file_types", [audit["file_type"]]),
-            _any_of("workflows", list(audit["workflows"])),
-        ],
+        tags_all=[f"file-{audit['file_type']}"],
+        tags_any=[f"workflow-{w}" for w in audit["workflows"]],
     )
     return pb.SearchRequest(
         text=f"{audit['finding']}\n{audit['code']}",
@@ -177,7 +173,10 @@ async def run(channel: grpc.aio.Channel, metadata: Any = None, out: Any = print)
     report["violations"] = await check_file(stub, AUDIT, metadata)
     out(f"3. {len(report['violations'])} guardian violations in {AUDIT['path']}:")
     for v in report["violations"]:
-        out(f"   line {v['line']}:{v['column']} {v['severity']} {v['rule']} ({v['node']}): {v['action']}")
+        out(
+            f"   line {v['line']}:{v['column']} {v['severity']} {v['rule']}"
+            f" ({v['node']}): {v['action']}"
+        )
 
     # 4. Feedback: the second pattern keeps working, the first keeps failing.
     first, second = report["found"][0]["id"], report["found"][1]["id"]
@@ -208,7 +207,7 @@ async def run(channel: grpc.aio.Channel, metadata: Any = None, out: Any = print)
     )
     report["related"] = [
         {"id": r.node.id, "depth": r.depth,
-         "path": [f"{s.from_id} -{s.type}-> {s.to_id}" for s in r.path]}
+         "path": [_edge(s) for s in r.path]}
         for r in related.nodes
     ]  # fmt: skip
     out(f"5. related to {best}:")
@@ -220,13 +219,14 @@ async def run(channel: grpc.aio.Channel, metadata: Any = None, out: Any = print)
 async def check_file(
     stub: search_pb2_grpc.SearchStub, audit: dict[str, Any], metadata: Any
 ) -> list[dict[str, Any]]:
-    """The guardian violations of the audited file (step 3)."""
-    if not hasattr(pb, "CheckRequest"):
-        return []
+    """The guardian violations of the audited file (step 3), most severe first."""
     request = pb.CheckRequest(text=audit["code"])
-    request.scope.metadata["file_types"] = audit["file_type"]
+    request.scope.tags.extend(audit["workflows"])
+    request.scope.metadata.update(
+        {"file_type": audit["file_type"], "layer": audit["layer"], "path": audit["path"]}
+    )
     reply = await stub.Check(request, metadata=metadata)
-    return [
+    found = [
         {
             "rule": v.rule_id,
             "node": v.node_id,
@@ -234,9 +234,18 @@ async def check_file(
             "column": v.column,
             "severity": cpb.RuleSeverity.Name(v.severity).removeprefix("RULE_SEVERITY_"),
             "action": v.action,
+            "match": v.match,
         }
         for v in reply.violations
     ]
+    return sorted(found, key=lambda v: (-_SEVERITIES[v["severity"]], v["line"], v["column"]))
+
+
+def _edge(step: pb.PathStep) -> str:
+    """A step as the relation it went along, written source -type-> target."""
+    if step.direction == cpb.RELATION_DIRECTION_INCOMING:
+        return f"{step.to_id} -{step.type}-> {step.from_id}"
+    return f"{step.from_id} -{step.type}-> {step.to_id}"
 
 
 def _feedback(node_id: str, success: bool, minutes: float) -> epb.FeedbackItem:
@@ -261,7 +270,7 @@ def main() -> int:
 
     report = asyncio.run(go())
     if args.json:
-        print(json.dumps(report, indent=2))
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -124,7 +124,64 @@ def nodes(draw: st.DrawFn, pools: Pools, *, client_vectors: bool = True) -> cpb.
         node.texts["problem"] = draw(prose())
     if client_vectors and draw(st.booleans()):
         node.vectors.add(name="code", vector=cpb.Vector(packed=packed(draw(vector_floats()))))
+    if draw(st.integers(0, 3)) == 0:
+        node.rules.items.extend(draw(st.lists(rules(pools), max_size=3)))
     return node
+
+
+RULE_PATTERNS = (
+    "eval(",
+    r"\beval\(",
+    r"(a+)+$",
+    r"password\s*=\s*['\"]",
+    "TODO",
+    r"(\w+)\1",  # a backreference: RE2 refuses it
+    "x*",  # matches the empty text: refused
+    "é",
+    "",
+)
+
+
+@st.composite
+def rules(draw: st.DrawFn, pools: Pools) -> cpb.Rule:
+    """A realistic guardian rule: literal or regex (sometimes one RE2 refuses), a scope on
+    tags and metadata, any severity (sometimes out of range)."""
+    rule = cpb.Rule(
+        id=draw(st.sampled_from(("no-eval", "secrets.1", "todo", "Bad Id", ""))),
+        pattern=draw(st.sampled_from(RULE_PATTERNS)),
+        kind=draw(st.integers(0, 3)),
+        case_insensitive=draw(st.booleans()),
+        severity=draw(st.integers(0, 5)),
+        action=draw(st.sampled_from(("", "require review", "block"))),
+        message=draw(st.one_of(st.just(""), prose())),
+    )
+    if draw(st.booleans()):
+        rule.active = draw(st.booleans())
+    rule.scope.tags_any.extend(draw(st.lists(st.sampled_from(pools.tags), max_size=2)))
+    if draw(st.booleans()):
+        condition = rule.scope.metadata.add(key=draw(st.sampled_from(pools.metadata_keys)))
+        test = draw(st.sampled_from(("equals", "contains", "any_of", "none")))
+        if test == "equals":
+            condition.equals.string_value = draw(st.sampled_from(("api", "py", "en")))
+        elif test == "contains":
+            condition.contains.number_value = draw(st.sampled_from((1.0, float("nan"))))
+        elif test == "any_of":
+            condition.any_of.extend(draw(st.lists(st.sampled_from(("py", "js", 2.0)), max_size=3)))
+    return rule
+
+
+@st.composite
+def check_scopes(draw: st.DrawFn, pools: Pools) -> spb.CheckScope:
+    """What a checked text is: tags and metadata (realistic or hostile)."""
+    scope = spb.CheckScope(tags=draw(st.lists(st.sampled_from(pools.tags), max_size=2)))
+    values = st.one_of(
+        st.sampled_from(("api", "py", "src/api/x.py", "")),
+        st.floats(allow_nan=True),
+        st.lists(st.sampled_from(("py", "js")), max_size=2),
+    )
+    keys = st.sampled_from(("layer", "file_type", "path", *pools.metadata_keys))
+    scope.metadata.update(draw(st.dictionaries(keys, values, max_size=3)))
+    return scope
 
 
 @st.composite
@@ -434,6 +491,38 @@ def request_strategies(pools: Pools) -> dict[str, st.SearchStrategy[Any]]:
                 include_discovered=st.booleans(),
             ),
             spb.RelatedRequest,
+        ),
+        "/semantic.v1.Search/WriteRules": either(
+            st.builds(
+                spb.WriteRulesRequest,
+                tenant=tenant,
+                node_id=st.sampled_from(pools.ids),
+                rules=st.lists(rules(pools), max_size=3),
+                replace=st.booleans(),
+            ),
+            spb.WriteRulesRequest,
+        ),
+        "/semantic.v1.Search/RemoveRules": either(
+            st.builds(
+                spb.RemoveRulesRequest,
+                tenant=tenant,
+                node_id=st.sampled_from(pools.ids),
+                rule_ids=st.lists(st.sampled_from(("no-eval", "todo", "Bad")), max_size=3),
+            ),
+            spb.RemoveRulesRequest,
+        ),
+        "/semantic.v1.Search/Check": either(
+            st.builds(
+                spb.CheckRequest,
+                tenant=tenant,
+                text=st.one_of(prose(), st.text(max_size=200)),
+                scope=check_scopes(pools),
+                severities=st.lists(st.integers(0, 5), max_size=2),
+                max_violations=st.integers(0, 5000),
+                include_inactive=st.booleans(),
+                budget_ms=st.integers(0, 10_000),
+            ),
+            spb.CheckRequest,
         ),
         "/semantic.v1.Admin/HealthReport": generic(spb.HealthReportRequest, pools),
         "/semantic.v1.Admin/Heal": either(

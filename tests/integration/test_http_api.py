@@ -329,3 +329,37 @@ def test_json_is_the_grpc_json_mapping(loaded: HttpSearch) -> None:
     assert (node.id, node.content_type) == ("refund", "page")
     assert "contentType" in response.json()
     assert "content_type" not in response.json()
+
+
+def test_guardian_rules_are_written_checked_read_and_removed(loaded: HttpSearch) -> None:
+    writer, reader = loaded.headers(["writer"]), loaded.headers(["reader"])
+    rule = {
+        "id": "no-eval",
+        "pattern": r"\beval\(",
+        "kind": "RULE_KIND_REGEX",
+        "severity": "RULE_SEVERITY_ERROR",
+        "action": "require review",
+        "scope": {"metadata": [{"key": "file_type", "anyOf": ["py", "pyi"]}]},
+    }
+    rules = f"{loaded.url}{API}/rules"
+    body = {"nodeId": "tls", "rules": [rule]}
+    _problem(requests.post(rules, json=body, headers=reader), 403)
+    written = requests.post(rules, json=body, headers=writer)
+    assert written.status_code == 200, written.text
+    assert written.json() == {"created": 1}
+    check = {"text": "x = 1\nreturn eval(x)", "scope": {"metadata": {"file_type": "py"}}}
+    found = requests.post(f"{loaded.url}{API}/check", json=check, headers=reader).json()
+    violations = found["violations"]
+    assert [(v["ruleId"], v["nodeId"], v["line"], v["column"]) for v in violations] == [
+        ("no-eval", "tls", 2, 8)
+    ]
+    assert violations[0]["severity"] == "RULE_SEVERITY_ERROR"
+    node = requests.get(
+        f"{loaded.url}{API}/nodes/tls", params={"include_rules": "true"}, headers=reader
+    ).json()
+    assert [r["id"] for r in node["rules"]["items"]] == ["no-eval"]
+    bad = {"nodeId": "tls", "rules": [{"id": "x", "pattern": "(", "kind": "RULE_KIND_REGEX"}]}
+    _problem(requests.post(rules, json=bad, headers=writer), 400, "rules[0].pattern")
+    removal = {"nodeId": "tls", "ruleIds": ["no-eval"]}
+    removed = requests.post(f"{rules}/remove", json=removal, headers=writer)
+    assert removed.json() == {"removed": 1}

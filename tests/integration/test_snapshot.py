@@ -59,6 +59,14 @@ def _nodes(version: int = 1) -> list[cpb.Node]:
                 node.relations.items.add(
                     node_id=f"n{i + 1}", type=kind, strength=0.5 + i / 4, description=f"r{i}"
                 )
+            if i != 1:  # guardian rules: two on n0, one on n2
+                node.rules.items.add(id=f"rule-{i}", pattern=title.split()[0], action="review")
+            if i == 0:
+                rule = node.rules.items.add(
+                    id="oven", pattern=r"oven\s+spring", kind=cpb.RULE_KIND_REGEX, active=False
+                )
+                rule.scope.tags_any.append("baking")
+                rule.scope.metadata.add(key="layer").equals.string_value = "kitchen"
             nodes.append(node)
     return nodes
 
@@ -139,6 +147,7 @@ async def test_round_trip_into_a_fresh_database_and_a_second_import_changes_noth
     assert source["node_tombstones"][0] == 1
     assert source["users"][0] == 8
     assert source["relations"][0] == 3  # acme's n1 -> n2 went with n2
+    assert source["rules"][0] == 5  # acme's rule on n2 went with n2
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     code, exported = await _cli(capsys, "export", "--out", str(tmp_path / "snap"))
@@ -166,11 +175,13 @@ async def test_round_trip_into_a_fresh_database_and_a_second_import_changes_noth
     async with running_search({**env, "DATABASE_URL": second_url}, monkeypatch) as channel:
         assert await _dense(search_pb2_grpc.SearchStub(channel)) == before
 
-    # A snapshot written before relations existed (no relations file) imports, changing none.
+    # A snapshot written before relations and rules existed (no such files) imports,
+    # changing none.
     older = tmp_path / "snap"
-    (older / "relations.parquet").unlink()
     manifest = json.loads((older / "manifest.json").read_text())
-    del manifest["files"]["relations.parquet"]
+    for name in ("relations.parquet", "rules.parquet"):
+        (older / name).unlink()
+        del manifest["files"][name]
     (older / "manifest.json").write_text(json.dumps(manifest))
     code, old_format = await _cli(capsys, "import", str(older))
     assert code == 0, old_format
@@ -226,6 +237,8 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
         newer.title = "Sourdough, revised"
         del newer.relations.items[:]
         newer.relations.items.add(node_id="n2", type="conflicts")
+        del newer.rules.items[:]
+        newer.rules.items.add(id="revised", pattern="revised")
         await search.Upsert(
             pb.UpsertRequest(nodes=[newer, cpb.Node(id="later", title="x", content_type="page")])
         )
@@ -243,6 +256,10 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
             "SELECT target_id, type FROM semantic.relations WHERE tenant = '' AND source_id = 'n0'"
         )
         assert [tuple(r) for r in relations] == [("n2", "conflicts")]  # the newer node's own
+        rules = await conn.fetch(
+            "SELECT rule_id FROM semantic.rules WHERE tenant = '' AND node_id = 'n0'"
+        )
+        assert [r["rule_id"] for r in rules] == ["revised"]  # the newer node's own
         code, replaced = await _cli(capsys, "import", str(tmp_path / "snap"), "--mode", "replace")
         assert code == 0
         assert replaced["nodes"]["created"] == 5
@@ -449,11 +466,13 @@ async def test_a_restore_into_an_empty_space_builds_its_index_after_the_rows(
     async with running_search({**env, "DATABASE_URL": second_url}, monkeypatch) as channel:
         assert await _dense(search_pb2_grpc.SearchStub(channel)) == before
 
-    # A snapshot written before relations existed (no relations file) imports, changing none.
+    # A snapshot written before relations and rules existed (no such files) imports,
+    # changing none.
     older = tmp_path / "snap"
-    (older / "relations.parquet").unlink()
     manifest = json.loads((older / "manifest.json").read_text())
-    del manifest["files"]["relations.parquet"]
+    for name in ("relations.parquet", "rules.parquet"):
+        (older / name).unlink()
+        del manifest["files"][name]
     (older / "manifest.json").write_text(json.dumps(manifest))
     code, old_format = await _cli(capsys, "import", str(older))
     assert code == 0, old_format

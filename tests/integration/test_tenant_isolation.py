@@ -173,6 +173,19 @@ def _feedback(tenant: str) -> pb.FeedbackRequest:
     return pb.FeedbackRequest(tenant=tenant, items=[item])
 
 
+def _write_rules(tenant: str) -> pb.WriteRulesRequest:
+    rule = cpb.Rule(id="no-discounts", pattern="discount", severity=cpb.RULE_SEVERITY_ERROR)
+    return pb.WriteRulesRequest(tenant=tenant, node_id="doc", rules=[rule])
+
+
+def _remove_rules(tenant: str) -> pb.RemoveRulesRequest:
+    return pb.RemoveRulesRequest(tenant=tenant, node_id="doc", rule_ids=["no-discounts"])
+
+
+def _check(tenant: str) -> pb.CheckRequest:
+    return pb.CheckRequest(tenant=tenant, text="a discount on every price")
+
+
 CASES: dict[str, Callable[[str], Message]] = {
     "Upsert": _upsert,
     "Delete": _delete,
@@ -186,6 +199,9 @@ CASES: dict[str, Callable[[str], Message]] = {
     "Unrelate": _unrelate,
     "Related": _related,
     "Feedback": _feedback,
+    "WriteRules": _write_rules,
+    "RemoveRules": _remove_rules,
+    "Check": _check,
 }
 
 

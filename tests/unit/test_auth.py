@@ -422,14 +422,16 @@ def test_every_search_and_admin_rpc_has_exactly_one_table_entry() -> None:
 
 
 ALLOWED = {
-    Role.READER: {"Get", "Search", "Nearest", "Recommend", "Stats", "Related"},
+    Role.READER: {"Get", "Search", "Nearest", "Recommend", "Stats", "Related", "Check"},
     Role.WRITER: {
-        *("Get", "Search", "Nearest", "Recommend", "Stats", "Related"),
-        *("Upsert", "Delete", "Track", "Relate", "Unrelate", "Feedback"),
+        *("Get", "Search", "Nearest", "Recommend", "Stats", "Related", "Check"),
+        *("Upsert", "Delete", "Track", "Relate", "Unrelate", "Feedback", "WriteRules"),
+        "RemoveRules",
     },
     Role.SERVICE: {
-        *("Get", "Search", "Nearest", "Recommend", "Stats", "Related"),
-        *("Upsert", "Delete", "Track", "Relate", "Unrelate", "Feedback"),
+        *("Get", "Search", "Nearest", "Recommend", "Stats", "Related", "Check"),
+        *("Upsert", "Delete", "Track", "Relate", "Unrelate", "Feedback", "WriteRules"),
+        "RemoveRules",
     },
     Role.ADMIN: {method.rsplit("/", 1)[1] for method in METHOD_ROLES},
 }

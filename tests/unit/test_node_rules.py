@@ -2,6 +2,7 @@
 
 from semantic.core.domain import NodeRecord
 from semantic.core.nodes import Outcome, Stored, content_hash, decide
+from semantic.core.rules import Rule, Severity
 
 
 def node(version: int = 0, body: str = "body", **changes: object) -> NodeRecord:
@@ -59,3 +60,12 @@ def test_hash_ignores_metadata_tags_and_slug_but_not_texts() -> None:
     assert content_hash(node(1, metadata={"x": 1}, slug="s", tags=("t",))) == a.content_hash
     assert content_hash(node(1, texts={"problem": "p"})) != a.content_hash
     assert content_hash(node(1, content_type="quiz")) != a.content_hash
+
+
+def test_guardian_rules_given_or_not_decide_like_metadata() -> None:
+    rule = Rule("no-eval", "eval(", severity=Severity.ERROR)
+    current = stored(node(2, rules=(rule,)))
+    assert decide(node(2), current) is Outcome.UNCHANGED  # unset: the stored ones are kept
+    assert decide(node(2, rules=(rule,)), current) is Outcome.UNCHANGED
+    assert decide(node(3, rules=()), current) is Outcome.METADATA_UPDATED
+    assert decide(node(2, rules=(Rule("no-eval", "exec("),)), current) is Outcome.STALE

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18semantic/v1/common.proto\x12\x0bsemantic.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x04\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04slug\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\t \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05texts\x18\r \x03(\x0b\x32\x1c.semantic.v1.Node.TextsEntry\x12)\n\x07vectors\x18\x0e \x03(\x0b\x32\x18.semantic.v1.NamedVector\x12)\n\trelations\x18\x0f \x01(\x0b\x32\x16.semantic.v1.Relations\x12+\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x11 \x01(\x0b\x32\x19.semantic.v1.NodeFeedback\x1a,\n\nTextsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd7\x01\n\x0cNodeFeedback\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x04\x12\x11\n\tsucceeded\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x14\n\x0csuccess_rate\x18\x04 \x01(\x01\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x1e\n\x11\x61vg_minutes_saved\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x33\n\x0flast_applied_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x14\n\x12_avg_minutes_saved\"1\n\tRelations\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.semantic.v1.Relation\"\xd9\x01\n\x08Relation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\x08strength\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ndiscovered\x18\x05 \x01(\x08\x12\x31\n\tdirection\x18\x06 \x01(\x0e\x32\x1e.semantic.v1.RelationDirection\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_strength\"5\n\x06Vector\x12\x0e\n\x06packed\x18\x01 \x01(\x0c\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\"\xa7\x01\n\x0bNamedVector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x06vector\x18\x02 \x01(\x0b\x32\x13.semantic.v1.Vector\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\r\x12\x12\n\nchunk_text\x18\x04 \x01(\t\x12#\n\x04span\x18\x05 \x01(\x0b\x32\x15.semantic.v1.TextSpan\x12\x17\n\x0f\x63lient_supplied\x18\x06 \x01(\x08\"&\n\x08TextSpan\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"\xfc\x01\n\x06\x46ilter\x12\x15\n\rcontent_types\x18\x01 \x03(\t\x12\x10\n\x08tags_any\x18\x02 \x03(\t\x12\x10\n\x08tags_all\x18\x03 \x03(\t\x12\x11\n\ttags_none\x18\x04 \x03(\t\x12\x30\n\x08metadata\x18\x05 \x03(\x0b\x32\x1e.semantic.v1.MetadataCondition\x12\'\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x16.semantic.v1.TimeRange\x12\'\n\x07updated\x18\x07 \x01(\x0b\x32\x16.semantic.v1.TimeRange\x12\x0b\n\x03ids\x18\x08 \x03(\t\x12\x13\n\x0b\x65xclude_ids\x18\t \x03(\t\"\x82\x02\n\x11MetadataCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12,\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValueH\x00\x12\x30\n\x0cnumber_range\x18\x04 \x01(\x0b\x32\x18.semantic.v1.NumberRangeH\x00\x12,\n\ntime_range\x18\x05 \x01(\x0b\x32\x16.semantic.v1.TimeRangeH\x00\x12\x10\n\x06\x65xists\x18\x06 \x01(\x08H\x00\x12\x0e\n\x06negate\x18\x07 \x01(\x08\x42\x06\n\x04test\"q\n\x0bNumberRange\x12\x10\n\x03gte\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x02gt\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03lte\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x02lt\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_gteB\x05\n\x03_gtB\x06\n\x04_lteB\x05\n\x03_lt\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x96\x01\n\x11RelationDirection\x12\"\n\x1eRELATION_DIRECTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRELATION_DIRECTION_OUTGOING\x10\x01\x12\x1f\n\x1bRELATION_DIRECTION_INCOMING\x10\x02\x12\x1b\n\x17RELATION_DIRECTION_BOTH\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18semantic/v1/common.proto\x12\x0bsemantic.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x04\n\x04Node\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04slug\x18\x03 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\x0c\n\x04\x62ody\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07version\x18\t \x01(\x04\x12\x14\n\x0c\x63ontent_hash\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x05texts\x18\r \x03(\x0b\x32\x1c.semantic.v1.Node.TextsEntry\x12)\n\x07vectors\x18\x0e \x03(\x0b\x32\x18.semantic.v1.NamedVector\x12)\n\trelations\x18\x0f \x01(\x0b\x32\x16.semantic.v1.Relations\x12!\n\x05rules\x18\x10 \x01(\x0b\x32\x12.semantic.v1.Rules\x12+\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x11 \x01(\x0b\x32\x19.semantic.v1.NodeFeedback\x1a,\n\nTextsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x05Rules\x12 \n\x05items\x18\x01 \x03(\x0b\x32\x11.semantic.v1.Rule\"\xa7\x02\n\x04Rule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.semantic.v1.RuleKind\x12\x18\n\x10\x63\x61se_insensitive\x18\x04 \x01(\x08\x12%\n\x05scope\x18\x05 \x01(\x0b\x32\x16.semantic.v1.RuleScope\x12+\n\x08severity\x18\x06 \x01(\x0e\x32\x19.semantic.v1.RuleSeverity\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\x13\n\x06\x61\x63tive\x18\t \x01(\x08H\x00\x88\x01\x01\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07_active\"L\n\tRuleScope\x12\x10\n\x08tags_any\x18\x01 \x03(\t\x12-\n\x08metadata\x18\x02 \x03(\x0b\x32\x1b.semantic.v1.ScopeCondition\"\xa9\x01\n\x0eScopeCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12*\n\x08\x63ontains\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12,\n\x06\x61ny_of\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.ListValueH\x00\x42\x06\n\x04test\"\xd7\x01\n\x0cNodeFeedback\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x04\x12\x11\n\tsucceeded\x18\x02 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x04\x12\x14\n\x0csuccess_rate\x18\x04 \x01(\x01\x12\x12\n\nconfidence\x18\x05 \x01(\x01\x12\x1e\n\x11\x61vg_minutes_saved\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x33\n\x0flast_applied_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x14\n\x12_avg_minutes_saved\"1\n\tRelations\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.semantic.v1.Relation\"\xd9\x01\n\x08Relation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x15\n\x08strength\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x12\n\ndiscovered\x18\x05 \x01(\x08\x12\x31\n\tdirection\x18\x06 \x01(\x0e\x32\x1e.semantic.v1.RelationDirection\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0b\n\t_strength\"5\n\x06Vector\x12\x0e\n\x06packed\x18\x01 \x01(\x0c\x12\x0e\n\x06values\x18\x02 \x03(\x02\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\"\xa7\x01\n\x0bNamedVector\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x06vector\x18\x02 \x01(\x0b\x32\x13.semantic.v1.Vector\x12\x13\n\x0b\x63hunk_index\x18\x03 \x01(\r\x12\x12\n\nchunk_text\x18\x04 \x01(\t\x12#\n\x04span\x18\x05 \x01(\x0b\x32\x15.semantic.v1.TextSpan\x12\x17\n\x0f\x63lient_supplied\x18\x06 \x01(\x08\"&\n\x08TextSpan\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\"\xfc\x01\n\x06\x46ilter\x12\x15\n\rcontent_types\x18\x01 \x03(\t\x12\x10\n\x08tags_any\x18\x02 \x03(\t\x12\x10\n\x08tags_all\x18\x03 \x03(\t\x12\x11\n\ttags_none\x18\x04 \x03(\t\x12\x30\n\x08metadata\x18\x05 \x03(\x0b\x32\x1e.semantic.v1.MetadataCondition\x12\'\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x16.semantic.v1.TimeRange\x12\'\n\x07updated\x18\x07 \x01(\x0b\x32\x16.semantic.v1.TimeRange\x12\x0b\n\x03ids\x18\x08 \x03(\t\x12\x13\n\x0b\x65xclude_ids\x18\t \x03(\t\"\x82\x02\n\x11MetadataCondition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x06\x65quals\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12,\n\x06\x61ny_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.ListValueH\x00\x12\x30\n\x0cnumber_range\x18\x04 \x01(\x0b\x32\x18.semantic.v1.NumberRangeH\x00\x12,\n\ntime_range\x18\x05 \x01(\x0b\x32\x16.semantic.v1.TimeRangeH\x00\x12\x10\n\x06\x65xists\x18\x06 \x01(\x08H\x00\x12\x0e\n\x06negate\x18\x07 \x01(\x08\x42\x06\n\x04test\"q\n\x0bNumberRange\x12\x10\n\x03gte\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x02gt\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03lte\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0f\n\x02lt\x18\x04 \x01(\x01H\x03\x88\x01\x01\x42\x06\n\x04_gteB\x05\n\x03_gtB\x06\n\x04_lteB\x05\n\x03_lt\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*Q\n\x08RuleKind\x12\x19\n\x15RULE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11RULE_KIND_LITERAL\x10\x01\x12\x13\n\x0fRULE_KIND_REGEX\x10\x02*\x95\x01\n\x0cRuleSeverity\x12\x1d\n\x19RULE_SEVERITY_UNSPECIFIED\x10\x00\x12\x16\n\x12RULE_SEVERITY_INFO\x10\x01\x12\x19\n\x15RULE_SEVERITY_WARNING\x10\x02\x12\x17\n\x13RULE_SEVERITY_ERROR\x10\x03\x12\x1a\n\x16RULE_SEVERITY_CRITICAL\x10\x04*\x96\x01\n\x11RelationDirection\x12\"\n\x1eRELATION_DIRECTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRELATION_DIRECTION_OUTGOING\x10\x01\x12\x1f\n\x1bRELATION_DIRECTION_INCOMING\x10\x02\x12\x1b\n\x17RELATION_DIRECTION_BOTH\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +35,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODE_TEXTSENTRY']._loaded_options = None
   _globals['_NODE_TEXTSENTRY']._serialized_options = b'8\001'
-  _globals['_RELATIONDIRECTION']._serialized_start=2103
-  _globals['_RELATIONDIRECTION']._serialized_end=2253
+  _globals['_RULEKIND']._serialized_start=2728
+  _globals['_RULEKIND']._serialized_end=2809
+  _globals['_RULESEVERITY']._serialized_start=2812
+  _globals['_RULESEVERITY']._serialized_end=2961
+  _globals['_RELATIONDIRECTION']._serialized_start=2964
+  _globals['_RELATIONDIRECTION']._serialized_end=3114
   _globals['_NODE']._serialized_start=105
-  _globals['_NODE']._serialized_end=618
-  _globals['_NODE_TEXTSENTRY']._serialized_start=574
-  _globals['_NODE_TEXTSENTRY']._serialized_end=618
-  _globals['_NODEFEEDBACK']._serialized_start=621
-  _globals['_NODEFEEDBACK']._serialized_end=836
-  _globals['_RELATIONS']._serialized_start=838
-  _globals['_RELATIONS']._serialized_end=887
-  _globals['_RELATION']._serialized_start=890
-  _globals['_RELATION']._serialized_end=1107
-  _globals['_VECTOR']._serialized_start=1109
-  _globals['_VECTOR']._serialized_end=1162
-  _globals['_NAMEDVECTOR']._serialized_start=1165
-  _globals['_NAMEDVECTOR']._serialized_end=1332
-  _globals['_TEXTSPAN']._serialized_start=1334
-  _globals['_TEXTSPAN']._serialized_end=1372
-  _globals['_FILTER']._serialized_start=1375
-  _globals['_FILTER']._serialized_end=1627
-  _globals['_METADATACONDITION']._serialized_start=1630
-  _globals['_METADATACONDITION']._serialized_end=1888
-  _globals['_NUMBERRANGE']._serialized_start=1890
-  _globals['_NUMBERRANGE']._serialized_end=2003
-  _globals['_TIMERANGE']._serialized_start=2005
-  _globals['_TIMERANGE']._serialized_end=2100
+  _globals['_NODE']._serialized_end=653
+  _globals['_NODE_TEXTSENTRY']._serialized_start=609
+  _globals['_NODE_TEXTSENTRY']._serialized_end=653
+  _globals['_RULES']._serialized_start=655
+  _globals['_RULES']._serialized_end=696
+  _globals['_RULE']._serialized_start=699
+  _globals['_RULE']._serialized_end=994
+  _globals['_RULESCOPE']._serialized_start=996
+  _globals['_RULESCOPE']._serialized_end=1072
+  _globals['_SCOPECONDITION']._serialized_start=1075
+  _globals['_SCOPECONDITION']._serialized_end=1244
+  _globals['_NODEFEEDBACK']._serialized_start=1247
+  _globals['_NODEFEEDBACK']._serialized_end=1462
+  _globals['_RELATIONS']._serialized_start=1464
+  _globals['_RELATIONS']._serialized_end=1513
+  _globals['_RELATION']._serialized_start=1516
+  _globals['_RELATION']._serialized_end=1733
+  _globals['_VECTOR']._serialized_start=1735
+  _globals['_VECTOR']._serialized_end=1788
+  _globals['_NAMEDVECTOR']._serialized_start=1791
+  _globals['_NAMEDVECTOR']._serialized_end=1958
+  _globals['_TEXTSPAN']._serialized_start=1960
+  _globals['_TEXTSPAN']._serialized_end=1998
+  _globals['_FILTER']._serialized_start=2001
+  _globals['_FILTER']._serialized_end=2253
+  _globals['_METADATACONDITION']._serialized_start=2256
+  _globals['_METADATACONDITION']._serialized_end=2514
+  _globals['_NUMBERRANGE']._serialized_start=2516
+  _globals['_NUMBERRANGE']._serialized_end=2629
+  _globals['_TIMERANGE']._serialized_start=2631
+  _globals['_TIMERANGE']._serialized_end=2726
 # @@protoc_insertion_point(module_scope)

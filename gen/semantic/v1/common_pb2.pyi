@@ -43,6 +43,66 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _RuleKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RuleKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RuleKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RULE_KIND_UNSPECIFIED: _RuleKind.ValueType  # 0
+    """Not set: LITERAL."""
+    RULE_KIND_LITERAL: _RuleKind.ValueType  # 1
+    """The pattern is plain text, matched as written."""
+    RULE_KIND_REGEX: _RuleKind.ValueType  # 2
+    """The pattern is an RE2 regular expression (https://github.com/google/re2/wiki/Syntax):
+    no backreferences or lookaround, matched in time linear in the text.
+    """
+
+class RuleKind(_RuleKind, metaclass=_RuleKindEnumTypeWrapper):
+    """How a rule's `pattern` is read."""
+
+RULE_KIND_UNSPECIFIED: RuleKind.ValueType  # 0
+"""Not set: LITERAL."""
+RULE_KIND_LITERAL: RuleKind.ValueType  # 1
+"""The pattern is plain text, matched as written."""
+RULE_KIND_REGEX: RuleKind.ValueType  # 2
+"""The pattern is an RE2 regular expression (https://github.com/google/re2/wiki/Syntax):
+no backreferences or lookaround, matched in time linear in the text.
+"""
+Global___RuleKind: _TypeAlias = RuleKind  # noqa: Y015
+
+class _RuleSeverity:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RuleSeverityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RuleSeverity.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RULE_SEVERITY_UNSPECIFIED: _RuleSeverity.ValueType  # 0
+    """Not set: WARNING on write; in a Check filter, not allowed."""
+    RULE_SEVERITY_INFO: _RuleSeverity.ValueType  # 1
+    """Worth knowing."""
+    RULE_SEVERITY_WARNING: _RuleSeverity.ValueType  # 2
+    """Should be looked at."""
+    RULE_SEVERITY_ERROR: _RuleSeverity.ValueType  # 3
+    """Must be fixed."""
+    RULE_SEVERITY_CRITICAL: _RuleSeverity.ValueType  # 4
+    """Must be fixed before anything else; usually blocks the change."""
+
+class RuleSeverity(_RuleSeverity, metaclass=_RuleSeverityEnumTypeWrapper):
+    """How serious a rule's violation is, lowest first."""
+
+RULE_SEVERITY_UNSPECIFIED: RuleSeverity.ValueType  # 0
+"""Not set: WARNING on write; in a Check filter, not allowed."""
+RULE_SEVERITY_INFO: RuleSeverity.ValueType  # 1
+"""Worth knowing."""
+RULE_SEVERITY_WARNING: RuleSeverity.ValueType  # 2
+"""Should be looked at."""
+RULE_SEVERITY_ERROR: RuleSeverity.ValueType  # 3
+"""Must be fixed."""
+RULE_SEVERITY_CRITICAL: RuleSeverity.ValueType  # 4
+"""Must be fixed before anything else; usually blocks the change."""
+Global___RuleSeverity: _TypeAlias = RuleSeverity  # noqa: Y015
+
 class _RelationDirection:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -118,6 +178,7 @@ class Node(_message.Message):
     TEXTS_FIELD_NUMBER: _builtins.int
     VECTORS_FIELD_NUMBER: _builtins.int
     RELATIONS_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
     FEEDBACK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Client-chosen identifier, unique per tenant (see the file comment for the format).
@@ -214,6 +275,16 @@ class Node(_message.Message):
         """
 
     @_builtins.property
+    def rules(self) -> Global___Rules:
+        """Guardian rules: patterns that `Search.Check` looks for in a text (a file about to be
+        changed, say), each reported with this node as its source. On Upsert (and in
+        ContentEvent): when set (even with no items) the node's rules become exactly these,
+        in the same transaction as the node (a stale write changes none); when unset they are
+        kept. Deleting the node deletes its rules. In responses: set only when the read
+        request asks for rules (`GetRequest.include_rules`).
+        """
+
+    @_builtins.property
     def feedback(self) -> Global___NodeFeedback:
         """Output only: the node's feedback counters and confidence (see NodeFeedback), set
         when the read request asks for them (`include_feedback`). Ignored on input.
@@ -237,15 +308,189 @@ class Node(_message.Message):
         texts: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         vectors: _abc.Iterable[Global___NamedVector] | None = ...,
         relations: Global___Relations | None = ...,
+        rules: Global___Rules | None = ...,
         feedback: Global___NodeFeedback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "feedback", b"feedback", "metadata", b"metadata", "relations", b"relations", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "feedback", b"feedback", "metadata", b"metadata", "relations", b"relations", "rules", b"rules", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "content_hash", b"content_hash", "content_type", b"content_type", "created_at", b"created_at", "feedback", b"feedback", "id", b"id", "metadata", b"metadata", "relations", b"relations", "slug", b"slug", "tags", b"tags", "tenant", b"tenant", "texts", b"texts", "title", b"title", "updated_at", b"updated_at", "vectors", b"vectors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "content_hash", b"content_hash", "content_type", b"content_type", "created_at", b"created_at", "feedback", b"feedback", "id", b"id", "metadata", b"metadata", "relations", b"relations", "rules", b"rules", "slug", b"slug", "tags", b"tags", "tenant", b"tenant", "texts", b"texts", "title", b"title", "updated_at", b"updated_at", "vectors", b"vectors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Node: _TypeAlias = Node  # noqa: Y015
+
+@_typing.final
+class Rules(_message.Message):
+    """The guardian rules of a node (a message so that "unset" and "none" differ on Upsert)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rule]:
+        """At most a setting (default 50) per node; each `id` once."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___Rule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rules: _TypeAlias = Rules  # noqa: Y015
+
+@_typing.final
+class Rule(_message.Message):
+    """A guardian rule: a pattern to look for in a text, where it applies (its scope), how
+    serious a match is and what to do about it. Unique per (tenant, node, id).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PATTERN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CASE_INSENSITIVE_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Identifier of the rule within its node: `[a-z0-9][a-z0-9_.-]{0,63}`. Required."""
+    pattern: _builtins.str
+    """What to look for, 1-1,000 characters, read as `kind` says. A regular expression must
+    compile with RE2 within a bounded program size and must not match the empty text.
+    Patterns run in multi-line mode: `^` and `$` match at the start and end of each line.
+    """
+    kind: Global___RuleKind.ValueType
+    """LITERAL (default) or REGEX."""
+    case_insensitive: _builtins.bool
+    """When true, letters match regardless of case (Unicode simple case folding)."""
+    severity: Global___RuleSeverity.ValueType
+    """How serious a match is. Unset on write: WARNING."""
+    action: _builtins.str
+    """What to do about a match, plain text, at most 200 characters (e.g. "require review")."""
+    message: _builtins.str
+    """Why the match matters or how to fix it, plain text, at most 2,000 characters."""
+    active: _builtins.bool
+    """When false the rule is kept but Check skips it (unless `include_inactive`). Unset on
+    write: true.
+    """
+    @_builtins.property
+    def scope(self) -> Global___RuleScope:
+        """Where the rule applies. Unset or empty: every Check of the tenant."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only: when the rule last changed."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        pattern: _builtins.str = ...,
+        kind: Global___RuleKind.ValueType = ...,
+        case_insensitive: _builtins.bool = ...,
+        scope: Global___RuleScope | None = ...,
+        severity: Global___RuleSeverity.ValueType = ...,
+        action: _builtins.str = ...,
+        message: _builtins.str = ...,
+        active: _builtins.bool | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "active", b"active", "scope", b"scope", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_active", b"_active", "action", b"action", "active", b"active", "case_insensitive", b"case_insensitive", "id", b"id", "kind", b"kind", "message", b"message", "pattern", b"pattern", "scope", b"scope", "severity", b"severity", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__active: _TypeAlias = _typing.Literal["active"]  # noqa: Y015
+    _WhichOneofArgType__active: _TypeAlias = _typing.Literal["_active", b"_active"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__active) -> _WhichOneofReturnType__active | None: ...
+
+Global___Rule: _TypeAlias = Rule  # noqa: Y015
+
+@_typing.final
+class RuleScope(_message.Message):
+    """Where a rule applies: every set part must hold for the scope a Check gives (AND)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAGS_ANY_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tags_any(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The Check's scope must carry at least one of these tags. Empty: no constraint. At most
+        64, each 1-128 characters.
+        """
+
+    @_builtins.property
+    def metadata(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScopeCondition]:
+        """Conditions on the Check scope's metadata, all of which must hold. At most 16."""
+
+    def __init__(
+        self,
+        *,
+        tags_any: _abc.Iterable[_builtins.str] | None = ...,
+        metadata: _abc.Iterable[Global___ScopeCondition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "tags_any", b"tags_any"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RuleScope: _TypeAlias = RuleScope  # noqa: Y015
+
+@_typing.final
+class ScopeCondition(_message.Message):
+    """One condition on a key of a Check scope's metadata. Exactly one test must be set. A
+    scope without the key fails every test.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    EQUALS_FIELD_NUMBER: _builtins.int
+    CONTAINS_FIELD_NUMBER: _builtins.int
+    ANY_OF_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """A top-level key of `CheckScope.metadata`, 1-256 characters without NUL. Required."""
+    @_builtins.property
+    def equals(self) -> _struct_pb2.Value:
+        """JSON equality with the scope's value (numbers compare numerically, strings exactly)."""
+
+    @_builtins.property
+    def contains(self) -> _struct_pb2.Value:
+        """The scope's value is a list holding this value, or a string holding this string
+        (e.g. `path` contains "/migrations/").
+        """
+
+    @_builtins.property
+    def any_of(self) -> _struct_pb2.ListValue:
+        """The scope's value equals one of these (at most 1,000)."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        equals: _struct_pb2.Value | None = ...,
+        contains: _struct_pb2.Value | None = ...,
+        any_of: _struct_pb2.ListValue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["any_of", b"any_of", "contains", b"contains", "equals", b"equals", "test", b"test"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["any_of", b"any_of", "contains", b"contains", "equals", b"equals", "key", b"key", "test", b"test"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_test: _TypeAlias = _typing.Literal["equals", "contains", "any_of"]  # noqa: Y015
+    _WhichOneofArgType_test: _TypeAlias = _typing.Literal["test", b"test"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_test) -> _WhichOneofReturnType_test | None: ...
+
+Global___ScopeCondition: _TypeAlias = ScopeCondition  # noqa: Y015
 
 @_typing.final
 class NodeFeedback(_message.Message):

@@ -7,11 +7,11 @@ Search), and operations on embedding spaces and health (service Admin). Both ser
 are served by the search process.
 
 Auth: every RPC needs a JWT (unless auth is switched off by the explicit development
-setting). Roles: `reader` may call Get, Search, Nearest, Recommend and Stats; `writer`
-additionally Upsert, Delete and Track; `admin` additionally every Admin RPC. A token's
-`tenant` claim forces the tenant of every read and write. Missing, expired, badly
-signed or wrong-audience tokens: UNAUTHENTICATED; wrong role or tenant:
-PERMISSION_DENIED.
+setting). Roles: `reader` may call Get, Search, Nearest, Recommend, Stats, Related and
+Check; `writer` additionally Upsert, Delete, Track, Relate, Unrelate, WriteRules and
+RemoveRules; `admin` additionally every Admin RPC. A token's `tenant` claim forces the
+tenant of every read and write. Missing, expired, badly signed or wrong-audience
+tokens: UNAUTHENTICATED; wrong role or tenant: PERMISSION_DENIED.
 
 Embedding spaces: vectors live per embedding space (model id + model sha256 + dim +
 version). One space is active; reads use it unless a request names another space.
@@ -744,6 +744,7 @@ class GetRequest(_message.Message):
     SPACE_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_RELATIONS_FIELD_NUMBER: _builtins.int
     INCLUDE_FEEDBACK_FIELD_NUMBER: _builtins.int
+    INCLUDE_RULES_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant of the nodes; empty is the default tenant."""
     include_vectors: _builtins.bool
@@ -756,6 +757,8 @@ class GetRequest(_message.Message):
     """When true, each node's `relations` holds its outgoing and incoming relations."""
     include_feedback: _builtins.bool
     """When true, each node's `feedback` holds its feedback counters and confidence."""
+    include_rules: _builtins.bool
+    """When true, each node's `rules` holds its guardian rules (active or not)."""
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids to read. Together with `slugs`: 1 to a setting (default 1,000) entries."""
@@ -774,10 +777,11 @@ class GetRequest(_message.Message):
         space_id: _builtins.str = ...,
         include_relations: _builtins.bool = ...,
         include_feedback: _builtins.bool = ...,
+        include_rules: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "include_feedback", b"include_feedback", "include_relations", b"include_relations", "include_vectors", b"include_vectors", "slugs", b"slugs", "space_id", b"space_id", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ids", b"ids", "include_feedback", b"include_feedback", "include_relations", b"include_relations", "include_rules", b"include_rules", "include_vectors", b"include_vectors", "slugs", b"slugs", "space_id", b"space_id", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -4581,3 +4585,338 @@ class FeedbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeedbackResponse: _TypeAlias = FeedbackResponse  # noqa: Y015
+
+@_typing.final
+class WriteRulesRequest(_message.Message):
+    """---------------------------------------------------------------------------------------
+    Guardian rules
+
+    Rules to write on one node.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    REPLACE_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the node; empty is the default tenant."""
+    node_id: _builtins.str
+    """Id of the node the rules belong to (1-256 characters). Required; the node must exist."""
+    replace: _builtins.bool
+    """When true the node's rules become exactly `rules` (none when empty); when false the
+    rules given are created or updated and the node's other rules are kept (then `rules`
+    must not be empty).
+    """
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Rule]:
+        """Rules to create or update (matched by `id`, each `id` once). At most a setting
+        (default 50); the node may hold at most that many after the write.
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        rules: _abc.Iterable[_common_pb2.Rule] | None = ...,
+        replace: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "replace", b"replace", "rules", b"rules", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteRulesRequest: _TypeAlias = WriteRulesRequest  # noqa: Y015
+
+@_typing.final
+class WriteRulesResponse(_message.Message):
+    """What WriteRules did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    """Rules that did not exist."""
+    updated: _builtins.int
+    """Rules that existed and changed (a rule written again unchanged is not counted)."""
+    removed: _builtins.int
+    """Rules removed by `replace`."""
+    def __init__(
+        self,
+        *,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "removed", b"removed", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteRulesResponse: _TypeAlias = WriteRulesResponse  # noqa: Y015
+
+@_typing.final
+class RemoveRulesRequest(_message.Message):
+    """Rules to remove from one node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    RULE_IDS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant of the node; empty is the default tenant."""
+    node_id: _builtins.str
+    """Id of the node the rules belong to. Required."""
+    @_builtins.property
+    def rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the rules to remove, 1 to a setting (default 50)."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        rule_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "rule_ids", b"rule_ids", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveRulesRequest: _TypeAlias = RemoveRulesRequest  # noqa: Y015
+
+@_typing.final
+class RemoveRulesResponse(_message.Message):
+    """What RemoveRules did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMOVED_FIELD_NUMBER: _builtins.int
+    removed: _builtins.int
+    """Rules removed."""
+    def __init__(
+        self,
+        *,
+        removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["removed", b"removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveRulesResponse: _TypeAlias = RemoveRulesResponse  # noqa: Y015
+
+@_typing.final
+class CheckScope(_message.Message):
+    """What the text being checked is: its tags and metadata, matched against each rule's
+    scope (for a file: its layer, type, path ...).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAGS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tags of the text (e.g. "payments", "public-api"). At most a setting (default 64), each
+        1-128 characters.
+        """
+
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """Keys and values of the text, e.g. {"layer": "api", "file_type": "py", "path":
+        "src/api/refunds.py"}. Same rules as `Node.metadata` (at most a setting, default 64 KiB).
+        """
+
+    def __init__(
+        self,
+        *,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        metadata: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckScope: _TypeAlias = CheckScope  # noqa: Y015
+
+@_typing.final
+class CheckRequest(_message.Message):
+    """A text to check against the tenant's guardian rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    SEVERITIES_FIELD_NUMBER: _builtins.int
+    MAX_VIOLATIONS_FIELD_NUMBER: _builtins.int
+    INCLUDE_INACTIVE_FIELD_NUMBER: _builtins.int
+    BUDGET_MS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """Tenant whose rules apply; empty is the default tenant."""
+    text: _builtins.str
+    """The text, any UTF-8 (never stored); at most a setting (default 1 MiB) in UTF-8 bytes.
+    Lines end at LF, CRLF or a lone CR.
+    """
+    max_violations: _builtins.int
+    """Violations returned at most: 0 means 100; at most a setting (default 1,000). The first
+    ones by position are kept and `truncated` tells that more were found.
+    """
+    include_inactive: _builtins.bool
+    """When true, inactive rules are checked too."""
+    budget_ms: _builtins.int
+    """Time budget in milliseconds: 0 means the server's (a setting, default 2,000); a
+    larger value is capped at it.
+    """
+    @_builtins.property
+    def scope(self) -> Global___CheckScope:
+        """What the text is; each rule applies only when its scope holds for this one."""
+
+    @_builtins.property
+    def severities(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.RuleSeverity.ValueType]:
+        """Only rules of these severities. Empty: every severity."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        text: _builtins.str = ...,
+        scope: Global___CheckScope | None = ...,
+        severities: _abc.Iterable[_common_pb2.RuleSeverity.ValueType] | None = ...,
+        max_violations: _builtins.int = ...,
+        include_inactive: _builtins.bool = ...,
+        budget_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["scope", b"scope"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_ms", b"budget_ms", "include_inactive", b"include_inactive", "max_violations", b"max_violations", "scope", b"scope", "severities", b"severities", "tenant", b"tenant", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckRequest: _TypeAlias = CheckRequest  # noqa: Y015
+
+@_typing.final
+class Violation(_message.Message):
+    """One match of a rule in the text. Positions are 1-based; columns count characters
+    (Unicode code points) from the start of the line.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    NODE_TITLE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LINE_FIELD_NUMBER: _builtins.int
+    COLUMN_FIELD_NUMBER: _builtins.int
+    END_LINE_FIELD_NUMBER: _builtins.int
+    END_COLUMN_FIELD_NUMBER: _builtins.int
+    MATCH_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """The rule's id."""
+    node_id: _builtins.str
+    """Id of the node the rule belongs to."""
+    node_title: _builtins.str
+    """Title of that node."""
+    severity: _common_pb2.RuleSeverity.ValueType
+    """The rule's severity."""
+    action: _builtins.str
+    """The rule's action."""
+    message: _builtins.str
+    """The rule's message."""
+    line: _builtins.int
+    """Line of the match's first character."""
+    column: _builtins.int
+    """Column of the match's first character."""
+    end_line: _builtins.int
+    """Line of the position just after the match's last character."""
+    end_column: _builtins.int
+    """Column of the position just after the match's last character (exclusive end)."""
+    match: _builtins.str
+    """The matched text, cut at 200 characters (line ends read as LF)."""
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        node_title: _builtins.str = ...,
+        severity: _common_pb2.RuleSeverity.ValueType = ...,
+        action: _builtins.str = ...,
+        message: _builtins.str = ...,
+        line: _builtins.int = ...,
+        column: _builtins.int = ...,
+        end_line: _builtins.int = ...,
+        end_column: _builtins.int = ...,
+        match: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "column", b"column", "end_column", b"end_column", "end_line", b"end_line", "line", b"line", "match", b"match", "message", b"message", "node_id", b"node_id", "node_title", b"node_title", "rule_id", b"rule_id", "severity", b"severity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Violation: _TypeAlias = Violation  # noqa: Y015
+
+@_typing.final
+class CheckResponse(_message.Message):
+    """What a Check found."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VIOLATIONS_FIELD_NUMBER: _builtins.int
+    RULES_IN_SCOPE_FIELD_NUMBER: _builtins.int
+    RULES_CHECKED_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    BUDGET_EXCEEDED_FIELD_NUMBER: _builtins.int
+    ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    rules_in_scope: _builtins.int
+    """Rules that applied: active (unless `include_inactive`), of a requested severity, with
+    a scope that holds.
+    """
+    rules_checked: _builtins.int
+    """Rules of those searched through the whole text; fewer than `rules_in_scope` only when
+    the budget ran out.
+    """
+    truncated: _builtins.bool
+    """True when more violations were found than `max_violations`."""
+    budget_exceeded: _builtins.bool
+    """True when the time budget ran out: `violations` are those of the rules checked."""
+    elapsed_ms: _builtins.int
+    """Milliseconds the check took (rules loaded, text searched)."""
+    @_builtins.property
+    def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Violation]:
+        """Matches, by position (line, then column), then most severe first, then node and rule
+        id. A match is at least one character long; every match of a rule is listed.
+        """
+
+    def __init__(
+        self,
+        *,
+        violations: _abc.Iterable[Global___Violation] | None = ...,
+        rules_in_scope: _builtins.int = ...,
+        rules_checked: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+        budget_exceeded: _builtins.bool = ...,
+        elapsed_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_exceeded", b"budget_exceeded", "elapsed_ms", b"elapsed_ms", "rules_checked", b"rules_checked", "rules_in_scope", b"rules_in_scope", "truncated", b"truncated", "violations", b"violations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckResponse: _TypeAlias = CheckResponse  # noqa: Y015

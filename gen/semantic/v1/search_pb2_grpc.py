@@ -95,6 +95,21 @@ class SearchStub:
                 request_serializer=semantic_dot_v1_dot_search__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=semantic_dot_v1_dot_search__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.WriteRules = channel.unary_unary(
+                '/semantic.v1.Search/WriteRules',
+                request_serializer=semantic_dot_v1_dot_search__pb2.WriteRulesRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.WriteRulesResponse.FromString,
+                _registered_method=True)
+        self.RemoveRules = channel.unary_unary(
+                '/semantic.v1.Search/RemoveRules',
+                request_serializer=semantic_dot_v1_dot_search__pb2.RemoveRulesRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.RemoveRulesResponse.FromString,
+                _registered_method=True)
+        self.Check = channel.unary_unary(
+                '/semantic.v1.Search/Check',
+                request_serializer=semantic_dot_v1_dot_search__pb2.CheckRequest.SerializeToString,
+                response_deserializer=semantic_dot_v1_dot_search__pb2.CheckResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -206,6 +221,33 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteRules(self, request, context):
+        """Creates or updates guardian rules of one node (by rule id), in one transaction under
+        the node's lock; with `replace` the node's rules become exactly those given.
+        NOT_FOUND when the node does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveRules(self, request, context):
+        """Removes guardian rules of one node by id. Rules (or a node) that do not exist are
+        counted, not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Check(self, request, context):
+        """Looks for the tenant's guardian rules in a text (a file's contents, say) and returns
+        every match of each active rule whose scope holds, with its rule, source node, line
+        and column, severity and action. Answers within a time budget: when it runs out, the
+        violations of the rules checked so far come back with `budget_exceeded`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +310,21 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=semantic_dot_v1_dot_search__pb2.FeedbackRequest.FromString,
                     response_serializer=semantic_dot_v1_dot_search__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'WriteRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteRules,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.WriteRulesRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.WriteRulesResponse.SerializeToString,
+            ),
+            'RemoveRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveRules,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.RemoveRulesRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.RemoveRulesResponse.SerializeToString,
+            ),
+            'Check': grpc.unary_unary_rpc_method_handler(
+                    servicer.Check,
+                    request_deserializer=semantic_dot_v1_dot_search__pb2.CheckRequest.FromString,
+                    response_serializer=semantic_dot_v1_dot_search__pb2.CheckResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -595,6 +652,87 @@ class Search:
             '/semantic.v1.Search/Feedback',
             semantic_dot_v1_dot_search__pb2.FeedbackRequest.SerializeToString,
             semantic_dot_v1_dot_search__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Search/WriteRules',
+            semantic_dot_v1_dot_search__pb2.WriteRulesRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.WriteRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Search/RemoveRules',
+            semantic_dot_v1_dot_search__pb2.RemoveRulesRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.RemoveRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Check(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semantic.v1.Search/Check',
+            semantic_dot_v1_dot_search__pb2.CheckRequest.SerializeToString,
+            semantic_dot_v1_dot_search__pb2.CheckResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,11 +7,11 @@ Search), and operations on embedding spaces and health (service Admin). Both ser
 are served by the search process.
 
 Auth: every RPC needs a JWT (unless auth is switched off by the explicit development
-setting). Roles: `reader` may call Get, Search, Nearest, Recommend and Stats; `writer`
-additionally Upsert, Delete and Track; `admin` additionally every Admin RPC. A token's
-`tenant` claim forces the tenant of every read and write. Missing, expired, badly
-signed or wrong-audience tokens: UNAUTHENTICATED; wrong role or tenant:
-PERMISSION_DENIED.
+setting). Roles: `reader` may call Get, Search, Nearest, Recommend, Stats, Related and
+Check; `writer` additionally Upsert, Delete, Track, Relate, Unrelate, WriteRules and
+RemoveRules; `admin` additionally every Admin RPC. A token's `tenant` claim forces the
+tenant of every read and write. Missing, expired, badly signed or wrong-audience
+tokens: UNAUTHENTICATED; wrong role or tenant: PERMISSION_DENIED.
 
 Embedding spaces: vectors live per embedding space (model id + model sha256 + dim +
 version). One space is active; reads use it unless a request names another space.
@@ -105,6 +105,21 @@ class SearchStub:
     NodeFeedback). Idempotent per `feedback_id`; items naming unknown nodes are
     reported, not recorded. Validated as a whole, applied in one transaction.
     """
+    WriteRules: _grpc.UnaryUnaryMultiCallable[_search_pb2.WriteRulesRequest, _search_pb2.WriteRulesResponse]
+    """Creates or updates guardian rules of one node (by rule id), in one transaction under
+    the node's lock; with `replace` the node's rules become exactly those given.
+    NOT_FOUND when the node does not exist.
+    """
+    RemoveRules: _grpc.UnaryUnaryMultiCallable[_search_pb2.RemoveRulesRequest, _search_pb2.RemoveRulesResponse]
+    """Removes guardian rules of one node by id. Rules (or a node) that do not exist are
+    counted, not an error.
+    """
+    Check: _grpc.UnaryUnaryMultiCallable[_search_pb2.CheckRequest, _search_pb2.CheckResponse]
+    """Looks for the tenant's guardian rules in a text (a file's contents, say) and returns
+    every match of each active rule whose scope holds, with its rule, source node, line
+    and column, severity and action. Answers within a time budget: when it runs out, the
+    violations of the rules checked so far come back with `budget_exceeded`.
+    """
 
 @_typing.type_check_only
 class SearchAsyncStub(SearchStub):
@@ -166,6 +181,21 @@ class SearchAsyncStub(SearchStub):
     minutes saved, a note): per-node counters, success rate and confidence (see
     NodeFeedback). Idempotent per `feedback_id`; items naming unknown nodes are
     reported, not recorded. Validated as a whole, applied in one transaction.
+    """
+    WriteRules: _aio.UnaryUnaryMultiCallable[_search_pb2.WriteRulesRequest, _search_pb2.WriteRulesResponse]  # type: ignore[assignment]
+    """Creates or updates guardian rules of one node (by rule id), in one transaction under
+    the node's lock; with `replace` the node's rules become exactly those given.
+    NOT_FOUND when the node does not exist.
+    """
+    RemoveRules: _aio.UnaryUnaryMultiCallable[_search_pb2.RemoveRulesRequest, _search_pb2.RemoveRulesResponse]  # type: ignore[assignment]
+    """Removes guardian rules of one node by id. Rules (or a node) that do not exist are
+    counted, not an error.
+    """
+    Check: _aio.UnaryUnaryMultiCallable[_search_pb2.CheckRequest, _search_pb2.CheckResponse]  # type: ignore[assignment]
+    """Looks for the tenant's guardian rules in a text (a file's contents, say) and returns
+    every match of each active rule whose scope holds, with its rule, source node, line
+    and column, severity and action. Answers within a time budget: when it runs out, the
+    violations of the rules checked so far come back with `budget_exceeded`.
     """
 
 class SearchServicer(metaclass=_abc_1.ABCMeta):
@@ -297,6 +327,39 @@ class SearchServicer(metaclass=_abc_1.ABCMeta):
         minutes saved, a note): per-node counters, success rate and confidence (see
         NodeFeedback). Idempotent per `feedback_id`; items naming unknown nodes are
         reported, not recorded. Validated as a whole, applied in one transaction.
+        """
+
+    @_abc_1.abstractmethod
+    def WriteRules(
+        self,
+        request: _search_pb2.WriteRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.WriteRulesResponse, _abc.Awaitable[_search_pb2.WriteRulesResponse]]:
+        """Creates or updates guardian rules of one node (by rule id), in one transaction under
+        the node's lock; with `replace` the node's rules become exactly those given.
+        NOT_FOUND when the node does not exist.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveRules(
+        self,
+        request: _search_pb2.RemoveRulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.RemoveRulesResponse, _abc.Awaitable[_search_pb2.RemoveRulesResponse]]:
+        """Removes guardian rules of one node by id. Rules (or a node) that do not exist are
+        counted, not an error.
+        """
+
+    @_abc_1.abstractmethod
+    def Check(
+        self,
+        request: _search_pb2.CheckRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.CheckResponse, _abc.Awaitable[_search_pb2.CheckResponse]]:
+        """Looks for the tenant's guardian rules in a text (a file's contents, say) and returns
+        every match of each active rule whose scope holds, with its rule, source node, line
+        and column, severity and action. Answers within a time budget: when it runs out, the
+        violations of the rules checked so far come back with `budget_exceeded`.
         """
 
 def add_SearchServicer_to_server(servicer: SearchServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

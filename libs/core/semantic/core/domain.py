@@ -13,6 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     from semantic.core.modifiers import Contribution, Modifier
     from semantic.core.relations import Relation
+    from semantic.core.rules import Rule
 
 DEFAULT_VECTOR = "content"
 MAX_TARGETS = 8
@@ -41,6 +42,9 @@ class NodeRecord:
     relations: tuple[Relation, ...] | None = None
     """Outgoing client relations. On a write: None keeps the stored ones, a tuple (even
     empty) replaces them. Read back: only when relations are asked for."""
+    rules: tuple[Rule, ...] | None = None
+    """Guardian rules. On a write: None keeps the stored ones, a tuple (even empty)
+    replaces them. Read back: only when rules are asked for."""
 
     def text_for(self, name: str) -> str:
         """The text a named vector is made from: ``texts[name]``, else title + body."""

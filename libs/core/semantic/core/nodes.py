@@ -17,6 +17,7 @@ import numpy as np
 
 from semantic.core.domain import NodeRecord
 from semantic.core.relations import Relation
+from semantic.core.rules import same_rules
 
 
 class Outcome(StrEnum):
@@ -140,7 +141,8 @@ def decide(incoming: NodeRecord, stored: Stored | None) -> Outcome:
 
 
 def same_node(a: NodeRecord, b: NodeRecord) -> bool:
-    """Whether writing ``a`` over ``b`` changes nothing (``a``'s relations unset: kept)."""
+    """Whether writing ``a`` over ``b`` changes nothing (``a``'s relations or rules unset:
+    kept)."""
     return (
         a.content_hash == b.content_hash
         and a.slug == b.slug
@@ -148,6 +150,7 @@ def same_node(a: NodeRecord, b: NodeRecord) -> bool:
         and dict(a.metadata) == dict(b.metadata)
         and (a.version in (b.version, 0))
         and (a.relations is None or same_relations(a.relations, b.relations or ()))
+        and (a.rules is None or same_rules(a.rules, b.rules or ()))
     )
 
 

@@ -118,6 +118,11 @@ class InputLimitSettings(BaseServiceSettings):
     search_max_related: int = Field(
         1000, ge=1, description="Nodes a Related call may ask for (its limit)."
     )
+    search_max_rules: int = Field(
+        50,
+        ge=0,
+        description="Guardian rules a node may hold (Node.rules, WriteRules, RemoveRules).",
+    )
 
 
 class SnapshotSettings(BaseServiceSettings):

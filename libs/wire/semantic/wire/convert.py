@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from semantic.common import validation
 from semantic.common.errors import InvalidArgument
@@ -23,7 +23,9 @@ from semantic.core.nodes import VectorRow
 from semantic.core.settings import InputLimitSettings
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
+from semantic.wire.json_values import struct_to_dict, value_to_python
 from semantic.wire.relations import node_relations
+from semantic.wire.rules import node_rules
 
 
 def _setting(name: str) -> Any:
@@ -52,6 +54,8 @@ class Limits:
     """Serialized size of ``Node.metadata``."""
     max_relations: int = _setting("search_max_relations")
     """Relations per node on a write (``Node.relations.items``)."""
+    max_rules: int = _setting("search_max_rules")
+    """Guardian rules per node (``Node.rules.items``, WriteRules, RemoveRules)."""
     max_chunks: int = 1024
     """Chunks per vector name of a node (``chunk_index`` < this)."""
     max_targets: int = domain.MAX_TARGETS
@@ -126,6 +130,7 @@ def node_from_proto(
         metadata = struct_to_dict(node.metadata, f"{field}.metadata")
     vectors = _vectors(node, field, dim, limits)
     relations = node_relations(node, field, limits.max_relations)
+    rules = node_rules(node, field, limits.max_rules)
     record = domain.NodeRecord(
         tenant=tenant,
         id=node.id,
@@ -138,6 +143,7 @@ def node_from_proto(
         metadata=metadata,
         version=node.version,
         relations=relations,
+        rules=rules,
     )
     return record, vectors
 
@@ -172,37 +178,6 @@ def _vectors(node: cpb.Node, field: str, dim: int, limits: Limits) -> list[Vecto
             " (each chunk of a named vector at most once)",
         )
     return vectors
-
-
-def struct_to_dict(struct: struct_pb2.Struct, field: str, depth: int = 1) -> dict[str, Any]:
-    """A Struct as a JSON object, checked in the same pass (finite numbers, no NUL,
-    non-empty keys, bounded nesting); problems name the path, e.g. ``metadata.a.b``."""
-    validation.json_depth(depth, field)
-    out: dict[str, Any] = {}
-    for key, value in struct.fields.items():
-        validation.json_key(key, field)
-        out[key] = value_to_python(value, f"{field}.{key}", depth)
-    return out
-
-
-def value_to_python(value: struct_pb2.Value, field: str, depth: int = 0) -> Any:
-    """A Value as a JSON value (None for null or unset), checked like ``struct_to_dict``."""
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        return validation.json_string(value.string_value, field)
-    if kind == "number_value":
-        return validation.json_number(value.number_value, field)
-    if kind == "bool_value":
-        return value.bool_value
-    if kind == "struct_value":
-        return struct_to_dict(value.struct_value, field, depth + 1)
-    if kind == "list_value":
-        validation.json_depth(depth + 1, field)
-        return [
-            value_to_python(item, f"{field}[{i}]", depth + 1)
-            for i, item in enumerate(value.list_value.values)
-        ]
-    return None
 
 
 def node_reference(message: Any, field: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 from semantic.wire import convert
+from semantic.wire.json_values import value_to_python
 
 MAX_FUTURE = timedelta(minutes=5)
 _SIGNALS = {
@@ -147,7 +148,7 @@ def _modifier(message: pb.ScoreModifier, field: str) -> scoring.Modifier:
         match = message.metadata_contains
         source, key = scoring.Source.METADATA_CONTAINS, match.key
         validation.json_key(key, f"{field}.metadata_contains.key")
-        value = convert.value_to_python(match.value, f"{field}.metadata_contains.value")
+        value = value_to_python(match.value, f"{field}.metadata_contains.value")
         if value is None or isinstance(value, dict | list):
             raise InvalidArgument(
                 f"{field}.metadata_contains.value", "must be a number, string or bool"

@@ -24,6 +24,7 @@ from semantic.core.recommend.values import (
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 from semantic.wire import convert
+from semantic.wire.json_values import struct_to_dict
 
 SOURCES = {
     "journey": pb.RECOMMEND_SOURCE_JOURNEY,
@@ -68,7 +69,7 @@ def user_event_from_proto(
     if event.HasField("context"):
         if event.context.ByteSize() > MAX_CONTEXT_BYTES:
             raise InvalidArgument(f"{field}.context", f"is larger than {MAX_CONTEXT_BYTES} bytes")
-        context = convert.struct_to_dict(event.context, f"{field}.context")
+        context = struct_to_dict(event.context, f"{field}.context")
     return UserEventRecord(
         event_id=event.event_id,
         user_id=event.user_id,

@@ -34,6 +34,7 @@ from semantic.core.maintenance import Maintenance
 from semantic.core.recommend.recommender import Recommender
 from semantic.core.recommend.tracker import Tracker
 from semantic.core.relations import RelationService
+from semantic.core.rule_service import RuleService
 from semantic.core.service import Rescoring, SearchService
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
@@ -61,6 +62,7 @@ from semantic.store.postgres.nodes import PostgresNodes
 from semantic.store.postgres.recommend_reads import RecommendReads
 from semantic.store.postgres.relations import PostgresRelations
 from semantic.store.postgres.retrieval import PostgresRetrieval, RetrievalConfig
+from semantic.store.postgres.rules import PostgresRules
 from semantic.store.postgres.schema import bootstrap_schema
 from semantic.store.postgres.snapshot import PostgresScheduleLock
 from semantic.store.postgres.spaces import PostgresSpaces
@@ -69,6 +71,7 @@ from semantic.store.postgres.tracking_rows import TrackStore
 from semantic.v1 import search_pb2, search_pb2_grpc
 from semantic.wire import feedback as wire_feedback
 from semantic.wire.convert import Limits
+from semantic.wire.rules import CheckLimits
 
 log = structlog.get_logger(__name__)
 SERVICES = [search_pb2.DESCRIPTOR.services_by_name[n].full_name for n in ("Search", "Admin")]
@@ -87,12 +90,20 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         max_tags=settings.search_max_tags,
         max_metadata_bytes=settings.search_max_metadata_bytes,
         max_relations=settings.search_max_relations,
+        max_rules=settings.search_max_rules,
     )
     modifier_defaults = wire_feedback.modifier_defaults(settings.search_score_modifiers)
     search = SearchServicer(
         limits,
         HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
         max_related=settings.search_max_related,
+        check_limits=CheckLimits(
+            max_text_bytes=settings.search_max_check_bytes,
+            max_violations=settings.search_max_check_violations,
+            budget_ms=settings.search_check_budget_ms,
+            max_tags=settings.search_max_tags,
+            max_metadata_bytes=settings.search_max_metadata_bytes,
+        ),
     )
     nats_connection = BackgroundConnection(settings.nats_url, "semantic-search")
     pipeline = JetStreamPipeline(
@@ -161,7 +172,15 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             Recommender(reads, settings.recommend_config(), tracker.config),
             max_track_events=settings.recommend_max_track_events,
         )
-        search.attach(service, recommendations, RelationService(PostgresRelations(pool), nodes))
+        rules = RuleService(
+            PostgresRules(pool),
+            max_rules=settings.search_max_rules,
+            concurrency=settings.search_check_concurrency,
+        )
+        closers.append(rules)  # closed before the pool
+        search.attach(
+            service, recommendations, RelationService(PostgresRelations(pool), nodes), rules
+        )
         maintenance = Maintenance(
             PostgresMaintenance(pool), active, writer, batch_size=settings.indexer_heal_batch_size
         )

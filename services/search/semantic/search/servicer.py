@@ -11,6 +11,7 @@ from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.core import domain
 from semantic.core.nodes import DeleteOutcome, Outcome, VectorRow
 from semantic.core.relations import RelationService
+from semantic.core.rule_service import RuleService
 from semantic.core.service import SearchResult, SearchService
 from semantic.core.spaces import Space
 from semantic.search.recommend.service import Recommendations
@@ -20,6 +21,7 @@ from semantic.v1 import search_pb2_grpc
 from semantic.wire import convert
 from semantic.wire import feedback as wire_feedback
 from semantic.wire import relations as wire_relations
+from semantic.wire import rules as wire_rules
 
 _OUTCOMES = {
     Outcome.CREATED: pb.UPSERT_OUTCOME_CREATED,
@@ -80,6 +82,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         service: SearchService | None = None,
         *,
         max_related: int = 1000,
+        check_limits: wire_rules.CheckLimits | None = None,
     ) -> None:
         """``hybrid``: the fusion a hybrid search gets for what its request leaves unset."""
         self._limits = limits
@@ -87,18 +90,30 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         self._ready = service
         self._recommend: Recommendations | None = None
         self._relations: RelationService | None = None
+        self._rules: RuleService | None = None
         self._max_related = max_related
+        self._check_limits = check_limits or wire_rules.CheckLimits(
+            max_tags=limits.max_tags, max_metadata_bytes=limits.max_metadata_bytes
+        )
 
     def attach(
         self,
         service: SearchService,
         recommendations: Recommendations | None = None,
         relations: RelationService | None = None,
+        rules: RuleService | None = None,
     ) -> None:
         """Start answering (calls before this get UNAVAILABLE)."""
         self._ready = service
         self._recommend = recommendations
         self._relations = relations
+        self._rules = rules
+
+    @property
+    def _guardian(self) -> RuleService:
+        if self._rules is None:
+            raise DependencyUnavailable("search", "still starting up")
+        return self._rules
 
     @property
     def _related(self) -> RelationService:
@@ -185,6 +200,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             await self._with_relations(tenant, list(response.nodes))
         if request.include_feedback and nodes:
             await self._with_feedback(tenant, list(response.nodes))
+        if request.include_rules and nodes:
+            found = await self._guardian.of_nodes(tenant, [n.id for n in nodes])
+            wire_rules.attach(list(response.nodes), found)
         return response
 
     async def _with_feedback(self, tenant: str, nodes: list[cpb.Node]) -> None:
@@ -273,6 +291,28 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return wire_relations.related_to_proto(
             start, hits, lambda n: convert.node_to_proto(n, include_body=request.include_body)
         )
+
+    async def WriteRules(
+        self, request: pb.WriteRulesRequest, context: Any
+    ) -> pb.WriteRulesResponse:
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        node_id, rules, replace = wire_rules.write_from_proto(request, self._limits.max_rules)
+        done = await self._guardian.write(tenant, node_id, rules, replace=replace)
+        return pb.WriteRulesResponse(
+            created=done.created, updated=done.updated, removed=done.removed
+        )
+
+    async def RemoveRules(
+        self, request: pb.RemoveRulesRequest, context: Any
+    ) -> pb.RemoveRulesResponse:
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        node_id, ids = wire_rules.remove_from_proto(request, self._limits.max_rules)
+        return pb.RemoveRulesResponse(removed=await self._guardian.remove(tenant, node_id, ids))
+
+    async def Check(self, request: pb.CheckRequest, context: Any) -> pb.CheckResponse:
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        query = wire_rules.check_from_proto(request, tenant, self._check_limits)
+        return wire_rules.check_to_proto(await self._guardian.check(query))
 
     async def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:
         tenant: str | None = None

@@ -75,6 +75,25 @@ class SearchSettings(
         " dead letters).",
     )
 
+    search_max_check_bytes: int = Field(
+        1 << 20, ge=1, description="Size of the text of a Check, in UTF-8 bytes (1 MiB)."
+    )
+    search_check_budget_ms: int = Field(
+        2000,
+        ge=1,
+        description="Milliseconds a Check may search before it answers with what it found"
+        " (budget_exceeded); a request may ask for less.",
+    )
+    search_max_check_violations: int = Field(
+        1000, ge=1, description="Violations a Check may return (its max_violations)."
+    )
+    search_check_concurrency: int = Field(
+        4,
+        ge=1,
+        description="Checks searching at once per process, each on its own thread (more:"
+        " RESOURCE_EXHAUSTED).",
+    )
+
     search_local_index: bool = Field(
         True,
         description="Keep a local vector index of the active space that answers dense Search"

@@ -144,6 +144,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     snapshot.add_argument(
         "--queries", type=int, default=200, help="query vectors of the degraded-read part"
     )
+    knowledge = targets.add_parser(
+        "knowledge",
+        help="Related (depth 2) and Check (rules on a long file) against a plain Get",
+        description="Starts a throw-away stack, loads nodes with relations and guardian "
+        "rules (client vectors: nothing is embedded), then times Get, Related at depth 2 and "
+        "Check of a long file in alternating rounds: p50/p99 and ratios to Get.",
+    )
+    knowledge.add_argument("--json", action="store_true", help="print one JSON object")
+    knowledge.add_argument("--nodes", type=int, default=2000, help="nodes loaded")
+    knowledge.add_argument("--relations", type=int, default=5, help="relations per node")
+    knowledge.add_argument("--rules", type=int, default=500, help="guardian rules")
+    knowledge.add_argument("--lines", type=int, default=2000, help="lines of the checked file")
+    knowledge.add_argument("--calls", type=int, default=200, help="calls of each kind per round")
+    knowledge.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    knowledge.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
     soak = targets.add_parser(
         "soak",
         help="the whole stack under mixed load for N minutes: errors, latency, events, memory",
@@ -269,6 +286,23 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 model_dir=args.model if str(args.model) not in ("", ".") else None,
                 queries=args.queries,
+            ),
+            progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "knowledge":
+        from semantic.tools.bench.knowledge import KnowledgeConfig, run_knowledge_bench
+
+        report = run_knowledge_bench(
+            KnowledgeConfig(
+                model_dir=args.model,
+                nodes=args.nodes,
+                relations_per_node=args.relations,
+                rules=args.rules,
+                lines=args.lines,
+                calls=args.calls,
+                rounds=args.rounds,
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
         )

@@ -46,6 +46,12 @@ from semantic.store.postgres.relations import (
     delete_node_relations,
     replace_client_relations,
 )
+from semantic.store.postgres.rules import (
+    delete_node_rules,
+    node_rules,
+    replace_node_rules,
+    touch_rule_sets,
+)
 
 
 class NodeRepository:
@@ -68,12 +74,18 @@ class NodeRepository:
             tenants,
             ids,
         )
-        relations = await client_relations(conn, [(r["tenant"], r["id"]) for r in rows])
+        present = [(r["tenant"], r["id"]) for r in rows]
+        relations = await client_relations(conn, present)
+        rules = await node_rules(conn, present)
         found = {
             (r["tenant"], r["id"]): Stored(
                 r["version"],
                 r["content_hash"],
-                replace(node_from_row(r), relations=relations.get((r["tenant"], r["id"]), ())),
+                replace(
+                    node_from_row(r),
+                    relations=relations.get((r["tenant"], r["id"]), ()),
+                    rules=rules.get((r["tenant"], r["id"]), ()),
+                ),
             )
             for r in rows
         }
@@ -160,6 +172,7 @@ class NodeRepository:
             await self._check_slugs(conn, touched)
             await self._write_nodes(conn, touched, stored)
             await replace_client_relations(conn, [w.node for w in touched])
+            ruled = await replace_node_rules(conn, [w.node for w in touched])
             await self._write_vectors(conn, space, changed)
             await self._write_postings(conn, changed, stats)
             if changed:
@@ -169,7 +182,10 @@ class NodeRepository:
                     [w.node.tenant for w in changed],
                     [w.node.id for w in changed],
                 )
-            removed = await self._delete(conn, every_space, deletes, stats) if deletes else []
+            removed = (
+                await self._delete(conn, every_space, deletes, stats, ruled) if deletes else []
+            )
+            await touch_rule_sets(conn, ruled)
             await keyword.add_stats(conn, stats)
         return results, removed
 
@@ -342,7 +358,9 @@ class NodeRepository:
         stats = keyword.StatsDelta()
         async with conn.transaction():
             await lock_nodes(conn, [(d.tenant, d.id) for d in deletes])
-            removed = await self._delete(conn, spaces, deletes, stats)
+            ruled: set[str] = set()
+            removed = await self._delete(conn, spaces, deletes, stats, ruled)
+            await touch_rule_sets(conn, ruled)
             await keyword.add_stats(conn, stats)
         return [(r.id, r.slug, r.outcome) for r in removed]
 
@@ -352,8 +370,10 @@ class NodeRepository:
         spaces: Sequence[Space],
         deletes: Sequence[Deletion],
         stats: keyword.StatsDelta,
+        ruled: set[str],
     ) -> list[DeleteResult]:
-        """Deletions inside the caller's transaction, the nodes' locks held."""
+        """Deletions inside the caller's transaction, the nodes' locks held; the tenants
+        whose rules went are added to ``ruled`` (the caller touches them)."""
         stored = await self.stored(conn, [(d.tenant, d.id) for d in deletes])
         results: list[DeleteResult] = []
         doomed: dict[str, list[str]] = {}
@@ -384,6 +404,8 @@ class NodeRepository:
                     node_ids,
                 )
             await delete_node_relations(conn, tenant, node_ids)
+            if await delete_node_rules(conn, tenant, node_ids):
+                ruled.add(tenant)
             await conn.execute(
                 "DELETE FROM semantic.nodes WHERE tenant = $1 AND id = ANY($2::text[])",
                 tenant,

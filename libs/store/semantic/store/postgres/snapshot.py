@@ -160,11 +160,24 @@ FEEDBACK_EVENTS = Table(
 """Feedback reports (since schema 008); the counters (``node_feedback``) are rebuilt from
 them on import."""
 
+RULES = Table(
+    "rules",
+    _schema(
+        ("tenant", S), ("node_id", S), ("rule_id", S), ("pattern", S), ("kind", S),
+        ("case_insensitive", B), ("scope", S), ("severity", S), ("action", S), ("message", S),
+        ("active", B), ("created_at", TS), ("updated_at", TS),
+    ),
+    ("tenant", "node_id", "rule_id"),
+    node_column="node_id",
+)  # fmt: skip
+"""Guardian rules (a snapshot file since schema 006; older snapshots have none)."""
+
 TABLES: tuple[Table, ...] = (
     NODES,
     TOMBSTONES,
     POSTINGS,
     RELATIONS,
+    RULES,
     USER_EVENTS,
     USERS,
     USER_NODES,

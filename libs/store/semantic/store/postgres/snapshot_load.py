@@ -10,10 +10,14 @@ the stored node. Relations follow their source node: a node the import writes ge
 snapshot's relations from it (its stored client relations go), a stored node newer than the
 snapshot's keeps its own, any other gains the snapshot's relations it lacks; a client
 relation replaces a discovered one of the same key, never the reverse; a snapshot written
-before relations existed has no relations file and changes none. The recommendation tables
-(events, users, engagement, archetypes) are derived from the event log: rows missing in the
-database are added, existing rows kept. ``replace`` clears the tenants in scope first, so
-everything then loads as new.
+before relations existed has no relations file and changes none. Guardian rules follow
+their node the same way: a node the import writes gets exactly the snapshot's rules, a
+stored node newer than the snapshot's keeps its own, any other gains the snapshot's rules it
+lacks; rules go with the nodes a tombstone deletes; a snapshot without a rules file changes
+none; every tenant's rule stamp is renewed (compiled rules are read again). The
+recommendation tables (events, users, engagement, archetypes) are derived from the event
+log: rows missing in the database are added, existing rows kept. ``replace`` clears the
+tenants in scope first, so everything then loads as new.
 
 A space's vectors going into an empty vector table (a restore into a new database, or a
 ``replace`` of everything) are written first and indexed after: the table's HNSW index is
@@ -39,6 +43,7 @@ from semantic.store.postgres.snapshot import (
     NODES,
     POSTINGS,
     RELATIONS,
+    RULES,
     TABLES,
     TOMBSTONES,
     Table,
@@ -158,17 +163,19 @@ class SnapshotLoader:
                 )
                 mapping[space_id] = made.id
             report.spaces = dict(mapping)
+            await self._touch_rule_sets()  # first: the write path's lock order
             if replace is None or isinstance(replace, list):
                 report.replaced = await self._clear(replace)
             await self._nodes(report)
             await self._tombstones(report)
             await self._postings(report)
             await self._relations(report)
+            await self._rules(report)
             for entry in self._manifest.spaces:
                 target = mapping.get(entry.id)
                 if target is not None:
                     await self._vectors(report, entry.id, target)
-            own = (NODES, TOMBSTONES, POSTINGS, RELATIONS)
+            own = (NODES, TOMBSTONES, POSTINGS, RELATIONS, RULES)
             for table in TABLES:  # an older snapshot lacks the newer tables' files
                 if table not in own and table.file in self._manifest.files:
                     await self._derived(report, table, mapping)
@@ -217,7 +224,8 @@ class SnapshotLoader:
             *([types] if types else []),
         )
         deleted = 0
-        keyed = [POSTINGS.name] + [f"vectors_{s.id}" for s in await database_spaces(self._conn)]
+        keyed = [POSTINGS.name, RULES.name]
+        keyed += [f"vectors_{s.id}" for s in await database_spaces(self._conn)]
         for name in keyed:
             status = await self._conn.execute(
                 f"DELETE FROM semantic.{name} x USING snap_cleared c"
@@ -237,7 +245,7 @@ class SnapshotLoader:
             )
             deleted += _count(status)
         for table in TABLES:
-            if table not in (NODES, POSTINGS) and not (types and table is RELATIONS):
+            if table not in (NODES, POSTINGS, RULES) and not (types and table is RELATIONS):
                 status = await self._conn.execute(
                     f"DELETE FROM semantic.{table.name} WHERE {where}", *args
                 )
@@ -310,6 +318,10 @@ class SnapshotLoader:
                 " AND (r.source_id = g.id OR r.target_id = g.id)"
             )
             await self._conn.execute(
+                "DELETE FROM semantic.rules r USING snap_gone g"
+                " WHERE r.tenant = g.tenant AND r.node_id = g.id"
+            )
+            await self._conn.execute(
                 "DELETE FROM semantic.nodes n USING snap_gone g"
                 " WHERE n.tenant = g.tenant AND n.id = g.id"
             )
@@ -369,6 +381,42 @@ class SnapshotLoader:
             " WHERE r.discovered AND NOT EXCLUDED.discovered"
         )
         report.tables[RELATIONS.name] = _count(status)
+
+    async def _rules(self, report: ImportReport) -> None:
+        if RULES.file not in self._manifest.files:  # written before guardian rules existed
+            return
+        await self._load(RULES.file, "snap_rules", "semantic.rules")
+        await self._conn.execute(
+            "DELETE FROM semantic.rules r USING snap_changed c"
+            " WHERE r.tenant = c.tenant AND r.node_id = c.id"
+        )
+        status = await self._conn.execute(
+            "INSERT INTO semantic.rules SELECT s.* FROM snap_rules s"
+            " WHERE EXISTS (SELECT 1 FROM semantic.nodes n"
+            "   WHERE n.tenant = s.tenant AND n.id = s.node_id)"
+            " AND NOT EXISTS (SELECT 1 FROM snap_fate f WHERE f.tenant = s.tenant"
+            "   AND f.id = s.node_id AND f.fate = 'kept')"
+            " ORDER BY s.tenant, s.node_id, s.rule_id"
+            " ON CONFLICT (tenant, node_id, rule_id) DO NOTHING"
+        )
+        report.tables[RULES.name] = _count(status)
+        await self._conn.execute(
+            "INSERT INTO semantic.rule_sets (tenant)"
+            " SELECT DISTINCT tenant FROM snap_rules ORDER BY tenant ON CONFLICT DO NOTHING"
+        )
+
+    async def _touch_rule_sets(self) -> None:
+        """A new stamp for every tenant in scope: processes read their rules again. The
+        rows are locked in tenant order, as the write path does."""
+        scope, args = (
+            ("WHERE tenant = ANY($1::text[])", [self._tenants]) if self._tenants else ("", [])
+        )
+        await self._conn.execute(
+            "UPDATE semantic.rule_sets s SET stamp = gen_random_uuid(), changed_at = now()"
+            f" FROM (SELECT tenant FROM semantic.rule_sets {scope} ORDER BY tenant FOR UPDATE) k"
+            " WHERE s.tenant = k.tenant",
+            *args,
+        )
 
     async def _vectors(self, report: ImportReport, snapshot_id: int, target: int) -> None:
         table = vector_table(target)

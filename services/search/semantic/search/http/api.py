@@ -197,6 +197,50 @@ BODY_ROUTES: Sequence[BodyRoute] = (
         },
     ),
     BodyRoute(
+        "/rules",
+        "Search",
+        "WriteRules",
+        pb.WriteRulesRequest,
+        pb.WriteRulesResponse,
+        "Create or update guardian rules of a node",
+        {
+            "nodeId": "fix-12",
+            "rules": [
+                {
+                    "id": "no-eval",
+                    "pattern": "\\beval\\(",
+                    "kind": "RULE_KIND_REGEX",
+                    "severity": "RULE_SEVERITY_ERROR",
+                    "action": "require review",
+                    "message": "eval runs arbitrary code; parse the value instead",
+                    "scope": {"metadata": [{"key": "file_type", "anyOf": ["py", "js"]}]},
+                }
+            ],
+        },
+    ),
+    BodyRoute(
+        "/rules/remove",
+        "Search",
+        "RemoveRules",
+        pb.RemoveRulesRequest,
+        pb.RemoveRulesResponse,
+        "Remove guardian rules of a node",
+        {"nodeId": "fix-12", "ruleIds": ["no-eval"]},
+    ),
+    BodyRoute(
+        "/check",
+        "Search",
+        "Check",
+        pb.CheckRequest,
+        pb.CheckResponse,
+        "Check a text (a file's contents) against the guardian rules",
+        {
+            "text": "def load(raw):\n    return eval(raw)\n",
+            "scope": {"tags": ["backend"], "metadata": {"layer": "api", "file_type": "py"}},
+            "severities": ["RULE_SEVERITY_ERROR", "RULE_SEVERITY_CRITICAL"],
+        },
+    ),
+    BodyRoute(
         "/admin/heal",
         "Admin",
         "Heal",
@@ -442,9 +486,14 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
         tenant: Tenant = "",
         include_vectors: Annotated[bool, Query(description="Return its vectors.")] = False,
         space_id: SpaceId = "",
+        include_rules: Annotated[bool, Query(description="Return its guardian rules.")] = False,
     ) -> Response:
         message = pb.GetRequest(
-            tenant=tenant, ids=[node_id], include_vectors=include_vectors, space_id=space_id
+            tenant=tenant,
+            ids=[node_id],
+            include_vectors=include_vectors,
+            space_id=space_id,
+            include_rules=include_rules,
         )
         result = await gateway.call(request, "Search", "Get", message, {"ids[0]": "node_id"})
         assert isinstance(result, pb.GetResponse)

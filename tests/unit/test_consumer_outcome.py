@@ -104,7 +104,7 @@ def test_dead_letter_headers_keep_the_origin_and_prefix_the_message_id() -> None
         "max_deliver",
         "d" * 2000,
         7,
-        "SEMANTIC:41",
+        origin="SEMANTIC:41",
     )
     assert headers == {
         "Semantic-Dlq-Reason": "max_deliver",
@@ -117,7 +117,9 @@ def test_dead_letter_headers_keep_the_origin_and_prefix_the_message_id() -> None
 
 
 def test_dead_letter_headers_of_a_message_without_headers() -> None:
-    headers = dead_letter_headers("semantic.user.acme", None, "invalid", "x", 1, "SEMANTIC:9")
+    headers = dead_letter_headers(
+        "semantic.user.acme", None, "invalid", "x", 1, origin="SEMANTIC:9"
+    )
     assert set(headers) == {
         "Semantic-Dlq-Reason",
         "Semantic-Dlq-Detail",

@@ -382,7 +382,7 @@ class ContentConsumer:
         rest = original.split(".", 1)[1] if "." in original else original
         origin = f"{self._topology.stream}:{_sequence(msg)}"
         headers = dead_letter_headers(
-            original, msg.headers, reason, detail, _deliveries(msg), origin
+            original, msg.headers, reason, detail, _deliveries(msg), origin=origin
         )
         try:
             await self._js.publish(

@@ -144,6 +144,7 @@ def dead_letter_headers(
     reason: str,
     detail: str,
     deliveries: int,
+    *,
     origin: str,
 ) -> dict[str, str]:
     """The headers of an event's dead letter: why, where it came from, how often it was

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from semantic.common.settings import BaseServiceSettings
+from semantic.core.discovery import DiscoveryConfig
 from semantic.core.spaces import DEFAULT_ACTIVE_SPACE_TTL_S
 
 
@@ -51,6 +52,46 @@ class MaintenanceSettings(BaseServiceSettings):
     Heal/Reindex, ``semantic heal``)."""
 
     indexer_heal_batch_size: int = Field(64, ge=1, description="Nodes per heal/backfill batch.")
+
+
+class RelationDiscoverySettings(BaseServiceSettings):
+    """Discovered `similar` relations (``semantic.core.discovery``): found by the indexer's
+    heal loop and by ``semantic heal``."""
+
+    # On: it runs off the write path (in the heal loop, in bounded steps), discovered
+    # relations are marked and left out of Related unless asked for, and a k-NN query per
+    # changed node costs a small share of embedding it (README_vector.md, "Discovered
+    # relations", has the numbers).
+    relations_discover: bool = Field(
+        True, description="Find `similar` relations from nearest neighbours (heal loop)."
+    )
+    # all-MiniLM-L6-v2 on NFCorpus: at 0.8 about one document in eight has a neighbour this
+    # close (mostly the same study reported twice, or a comment and its paper); at 0.7 one in
+    # three, mostly the same topic only (README_vector.md, "Discovered relations").
+    relations_similar_threshold: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Cosine similarity of two nodes' mean `content` vectors at or above which "
+        "they are related as `similar`.",
+    )
+    relations_similar_k: int = Field(
+        5, ge=1, le=100, description="Discovered `similar` relations per node at most."
+    )
+    relations_discover_batch_size: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Nodes examined per discovery step (one k-NN query each, one transaction).",
+    )
+
+    def discovery_config(self) -> DiscoveryConfig:
+        """The core's value of these settings."""
+        return DiscoveryConfig(
+            threshold=self.relations_similar_threshold,
+            k=self.relations_similar_k,
+            batch_size=self.relations_discover_batch_size,
+        )
 
 
 class RetrievalSettings(BaseServiceSettings):

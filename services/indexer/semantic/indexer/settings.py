@@ -7,7 +7,12 @@ from typing import Literal
 from pydantic import Field
 
 from semantic.core.recommend.settings import RecommendSettings
-from semantic.core.settings import InputLimitSettings, MaintenanceSettings, WritePathSettings
+from semantic.core.settings import (
+    InputLimitSettings,
+    MaintenanceSettings,
+    RelationDiscoverySettings,
+    WritePathSettings,
+)
 from semantic.store.nats.settings import EventStreamSettings
 from semantic.store.postgres.guardian import DatabaseRecoverySettings
 
@@ -15,6 +20,7 @@ from semantic.store.postgres.guardian import DatabaseRecoverySettings
 class IndexerSettings(
     WritePathSettings,
     MaintenanceSettings,
+    RelationDiscoverySettings,
     RecommendSettings,
     DatabaseRecoverySettings,
     EventStreamSettings,

@@ -386,7 +386,7 @@ class RelationDiscovery:
         """The outcomes of one tenant's due nodes."""
         ids = [n.node_id for n in nodes]
         now = await self._store.similar_now(tenant, ids)
-        close = await self._close(space, tenant, nodes, now)
+        close = await self.close_to(space, tenant, nodes, now.client)
         neighbours = {
             other
             for n in nodes
@@ -409,11 +409,16 @@ class RelationDiscovery:
             outcomes.append(Examined(node, diff, asked))
         return outcomes
 
-    async def _close(
-        self, space: Space, tenant: str, nodes: list[DueNode], now: SimilarNow
+    async def close_to(
+        self,
+        space: Space,
+        tenant: str,
+        nodes: Sequence[DueNode],
+        client: Mapping[str, Set[str]],
     ) -> dict[str, list[Neighbour]]:
-        """Each node's close nodes (most similar first): candidates from the index, scored
-        by their mean vectors; none for a node without a vector."""
+        """Each node's close nodes, most similar first, at or above the threshold and not
+        linked to it by a client relation (``client``: node -> such nodes): candidates from
+        the index, scored by their mean vectors; none for a node without a vector."""
         near: dict[str, list[str]] = {}
         for node in nodes:
             if node.vector is not None:
@@ -432,6 +437,6 @@ class RelationDiscovery:
                     node.vector,
                     candidates,
                     threshold=self._config.threshold,
-                    blocked=now.client.get(node.node_id, frozenset()),
+                    blocked=client.get(node.node_id, frozenset()),
                 )
         return close

@@ -159,10 +159,10 @@ class _Store:
         row = self.rows.get(node)
         if row is None:
             return Cause.NEW
-        if row[0] != space.id:
-            return Cause.SPACE
         if row[1] != self.hash_of(node):
             return Cause.CHANGED
+        if row[0] != space.id:
+            return Cause.SPACE
         return Cause.RECHECK if row[2] > row[3] else None
 
     async def due(self, space: Space, after: Key, limit: int) -> list[DueNode]:

@@ -254,7 +254,7 @@ def edge_diff(old: Mapping[str, float], new: Sequence[Neighbour]) -> EdgeDiff:
     to rewrite (another strength) and what to remove."""
     wanted = {n.node_id: n for n in new}
     added = tuple(n for n in new if n.node_id not in old)
-    updated = tuple(n for n in new if n.node_id in old and round(old[n.node_id], 4) != n.strength)
+    updated = tuple(n for n in new if n.node_id in old and not _same(old[n.node_id], n.strength))
     removed = tuple(sorted(target for target in old if target not in wanted))
     return EdgeDiff(added, updated, removed)
 

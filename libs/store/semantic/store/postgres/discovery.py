@@ -39,7 +39,7 @@ from semantic.core.spaces import Space
 from semantic.store.postgres import backlog, dense
 from semantic.store.postgres.db import as_array, connection
 from semantic.store.postgres.filters import compile_filter
-from semantic.store.postgres.mean_vector import mean_vector, node_vectors
+from semantic.store.postgres.mean_vector import mean_vector
 from semantic.store.postgres.node_locks import lock_nodes
 
 DISCOVERY_LOCK = 0x5E3D
@@ -180,9 +180,24 @@ class PostgresDiscovery:
         return [hit.node_id for hit in hits]
 
     async def mean_vectors(self, space: Space, keys: Set[Key]) -> dict[Key, Vector]:
-        """Each node's mean `content` vector in the space (nodes without one left out)."""
+        """Each node's mean `content` vector in the space; nodes without one, and vector
+        rows whose node no longer exists (orphans heal has not removed yet), left out."""
+        if not keys:
+            return {}
+        ordered = sorted(keys)
         async with connection(self._pool) as conn:
-            return await node_vectors(conn, space.id, keys, DEFAULT_VECTOR)
+            rows = await conn.fetch(
+                "SELECT n.tenant, n.id,"
+                f" {mean_vector(space.id, 'n.tenant', 'n.id', '$3')} AS vector"
+                " FROM unnest($1::text[], $2::text[]) AS k(tenant, id)"
+                " JOIN semantic.nodes n ON n.tenant = k.tenant AND n.id = k.id",
+                [k[0] for k in ordered],
+                [k[1] for k in ordered],
+                DEFAULT_VECTOR,
+            )
+        return {
+            (r["tenant"], r["id"]): as_array(r["vector"]) for r in rows if r["vector"] is not None
+        }
 
     async def similar_now(self, tenant: str, ids: Sequence[str]) -> SimilarNow:
         """The `similar` relations from and to ``ids`` of ``tenant``."""
@@ -256,12 +271,14 @@ class PostgresDiscovery:
 
 
 def _cause(row: asyncpg.Record, space: Space) -> Cause:
+    """Why a node is due; changed content first (it asks its neighbours to recheck, even
+    when the space changed too)."""
     if row["space_id"] is None:
         return Cause.NEW
-    if row["space_id"] != space.id:
-        return Cause.SPACE
     if row["seen"] != row["content_hash"]:
         return Cause.CHANGED
+    if row["space_id"] != space.id:
+        return Cause.SPACE
     return Cause.RECHECK
 
 

@@ -328,7 +328,7 @@ async def _write(conn: asyncpg.Connection, live: Sequence[Examined]) -> tuple[in
     rows = await conn.fetch(
         "INSERT INTO semantic.relations AS r"
         " (tenant, source_id, target_id, type, strength, description, discovered)"
-        " SELECT k.tenant, k.source_id, k.target_id, $6, k.strength, k.description, true"
+        " SELECT k.tenant, k.source_id, k.target_id, $6::text, k.strength, k.description, true"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[])"
         " WITH ORDINALITY AS k(tenant, source_id, target_id, strength, description, i)"
         " WHERE EXISTS (SELECT 1 FROM semantic.nodes n"
@@ -368,7 +368,7 @@ async def _record(conn: asyncpg.Connection, space: Space, live: Sequence[Examine
     await conn.execute(
         "INSERT INTO semantic.relation_discovery AS d"
         " (tenant, node_id, space_id, content_hash, recheck, checked, discovered_at)"
-        " SELECT k.tenant, k.id, $5, k.hash, k.recheck, k.recheck, now()"
+        " SELECT k.tenant, k.id, $5::int, k.hash, k.recheck, k.recheck, now()"
         " FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])"
         " AS k(tenant, id, hash, recheck)"
         " ON CONFLICT (tenant, node_id) DO UPDATE SET space_id = EXCLUDED.space_id,"

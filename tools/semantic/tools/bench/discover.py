@@ -12,12 +12,16 @@ search service's default chunking):
   number of edges a document would get at ``k``;
 * ``discovery``: a whole discovery run over the corpus at ``threshold`` and ``k`` (what the
   heal loop does after a bulk load), timed, with the edges it wrote;
-* ``due_count_ms``: the count of due nodes each heal-loop step ends with (median of 5).
+* ``due_count_ms``: the count of due nodes each heal-loop step ends with (median of 5);
+* ``examples``: with ``examples`` > 0, that many pairs of titles per band of similarity
+  (deterministic: the pairs whose ids hash lowest), to see what a threshold means.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import json
 import statistics
 import time
@@ -54,6 +58,7 @@ class DiscoverBenchConfig:
     batch_size: int = _DEFAULTS["relations_discover_batch_size"].default
     threads: int = 2
     upsert_batch: int = 32
+    examples: int = 0
 
 
 def run_discover_bench(
@@ -92,13 +97,19 @@ async def _measure(
         scan = RelationDiscovery(store, DiscoveryConfig(thresholds[0], config.k, SCAN_BATCH))
         due = await store.due(space, START, documents + 1)
         best: list[list[float]] = []
+        pairs: dict[tuple[str, str], float] = {}
         started = time.perf_counter()
         for i in range(0, len(due), SCAN_BATCH):
             batch = due[i : i + SCAN_BATCH]
             for tenant in sorted({n.tenant for n in batch}):
                 nodes = [n for n in batch if n.tenant == tenant]
                 close = await scan.close_to(space, tenant, nodes, {})
-                best.extend([n.similarity for n in close[node.node_id]] for node in nodes)
+                for node in nodes:
+                    best.append([n.similarity for n in close[node.node_id]])
+                    for n in close[node.node_id]:
+                        pairs[min(node.node_id, n.node_id), max(node.node_id, n.node_id)] = (
+                            n.similarity
+                        )
         scan_s = time.perf_counter() - started
         progress(f"scored the neighbours of {len(best)} documents in {scan_s:.0f} s")
         shares = {
@@ -141,4 +152,30 @@ async def _measure(
             **done.as_dict(),
         },
         "due_count_ms": round(statistics.median(timings), 1),
+        "examples": _examples(pairs, thresholds, data, config.examples),
     }
+
+
+def _examples(
+    pairs: dict[tuple[str, str], float], bands: Sequence[float], data: BeirDataset, count: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``count`` pairs of titles per band [bands[i], bands[i + 1]), the last one open."""
+    if count <= 0:
+        return {}
+
+    def rank(pair: tuple[str, str]) -> str:
+        return hashlib.sha256("\x00".join(pair).encode()).hexdigest()
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    edges = [*bands, 1.01]
+    for low, high in itertools.pairwise(edges):
+        inside = sorted((p for p, s in pairs.items() if low <= s < high), key=rank)[:count]
+        out[f"{low:g}-{min(high, 1.0):g}"] = [
+            {
+                "cosine": round(pairs[p], 3),
+                "a": f"{p[0]}: {data.corpus[p[0]].title}",
+                "b": f"{p[1]}: {data.corpus[p[1]].title}",
+            }
+            for p in inside
+        ]
+    return out

@@ -168,6 +168,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     discover.add_argument("--k", type=int, help="edges per node (default: the setting's)")
     discover.add_argument("--threads", type=int, default=2, help="embedder threads")
     discover.add_argument(
+        "--examples", type=int, default=0, help="pairs of titles to show per band of similarity"
+    )
+    discover.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
     soak = targets.add_parser(
@@ -327,6 +330,7 @@ def run(args: argparse.Namespace) -> int:
             model_dir=args.model,
             thresholds=args.thresholds,
             threads=args.threads,
+            examples=args.examples,
             **{name: value for name, value in chosen.items() if value is not None},
         )
         report = run_discover_bench(

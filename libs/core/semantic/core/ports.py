@@ -15,7 +15,10 @@
 
 The ports of degraded reads (``ChangeFeed``, adapter ``changes.PostgresChanges``, and
 ``LocalIndex``, adapter ``semantic.store.local.index.UsearchIndex``) live in
-:mod:`semantic.core.degraded`.
+:mod:`semantic.core.degraded`; those of relations (``RelationStore``, adapter
+``relations.PostgresRelations``) in :mod:`semantic.core.relations`, and of relation
+discovery (``DiscoveryStore``, adapter ``discovery.PostgresDiscovery``) in
+:mod:`semantic.core.discovery`.
 
 The values the embedder port speaks (:data:`InputType`, defined in
 :mod:`semantic.common.embedding`, :class:`Embedded`,

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from semantic.common.settings import BaseServiceSettings
+from semantic.core.discovery import DiscoveryConfig
 from semantic.core.spaces import DEFAULT_ACTIVE_SPACE_TTL_S
 
 
@@ -51,6 +52,46 @@ class MaintenanceSettings(BaseServiceSettings):
     Heal/Reindex, ``semantic heal``)."""
 
     indexer_heal_batch_size: int = Field(64, ge=1, description="Nodes per heal/backfill batch.")
+
+
+class RelationDiscoverySettings(BaseServiceSettings):
+    """Discovered `similar` relations (``semantic.core.discovery``): found by the indexer's
+    heal loop and by ``semantic heal``."""
+
+    # On: it runs off the write path (in the heal loop, in bounded steps), discovered
+    # relations are marked and left out of Related unless asked for, and it is cheap: over
+    # NFCorpus (3,633 documents) a whole run took 9-10 s against 537-612 s to ingest them.
+    relations_discover: bool = Field(
+        True, description="Find `similar` relations from nearest neighbours (heal loop)."
+    )
+    # all-MiniLM-L6-v2 on NFCorpus: 28% of the documents have another at or above 0.8 (0.55
+    # relations per document at k = 5), pairs about one topic; 66% at 0.7, where sharing a
+    # field is enough; 4% at 0.9, one question studied twice or the same paper twice
+    # (`semantic bench discover`; README_vector.md, "Discovered relations").
+    relations_similar_threshold: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Cosine similarity of two nodes' mean `content` vectors at or above which "
+        "they are related as `similar`.",
+    )
+    relations_similar_k: int = Field(
+        5, ge=1, le=100, description="Discovered `similar` relations per node at most."
+    )
+    relations_discover_batch_size: int = Field(
+        256,
+        ge=1,
+        le=10_000,
+        description="Nodes examined per discovery step (one k-NN query each, one transaction).",
+    )
+
+    def discovery_config(self) -> DiscoveryConfig:
+        """The core's value of these settings."""
+        return DiscoveryConfig(
+            threshold=self.relations_similar_threshold,
+            k=self.relations_similar_k,
+            batch_size=self.relations_discover_batch_size,
+        )
 
 
 class RetrievalSettings(BaseServiceSettings):

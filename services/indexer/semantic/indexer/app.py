@@ -5,7 +5,9 @@ heal loop -> SIGTERM -> finish or return the batch in flight -> close.
 While the database guardian (``semantic.store.postgres.guardian``) recovers a lost, emptied or
 replaced database, health is NOT_SERVING and the consumers fetch nothing; once it is
 back, a heal pass starts at once. So does one when the completeness check finds nodes
-without vectors in the active space."""
+without vectors in the active space. Relation discovery (``semantic.core.discovery``) runs
+in the same loop, one bounded step after each pass and on each completeness check, back to
+back while nodes are due, a heal asked for always going first."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ import contextlib
 
 import structlog
 from nats.aio.client import Client as NatsClient
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
 from semantic.common.retry import retry_async
 from semantic.common.server import ServerKit, run_service
+from semantic.core.discovery import RelationDiscovery
 from semantic.core.feedback import FeedbackService, Prior
 from semantic.core.maintenance import (
     CompletenessCheck,
@@ -30,7 +33,7 @@ from semantic.core.maintenance import (
 )
 from semantic.core.recommend.archetypes import ArchetypeRefresh
 from semantic.core.recommend.tracker import Tracker
-from semantic.core.spaces import ActiveSpaces
+from semantic.core.spaces import ActiveSpaces, Space
 from semantic.core.writer import writer_from_settings
 from semantic.indexer.consumer import ConsumerConfig, ContentConsumer, dependency_down
 from semantic.indexer.feedback import FeedbackEventHandler
@@ -42,6 +45,7 @@ from semantic.indexer.users import UserEventHandler
 from semantic.store.nats.connection import connect as connect_nats
 from semantic.store.postgres.archetype_rows import ArchetypeStore
 from semantic.store.postgres.db import create_pool, default_session_settings, outage_of
+from semantic.store.postgres.discovery import PostgresDiscovery
 from semantic.store.postgres.feedback import PostgresFeedback
 from semantic.store.postgres.guardian import DatabaseGuardian
 from semantic.store.postgres.maintenance import PostgresMaintenance
@@ -58,6 +62,18 @@ HEAL_PASSES = Counter(
     "semantic_indexer_heal_passes_total",
     "Heal passes run by the heal loop, by what started them",
     ["trigger"],
+)
+DISCOVERED = Counter(
+    "semantic_indexer_discovered_relations_total",
+    "Discovered `similar` relations written or removed by relation discovery",
+    ["change"],
+)
+DISCOVERY_NODES = Counter(
+    "semantic_indexer_discovery_nodes_total", "Nodes examined by relation discovery"
+)
+DISCOVERY_PENDING = Gauge(
+    "semantic_indexer_discovery_pending",
+    "Nodes of the active space due for relation discovery (as of the last step)",
 )
 
 
@@ -167,10 +183,17 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             )
         )
         archetypes = ArchetypeRefresh(ArchetypeStore(pool), settings.track_config())
+        discovery = (
+            RelationDiscovery(PostgresDiscovery(pool), settings.discovery_config())
+            if settings.relations_discover
+            else None
+        )
         if settings.indexer_heal_interval_s > 0:
             tasks.append(
                 asyncio.create_task(
-                    _heal_loop(maintenance, trigger, archetypes, settings, halt),
+                    _heal_loop(
+                        maintenance, trigger, archetypes, settings, halt, discovery=discovery
+                    ),
                     name="heal",
                 )
             )
@@ -213,40 +236,79 @@ async def _heal_loop(
     archetypes: ArchetypeRefresh,
     settings: IndexerSettings,
     stop: asyncio.Event,
+    *,
+    discovery: RelationDiscovery | None = None,
 ) -> None:
     """Resume space builds, heal the active space, derive archetypes: every interval, and
     at once when asked (a recovered database) or when the completeness check, run every
-    ``indexer_completeness_check_s`` in between, finds nodes without vectors."""
+    ``indexer_completeness_check_s`` in between, finds nodes without vectors. A discovery
+    step follows each pass and each check, and the next one comes at once while nodes are
+    due; a heal asked for meanwhile runs first."""
     interval_s = settings.indexer_heal_interval_s
     check_s = settings.indexer_completeness_check_s
     completeness = CompletenessCheck(maintenance)
     loop = asyncio.get_running_loop()
     next_pass = loop.time() + min(interval_s, 5.0)  # soon after start: a replaced database
+    next_check = loop.time() + check_s
+    more = False  # discovery has nodes due: step again at once
     while True:
         now = loop.time()
-        wake = min(next_pass, now + check_s) if check_s > 0 else next_pass
-        reasons = await trigger.wait(stop, max(0.0, wake - now))
+        wake = min(next_pass, next_check) if check_s > 0 else next_pass
+        reasons = await trigger.wait(stop, 0.0 if more else max(0.0, wake - now))
         if reasons is None:
             return
         try:
-            if not reasons and loop.time() >= next_pass:
+            now = loop.time()
+            if not reasons and now >= next_pass:
                 reasons = ["interval"]
+            checking = check_s > 0 and now >= next_check
+            if checking:
+                next_check = now + check_s
             space = await maintenance.spaces.space()
-            if not reasons and check_s > 0 and await completeness.find(space):
+            if not reasons and checking and await completeness.find(space):
                 reasons = ["incomplete"]
-            if not reasons:
+            if reasons:
+                next_pass = loop.time() + interval_s
+                await _heal_pass(maintenance, completeness, archetypes, settings, reasons)
+            elif not (checking or more):
                 continue
-            next_pass = loop.time() + interval_s
-            await _heal_pass(maintenance, completeness, archetypes, settings, reasons)
         except Exception as exc:
-            if outage_of(exc) == "recovering":  # the guardian logs the outage itself
-                level = log.debug
-            else:
-                level = log.warning if dependency_down(exc) else log.error
-            level("heal_failed", error=f"{type(exc).__name__}: {exc}")
+            more = False
+            _failed("heal_failed", exc)
             next_pass = min(next_pass, loop.time() + min(interval_s, 10.0))
             if await sleep_or_stop(stop, min(check_s or 1.0, 1.0)):
                 return
+            continue
+        if discovery is None:
+            continue
+        try:
+            more = await _discover(discovery, await maintenance.spaces.space())
+        except Exception as exc:
+            more = False
+            _failed("discovery_failed", exc)
+            if await sleep_or_stop(stop, min(check_s or 1.0, 1.0)):
+                return
+
+
+def _failed(event: str, exc: Exception) -> None:
+    if outage_of(exc) == "recovering":  # the guardian logs the outage itself
+        level = log.debug
+    else:
+        level = log.warning if dependency_down(exc) else log.error
+    level(event, error=f"{type(exc).__name__}: {exc}")
+
+
+async def _discover(discovery: RelationDiscovery, space: Space) -> bool:
+    """One discovery step over ``space``; True when another should follow at once."""
+    report = await discovery.step(space)
+    if report is None:  # another replica runs discovery over this space right now
+        return False
+    DISCOVERY_NODES.inc(report.examined)
+    for change in ("added", "updated", "removed"):
+        DISCOVERED.labels(change).inc(getattr(report, change))
+    if report.pending is not None:
+        DISCOVERY_PENDING.set(report.pending)
+    return report.more
 
 
 async def _heal_pass(

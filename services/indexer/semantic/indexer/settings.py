@@ -11,6 +11,7 @@ from semantic.core.settings import (
     InputLimitSettings,
     MaintenanceSettings,
     RankingSettings,
+    RelationDiscoverySettings,
     WritePathSettings,
 )
 from semantic.store.nats.settings import EventStreamSettings
@@ -21,6 +22,7 @@ class IndexerSettings(
     WritePathSettings,
     MaintenanceSettings,
     RankingSettings,
+    RelationDiscoverySettings,
     RecommendSettings,
     DatabaseRecoverySettings,
     EventStreamSettings,

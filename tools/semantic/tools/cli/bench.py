@@ -161,6 +161,35 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     knowledge.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
     )
+    discover = targets.add_parser(
+        "discover",
+        help="share of a BEIR corpus with a discovered `similar` relation per threshold, "
+        "and discovery's time vs. ingest",
+        description="Upserts a BEIR corpus into a throw-away stack (baseline: that ingest's "
+        "time), scores every document's nearest neighbours the way relation discovery does "
+        "and reports, per threshold, the share of documents with a neighbour at or above it; "
+        "then times a whole discovery run at --threshold and --k.",
+    )
+    discover.add_argument("--json", action="store_true", help="print one JSON object")
+    discover.add_argument("--dataset", type=Path, required=True, help="BEIR folder")
+    discover.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="+",
+        default=[0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95],
+        help="thresholds to report the share at",
+    )
+    discover.add_argument(
+        "--threshold", type=float, help="threshold of the timed run (default: the setting's)"
+    )
+    discover.add_argument("--k", type=int, help="edges per node (default: the setting's)")
+    discover.add_argument("--threads", type=int, default=2, help="embedder threads")
+    discover.add_argument(
+        "--examples", type=int, default=0, help="pairs of titles to show per band of similarity"
+    )
+    discover.add_argument(
+        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+    )
     soak = targets.add_parser(
         "soak",
         help="the whole stack under mixed load for N minutes: errors, latency, events, memory",
@@ -323,6 +352,23 @@ def run(args: argparse.Namespace) -> int:
                 settle_max_s=args.settle_max,
             ),
             progress=lambda step: print(f"# {step}", file=sys.stderr),
+        )
+        _print(report, args.json)
+        return 0
+    if args.target == "discover":
+        from semantic.tools.bench.discover import DiscoverBenchConfig, run_discover_bench
+
+        chosen = {"threshold": args.threshold, "k": args.k}
+        measure = DiscoverBenchConfig(
+            dataset=args.dataset,
+            model_dir=args.model,
+            thresholds=args.thresholds,
+            threads=args.threads,
+            examples=args.examples,
+            **{name: value for name, value in chosen.items() if value is not None},
+        )
+        report = run_discover_bench(
+            measure, progress=lambda step: print(f"# {step}", file=sys.stderr)
         )
         _print(report, args.json)
         return 0

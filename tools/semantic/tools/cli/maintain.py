@@ -1,9 +1,11 @@
 """`semantic backfill`, `semantic heal`, `semantic reindex` and `semantic rollback`.
 
 backfill and heal run in this process against DATABASE_URL and the embedder at
-SEMANTIC_EMBEDDER_ADDRESS (the indexer's settings). reindex and rollback call the search
-service's Admin API at SEMANTIC_SEARCH_ADDRESS, with the token in SEMANTIC_TOKEN when the
-service checks tokens; reindex waits for the build and shows its progress.
+SEMANTIC_EMBEDDER_ADDRESS (the indexer's settings); heal then runs relation discovery over
+the active space until no node is due (SEMANTIC_RELATIONS_* settings). reindex and rollback
+call the search service's Admin API at SEMANTIC_SEARCH_ADDRESS, with the token in
+SEMANTIC_TOKEN when the service checks tokens; reindex waits for the build and shows its
+progress.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from semantic.core.discovery import DiscoveryReport
+    from semantic.core.spaces import ActiveSpaces, Space
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,9 +39,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     heal = sub.add_parser(
         "heal",
         help="re-embed nodes whose vectors are missing or stale, once",
-        description="One heal pass (what the indexer's heal loop runs periodically).",
+        description="One heal pass (what the indexer's heal loop runs periodically), then "
+        "relation discovery over the active space until no node is due (when "
+        "SEMANTIC_RELATIONS_DISCOVER is on).",
     )
     heal.add_argument("--dry-run", action="store_true", help="count only, write nothing")
+    heal.add_argument(
+        "--no-discover", action="store_true", help="skip relation discovery after the pass"
+    )
     for command in (backfill, heal):
         command.add_argument("--type", dest="content_type", help="only this content type")
         command.add_argument(
@@ -121,6 +134,7 @@ class ProgressBar:
         """End the bar's line."""
         if self._tty and self._out is not None:
             self._out.write("\n")
+            self._tty = False  # once
 
 
 async def _heal(args: argparse.Namespace) -> int:
@@ -170,6 +184,10 @@ async def _heal(args: argparse.Namespace) -> int:
             dry_run=getattr(args, "dry_run", False),
             progress=progress,
         )
+        bar.close()
+        discovered: DiscoveryReport | None = None
+        if args.command == "heal" and not args.no_discover:
+            discovered = await _discover(pool, active, space, dry_run=args.dry_run)
     except SemanticError as exc:
         bar.close()
         print(f"{args.command} failed: {exc}", file=sys.stderr)
@@ -177,18 +195,53 @@ async def _heal(args: argparse.Namespace) -> int:
     finally:
         await embedder.close()
         await pool.close()
-    bar.close()
     summary = {"command": args.command, "space": space.id, "mode": mode, **report.as_dict()}
+    if args.command == "heal":
+        summary["discovery"] = discovered.as_dict() if discovered is not None else None
     if args.json:
         print(json.dumps(summary))
     else:
-        print(
+        line = (
             f"{args.command}: space {space.id}, scanned {report.scanned}, missing "
             f"{report.missing}, stale {report.stale}, re-embedded {report.reembedded}, "
             f"failed {report.failed}, orphaned vector rows {report.orphans}"
             f" in {report.duration_s:.1f}s"
         )
+        if discovered is not None:
+            line += (
+                f"; discovery: examined {discovered.examined}, added {discovered.added},"
+                f" updated {discovered.updated}, removed {discovered.removed},"
+                f" due {discovered.pending} in {discovered.duration_s:.1f}s"
+            )
+        print(line)
     return 0 if report.failed == 0 else 1
+
+
+async def _discover(
+    pool: asyncpg.Pool, active: ActiveSpaces, space: Space, *, dry_run: bool
+) -> DiscoveryReport | None:
+    """Relation discovery over ``space`` until no node is due (a dry run only counts the
+    due nodes); None when it is off or ``space`` is not the active space."""
+    from semantic.core.discovery import DiscoveryReport, RelationDiscovery
+    from semantic.core.settings import RelationDiscoverySettings
+    from semantic.store.postgres.discovery import PostgresDiscovery
+
+    settings = RelationDiscoverySettings()
+    if not settings.relations_discover or space.id != (await active.space()).id:
+        return None
+    discovery = RelationDiscovery(PostgresDiscovery(pool), settings.discovery_config())
+    if dry_run:
+        return DiscoveryReport(pending=await discovery.pending(space))
+    bar = ProgressBar("discovery: examined")
+
+    def progress(report: DiscoveryReport) -> None:
+        done = report.examined
+        bar.update(done, done + (report.pending or 0), f"added {report.added}")
+
+    try:
+        return await discovery.run(space, progress=progress)
+    finally:
+        bar.close()
 
 
 async def _archetypes(args: argparse.Namespace) -> int:

@@ -5,18 +5,24 @@ inside its transaction, under its node lock) and deletes every relation from and
 deleted node (:func:`delete_node_relations`); :class:`PostgresRelations` answers
 Relate, Unrelate, the walk's steps and the relations of hits. A relation is read only when
 its other end exists.
+
+Discovered `similar` relations (``discovery``) give way to client ones: a client `similar`
+relation replaces a discovered one of the same key and removes the discovered one of the
+reverse key; when a client `similar` relation takes the place of a discovered one, or goes,
+both of its nodes are examined again by discovery (``discovery.ask_recheck``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
 
 from semantic.core.domain import NodeRecord
-from semantic.core.relations import Direction, Edge, EdgeKey, Relation, Step, WalkQuery
+from semantic.core.relations import SIMILAR, Direction, Edge, EdgeKey, Relation, Step, WalkQuery
 from semantic.store.postgres.db import connection
+from semantic.store.postgres.discovery import ask_recheck, forget_nodes
 from semantic.store.postgres.node_locks import lock_nodes
 
 Key = tuple[str, str]
@@ -58,18 +64,26 @@ async def replace_client_relations(conn: asyncpg.Connection, nodes: Sequence[Nod
     given = [n for n in nodes if n.relations is not None]
     if not given:
         return
-    await conn.execute(
+    gone = await conn.fetch(
         "DELETE FROM semantic.relations r USING unnest($1::text[], $2::text[]) AS k(tenant, id)"
-        " WHERE r.tenant = k.tenant AND r.source_id = k.id AND NOT r.discovered",
+        " WHERE r.tenant = k.tenant AND r.source_id = k.id AND NOT r.discovered"
+        " RETURNING r.tenant, r.source_id, r.target_id, r.type",
         [n.tenant for n in given],
         [n.id for n in given],
     )
     edges = [(n.tenant, n.id, rel) for n in given for rel in n.relations or ()]
-    await _upsert(conn, edges)
+    kept = {(t, s, rel.node_id) for t, s, rel in edges if rel.type == SIMILAR}
+    _, _, asked = await _upsert(conn, edges)
+    dropped = {
+        (r["tenant"], r["source_id"], r["target_id"]) for r in gone if r["type"] == SIMILAR
+    } - kept
+    await ask_recheck(conn, asked | _ends(dropped))
 
 
 async def delete_node_relations(conn: asyncpg.Connection, tenant: str, ids: Sequence[str]) -> None:
-    """Every relation from and to the nodes ``ids`` of ``tenant``."""
+    """Every relation from and to the nodes ``ids`` of ``tenant``, and what discovery knew
+    of them (``discovery.forget_nodes``)."""
+    await forget_nodes(conn, tenant, ids)
     await conn.execute(
         "DELETE FROM semantic.relations WHERE tenant = $1"
         " AND (source_id = ANY($2::text[]) OR target_id = ANY($2::text[]))",
@@ -80,11 +94,14 @@ async def delete_node_relations(conn: asyncpg.Connection, tenant: str, ids: Sequ
 
 async def _upsert(
     conn: asyncpg.Connection, edges: Sequence[tuple[str, str, Relation]]
-) -> tuple[int, int]:
-    """Insert or update (tenant, source, relation) rows; (created, updated)."""
+) -> tuple[int, int, set[Key]]:
+    """Insert or update (tenant, source, relation) rows; (created, updated, the nodes
+    discovery should examine again: see :func:`_displace_discovered`)."""
     if not edges:
-        return 0, 0
+        return 0, 0, set()
     ordered = sorted(edges, key=lambda e: (e[0], e[1], e[2].node_id, e[2].type))
+    similar = [e for e in ordered if e[2].type == SIMILAR]
+    replaced = await _discovered_pairs(conn, similar)
     rows = await conn.fetch(
         "INSERT INTO semantic.relations AS r"
         " (tenant, source_id, target_id, type, strength, description, discovered)"
@@ -103,7 +120,58 @@ async def _upsert(
         [e[2].description for e in ordered],
     )
     created = sum(1 for r in rows if r["inserted"])
-    return created, len(rows) - created
+    asked = await _displace_discovered(conn, similar, replaced)
+    return created, len(rows) - created, asked
+
+
+def _ends(pairs: Iterable[tuple[str, str, str]]) -> set[Key]:
+    """Both nodes of each (tenant, source, target)."""
+    return {(t, n) for t, s, d in pairs for n in (s, d)}
+
+
+async def _discovered_pairs(
+    conn: asyncpg.Connection, similar: Sequence[tuple[str, str, Relation]]
+) -> set[tuple[str, str, str]]:
+    """The (tenant, source, target) of ``similar`` stored as discovered relations now."""
+    if not similar:
+        return set()
+    rows = await conn.fetch(
+        "SELECT r.tenant, r.source_id, r.target_id FROM semantic.relations r"
+        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source_id, target_id)"
+        " ON r.tenant = k.tenant AND r.source_id = k.source_id AND r.target_id = k.target_id"
+        " WHERE r.type = $4 AND r.discovered",
+        [e[0] for e in similar],
+        [e[1] for e in similar],
+        [e[2].node_id for e in similar],
+        SIMILAR,
+    )
+    return {(r["tenant"], r["source_id"], r["target_id"]) for r in rows}
+
+
+async def _displace_discovered(
+    conn: asyncpg.Connection,
+    similar: Sequence[tuple[str, str, Relation]],
+    replaced: set[tuple[str, str, str]],
+) -> set[Key]:
+    """After client `similar` relations were written (``replaced``: those that took the
+    place of a discovered one): remove the discovered relations of their reverse keys;
+    returns both nodes of each pair that lost a discovered relation, for discovery to
+    examine again (its place among the k may go to another node)."""
+    if not similar:
+        return set()
+    gone = await conn.fetch(
+        "DELETE FROM semantic.relations r"
+        " USING unnest($1::text[], $2::text[], $3::text[]) AS k(tenant, source_id, target_id)"
+        " WHERE r.tenant = k.tenant AND r.source_id = k.target_id"
+        " AND r.target_id = k.source_id AND r.type = $4 AND r.discovered"
+        " RETURNING r.tenant, r.source_id, r.target_id",
+        [e[0] for e in similar],
+        [e[1] for e in similar],
+        [e[2].node_id for e in similar],
+        SIMILAR,
+    )
+    displaced = {(r["tenant"], r["source_id"], r["target_id"]) for r in gone}
+    return _ends(displaced | replaced)
 
 
 _OUT = (
@@ -135,23 +203,37 @@ class PostgresRelations:
         a source's relations is ordered with this, never interleaved)."""
         async with connection(self._pool) as conn, conn.transaction():
             await lock_nodes(conn, [(tenant, e.source_id) for e in edges])
-            return await _upsert(conn, [(tenant, e.source_id, e.relation) for e in edges])
+            created, updated, asked = await _upsert(
+                conn, [(tenant, e.source_id, e.relation) for e in edges]
+            )
+            await ask_recheck(conn, asked)
+            return created, updated
 
     async def unrelate(self, tenant: str, keys: Sequence[EdgeKey]) -> int:
-        """Remove, under the sources' node locks."""
+        """Remove, under the sources' node locks; discovery examines again both nodes of a
+        client `similar` relation removed."""
         async with connection(self._pool) as conn, conn.transaction():
             await lock_nodes(conn, [(tenant, k.source_id) for k in keys])
-            status = await conn.execute(
+            gone = await conn.fetch(
                 "DELETE FROM semantic.relations r"
                 " USING unnest($2::text[], $3::text[], $4::text[]) AS k(source_id, target_id, type)"
                 " WHERE r.tenant = $1 AND r.source_id = k.source_id AND r.target_id = k.target_id"
-                " AND (k.type = '' OR r.type = k.type)",
+                " AND (k.type = '' OR r.type = k.type)"
+                " RETURNING r.source_id, r.target_id, r.type, r.discovered",
                 tenant,
                 [k.source_id for k in keys],
                 [k.target_id for k in keys],
                 [k.type or "" for k in keys],
             )
-        return int(status.rsplit(" ", 1)[-1])
+            await ask_recheck(
+                conn,
+                _ends(
+                    (tenant, r["source_id"], r["target_id"])
+                    for r in gone
+                    if r["type"] == SIMILAR and not r["discovered"]
+                ),
+            )
+        return len(gone)
 
     async def steps(self, query: WalkQuery, frontier: Sequence[str]) -> list[Step]:
         """The relations leaving ``frontier`` (to nodes that exist) the query follows."""

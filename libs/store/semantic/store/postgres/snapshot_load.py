@@ -10,14 +10,15 @@ the stored node. Relations follow their source node: a node the import writes ge
 snapshot's relations from it (its stored client relations go), a stored node newer than the
 snapshot's keeps its own, any other gains the snapshot's relations it lacks; a client
 relation replaces a discovered one of the same key, never the reverse; a snapshot written
-before relations existed has no relations file and changes none. Guardian rules follow
-their node the same way: a node the import writes gets exactly the snapshot's rules, a
-stored node newer than the snapshot's keeps its own, any other gains the snapshot's rules it
-lacks; rules go with the nodes a tombstone deletes; a snapshot without a rules file changes
-none; every tenant's rule stamp is renewed (compiled rules are read again). The
-recommendation tables (events, users, engagement, archetypes) are derived from the event
-log: rows missing in the database are added, existing rows kept. ``replace`` clears the
-tenants in scope first, so everything then loads as new.
+before relations existed has no relations file and changes none. Guardian rules follow their
+node the same way: a node the import writes gets exactly the snapshot's rules, a stored node
+newer than the snapshot's keeps its own, any other gains the snapshot's rules it lacks;
+rules go with the nodes a tombstone deletes; a snapshot without a rules file changes none;
+every tenant's rule stamp is renewed (compiled rules are read again). What discovery knew of
+a node cleared or deleted goes with it, and a node the snapshot brings discovered relations
+of is examined again by discovery. The recommendation tables (events, users, engagement,
+archetypes) are derived from the event log: rows missing in the database are added, existing
+rows kept. ``replace`` clears the tenants in scope first, so everything then loads as new.
 
 A space's vectors going into an empty vector table (a restore into a new database, or a
 ``replace`` of everything) are written first and indexed after: the table's HNSW index is
@@ -244,6 +245,14 @@ class SnapshotLoader:
                 " AND (x.source_id = c.id OR x.target_id = c.id)"
             )
             deleted += _count(status)
+            await self._conn.execute(
+                "DELETE FROM semantic.relation_discovery x USING snap_cleared c"
+                " WHERE x.tenant = c.tenant AND x.node_id = c.id"
+            )
+        else:  # what discovery knew of the nodes cleared (not a snapshot table)
+            await self._conn.execute(
+                f"DELETE FROM semantic.relation_discovery WHERE {where}", *args
+            )
         for table in TABLES:
             if table not in (NODES, POSTINGS, RULES) and not (types and table is RELATIONS):
                 status = await self._conn.execute(
@@ -322,6 +331,10 @@ class SnapshotLoader:
                 " WHERE r.tenant = g.tenant AND r.node_id = g.id"
             )
             await self._conn.execute(
+                "DELETE FROM semantic.relation_discovery d USING snap_gone g"
+                " WHERE d.tenant = g.tenant AND d.node_id = g.id"
+            )
+            await self._conn.execute(
                 "DELETE FROM semantic.nodes n USING snap_gone g"
                 " WHERE n.tenant = g.tenant AND n.id = g.id"
             )
@@ -381,6 +394,12 @@ class SnapshotLoader:
             " WHERE r.discovered AND NOT EXCLUDED.discovered"
         )
         report.tables[RELATIONS.name] = _count(status)
+        # Discovered relations the snapshot brought: their nodes are examined again.
+        await self._conn.execute(
+            "UPDATE semantic.relation_discovery d SET recheck = d.recheck + 1"
+            " FROM (SELECT DISTINCT tenant, source_id FROM snap_relations WHERE discovered) s"
+            " WHERE d.tenant = s.tenant AND d.node_id = s.source_id"
+        )
 
     async def _rules(self, report: ImportReport) -> None:
         if RULES.file not in self._manifest.files:  # written before guardian rules existed

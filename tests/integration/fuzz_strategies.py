@@ -355,6 +355,8 @@ def recommend_requests(draw: st.DrawFn, pools: Pools) -> spb.RecommendRequest:
         request.diversity.mmr_lambda = draw(st.floats(0, 1))
     if draw(st.booleans()):
         request.filter.CopyFrom(draw(filters(pools)))
+    if draw(st.booleans()):
+        request.modifiers.extend(draw(st.lists(score_modifiers(pools), max_size=2)))
     return request
 
 

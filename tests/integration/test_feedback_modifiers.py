@@ -286,3 +286,30 @@ async def test_feedback_events_count_once_through_the_indexer(
             cache, late_node = got.nodes
             assert (cache.feedback.succeeded, cache.feedback.avg_minutes_saved) == (3, 5)
             assert (late_node.feedback.applied, late_node.feedback.failed) == (1, 1)
+
+
+async def test_recommend_takes_modifiers_too(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_search(env, monkeypatch) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        await _load(stub)
+        ask = pb.RecommendRequest(positive=[pb.RecommendExample(id="retry")], top_k=3)
+        plain = await stub.Recommend(ask)
+        assert not plain.hits[0].explanation.HasField("base_score")
+        boost = pb.ScoreModifier(metadata_key="ctr", op=pb.MODIFIER_OP_ADD, weight=10.0)
+        boosted = pb.RecommendRequest()
+        boosted.CopyFrom(ask)
+        boosted.modifiers.append(boost)
+        reply = await stub.Recommend(boosted)
+        top = reply.hits[0]
+        assert top.node.id == "retry-loop"  # + 10 x 0.30
+        explained = top.explanation
+        assert explained.modifiers[0].name == "metadata:ctr"
+        assert top.score == pytest.approx(explained.base_score + 3.0)
+        parts = (explained.similarity, explained.engagement, explained.recency)
+        parts += (explained.archetype_prior, explained.relations)
+        assert explained.base_score == pytest.approx(sum(p.contribution for p in parts))
+        by_id = {h.node.id: h for h in reply.hits}
+        if "breaker" in by_id:  # a string ctr: skipped, never NaN
+            assert by_id["breaker"].explanation.modifiers[0].skipped

@@ -1719,6 +1719,8 @@ class RecommendRequest(_message.Message):
     WEIGHTS_FIELD_NUMBER: _builtins.int
     INCLUDE_BODY_FIELD_NUMBER: _builtins.int
     SPACE_ID_FIELD_NUMBER: _builtins.int
+    MODIFIERS_FIELD_NUMBER: _builtins.int
+    SKIP_DEFAULT_MODIFIERS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """Tenant of the user and of the nodes; empty is the default tenant."""
     user_id: _builtins.str
@@ -1749,6 +1751,8 @@ class RecommendRequest(_message.Message):
     """When true returned nodes include `body` and `texts`; default false."""
     space_id: _builtins.str
     """Embedding space used. Empty: the active space."""
+    skip_default_modifiers: _builtins.bool
+    """When true, no default modifiers apply (only `modifiers`)."""
     @_builtins.property
     def content_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Shorthand for `filter.content_types`: only these content types. When both are set a
@@ -1775,6 +1779,13 @@ class RecommendRequest(_message.Message):
     def weights(self) -> Global___RecommendWeights:
         """Overrides of the score weights. Unset: server defaults."""
 
+    @_builtins.property
+    def modifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreModifier]:
+        """Score modifiers applied to each candidate's blended score before diversity (as
+        SearchRequest.modifiers; at most 16). When empty, the defaults of each candidate's
+        content type from the settings apply (if any).
+        """
+
     def __init__(
         self,
         *,
@@ -1794,10 +1805,12 @@ class RecommendRequest(_message.Message):
         weights: Global___RecommendWeights | None = ...,
         include_body: _builtins.bool = ...,
         space_id: _builtins.str = ...,
+        modifiers: _abc.Iterable[Global___ScoreModifier] | None = ...,
+        skip_default_modifiers: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["diversity", b"diversity", "filter", b"filter", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archetype", b"archetype", "content_types", b"content_types", "diversity", b"diversity", "exclude_seen", b"exclude_seen", "filter", b"filter", "include_body", b"include_body", "include_converted", b"include_converted", "negative", b"negative", "positive", b"positive", "space_id", b"space_id", "strategy", b"strategy", "tenant", b"tenant", "top_k", b"top_k", "user_id", b"user_id", "vector_name", b"vector_name", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archetype", b"archetype", "content_types", b"content_types", "diversity", b"diversity", "exclude_seen", b"exclude_seen", "filter", b"filter", "include_body", b"include_body", "include_converted", b"include_converted", "modifiers", b"modifiers", "negative", b"negative", "positive", b"positive", "skip_default_modifiers", b"skip_default_modifiers", "space_id", b"space_id", "strategy", b"strategy", "tenant", b"tenant", "top_k", b"top_k", "user_id", b"user_id", "vector_name", b"vector_name", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1941,10 +1954,16 @@ class RecommendExplanation(_message.Message):
     MMR_SCORE_FIELD_NUMBER: _builtins.int
     RELATIONS_FIELD_NUMBER: _builtins.int
     RELATED_VIA_FIELD_NUMBER: _builtins.int
+    BASE_SCORE_FIELD_NUMBER: _builtins.int
+    MODIFIERS_FIELD_NUMBER: _builtins.int
     source: Global___RecommendSource.ValueType
     """Which candidate source produced the node."""
     mmr_score: _builtins.float
     """MMR score that placed the hit when MMR re-ranking was used; unset otherwise."""
+    base_score: _builtins.float
+    """The blended score before score modifiers; set when modifiers applied. The hit's
+    score is then base_score x every factor + every addend.
+    """
     @_builtins.property
     def similarity(self) -> Global___ScorePart:
         """Similarity to the journey vector or the examples (by the strategy)."""
@@ -1983,6 +2002,10 @@ class RecommendExplanation(_message.Message):
     def related_via(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelatedVia]:
         """Every relation from the user's recent nodes that raised this node, strongest first."""
 
+    @_builtins.property
+    def modifiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModifierContribution]:
+        """Each score modifier's contribution, in the order applied."""
+
     def __init__(
         self,
         *,
@@ -1996,13 +2019,20 @@ class RecommendExplanation(_message.Message):
         mmr_score: _builtins.float | None = ...,
         relations: Global___ScorePart | None = ...,
         related_via: _abc.Iterable[Global___RelatedVia] | None = ...,
+        base_score: _builtins.float | None = ...,
+        modifiers: _abc.Iterable[Global___ModifierContribution] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_mmr_score", b"_mmr_score", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "engagement_counts", b"engagement_counts", "mmr_score", b"mmr_score", "recency", b"recency", "relations", b"relations", "similarity", b"similarity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_base_score", b"_base_score", "_mmr_score", b"_mmr_score", "archetype_prior", b"archetype_prior", "base_score", b"base_score", "engagement", b"engagement", "engagement_counts", b"engagement_counts", "mmr_score", b"mmr_score", "recency", b"recency", "relations", b"relations", "similarity", b"similarity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_mmr_score", b"_mmr_score", "archetype_prior", b"archetype_prior", "engagement", b"engagement", "engagement_counts", b"engagement_counts", "mmr_score", b"mmr_score", "recency", b"recency", "related_via", b"related_via", "relations", b"relations", "similar_to", b"similar_to", "similarity", b"similarity", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_base_score", b"_base_score", "_mmr_score", b"_mmr_score", "archetype_prior", b"archetype_prior", "base_score", b"base_score", "engagement", b"engagement", "engagement_counts", b"engagement_counts", "mmr_score", b"mmr_score", "modifiers", b"modifiers", "recency", b"recency", "related_via", b"related_via", "relations", b"relations", "similar_to", b"similar_to", "similarity", b"similarity", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__base_score: _TypeAlias = _typing.Literal["base_score"]  # noqa: Y015
+    _WhichOneofArgType__base_score: _TypeAlias = _typing.Literal["_base_score", b"_base_score"]  # noqa: Y015
     _WhichOneofReturnType__mmr_score: _TypeAlias = _typing.Literal["mmr_score"]  # noqa: Y015
     _WhichOneofArgType__mmr_score: _TypeAlias = _typing.Literal["_mmr_score", b"_mmr_score"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__base_score) -> _WhichOneofReturnType__base_score | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__mmr_score) -> _WhichOneofReturnType__mmr_score | None: ...
 
 Global___RecommendExplanation: _TypeAlias = RecommendExplanation  # noqa: Y015

@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from semantic.common.errors import InvalidArgument
 from semantic.core.domain import Hit, NodeRecord
-from semantic.core.feedback import NodeFeedback
+from semantic.core.feedback import FeedbackService, NodeFeedback
 
 MAX_MODIFIERS = 16
 MAX_NAME_CHARS = 64
@@ -118,6 +118,29 @@ def needs_feedback(modifiers: Sequence[Modifier]) -> bool:
     return any(m.uses_feedback for m in modifiers)
 
 
+def rescore(
+    node: NodeRecord,
+    base: float,
+    chosen: Sequence[Modifier],
+    feedback: Callable[[str], NodeFeedback | None],
+) -> tuple[float, list[Contribution]]:
+    """A node's score after ``chosen`` (``base`` when a result would not be finite) and
+    each modifier's contribution."""
+    contributions = []
+    factor, addend = 1.0, 0.0
+    for modifier in chosen:
+        contribution = _one(modifier, node, feedback)
+        contributions.append(contribution)
+        if contribution.skipped:
+            continue
+        if modifier.op is Op.MULTIPLY:
+            factor *= contribution.effect
+        else:
+            addend += contribution.effect
+    score = base * factor + addend
+    return (score if math.isfinite(score) else base), contributions
+
+
 def apply(
     hits: list[Hit],
     choose: Callable[[NodeRecord], Sequence[Modifier]],
@@ -134,20 +157,7 @@ def apply(
         if not chosen:
             continue
         hit.base_score = hit.score
-        hit.contributions = []
-        factor, addend = 1.0, 0.0
-        for modifier in chosen:
-            contribution = _one(modifier, node, feedback)
-            hit.contributions.append(contribution)
-            if contribution.skipped:
-                continue
-            if modifier.op is Op.MULTIPLY:
-                factor *= contribution.effect
-            else:
-                addend += contribution.effect
-        score = hit.score * factor + addend
-        if math.isfinite(score):
-            hit.score = score
+        hit.score, hit.contributions = rescore(node, hit.score, chosen, feedback)
     order = {id(h): i for i, h in enumerate(hits)}
     hits.sort(key=lambda h: (-h.score, order[id(h)]))
 
@@ -222,6 +232,40 @@ def _clamp(value: float, low: float | None, high: float | None) -> float:
     if high is not None and value > high:
         value = high
     return value
+
+
+@dataclass(frozen=True)
+class Rescoring:
+    """Score modifiers' defaults per content type (``*``: any), how many candidates a
+    query with modifiers re-ranks, and where the nodes' feedback comes from."""
+
+    defaults: Mapping[str, Sequence[Modifier]] = field(default_factory=dict)
+    candidates: int = 100
+    feedback: FeedbackService | None = None
+
+    def chooser(
+        self, given: Sequence[Modifier], use_defaults: bool
+    ) -> Callable[[NodeRecord], Sequence[Modifier]] | None:
+        """Which modifiers each node gets: the request's, else its content type's
+        defaults; None when no node can get any."""
+        if given:
+            chosen = tuple(given)
+            return lambda node: chosen
+        if use_defaults and self.defaults:
+            return defaults_for(self.defaults)
+        return None
+
+    async def feedback_of(
+        self,
+        tenant: str,
+        nodes: Sequence[NodeRecord],
+        chooser: Callable[[NodeRecord], Sequence[Modifier]],
+    ) -> dict[str, NodeFeedback]:
+        """The feedback of ``nodes`` when a modifier chosen for one of them reads it."""
+        wanted = any(m.uses_feedback for n in nodes for m in chooser(n))
+        if not wanted or self.feedback is None:
+            return {}
+        return await self.feedback.of_nodes(tenant, [n.id for n in nodes])
 
 
 def defaults_for(

@@ -30,9 +30,10 @@ from semantic.core.domain import (
     SearchQuery,
     VectorTarget,
 )
-from semantic.core.feedback import FeedbackRecord, FeedbackResult, FeedbackService, NodeFeedback
+from semantic.core.feedback import FeedbackRecord, FeedbackResult, NodeFeedback
 from semantic.core.filters import validate_filter
 from semantic.core.local_sync import DEGRADED_READS
+from semantic.core.modifiers import Rescoring
 from semantic.core.nodes import DeleteOutcome, VectorRow, WriteResult
 from semantic.core.ports import Embedder, NodeStore, Retrieval, SearchStatistics
 from semantic.core.spaces import ActiveSpaces, Space
@@ -42,16 +43,6 @@ log = structlog.get_logger(__name__)
 
 Key = tuple[str, str]
 Chooser = Callable[[NodeRecord], Sequence[scoring.Modifier]]
-
-
-@dataclass(frozen=True)
-class Rescoring:
-    """Score modifiers' defaults per content type (``*``: any), how many candidates a
-    query with modifiers re-ranks, and where the nodes' feedback comes from."""
-
-    defaults: Mapping[str, Sequence[scoring.Modifier]] = field(default_factory=dict)
-    candidates: int = 100
-    feedback: FeedbackService | None = None
 
 
 @dataclass
@@ -218,25 +209,13 @@ class SearchService:
         return result
 
     def _chooser(self, given: Sequence[scoring.Modifier], use_defaults: bool) -> Chooser | None:
-        """Which modifiers each node gets: the request's, else its content type's defaults;
-        None when no node can get any."""
-        if given:
-            chosen = tuple(given)
-            return lambda node: chosen
-        if use_defaults and self._rescoring.defaults:
-            return scoring.defaults_for(self._rescoring.defaults)
-        return None
+        return self._rescoring.chooser(given, use_defaults)
 
     async def _rescore(self, tenant: str, hits: list[Hit], chooser: Chooser) -> None:
         """Apply the modifiers to ``hits`` (nodes attached), reading feedback when one of
         them needs it."""
-        wanted = {
-            m.key for h in hits if h.node is not None for m in chooser(h.node) if m.uses_feedback
-        }
-        values: dict[str, NodeFeedback] = {}
-        service = self._rescoring.feedback
-        if wanted and service is not None:
-            values = await service.of_nodes(tenant, [h.node_id for h in hits])
+        nodes = [h.node for h in hits if h.node is not None]
+        values = await self._rescoring.feedback_of(tenant, nodes, chooser)
         scoring.apply(hits, chooser, values.get)
 
     async def record_feedback(self, items: Sequence[FeedbackRecord]) -> FeedbackResult:

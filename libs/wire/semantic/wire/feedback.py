@@ -208,7 +208,16 @@ def explain(hit: Hit, explanation: pb.HitExplanation) -> None:
     if hit.base_score is None:
         return
     explanation.base_score = hit.base_score
-    for c in hit.contributions:
-        explanation.modifiers.add(
+    explanation.modifiers.extend(contributions_to_proto(hit.contributions))
+
+
+def contributions_to_proto(
+    contributions: Sequence[scoring.Contribution],
+) -> list[pb.ModifierContribution]:
+    """Each modifier's contribution, as the explanations carry them."""
+    return [
+        pb.ModifierContribution(
             name=c.name, op=_OPS_OUT[c.op], input=c.input, effect=c.effect, skipped=c.skipped
         )
+        for c in contributions
+    ]

@@ -24,6 +24,7 @@ from semantic.core.recommend.values import (
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 from semantic.wire import convert
+from semantic.wire.feedback import contributions_to_proto, modifiers_from_proto
 from semantic.wire.json_values import struct_to_dict
 
 SOURCES = {
@@ -149,6 +150,8 @@ def recommend_query_from_proto(
         else "average_vector",
         vector_name=request.vector_name or DEFAULT_VECTOR,
         weights=weights,
+        modifiers=modifiers_from_proto(request.modifiers),
+        default_modifiers=not request.skip_default_modifiers,
     )
 
 
@@ -205,6 +208,9 @@ def _hit(hit: RecommendHit, include_body: bool) -> pb.RecommendHit:
     )
     if hit.mmr_score is not None:
         explanation.mmr_score = hit.mmr_score
+    if hit.modified is not None:
+        explanation.base_score = hit.base_score
+        explanation.modifiers.extend(contributions_to_proto(hit.contributions))
     return pb.RecommendHit(
         node=convert.node_to_proto(hit.node, include_body=include_body),
         score=hit.score,

@@ -31,11 +31,12 @@ from semantic.core.explore import Explorer
 from semantic.core.feedback import FeedbackService, Prior
 from semantic.core.local_sync import LocalIndexFollower
 from semantic.core.maintenance import Maintenance
+from semantic.core.modifiers import Rescoring
 from semantic.core.recommend.recommender import Recommender
 from semantic.core.recommend.tracker import Tracker
 from semantic.core.relations import RelationService
 from semantic.core.rule_service import RuleService
-from semantic.core.service import Rescoring, SearchService
+from semantic.core.service import SearchService
 from semantic.core.spaces import ActiveSpaces
 from semantic.core.writer import writer_from_settings
 from semantic.search.admin import AdminServicer
@@ -143,6 +144,14 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         if local is not None:
             local.start()
             closers.append(local)  # closed before the pool
+        rescoring = Rescoring(
+            defaults=modifier_defaults,
+            candidates=settings.search_modifier_candidates,
+            feedback=FeedbackService(
+                PostgresFeedback(pool),
+                Prior(settings.feedback_prior_success, settings.feedback_prior_failure),
+            ),
+        )
         service = SearchService(
             active,
             writer,
@@ -150,14 +159,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             PostgresRetrieval(pool, RetrievalConfig.from_settings(settings, settings)),
             PostgresStatistics(pool),
             fallback=local,
-            rescoring=Rescoring(
-                defaults=modifier_defaults,
-                candidates=settings.search_modifier_candidates,
-                feedback=FeedbackService(
-                    PostgresFeedback(pool),
-                    Prior(settings.feedback_prior_success, settings.feedback_prior_failure),
-                ),
-            ),
+            rescoring=rescoring,
         )
         reads = RecommendReads(
             pool,
@@ -169,7 +171,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             active,
             limits,
             tracker,
-            Recommender(reads, settings.recommend_config(), tracker.config),
+            Recommender(reads, settings.recommend_config(), tracker.config, rescoring=rescoring),
             max_track_events=settings.recommend_max_track_events,
         )
         rules = RuleService(

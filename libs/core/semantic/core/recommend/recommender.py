@@ -23,6 +23,7 @@ from cachetools import TTLCache
 
 from semantic.common.errors import InvalidArgument, NotFound
 from semantic.core.filters import validate_filter
+from semantic.core.modifiers import Rescoring
 from semantic.core.recommend import smoothing
 from semantic.core.recommend.clustering import nearest_centroid
 from semantic.core.recommend.debug import RecommendDebug, RecommendTrace, explain
@@ -30,7 +31,7 @@ from semantic.core.recommend.diversity import diversify, type_cap
 from semantic.core.recommend.events import TrackConfig
 from semantic.core.recommend.journey import Journey, StoredUser, needs_replay
 from semantic.core.recommend.ports import RecommendReads, RecommendSession
-from semantic.core.recommend.scoring import Scoring, score_candidates
+from semantic.core.recommend.scoring import Scoring, modify, score_candidates
 from semantic.core.recommend.similarity import average_vector, explain_hits, unit
 from semantic.core.recommend.tracker import replay_journey
 from semantic.core.recommend.values import (
@@ -79,10 +80,20 @@ class _Aside:
 class Recommender:
     """Scores candidates for a user or for examples; reads only."""
 
-    def __init__(self, reads: RecommendReads, config: RecommendConfig, track: TrackConfig) -> None:
+    def __init__(
+        self,
+        reads: RecommendReads,
+        config: RecommendConfig,
+        track: TrackConfig,
+        *,
+        rescoring: Rescoring | None = None,
+    ) -> None:
+        """``rescoring``: score modifiers' defaults and the nodes' feedback (none: only
+        the modifiers a request gives, without feedback)."""
         self._reads = reads
         self._config = config
         self._track = track
+        self._rescoring = rescoring or Rescoring()
         self._rates: TTLCache[str, float] = TTLCache(maxsize=10_000, ttl=RATE_TTL_S)
 
     @property
@@ -146,7 +157,14 @@ class Recommender:
             # no MMR comparing candidates with each other): the cosine is computed by the
             # store and only the final hits' nodes and vectors are read in full.
             best_of_examples = query.strategy == "best_score" and bool(positives or negatives)
-            slim = len(query_vectors) <= 1 and not best_of_examples and query.mmr_lambda is None
+            chooser = self._rescoring.chooser(query.modifiers, query.default_modifiers)
+            # Modifiers read the candidates' metadata and tags: no slim reads then.
+            slim = (
+                len(query_vectors) <= 1
+                and not best_of_examples
+                and query.mmr_lambda is None
+                and chooser is None
+            )
             similarity_to = query_vectors[0] if slim and query_vectors else None
             want_items = source == "journey" and bool(query_vectors)
             if trace is not None:
@@ -260,6 +278,10 @@ class Recommender:
                 related=side.signals.strongest(),
             )
             scored = score_candidates(candidates, read, scoring, config)
+            if chooser is not None:
+                scored_nodes = [s.node for s in scored]
+                values = await self._rescoring.feedback_of(query.tenant, scored_nodes, chooser)
+                scored = modify(scored, chooser, values.get)
             share = (
                 query.max_share
                 if query.max_share is not None

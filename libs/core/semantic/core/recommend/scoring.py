@@ -9,7 +9,7 @@ score = w_sim * similarity        cosine to the journey vector / the examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from semantic.core.domain import NodeRecord
+from semantic.core.feedback import NodeFeedback
+from semantic.core.modifiers import Contribution, Modifier, rescore
 from semantic.core.recommend import smoothing
 from semantic.core.recommend.recency import recency
 from semantic.core.recommend.similarity import best_score
@@ -57,6 +59,9 @@ class Scored(NamedTuple):
     recency: float
     prior: float
     relation: float = 0.0
+    modified: float | None = None
+    """``score`` is the modified one; the sum of the parts was this base (None: none)."""
+    contributions: tuple[Contribution, ...] = ()
 
     @property
     def node(self) -> NodeRecord:
@@ -74,6 +79,8 @@ class Scored(NamedTuple):
             archetype_prior=Part(self.prior, weights["archetype_prior"]),
             counts=dict(self.detail.counts),
             relations=Part(self.relation, weights.get("relations", 0.0)),
+            modified=self.score if self.modified is not None else None,
+            contributions=list(self.contributions),
         )
 
 
@@ -119,3 +126,24 @@ def score_candidates(
         scored.append(Scored(score, detail.node.id, source, detail, sim, eng, rec, prior, rel))
     scored.sort(key=lambda s: (-s.score, s.node_id))
     return scored
+
+
+def modify(
+    scored: list[Scored],
+    choose: Callable[[NodeRecord], Sequence[Modifier]],
+    feedback: Callable[[str], NodeFeedback | None],
+) -> list[Scored]:
+    """The candidates re-scored by the modifiers ``choose`` gives each (``modified`` keeps
+    the sum of the parts), best first (ties by node id)."""
+    out = []
+    for item in scored:
+        chosen = choose(item.node)
+        if not chosen:
+            out.append(item)
+            continue
+        new, contributions = rescore(item.node, item.score, chosen, feedback)
+        out.append(
+            item._replace(score=new, modified=item.score, contributions=tuple(contributions))
+        )
+    out.sort(key=lambda s: (-s.score, s.node_id))
+    return out

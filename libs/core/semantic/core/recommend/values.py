@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from semantic.core.domain import DEFAULT_VECTOR, Filter, NodeRecord
+from semantic.core.modifiers import Contribution, Modifier
 
 Source = Literal["journey", "examples", "archetype_popular", "global_popular", "related"]
 Strategy = Literal["average_vector", "best_score"]
@@ -96,6 +97,9 @@ class RecommendQuery:
     strategy: Strategy = "average_vector"
     vector_name: str = DEFAULT_VECTOR
     weights: Mapping[str, float] = field(default_factory=dict)
+    modifiers: tuple[Modifier, ...] = ()
+    """Score modifiers of the request (when given, the defaults do not apply)."""
+    default_modifiers: bool = True
 
 
 @dataclass(frozen=True)
@@ -170,9 +174,12 @@ class RecommendHit:
     mmr_score: float | None = None
     relations: Part = field(default_factory=lambda: Part(0.0, 0.0))
     related_via: list[RelatedVia] = field(default_factory=list)
+    modified: float | None = None
+    """The score after score modifiers (None: none applied)."""
+    contributions: list[Contribution] = field(default_factory=list)
 
     @property
-    def score(self) -> float:
+    def base_score(self) -> float:
         """Sum of the parts' contributions."""
         return (
             self.similarity.contribution
@@ -181,6 +188,11 @@ class RecommendHit:
             + self.archetype_prior.contribution
             + self.relations.contribution
         )
+
+    @property
+    def score(self) -> float:
+        """The sum of the parts, or what score modifiers made of it."""
+        return self.base_score if self.modified is None else self.modified
 
 
 @dataclass

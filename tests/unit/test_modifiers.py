@@ -167,3 +167,20 @@ def test_defaults_follow_the_content_type_with_a_star_fallback() -> None:
     assert choose(pattern) == (boost,)
     assert choose(page) == (other,)
     assert lookup({"a.b": 1, "a": {"b": 2}}, "a.b") == 1  # an exact key first
+
+
+def test_an_unset_weight_is_the_default() -> None:
+    from semantic.v1 import search_pb2 as pb
+    from semantic.wire.feedback import modifier_defaults, modifiers_from_proto
+
+    unset, given = modifiers_from_proto(
+        [pb.ScoreModifier(metadata_key="ctr"), pb.ScoreModifier(metadata_key="ctr", weight=0.5)],
+        "modifiers",
+    )
+    assert unset.weight == 0.2
+    assert given.weight == 0.5
+    for modifier, expected in ((unset, 1.2), (given, 1.5)):
+        hits = [_hit("a", 1.0, ctr=1.0)]
+        apply(hits, lambda node, m=modifier: (m,), lambda _: None)
+        assert hits[0].score == pytest.approx(expected)
+    assert modifier_defaults('{"*": [{"metadataKey": "ctr"}]}')["*"][0].weight == 0.2

@@ -1241,8 +1241,8 @@ class ScoreModifier(_message.Message):
     op: Global___ModifierOp.ValueType
     """MULTIPLY (default) or ADD."""
     weight: _builtins.float
-    """Weight, finite. E.g. MULTIPLY, weight 0.2, center 0.5 on the success rate:
-    score x (1 + 0.2 (success_rate - 0.5)).
+    """Weight, finite; unset (0): 0.2. E.g. MULTIPLY, weight 0.2, center 0.5 on the
+    success rate: score x (1 + 0.2 (success_rate - 0.5)).
     """
     center: _builtins.float
     """Subtracted from the input before weighting; finite, default 0."""

@@ -29,6 +29,9 @@ from semantic.core.domain import Hit, NodeRecord
 from semantic.core.feedback import FeedbackService, NodeFeedback
 
 MAX_MODIFIERS = 16
+DEFAULT_WEIGHT = 0.2
+"""The weight of a modifier that sets none: the one measured safe on NFCorpus for a rate in
+[0, 1] (README_vector.md, "Knowledge features")."""
 MAX_NAME_CHARS = 64
 MAX_KEY_CHARS = 256
 SIGNALS = ("success_rate", "confidence", "applied", "avg_minutes_saved")
@@ -59,7 +62,7 @@ class Modifier:
     key: str
     """The metadata key, the feedback signal or the tag."""
     op: Op = Op.MULTIPLY
-    weight: float = 0.0
+    weight: float = DEFAULT_WEIGHT
     center: float = 0.0
     low: float | None = None
     high: float | None = None

@@ -160,7 +160,7 @@ def _modifier(message: pb.ScoreModifier, field: str) -> scoring.Modifier:
         source=source,
         key=key,
         op=_OPS[message.op],
-        weight=validation.number(message.weight, f"{field}.weight"),
+        weight=validation.number(message.weight, f"{field}.weight") or scoring.DEFAULT_WEIGHT,
         center=validation.number(message.center, f"{field}.center"),
         low=validation.number(message.min, f"{field}.min") if message.HasField("min") else None,
         high=validation.number(message.max, f"{field}.max") if message.HasField("max") else None,

@@ -22,8 +22,8 @@ from semantic.core.domain import (
     Filter,
     VectorTarget,
 )
-from semantic.store.postgres.db import session_settings
 from semantic.store.postgres import dense
+from semantic.store.postgres.db import session_settings
 from semantic.store.postgres.dense import DenseHit, dense_search
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.schema import bootstrap_schema

@@ -48,16 +48,19 @@ Call = Callable[[int, int], Awaitable[Any]]
 
 
 class _Cpu:
-    """CPU seconds used by process trees and by the whole machine, between two reads."""
+    """CPU seconds used by process trees (or single processes: ``alone``) and by the whole
+    machine, between two reads."""
 
-    def __init__(self, roots: dict[str, int]) -> None:
+    def __init__(self, roots: dict[str, int], alone: frozenset[str] = frozenset()) -> None:
         self._roots = roots
+        self._alone = alone
 
     def read(self) -> dict[str, float]:
         out = {"machine_busy": _machine_busy()}
         for name, pid in self._roots.items():
             total = 0.0
-            for process in process_tree(pid):
+            processes = [psutil.Process(pid)] if name in self._alone else process_tree(pid)
+            for process in processes:
                 try:
                     times = process.cpu_times()
                 except psutil.Error:
@@ -116,7 +119,10 @@ async def measure_throughput(
         conns = [await pool.acquire() for _ in range(clients)]
         table = (await spaces.active_space(conns[0])).table
         postmaster = psutil.Process(await conns[0].fetchval("SELECT pg_backend_pid()")).ppid()
-        cpu = _Cpu({"search": search_pid, "postgres": postmaster, "client": psutil.Process().pid})
+        cpu = _Cpu(  # the bench process alone: the services may be its children
+            {"search": search_pid, "postgres": postmaster, "client": psutil.Process().pid},
+            alone=frozenset({"client"}),
+        )
         stub = search_pb2_grpc.SearchStub(channel)
         requests = [
             pb.SearchRequest(

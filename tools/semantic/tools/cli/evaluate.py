@@ -49,6 +49,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=[],
         help="hybrid mode once per keyword weight (dense weight 1); default: the server default",
     )
+    parser.add_argument(
+        "--rrf-k",
+        type=int,
+        nargs="+",
+        default=[],
+        help="RRF runs once per k; default: the server default",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        nargs="+",
+        default=[],
+        help="hybrid mode once per number of candidates per side; default: the server default",
+    )
     parser.add_argument("--threads", type=int, default=2, help="embedder intra-op threads")
     parser.add_argument(
         "--modifiers",
@@ -78,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         more_splits=tuple(splits[1:]),
         fusions=tuple(fusions),
         keyword_weights=tuple(args.keyword_weight),
+        rrf_ks=tuple(args.rrf_k),
+        candidates=tuple(args.candidates),
         threads=args.threads,
         modifiers=args.modifiers,
     )

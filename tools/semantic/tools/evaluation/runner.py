@@ -46,12 +46,14 @@ FUSIONS = {
 
 @dataclass(frozen=True)
 class Run:
-    """One way of asking the queries: a mode, and for hybrid a fusion and a keyword weight
-    (None: the server default)."""
+    """One way of asking the queries: a mode, and for hybrid a fusion, a keyword weight, an
+    RRF k and a number of candidates per side (each None: the server default)."""
 
     mode: str
     fusion: str | None = None
     keyword_weight: float | None = None
+    rrf_k: int | None = None
+    candidates: int | None = None
 
     @property
     def label(self) -> str:
@@ -61,6 +63,10 @@ class Run:
             parts.append(self.fusion)
         if self.keyword_weight is not None:
             parts.append(f"kw={self.keyword_weight:g}")
+        if self.rrf_k is not None:
+            parts.append(f"k={self.rrf_k}")
+        if self.candidates is not None:
+            parts.append(f"candidates={self.candidates}")
         return " ".join(parts)
 
     def request(self, text: str, top_k: int) -> pb.SearchRequest:
@@ -70,6 +76,10 @@ class Run:
             request.hybrid.fusion = FUSIONS[self.fusion]
         if self.keyword_weight is not None:
             request.hybrid.keyword_weight = self.keyword_weight
+        if self.rrf_k is not None:
+            request.hybrid.rrf_k = self.rrf_k
+        if self.candidates is not None:
+            request.hybrid.candidates = self.candidates
         return request
 
 
@@ -88,6 +98,10 @@ class EvalConfig:
     """Hybrid mode once per fusion (empty: once, with the server default)."""
     keyword_weights: Sequence[float] = ()
     """Hybrid mode once per keyword weight, dense weight 1 (empty: the server default)."""
+    rrf_ks: Sequence[int] = ()
+    """RRF runs once per k (empty: the server default); the score fusions do not use k."""
+    candidates: Sequence[int] = ()
+    """Hybrid mode once per number of candidates per side (empty: the server default)."""
     top_k: int = 100
     threads: int = 2
     batch: int = 32
@@ -137,7 +151,17 @@ def runs_of(config: EvalConfig) -> list[Run]:
             continue
         fusions: Sequence[str | None] = config.fusions or [None]
         weights: Sequence[float | None] = config.keyword_weights or [None]
-        out.extend(Run(mode, fusion, weight) for fusion in fusions for weight in weights)
+        candidates: Sequence[int | None] = config.candidates or [None]
+        for fusion in fusions:
+            ks: Sequence[int | None] = (
+                config.rrf_ks if config.rrf_ks and fusion in (None, "rrf") else [None]
+            )
+            out.extend(
+                Run(mode, fusion, weight, k, pool)
+                for pool in candidates
+                for k in ks
+                for weight in weights
+            )
     return out
 
 

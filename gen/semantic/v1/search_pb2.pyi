@@ -158,8 +158,8 @@ class _Fusion:
 class _FusionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fusion.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FUSION_UNSPECIFIED: _Fusion.ValueType  # 0
-    """Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default
-    FUSION_DEFAULT_TBD).
+    """Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default FUSION_RRF,
+    the best of the three on NFCorpus's dev split).
     """
     FUSION_RRF: _Fusion.ValueType  # 1
     """Reciprocal rank fusion: part = weight / (rrf_k + rank), ranks 1-based. Uses ranks
@@ -190,8 +190,8 @@ class Fusion(_Fusion, metaclass=_FusionEnumTypeWrapper):
     """
 
 FUSION_UNSPECIFIED: Fusion.ValueType  # 0
-"""Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default
-FUSION_DEFAULT_TBD).
+"""Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default FUSION_RRF,
+the best of the three on NFCorpus's dev split).
 """
 FUSION_RRF: Fusion.ValueType  # 1
 """Reciprocal rank fusion: part = weight / (rrf_k + rank), ranks 1-based. Uses ranks

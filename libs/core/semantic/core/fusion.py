@@ -77,8 +77,9 @@ def fuse(
     check_fusion(rrf_k, dense_weight, keyword_weight, fusion)
     dense_hits, keyword_hits = from_dense(dense), from_keyword(keyword)
     if fusion is Fusion.RRF:
-        dense_parts = [dense_weight / (rrf_k + rank) for rank in _ranks(dense_hits)]
-        keyword_parts = [keyword_weight / (rrf_k + rank) for rank in _ranks(keyword_hits)]
+        # Each side's hits are in rank order: the n-th has rank n.
+        dense_parts = [dense_weight / (rrf_k + n) for n in range(1, len(dense_hits) + 1)]
+        keyword_parts = [keyword_weight / (rrf_k + n) for n in range(1, len(keyword_hits) + 1)]
     else:
         normalise = NORMALISERS[fusion]
         dense_norm = normalise([hit.score for hit in dense_hits])
@@ -174,10 +175,6 @@ def page(hits: Sequence[Hit], offset: int, top_k: int) -> list[Hit]:
 def _fused_order(hit: Hit) -> tuple[float, int, str]:
     ranks = [r for r in (hit.dense_rank, hit.keyword_rank) if r is not None]
     return (-(hit.fused_score or 0.0), min(ranks, default=0), hit.node_id)
-
-
-def _ranks(hits: Sequence[Hit]) -> list[int]:
-    return [hit.dense_rank or hit.keyword_rank or 0 for hit in hits]
 
 
 def _unit_scale(scores: Sequence[float]) -> list[float] | None:

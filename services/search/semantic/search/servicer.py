@@ -424,13 +424,13 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         )
 
 
-def _fusion(value: int, default: domain.Fusion) -> domain.Fusion:
+def _fusion(value: pb.Fusion.ValueType, default: domain.Fusion) -> domain.Fusion:
     """``HybridParams.fusion``: unset is the server default; an unknown value is refused."""
     if value == pb.FUSION_UNSPECIFIED:
         return default
     if value not in _FUSIONS:
         raise InvalidArgument("hybrid.fusion", f"unknown value {value}")
-    return _FUSIONS[value]  # type: ignore[index]
+    return _FUSIONS[value]
 
 
 def _check_source(request: pb.NearestRequest | pb.RelatedRequest, what: str) -> None:

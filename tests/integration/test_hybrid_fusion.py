@@ -125,13 +125,14 @@ def test_every_fusion_puts_the_refund_page_that_says_money_back_first(
     assert _ids(body)[0] == "refund"
 
 
-def test_a_score_fusion_can_rank_the_best_dense_match_first_where_rrf_cannot(
+def test_a_score_fusion_ranks_the_best_dense_match_first_where_rrf_does_not(
     site: HttpSearch,
 ) -> None:
     """The refund page that never says "money back" is the best dense match and no keyword
-    match. Under RRF every node that both sides returned outranks it, the quiz included; a
-    score fusion sees how far ahead of the rest it is on the dense side and, with the keyword
-    side given half the weight, ranks it first."""
+    match. Under RRF every node near the top of both lists outranks it (on this small site,
+    every node that both sides returned), the quiz included, at equal weights and with the
+    keyword side at half; a score fusion sees how far ahead of the rest it is on the dense
+    side and, with the keyword side at half the weight, ranks it first."""
     for weight in (1.0, 0.5):
         rrf = _grpc_search(site, _paraphrased(pb.FUSION_RRF, weight))
         ids = [hit.node.id for hit in rrf.hits]

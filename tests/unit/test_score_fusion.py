@@ -66,8 +66,8 @@ def test_a_score_fusion_sees_how_far_ahead_a_one_sided_match_is() -> None:
     """The "money back" shape: the refund page is far the best dense match and no keyword
     match; the quiz is a middling dense match and the best of keyword matches that are close
     to one another. With the keyword side at a quarter of the weight, both score fusions put
-    the refund page first; RRF still ranks the quiz first, as it ranks every node that both
-    sides returned above a node that only one side did (unless a weight is close to 0)."""
+    the refund page first; RRF still ranks the quiz first, as near the top of both lists
+    beats first on one list alone (unless the keyword weight is close to 0)."""
     dense = _dense(("refund", 0.62), ("quiz", 0.35), ("coffee", 0.30), ("shipping", 0.28))
     keyword = [("quiz", 2.1), ("budget", 2.0), ("coffee", 1.9)]
     rrf = fuse(dense, keyword, rrf_k=RRF_K, keyword_weight=0.25)

@@ -44,7 +44,7 @@ proto: setup
 ## Fails when the committed generated code differs from what `make proto` produces.
 proto-check: setup
 	$(MAKE) --no-print-directory proto PROTO_OUT=$(VENV)/proto-check
-	diff -r -q $(VENV)/proto-check/semantic $(PROTO_OUT)/semantic \
+	diff -r -q -x __pycache__ $(VENV)/proto-check/semantic $(PROTO_OUT)/semantic \
 	  || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
 	rm -rf $(VENV)/proto-check
 

@@ -22,6 +22,7 @@ from semantic.core.domain import (
     Filter,
     VectorTarget,
 )
+from semantic.store.postgres import dense
 from semantic.store.postgres.db import session_settings
 from semantic.store.postgres.dense import DenseHit, dense_search
 from semantic.store.postgres.filters import compile_filter
@@ -485,3 +486,26 @@ async def test_an_unfiltered_search_of_a_small_tenant_falls_back_to_exact(
     assert sorted(h.node_id for h in hits) == sorted(_node_id(j) for j in range(50))
     assert hits[0].node_id == _node_id(3)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+@pytest.mark.parametrize("k", [10, 50])
+async def test_the_first_fetch_follows_the_chunks_per_node_seen_without_changing_answers(
+    conn: asyncpg.Connection, corpus: Corpus, k: int
+) -> None:
+    key = (corpus.table, "content")
+    queries = _queries(corpus, 6, seed=11)
+    answers = {}
+    for guess in (0.01, 3.0):  # far too few rows asked first (the fetch grows), too many
+        got = []
+        for q in queries:
+            dense._rows_per_node[key] = guess
+            got.append(
+                [(h.node_id, round(h.score, 5)) for h in await _dense(conn, corpus, q, Filter(), k)]
+            )
+        answers[guess] = got
+    assert answers[0.01] == answers[3.0]
+    assert all(len(hits) == k for hits in answers[0.01])
+    for q in _queries(corpus, 30, seed=12):  # the estimate settles on what scans see
+        await _dense(conn, corpus, q, Filter(), k)
+    per_node = len(corpus.chunk_node) / N_NODES
+    assert dense._rows_per_node[key] == pytest.approx(per_node, abs=0.35)

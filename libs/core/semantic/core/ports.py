@@ -173,6 +173,13 @@ class NodeStore(Protocol):
         """The node id of each (tenant, slug) that names a node."""
         ...
 
+    async def centre(
+        self, space: Space, tenant: str, *, node_id: str | None, slug: str | None, name: str
+    ) -> tuple[str, np.ndarray[Any, Any] | None] | None:
+        """A node (by id, else slug) and the mean of its ``name`` vectors in ``space``
+        (None when it has none); None when there is no such node."""
+        ...
+
     async def vectors(
         self, space: Space, tenant: str, ids: Sequence[str], *, name: str | None = None
     ) -> dict[str, list[VectorRow]]:

@@ -292,21 +292,14 @@ class SearchService:
         chooser: Chooser | None,
     ) -> tuple[str, SearchResult]:
         space = await self.space(space_id)
-        nodes = await self._nodes.get(
-            tenant, ids=[node_id] if node_id else [], slugs=[slug] if slug else []
+        found = await self._nodes.centre(
+            space, tenant, node_id=node_id or None, slug=None if node_id else slug, name=vector_name
         )
-        if not nodes:
+        if found is None:
             raise NotFound("node", f"slug={slug}" if slug else f"id={node_id}")
-        source = nodes[0]
-        rows = (await self._nodes.vectors(space, tenant, [source.id], name=vector_name)).get(
-            source.id, []
-        )
-        if not rows:
-            raise NotFound("vector", f"{vector_name!r} of node {source.id!r} in space {space.id}")
-        centre = np.mean(
-            np.stack([np.asarray(r.embedding, dtype=np.float32) for r in rows]), axis=0
-        )
-        flt = Filter(**{**flt.__dict__, "exclude_ids": (*flt.exclude_ids, source.id)})
+        source_id, centre = found
+        if centre is None:
+            raise NotFound("vector", f"{vector_name!r} of node {source_id!r} in space {space.id}")
         query = SearchQuery(
             tenant=tenant,
             mode=Mode.DENSE,
@@ -317,15 +310,16 @@ class SearchService:
             min_score=min_score,
         )
         pool = top_k if chooser is None else max(top_k, self._rescoring.candidates)
-        hits = fusion.from_dense(
-            await self._retrieval.dense(space, query, centre, pool, attach_after=0)
-        )
+        # One more than wanted, the source left out here: excluding it in the filter would
+        # turn an unfiltered search into a filtered one (a count of the matching nodes first).
+        dense_hits = await self._retrieval.dense(space, query, centre, pool + 1, attach_after=0)
+        hits = fusion.from_dense([h for h in dense_hits if h.node_id != source_id][:pool])
         if chooser is not None:
             await self._attach(tenant, hits)
             await self._rescore(tenant, hits, chooser)
         result = SearchResult(fusion.above(hits, min_score)[:top_k], space, Mode.DENSE)
         await self._attach(tenant, result.hits)
-        return source.id, result
+        return source_id, result
 
     # --- degraded reads ---------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -260,6 +260,21 @@ def targets_from_proto(
     return out
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def timestamp_to_proto(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """``value`` as a protobuf Timestamp (a naive value taken as UTC, as ``FromDatetime``
+    does), without ``FromDatetime``'s detour through a time tuple: this runs for every hit."""
+    if value is None:
+        return None
+    delta = value - (_NAIVE_EPOCH if value.tzinfo is None else _EPOCH)
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
+
+
 def node_to_proto(
     record: domain.NodeRecord, *, include_body: bool = True, vectors: Sequence[VectorRow] = ()
 ) -> cpb.Node:
@@ -271,16 +286,15 @@ def node_to_proto(
         content_type=record.content_type,
         title=record.title,
         body=record.body if include_body else "",
-        tags=list(record.tags),
+        tags=record.tags,
         version=record.version,
         content_hash=record.content_hash,
-        texts=dict(record.texts) if include_body else {},
+        texts=record.texts if include_body else None,
+        created_at=timestamp_to_proto(record.created_at),
+        updated_at=timestamp_to_proto(record.updated_at),
     )
     if record.metadata:
         message.metadata.update(dict(record.metadata))
-    for stamp, value in (("created_at", record.created_at), ("updated_at", record.updated_at)):
-        if value is not None:
-            getattr(message, stamp).FromDatetime(value)
     for row in vectors:
         message.vectors.append(
             cpb.NamedVector(

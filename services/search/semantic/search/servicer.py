@@ -444,45 +444,41 @@ def _check_source(request: pb.NearestRequest | pb.RelatedRequest, what: str) -> 
         validation.slug(request.slug, "slug")
 
 
-_EXPLAINED = (
-    "dense_rank",
-    "dense_score",
-    "keyword_rank",
-    "keyword_score",
-    "fused_score",
-    "dense_normalized",
-    "keyword_normalized",
-    "dense_part",
-    "keyword_part",
-)
-"""The Hit fields that HitExplanation carries under the same name when they are set."""
-
-
 def _hits(result: SearchResult, include_body: bool) -> list[pb.SearchHit]:
+    # Every hit of every query comes through here: messages are built whole from keyword
+    # arguments (cheaper than setting fields one by one on protobuf objects).
     out = []
     for hit in result.hits:
-        assert hit.node is not None
-        message = pb.SearchHit(
-            node=convert.node_to_proto(hit.node, include_body=include_body), score=hit.score
+        node = hit.node
+        assert node is not None
+        chunk = hit.chunk
+        explanation = pb.HitExplanation(
+            dense_rank=hit.dense_rank,
+            dense_score=hit.dense_score,
+            keyword_rank=hit.keyword_rank,
+            keyword_score=hit.keyword_score,
+            fused_score=hit.fused_score,
+            dense_normalized=hit.dense_normalized,
+            keyword_normalized=hit.keyword_normalized,
+            dense_part=hit.dense_part,
+            keyword_part=hit.keyword_part,
+            targets=[pb.TargetScore(name=n, similarity=s) for n, s in hit.target_scores.items()],
         )
-        if hit.chunk is not None:
-            text = hit.node.text_for(hit.chunk.vector_name)
-            message.chunk.CopyFrom(
-                pb.ChunkMatch(
-                    vector_name=hit.chunk.vector_name,
-                    chunk_index=hit.chunk.chunk_index,
-                    text=text[hit.chunk.span_start : hit.chunk.span_end],
-                    span=cpb.TextSpan(start=hit.chunk.span_start, end=hit.chunk.span_end),
-                    similarity=hit.chunk.similarity,
-                )
-            )
-        explanation = message.explanation
-        for name in _EXPLAINED:
-            value = getattr(hit, name)
-            if value is not None:
-                setattr(explanation, name, value)
-        for name, similarity in hit.target_scores.items():
-            explanation.targets.append(pb.TargetScore(name=name, similarity=similarity))
         wire_feedback.explain(hit, explanation)
-        out.append(message)
+        out.append(
+            pb.SearchHit(
+                node=convert.node_to_proto(node, include_body=include_body),
+                score=hit.score,
+                chunk=None
+                if chunk is None
+                else pb.ChunkMatch(
+                    vector_name=chunk.vector_name,
+                    chunk_index=chunk.chunk_index,
+                    text=node.text_for(chunk.vector_name)[chunk.span_start : chunk.span_end],
+                    span=cpb.TextSpan(start=chunk.span_start, end=chunk.span_end),
+                    similarity=chunk.similarity,
+                ),
+                explanation=explanation if explanation.ListFields() else None,
+            )
+        )
     return out

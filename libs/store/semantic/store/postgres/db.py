@@ -176,6 +176,41 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pool's connection that knows whether its current lease only read.
+
+    Giving a connection back normally resets its session (advisory locks, cursors, LISTEN,
+    ``RESET ALL``): one more round trip per lease, as costly to PostgreSQL as a small
+    query. A lease that ran only statements and transactions (transaction-scoped settings
+    included) leaves nothing to reset, and says so with :meth:`lease_read_only`.
+    """
+
+    __slots__ = ("_read_only_lease",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_only_lease = False
+
+    def lease_read_only(self) -> None:
+        """Declare that this lease set no session state: its release skips the reset."""
+        self._read_only_lease = True
+
+    def take_read_only(self) -> bool:
+        """Whether the lease ending now was declared read-only (and forget it)."""
+        read_only, self._read_only_lease = self._read_only_lease, False
+        return read_only
+
+
+async def reset_session(conn: asyncpg.Connection) -> None:
+    """The pools' reset on release (asyncpg has already rolled back an open transaction):
+    the full session reset, skipped after a lease declared read-only."""
+    if isinstance(conn, PooledConnection) and conn.take_read_only():
+        return
+    query = conn.get_reset_query()
+    if query:
+        await conn.execute(query)
+
+
 async def create_pool(
     dsn: str,
     *,
@@ -197,6 +232,8 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=init_connection,
+            connection_class=PooledConnection,
+            reset=reset_session,
             command_timeout=60,
             server_settings={"application_name": "semantic", **settings},
         )
@@ -275,11 +312,9 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 
 
 class ReadConnections:
-    """Pooled connections for the read path, given back in the background.
-
-    Giving a connection back costs a round trip (asyncpg resets its session state); here
-    that happens after the caller is done, so a reply does not wait for it.
-    """
+    """Pooled connections for the read path: its statements set no session state, so a
+    connection goes back to the pool without the session reset's round trip
+    (:class:`PooledConnection`)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -292,10 +327,25 @@ class ReadConnections:
         try:
             async with translated(self._pool):
                 yield conn
-        finally:
-            release = asyncio.ensure_future(self._pool.release(conn))
-            self._releasing.add(release)
-            release.add_done_callback(self._released)
+        except BaseException:
+            self._release_later(conn)
+            raise
+        read_only = getattr(conn, "lease_read_only", None)  # a PooledConnection's
+        if read_only is None or conn.is_in_transaction():
+            self._release_later(conn)
+            return
+        read_only()
+        try:
+            await self._pool.release(conn)  # nothing to send: it completes without waiting
+        except Exception as exc:  # the answer is read already; the pool replaces the connection
+            log.warning("connection_release_failed", error=repr(exc))
+
+    def _release_later(self, conn: asyncpg.Connection) -> None:
+        """Release in the background: this one may wait for a round trip (a rollback after
+        a cancelled query or transaction, or a session reset), and no reply waits for it."""
+        release = asyncio.ensure_future(self._pool.release(conn))
+        self._releasing.add(release)
+        release.add_done_callback(self._released)
 
     def _released(self, release: asyncio.Future[None]) -> None:
         self._releasing.discard(release)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -442,6 +443,33 @@ class NodeRepository:
             list(slugs),
         )
         return [node_from_row(r) for r in rows]
+
+    async def centre(
+        self,
+        conn: asyncpg.Connection,
+        space: Space,
+        tenant: str,
+        *,
+        node_id: str | None,
+        slug: str | None,
+        name: str,
+    ) -> tuple[str, np.ndarray[Any, Any] | None] | None:
+        """A node (by id, else slug) and the mean of its ``name`` vectors in ``space`` (None
+        when it has none); None when there is no such node. One statement."""
+        key = "id" if node_id is not None else "slug"
+        row = await conn.fetchrow(
+            f"SELECT n.id, avg(v.embedding) AS centre FROM semantic.nodes n"
+            f" LEFT JOIN {space.table} v"
+            "   ON v.tenant = n.tenant AND v.node_id = n.id AND v.name = $3"
+            f" WHERE n.tenant = $1 AND n.{key} = $2 GROUP BY n.id",
+            tenant,
+            node_id if node_id is not None else slug,
+            name,
+        )
+        if row is None:
+            return None
+        centre = row["centre"]
+        return row["id"], None if centre is None else as_array(centre)
 
     async def vectors(
         self,

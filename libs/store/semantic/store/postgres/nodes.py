@@ -8,8 +8,10 @@ which Search.Delete, Nearest, the indexer's events and recommendations all go th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import asyncpg
+import numpy as np
 
 from semantic.core.domain import NodeRecord
 from semantic.core.nodes import (
@@ -75,6 +77,15 @@ class PostgresNodes:
         async with connection(self._pool) as conn:
             found = await resolve_keys(conn, [(tenant, "", slug) for tenant, slug in keys])
         return {key: hit[0] for key, hit in zip(keys, found, strict=True) if hit is not None}
+
+    async def centre(
+        self, space: Space, tenant: str, *, node_id: str | None, slug: str | None, name: str
+    ) -> tuple[str, np.ndarray[Any, Any] | None] | None:
+        """A node's id and the mean of its ``name`` vectors (a read-path connection)."""
+        async with self._reads.reading() as conn:
+            return await self._repository.centre(
+                conn, space, tenant, node_id=node_id, slug=slug, name=name
+            )
 
     async def vectors(
         self, space: Space, tenant: str, ids: Sequence[str], *, name: str | None = None

@@ -232,6 +232,12 @@ def search_requests(draw: st.DrawFn, pools: Pools) -> spb.SearchRequest:
         request.hybrid.rrf_k = draw(st.integers(1, 100))
         request.hybrid.candidates = draw(st.integers(1, 200))
     if draw(st.booleans()):
+        # Every fusion, unset, and a value no server knows (INVALID_ARGUMENT: hybrid.fusion).
+        request.hybrid.fusion = draw(st.sampled_from([*spb.Fusion.values(), 7]))
+        if draw(st.booleans()):
+            request.hybrid.dense_weight = draw(st.floats(0, 2))
+            request.hybrid.keyword_weight = draw(st.floats(0, 2))
+    if draw(st.booleans()):
         request.filter.CopyFrom(draw(filters(pools)))
     if draw(st.booleans()):
         request.min_score = draw(st.floats(-1, 1))

@@ -226,6 +226,15 @@ CASES: list[tuple[str, Call, str]] = [
         ),
         "hybrid.dense_weight",
     ),
+    (
+        "unknown fusion",
+        (
+            SEARCH,
+            "Search",
+            pb.SearchRequest(text="a", hybrid=pb.HybridParams(fusion=7)),  # type: ignore[arg-type]
+        ),
+        "hybrid.fusion",
+    ),
     ("nan track weight", (SEARCH, "Track", _track(weight=NAN)), "events[0].weight"),
     ("inf context", (SEARCH, "Track", _track(context={"p": INF})), "events[0].context.p"),
     (

@@ -241,6 +241,7 @@ def test_tokens_roles_and_tenants_as_over_grpc(loaded: HttpSearch) -> None:
         ({"q": "x", "k": "ten"}, "k"),
         ({"q": "x", "k": "100000"}, "k"),
         ({"q": "x", "mode": "fuzzy"}, "mode"),
+        ({"q": "x", "fusion": "linear"}, "fusion"),
         ({"q": ""}, "q"),
         ({"q": "x\x00y"}, "q"),
         ({"q": "x", "type": "Bad Type!"}, "type[0]"),
@@ -269,6 +270,10 @@ def test_bad_bodies_get_400_413_or_415(loaded: HttpSearch) -> None:
     deep = "[" * 5000 + "]" * 5000
     _problem(requests.post(url, data=f'{{"text": "x", "x": {deep}}}', headers=headers), 400)
     _problem(requests.post(url, json={"text": "x", "topK": 5000}, headers=headers), 400, "top_k")
+    fusion = {"text": "x", "hybrid": {"fusion": 7}}  # a number no server knows
+    _problem(requests.post(url, json=fusion, headers=headers), 400, "hybrid.fusion")
+    fusion = {"text": "x", "hybrid": {"fusion": "FUSION_LINEAR"}}
+    _problem(requests.post(url, json=fusion, headers=headers), 400, "body")
     big = {"text": "x" * 70000}
     _problem(requests.post(url, json=big, headers=headers), 413)
     text = {**headers, "Content-Type": "text/plain"}

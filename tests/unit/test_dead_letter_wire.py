@@ -38,6 +38,15 @@ def test_a_protobuf_event_is_previewed_as_protobuf_json() -> None:
     assert json.loads(text)["userId"] == "x"
 
 
+def test_an_event_with_no_json_form_is_previewed_as_bytes() -> None:
+    event = _event()
+    event.node.created_at.nanos = -5  # valid protobuf, no valid JSON timestamp
+    payload = event.SerializeToString()
+    text, encoding, _ = payload_preview("semantic.content._.page", "", payload)
+    assert encoding == pb.PAYLOAD_ENCODING_BASE64
+    assert base64.b64decode(text) == payload
+
+
 def test_json_text_and_binary_payloads() -> None:
     raw = json_format.MessageToJson(_event()).encode()
     _, encoding, _ = payload_preview("semantic.content._.page", "application/json", raw)

@@ -184,9 +184,15 @@ def test_lab_rows_place_the_matched_chunk_in_its_text() -> None:
     )
     hit.explanation.dense_rank = 1
     hit.explanation.dense_score = 0.9
+    hit.explanation.dense_normalized = 1.0
+    hit.explanation.dense_part = 0.5
+    hit.explanation.keyword_part = 0.0
     (row,) = lab_rows(response)
     assert (row.before, row.match, row.after) == ("alpha ", "beta gamma", " delta")
     assert ("similarity", "0.9000") in row.parts
+    assert ("dense normalised", "1.0000") in row.parts
+    assert ("dense part", "0.5000") in row.parts
+    assert ("keyword part", "0.0000") in row.parts
     json_format.MessageToDict(response)  # still a valid message
 
 

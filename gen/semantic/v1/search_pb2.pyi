@@ -126,8 +126,8 @@ class _SearchModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SearchMode
     a text query (a vector query: INVALID_ARGUMENT).
     """
     SEARCH_MODE_HYBRID: _SearchMode.ValueType  # 3
-    """Reciprocal rank fusion of the dense and keyword rankings (see HybridParams). Needs
-    a text query.
+    """The dense and keyword candidates fused into one ranking (see HybridParams and
+    Fusion). Needs a text query.
     """
 
 class SearchMode(_SearchMode, metaclass=_SearchModeEnumTypeWrapper):
@@ -146,10 +146,71 @@ SEARCH_MODE_KEYWORD: SearchMode.ValueType  # 2
 a text query (a vector query: INVALID_ARGUMENT).
 """
 SEARCH_MODE_HYBRID: SearchMode.ValueType  # 3
-"""Reciprocal rank fusion of the dense and keyword rankings (see HybridParams). Needs
-a text query.
+"""The dense and keyword candidates fused into one ranking (see HybridParams and
+Fusion). Needs a text query.
 """
 Global___SearchMode: _TypeAlias = SearchMode  # noqa: Y015
+
+class _Fusion:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FusionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fusion.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FUSION_UNSPECIFIED: _Fusion.ValueType  # 0
+    """Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default FUSION_RRF,
+    the best of the three on NFCorpus's dev split).
+    """
+    FUSION_RRF: _Fusion.ValueType  # 1
+    """Reciprocal rank fusion: part = weight / (rrf_k + rank), ranks 1-based. Uses ranks
+    only: robust when the two score scales mean nothing to each other, blind to how
+    much better the first hit of a side is than the second.
+    """
+    FUSION_RELATIVE_SCORE: _Fusion.ValueType  # 2
+    """Relative score fusion (min-max): part = weight x (score - min) / (max - min) over the
+    side's candidates, so each side's best candidate gets its whole weight and its worst
+    0. A side whose candidates all score the same (a lone candidate included) gives each
+    of them its whole weight.
+    """
+    FUSION_DISTRIBUTION: _Fusion.ValueType  # 3
+    """Distribution-based score fusion: part = weight x clamp((score - (mean - 3 std)) /
+    (6 std), 0, 1), mean and sample standard deviation over the side's candidates, so
+    an outlier does not stretch the scale as it does under min-max. A side with no
+    spread (all scores equal, or one candidate) gives each candidate half its weight.
+    """
+
+class Fusion(_Fusion, metaclass=_FusionEnumTypeWrapper):
+    """How a hybrid search fuses its dense and keyword candidates. Each side's part of a
+    node's fused score is weighted (HybridParams.dense_weight, keyword_weight); a node
+    that only one side returned gets 0 from the other. The score fusions normalise each
+    side's scores over that side's candidates (`HybridParams.candidates` of them), so a
+    strong match on one side is not outranked by a weak one on the other merely because
+    both sit near the top of their lists; their fused score lies in
+    [0, dense_weight + keyword_weight].
+    """
+
+FUSION_UNSPECIFIED: Fusion.ValueType  # 0
+"""Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default FUSION_RRF,
+the best of the three on NFCorpus's dev split).
+"""
+FUSION_RRF: Fusion.ValueType  # 1
+"""Reciprocal rank fusion: part = weight / (rrf_k + rank), ranks 1-based. Uses ranks
+only: robust when the two score scales mean nothing to each other, blind to how
+much better the first hit of a side is than the second.
+"""
+FUSION_RELATIVE_SCORE: Fusion.ValueType  # 2
+"""Relative score fusion (min-max): part = weight x (score - min) / (max - min) over the
+side's candidates, so each side's best candidate gets its whole weight and its worst
+0. A side whose candidates all score the same (a lone candidate included) gives each
+of them its whole weight.
+"""
+FUSION_DISTRIBUTION: Fusion.ValueType  # 3
+"""Distribution-based score fusion: part = weight x clamp((score - (mean - 3 std)) /
+(6 std), 0, 1), mean and sample standard deviation over the side's candidates, so
+an outlier does not stretch the scale as it does under min-max. A side with no
+spread (all scores equal, or one candidate) gives each candidate half its weight.
+"""
+Global___Fusion: _TypeAlias = Fusion  # noqa: Y015
 
 class _ModifierOp:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -870,18 +931,27 @@ class HybridParams(_message.Message):
     DENSE_WEIGHT_FIELD_NUMBER: _builtins.int
     KEYWORD_WEIGHT_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
     rrf_k: _builtins.int
-    """The k of reciprocal rank fusion: a node's fused score is
+    """The k of reciprocal rank fusion (FUSION_RRF only): a node's fused score is
     dense_weight / (k + dense_rank) + keyword_weight / (k + keyword_rank), a side
     contributing 0 when the node is not among its candidates. Unset: 60. Must be >= 1.
     """
     dense_weight: _builtins.float
-    """Weight of the dense ranking in the fusion; unset means 1.0. Finite, >= 0."""
+    """Weight of the dense side in the fusion; unset means 1.0. Finite, >= 0 (0: the side
+    only brings candidates, it does not score them).
+    """
     keyword_weight: _builtins.float
-    """Weight of the keyword ranking in the fusion; unset means 1.0. Finite, >= 0."""
+    """Weight of the keyword side in the fusion; unset means 1.0. Finite, >= 0. The two
+    weights cannot both be 0.
+    """
     candidates: _builtins.int
     """Number of candidates taken from each side before fusion. Unset: a setting (default
     max(100, 2 x (offset + top_k))). At most a setting (default 1,000).
+    """
+    fusion: Global___Fusion.ValueType
+    """How the two sides are fused. Unset (FUSION_UNSPECIFIED): the server default. A value
+    this server does not know: INVALID_ARGUMENT naming `hybrid.fusion`.
     """
     def __init__(
         self,
@@ -890,10 +960,11 @@ class HybridParams(_message.Message):
         dense_weight: _builtins.float | None = ...,
         keyword_weight: _builtins.float | None = ...,
         candidates: _builtins.int | None = ...,
+        fusion: Global___Fusion.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_candidates", b"_candidates", "_dense_weight", b"_dense_weight", "_keyword_weight", b"_keyword_weight", "_rrf_k", b"_rrf_k", "candidates", b"candidates", "dense_weight", b"dense_weight", "keyword_weight", b"keyword_weight", "rrf_k", b"rrf_k"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_candidates", b"_candidates", "_dense_weight", b"_dense_weight", "_keyword_weight", b"_keyword_weight", "_rrf_k", b"_rrf_k", "candidates", b"candidates", "dense_weight", b"dense_weight", "keyword_weight", b"keyword_weight", "rrf_k", b"rrf_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_candidates", b"_candidates", "_dense_weight", b"_dense_weight", "_keyword_weight", b"_keyword_weight", "_rrf_k", b"_rrf_k", "candidates", b"candidates", "dense_weight", b"dense_weight", "fusion", b"fusion", "keyword_weight", b"keyword_weight", "rrf_k", b"rrf_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__candidates: _TypeAlias = _typing.Literal["candidates"]  # noqa: Y015
     _WhichOneofArgType__candidates: _TypeAlias = _typing.Literal["_candidates", b"_candidates"]  # noqa: Y015
@@ -1114,6 +1185,10 @@ class HitExplanation(_message.Message):
     TARGETS_FIELD_NUMBER: _builtins.int
     BASE_SCORE_FIELD_NUMBER: _builtins.int
     MODIFIERS_FIELD_NUMBER: _builtins.int
+    DENSE_NORMALIZED_FIELD_NUMBER: _builtins.int
+    KEYWORD_NORMALIZED_FIELD_NUMBER: _builtins.int
+    DENSE_PART_FIELD_NUMBER: _builtins.int
+    KEYWORD_PART_FIELD_NUMBER: _builtins.int
     dense_rank: _builtins.int
     """1-based rank in the dense candidate list; unset when the node was not a dense
     candidate (or the mode is KEYWORD).
@@ -1127,9 +1202,22 @@ class HitExplanation(_message.Message):
     keyword_score: _builtins.float
     """Keyword relevance score (BM25-like, unbounded, >= 0); set with `keyword_rank`."""
     fused_score: _builtins.float
-    """Reciprocal-rank-fusion score; set in HYBRID mode only."""
+    """Fused score (dense_part + keyword_part); set in HYBRID mode only."""
     base_score: _builtins.float
     """The score before score modifiers; set when modifiers applied."""
+    dense_normalized: _builtins.float
+    """FUSION_RELATIVE_SCORE and FUSION_DISTRIBUTION: `dense_score` normalised to [0, 1]
+    among the dense candidates; unset with RRF or when the node was not a dense candidate.
+    """
+    keyword_normalized: _builtins.float
+    """As `dense_normalized`, for `keyword_score` among the keyword candidates."""
+    dense_part: _builtins.float
+    """HYBRID mode: the dense side's part of `fused_score`: dense_weight x dense_normalized
+    (score fusions) or dense_weight / (rrf_k + dense_rank) (RRF); 0 when the node was
+    not a dense candidate.
+    """
+    keyword_part: _builtins.float
+    """HYBRID mode: the keyword side's part of `fused_score`, as `dense_part`."""
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___TargetScore]:
         """Per-target similarities of the dense side."""
@@ -1151,19 +1239,31 @@ class HitExplanation(_message.Message):
         targets: _abc.Iterable[Global___TargetScore] | None = ...,
         base_score: _builtins.float | None = ...,
         modifiers: _abc.Iterable[Global___ModifierContribution] | None = ...,
+        dense_normalized: _builtins.float | None = ...,
+        keyword_normalized: _builtins.float | None = ...,
+        dense_part: _builtins.float | None = ...,
+        keyword_part: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_base_score", b"_base_score", "_dense_rank", b"_dense_rank", "_dense_score", b"_dense_score", "_fused_score", b"_fused_score", "_keyword_rank", b"_keyword_rank", "_keyword_score", b"_keyword_score", "base_score", b"base_score", "dense_rank", b"dense_rank", "dense_score", b"dense_score", "fused_score", b"fused_score", "keyword_rank", b"keyword_rank", "keyword_score", b"keyword_score"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_base_score", b"_base_score", "_dense_normalized", b"_dense_normalized", "_dense_part", b"_dense_part", "_dense_rank", b"_dense_rank", "_dense_score", b"_dense_score", "_fused_score", b"_fused_score", "_keyword_normalized", b"_keyword_normalized", "_keyword_part", b"_keyword_part", "_keyword_rank", b"_keyword_rank", "_keyword_score", b"_keyword_score", "base_score", b"base_score", "dense_normalized", b"dense_normalized", "dense_part", b"dense_part", "dense_rank", b"dense_rank", "dense_score", b"dense_score", "fused_score", b"fused_score", "keyword_normalized", b"keyword_normalized", "keyword_part", b"keyword_part", "keyword_rank", b"keyword_rank", "keyword_score", b"keyword_score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_base_score", b"_base_score", "_dense_rank", b"_dense_rank", "_dense_score", b"_dense_score", "_fused_score", b"_fused_score", "_keyword_rank", b"_keyword_rank", "_keyword_score", b"_keyword_score", "base_score", b"base_score", "dense_rank", b"dense_rank", "dense_score", b"dense_score", "fused_score", b"fused_score", "keyword_rank", b"keyword_rank", "keyword_score", b"keyword_score", "modifiers", b"modifiers", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_base_score", b"_base_score", "_dense_normalized", b"_dense_normalized", "_dense_part", b"_dense_part", "_dense_rank", b"_dense_rank", "_dense_score", b"_dense_score", "_fused_score", b"_fused_score", "_keyword_normalized", b"_keyword_normalized", "_keyword_part", b"_keyword_part", "_keyword_rank", b"_keyword_rank", "_keyword_score", b"_keyword_score", "base_score", b"base_score", "dense_normalized", b"dense_normalized", "dense_part", b"dense_part", "dense_rank", b"dense_rank", "dense_score", b"dense_score", "fused_score", b"fused_score", "keyword_normalized", b"keyword_normalized", "keyword_part", b"keyword_part", "keyword_rank", b"keyword_rank", "keyword_score", b"keyword_score", "modifiers", b"modifiers", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__base_score: _TypeAlias = _typing.Literal["base_score"]  # noqa: Y015
     _WhichOneofArgType__base_score: _TypeAlias = _typing.Literal["_base_score", b"_base_score"]  # noqa: Y015
+    _WhichOneofReturnType__dense_normalized: _TypeAlias = _typing.Literal["dense_normalized"]  # noqa: Y015
+    _WhichOneofArgType__dense_normalized: _TypeAlias = _typing.Literal["_dense_normalized", b"_dense_normalized"]  # noqa: Y015
+    _WhichOneofReturnType__dense_part: _TypeAlias = _typing.Literal["dense_part"]  # noqa: Y015
+    _WhichOneofArgType__dense_part: _TypeAlias = _typing.Literal["_dense_part", b"_dense_part"]  # noqa: Y015
     _WhichOneofReturnType__dense_rank: _TypeAlias = _typing.Literal["dense_rank"]  # noqa: Y015
     _WhichOneofArgType__dense_rank: _TypeAlias = _typing.Literal["_dense_rank", b"_dense_rank"]  # noqa: Y015
     _WhichOneofReturnType__dense_score: _TypeAlias = _typing.Literal["dense_score"]  # noqa: Y015
     _WhichOneofArgType__dense_score: _TypeAlias = _typing.Literal["_dense_score", b"_dense_score"]  # noqa: Y015
     _WhichOneofReturnType__fused_score: _TypeAlias = _typing.Literal["fused_score"]  # noqa: Y015
     _WhichOneofArgType__fused_score: _TypeAlias = _typing.Literal["_fused_score", b"_fused_score"]  # noqa: Y015
+    _WhichOneofReturnType__keyword_normalized: _TypeAlias = _typing.Literal["keyword_normalized"]  # noqa: Y015
+    _WhichOneofArgType__keyword_normalized: _TypeAlias = _typing.Literal["_keyword_normalized", b"_keyword_normalized"]  # noqa: Y015
+    _WhichOneofReturnType__keyword_part: _TypeAlias = _typing.Literal["keyword_part"]  # noqa: Y015
+    _WhichOneofArgType__keyword_part: _TypeAlias = _typing.Literal["_keyword_part", b"_keyword_part"]  # noqa: Y015
     _WhichOneofReturnType__keyword_rank: _TypeAlias = _typing.Literal["keyword_rank"]  # noqa: Y015
     _WhichOneofArgType__keyword_rank: _TypeAlias = _typing.Literal["_keyword_rank", b"_keyword_rank"]  # noqa: Y015
     _WhichOneofReturnType__keyword_score: _TypeAlias = _typing.Literal["keyword_score"]  # noqa: Y015
@@ -1171,11 +1271,19 @@ class HitExplanation(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__base_score) -> _WhichOneofReturnType__base_score | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_normalized) -> _WhichOneofReturnType__dense_normalized | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_part) -> _WhichOneofReturnType__dense_part | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_rank) -> _WhichOneofReturnType__dense_rank | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_score) -> _WhichOneofReturnType__dense_score | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__fused_score) -> _WhichOneofReturnType__fused_score | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__keyword_normalized) -> _WhichOneofReturnType__keyword_normalized | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__keyword_part) -> _WhichOneofReturnType__keyword_part | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__keyword_rank) -> _WhichOneofReturnType__keyword_rank | None: ...
     @_typing.overload
@@ -1351,7 +1459,7 @@ class SearchHit(_message.Message):
     score: _builtins.float
     """Ranking score, higher is better. DENSE: the dense score (cosine similarity in
     [-1, 1] with one target of weight 1). KEYWORD: the keyword score. HYBRID: the fused
-    score.
+    score (its scale depends on the fusion: see Fusion).
     """
     @_builtins.property
     def node(self) -> _common_pb2.Node:
@@ -1393,6 +1501,7 @@ class SearchResponse(_message.Message):
     QUERY_TOKENS_FIELD_NUMBER: _builtins.int
     QUERY_TRUNCATED_FIELD_NUMBER: _builtins.int
     DEGRADED_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
     space_id: _builtins.str
     """Embedding space that was searched."""
     mode: Global___SearchMode.ValueType
@@ -1407,6 +1516,10 @@ class SearchResponse(_message.Message):
     was asked), hit nodes carry id, slug, content_type, title, tags, version and
     updated_at only, and recent writes may be missing.
     """
+    fusion: Global___Fusion.ValueType
+    """Fusion actually used (the request's, else the server default); FUSION_UNSPECIFIED
+    when `mode` is not HYBRID.
+    """
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]:
         """Hits, best first; at most top_k."""
@@ -1420,10 +1533,11 @@ class SearchResponse(_message.Message):
         query_tokens: _builtins.int = ...,
         query_truncated: _builtins.bool = ...,
         degraded: _builtins.bool = ...,
+        fusion: Global___Fusion.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "hits", b"hits", "mode", b"mode", "query_tokens", b"query_tokens", "query_truncated", b"query_truncated", "space_id", b"space_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "fusion", b"fusion", "hits", b"hits", "mode", b"mode", "query_tokens", b"query_tokens", "query_truncated", b"query_truncated", "space_id", b"space_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -144,8 +144,8 @@ class SearchServicer:
 
     def Search(self, request, context):
         """Finds the nodes most relevant to a text or a vector: dense (vector similarity),
-        keyword (full text, BM25-like) or hybrid (reciprocal rank fusion of both), with
-        filters, pagination and a per-hit explanation.
+        keyword (full text, BM25-like) or hybrid (both fused, by rank or by score: see
+        Fusion), with filters, pagination and a per-hit explanation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,8 +64,8 @@ class SearchStub:
     """Reads nodes by id or slug. Unknown ids or slugs are reported, not an error."""
     Search: _grpc.UnaryUnaryMultiCallable[_search_pb2.SearchRequest, _search_pb2.SearchResponse]
     """Finds the nodes most relevant to a text or a vector: dense (vector similarity),
-    keyword (full text, BM25-like) or hybrid (reciprocal rank fusion of both), with
-    filters, pagination and a per-hit explanation.
+    keyword (full text, BM25-like) or hybrid (both fused, by rank or by score: see
+    Fusion), with filters, pagination and a per-hit explanation.
     """
     Nearest: _grpc.UnaryUnaryMultiCallable[_search_pb2.NearestRequest, _search_pb2.NearestResponse]
     """Finds the nodes closest to a given node (by id or slug), excluding the node itself.
@@ -141,8 +141,8 @@ class SearchAsyncStub(SearchStub):
     """Reads nodes by id or slug. Unknown ids or slugs are reported, not an error."""
     Search: _aio.UnaryUnaryMultiCallable[_search_pb2.SearchRequest, _search_pb2.SearchResponse]  # type: ignore[assignment]
     """Finds the nodes most relevant to a text or a vector: dense (vector similarity),
-    keyword (full text, BM25-like) or hybrid (reciprocal rank fusion of both), with
-    filters, pagination and a per-hit explanation.
+    keyword (full text, BM25-like) or hybrid (both fused, by rank or by score: see
+    Fusion), with filters, pagination and a per-hit explanation.
     """
     Nearest: _aio.UnaryUnaryMultiCallable[_search_pb2.NearestRequest, _search_pb2.NearestResponse]  # type: ignore[assignment]
     """Finds the nodes closest to a given node (by id or slug), excluding the node itself.
@@ -239,8 +239,8 @@ class SearchServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_search_pb2.SearchResponse, _abc.Awaitable[_search_pb2.SearchResponse]]:
         """Finds the nodes most relevant to a text or a vector: dense (vector similarity),
-        keyword (full text, BM25-like) or hybrid (reciprocal rank fusion of both), with
-        filters, pagination and a per-hit explanation.
+        keyword (full text, BM25-like) or hybrid (both fused, by rank or by score: see
+        Fusion), with filters, pagination and a per-hit explanation.
         """
 
     @_abc_1.abstractmethod

@@ -122,15 +122,28 @@ class VectorTarget:
     weight: float = 1.0
 
 
+class Fusion(StrEnum):
+    """How a hybrid search combines its dense and keyword candidates (``semantic.core.fusion``)."""
+
+    RRF = "rrf"
+    """Reciprocal rank fusion: ``weight / (rrf_k + rank)`` per side; ranks only."""
+    RELATIVE_SCORE = "relative_score"
+    """Each side's scores min-max normalised to [0, 1] over its candidates, weighted sum."""
+    DISTRIBUTION = "distribution"
+    """Each side's scores mapped from [mean - 3 std, mean + 3 std] to [0, 1], weighted sum."""
+
+
 @dataclass(frozen=True)
 class HybridParams:
-    """Reciprocal rank fusion: score = sum(weight / (k + rank)) over the two sides, from
-    ``candidates`` nodes of each side (their defaults are the service's settings)."""
+    """How a hybrid search fuses ``candidates`` nodes of each side: by ``fusion`` (reciprocal
+    rank fusion with ``rrf_k``, or a score fusion), each side weighted (the defaults of the
+    unset parts are the service's settings)."""
 
     rrf_k: int
     candidates: int
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
+    fusion: Fusion = Fusion.RRF
 
 
 @dataclass(frozen=True)
@@ -177,6 +190,14 @@ class Hit:
     keyword_rank: int | None = None
     keyword_score: float | None = None
     fused_score: float | None = None
+    dense_normalized: float | None = None
+    """Score fusions: the dense score normalised to [0, 1] among the dense candidates."""
+    keyword_normalized: float | None = None
+    """Score fusions: the keyword score normalised to [0, 1] among the keyword candidates."""
+    dense_part: float | None = None
+    """Hybrid: the dense side's share of ``fused_score`` (0 when not a dense candidate)."""
+    keyword_part: float | None = None
+    """Hybrid: the keyword side's share of ``fused_score`` (0 when not a keyword candidate)."""
     chunk: ChunkMatch | None = None
     target_scores: dict[str, float] = field(default_factory=dict)
     node: NodeRecord | None = None

@@ -1,18 +1,29 @@
-"""Ranked lists into hits: reciprocal rank fusion of dense and keyword results, score cut, pages.
+"""Ranked lists into hits: dense and keyword results fused (by rank or by score), score cut, pages.
 
-Pure functions over lists that are already in rank order (best first). Reciprocal rank fusion
-gives a node ``dense_weight / (rrf_k + dense_rank) + keyword_weight / (rrf_k + keyword_rank)``,
-a side that did not return the node contributing nothing; ranks are 1-based. Ties are broken by
-the better of the node's two ranks, then by node id, so the order is deterministic.
+Pure functions over lists that are already in rank order (best first). A hybrid search fuses
+its two candidate lists by one of three ``Fusion`` methods; each side's part is weighted and a
+side that did not return a node gives it 0::
+
+    RRF             part = weight / (rrf_k + rank)                       (1-based ranks)
+    RELATIVE_SCORE  part = weight * (s - min) / (max - min)               over the side's candidates
+    DISTRIBUTION    part = weight * clamp((s - mean + 3 std) / (6 std), 0, 1)   (sample std)
+
+and the fused score is the sum of the two parts. The two score fusions put every normalised
+score in [0, 1], so their fused score lies in [0, dense_weight + keyword_weight]. A side with
+no spread (all its candidates score the same, a lone candidate included) has no scale to
+normalise by: RELATIVE_SCORE gives each of them 1 (each is the side's best, as Weaviate's
+relativeScoreFusion does), DISTRIBUTION 0.5 (each sits at the mean, as Qdrant's DBSF does).
+Scores are finite (cosines and BM25), so no part is ever NaN. Ties are broken by the better of
+the node's two ranks, then by node id, so the order is deterministic.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from semantic.common.errors import InvalidArgument
-from semantic.core.domain import DenseHit, Hit
+from semantic.core.domain import DenseHit, Fusion, Hit
 
 
 def from_dense(hits: Sequence[DenseHit]) -> list[Hit]:
@@ -59,32 +70,83 @@ def fuse(
     rrf_k: int,
     dense_weight: float = 1.0,
     keyword_weight: float = 1.0,
+    fusion: Fusion = Fusion.RRF,
 ) -> list[Hit]:
-    """Reciprocal rank fusion of both lists; every hit says its rank and score on each side."""
-    check_fusion(rrf_k, dense_weight, keyword_weight)
+    """Both lists fused by ``fusion`` (module doc); every hit says its rank, score, normalised
+    score (score fusions) and part on each side."""
+    check_fusion(rrf_k, dense_weight, keyword_weight, fusion)
+    dense_hits, keyword_hits = from_dense(dense), from_keyword(keyword)
+    if fusion is Fusion.RRF:
+        # Each side's hits are in rank order: the n-th has rank n.
+        dense_parts = [dense_weight / (rrf_k + n) for n in range(1, len(dense_hits) + 1)]
+        keyword_parts = [keyword_weight / (rrf_k + n) for n in range(1, len(keyword_hits) + 1)]
+    else:
+        normalise = NORMALISERS[fusion]
+        dense_norm = normalise([hit.score for hit in dense_hits])
+        keyword_norm = normalise([hit.score for hit in keyword_hits])
+        for hit, value in zip(dense_hits, dense_norm, strict=True):
+            hit.dense_normalized = value
+        for hit, value in zip(keyword_hits, keyword_norm, strict=True):
+            hit.keyword_normalized = value
+        dense_parts = [dense_weight * value for value in dense_norm]
+        keyword_parts = [keyword_weight * value for value in keyword_norm]
     merged: dict[str, Hit] = {}
-    for hit in from_dense(dense):
-        assert hit.dense_rank is not None
-        hit.fused_score = dense_weight / (rrf_k + hit.dense_rank)
+    for hit, part in zip(dense_hits, dense_parts, strict=True):
+        hit.dense_part, hit.keyword_part = part, 0.0
         merged[hit.node_id] = hit
-    for hit in from_keyword(keyword):
-        assert hit.keyword_rank is not None
-        part = keyword_weight / (rrf_k + hit.keyword_rank)
+    for hit, part in zip(keyword_hits, keyword_parts, strict=True):
         known = merged.get(hit.node_id)
         if known is None:
-            hit.fused_score = part
+            hit.dense_part, hit.keyword_part = 0.0, part
             merged[hit.node_id] = hit
         else:
             known.keyword_rank = hit.keyword_rank
             known.keyword_score = hit.keyword_score
-            known.fused_score = (known.fused_score or 0.0) + part
+            known.keyword_normalized = hit.keyword_normalized
+            known.keyword_part = part
     for hit in merged.values():
-        hit.score = hit.fused_score or 0.0
+        hit.fused_score = (hit.dense_part or 0.0) + (hit.keyword_part or 0.0)
+        hit.score = hit.fused_score
     return sorted(merged.values(), key=_fused_order)
 
 
-def check_fusion(rrf_k: int, dense_weight: float, keyword_weight: float) -> None:
+def relative_scores(scores: Sequence[float]) -> list[float]:
+    """Min-max normalisation: the best score 1, the worst 0, the others in proportion; with
+    no spread (all equal, or one score) every score is 1."""
+    if not scores:
+        return []
+    unit = _unit_scale(scores)
+    if unit is None:
+        return [1.0] * len(scores)
+    return _scaled(unit, min(unit), max(unit), flat=1.0)
+
+
+def distribution_scores(scores: Sequence[float]) -> list[float]:
+    """Distribution-based normalisation: [mean - 3 std, mean + 3 std] (sample std) mapped onto
+    [0, 1], clamped; with no spread (all equal, or one score) every score is 0.5."""
+    if len(scores) < 2:
+        return [0.5] * len(scores)
+    unit = _unit_scale(scores)
+    if unit is None:
+        return [0.5] * len(scores)
+    mean = math.fsum(unit) / len(unit)
+    std = math.sqrt(math.fsum((value - mean) ** 2 for value in unit) / (len(unit) - 1))
+    return _scaled(unit, mean - 3 * std, mean + 3 * std, flat=0.5)
+
+
+NORMALISERS: dict[Fusion, Callable[[Sequence[float]], list[float]]] = {
+    Fusion.RELATIVE_SCORE: relative_scores,
+    Fusion.DISTRIBUTION: distribution_scores,
+}
+"""The normalisation of each score fusion."""
+
+
+def check_fusion(
+    rrf_k: int, dense_weight: float, keyword_weight: float, fusion: Fusion = Fusion.RRF
+) -> None:
     """Raise ``InvalidArgument`` for fusion parameters that cannot rank anything."""
+    if not isinstance(fusion, Fusion):
+        raise InvalidArgument("hybrid.fusion", f"unknown fusion {fusion!r}")
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
         raise InvalidArgument("hybrid.rrf_k", "must be a whole number >= 0")
     for name, weight in (("dense_weight", dense_weight), ("keyword_weight", keyword_weight)):
@@ -113,3 +175,20 @@ def page(hits: Sequence[Hit], offset: int, top_k: int) -> list[Hit]:
 def _fused_order(hit: Hit) -> tuple[float, int, str]:
     ranks = [r for r in (hit.dense_rank, hit.keyword_rank) if r is not None]
     return (-(hit.fused_score or 0.0), min(ranks, default=0), hit.node_id)
+
+
+def _unit_scale(scores: Sequence[float]) -> list[float] | None:
+    """The scores divided by their largest magnitude (both normalisations are unchanged by a
+    positive scale, and no sum or square can overflow then); None when there is no spread."""
+    largest = max(abs(value) for value in scores)
+    if not math.isfinite(largest) or min(scores) == max(scores):
+        return None
+    return [value / largest for value in scores]
+
+
+def _scaled(values: Sequence[float], low: float, high: float, *, flat: float) -> list[float]:
+    """``values`` mapped from [low, high] onto [0, 1], clamped (``flat`` each when high <= low)."""
+    span = high - low
+    if not span > 0:
+        return [flat] * len(values)
+    return [min(1.0, max(0.0, (value - low) / span)) for value in values]

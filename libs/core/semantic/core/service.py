@@ -24,6 +24,7 @@ from semantic.core import modifiers as scoring
 from semantic.core.degraded import DegradedReads, LocalIndex, check_supported
 from semantic.core.domain import (
     Filter,
+    Fusion,
     Hit,
     Mode,
     NodeRecord,
@@ -56,6 +57,8 @@ class SearchResult:
     query_truncated: bool = False
     degraded: bool = False
     """Answered from the local index while PostgreSQL was unreachable."""
+    fusion: Fusion | None = None
+    """How the two sides of a hybrid search were fused (None for the other modes)."""
 
 
 @dataclass
@@ -200,7 +203,9 @@ class SearchService:
                 rrf_k=query.hybrid.rrf_k,
                 dense_weight=query.hybrid.dense_weight,
                 keyword_weight=query.hybrid.keyword_weight,
+                fusion=query.hybrid.fusion,
             )
+            result.fusion = query.hybrid.fusion
         if chooser is not None:
             await self._attach(query.tenant, hits)
             await self._rescore(query.tenant, hits, chooser)

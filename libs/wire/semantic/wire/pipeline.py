@@ -170,7 +170,14 @@ def _as_event(subject: str, content_type: str, payload: bytes) -> str | None:
         else:
             return None
         rendered = json_format.MessageToDict(event, preserving_proto_field_name=False)
-    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError):
+    except (
+        DecodeError,
+        json_format.ParseError,
+        json_format.SerializeToJsonError,  # parses, has no JSON form (a timestamp's nanos < 0)
+        ValueError,
+        TypeError,
+        RecursionError,
+    ):
         return None
     if not rendered:  # bytes that happen to parse as an empty message say nothing
         return None

@@ -96,7 +96,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
     modifier_defaults = wire_feedback.modifier_defaults(settings.search_score_modifiers)
     search = SearchServicer(
         limits,
-        HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
+        hybrid_defaults(settings),
         max_related=settings.search_max_related,
         check_limits=CheckLimits(
             max_text_bytes=settings.search_max_check_bytes,
@@ -226,6 +226,15 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
     )
 
 
+def hybrid_defaults(settings: SearchSettings) -> HybridParams:
+    """What a hybrid search gets for the tuning its request leaves unset."""
+    return HybridParams(
+        rrf_k=settings.search_rrf_k,
+        candidates=settings.search_hybrid_candidates,
+        fusion=settings.search_fusion,
+    )
+
+
 def local_index(settings: SearchSettings, feed: ChangeFeed) -> LocalIndexFollower | None:
     """The follower of the degraded-mode index (None when SEMANTIC_SEARCH_LOCAL_INDEX=false)."""
     if not settings.search_local_index:
@@ -293,7 +302,7 @@ def openapi_document() -> dict[str, Any]:
     settings = SearchSettings()
     search = SearchServicer(
         Limits(),
-        HybridParams(rrf_k=settings.search_rrf_k, candidates=settings.search_hybrid_candidates),
+        hybrid_defaults(settings),
     )
     connection = BackgroundConnection(None, "describe")
     pipeline = JetStreamPipeline(connection, StreamNames.from_settings(settings), timeout_s=1.0)

@@ -41,6 +41,12 @@ _MODES = {
     pb.SEARCH_MODE_HYBRID: domain.Mode.HYBRID,
 }
 _MODE_OUT = {v: k for k, v in _MODES.items()}
+_FUSIONS = {
+    pb.FUSION_RRF: domain.Fusion.RRF,
+    pb.FUSION_RELATIVE_SCORE: domain.Fusion.RELATIVE_SCORE,
+    pb.FUSION_DISTRIBUTION: domain.Fusion.DISTRIBUTION,
+}
+_FUSION_OUT = {v: k for k, v in _FUSIONS.items()}
 _STATES = {
     "building": pb.SPACE_STATE_BUILDING,
     "ready": pb.SPACE_STATE_READY,
@@ -234,6 +240,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             query_tokens=result.query_tokens,
             query_truncated=result.query_truncated,
             degraded=result.degraded,
+            fusion=_FUSION_OUT[result.fusion] if result.fusion else pb.FUSION_UNSPECIFIED,
         )
         if request.include_relations and response.hits and not result.degraded:
             await self._with_relations(tenant, [h.node for h in response.hits])
@@ -398,6 +405,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 hybrid.candidates if hybrid.HasField("candidates") else defaults.candidates,
                 domain.MAX_HYBRID_CANDIDATES,
             ),
+            fusion=_fusion(hybrid.fusion, defaults.fusion),
         )
         return domain.SearchQuery(
             tenant=tenant,
@@ -414,6 +422,15 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             modifiers=wire_feedback.modifiers_from_proto(request.modifiers),
             default_modifiers=not request.skip_default_modifiers,
         )
+
+
+def _fusion(value: pb.Fusion.ValueType, default: domain.Fusion) -> domain.Fusion:
+    """``HybridParams.fusion``: unset is the server default; an unknown value is refused."""
+    if value == pb.FUSION_UNSPECIFIED:
+        return default
+    if value not in _FUSIONS:
+        raise InvalidArgument("hybrid.fusion", f"unknown value {value}")
+    return _FUSIONS[value]
 
 
 def _check_source(request: pb.NearestRequest | pb.RelatedRequest, what: str) -> None:
@@ -441,6 +458,10 @@ def _hits(result: SearchResult, include_body: bool) -> list[pb.SearchHit]:
             keyword_rank=hit.keyword_rank,
             keyword_score=hit.keyword_score,
             fused_score=hit.fused_score,
+            dense_normalized=hit.dense_normalized,
+            keyword_normalized=hit.keyword_normalized,
+            dense_part=hit.dense_part,
+            keyword_part=hit.keyword_part,
             targets=[pb.TargetScore(name=n, similarity=s) for n, s in hit.target_scores.items()],
         )
         wire_feedback.explain(hit, explanation)

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from semantic.common.auth import AuthSettings
-from semantic.core.domain import MAX_HYBRID_CANDIDATES
+from semantic.core.domain import MAX_HYBRID_CANDIDATES, Fusion
 from semantic.core.recommend.settings import RecommendSettings
 from semantic.core.settings import (
     InputLimitSettings,
@@ -65,6 +65,10 @@ class SearchSettings(
     search_pool_min: int = Field(2, ge=1, description="PostgreSQL pool: connections kept open.")
     search_pool_max: int = Field(16, ge=1, description="PostgreSQL pool: connections at most.")
     search_rrf_k: int = Field(60, ge=1, description="Default k of reciprocal rank fusion.")
+    search_fusion: Fusion = Field(
+        Fusion.RRF,
+        description="Default fusion of hybrid search: rrf, relative_score or distribution.",
+    )
     search_hybrid_candidates: int = Field(
         100, ge=1, le=MAX_HYBRID_CANDIDATES, description="Candidates per side fused in hybrid mode."
     )

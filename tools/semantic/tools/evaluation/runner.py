@@ -3,8 +3,12 @@
 Documents (title + " " + text) are upserted through ``Search.Upsert`` on a throw-away
 local stack (embedded PostgreSQL, the embedder with the chosen model, the search
 service; or a given database, where the ingest may be skipped to score what is already
-there, as the restore drill does), then every test query is asked through
+there, as the restore drill does), then every query of the split is asked through
 ``Search.Search`` in each mode and the rankings are scored with trec_eval's definitions.
+
+Hybrid mode may be asked once per fusion and keyword weight (a sweep over one ingest), and
+the queries of several splits may be scored on the same stack: tune on ``dev``, report
+``test``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,50 @@ MODES = {
     "keyword": pb.SEARCH_MODE_KEYWORD,
     "hybrid": pb.SEARCH_MODE_HYBRID,
 }
+FUSIONS = {
+    "rrf": pb.FUSION_RRF,
+    "relative_score": pb.FUSION_RELATIVE_SCORE,
+    "distribution": pb.FUSION_DISTRIBUTION,
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One way of asking the queries: a mode, and for hybrid a fusion, a keyword weight, an
+    RRF k and a number of candidates per side (each None: the server default)."""
+
+    mode: str
+    fusion: str | None = None
+    keyword_weight: float | None = None
+    rrf_k: int | None = None
+    candidates: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The run's name in the report: the mode, then the hybrid choices made."""
+        parts = [self.mode]
+        if self.fusion is not None:
+            parts.append(self.fusion)
+        if self.keyword_weight is not None:
+            parts.append(f"kw={self.keyword_weight:g}")
+        if self.rrf_k is not None:
+            parts.append(f"k={self.rrf_k}")
+        if self.candidates is not None:
+            parts.append(f"candidates={self.candidates}")
+        return " ".join(parts)
+
+    def request(self, text: str, top_k: int) -> pb.SearchRequest:
+        """The Search request of this run for one query."""
+        request = pb.SearchRequest(text=text, mode=MODES[self.mode], top_k=top_k)
+        if self.fusion is not None:
+            request.hybrid.fusion = FUSIONS[self.fusion]
+        if self.keyword_weight is not None:
+            request.hybrid.keyword_weight = self.keyword_weight
+        if self.rrf_k is not None:
+            request.hybrid.rrf_k = self.rrf_k
+        if self.candidates is not None:
+            request.hybrid.candidates = self.candidates
+        return request
 
 
 @dataclass(frozen=True)
@@ -44,6 +92,16 @@ class EvalConfig:
     modes: Sequence[str] = ("dense", "keyword", "hybrid")
     chunking: bool = True
     split: str = "test"
+    more_splits: Sequence[str] = ()
+    """Also score the queries of these splits (same ingest), reported under ``splits``."""
+    fusions: Sequence[str] = ()
+    """Hybrid mode once per fusion (empty: once, with the server default)."""
+    keyword_weights: Sequence[float] = ()
+    """Hybrid mode once per keyword weight, dense weight 1 (empty: the server default)."""
+    rrf_ks: Sequence[int] = ()
+    """RRF runs once per k (empty: the server default); the score fusions do not use k."""
+    candidates: Sequence[int] = ()
+    """Hybrid mode once per number of candidates per side (empty: the server default)."""
     top_k: int = 100
     threads: int = 2
     batch: int = 32
@@ -84,26 +142,52 @@ async def ingest_corpus(
         return sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
 
 
+def runs_of(config: EvalConfig) -> list[Run]:
+    """Every run the config asks for, in report order."""
+    out: list[Run] = []
+    for mode in config.modes:
+        if mode != "hybrid":
+            out.append(Run(mode))
+            continue
+        fusions: Sequence[str | None] = config.fusions or [None]
+        weights: Sequence[float | None] = config.keyword_weights or [None]
+        candidates: Sequence[int | None] = config.candidates or [None]
+        for fusion in fusions:
+            ks: Sequence[int | None] = (
+                config.rrf_ks if config.rrf_ks and fusion in (None, "rrf") else [None]
+            )
+            out.extend(
+                Run(mode, fusion, weight, k, pool)
+                for pool in candidates
+                for k in ks
+                for weight in weights
+            )
+    return out
+
+
 async def _run_mode(
-    stub: search_pb2_grpc.SearchStub, data: BeirDataset, mode: str, config: EvalConfig
+    stub: search_pb2_grpc.SearchStub, data: BeirDataset, run: Run, config: EvalConfig
 ) -> dict[str, list[str]]:
-    run: dict[str, list[str]] = {}
+    ranked: dict[str, list[str]] = {}
     pending = list(data.queries.items())
 
     async def worker() -> None:
         while pending:
             query_id, text = pending.pop()
-            request = pb.SearchRequest(text=text, mode=MODES[mode], top_k=config.top_k)
-            reply = await stub.Search(request, timeout=120)
-            run[query_id] = [hit.node.id for hit in reply.hits]
+            reply = await stub.Search(run.request(text, config.top_k), timeout=120)
+            ranked[query_id] = [hit.node.id for hit in reply.hits]
 
     await asyncio.gather(*(worker() for _ in range(config.concurrency)))
-    return run
+    return ranked
 
 
 async def _evaluate(
-    address: str, data: BeirDataset, config: EvalConfig, progress: Callable[[str], None]
+    address: str,
+    splits: Sequence[BeirDataset],
+    config: EvalConfig,
+    progress: Callable[[str], None],
 ) -> dict[str, Any]:
+    data = splits[0]
     async with grpc.aio.insecure_channel(address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
         vectors, ingest_s = 0, 0.0
@@ -116,13 +200,15 @@ async def _evaluate(
             progress(
                 f"ingested {len(data.corpus)} documents ({vectors} vectors) in {ingest_s:.0f} s"
             )
-        modes: dict[str, dict[str, float]] = {}
-        for mode in config.modes:
-            started = time.perf_counter()
-            run = await _run_mode(stub, data, mode, config)
-            scores = evaluate(run, data.qrels)
-            modes[mode] = {name: round(value, 4) for name, value in scores.items()}
-            progress(f"{mode}: {modes[mode]} ({time.perf_counter() - started:.0f} s)")
+        by_split: dict[str, dict[str, dict[str, float]]] = {}
+        for split in splits:
+            modes = by_split.setdefault(split.split, {})
+            for run in runs_of(config):
+                started = time.perf_counter()
+                scores = evaluate(await _run_mode(stub, split, run, config), split.qrels)
+                modes[run.label] = {name: round(value, 4) for name, value in scores.items()}
+                elapsed = time.perf_counter() - started
+                progress(f"{split.split}, {run.label}: {modes[run.label]} ({elapsed:.0f} s)")
         extra: dict[str, Any] = {}
         if config.modifiers:
             started = time.perf_counter()
@@ -136,7 +222,8 @@ async def _evaluate(
         "queries": len(data.queries),
         "vectors": vectors,
         "ingest_seconds": round(ingest_s, 1),
-        "modes": modes,
+        "modes": by_split[data.split],
+        **({"splits": by_split} if len(splits) > 1 else {}),
         **extra,
     }
 
@@ -149,8 +236,14 @@ def run_eval(
     unknown = [m for m in config.modes if m not in MODES]
     if unknown:
         raise ValueError(f"unknown mode(s) {unknown}; choose from {sorted(MODES)}")
-    data = load_beir(config.dataset, config.split)
-    progress(f"loaded {data.name}: {len(data.corpus)} documents, {len(data.queries)} queries")
+    unknown = [f for f in config.fusions if f not in FUSIONS]
+    if unknown:
+        raise ValueError(f"unknown fusion(s) {unknown}; choose from {sorted(FUSIONS)}")
+    names = list(dict.fromkeys([config.split, *config.more_splits]))
+    splits = [load_beir(config.dataset, split) for split in names]
+    data = splits[0]
+    queries = ", ".join(f"{len(s.queries)} {s.split} queries" for s in splits)
+    progress(f"loaded {data.name}: {len(data.corpus)} documents, {queries}")
     manifest = (config.model_dir / "manifest.json").read_text()
     model_id = json.loads(manifest)["model_id"]
     search_env = {
@@ -163,7 +256,7 @@ def run_eval(
         search_env=search_env,
         database_url=config.database_url,
     ) as stack:
-        report = asyncio.run(_evaluate(stack.search_address, data, config, progress))
+        report = asyncio.run(_evaluate(stack.search_address, splits, config, progress))
     return {
         "dataset": data.name,
         "split": config.split,

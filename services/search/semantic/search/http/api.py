@@ -32,12 +32,18 @@ _MODES: dict[str, pb.SearchMode.ValueType] = {
     "keyword": pb.SEARCH_MODE_KEYWORD,
     "hybrid": pb.SEARCH_MODE_HYBRID,
 }
+_FUSIONS: dict[str, pb.Fusion.ValueType] = {
+    "rrf": pb.FUSION_RRF,
+    "relative_score": pb.FUSION_RELATIVE_SCORE,
+    "distribution": pb.FUSION_DISTRIBUTION,
+}
 SEARCH_RENAMES = {
     "text": "q",
     "top_k": "k",
     "filter.content_types": "type",
     "filter.tags_any": "tags_any",
     "filter.tags_all": "tags_all",
+    "hybrid.fusion": "fusion",
 }
 NEAREST_RENAMES = {"top_k": "k", "content_types": "type"}
 RECOMMEND_RENAMES = {"top_k": "k", "content_types": "type", "user_id": "userId"}
@@ -82,7 +88,7 @@ BODY_ROUTES: Sequence[BodyRoute] = (
             "mode": "SEARCH_MODE_HYBRID",
             "topK": 5,
             "filter": {"contentTypes": ["article"], "tagsAny": ["diet"]},
-            "hybrid": {"rrfK": 60},
+            "hybrid": {"fusion": "FUSION_RELATIVE_SCORE", "keywordWeight": 1.0},
         },
     ),
     BodyRoute(
@@ -368,6 +374,13 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
         q: Annotated[str, Query(description="Query text.", examples=["refund"])] = "",
         tenant: Tenant = "",
         mode: Annotated[str, Query(description="dense, keyword or hybrid; default hybrid.")] = "",
+        fusion: Annotated[
+            str,
+            Query(
+                description="Hybrid mode: rrf, relative_score or distribution; default the "
+                "server's (setting SEMANTIC_SEARCH_FUSION)."
+            ),
+        ] = "",
         k: TopK = 0,
         offset: Annotated[int, Query(ge=0, le=U32, description="Hits to skip.")] = 0,
         types: Types = [],  # noqa: B006 - FastAPI copies defaults
@@ -381,6 +394,7 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
             tenant=tenant,
             text=q,
             mode=_mode(mode, request),
+            hybrid=pb.HybridParams(fusion=_fusion(fusion, request)),
             top_k=k,
             offset=offset,
             include_body=include_body,
@@ -584,6 +598,16 @@ def _mode(text: str, request: Request) -> pb.SearchMode.ValueType:
         problem = InvalidArgument("mode", f"must be one of {', '.join(_MODES)}; got {text!r}")
         raise HttpProblem(problem_for(problem, request.url.path))
     return mode
+
+
+def _fusion(text: str, request: Request) -> pb.Fusion.ValueType:
+    if not text:
+        return pb.FUSION_UNSPECIFIED
+    fusion = _FUSIONS.get(text.lower())
+    if fusion is None:
+        problem = InvalidArgument("fusion", f"must be one of {', '.join(_FUSIONS)}; got {text!r}")
+        raise HttpProblem(problem_for(problem, request.url.path))
+    return fusion
 
 
 RESPONSES: Mapping[str, type[Message]] = {

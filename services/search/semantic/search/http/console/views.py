@@ -150,6 +150,10 @@ def lab_rows(response: pb.SearchResponse, context_chars: int = 160) -> list[LabR
             ("keyword_rank", "keyword rank"),
             ("keyword_score", "BM25"),
             ("fused_score", "fused"),
+            ("dense_normalized", "dense normalised"),
+            ("keyword_normalized", "keyword normalised"),
+            ("dense_part", "dense part"),
+            ("keyword_part", "keyword part"),
         ):
             if explanation.HasField(name):  # type: ignore[arg-type]
                 value = getattr(explanation, name)

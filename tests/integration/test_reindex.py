@@ -141,3 +141,66 @@ async def test_reindex_switches_models_while_search_keeps_answering(
             await admin.Reindex(pb.ReindexRequest(model_id="no/such-model"))
         assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "model_id" in (unknown.value.details() or "")
+
+
+async def test_an_fp32_deployment_keeps_its_space_when_int8_becomes_the_default(
+    database_url: str,
+    fp32_model_dir: Path,
+    int8_model_dir: Path,
+    service_starter: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Upgrading an installation whose active space is fp32 to an embedder whose default is
+    int8 (SEMANTIC_EMBEDDER_PRECISION=int8, or auto on a VNNI CPU: int8 first, fp32 beside
+    it): search keeps answering from the fp32 space, and one `semantic reindex` moves it."""
+    env = {
+        "DATABASE_URL": database_url,
+        "SEMANTIC_GRPC_HOST": "127.0.0.1",
+        "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_AUTH_MODE": "disabled",
+        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
+    }
+    threads = {"SEMANTIC_EMBEDDER_INTRA_OP_THREADS": "1"}
+    before = service_starter(
+        "semantic.embedder", {"SEMANTIC_EMBEDDER_MODEL_DIRS": str(fp32_model_dir), **threads}
+    )
+    await before.wait_serving()
+    nodes = [
+        cpb.Node(id=f"n{i}", content_type="page", title=f"Note {i}", body=TOPICS[i % 6])
+        for i in range(30)
+    ]
+    async with running_search(
+        {**env, "SEMANTIC_EMBEDDER_ADDRESS": str(before.address)}, monkeypatch
+    ) as channel:
+        await search_pb2_grpc.SearchStub(channel).Upsert(pb.UpsertRequest(nodes=nodes))
+        listed = await search_pb2_grpc.AdminStub(channel).ListSpaces(pb.ListSpacesRequest())
+        fp32_space = listed.active_space_id
+    before.stop()
+
+    after = service_starter(
+        "semantic.embedder",
+        {"SEMANTIC_EMBEDDER_MODEL_DIRS": f"{int8_model_dir},{fp32_model_dir}", **threads},
+    )
+    await after.wait_serving()
+    async with running_search(
+        {**env, "SEMANTIC_EMBEDDER_ADDRESS": str(after.address)}, monkeypatch
+    ) as channel:
+        search = search_pb2_grpc.SearchStub(channel)
+        admin = search_pb2_grpc.AdminStub(channel)
+        listed = await admin.ListSpaces(pb.ListSpacesRequest())
+        assert listed.active_space_id == fp32_space  # the new default does not take over
+        reply = await search.Search(pb.SearchRequest(text=TOPICS[1], top_k=3))
+        assert reply.space_id == fp32_space
+        assert int(reply.hits[0].node.id[1:]) % 6 == 1  # a TLS note
+
+        address = f"127.0.0.1:{os.environ['SEMANTIC_GRPC_PORT']}"  # set by running_search
+        monkeypatch.setenv("SEMANTIC_SEARCH_ADDRESS", address)
+        int8_id = "sentence-transformers/all-MiniLM-L6-v2:int8"
+        assert await asyncio.to_thread(main, ["reindex", "--model-id", int8_id]) == 0
+        listed = await admin.ListSpaces(pb.ListSpacesRequest())
+        active = next(s for s in listed.spaces if s.id == listed.active_space_id)
+        assert active.model_id == int8_id
+        assert (active.nodes, active.vectors) == (30, 30)
+        reply = await search.Search(pb.SearchRequest(text=TOPICS[1], top_k=3))
+        assert reply.space_id == active.id
+        assert int(reply.hits[0].node.id[1:]) % 6 == 1

@@ -23,6 +23,7 @@ from semantic.embedder.batcher import BatchPolicy
 from semantic.embedder.engine import EmbeddingEngine, EmbeddingModel, EmbedLimits
 from semantic.embedder.loading import ModelLoading
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
+from semantic.embedder.precision import cpu_flags, int8_is_fast
 from semantic.embedder.servicer import EmbedderServicer
 from semantic.embedder.settings import EmbedderSettings
 from semantic.v1 import embedder_pb2, embedder_pb2_grpc
@@ -33,7 +34,15 @@ SERVICE_NAME = embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 
 def load_models(settings: EmbedderSettings) -> list[EmbeddingModel]:
     """Load every configured model directory (blocking; run it in a thread)."""
-    return [load_model(settings, path) for path in settings.embedder_model_dirs]
+    flags = cpu_flags()
+    dirs = settings.served_model_dirs(flags)
+    log.info(
+        "model_dirs",
+        dirs=[str(path) for path in dirs],
+        precision=settings.embedder_precision,
+        int8_fast_cpu=int8_is_fast(flags),
+    )
+    return [load_model(settings, path) for path in dirs]
 
 
 def load_model(settings: EmbedderSettings, path: Path) -> EmbeddingModel:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from semantic.common.auth import AuthSettings
 from semantic.common.settings import BaseServiceSettings
+from semantic.embedder.precision import Precision, choose, default_dirs
+
+DEFAULT_MODEL_DIR = Path("models/all-minilm-l6-v2")
 
 
 def _default_threads() -> int:
@@ -32,8 +35,15 @@ class EmbedderSettings(BaseServiceSettings, AuthSettings):
     """
 
     embedder_model_dirs: Annotated[list[Path], NoDecode] = Field(
-        default_factory=lambda: [Path("models/all-minilm-l6-v2")],
-        description="Comma-separated model directories to serve; the first is the default.",
+        default_factory=lambda: [DEFAULT_MODEL_DIR],
+        description="Comma-separated model directories to serve; the first is the default "
+        "(default: the built-in model at SEMANTIC_EMBEDDER_PRECISION).",
+    )
+    embedder_precision: Literal["auto", "int8", "fp32"] = Field(
+        "auto",
+        description="Variant of the built-in model served when SEMANTIC_EMBEDDER_MODEL_DIRS is "
+        "not set: int8 (fp32 served beside it), fp32, or auto: int8 on CPUs with AVX-512 "
+        "VNNI, AVX-VNNI or AMX, fp32 elsewhere.",
     )
     embedder_default_model: str | None = Field(
         None, description="Model id served when a request names none (default: the first dir)."
@@ -93,6 +103,15 @@ class EmbedderSettings(BaseServiceSettings, AuthSettings):
             return self.embedder_shared_threads
         return shared_threads(self.embedder_intra_op_threads, self.embedder_workers)
 
+    def served_model_dirs(self, cpu_flags: frozenset[str]) -> list[Path]:
+        """The directories to load at start, the default first: as configured, else the
+        built-in model at the precision chosen for a CPU with ``cpu_flags``."""
+        if "embedder_model_dirs" in self.model_fields_set:
+            return list(self.embedder_model_dirs)
+        precision: Precision = self.embedder_precision
+        dirs = default_dirs(DEFAULT_MODEL_DIR, choose(precision, DEFAULT_MODEL_DIR, cpu_flags))
+        return dirs[: self.embedder_max_models]  # with one model allowed, int8 alone
+
     @property
     def model_roots(self) -> list[Path]:
         """Folders LoadModel may load from: as configured, else the model dirs' parents."""
@@ -111,6 +130,11 @@ class EmbedderSettings(BaseServiceSettings, AuthSettings):
 
     @model_validator(mode="after")
     def _models_fit(self) -> EmbedderSettings:
+        if "embedder_model_dirs" in self.model_fields_set and self.embedder_precision != "auto":
+            raise ValueError(
+                "SEMANTIC_EMBEDDER_PRECISION picks the built-in model's directories; with "
+                "SEMANTIC_EMBEDDER_MODEL_DIRS set, list the directories to serve instead"
+            )
         if len(self.embedder_model_dirs) > self.embedder_max_models:
             raise ValueError(
                 f"SEMANTIC_EMBEDDER_MODEL_DIRS names {len(self.embedder_model_dirs)} "

@@ -6,6 +6,8 @@ from a BEIR corpus when ``--dataset`` is given, else from the tokenizer's vocabu
 
 Measured, each as texts/s (median of ``--repeat`` runs):
 - ``in_process``: the engine (token-budget micro-batches, length buckets), fp32 and int8;
+  int8 against fp32 as paired passes (fp32 then int8 in each round, the ratio the median
+  of the rounds'), with each model's min cosine against the reference vectors;
 - ``naive``: the same model, batches of 32 in arrival order, no bucketing (the baseline);
 - ``grpc``: the embedder as a separate process, ``--clients`` concurrent clients each
   sending requests of ``--request-texts`` texts;
@@ -33,6 +35,7 @@ from semantic.embedder.batcher import BatchPolicy
 from semantic.embedder.engine import EmbeddingEngine, EmbedLimits
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.embedder.settings import shared_threads
+from semantic.tools.bench.precision import REFERENCE, cpu_report, fidelity, paired_rates
 from semantic.tools.devstack.service import ServiceProcess
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
@@ -53,6 +56,10 @@ class BenchConfig:
     repeat: int = 3
     latency_calls: int = 300
     seed: int = 13
+    reference: Path | None = REFERENCE
+    """Reference vectors for the fidelity check (skipped when the file is missing)."""
+    precision_only: bool = False
+    """Only the paired int8/fp32 passes and fidelity (no naive, gRPC or latency runs)."""
 
 
 def _words(config: BenchConfig) -> list[str]:
@@ -226,21 +233,20 @@ def run_bench(
         "words_from": str(config.dataset) if config.dataset else "tokenizer vocabulary",
         "unit": "texts/s (median of repeats)",
     }
-    progress("naive baseline")
-    report["naive_fp32"] = {k: naive_rate(fp32, v, config.repeat) for k, v in sets.items()}
-    progress("in-process fp32")
-    report["in_process_fp32"] = {
-        k: engine_rate(fp32, v, config.repeat, workers=config.workers) for k, v in sets.items()
-    }
+    if not config.precision_only:
+        progress("naive baseline")
+        report["naive_fp32"] = {k: naive_rate(fp32, v, config.repeat) for k, v in sets.items()}
+        progress("in-process fp32")
+        report["in_process_fp32"] = {
+            k: engine_rate(fp32, v, config.repeat, workers=config.workers) for k, v in sets.items()
+        }
     models = {"fp32": (config.model_dir, fp32.manifest.model_id)}
     if config.int8_model_dir is not None:
         int8 = load_as_served(config.int8_model_dir, config.threads, config.workers)
-        progress("in-process int8")
-        report["in_process_int8"] = {
-            k: engine_rate(int8, sets[k], config.repeat, workers=config.workers)
-            for k in ("short", "long")
-        }
+        report.update(compare_precisions(config, fp32, int8, sets, progress))
         models["int8"] = (config.int8_model_dir, int8.manifest.model_id)
+    if config.precision_only:
+        return report
     del fp32
     server = _server([m[0] for m in models.values()], config.threads, config.workers)
     try:
@@ -269,6 +275,37 @@ def run_bench(
     return report
 
 
+def compare_precisions(
+    config: BenchConfig,
+    fp32: OnnxEmbeddingModel,
+    int8: OnnxEmbeddingModel,
+    sets: dict[str, list[str]],
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """int8 against fp32: paired engine passes on short and long texts, fidelity to the
+    reference vectors, and the CPU (see ``semantic.tools.bench.precision``)."""
+
+    def one_pass(model: OnnxEmbeddingModel, texts: list[str]) -> float:
+        warmup = texts[: min(len(texts), 64)]
+        return engine_seconds(model, texts, warmup=warmup, workers=config.workers)[0]
+
+    progress("int8 vs fp32, interleaved")
+    paired = {
+        k: paired_rates(fp32, int8, sets[k], repeat=config.repeat, one_pass=one_pass)
+        for k in ("short", "long")
+    }
+    out: dict[str, Any] = {
+        "cpu": cpu_report(),
+        "int8_vs_fp32_paired": paired,
+        "in_process_int8": {k: v["int8"] for k, v in paired.items()},
+    }
+    if config.reference is not None and config.reference.is_file():
+        progress("fidelity to the reference vectors")
+        out["fidelity"] = {"fp32": fidelity(fp32, config.reference)}
+        out["fidelity"]["int8"] = fidelity(int8, config.reference)
+    return out
+
+
 def _ratios(report: dict[str, Any], clients: int) -> dict[str, float]:
     ours, naive = report["in_process_fp32"], report["naive_fp32"]
     grpc_fp32 = report[f"grpc_fp32_{clients}_clients"]
@@ -279,8 +316,8 @@ def _ratios(report: dict[str, Any], clients: int) -> dict[str, float]:
         "grpc_vs_in_process_short": round(grpc_fp32["short"] / ours["short"], 3),
         "grpc_vs_in_process_long": round(grpc_fp32["long"] / ours["long"], 3),
     }
-    if "in_process_int8" in report:
-        int8 = report["in_process_int8"]
-        ratios["int8_vs_fp32_long"] = round(int8["long"] / ours["long"], 3)
-        ratios["int8_vs_fp32_short"] = round(int8["short"] / ours["short"], 3)
+    if "int8_vs_fp32_paired" in report:
+        paired = report["int8_vs_fp32_paired"]
+        ratios["int8_vs_fp32_long"] = paired["long"]["int8_vs_fp32"]
+        ratios["int8_vs_fp32_short"] = paired["short"]["int8_vs_fp32"]
     return ratios

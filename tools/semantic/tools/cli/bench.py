@@ -39,6 +39,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--workers", type=int, default=2, help="embedder batches at a time (1 thread each)"
     )
     embedder.add_argument("--repeat", type=int, default=3, help="runs per measurement")
+    embedder.add_argument(
+        "--precision-only",
+        action="store_true",
+        help="only int8 against fp32 (paired passes, fidelity to the reference vectors)",
+    )
+    embedder.add_argument(
+        "--reference",
+        type=Path,
+        default=Path("tests/data/minilm-reference.jsonl"),
+        help="reference vectors for the fidelity check",
+    )
 
     search = targets.add_parser(
         "search",
@@ -240,6 +251,8 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             workers=args.workers,
             repeat=args.repeat,
+            reference=args.reference,
+            precision_only=args.precision_only,
         )
         report = run_bench(config, progress=lambda step: print(f"# {step}", file=sys.stderr))
         _print(report, args.json)

@@ -108,12 +108,7 @@ class _BertWriter:
         self.fused = fused
         self.g = _GraphWriter()
         self.batch_seq = self.g.op("Shape", ["input_ids"], "batch_seq")
-        self.mask = "" if fused else self.mask_bias()
-        self.key_mask = (
-            self.g.op("Cast", ["attention_mask"], "mask/int32", to=TensorProto.INT32)
-            if fused
-            else ""
-        )
+        self.mask = self.padding_keys() if fused else self.mask_bias()
 
     def weight(self, key: str) -> np.ndarray[Any, Any]:
         try:
@@ -180,15 +175,12 @@ class _BertWriter:
 
     def attention(self, x: str, prefix: str) -> str:
         """Self-attention, output projection, residual and LayerNorm."""
-        g = self.g
         context = (
             self.fused_attention_core(x, f"{prefix}.self")
             if self.fused
             else self.attention_core(x, f"{prefix}.self")
         )
-        out = self.linear(context, [f"{prefix}.output.dense"], f"{prefix}.output.dense")
-        residual = g.op("Add", [out, x], f"{prefix}.output/residual")
-        return self.layer_norm(residual, f"{prefix}.output.LayerNorm")
+        return self.dense_residual_norm(context, x, f"{prefix}.output")
 
     def attention_core(self, x: str, prefix: str) -> str:
         """Standard operators; one GEMM for query, key and value, 1/sqrt(d) folded into query."""
@@ -219,33 +211,68 @@ class _BertWriter:
         rows = g.const(f"{prefix}/rows", np.array([-1, c.hidden_size], np.int64))
         return g.op("Reshape", [merged, rows], f"{prefix}/merged")
 
-    def fused_attention_core(self, x: str, prefix: str) -> str:
-        """onnxruntime's MultiHeadAttention: mask, scale, softmax and heads in one kernel."""
+    def padding_keys(self) -> str:
+        """[tokens, heads * (head_size + 1)]: 0 everywhere but in each head's extra key
+        column, where padding gets -10000 * sqrt(head_size) (see fused_attention_core)."""
         g = self.g
         c = self.c
-        hidden_shape = g.op(
-            "Concat",
-            [self.batch_seq, g.const(f"{prefix}/hidden", np.array([c.hidden_size], np.int64))],
-            f"{prefix}/bsh_shape",
-            axis=0,
+        mask = g.op("Cast", ["attention_mask"], "mask/float", to=TensorProto.FLOAT)
+        inverted = g.op("Sub", [g.const("one", np.array(1.0, np.float32)), mask], "mask/inverted")
+        rows = g.op(
+            "Reshape",
+            [inverted, g.const("mask/rows_shape", np.array([-1, 1], np.int64))],
+            "mask/rows",
         )
+        extra = np.zeros((c.num_heads, c.head_size + 1), np.float32)
+        extra[:, -1] = _MASK_FILL * math.sqrt(c.head_size)
+        return g.op("Mul", [rows, g.const("mask/extra_column", extra.reshape(-1))], "mask/keys")
+
+    def fused_attention_core(self, x: str, prefix: str) -> str:
+        """onnxruntime's MultiHeadAttention: scale, softmax and heads in one kernel.
+
+        The kernel's flash-attention path (tiled, no [seq, seq] scores in memory) runs only
+        without a padding mask, so padding is written into the keys instead: query and key
+        heads get one extra column, 1 in every query and 0 in every key but padding's,
+        where it is -10000 * sqrt(head_size). A padded key then scores -10000 after
+        scaling, whose exp() is exactly 0, as with a mask; the extra columns come from
+        zero weights and a bias, so the projections stay single GEMMs.
+        """
+        g = self.g
+        c = self.c
+        heads, size = c.num_heads, c.head_size
+
+        def with_extra_column(value: np.ndarray[Any, Any], fill: float) -> np.ndarray[Any, Any]:
+            """[..., heads * size] -> [..., heads * (size + 1)], ``fill`` in each new column."""
+            split = value.reshape(*value.shape[:-1], heads, size)
+            column = np.full((*split.shape[:-1], 1), fill, np.float32)
+            return np.concatenate([split, column], axis=-1).reshape(*value.shape[:-1], -1)
+
         projected = []
+        biases = []
         for name in ("query", "key", "value"):
-            weight = g.const(
-                f"{prefix}.{name}.weight", self.weight(f"{prefix}.{name}.weight").T.copy()
+            weight = self.weight(f"{prefix}.{name}.weight").T
+            bias = self.weight(f"{prefix}.{name}.bias")
+            if name != "value":
+                weight = with_extra_column(weight, 0.0)
+                bias = with_extra_column(bias, 1.0 if name == "query" else 0.0)
+            product = g.op(
+                "MatMul",
+                [x, g.const(f"{prefix}.{name}.weight", np.ascontiguousarray(weight))],
+                f"{prefix}.{name}/MatMul",
             )
-            product = g.op("MatMul", [x, weight], f"{prefix}.{name}/MatMul")
-            projected.append(g.op("Reshape", [product, hidden_shape], f"{prefix}.{name}/bsh"))
-        bias = g.const(
-            f"{prefix}.qkv.bias",
-            np.concatenate([self.weight(f"{prefix}.{n}.bias") for n in ("query", "key", "value")]),
-        )
+            if name == "key":
+                product = g.op("Add", [product, self.mask], f"{prefix}.key/padding")
+            width = g.const(f"{prefix}/{name}_width", np.array([weight.shape[1]], np.int64))
+            shape = g.op("Concat", [self.batch_seq, width], f"{prefix}/{name}_shape", axis=0)
+            projected.append(g.op("Reshape", [product, shape], f"{prefix}.{name}/bsh"))
+            biases.append(bias)
         attended = g.op(
             "MultiHeadAttention",
-            [*projected, bias, self.key_mask],
+            [*projected, g.const(f"{prefix}.qkv.bias", np.concatenate(biases))],
             f"{prefix}/mha",
             domain=CONTRIB_DOMAIN,
-            num_heads=c.num_heads,
+            num_heads=heads,
+            scale=1.0 / math.sqrt(size),
         )
         rows = g.const(f"{prefix}/rows", np.array([-1, c.hidden_size], np.int64))
         return g.op("Reshape", [attended, rows], f"{prefix}/merged")
@@ -264,13 +291,19 @@ class _BertWriter:
         prefix = f"encoder.layer.{index}"
         attended = self.attention(x, f"{prefix}.attention")
         up = self.linear(attended, [f"{prefix}.intermediate.dense"], f"{prefix}.intermediate.dense")
-        down = self.linear(
-            self.gelu(up, f"{prefix}.intermediate"),
-            [f"{prefix}.output.dense"],
-            f"{prefix}.output.dense",
+        return self.dense_residual_norm(
+            self.gelu(up, f"{prefix}.intermediate"), attended, f"{prefix}.output"
         )
-        residual = self.g.op("Add", [down, attended], f"{prefix}.output/residual")
-        return self.layer_norm(residual, f"{prefix}.output.LayerNorm")
+
+    def dense_residual_norm(self, x: str, residual: str, prefix: str) -> str:
+        """LayerNorm(x @ W.T + b + residual) for ``{prefix}.dense`` and ``{prefix}.LayerNorm``.
+
+        Standard operators in both graphs: onnxruntime's SkipLayerNormalization, which
+        fuses the bias, the residual and the norm, ran slower than the three (1.31, CPU).
+        """
+        out = self.linear(x, [f"{prefix}.dense"], f"{prefix}.dense")
+        residual = self.g.op("Add", [out, residual], f"{prefix}/residual")
+        return self.layer_norm(residual, f"{prefix}.LayerNorm")
 
     def model(self) -> onnx.ModelProto:
         g = self.g

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from semantic.embedder.model.errors import ModelBuildError
 
-QUANTIZER_VERSION = "3"
+QUANTIZER_VERSION = "4"
 _MS_DOMAIN = "com.microsoft"
 _GELU_MIN = 0.17
 """Just above -min(GELU(x)) = 0.16997: the magnitude bound of a GELU output's negatives."""
@@ -28,7 +28,8 @@ class Int8Recipe:
     unless its name contains one of ``exclude``:
 
     * activations: symmetric, one scale per token (row) from the row's own maximum,
-      computed at run time, so a text's vector never depends on its batch-mates;
+      computed at run time, so a text's vector never depends on its batch-mates; the
+      [rows, 1] scales are the kernel's ``a_scale``, applied as it writes its output;
     * weights: symmetric, one scale per output channel, ``weight_bits`` bits. 7 bits keep
       onnxruntime's AVX2 u8s8 kernel (``vpmaddubsw``, CPUs without VNNI) from saturating
       its 16-bit pair sums, which silently corrupts results with full 8-bit weights;
@@ -278,19 +279,25 @@ class _Rewriter:
         return codes, scale.astype(np.float32)
 
     def rewrite(self, node: onnx.NodeProto) -> None:
+        """One MatMulIntegerToFloat whose ``a_scale`` is the [rows, 1] per-token scale: the
+        kernel applies token and channel scales to the int32 sums as it writes them.
+
+        The bias stays a separate Add: with a per-row ``a_scale`` onnxruntime (1.31)
+        multiplies its ``bias`` input by that scale too, which would corrupt every row.
+        """
         codes, row_scale = self.quantize_rows(node.input[0], self.inits[node.input[1]].dims[0])
         w_codes, w_scale = self.quantize_weight(node)
         prefix = node.name or node.output[0]
         w = self.const(f"{prefix}/w_int8", w_codes)
         ws = self.const(f"{prefix}/w_scale", w_scale)
-        one = self.shared("a_scale", np.array(1.0, np.float32))
         zp = self.shared("a_zero_point", np.array(128, np.uint8))
-        product = self.op(
-            "MatMulIntegerToFloat", [codes, w, one, ws, zp], f"{prefix}/int8", domain=_MS_DOMAIN
-        )
         self.nodes.append(
             helper.make_node(
-                "Mul", [product, row_scale], [node.output[0]], name=f"{prefix}/rescale"
+                "MatMulIntegerToFloat",
+                [codes, w, row_scale, ws, zp],
+                [node.output[0]],
+                name=f"{prefix}/int8",
+                domain=_MS_DOMAIN,
             )
         )
 

@@ -42,6 +42,7 @@ __all__ = [
     "activate",
     "active_space",
     "ensure_space",
+    "ensure_vector_table",
     "get_space",
     "halfvec_dim",
     "hnsw_key",
@@ -89,6 +90,21 @@ CREATE OR REPLACE TRIGGER vectors_{int(space_id)}_changes
     AFTER INSERT OR UPDATE OR DELETE ON {table}
     FOR EACH ROW EXECUTE FUNCTION semantic.log_vector_change({int(space_id)});
 """
+
+
+async def ensure_vector_table(
+    conn: asyncpg.Connection,
+    space: Space,
+    *,
+    m: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
+) -> None:
+    """Create the space's vector table, its HNSW index (at the space's index precision) and
+    its change trigger where missing: after a bulk load into a table whose index was
+    dropped, this builds the index."""
+    await conn.execute(
+        _vector_table_ddl(space.id, space.dim, m, ef_construction, space.index_precision)
+    )
 
 
 _COLUMNS = (
@@ -161,9 +177,7 @@ async def ensure_space(
             assert row is not None
         space = _space(row)
         # Re-created if it went missing (a truncated or replaced database).
-        await conn.execute(
-            _vector_table_ddl(space.id, space.dim, m, ef_construction, space.index_precision)
-        )
+        await ensure_vector_table(conn, space, m=m, ef_construction=ef_construction)
         if activate_if_none:
             active = await conn.fetchval(
                 "SELECT space_id FROM semantic.space_aliases WHERE name = $1", ACTIVE
@@ -222,9 +236,7 @@ async def reindex_space(
         )
         assert row is not None
         space = _space(row)
-        await conn.execute(
-            _vector_table_ddl(space.id, space.dim, m, ef_construction, space.index_precision)
-        )
+        await ensure_vector_table(conn, space, m=m, ef_construction=ef_construction)
         return space, True
 
 

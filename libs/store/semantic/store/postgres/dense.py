@@ -268,6 +268,45 @@ async def dense_search(
         raise
 
 
+async def explain_index_scan(
+    conn: asyncpg.Connection,
+    space_table: str,
+    tenant: str,
+    query_vector: np.ndarray[Any, Any],
+    *,
+    target: VectorTarget,
+    filter_sql: str,
+    filter_params: Sequence[Any],
+    limit: int,
+    filtered: bool = True,
+    halfvec_dim: int | None = None,
+) -> list[str]:
+    """The plan (``EXPLAIN``, one line per row) of the first index-scan statement
+    :func:`dense_search` runs with these arguments: whether it reaches the space's HNSW
+    index (``Index Scan using vectors_<id>_hnsw``) is the question it answers."""
+    if not _TABLE.match(space_table):
+        raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
+    search = _DenseQuery(
+        conn,
+        space_table,
+        tenant,
+        _check_vector(query_vector),
+        [target],
+        limit,
+        filter_sql,
+        filter_params,
+        filtered=filtered,
+        cap=1,
+        ef=1,
+        max_scan=1,
+        attach=None,
+        halfvec_dim=halfvec_dim,
+    )
+    fetch = max(limit * FIRST_FETCH_PER_NODE, limit + 16)
+    text, params = search.index_scan_statement(target, gated=filtered, attach=None, fetch=fetch)
+    return [str(row[0]) for row in await conn.fetch(f"EXPLAIN {text}", *params)]
+
+
 @dataclass(frozen=True)
 class _DenseQuery:
     """One dense search's inputs, shared by its index-scan and exact steps."""
@@ -302,6 +341,39 @@ class _DenseQuery:
             candidates.update((hit.node_id, None) for hit in found)
         return await self.exact(ids=list(candidates), attach=self.attach)
 
+    def index_scan_statement(
+        self, target: VectorTarget, *, gated: bool, attach: int | None, fetch: int
+    ) -> tuple[str, list[Any]]:
+        """The index scan's SQL and parameters (``fetch`` chunk rows at most)."""
+        sql = _Sql(self.filter_params if self.filtered else ()).bind(
+            q=self.q,
+            tenant=self.tenant,
+            name=target.name,
+            fetch=fetch,
+            limit=self.limit,
+            ef=self.ef,
+            max_scan=self.max_scan,
+            attach=attach,
+        )
+        if gated:
+            sql.bind(cap=self.cap)
+        source = _FILTERED_SOURCE if self.filtered else _UNFILTERED_SOURCE
+        text = sql.render(
+            _INDEX_SCAN,
+            source=sql.render(
+                source,
+                table=self.table,
+                filter=self.filter_sql,
+                gate=sql.render(_GATE) if gated else "",
+            ),
+            gate_cte=sql.render(_GATE_CTE, filter=self.filter_sql) if gated else "",
+            matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
+            tuned=sql.render(_TUNED),
+            nodes=_NODES,
+            index_order=_index_order(sql.numbers["q"], self.halfvec_dim),
+        )
+        return text, sql.params
+
     async def index_scan(
         self, target: VectorTarget, *, gated: bool, attach: int | None
     ) -> list[DenseHit] | None:
@@ -314,34 +386,10 @@ class _DenseQuery:
         fetch = max(math.ceil(self.limit * density * FETCH_MARGIN), self.limit + 16)
         fetch = min(fetch, max(MAX_INDEX_FETCH, self.limit + 16))
         while True:
-            sql = _Sql(self.filter_params if self.filtered else ()).bind(
-                q=self.q,
-                tenant=self.tenant,
-                name=target.name,
-                fetch=fetch,
-                limit=self.limit,
-                ef=self.ef,
-                max_scan=self.max_scan,
-                attach=attach,
+            text, params = self.index_scan_statement(
+                target, gated=gated, attach=attach, fetch=fetch
             )
-            if gated:
-                sql.bind(cap=self.cap)
-            source = _FILTERED_SOURCE if self.filtered else _UNFILTERED_SOURCE
-            text = sql.render(
-                _INDEX_SCAN,
-                source=sql.render(
-                    source,
-                    table=self.table,
-                    filter=self.filter_sql,
-                    gate=sql.render(_GATE) if gated else "",
-                ),
-                gate_cte=sql.render(_GATE_CTE, filter=self.filter_sql) if gated else "",
-                matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
-                tuned=sql.render(_TUNED),
-                nodes=_NODES,
-                index_order=_index_order(sql.numbers["q"], self.halfvec_dim),
-            )
-            rows = await self.conn.fetch(text, *sql.params)
+            rows = await self.conn.fetch(text, *params)
             head = rows[0]  # the statement always returns at least one row
             if gated and head["matching"] < self.cap:
                 return None  # few enough nodes match: exact

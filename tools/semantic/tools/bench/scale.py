@@ -187,7 +187,7 @@ class ExactTop:
 
     def answer(self) -> list[set[int]]:
         """Each query's exact top ``k`` node numbers."""
-        return [set(row.tolist()) for row in self.ids]
+        return [{i for i in row.tolist() if i >= 0} for row in self.ids]
 
 
 def _batch(shape: EmbeddingLike, config: ScaleBenchConfig, number: int, size: int) -> Any:

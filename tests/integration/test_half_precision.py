@@ -344,6 +344,9 @@ async def _answers(channel: Any, url: str) -> tuple[str, list[list[tuple[str, fl
         )
     finally:
         await conn.close()
+    listed = await search_pb2_grpc.AdminStub(channel).ListSpaces(pb.ListSpacesRequest())
+    shown = pb.IndexPrecision.Name(listed.spaces[0].index_precision)
+    assert shown == f"INDEX_PRECISION_{str(precision).upper()}"
     return str(precision), answers, [h.node.id for h in nearest.hits]
 
 

@@ -6,6 +6,8 @@ the search service creates, and reindexing at another precision builds a new spa
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from semantic.store.postgres.db import init_connection, session_settings
 from semantic.store.postgres.dense import DenseHit, dense_search, explain_index_scan
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.schema import bootstrap_schema
+from semantic.tools.cli.main import main
 from semantic.tools.devstack import EmbeddedPostgres
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -374,3 +377,46 @@ async def test_the_setting_makes_the_service_create_a_half_space_that_answers_th
             assert score_half == pytest.approx(score_full, abs=1e-5)  # exact scores both
     assert half[2] == full[2]
     assert half[1][0][0][0] == "bread"
+
+
+async def test_switching_a_deployment_to_half_precision_is_one_reindex(
+    database_url: str,
+    embedder_address: str,
+    fp32_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = search_env(database_url, embedder_address, fp32_model_dir)
+    async with running_search(env, monkeypatch) as channel:
+        full = await _answers(channel, database_url)
+    env = {**env, "SEMANTIC_VECTOR_INDEX_PRECISION": "half"}
+    async with running_search(env, monkeypatch) as channel:
+        search = search_pb2_grpc.SearchStub(channel)
+        admin = search_pb2_grpc.AdminStub(channel)
+        before = await admin.ListSpaces(pb.ListSpacesRequest())
+        # The existing space keeps its precision and keeps answering.
+        assert [s.index_precision for s in before.spaces] == [pb.INDEX_PRECISION_FLOAT32]
+        reply = await search.Search(pb.SearchRequest(text=QUESTIONS[0], top_k=3))
+        assert reply.hits[0].node.id == "bread"
+
+        # The operator's command (it waits for the build and the switch).
+        address = f"127.0.0.1:{os.environ['SEMANTIC_GRPC_PORT']}"  # set by running_search
+        monkeypatch.setenv("SEMANTIC_SEARCH_ADDRESS", address)
+        model_id = before.spaces[0].model_id
+        assert await asyncio.to_thread(main, ["reindex", "--model-id", model_id]) == 0
+
+        after = await admin.ListSpaces(pb.ListSpacesRequest())
+        new = next(s for s in after.spaces if s.id == after.active_space_id)
+        assert new.id != before.active_space_id
+        assert new.index_precision == pb.INDEX_PRECISION_HALF
+        assert (new.nodes, new.model_id) == (len(DOCS), model_id)
+        old = next(s for s in after.spaces if s.id == before.active_space_id)
+        assert (old.state, old.index_precision) == (
+            pb.SPACE_STATE_READY,
+            pb.INDEX_PRECISION_FLOAT32,
+        )
+        for text, hits_full in zip(QUESTIONS, full[1], strict=True):
+            reply = await search.Search(
+                pb.SearchRequest(text=text, mode=pb.SEARCH_MODE_DENSE, top_k=3)
+            )
+            assert reply.space_id == new.id
+            assert [h.node.id for h in reply.hits] == [i for i, _ in hits_full]

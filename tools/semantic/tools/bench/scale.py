@@ -109,6 +109,8 @@ class ScaleBenchConfig:
     """Alternating rounds: every space answers a quarter of the queries per round."""
     ef_sweep: tuple[int, ...] = EF_SWEEP
     sweep_queries: int = 500
+    ef_search: int = EF_SEARCH
+    """The search service's ``SEMANTIC_SEARCH_EF_SEARCH`` in the rounds (default: its own)."""
 
     @property
     def sizes(self) -> list[int]:
@@ -644,7 +646,10 @@ def sized_stack(
                 [config.model_dir],
                 threads=EMBEDDER_THREADS,
                 database_url=postgres.url("semantic"),
-                search_env={"SEMANTIC_SEARCH_LOCAL_INDEX": "false"},
+                search_env={
+                    "SEMANTIC_SEARCH_LOCAL_INDEX": "false",
+                    "SEMANTIC_SEARCH_EF_SEARCH": str(config.ef_search),
+                },
             ) as stack:
                 yield stack, postgres.pid or 0, settings
         finally:
@@ -671,7 +676,7 @@ def run_scale_bench(
         "setup": {
             "load": "COPY in batches, then HNSW built by the product DDL (m=16, "
             "ef_construction=64), one space per precision",
-            "ef_search": EF_SEARCH,
+            "ef_search": config.ef_search,
             "postgres": {
                 k: settings[k]
                 for k in ("shared_buffers", "max_parallel_maintenance_workers", "wal_level")

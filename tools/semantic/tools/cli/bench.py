@@ -61,6 +61,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="HNSW index precision(s) measured; half or both: a half-precision space too",
     )
     search.add_argument(
+        "--ef-search",
+        type=int,
+        help="the search service's SEMANTIC_SEARCH_EF_SEARCH in a scale run (default: its default)",
+    )
+    search.add_argument(
         "--reference-n",
         type=int,
         default=100_000,
@@ -274,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
                     reference_n=args.reference_n,
                     queries=args.queries or 1000,
                     warm_queries=args.queries or 1000,
+                    **({"ef_search": args.ef_search} if args.ef_search else {}),
                 ),
                 progress=progress,
             )

@@ -346,6 +346,35 @@ RECOMMEND_SOURCE_RELATED: RecommendSource.ValueType  # 5
 """
 Global___RecommendSource: _TypeAlias = RecommendSource  # noqa: Y015
 
+class _IndexPrecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IndexPrecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IndexPrecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INDEX_PRECISION_UNSPECIFIED: _IndexPrecision.ValueType  # 0
+    """Not set."""
+    INDEX_PRECISION_FLOAT32: _IndexPrecision.ValueType  # 1
+    """The index holds the float32 vectors."""
+    INDEX_PRECISION_HALF: _IndexPrecision.ValueType  # 2
+    """The index holds half-precision copies (pgvector halfvec): about half the size."""
+
+class IndexPrecision(_IndexPrecision, metaclass=_IndexPrecisionEnumTypeWrapper):
+    """---------------------------------------------------------------------------------------
+    Embedding spaces (Admin)
+
+    How an embedding space's HNSW index stores its vectors. The vectors themselves, and
+    every score, are full precision either way.
+    """
+
+INDEX_PRECISION_UNSPECIFIED: IndexPrecision.ValueType  # 0
+"""Not set."""
+INDEX_PRECISION_FLOAT32: IndexPrecision.ValueType  # 1
+"""The index holds the float32 vectors."""
+INDEX_PRECISION_HALF: IndexPrecision.ValueType  # 2
+"""The index holds half-precision copies (pgvector halfvec): about half the size."""
+Global___IndexPrecision: _TypeAlias = IndexPrecision  # noqa: Y015
+
 class _SpaceState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -366,11 +395,7 @@ class _SpaceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SpaceState
     """A Reindex failed (see SpaceBuild.error); can be re-run."""
 
 class SpaceState(_SpaceState, metaclass=_SpaceStateEnumTypeWrapper):
-    """---------------------------------------------------------------------------------------
-    Embedding spaces (Admin)
-
-    Life-cycle state of an embedding space.
-    """
+    """Life-cycle state of an embedding space."""
 
 SPACE_STATE_UNSPECIFIED: SpaceState.ValueType  # 0
 """Not set."""
@@ -2640,6 +2665,7 @@ class EmbeddingSpace(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ACTIVATED_AT_FIELD_NUMBER: _builtins.int
     BUILD_FIELD_NUMBER: _builtins.int
+    INDEX_PRECISION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Space id, server-generated, stable (for example "s3"); used by `space_id` fields."""
     model_id: _builtins.str
@@ -2662,6 +2688,10 @@ class EmbeddingSpace(_message.Message):
     """Size of the vector table in bytes (heap and TOAST)."""
     index_bytes: _builtins.int
     """Size of the space's indexes in bytes (HNSW and the rest)."""
+    index_precision: Global___IndexPrecision.ValueType
+    """Precision of the space's HNSW index, fixed when the space is created (the creating
+    service's SEMANTIC_VECTOR_INDEX_PRECISION); another precision means a new space.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the space was created."""
@@ -2690,10 +2720,11 @@ class EmbeddingSpace(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         activated_at: _timestamp_pb2.Timestamp | None = ...,
         build: Global___SpaceBuild | None = ...,
+        index_precision: Global___IndexPrecision.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "build", b"build", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "build", b"build", "created_at", b"created_at", "dim", b"dim", "id", b"id", "index_bytes", b"index_bytes", "model_id", b"model_id", "model_sha256", b"model_sha256", "nodes", b"nodes", "state", b"state", "table_bytes", b"table_bytes", "vectors", b"vectors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "build", b"build", "created_at", b"created_at", "dim", b"dim", "id", b"id", "index_bytes", b"index_bytes", "index_precision", b"index_precision", "model_id", b"model_id", "model_sha256", b"model_sha256", "nodes", b"nodes", "state", b"state", "table_bytes", b"table_bytes", "vectors", b"vectors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

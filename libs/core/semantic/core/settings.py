@@ -14,7 +14,11 @@ from pydantic import Field
 
 from semantic.common.settings import BaseServiceSettings
 from semantic.core.discovery import DiscoveryConfig
-from semantic.core.spaces import DEFAULT_ACTIVE_SPACE_TTL_S
+from semantic.core.spaces import (
+    DEFAULT_ACTIVE_SPACE_TTL_S,
+    DEFAULT_INDEX_PRECISION,
+    IndexPrecision,
+)
 
 
 class WritePathSettings(BaseServiceSettings):
@@ -44,6 +48,12 @@ class WritePathSettings(BaseServiceSettings):
         ge=0,
         description="Seconds a resolved active space is kept; a switch made elsewhere reaches "
         "this process within that time (0: read it every time).",
+    )
+    vector_index_precision: IndexPrecision = Field(
+        DEFAULT_INDEX_PRECISION,
+        description="HNSW index precision of a space created from now on: float32, or half "
+        "(the index on embedding::halfvec, half its size; vectors and scores stay float32). "
+        "An existing space keeps its own; reindex to change it.",
     )
 
 

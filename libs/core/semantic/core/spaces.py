@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cachetools import TTLCache
 
@@ -32,6 +32,14 @@ DEFAULT_ACTIVE_SPACE_TTL_S = 1.0
 within this time."""
 
 
+IndexPrecision = Literal["float32", "half"]
+"""How a space's HNSW index stores its vectors: ``float32`` (the vectors themselves) or
+``half`` (half-precision copies, ``halfvec``: half the index size). Either way the vectors
+are kept, and scores computed, at full precision."""
+INDEX_PRECISIONS: tuple[IndexPrecision, ...] = ("float32", "half")
+DEFAULT_INDEX_PRECISION: IndexPrecision = "float32"
+
+
 class NoActiveSpace(FailedPrecondition):
     """No space is active: nothing was set up yet, or the database was emptied."""
 
@@ -42,7 +50,8 @@ class NoActiveSpace(FailedPrecondition):
 @dataclass(frozen=True)
 class Space:
     """One embedding space: a model at a version, in a state (building, ready, active,
-    retired, failed), with the progress of its build."""
+    retired, failed), with the progress of its build and the precision of its HNSW index
+    (fixed when the space is created)."""
 
     id: int
     model_id: str
@@ -53,6 +62,7 @@ class Space:
     created_at: datetime
     activated_at: datetime | None
     build: dict[str, Any]
+    index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION
 
     @property
     def table(self) -> str:

@@ -98,7 +98,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         embedder = EmbedderClient(settings.embedder_address)
         closers.append(embedder)
         model = await embedder.default_model(wait_s=settings.startup_timeout_seconds)
-        registry = PostgresSpaces(pool)
+        registry = PostgresSpaces(pool, index_precision=settings.vector_index_precision)
         space = await registry.ensure(
             model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
         )
@@ -128,7 +128,12 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             limits=convert.Limits(max_text_chars=settings.indexer_max_text_chars),
         )
         guardian = DatabaseGuardian.from_settings(
-            pool, settings, model, health_reporter(kit), "indexer"
+            pool,
+            settings,
+            model,
+            health_reporter(kit),
+            "indexer",
+            index_precision=settings.vector_index_precision,
         )
         trigger = HealTrigger()
         guardian.on_recovered(active.invalidate)

@@ -133,7 +133,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         embedder = EmbedderClient(settings.embedder_address)
         closers.append(embedder)
         model = await embedder.default_model(wait_s=settings.startup_timeout_seconds)
-        registry = PostgresSpaces(pool)
+        registry = PostgresSpaces(pool, index_precision=settings.vector_index_precision)
         space = await registry.ensure(
             model_id=model.model_id, model_sha256=model.sha256, dim=model.dim
         )
@@ -200,7 +200,12 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
         if scheduler is not None:
             closers.append(scheduler)  # closed before the pool
         guardian = DatabaseGuardian.from_settings(
-            pool, settings, model, serving_report(kit, local), "search"
+            pool,
+            settings,
+            model,
+            serving_report(kit, local),
+            "search",
+            index_precision=settings.vector_index_precision,
         )
         guardian.on_recovered(active.invalidate)
         guardian.start(space)

@@ -54,6 +54,7 @@ _STATES = {
     "retired": pb.SPACE_STATE_RETIRED,
     "failed": pb.SPACE_STATE_FAILED,
 }
+_PRECISIONS = {"float32": pb.INDEX_PRECISION_FLOAT32, "half": pb.INDEX_PRECISION_HALF}
 
 
 def space_id_from(text: str, field: str = "space_id") -> int | None:
@@ -71,6 +72,7 @@ def space_to_proto(space: Space, vectors: int | None = None) -> pb.EmbeddingSpac
         version=space.version,
         state=_STATES.get(space.state, pb.SPACE_STATE_UNSPECIFIED),
         vectors=vectors or 0,
+        index_precision=_PRECISIONS.get(space.index_precision, pb.INDEX_PRECISION_UNSPECIFIED),
     )
     message.created_at.FromDatetime(space.created_at)
     if space.activated_at is not None:

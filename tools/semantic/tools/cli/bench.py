@@ -59,7 +59,29 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.add_argument("--n", type=int, default=100_000, help="nodes to load")
-    search.add_argument("--queries", type=int, default=200, help="queries per measurement")
+    search.add_argument(
+        "--queries",
+        type=int,
+        help="queries per measurement (default 200; 1000 when --n is above --reference-n "
+        "or --precision is not float32)",
+    )
+    search.add_argument(
+        "--precision",
+        choices=("float32", "half", "both"),
+        default="float32",
+        help="HNSW index precision(s) measured; half or both: a half-precision space too",
+    )
+    search.add_argument(
+        "--ef-search",
+        type=int,
+        help="the search service's SEMANTIC_SEARCH_EF_SEARCH in a scale run (default: its default)",
+    )
+    search.add_argument(
+        "--reference-n",
+        type=int,
+        default=100_000,
+        help="above this N, the same run measures this many nodes first (the reference)",
+    )
     search.add_argument("--clients", type=int, default=8, help="concurrent clients")
     search.add_argument(
         "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
@@ -258,14 +280,34 @@ def run(args: argparse.Namespace) -> int:
         _print(report, args.json)
         return 0
     if args.target == "search":
-        from semantic.tools.bench.search import SearchBenchConfig, run_search_bench
+        progress = lambda step: print(f"# {step}", file=sys.stderr)  # noqa: E731
+        if args.n > args.reference_n or args.precision != "float32":
+            from semantic.tools.bench.scale import ScaleBenchConfig, run_scale_bench
 
-        report = run_search_bench(
-            SearchBenchConfig(
-                model_dir=args.model, n=args.n, queries=args.queries, clients=args.clients
-            ),
-            progress=lambda step: print(f"# {step}", file=sys.stderr),
-        )
+            report = run_scale_bench(
+                ScaleBenchConfig(
+                    model_dir=args.model,
+                    n=args.n,
+                    precision=args.precision,
+                    reference_n=args.reference_n,
+                    queries=args.queries or 1000,
+                    warm_queries=args.queries or 1000,
+                    **({"ef_search": args.ef_search} if args.ef_search else {}),
+                ),
+                progress=progress,
+            )
+        else:
+            from semantic.tools.bench.search import SearchBenchConfig, run_search_bench
+
+            report = run_search_bench(
+                SearchBenchConfig(
+                    model_dir=args.model,
+                    n=args.n,
+                    queries=args.queries or 200,
+                    clients=args.clients,
+                ),
+                progress=progress,
+            )
         _print(report, args.json)
         return 0
     if args.target == "http":

@@ -335,7 +335,8 @@ async def _reindex(args: argparse.Namespace, admin: Any, pb: Any, metadata: Any)
 
 def _space_line(space: Any, pb: Any) -> str:
     state = pb.SpaceState.Name(space.state).removeprefix("SPACE_STATE_").lower()
+    precision = pb.IndexPrecision.Name(space.index_precision).removeprefix("INDEX_PRECISION_")
     return (
         f"space {space.id}: {space.model_id} v{space.version} ({space.model_sha256[:12]}) "
-        f"{state}, {space.vectors} vectors"
+        f"{state}, {space.vectors} vectors, {precision.lower()} index"
     )

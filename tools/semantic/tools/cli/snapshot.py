@@ -332,7 +332,7 @@ async def _heal() -> dict[str, Any]:
     bar = _Bar("heal")
     try:
         model = await embedder.default_model(wait_s=10)
-        registry = PostgresSpaces(pool)
+        registry = PostgresSpaces(pool, index_precision=settings.vector_index_precision)
         nodes = PostgresNodes(pool, text_config=settings.search_text_config)
         writer = writer_from_settings(settings, nodes, embedder, model.max_tokens)
         active = ActiveSpaces(registry)

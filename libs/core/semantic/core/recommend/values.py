@@ -12,6 +12,7 @@ import numpy as np
 
 from semantic.core.domain import DEFAULT_VECTOR, Filter, NodeRecord
 from semantic.core.modifiers import Contribution, Modifier
+from semantic.core.spaces import IndexPrecision
 
 Source = Literal["journey", "examples", "archetype_popular", "global_popular", "related"]
 Strategy = Literal["average_vector", "best_score"]
@@ -34,6 +35,11 @@ class SpaceRef(Protocol):
     @property
     def dim(self) -> int:
         """The dimension of its vectors."""
+        ...
+
+    @property
+    def index_precision(self) -> IndexPrecision:
+        """The precision of its HNSW index (the store orders by the matching expression)."""
         ...
 
 

@@ -45,6 +45,7 @@ async def nearest(
     limit: int,
     ef_search: int,
     exact_threshold: int,
+    halfvec_dim: int | None = None,
 ) -> list[str]:
     """The ``limit`` nearest nodes to ``vector`` that pass ``flt``, nearest first.
 
@@ -68,6 +69,7 @@ async def nearest(
         ef_search=max(ef_search, limit),
         exact_threshold=exact_threshold,
         filtered=not post_filter,
+        halfvec_dim=halfvec_dim,
     )
     return [h.node_id for h in hits if h.node_id not in excluded][:limit]
 

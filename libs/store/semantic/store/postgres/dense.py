@@ -29,7 +29,12 @@ How a query runs (one round trip in the common case):
    exhausted, as in a small table) the search falls back to the exact path. A filter therefore
    never silently shrinks the result. Several targets: each target's nearest nodes are
    gathered this way and the union is scored exactly.
-4. ``attach_after``: the node rows of the hits ranked after that many are read in the same
+4. A space whose HNSW index is half precision (``spaces.hnsw_key``: the index is built on
+   ``embedding::halfvec(dim)``) is scanned in the order of that expression
+   (``v.embedding::halfvec(dim) <=> q::halfvec(dim)``, ``halfvec_dim``), the only order
+   that uses the index; the distance reported, and the order of the nodes returned, are
+   the exact ones (``v.embedding <=> q``): the over-fetched rows are re-ranked by them.
+5. ``attach_after``: the node rows of the hits ranked after that many are read in the same
    statement (``DenseHit.node``), so a dense search needs no second query for them.
 
 The vector table's name comes from ``semantic.core.spaces.vector_table`` (an integer id), never
@@ -105,7 +110,7 @@ _INDEX_SCAN = """
 WITH {gate_cte}chunk AS MATERIALIZED (
     SELECT v.node_id, v.chunk, v.span_start, v.span_end, v.embedding <=> ${q} AS distance
     FROM {source}
-    ORDER BY v.embedding <=> ${q}
+    ORDER BY {index_order}
     LIMIT ${fetch}
 ),
 best AS (
@@ -210,6 +215,7 @@ async def dense_search(
     max_scan_tuples: int = DEFAULT_MAX_SCAN_TUPLES,
     filtered: bool = True,
     attach_after: int | None = None,
+    halfvec_dim: int | None = None,
 ) -> list[DenseHit]:
     """The ``limit`` nodes most similar to ``query_vector``, best first.
 
@@ -218,6 +224,8 @@ async def dense_search(
     ``exact_threshold``: when at most this many nodes match the filter, search exactly.
     ``attach_after``: read the node rows of the hits ranked after this many (``None``: none).
     ``query_vector`` must have the space's dimension; a mismatch is an ``InvalidArgument``.
+    ``halfvec_dim``: the space's dimension when its HNSW index is half precision
+    (``spaces.halfvec_dim``); None for a float32 index.
     """
     if not _TABLE.match(space_table):
         raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
@@ -225,6 +233,10 @@ async def dense_search(
         raise ValueError("filtered=False is for a filter that holds the tenant alone")
     chosen = _check_targets(targets)
     q = _check_vector(query_vector)
+    if halfvec_dim is not None and q.size != halfvec_dim:
+        raise InvalidArgument(
+            "vector", f"dimension does not match the space: {q.size}, not {halfvec_dim}"
+        )
     if limit <= 0:
         return []
     search = _DenseQuery(
@@ -241,6 +253,7 @@ async def dense_search(
         ef=max(1, min(int(ef_search), MAX_EF_SEARCH)),
         max_scan=max(1, int(max_scan_tuples)),
         attach=attach_after,
+        halfvec_dim=halfvec_dim,
     )
     try:
         try:
@@ -253,6 +266,45 @@ async def dense_search(
         if "different vector dimensions" in str(exc):
             raise InvalidArgument("vector", f"dimension does not match the space: {exc}") from exc
         raise
+
+
+async def explain_index_scan(
+    conn: asyncpg.Connection,
+    space_table: str,
+    tenant: str,
+    query_vector: np.ndarray[Any, Any],
+    *,
+    target: VectorTarget,
+    filter_sql: str,
+    filter_params: Sequence[Any],
+    limit: int,
+    filtered: bool = True,
+    halfvec_dim: int | None = None,
+) -> list[str]:
+    """The plan (``EXPLAIN``, one line per row) of the first index-scan statement
+    :func:`dense_search` runs with these arguments: whether it reaches the space's HNSW
+    index (``Index Scan using vectors_<id>_hnsw``) is the question it answers."""
+    if not _TABLE.match(space_table):
+        raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
+    search = _DenseQuery(
+        conn,
+        space_table,
+        tenant,
+        _check_vector(query_vector),
+        [target],
+        limit,
+        filter_sql,
+        filter_params,
+        filtered=filtered,
+        cap=1,
+        ef=1,
+        max_scan=1,
+        attach=None,
+        halfvec_dim=halfvec_dim,
+    )
+    fetch = max(limit * FIRST_FETCH_PER_NODE, limit + 16)
+    text, params = search.index_scan_statement(target, gated=filtered, attach=None, fetch=fetch)
+    return [str(row[0]) for row in await conn.fetch(f"EXPLAIN {text}", *params)]
 
 
 @dataclass(frozen=True)
@@ -272,6 +324,7 @@ class _DenseQuery:
     ef: int
     max_scan: int
     attach: int | None
+    halfvec_dim: int | None
 
     async def run(self) -> list[DenseHit]:
         """Index scan(s) or the exact path; raises _Untuned on an untuned connection."""
@@ -288,6 +341,39 @@ class _DenseQuery:
             candidates.update((hit.node_id, None) for hit in found)
         return await self.exact(ids=list(candidates), attach=self.attach)
 
+    def index_scan_statement(
+        self, target: VectorTarget, *, gated: bool, attach: int | None, fetch: int
+    ) -> tuple[str, list[Any]]:
+        """The index scan's SQL and parameters (``fetch`` chunk rows at most)."""
+        sql = _Sql(self.filter_params if self.filtered else ()).bind(
+            q=self.q,
+            tenant=self.tenant,
+            name=target.name,
+            fetch=fetch,
+            limit=self.limit,
+            ef=self.ef,
+            max_scan=self.max_scan,
+            attach=attach,
+        )
+        if gated:
+            sql.bind(cap=self.cap)
+        source = _FILTERED_SOURCE if self.filtered else _UNFILTERED_SOURCE
+        text = sql.render(
+            _INDEX_SCAN,
+            source=sql.render(
+                source,
+                table=self.table,
+                filter=self.filter_sql,
+                gate=sql.render(_GATE) if gated else "",
+            ),
+            gate_cte=sql.render(_GATE_CTE, filter=self.filter_sql) if gated else "",
+            matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
+            tuned=sql.render(_TUNED),
+            nodes=_NODES,
+            index_order=_index_order(sql.numbers["q"], self.halfvec_dim),
+        )
+        return text, sql.params
+
     async def index_scan(
         self, target: VectorTarget, *, gated: bool, attach: int | None
     ) -> list[DenseHit] | None:
@@ -297,36 +383,17 @@ class _DenseQuery:
         None without touching the index when at most ``cap - 1`` match.
         """
         density = _rows_per_node.get((self.table, target.name), FIRST_FETCH_PER_NODE)
+        if self.halfvec_dim is not None:
+            # A half-precision order is re-ranked by exact distances: its extra rows are
+            # what lets the exact top k surface, so it keeps the full over-fetch.
+            density = max(density, FIRST_FETCH_PER_NODE)
         fetch = max(math.ceil(self.limit * density * FETCH_MARGIN), self.limit + 16)
         fetch = min(fetch, max(MAX_INDEX_FETCH, self.limit + 16))
         while True:
-            sql = _Sql(self.filter_params if self.filtered else ()).bind(
-                q=self.q,
-                tenant=self.tenant,
-                name=target.name,
-                fetch=fetch,
-                limit=self.limit,
-                ef=self.ef,
-                max_scan=self.max_scan,
-                attach=attach,
+            text, params = self.index_scan_statement(
+                target, gated=gated, attach=attach, fetch=fetch
             )
-            if gated:
-                sql.bind(cap=self.cap)
-            source = _FILTERED_SOURCE if self.filtered else _UNFILTERED_SOURCE
-            text = sql.render(
-                _INDEX_SCAN,
-                source=sql.render(
-                    source,
-                    table=self.table,
-                    filter=self.filter_sql,
-                    gate=sql.render(_GATE) if gated else "",
-                ),
-                gate_cte=sql.render(_GATE_CTE, filter=self.filter_sql) if gated else "",
-                matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
-                tuned=sql.render(_TUNED),
-                nodes=_NODES,
-            )
-            rows = await self.conn.fetch(text, *sql.params)
+            rows = await self.conn.fetch(text, *params)
             head = rows[0]  # the statement always returns at least one row
             if gated and head["matching"] < self.cap:
                 return None  # few enough nodes match: exact
@@ -368,6 +435,15 @@ class _DenseQuery:
         )
         text = sql.render(_EXACT, table=self.table, matching=matching, nodes=_NODES)
         return [_combined_hit(row) for row in await self.conn.fetch(text, *sql.params)]
+
+
+def _index_order(q: str, halfvec_dim: int | None) -> str:
+    """The ORDER BY of the index scan: the expression the space's HNSW index is built on
+    (``spaces.hnsw_key``) against the query parameter ``$q``."""
+    if halfvec_dim is None:
+        return f"v.embedding <=> ${q}"
+    d = int(halfvec_dim)
+    return f"v.embedding::halfvec({d}) <=> ${q}::vector::halfvec({d})"
 
 
 def _node(row: asyncpg.Record) -> NodeRecord | None:

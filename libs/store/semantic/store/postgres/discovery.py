@@ -36,7 +36,7 @@ from semantic.core.domain import DEFAULT_VECTOR, Filter, VectorTarget
 from semantic.core.relations import SIMILAR
 from semantic.core.settings import RetrievalSettings
 from semantic.core.spaces import Space
-from semantic.store.postgres import backlog, dense
+from semantic.store.postgres import backlog, dense, spaces
 from semantic.store.postgres.db import as_array, connection
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.mean_vector import mean_vector
@@ -176,6 +176,7 @@ class PostgresDiscovery:
                 ef_search=max(_EF_SEARCH, limit),
                 exact_threshold=_EXACT_THRESHOLD,
                 filtered=False,
+                halfvec_dim=spaces.halfvec_dim(space.index_precision, space.dim),
             )
         return [hit.node_id for hit in hits]
 

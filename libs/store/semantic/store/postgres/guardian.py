@@ -33,7 +33,13 @@ from pydantic import Field
 from semantic.common.retry import retry_async
 from semantic.common.settings import BaseServiceSettings
 from semantic.core.ports import ModelDescription
-from semantic.core.spaces import NoActiveSpace, Space, vector_table
+from semantic.core.spaces import (
+    DEFAULT_INDEX_PRECISION,
+    IndexPrecision,
+    NoActiveSpace,
+    Space,
+    vector_table,
+)
 from semantic.store.postgres import db, spaces
 from semantic.store.postgres.schema import bootstrap_schema, load_migrations, schema_gaps
 
@@ -79,8 +85,10 @@ class DatabaseGuardian:
         check_interval_s: float,
         max_backoff_s: float,
         attempt_timeout_s: float = 10.0,
+        index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION,
     ) -> None:
         self._pool = pool
+        self._index_precision = index_precision
         self._dsn = dsn
         self._model = model
         self._report = report
@@ -106,8 +114,11 @@ class DatabaseGuardian:
         model: ModelDescription,
         report: Report,
         service: str,
+        *,
+        index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION,
     ) -> DatabaseGuardian:
-        """The guardian of ``service``'s pool, publishing availability through ``report``."""
+        """The guardian of ``service``'s pool, publishing availability through ``report``;
+        a space it has to create again gets ``index_precision``."""
         return cls(
             pool,
             settings.dsn(),
@@ -116,6 +127,7 @@ class DatabaseGuardian:
             service=service,
             check_interval_s=settings.database_check_interval_s,
             max_backoff_s=settings.database_recovery_max_backoff_s,
+            index_precision=index_precision,
         )
 
     @property
@@ -223,6 +235,7 @@ class DatabaseGuardian:
                 model_id=self._model.model_id,
                 model_sha256=self._model.sha256,
                 dim=self._model.dim,
+                index_precision=self._index_precision,
             )
             self._space_id = space.id
             gaps = await self._gaps(conn)

@@ -15,7 +15,7 @@ from semantic.core.domain import Filter, NodeRecord
 from semantic.core.recommend.journey import LoggedEvent, StoredUser
 from semantic.core.recommend.ports import UserNode
 from semantic.core.recommend.values import CandidateDetails, RelationSignals, Similar, SpaceRef
-from semantic.store.postgres import candidate_rows
+from semantic.store.postgres import candidate_rows, spaces
 from semantic.store.postgres.db import ReadConnections
 from semantic.store.postgres.journey_rows import USER_COLUMNS, logged_events, stored_user
 from semantic.store.postgres.mean_vector import node_vectors
@@ -146,6 +146,7 @@ class RecommendSession:
             limit=limit,
             ef_search=self._ef_search,
             exact_threshold=self._exact_threshold,
+            halfvec_dim=spaces.halfvec_dim(space.index_precision, space.dim),
         )
 
     async def popular(

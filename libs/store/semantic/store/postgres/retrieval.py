@@ -13,7 +13,7 @@ import numpy as np
 from semantic.core.domain import DEFAULT_VECTOR, DenseHit, SearchQuery, VectorTarget
 from semantic.core.settings import RetrievalSettings, WritePathSettings
 from semantic.core.spaces import Space
-from semantic.store.postgres import dense, keyword
+from semantic.store.postgres import dense, keyword, spaces
 from semantic.store.postgres.db import ReadConnections
 from semantic.store.postgres.filters import compile_filter
 
@@ -74,6 +74,7 @@ class PostgresRetrieval:
                 exact_threshold=self._config.exact_threshold,
                 filtered=not query.filter.is_empty,
                 attach_after=attach_after,
+                halfvec_dim=spaces.halfvec_dim(space.index_precision, space.dim),
             )
 
     async def keyword(self, query: SearchQuery, limit: int) -> list[tuple[str, float]]:

@@ -2,9 +2,13 @@
 
 A space (``semantic.core.spaces.Space``) is a model (id + sha256 + dim) at a version.
 Each space owns the table ``semantic.vectors_<id>`` with an HNSW cosine index created on
-the empty table. The alias ``active`` names the space search reads; switching it (or
-rolling it back) is a single UPDATE, so readers see either the old space or the new one,
-never a mix.
+the empty table: on the ``embedding`` column itself (index precision ``float32``) or on its
+half-precision copy ``embedding::halfvec(dim)`` (``half``: half the index size; the column
+stays full precision). The precision is recorded on the space's row when it is created and
+never changes; queries that must use the index order by the same expression
+(``dense.dense_search`` with ``halfvec_dim``). The alias ``active`` names the space search
+reads; switching it (or rolling it back) is a single UPDATE, so readers see either the old
+space or the new one, never a mix.
 Table names are built from the integer id only, never from input.
 """
 
@@ -16,7 +20,15 @@ from typing import Any
 import asyncpg
 
 from semantic.common.errors import FailedPrecondition, NotFound
-from semantic.core.spaces import ACTIVE, NoActiveSpace, Space, vector_table
+from semantic.core.spaces import (
+    ACTIVE,
+    DEFAULT_INDEX_PRECISION,
+    INDEX_PRECISIONS,
+    IndexPrecision,
+    NoActiveSpace,
+    Space,
+    vector_table,
+)
 from semantic.store.postgres.db import connection
 
 HNSW_M = 16
@@ -30,14 +42,33 @@ __all__ = [
     "activate",
     "active_space",
     "ensure_space",
+    "ensure_vector_table",
     "get_space",
+    "halfvec_dim",
+    "hnsw_key",
     "list_spaces",
     "reindex_space",
     "rollback",
 ]
 
 
-def _vector_table_ddl(space_id: int, dim: int, m: int, ef_construction: int) -> str:
+def hnsw_key(dim: int, index_precision: IndexPrecision) -> str:
+    """The key and operator class of a space's HNSW index; ``dense`` orders by the same
+    expression (``v.embedding::halfvec(dim)`` for ``half``), or the index is not used."""
+    if index_precision == "half":
+        return f"(embedding::halfvec({int(dim)})) halfvec_cosine_ops"
+    return "embedding vector_cosine_ops"
+
+
+def halfvec_dim(index_precision: IndexPrecision, dim: int) -> int | None:
+    """What ``dense.dense_search`` needs to order by a space's HNSW index key: the
+    dimension its ``half`` index casts to, or None for a ``float32`` index."""
+    return int(dim) if index_precision == "half" else None
+
+
+def _vector_table_ddl(
+    space_id: int, dim: int, m: int, ef_construction: int, index_precision: IndexPrecision
+) -> str:
     table = vector_table(space_id)
     return f"""
 CREATE TABLE IF NOT EXISTS {table} (
@@ -53,7 +84,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     PRIMARY KEY (tenant, node_id, name, chunk)
 );
 CREATE INDEX IF NOT EXISTS vectors_{int(space_id)}_hnsw ON {table}
-    USING hnsw (embedding vector_cosine_ops)
+    USING hnsw ({hnsw_key(dim, index_precision)})
     WITH (m = {int(m)}, ef_construction = {int(ef_construction)});
 CREATE OR REPLACE TRIGGER vectors_{int(space_id)}_changes
     AFTER INSERT OR UPDATE OR DELETE ON {table}
@@ -61,7 +92,25 @@ CREATE OR REPLACE TRIGGER vectors_{int(space_id)}_changes
 """
 
 
-_COLUMNS = "id, model_id, model_sha256, dim, version, state, created_at, activated_at, build"
+async def ensure_vector_table(
+    conn: asyncpg.Connection,
+    space: Space,
+    *,
+    m: int = HNSW_M,
+    ef_construction: int = HNSW_EF_CONSTRUCTION,
+) -> None:
+    """Create the space's vector table, its HNSW index (at the space's index precision) and
+    its change trigger where missing: after a bulk load into a table whose index was
+    dropped, this builds the index."""
+    await conn.execute(
+        _vector_table_ddl(space.id, space.dim, m, ef_construction, space.index_precision)
+    )
+
+
+_COLUMNS = (
+    "id, model_id, model_sha256, dim, version, state, created_at, activated_at, build,"
+    " index_precision"
+)
 
 
 def _space(row: asyncpg.Record) -> Space:
@@ -76,7 +125,15 @@ def _space(row: asyncpg.Record) -> Space:
         created_at=row["created_at"],
         activated_at=row["activated_at"],
         build=build if isinstance(build, dict) else {},
+        index_precision=row["index_precision"],
     )
+
+
+def _check_precision(index_precision: str) -> IndexPrecision:
+    for known in INDEX_PRECISIONS:
+        if index_precision == known:
+            return known
+    raise ValueError(f"index precision {index_precision!r} is not one of {INDEX_PRECISIONS}")
 
 
 async def ensure_space(
@@ -88,12 +145,15 @@ async def ensure_space(
     activate_if_none: bool = True,
     m: int = HNSW_M,
     ef_construction: int = HNSW_EF_CONSTRUCTION,
+    index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION,
 ) -> Space:
     """The space for this model (created with its table and index if missing).
 
     When no space is active yet, the new one becomes active: the very first model of
     an installation is served at once (its vectors fill in as content arrives).
+    ``index_precision`` applies to a space created here; an existing one keeps its own.
     """
+    precision = _check_precision(index_precision)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('semantic.spaces'))")
         row = await conn.fetchrow(
@@ -106,16 +166,18 @@ async def ensure_space(
         )
         if row is None:
             row = await conn.fetchrow(
-                "INSERT INTO semantic.embedding_spaces (model_id, model_sha256, dim)"
-                f" VALUES ($1, $2, $3) RETURNING {_COLUMNS}",
+                "INSERT INTO semantic.embedding_spaces"
+                " (model_id, model_sha256, dim, index_precision)"
+                f" VALUES ($1, $2, $3, $4) RETURNING {_COLUMNS}",
                 model_id,
                 model_sha256,
                 dim,
+                precision,
             )
             assert row is not None
         space = _space(row)
         # Re-created if it went missing (a truncated or replaced database).
-        await conn.execute(_vector_table_ddl(space.id, space.dim, m, ef_construction))
+        await ensure_vector_table(conn, space, m=m, ef_construction=ef_construction)
         if activate_if_none:
             active = await conn.fetchval(
                 "SELECT space_id FROM semantic.space_aliases WHERE name = $1", ACTIVE
@@ -136,27 +198,33 @@ async def reindex_space(
     force_new: bool = False,
     m: int = HNSW_M,
     ef_construction: int = HNSW_EF_CONSTRUCTION,
+    index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION,
 ) -> tuple[Space, bool]:
-    """A BUILDING space for this model (its table and HNSW index created empty), and
-    whether it was created. Without ``force_new`` an existing BUILDING or READY space of
-    the same model is returned instead, and so is the active space when it holds the
-    model already (nothing to rebuild)."""
+    """A BUILDING space for this model at ``index_precision`` (its table and HNSW index
+    created empty), and whether it was created. Without ``force_new`` an existing BUILDING
+    or READY space of the same model and index precision is returned instead, and so is
+    the active space when it holds them already (nothing to rebuild): a space of another
+    precision is rebuilt, which is how a deployment changes its index precision."""
+    precision = _check_precision(index_precision)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('semantic.spaces'))")
         if not force_new:
             row = await conn.fetchrow(
                 f"SELECT {_COLUMNS} FROM semantic.embedding_spaces"
                 " WHERE model_id = $1 AND model_sha256 = $2 AND dim = $3"
+                " AND index_precision = $4"
                 " AND state IN ('building', 'ready', 'active') ORDER BY version DESC LIMIT 1",
                 model_id,
                 model_sha256,
                 dim,
+                precision,
             )
             if row is not None:
                 return _space(row), False
         row = await conn.fetchrow(
-            "INSERT INTO semantic.embedding_spaces (model_id, model_sha256, dim, version, build)"
-            " SELECT $1, $2, $3, coalesce(max(version), 0) + 1, $4::jsonb"
+            "INSERT INTO semantic.embedding_spaces"
+            " (model_id, model_sha256, dim, version, build, index_precision)"
+            " SELECT $1, $2, $3, coalesce(max(version), 0) + 1, $4::jsonb, $5"
             " FROM semantic.embedding_spaces"
             " WHERE model_id = $1 AND model_sha256 = $2 AND dim = $3"
             f" RETURNING {_COLUMNS}",
@@ -164,10 +232,11 @@ async def reindex_space(
             model_sha256,
             dim,
             build,
+            precision,
         )
         assert row is not None
         space = _space(row)
-        await conn.execute(_vector_table_ddl(space.id, space.dim, m, ef_construction))
+        await ensure_vector_table(conn, space, m=m, ef_construction=ef_construction)
         return space, True
 
 
@@ -264,8 +333,16 @@ class PostgresSpaces:
     """The space registry over a pool (the core's ``SpaceRegistry``), plus what only the
     store's own callers need: creating spaces and counting their vectors."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION
+    ) -> None:
         self._pool = pool
+        self._index_precision = _check_precision(index_precision)
+
+    @property
+    def index_precision(self) -> IndexPrecision:
+        """The HNSW index precision of the spaces this registry creates."""
+        return self._index_precision
 
     async def active(self) -> Space:
         """The space search reads; NoActiveSpace when none is set up yet."""
@@ -314,7 +391,13 @@ class PostgresSpaces:
     async def ensure(self, *, model_id: str, model_sha256: str, dim: int) -> Space:
         """The space of this model, created (and activated when none is) if missing."""
         async with connection(self._pool) as conn:
-            return await ensure_space(conn, model_id=model_id, model_sha256=model_sha256, dim=dim)
+            return await ensure_space(
+                conn,
+                model_id=model_id,
+                model_sha256=model_sha256,
+                dim=dim,
+                index_precision=self._index_precision,
+            )
 
     async def reindex(
         self,
@@ -325,7 +408,8 @@ class PostgresSpaces:
         build: dict[str, Any],
         force_new: bool = False,
     ) -> tuple[Space, bool]:
-        """A BUILDING space for this model and whether it was created (``reindex_space``)."""
+        """A BUILDING space for this model at this registry's index precision and whether
+        it was created (``reindex_space``)."""
         async with connection(self._pool) as conn:
             return await reindex_space(
                 conn,
@@ -334,6 +418,7 @@ class PostgresSpaces:
                 dim=dim,
                 build=build,
                 force_new=force_new,
+                index_precision=self._index_precision,
             )
 
     async def vector_counts(self, found: Sequence[Space]) -> dict[int, tuple[int, int]]:

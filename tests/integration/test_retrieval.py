@@ -28,6 +28,7 @@ from semantic.store.postgres.dense import DenseHit, dense_search
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.schema import bootstrap_schema
 from semantic.store.postgres.spaces import ensure_space
+from semantic.store.postgres.table_sizes import TableSizes, grown_ef_search
 from semantic.tools.devstack import EmbeddedPostgres
 
 N_NODES = 20_000
@@ -474,6 +475,69 @@ async def test_a_connection_without_the_settings_gets_them_for_the_search_only(
     q = _queries(corpus, 1, seed=9)[0]
     assert len(await _dense(conn, corpus, q, Filter(), 10, filtered=False)) == 10
     assert await conn.fetchval("SELECT current_setting('hnsw.ef_search')") == before
+
+
+async def test_a_pool_connection_takes_a_wider_ef_search_for_its_session(
+    tuned: tuple[asyncpg.Connection, list[str]], corpus: Corpus
+) -> None:
+    fast, statements = tuned
+    q = _queries(corpus, 1, seed=10)[0]
+    sql, params = compile_filter("", Filter())
+
+    async def search(ef: int) -> list[DenseHit]:
+        return await dense_search(
+            fast,
+            corpus.table,
+            "",
+            q,
+            targets=(VectorTarget(),),
+            filter_sql=sql,
+            filter_params=params,
+            limit=10,
+            ef_search=ef,
+            exact_threshold=EXACT_THRESHOLD,
+            filtered=False,
+        )
+
+    narrow = await search(EF_SEARCH)
+    await _logged(statements)
+    statements.clear()
+    wide = await search(EF_SEARCH * 3)
+    # Read back, set for the session (not in a transaction), run again.
+    assert await _logged(statements) == 3
+    assert not any("set_config('plan_cache_mode'" in s for s in statements)
+    assert await fast.fetchval("SELECT current_setting('hnsw.ef_search')") == str(EF_SEARCH * 3)
+    await _logged(statements)
+    statements.clear()
+    assert [h.node_id for h in await search(EF_SEARCH * 3)] == [h.node_id for h in wide]
+    assert await _logged(statements) == 1
+    # Back to the narrower value: the same answer as before, the session follows.
+    assert [h.node_id for h in await search(EF_SEARCH)] == [h.node_id for h in narrow]
+    assert await fast.fetchval("SELECT current_setting('hnsw.ef_search')") == str(EF_SEARCH)
+
+
+async def test_table_sizes_follow_analyze_and_grow_ef_search(
+    conn: asyncpg.Connection, corpus: Corpus
+) -> None:
+    now = [0.0]
+    sizes = TableSizes(refresh_s=10, timer=lambda: now[0])
+    await conn.execute(f"ANALYZE {corpus.table}")
+    rows = await sizes.rows(conn, corpus.table)
+    assert rows == await conn.fetchval(f"SELECT count(*) FROM {corpus.table}")
+    assert await sizes.rows(conn, "semantic.vectors_999999") == 0  # no such table
+    await conn.execute("CREATE TEMP TABLE probe AS SELECT x FROM generate_series(1, 10) AS x")
+    await conn.execute("ANALYZE probe")
+    assert await sizes.rows(conn, "probe") == 10
+    await conn.execute("INSERT INTO probe SELECT x FROM generate_series(11, 100) AS x")
+    await conn.execute("ANALYZE probe")
+    now[0] = 9.0  # within the refresh period: the value known is kept
+    assert await sizes.rows(conn, "probe") == 10
+    now[0] = 10.5
+    assert await sizes.rows(conn, "probe") == 100
+    assert grown_ef_search(150, rows, 0.35) == 150  # small tables keep the setting
+    assert grown_ef_search(150, 1_000_000, 0.35) == 336
+    assert grown_ef_search(150, 1_000_000, 0.0) == 150
+    assert grown_ef_search(900, 10**9, 1.0) == 1000  # capped
 
 
 async def test_an_unfiltered_search_of_a_small_tenant_falls_back_to_exact(

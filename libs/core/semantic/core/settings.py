@@ -119,6 +119,15 @@ class RetrievalSettings(BaseServiceSettings):
         le=1000,
         description="HNSW ef_search per query (150: recall@10 >= 0.98 at 100k, see the bench).",
     )
+    # At 1M vectors a fixed 150 gave recall@10 0.920; 300 gave 0.959 and 400 0.974
+    # (`semantic bench search --n 1000000`): a bigger graph needs a wider search.
+    search_ef_search_growth: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="Above 100k vectors in a space, ef_search grows as "
+        "(vectors / 100k) ** this (1M vectors: x2.24 at 0.35); 0 keeps it fixed.",
+    )
     search_exact_threshold: int = Field(
         2000, ge=0, description="Filters matching at most this many nodes are scanned exactly."
     )

@@ -279,22 +279,8 @@ def node_to_proto(
     record: domain.NodeRecord, *, include_body: bool = True, vectors: Sequence[VectorRow] = ()
 ) -> cpb.Node:
     """A stored node as protobuf (body and vectors only when asked)."""
-    message = cpb.Node(
-        id=record.id,
-        tenant=record.tenant,
-        slug=record.slug or "",
-        content_type=record.content_type,
-        title=record.title,
-        body=record.body if include_body else "",
-        tags=record.tags,
-        version=record.version,
-        content_hash=record.content_hash,
-        texts=record.texts if include_body else None,
-        created_at=timestamp_to_proto(record.created_at),
-        updated_at=timestamp_to_proto(record.updated_at),
-    )
-    if record.metadata:
-        message.metadata.update(dict(record.metadata))
+    message = cpb.Node()
+    fill_node(message, record, include_body=include_body)
     for row in vectors:
         message.vectors.append(
             cpb.NamedVector(
@@ -308,6 +294,40 @@ def node_to_proto(
             )
         )
     return message
+
+
+def fill_node(message: cpb.Node, record: domain.NodeRecord, *, include_body: bool) -> None:
+    """Write ``record`` into an empty Node message in place (body and texts only when
+    asked). In place, because a submessage passed to a constructor is copied: every hit of
+    every search comes through here, and building in place costs a third."""
+    message.id = record.id
+    message.tenant = record.tenant
+    if record.slug:
+        message.slug = record.slug
+    message.content_type = record.content_type
+    message.title = record.title
+    if include_body:
+        message.body = record.body
+        if record.texts:
+            message.texts.update(record.texts)
+    if record.tags:
+        message.tags.extend(record.tags)
+    message.version = record.version
+    message.content_hash = record.content_hash
+    _fill_timestamp(message, "created_at", record.created_at)
+    _fill_timestamp(message, "updated_at", record.updated_at)
+    if record.metadata:
+        message.metadata.update(dict(record.metadata))
+
+
+def _fill_timestamp(message: Any, field: str, value: datetime | None) -> None:
+    """``timestamp_to_proto`` in place (an unset field stays unset)."""
+    if value is None:
+        return
+    delta = value - (_NAIVE_EPOCH if value.tzinfo is None else _EPOCH)
+    stamp = getattr(message, field)
+    stamp.seconds = delta.days * 86_400 + delta.seconds
+    stamp.nanos = delta.microseconds * 1000
 
 
 def filter_from_proto(message: cpb.Filter, field: str, limits: Limits) -> domain.Filter:

@@ -172,8 +172,14 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         # No `vector` type: the extension is missing (an emptied or replaced database).
         raise DatabaseOutage("schema", str(exc)) from exc
     await conn.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        "jsonb", encoder=json.dumps, decoder=_jsonb, schema="pg_catalog", format="text"
     )
+
+
+def _jsonb(text: str) -> Any:
+    """A jsonb value as Python; the empty object, what most nodes' metadata and texts hold
+    (two per node row), without the decoder."""
+    return {} if text == "{}" else json.loads(text)
 
 
 class PooledConnection(asyncpg.Connection):  # type: ignore[misc]

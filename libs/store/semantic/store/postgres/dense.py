@@ -11,10 +11,13 @@ How a query runs (one round trip in the common case):
    ``hnsw.max_scan_tuples``, ``plan_cache_mode = force_custom_plan``) are expected on the
    connection already: the search pool sets them when it connects (``db.session_settings``,
    via ``db.create_pool``), and since they are start-up values the pool's ``RESET ALL`` keeps
-   them. Every index scan reads back the settings it ran with; on a connection that lacks them
-   (or has another ``ef_search``, e.g. for a ``limit`` above it) the search runs again in a
-   transaction that sets them with ``set_config(..., true)``, so the answer never depends on
-   how the connection was configured (only its cost does: three more round trips).
+   them. Every index scan reads back the settings it ran with; on a connection that lacks
+   them the search runs again in a transaction that sets them with ``set_config(..., true)``
+   (three more round trips). A search-pool connection that has them all but another
+   ``ef_search`` (a ``limit`` above it, a space big enough for a wider search:
+   ``table_sizes``) gets that one as its session's value instead (one round trip, paid
+   once per connection and value). The answer never depends on how the connection was
+   configured, only its cost does.
 2. Without a filter (the tenant alone) the HNSW index scan runs directly, over the vector
    table alone (its rows carry the tenant; the node rows come with step 4). With one, the same
    statement first counts the matching nodes up to ``exact_threshold + 1`` and only scans the
@@ -83,13 +86,16 @@ SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
        set_config('hnsw.ef_search', $1::int::text, true),
        set_config('hnsw.max_scan_tuples', $2::int::text, true)
 """
+_SET_EF = "SELECT set_config('hnsw.ef_search', $1::int::text, false)"
 
-# Whether the statement ran with the settings this search needs (read back, not assumed).
-_TUNED = """coalesce(
+# Whether the statement ran with the settings this search needs (read back, not assumed):
+# all of them (tuned), or all but ef_search (pooled: a search pool's connection).
+_POOLED = """coalesce(
         current_setting('hnsw.iterative_scan', true) = 'relaxed_order'
-        AND current_setting('hnsw.ef_search', true)::int = ${ef}
         AND current_setting('hnsw.max_scan_tuples', true)::int = ${max_scan}
         AND current_setting('plan_cache_mode') = 'force_custom_plan', false)"""
+_TUNED = f"""({_POOLED}
+        AND coalesce(current_setting('hnsw.ef_search', true)::int = ${{ef}}, false))"""
 
 # With a filter: count the matching nodes up to ${cap}; the index is scanned only when the
 # count reaches it (a one-time gating condition, evaluated before the scan starts).
@@ -123,7 +129,7 @@ ranked AS (
 )
 SELECT ranked.node_id, ranked.chunk, ranked.span_start, ranked.span_end, ranked.distance,
        (SELECT count(*) FROM chunk) AS fetched, (SELECT count(*) FROM best) AS distinct_nodes,
-       {matching} AS matching, {tuned} AS tuned,
+       {matching} AS matching, {tuned} AS tuned, {pooled} AS pooled,
        {nodes}
 FROM (SELECT 1) AS one
 LEFT JOIN ranked ON true
@@ -199,6 +205,11 @@ class _Sql:
 class _Untuned(Exception):
     """The connection lacks the HNSW settings the search needs; run again with them."""
 
+    def __init__(self, pooled: bool) -> None:
+        super().__init__()
+        self.pooled = pooled
+        """Only ``ef_search`` differs (a search pool's connection)."""
+
 
 async def dense_search(
     conn: asyncpg.Connection,
@@ -256,16 +267,28 @@ async def dense_search(
         halfvec_dim=halfvec_dim,
     )
     try:
-        try:
-            return await search.run()
-        except _Untuned:
-            async with conn.transaction():
-                await conn.execute(_TUNE, search.ef, search.max_scan)
-                return await search.run()
+        return await _tuned(search)
     except asyncpg.DataError as exc:
         if "different vector dimensions" in str(exc):
             raise InvalidArgument("vector", f"dimension does not match the space: {exc}") from exc
         raise
+
+
+async def _tuned(search: _DenseQuery) -> list[DenseHit]:
+    """Run ``search`` with the settings it needs (module doc, step 1)."""
+    conn = search.conn
+    try:
+        try:
+            return await search.run()
+        except _Untuned as untuned:
+            if not untuned.pooled:
+                raise
+            await conn.execute(_SET_EF, search.ef)
+            return await search.run()
+    except _Untuned:
+        async with conn.transaction():
+            await conn.execute(_TUNE, search.ef, search.max_scan)
+            return await search.run()
 
 
 async def explain_index_scan(
@@ -369,6 +392,7 @@ class _DenseQuery:
             gate_cte=sql.render(_GATE_CTE, filter=self.filter_sql) if gated else "",
             matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
             tuned=sql.render(_TUNED),
+            pooled=sql.render(_POOLED),
             nodes=_NODES,
             index_order=_index_order(sql.numbers["q"], self.halfvec_dim),
         )
@@ -398,7 +422,7 @@ class _DenseQuery:
             if gated and head["matching"] < self.cap:
                 return None  # few enough nodes match: exact
             if not head["tuned"]:
-                raise _Untuned
+                raise _Untuned(pooled=head["pooled"])
             gated = False
             if head["distinct_nodes"]:
                 key = (self.table, target.name)

@@ -16,6 +16,7 @@ from semantic.core.spaces import Space
 from semantic.store.postgres import dense, keyword, spaces
 from semantic.store.postgres.db import ReadConnections
 from semantic.store.postgres.filters import compile_filter
+from semantic.store.postgres.table_sizes import TableSizes, grown_ef_search
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class RetrievalConfig:
     bm25_b: float
     ef_search: int
     exact_threshold: int
+    ef_search_growth: float = 0.0
 
     @classmethod
     def from_settings(
@@ -39,6 +41,7 @@ class RetrievalConfig:
             bm25_b=retrieval.search_bm25_b,
             ef_search=retrieval.search_ef_search,
             exact_threshold=retrieval.search_exact_threshold,
+            ef_search_growth=retrieval.search_ef_search_growth,
         )
 
 
@@ -48,6 +51,7 @@ class PostgresRetrieval:
     def __init__(self, pool: asyncpg.Pool, config: RetrievalConfig) -> None:
         self._reads = ReadConnections(pool)
         self._config = config
+        self._sizes = TableSizes()
 
     async def dense(
         self,
@@ -61,6 +65,8 @@ class PostgresRetrieval:
         """The ``limit`` nodes most similar to ``vector`` under the query's filter."""
         sql, params = compile_filter(query.tenant, query.filter, start=1)
         async with self._reads.reading() as conn:
+            rows = await self._sizes.rows(conn, space.table)
+            ef = grown_ef_search(self._config.ef_search, rows, self._config.ef_search_growth)
             return await dense.dense_search(
                 conn,
                 space.table,
@@ -70,7 +76,7 @@ class PostgresRetrieval:
                 filter_sql=sql,
                 filter_params=params,
                 limit=limit,
-                ef_search=max(self._config.ef_search, limit),
+                ef_search=max(ef, limit),
                 exact_threshold=self._config.exact_threshold,
                 filtered=not query.filter.is_empty,
                 attach_after=attach_after,

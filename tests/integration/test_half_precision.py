@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -353,6 +354,37 @@ async def _answers(channel: Any, url: str) -> tuple[str, list[list[tuple[str, fl
     return str(precision), answers, [h.node.id for h in nearest.hits]
 
 
+async def _beyond_half_is_refused(channel: Any) -> None:
+    """A vector a half index cannot hold is INVALID_ARGUMENT naming it, written or asked."""
+    stub = search_pb2_grpc.SearchStub(channel)
+    big = np.full(DIM, 1.0, dtype=np.float32)
+    big[7] = 70_000.0
+    packed = cpb.Vector(packed=big.astype("<f4").tobytes())
+    node = cpb.Node(id="huge", content_type="page", title="huge", body="huge")
+    node.vectors.append(cpb.NamedVector(name="custom", vector=packed))
+    for call, field in (
+        (
+            stub.Upsert(
+                pb.UpsertRequest(nodes=[cpb.Node(id="ok", content_type="page", title="t"), node])
+            ),
+            "nodes[1]",
+        ),
+        (stub.Search(pb.SearchRequest(vector=packed, mode=pb.SEARCH_MODE_DENSE)), "vector"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details().startswith(field)
+        assert "half-precision" in caught.value.details()
+    assert not (await stub.Get(pb.GetRequest(ids=["ok", "huge"]))).nodes  # nothing written
+    fits = big.copy()
+    fits[7] = 65_000.0
+    reply = await stub.Search(
+        pb.SearchRequest(vector=cpb.Vector(packed=fits.tobytes()), mode=pb.SEARCH_MODE_DENSE)
+    )
+    assert reply.hits
+
+
 async def test_the_setting_makes_the_service_create_a_half_space_that_answers_the_same(
     pg_server: EmbeddedPostgres,
     database_url: str,
@@ -370,6 +402,7 @@ async def test_the_setting_makes_the_service_create_a_half_space_that_answers_th
         }
         async with running_search(env, monkeypatch) as channel:
             half = await _answers(channel, other_url)
+            await _beyond_half_is_refused(channel)
     assert (full[0], half[0]) == ("float32", "half")
     assert [[i for i, _ in hits] for hits in half[1]] == [[i for i, _ in hits] for hits in full[1]]
     for hits_half, hits_full in zip(half[1], full[1], strict=True):

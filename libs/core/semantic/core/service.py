@@ -37,7 +37,7 @@ from semantic.core.local_sync import DEGRADED_READS
 from semantic.core.modifiers import Rescoring
 from semantic.core.nodes import DeleteOutcome, VectorRow, WriteResult
 from semantic.core.ports import Embedder, NodeStore, Retrieval, SearchStatistics
-from semantic.core.spaces import ActiveSpaces, Space
+from semantic.core.spaces import ActiveSpaces, Space, check_half_range
 from semantic.core.writer import ContentWriter
 
 log = structlog.get_logger(__name__)
@@ -170,6 +170,8 @@ class SearchService:
             raise InvalidArgument(
                 "vector", f"has {vector.size} dimensions, space {space.id} holds {space.dim}"
             )
+        if vector is not None:
+            check_half_range(vector, space.index_precision, "vector")
         if query.mode is not Mode.KEYWORD and vector is None:
             assert query.text is not None
             embedded = await self._embedder.embed(

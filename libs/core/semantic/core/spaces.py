@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from cachetools import TTLCache
 
-from semantic.common.errors import FailedPrecondition
+from semantic.common.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
     from semantic.core.ports import SpaceRegistry
@@ -38,6 +39,19 @@ IndexPrecision = Literal["float32", "half"]
 are kept, and scores computed, at full precision."""
 INDEX_PRECISIONS: tuple[IndexPrecision, ...] = ("float32", "half")
 DEFAULT_INDEX_PRECISION: IndexPrecision = "float32"
+HALF_MAX = 65_504.0
+"""The largest magnitude a half-precision value holds: a vector of a ``half`` space (or a
+query of one) with a component beyond it cannot be indexed (or searched)."""
+
+
+def check_half_range(vector: np.ndarray[Any, Any], precision: IndexPrecision, field: str) -> None:
+    """InvalidArgument (naming ``field``) when ``vector`` does not fit a ``half`` index."""
+    if precision == "half" and vector.size and float(np.max(np.abs(vector))) > HALF_MAX:
+        raise InvalidArgument(
+            field,
+            f"has a component beyond +-{HALF_MAX:,.0f}, which this space's half-precision "
+            "index cannot hold (scale the vector down: cosine similarity ignores length)",
+        )
 
 
 class NoActiveSpace(FailedPrecondition):

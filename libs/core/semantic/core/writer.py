@@ -30,7 +30,7 @@ from semantic.core.nodes import (
 from semantic.core.nodes import content_hash as hash_of
 from semantic.core.ports import Embedder, NodeStore
 from semantic.core.settings import WritePathSettings
-from semantic.core.spaces import Space
+from semantic.core.spaces import Space, check_half_range
 
 log = structlog.get_logger(__name__)
 Key = tuple[str, str]
@@ -90,6 +90,10 @@ class ContentWriter:
         """
         nodes = [replace(n, content_hash=hash_of(n)) for n in nodes]
         supplied = client_vectors or {}
+        if space.index_precision == "half":
+            for i, node in enumerate(nodes):
+                for j, row in enumerate(supplied.get((node.tenant, node.id), ())):
+                    check_half_range(row.embedding, "half", f"nodes[{i}].vectors[{j}].vector")
         for _attempt in range(self._config.max_replans + 1):
             stored = await self._nodes.stored([(n.tenant, n.id) for n in nodes])
             due = [

@@ -57,8 +57,9 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
-from semantic.core.domain import MAX_TARGETS, ChunkMatch, DenseHit, NodeRecord, VectorTarget
+from semantic.core.domain import ChunkMatch, DenseHit, NodeRecord, VectorTarget
 from semantic.store.postgres.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
+from semantic.store.postgres.dense_inputs import checked_targets, checked_vector
 from semantic.store.postgres.node_rows import node_from_row, node_select
 
 FIRST_FETCH_PER_NODE = 3
@@ -242,8 +243,8 @@ async def dense_search(
         raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
     if not filtered and len(filter_params) != 1:
         raise ValueError("filtered=False is for a filter that holds the tenant alone")
-    chosen = _check_targets(targets)
-    q = _check_vector(query_vector)
+    chosen = checked_targets(targets)
+    q = checked_vector(query_vector)
     if halfvec_dim is not None and q.size != halfvec_dim:
         raise InvalidArgument(
             "vector", f"dimension does not match the space: {q.size}, not {halfvec_dim}"
@@ -313,7 +314,7 @@ async def explain_index_scan(
         conn,
         space_table,
         tenant,
-        _check_vector(query_vector),
+        checked_vector(query_vector),
         [target],
         limit,
         filter_sql,
@@ -493,31 +494,3 @@ def _combined_hit(row: asyncpg.Record) -> DenseHit:
         dict(zip(names, similarities, strict=True)),
         _node(row),
     )
-
-
-def _check_targets(targets: Sequence[VectorTarget]) -> list[VectorTarget]:
-    if not targets:
-        raise InvalidArgument("targets", "name at least one vector to search")
-    if len(targets) > MAX_TARGETS:
-        raise InvalidArgument("targets", f"at most {MAX_TARGETS} vectors may be searched at once")
-    seen: set[str] = set()
-    for i, target in enumerate(targets):
-        if not target.name or "\x00" in target.name:
-            raise InvalidArgument(f"targets[{i}].name", "must be a non-empty name")
-        if target.name in seen:
-            raise InvalidArgument(f"targets[{i}].name", f"{target.name!r} is named twice")
-        if not math.isfinite(target.weight) or target.weight <= 0:
-            raise InvalidArgument(f"targets[{i}].weight", "must be a positive number")
-        seen.add(target.name)
-    return list(targets)
-
-
-def _check_vector(vector: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    q = np.asarray(vector, dtype=np.float32)
-    if q.ndim != 1 or q.size == 0:
-        raise InvalidArgument("vector", "must be a non-empty list of numbers")
-    if not np.all(np.isfinite(q)):
-        raise InvalidArgument("vector", "must hold finite numbers only")
-    if not np.any(q):
-        raise InvalidArgument("vector", "must not be all zeros (cosine similarity is undefined)")
-    return q

@@ -478,3 +478,33 @@ async def test_a_restore_into_an_empty_space_builds_its_index_after_the_rows(
     assert code == 0, old_format
     assert old_format["changed"] == 0
     assert await _checksums(second_url) == source
+
+
+async def test_a_half_precision_space_is_restored_at_half_precision(
+    *,
+    env: dict[str, str],
+    database_url: str,
+    second_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    half_env = {**env, "SEMANTIC_VECTOR_INDEX_PRECISION": "half"}
+    async with running_search(half_env, monkeypatch) as channel:
+        await _fill(search_pb2_grpc.SearchStub(channel))
+        before = await _dense(search_pb2_grpc.SearchStub(channel))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await _main("export", "--out", str(tmp_path / "snap")) == 0
+    manifest = json.loads((tmp_path / "snap" / "manifest.json").read_text())
+    assert [s["index_precision"] for s in manifest["spaces"]] == ["half"]
+
+    await bootstrap_schema(second_url)
+    monkeypatch.setenv("DATABASE_URL", second_url)
+    code, summary = await _cli(capsys, "import", str(tmp_path / "snap"))
+    assert code == 0, summary
+    indexes = await _hnsw(second_url)
+    assert indexes == await _hnsw(database_url)
+    assert all("halfvec" in d for d in indexes)
+    # The importing deployment's own setting (float32 here) does not change the space.
+    async with running_search({**env, "DATABASE_URL": second_url}, monkeypatch) as channel:
+        assert await _dense(search_pb2_grpc.SearchStub(channel)) == before

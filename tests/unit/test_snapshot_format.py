@@ -149,3 +149,19 @@ def test_the_hashing_writer_hashes_what_it_writes() -> None:
     assert (writer.size, writer.tell()) == (6, 6)
     assert writer.sha256 == hashlib.sha256(b"abcdef").hexdigest()
     assert target.getvalue() == b"abcdef"
+
+
+def test_a_space_keeps_its_index_precision_and_older_manifests_read_as_float32(
+    tmp_path: Path,
+) -> None:
+    half = SpaceEntry(**{**SPACE.__dict__, "index_precision": "half"})
+    raw = json.loads(Manifest("003", "2026", {}, spaces=[half], files={}).to_json())
+    assert raw["spaces"][0]["index_precision"] == "half"
+    _write(tmp_path, FILES)
+    older = json.loads((tmp_path / "manifest.json").read_text())
+    del older["spaces"][0]["index_precision"]  # written before the field existed
+    (tmp_path / "manifest.json").write_text(json.dumps(older))
+    assert verify_snapshot(tmp_path).spaces[0].index_precision == "float32"
+    older["spaces"][0]["index_precision"] = "quarter"
+    with pytest.raises(SnapshotInvalid, match="index_precision"):
+        Manifest.from_json(json.dumps(older))

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from semantic.common.errors import FailedPrecondition
+from semantic.core.spaces import DEFAULT_INDEX_PRECISION, INDEX_PRECISIONS, IndexPrecision
 
 FORMAT = "semantic-snapshot"
 """The ``format`` value of every snapshot manifest."""
@@ -51,6 +52,8 @@ class SpaceEntry:
     state: str
     active: bool
     vectors: int
+    index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION
+    """Of the space's HNSW index; snapshots written before it was recorded: float32."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,9 @@ def _space(value: Any) -> dict[str, Any]:
             raise ValueError(f"space {key} is not a string")
     if not isinstance(space.get("active"), bool):
         raise ValueError("space active is not a boolean")
+    precision = space.setdefault("index_precision", DEFAULT_INDEX_PRECISION)
+    if precision not in INDEX_PRECISIONS:
+        raise ValueError(f"space index_precision {precision!r} is not one of {INDEX_PRECISIONS}")
     if not (0 < space["id"] < 2**31 and 1 <= space["dim"] <= MAX_DIM):
         raise ValueError(f"space id {space['id']} or dim {space['dim']} out of range")
     return space

@@ -417,7 +417,7 @@ def _array(value: Any) -> Any:
 
 async def _spaces(conn: asyncpg.Connection, choice: SpaceChoice) -> list[SpaceEntry]:
     rows = await conn.fetch(
-        "SELECT s.id, s.model_id, s.model_sha256, s.dim, s.version, s.state,"
+        "SELECT s.id, s.model_id, s.model_sha256, s.dim, s.version, s.state, s.index_precision,"
         " (a.space_id IS NOT NULL) AS active, to_regclass('semantic.vectors_' || s.id) AS tbl"
         " FROM semantic.embedding_spaces s"
         " LEFT JOIN semantic.space_aliases a ON a.name = $1 AND a.space_id = s.id"
@@ -434,6 +434,7 @@ async def _spaces(conn: asyncpg.Connection, choice: SpaceChoice) -> list[SpaceEn
             state=r["state"],
             active=r["active"],
             vectors=0,
+            index_precision=r["index_precision"],
         )
         for r in rows
         if r["tbl"] is not None

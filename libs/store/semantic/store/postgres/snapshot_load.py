@@ -161,6 +161,7 @@ class SnapshotLoader:
                     model_sha256=entry.model_sha256,
                     dim=entry.dim,
                     activate_if_none=entry.active,
+                    index_precision=entry.index_precision,
                 )
                 mapping[space_id] = made.id
             report.spaces = dict(mapping)

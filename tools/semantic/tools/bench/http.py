@@ -37,6 +37,7 @@ from semantic.tools.bench.search import (
     load_corpus,
     percentiles,
     tuned_stack,
+    wait_for_local_index,
 )
 from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import search_pb2 as pb
@@ -227,6 +228,7 @@ async def _measure(
     progress(f"loading {config.n} nodes")
     vectors = EmbeddingLike(384, 200, rng).documents(config.n, rng)
     loaded = await load_corpus(stack.database_url, vectors, rng)
+    loaded["local_index_sync_seconds"] = await wait_for_local_index(stack.search_address, config.n)
     picker = random.Random(config.seed)
     texts = [" ".join(picker.sample(WORDS, 2)) for _ in range(config.queries)]
     progress(

@@ -43,6 +43,7 @@ from semantic.tools.bench.search import (
     load_corpus,
     percentiles,
     tuned_stack,
+    wait_for_local_index,
 )
 from semantic.tools.devstack.stack import LocalStack
 from semantic.tools.progress import progress_bar
@@ -140,7 +141,10 @@ async def _measure(
     queries = shape.queries(config.queries + config.warmup, rng)
     progress(f"loading {config.nodes} nodes with COPY, then the HNSW index")
     load = await load_corpus(stack.database_url, data, rng)
-    progress(f"loaded: {load}")
+    progress(f"loaded: {load}; waiting for the service's local index")
+    load["local_index_sync_seconds"] = await wait_for_local_index(
+        stack.search_address, config.nodes
+    )
     topic_of = topics(data, config.clusters, rng)
     histories = user_events(config, topic_of, rng)
     total_events = sum(len(h) for h in histories)

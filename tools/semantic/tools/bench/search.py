@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -180,6 +181,28 @@ def percentiles(samples: list[float]) -> dict[str, float]:
         "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
         "mean_ms": round(statistics.fmean(ordered), 3),
     }
+
+
+async def wait_for_local_index(address: str, nodes: int, timeout_s: float = 1800.0) -> float:
+    """Wait until the search service's degraded-mode index (``SEMANTIC_SEARCH_LOCAL_INDEX``,
+    on by default) holds ``nodes`` nodes; returns the seconds waited. After a bulk load it
+    copies every vector into its own HNSW graph, which takes the CPU a measurement needs:
+    nothing is measured before it is done. No such component: it is off, nothing to wait
+    for."""
+    started = time.perf_counter()
+    async with grpc.aio.insecure_channel(address) as channel:
+        admin = search_pb2_grpc.AdminStub(channel)
+        while True:
+            report = await admin.HealthReport(pb.HealthReportRequest())
+            found = [c for c in report.components if c.name == "local_index"]
+            if not found:
+                return 0.0
+            held = re.search(r"(\d+) nodes", found[0].detail)
+            if held is not None and int(held.group(1)) >= nodes:
+                return round(time.perf_counter() - started, 1)
+            if time.perf_counter() - started > timeout_s:
+                raise TimeoutError(f"the local index did not reach {nodes} nodes: {found[0]}")
+            await asyncio.sleep(1.0)
 
 
 async def load_corpus(
@@ -364,7 +387,8 @@ async def _measure(
     top = -np.sort(-similarity, axis=1)
     progress(f"loading {config.n} nodes with COPY, then the HNSW index")
     load = await load_corpus(stack.database_url, data, rng)
-    progress(f"loaded: {load}")
+    progress(f"loaded: {load}; waiting for the service's local index")
+    load["local_index_sync_seconds"] = await wait_for_local_index(stack.search_address, config.n)
     texts = [
         " ".join(rng.choice(WORDS, size=int(rng.integers(3, 9)))) for _ in range(config.queries)
     ]

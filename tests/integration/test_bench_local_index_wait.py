@@ -1,6 +1,7 @@
 """The search benchmarks measure nothing while the service's local index is still copying a
 bulk load (``bench.search.wait_for_local_index``): the wait ends when the index holds the
-nodes, gives up with TimeoutError when it never does, and is nothing when the index is off."""
+nodes and has saved them, gives up with TimeoutError when it never does, and is nothing
+when the index is off."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ async def test_the_wait_ends_when_the_local_index_holds_the_nodes(
         **search_env(database_url, embedder_address, fp32_model_dir),
         "SEMANTIC_SEARCH_LOCAL_INDEX_DIR": str(tmp_path / "local"),
         "SEMANTIC_SEARCH_LOCAL_INDEX_SYNC_S": "0.2",
+        "SEMANTIC_SEARCH_LOCAL_INDEX_SAVE_S": "0.2",
     }
     async with running_search(env, monkeypatch) as channel:
         address = f"127.0.0.1:{os.environ['SEMANTIC_GRPC_PORT']}"

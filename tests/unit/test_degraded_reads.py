@@ -4,6 +4,7 @@ and the retrieval here are in-memory stand-ins of the ports, the index the real 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -123,9 +124,11 @@ async def test_the_follower_builds_applies_changes_and_rebuilds_for_another_spac
     assert follower.ready
     assert index.nodes == 30
     assert index.cursor == 10
+    assert re.search(r"; 30 nodes; synced [\d.]+ s ago; saved$", follower.describe())
     feed.queued = [NodeChange(("", "n0"), None), _change("new", feed.nodes["n1"])]
     await follower.sync()
     assert index.nodes == 30
+    assert follower.describe().endswith("; changes not saved yet")  # save_s is not up
     assert index.node("", node_id="n0", slug=None) is None
     assert index.cursor == 11
     feed.space = _space(2)

@@ -456,6 +456,44 @@ def test_every_configmap_is_read_by_some_container(world: Any) -> None:
         )
 
 
+DELIBERATE = {
+    "SEMANTIC_SHUTDOWN_GRACE_SECONDS",  # fits terminationGracePeriodSeconds (see below)
+    "SEMANTIC_EMBEDDER_ADDRESS",  # the headless Service, every embedder pod
+    "SEMANTIC_SEARCH_TOKENIZER",  # the image's model folder
+    "SEMANTIC_EMBEDDER_ALLOW_LOAD",  # LoadModel off in a cluster
+    "SEMANTIC_SEARCH_LOCAL_INDEX_DIR",  # the pod's emptyDir
+    "SEMANTIC_EMBEDDER_MODEL_DIRS",  # fixed, not by CPU: replicas must agree (README_vector)
+    "SEMANTIC_EMBEDDER_WORKERS",  # fits the pod's CPU limit
+}
+
+
+def test_base_tuning_values_are_the_settings_defaults() -> None:
+    """A base ConfigMap that spells out a tuning value gives the product's default: a default
+    measured and changed later must not stay behind in the manifests (as ef_search 100 did,
+    against a default of 150). Deliberate cluster values are listed in ``DELIBERATE``."""
+    fields = {
+        name: cls.model_fields[field]
+        for cls in SETTINGS_BY_COMMAND.values()
+        for name, field in env_names(cls).items()
+    }
+    for config_map in of_kind(load_docs(BASE / "configmap.yaml"), "ConfigMap"):
+        for name, value in config_map["data"].items():
+            info = fields[name]
+            if name in DELIBERATE:
+                continue
+            default = info.default
+            if isinstance(default, bool):
+                default = str(default).lower()
+            elif isinstance(default, tuple):
+                default = ",".join(default)
+            elif isinstance(default, float) and default.is_integer():
+                default = int(default)
+            assert str(value) == str(default), (
+                f"ConfigMap {config_map['metadata']['name']} sets {name}={value!r}, the default "
+                f"is {default!r}: change one, or list it in DELIBERATE with the reason"
+            )
+
+
 # --- ports, probes, metrics -----------------------------------------------------------------
 
 

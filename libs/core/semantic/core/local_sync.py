@@ -104,12 +104,14 @@ class LocalIndexFollower:
         return self._index
 
     def describe(self) -> str:
-        """One line for the health report: state, space, nodes, lag."""
+        """One line for the health report: state, space, nodes, lag, and whether the
+        changes are saved to disk yet (a large save takes CPU for a few seconds)."""
         space = self._index.space
         synced = self._index.synced_at
         lag = f"{self._clock() - synced:.1f} s ago" if synced else "never"
         where = f"space {space.id}" if space is not None else "no space"
-        return f"{self._state}; {where}; {self._index.nodes} nodes; synced {lag}"
+        saved = "changes not saved yet" if self._dirty else "saved"
+        return f"{self._state}; {where}; {self._index.nodes} nodes; synced {lag}; {saved}"
 
     def reader(self, cause: BaseException) -> LocalIndex:
         """The index when ready; DependencyUnavailable saying why not otherwise."""

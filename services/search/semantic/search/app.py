@@ -248,6 +248,7 @@ def local_index(settings: SearchSettings, feed: ChangeFeed) -> LocalIndexFollowe
         feed,
         UsearchIndex(settings.local_index_dir()),
         sync_s=settings.search_local_index_sync_s,
+        save_s=settings.search_local_index_save_s,
     )
 
 

@@ -111,6 +111,12 @@ class SearchSettings(
     search_local_index_sync_s: float = Field(
         2.0, gt=0, description="Seconds between two syncs of the local index with PostgreSQL."
     )
+    search_local_index_save_s: float = Field(
+        30.0,
+        gt=0,
+        description="Least seconds between two saves of the local index to its folder (a"
+        " changed index is saved at the first sync after them, and at shutdown).",
+    )
 
     def local_index_dir(self) -> Path:
         """``search_local_index_dir``, or its default (see the field)."""

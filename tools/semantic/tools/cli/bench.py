@@ -54,8 +54,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     search = targets.add_parser(
         "search",
         help="search recall and latency at N nodes vs. exact search",
-        description="Loads N clustered 384-d vectors through Search.Upsert, then measures "
-        "recall@10 vs. exact, vector and text query latency, queries/s; baseline: exact scan.",
+        description="Loads N clustered 384-d vectors into PostgreSQL with COPY and builds the "
+        "HNSW index with the product's DDL, then measures through gRPC recall@10 vs. exact, "
+        "vector and text query latency against their floor, and queries/s against the "
+        "service's own SQL on asyncpg (alternating rounds); baseline: exact scan.",
     )
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.add_argument("--n", type=int, default=100_000, help="nodes to load")

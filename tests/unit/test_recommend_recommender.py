@@ -4,6 +4,7 @@ history gets popular nodes, and bad examples name their field."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semantic.common.errors import InvalidArgument, NotFound
+from semantic.common.errors import DependencyUnavailable, InvalidArgument, NotFound
 from semantic.core.domain import Filter, NodeRecord
 from semantic.core.recommend.events import Action, TrackConfig
 from semantic.core.recommend.journey import LoggedEvent, StoredUser
@@ -62,7 +63,7 @@ class _Space:
 class _Reads:
     """Nodes with vectors and popularity, one user's row and exclusions, in memory."""
 
-    def __init__(self, *, spare: bool) -> None:
+    def __init__(self, *, spare: bool | int) -> None:
         rng = np.random.default_rng(5)
         self.vectors = {f"n{i}": unit(rng.normal(size=3)) for i in range(12)}
         self.popularity = {"n3": 9.0, "n7": 5.0, "n11": 1.0}
@@ -70,7 +71,7 @@ class _Reads:
             None, None, 1, self.vectors["n0"].astype(np.float64) * 3, 3.0, NOW, 3
         )
         self.excluded = ["n0", "n1"]
-        self.spare_wanted = spare
+        self.idle = int(spare)  # sessions a spare() call may still hand out
         self.spares = 0
 
     @asynccontextmanager
@@ -80,7 +81,14 @@ class _Reads:
     @asynccontextmanager
     async def spare(self) -> AsyncIterator[_Reads | None]:
         self.spares += 1
-        yield self if self.spare_wanted else None
+        if self.idle <= 0:
+            yield None
+            return
+        self.idle -= 1
+        try:
+            yield self
+        finally:
+            self.idle += 1
 
     async def user(
         self, tenant: str, user_id: str, *, exclude_seen: bool, include_converted: bool
@@ -183,10 +191,11 @@ async def _recommend(reads: _Reads, **fields: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("mmr", [None, 0.5])
-async def test_a_spare_session_changes_nothing_but_where_reads_run(mmr: float | None) -> None:
-    alone = await _recommend(_Reads(spare=False), user_id="u", top_k=5, mmr_lambda=mmr)
-    paired = await _recommend(_Reads(spare=True), user_id="u", top_k=5, mmr_lambda=mmr)
-    assert alone == paired
+async def test_spare_sessions_change_nothing_but_where_reads_run(mmr: float | None) -> None:
+    alone = await _recommend(_Reads(spare=0), user_id="u", top_k=5, mmr_lambda=mmr)
+    paired = await _recommend(_Reads(spare=1), user_id="u", top_k=5, mmr_lambda=mmr)
+    three = await _recommend(_Reads(spare=5), user_id="u", top_k=5, mmr_lambda=mmr)
+    assert alone == paired == three
     assert len(alone) == 5
 
 
@@ -223,3 +232,54 @@ async def test_bad_examples_name_their_field() -> None:
     assert caught.value.field == "negative[0].vector"
     with pytest.raises(InvalidArgument):
         await _recommend(reads, positive=tuple(Example(node_id=f"n{i}") for i in range(5)))
+
+
+class _FailingAside(_Reads):
+    """The user's relation signals fail while the nearest and the popular nodes are still
+    being read; those two end on their own 200 loop turns later if nobody cancels them."""
+
+    def __init__(self) -> None:
+        super().__init__(spare=2)
+        self.running: set[str] = set()
+        self.finished: set[str] = set()  # ended normally, not cancelled
+        self.release = asyncio.Event()
+
+    async def _slow(self, what: str) -> None:
+        self.running.add(what)
+        try:
+            await self.release.wait()
+            self.finished.add(what)
+        finally:
+            self.running.discard(what)
+
+    async def nearest(self, *args: Any, **kwargs: Any) -> list[str]:
+        await self._slow("nearest")
+        return []
+
+    async def popular(self, *args: Any, **kwargs: Any) -> tuple[list[tuple[str, bool]], float]:
+        await self._slow("popular")
+        return [], 0.0
+
+    async def relation_signals(self, *args: Any, **kwargs: Any) -> RelationSignals:
+        for _ in range(1000):  # until both others are under way (a few loop turns)
+            if len(self.running) == 2:
+                asyncio.get_running_loop().create_task(self._release_later())
+                raise DependencyUnavailable("postgresql", "connection lost")
+            await asyncio.sleep(0)
+        raise AssertionError(f"not read side by side: only {self.running} under way")
+
+    async def _release_later(self) -> None:
+        for _ in range(200):
+            await asyncio.sleep(0)
+        self.release.set()
+
+
+async def test_a_failing_read_cancels_the_others_before_the_sessions_go_back() -> None:
+    reads = _FailingAside()
+    with pytest.raises(DependencyUnavailable, match="connection lost"):
+        await Recommender(reads, CONFIG, TRACK).recommend(
+            _Space(), RecommendQuery("t", user_id="u", top_k=5)
+        )
+    assert reads.running == set()  # nothing still reading on a released session
+    assert reads.finished == set()  # cancelled at the failure, not waited for
+    assert reads.idle == 2  # both spares given back

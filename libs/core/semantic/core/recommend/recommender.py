@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Sequence
-from contextlib import nullcontext
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -65,16 +65,30 @@ class _User:
 
 
 @dataclass(frozen=True)
-class _Aside:
-    """The reads that do not depend on the nearest nodes."""
+class _Popular:
+    """The archetype, its (or the global) popular nodes and their details."""
 
     archetype: str
-    popular: list[tuple[str, bool]]
+    nodes: list[tuple[str, bool]]
     best: float
     details: dict[str, CandidateDetails]
+
+
+@dataclass(frozen=True)
+class _OfUser:
+    """The user's reads that do not depend on the nearest nodes."""
+
     journey_items: list[tuple[Similar, Vector]]
     rate: float
     signals: RelationSignals = field(default_factory=RelationSignals)
+
+
+@dataclass(frozen=True)
+class _Aside:
+    """The reads that do not depend on the nearest nodes."""
+
+    popular: _Popular
+    of_user: _OfUser
 
 
 class Recommender:
@@ -197,15 +211,18 @@ class Recommender:
                     similarity_to=similarity_to,
                 )
 
-            async def aside(on: RecommendSession) -> _Aside:
+            async def popular(on: RecommendSession) -> _Popular:
                 archetype = given or await self._derived(on, space, query.tenant, user.journey)
-                popular, best = await on.popular(
+                nodes, best = await on.popular(
                     query.tenant,
                     flt,
                     archetype,
                     max(config.popular_candidates, query.top_k * 2),
                 )
-                ids = list(dict.fromkeys(node_id for node_id, _ in popular))
+                ids = list(dict.fromkeys(node_id for node_id, _ in nodes))
+                return _Popular(archetype, nodes, best, await details(on, archetype, ids))
+
+            async def of_user(on: RecommendSession) -> _OfUser:
                 items = (
                     await on.journey_items(
                         space, query.tenant, query.user_id, query.vector_name, config.journey_items
@@ -224,58 +241,65 @@ class Recommender:
                     if query.user_id
                     else RelationSignals()
                 )
-                return _Aside(
-                    archetype,
-                    popular,
-                    best,
-                    await details(on, archetype, ids),
-                    items,
-                    await self._rate(on, query.tenant),
-                    signals,
-                )
+                return _OfUser(items, await self._rate(on, query.tenant), signals)
 
-            # The nearest nodes on this session while the archetype, the popular nodes,
-            # their details and the journey items are read on a second one, when one is
-            # idle; then the details of the nearest nodes, half on each.
+            async def aside(on: RecommendSession, other: RecommendSession | None) -> _Aside:
+                """The popular nodes (and their details) and the user's reads: side by
+                side when a further session is idle, one after the other otherwise."""
+                if other is None:
+                    return _Aside(await popular(on), await of_user(on))
+                return _Aside(*await _both(popular(on), of_user(other)))
+
+            # The nearest nodes on this session while the archetype, the popular nodes and
+            # their details are read on a second one and the user's journey items and
+            # relation signals on a third, as far as idle connections allow; then the
+            # details of the nearest nodes, shared among the sessions.
             candidates: dict[str, Source] = {}
-            async with self._reads.spare() if query_vectors else nullcontext(None) as spare:
-                if spare is None:
-                    found, side = await nearest(session), await aside(session)
+            async with AsyncExitStack() as stack:
+                spares: list[RecommendSession] = []
+                for _ in range(2 if query_vectors else 0):
+                    spare = await stack.enter_async_context(self._reads.spare())
+                    if spare is None:
+                        break
+                    spares.append(spare)
+                if not spares:
+                    found, side = await nearest(session), await aside(session, None)
                 else:
-                    found, side = await _both(nearest(session), aside(spare))
+                    found, side = await _both(
+                        nearest(session), aside(spares[0], spares[1] if spares[1:] else None)
+                    )
                 for nodes in found:
                     for node_id in nodes:
                         candidates.setdefault(node_id, source)
-                for node_id, from_archetype in side.popular:
+                for node_id, from_archetype in side.popular.nodes:
                     kind: Source = "archetype_popular" if from_archetype else "global_popular"
                     candidates.setdefault(node_id, kind)
-                for via in side.signals.related:  # what the user's recent nodes lead to
+                signals = side.of_user.signals
+                for via in signals.related:  # what the user's recent nodes lead to
                     candidates.setdefault(via.node_id, "related")
-                conflicts = [c for c in side.signals.conflicts if c[0] in candidates]
+                conflicts = [c for c in signals.conflicts if c[0] in candidates]
                 for node_id, _ in conflicts:  # in conflict with a node the user converted on
                     candidates.pop(node_id, None)
-                read = dict(side.details)
+                archetype = side.popular.archetype
+                read = dict(side.popular.details)
                 rest = [node_id for node_id in candidates if node_id not in read]
-                if spare is None:
-                    read.update(await details(session, side.archetype, rest))
-                else:
-                    half = (len(rest) + 1) // 2
-                    first, second = await _both(
-                        details(session, side.archetype, rest[:half]),
-                        details(spare, side.archetype, rest[half:]),
-                    )
-                    read.update(first)
-                    read.update(second)
+                sessions = [session, *spares]
+                each = -(-len(rest) // len(sessions))
+                parts = [rest[i : i + each] for i in range(0, len(rest), each)] if rest else []
+                for part in await _all(
+                    [details(on, archetype, ids) for on, ids in zip(sessions, parts, strict=False)]
+                ):
+                    read.update(part)
             scoring = Scoring(
                 weights,
                 query_vectors,
                 positives,
                 negatives,
                 best_of_examples,
-                side.best,
-                side.rate,
+                side.popular.best,
+                side.of_user.rate,
                 datetime.now(UTC),
-                related=side.signals.strongest(),
+                related=signals.strongest(),
             )
             scored = score_candidates(candidates, read, scoring, config)
             if chooser is not None:
@@ -301,16 +325,16 @@ class Recommender:
         explain_hits(
             hits,
             read,
-            side.journey_items,
+            side.of_user.journey_items,
             (examples_pos, examples_neg),
             self._config.similar_items,
         )
         for hit in hits:
-            hit.related_via = side.signals.via(hit.node.id)
+            hit.related_via = signals.via(hit.node.id)
         return RecommendResult(
             hits=hits,
             recommendation_id=str(uuid.uuid4()),
-            archetype=side.archetype or "",
+            archetype=archetype or "",
             journey_events=user.events,
             space=space,
             conflicts=conflicts,
@@ -431,10 +455,29 @@ async def _both(first: Awaitable[_T], second: Awaitable[_U]) -> tuple[_T, _U]:
     """Both results; when one fails the other is cancelled and awaited, and the first
     error is raised as is."""
     one, two = asyncio.ensure_future(first), asyncio.ensure_future(second)
+    await _settled([one, two])
+    return one.result(), two.result()
+
+
+async def _all(calls: Sequence[Awaitable[_T]]) -> list[_T]:
+    """Every result, in order; on a failure as :func:`_both`."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    await _settled(tasks)
+    return [task.result() for task in tasks]
+
+
+async def _settled(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait for every task; at the first failure cancel the others and wait for them too
+    (none is left running on a connection about to go back to its pool), then raise it."""
+    if not tasks:
+        return
     try:
-        return await one, await two
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [t for t in tasks if t in done and not t.cancelled() and t.exception()]
+        if failed:
+            failed[0].result()  # raises its error
     finally:
-        for task in (one, two):
+        for task in tasks:
             if not task.done():
                 task.cancel()
-        await asyncio.gather(one, two, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

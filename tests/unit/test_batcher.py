@@ -244,11 +244,25 @@ async def test_a_lone_batch_runs_solo_and_batches_side_by_side_run_shared(execut
         await batcher.close()
 
 
+async def test_a_small_lone_batch_runs_shared_when_the_policy_says_so(executor) -> None:  # type: ignore[no-untyped-def]
+    solo, shared = RecordingModel(), RecordingModel()
+    policy = BatchPolicy(max_wait_s=0.0, workers=2, small_batch_tokens=64)
+    batcher = MicroBatcher("test", solo, executor, policy, infer_shared=shared)
+    batcher.start()
+    try:
+        await batcher.embed([text(12, 1)])  # a query: 12 padded word-pieces
+        await batcher.embed([text(30, 2), text(34, 3)])  # 2 x 34 = 68: over
+        await batcher.embed([text(200, 4)])  # a document
+    finally:
+        await batcher.close()
+    assert shared.batches == [[12]]
+    assert solo.batches == [[30, 34], [200]]
+
+
 async def test_one_worker_always_runs_solo(executor) -> None:  # type: ignore[no-untyped-def]
     solo, shared = RecordingModel(delay=0.02), RecordingModel()
-    batcher = MicroBatcher(
-        "test", solo, executor, BatchPolicy(max_wait_s=0.0, max_batch_texts=2), infer_shared=shared
-    )
+    policy = BatchPolicy(max_wait_s=0.0, max_batch_texts=2, small_batch_tokens=64)
+    batcher = MicroBatcher("test", solo, executor, policy, infer_shared=shared)
     batcher.start()
     try:
         await asyncio.gather(*(batcher.embed([text(4, i)]) for i in range(6)))

@@ -13,8 +13,10 @@ are already waiting, new submissions fail at once with ``Overloaded``.
 
 With several ``workers``, a batch that starts while another runs (or while texts are left
 waiting for the next one) runs through ``infer_shared``; one that runs alone through
-``infer``. The embedder gives the two different onnxruntime sessions: all threads on a
-lone batch (latency), one thread per batch side by side (throughput: no thread waits on
+``infer``, unless it is small (``BatchPolicy.small_batch_tokens``: a query or two on a
+graph whose small calls do not speed up with threads). The embedder gives the two
+different onnxruntime sessions: all threads on a lone batch (latency), one thread per
+batch side by side (throughput: no thread waits on
 another inside a batch, and on a machine shared with other processes a preempted thread
 stalls only its own batch).
 
@@ -88,6 +90,11 @@ class BatchPolicy:
     workers: int = 1
     group_tokens: int = 2048
     call_cost_tokens: int = 64
+    small_batch_tokens: int = 0
+    """A batch of at most this many padded word-pieces (texts x longest) runs on the shared
+    session even when it runs alone (0: never). For a graph whose small calls gain nothing
+    from more threads (see ``engine.SMALL_BATCH_TOKENS``), one thread answers as fast and
+    leaves no pool threads spinning for the CPU the caller needs next."""
 
 
 def split_by_length(lengths: Sequence[int], group_tokens: int, call_cost: int) -> list[int]:
@@ -273,8 +280,12 @@ class MicroBatcher(Generic[E]):
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         # side by side with another batch (running, or about to start from what is pending):
-        # the shared inference; alone: the solo one, every thread on this batch
-        shared = self._policy.workers > 1 and (self._running > 0 or bool(self._oldest))
+        # the shared inference; alone: the solo one, every thread on this batch, unless it
+        # is small enough for one thread (policy.small_batch_tokens)
+        padded = len(live) * max(item.length for item in live)
+        shared = self._policy.workers > 1 and (
+            self._running > 0 or bool(self._oldest) or padded <= self._policy.small_batch_tokens
+        )
         infer = self._infer_shared if shared else self._infer
         self._running += 1
         try:

@@ -467,6 +467,7 @@ async def _measure(
             **load,
             "shared_buffers": SHARED_BUFFERS,
             "embedder_threads": EMBEDDER_THREADS,
+            "model": str(config.model_dir),
             "ef_search": EF_SEARCH,
         },
         "recall_at_10": recall,

@@ -8,6 +8,15 @@ import sys
 from pathlib import Path
 
 
+def served_default_model() -> Path:
+    """The model the embedder serves by default on this machine (SEMANTIC_EMBEDDER_PRECISION
+    auto): what a deployment's text queries are embedded with."""
+    from semantic.embedder.precision import choose, cpu_flags, default_dirs
+    from semantic.embedder.settings import DEFAULT_MODEL_DIR
+
+    return default_dirs(DEFAULT_MODEL_DIR, choose("auto", DEFAULT_MODEL_DIR, cpu_flags()))[0]
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `semantic bench` and its targets."""
     bench = sub.add_parser("bench", help="run a benchmark and print its numbers")
@@ -86,7 +95,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     search.add_argument("--clients", type=int, default=8, help="concurrent clients")
     search.add_argument(
-        "--model", type=Path, default=Path("models/all-minilm-l6-v2"), help="model dir"
+        "--model",
+        type=Path,
+        default=None,
+        help="model dir (default: the embedder's own default on this CPU, int8 with VNNI or "
+        "AMX, else fp32)",
     )
     http = targets.add_parser(
         "http",
@@ -283,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.target == "search":
         progress = lambda step: print(f"# {step}", file=sys.stderr)  # noqa: E731
+        args.model = args.model or served_default_model()
         if args.n > args.reference_n or args.precision != "float32":
             from semantic.tools.bench.scale import ScaleBenchConfig, run_scale_bench
 

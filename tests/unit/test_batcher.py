@@ -151,6 +151,28 @@ async def test_full_queue_refuses_at_once(executor) -> None:  # type: ignore[no-
         await batcher.close()
 
 
+async def test_requests_are_answered_in_arrival_order_not_mixed_by_length(executor) -> None:  # type: ignore[no-untyped-def]
+    model = HeldModel()
+    policy = BatchPolicy(max_wait_s=0.0, max_batch_texts=4, window_texts=3, workers=1)
+    batcher = await _with_batcher(model, executor, policy)
+    try:
+        calls = [asyncio.create_task(batcher.embed([text(4, 0)]))]
+        await asyncio.to_thread(model.inferring.wait)  # the worker is busy with it
+        for lengths in ((10, 20, 30, 40), (10, 10, 10, 10)):  # a request, then a later one
+            calls.append(asyncio.create_task(batcher.embed([text(n, 1) for n in lengths])))
+            await asyncio.sleep(0)  # its texts are queued (embed queues before awaiting)
+        assert batcher.pending == 8
+        model.release.set()
+        await asyncio.gather(*calls)
+    finally:
+        model.release.set()
+        await batcher.close()
+    # The later request's texts, all as short as the first one's oldest, are nearer in
+    # length than its other texts: unbounded, they would fill the first's batch and both
+    # requests would finish only after the third batch.
+    assert model.batches == [[4], [10, 20, 30, 40], [10, 10, 10, 10]]
+
+
 async def test_a_failing_batch_fails_only_its_callers(executor) -> None:  # type: ignore[no-untyped-def]
     def infer(batch: list[Text]) -> np.ndarray:
         if any(t.tag < 0 for t in batch):

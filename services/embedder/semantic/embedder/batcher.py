@@ -7,9 +7,11 @@ cost: texts x longest text) or until ``max_wait_s`` has passed since the oldest 
 text arrived, whichever comes first; when nothing else runs it starts at once (waiting
 would only idle the CPU and add latency). While every worker is busy, texts accumulate,
 so batches grow with load. A batch is
-built around the oldest pending text from its neighbours in length order, so texts of
-similar length are padded together and nothing starves. When ``max_pending`` texts
-are already waiting, new submissions fail at once with ``Overloaded``.
+built around the oldest pending text from its neighbours in length order among the texts
+that arrived soon after it (``BatchPolicy.window_texts``), so texts of similar length are
+padded together, nothing starves, and requests are answered about in arrival order. When
+``max_pending`` texts are already waiting, new submissions fail at once with
+``Overloaded``.
 
 With several ``workers``, a batch that starts while another runs (or while texts are left
 waiting for the next one) runs through ``infer_shared``; one that runs alone through
@@ -90,6 +92,13 @@ class BatchPolicy:
     workers: int = 1
     group_tokens: int = 2048
     call_cost_tokens: int = 64
+    window_texts: int = 0
+    """A batch is made of the oldest pending text and its length-neighbours among the texts
+    that arrived at most this many texts after it (0: twice ``max_batch_texts``). Without
+    the bound, a batch would take texts of the same length from every waiting request and
+    the requests would all finish late and together; with it, they finish roughly in
+    arrival order (what a pipelined caller, such as the indexer's consumers, needs: one
+    writes while the next one's texts are embedded)."""
     small_batch_tokens: int = 0
     """A batch of at most this many padded word-pieces (texts x longest) runs on the shared
     session even when it runs alone (0: never). For a graph whose small calls gain nothing
@@ -223,42 +232,61 @@ class MicroBatcher(Generic[E]):
                 return
 
     def _take_batch(self) -> list[_Item[E]]:
-        """The oldest pending text plus its length-neighbours, within the token budget."""
+        """The oldest pending text plus its length-neighbours among the texts that arrived
+        soon after it (``BatchPolicy.window_texts``), within the token budget."""
         if not self._oldest:
             return []
         policy = self._policy
         anchor = next(iter(self._oldest.values()))
+        newest = anchor.seq + (policy.window_texts or 2 * policy.max_batch_texts)
         keys = self._by_length
+
+        def below(i: int) -> int:  # the next eligible index at or below i (-1: none)
+            while i >= 0 and keys[i][1] > newest:
+                i -= 1
+            return i
+
+        def above(i: int) -> int:  # the next eligible index at or above i (len: none)
+            while i < len(keys) and keys[i][1] > newest:
+                i += 1
+            return i
+
         at = bisect.bisect_left(keys, (anchor.length, anchor.seq), key=lambda t: t[:2])
-        lo, hi = at, at + 1  # the batch is keys[lo:hi]
+        chosen = [at]
         longest = anchor.length
-        while hi - lo < policy.max_batch_texts:
-            below = keys[lo - 1][0] if lo > 0 else None
-            above = keys[hi][0] if hi < len(keys) else None
-            if below is None and above is None:
+        lo, hi = below(at - 1), above(at + 1)
+        while len(chosen) < policy.max_batch_texts:
+            short = keys[lo][0] if lo >= 0 else None
+            long = keys[hi][0] if hi < len(keys) else None
+            if short is None and long is None:
                 break
-            take_above = below is None or (above is not None and above - longest <= longest - below)
-            new_longest = max(longest, above) if take_above and above is not None else longest
-            if new_longest * (hi - lo + 1) > policy.token_budget:
+            take_long = short is None or (long is not None and long - longest <= longest - short)
+            new_longest = max(longest, long) if take_long and long is not None else longest
+            if new_longest * (len(chosen) + 1) > policy.token_budget:
                 if (
-                    take_above
-                    and below is not None
-                    and longest * (hi - lo + 1) <= policy.token_budget
+                    take_long
+                    and short is not None
+                    and longest * (len(chosen) + 1) <= policy.token_budget
                 ):
-                    lo -= 1  # a shorter neighbour still fits
+                    chosen.append(lo)  # a shorter neighbour still fits
+                    lo = below(lo - 1)
                     continue
                 break
-            if take_above:
-                hi += 1
+            if take_long:
+                chosen.append(hi)
+                hi = above(hi + 1)
                 longest = new_longest
             else:
-                lo -= 1
-        chosen = [entry[2] for entry in keys[lo:hi]]
-        del keys[lo:hi]
-        for item in chosen:
+                chosen.append(lo)
+                lo = below(lo - 1)
+        chosen.sort()  # length order, as keys
+        taken = set(chosen)
+        batch = [keys[i][2] for i in chosen]
+        self._by_length = [entry for i, entry in enumerate(keys) if i not in taken]
+        for item in batch:
             del self._oldest[item.seq]
             self._pending_tokens -= item.length
-        return chosen
+        return batch
 
     def _infer_split(self, infer: Infer[E], batch: list[E]) -> np.ndarray[Any, Any]:
         """Run ``batch`` (in length order) as the model calls ``split_by_length`` chooses."""

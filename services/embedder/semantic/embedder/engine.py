@@ -282,8 +282,8 @@ threads) session. Measured on the 2-core development machine (VNNI): one short q
 1.24 ms on the int8 graph with one thread and 1.25 with two, but 2.88 against 1.79 on fp32;
 and after a two-thread call onnxruntime's pool threads spin on both cores for a while,
 which cost the search service's next step (the query's dense statement) about 1.5 ms. With
-int8 queries single-threaded, `semantic bench search` text p50 went from 8.73 to 8.06 ms and
-p99 from 16.0 to 11.4 ms; fp32 keeps both threads (11.07 against 10.72 ms)."""
+int8 queries single-threaded, `semantic bench search` text p50 went from 8.73 to 8.15 ms and
+p99 from 16.0 to 11.3 ms; fp32 keeps both threads (11.07 against 10.72 ms)."""
 
 
 def _batcher(

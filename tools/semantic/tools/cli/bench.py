@@ -9,12 +9,12 @@ from pathlib import Path
 
 
 def served_default_model() -> Path:
-    """The model the embedder serves by default on this machine (SEMANTIC_EMBEDDER_PRECISION
-    auto): what a deployment's text queries are embedded with."""
-    from semantic.embedder.precision import choose, cpu_flags, default_dirs
-    from semantic.embedder.settings import DEFAULT_MODEL_DIR
+    """The model the embedder would serve by default on this machine (its own settings'
+    choice): what a deployment's text queries are embedded with."""
+    from semantic.embedder.precision import cpu_flags
+    from semantic.embedder.settings import EmbedderSettings
 
-    return default_dirs(DEFAULT_MODEL_DIR, choose("auto", DEFAULT_MODEL_DIR, cpu_flags()))[0]
+    return EmbedderSettings().served_model_dirs(cpu_flags())[0]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

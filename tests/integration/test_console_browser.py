@@ -246,6 +246,7 @@ def test_migration_check_runs_then_a_heal_shows_its_progress(page: object) -> No
     page.goto(f"{CONSOLE}/migration")  # type: ignore[attr-defined]
     page.click("#run-checks")  # type: ignore[attr-defined]
     checks = page.locator('table[data-table="checks"] tr.check')  # type: ignore[attr-defined]
+    checks.first.wait_for()  # the click submits a form: wait for the page it loads
     assert checks.count() >= 5
     failed = page.locator("tr.check.fail")  # type: ignore[attr-defined]
     assert failed.count() == 0, failed.all_inner_texts()
@@ -302,6 +303,7 @@ def test_recommendation_debugger_shows_journey_candidates_and_exclusions(page: o
     page.fill("input[name=userId]", "ann")  # type: ignore[attr-defined]
     page.click("#explain")  # type: ignore[attr-defined]
     journey = page.locator('table[data-table="journey"] tbody tr')  # type: ignore[attr-defined]
+    journey.first.wait_for()  # the click submits a form: wait for the page it loads
     assert journey.count() == 3
     assert page.locator('[data-metric="journey-events"]').inner_text() == "3"  # type: ignore[attr-defined]
     exclusions = page.locator('table[data-table="exclusions"]').inner_text()  # type: ignore[attr-defined]

@@ -227,6 +227,29 @@ CASES: list[tuple[str, Call, str]] = [
         "hybrid.dense_weight",
     ),
     (
+        "too many expansion hits",
+        (SEARCH, "Search", pb.SearchRequest(text="a", hybrid=pb.HybridParams(expansion_docs=11))),
+        "hybrid.expansion_docs",
+    ),
+    (
+        "negative expansion weight",
+        (
+            SEARCH,
+            "Search",
+            pb.SearchRequest(text="a", hybrid=pb.HybridParams(expansion_weight=-1.0)),
+        ),
+        "hybrid.expansion_weight",
+    ),
+    (
+        "nan expansion weight",
+        (
+            SEARCH,
+            "Search",
+            pb.SearchRequest(text="a", hybrid=pb.HybridParams(expansion_weight=NAN)),
+        ),
+        "hybrid.expansion_weight",
+    ),
+    (
         "unknown fusion",
         (
             SEARCH,

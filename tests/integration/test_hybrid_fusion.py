@@ -1,5 +1,6 @@
 """Hybrid fusions on the real stack (search service, PostgreSQL, the real model): each fusion
-chosen per request over HTTP and gRPC, explained per side, and the "money back" query.
+chosen per request over HTTP and gRPC, explained per side, the "money back" query, and query
+expansion.
 
 Two tenants hold the same small site; only the refund page differs. In tenant ``says`` it
 says "money back"; in tenant ``paraphrases`` it does not ("Return any item within 30
@@ -183,3 +184,61 @@ def test_only_hybrid_mode_reports_a_fusion(site: HttpSearch) -> None:
         body = _search(site, "says", mode=mode, fusion="distribution")
         assert "fusion" not in body  # FUSION_UNSPECIFIED: not written in JSON
         assert all("densePart" not in hit["explanation"] for hit in body["hits"])
+
+
+def _says(**hybrid: Any) -> pb.SearchRequest:
+    return pb.SearchRequest(
+        tenant="says", text="money back", top_k=20, hybrid=pb.HybridParams(**hybrid)
+    )
+
+
+def test_hybrid_search_is_expanded_with_the_first_hits_of_a_first_pass(site: HttpSearch) -> None:
+    first_pass = _grpc_search(site, _says(expansion_docs=0))
+    assert list(first_pass.expanded_with) == []
+    ranked = [hit.node.id for hit in first_pass.hits]
+    default = _grpc_search(site, _says())  # SEMANTIC_SEARCH_EXPANSION_DOCS: 1
+    assert list(default.expanded_with) == ranked[:1]
+    three = _grpc_search(site, _says(expansion_docs=3))
+    assert list(three.expanded_with) == ranked[:3]
+
+
+def test_the_dense_side_is_searched_again_with_the_expanded_vector(site: HttpSearch) -> None:
+    """At a huge weight the expanded vector is the first hit's own: that hit (one chunk) then
+    has dense similarity 1 and dense rank 1, and the other dense scores change."""
+    plain = _grpc_search(site, _says(expansion_docs=0))
+    heavy = _grpc_search(site, _says(expansion_docs=1, expansion_weight=1e6))
+    (first,) = heavy.expanded_with
+    why = {hit.node.id: hit.explanation for hit in heavy.hits}
+    assert why[first].dense_rank == 1
+    assert why[first].dense_score == pytest.approx(1.0, abs=1e-4)
+    before = {hit.node.id: hit.explanation.dense_score for hit in plain.hits}
+    changed = [node for node in before if node in why and before[node] != why[node].dense_score]
+    assert len(changed) >= len(before) - 1  # only a node at exactly the same cosine may stay
+
+
+@pytest.mark.parametrize("hybrid", [{"expansion_weight": 0.0}, {"dense_weight": 0.0}])
+def test_a_zero_weight_turns_expansion_off(site: HttpSearch, hybrid: dict[str, float]) -> None:
+    off = _grpc_search(site, _says(expansion_docs=2, **hybrid))
+    assert list(off.expanded_with) == []
+    plain = _grpc_search(site, _says(expansion_docs=0, **hybrid))
+    assert [h.node.id for h in off.hits] == [h.node.id for h in plain.hits]
+
+
+def test_only_hybrid_mode_is_expanded(site: HttpSearch) -> None:
+    for mode in (pb.SEARCH_MODE_DENSE, pb.SEARCH_MODE_KEYWORD):
+        request = _says(expansion_docs=3)
+        request.mode = mode
+        assert list(_grpc_search(site, request).expanded_with) == []
+
+
+def test_http_asks_for_an_expansion_and_refuses_too_many_hits(site: HttpSearch) -> None:
+    body = _search(site, "says", expansion_docs="2")
+    assert len(body["expandedWith"]) == 2
+    assert "expandedWith" not in _search(site, "says", expansion_docs="0")
+    response = requests.get(
+        f"{site.url}{API}/vector-search",
+        params={"q": "money back", "expansion_docs": "11"},
+        headers=site.headers(["reader"]),
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == "expansion_docs"

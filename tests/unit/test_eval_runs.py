@@ -46,3 +46,16 @@ def test_a_run_asks_for_what_it_names() -> None:
     assert request.hybrid.keyword_weight == 0.75
     assert request.hybrid.candidates == 300
     assert not request.hybrid.HasField("rrf_k")
+
+
+def test_an_expansion_sweep_runs_the_weights_only_where_expansion_is_on() -> None:
+    config = _config(modes=("hybrid",), expansion_docs=(0, 2), expansion_weights=(0.5, 1.0))
+    runs = runs_of(config)
+    assert [run.label for run in runs] == [
+        "hybrid expansion=0 expansion_weight=0.5",
+        "hybrid expansion=2 expansion_weight=0.5",
+        "hybrid expansion=2 expansion_weight=1",
+    ]
+    request = runs[2].request("q", 100)
+    assert (request.hybrid.expansion_docs, request.hybrid.expansion_weight) == (2, 1.0)
+    assert runs[0].request("q", 100).hybrid.HasField("expansion_docs")  # 0 is asked, not unset

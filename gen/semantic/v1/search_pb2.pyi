@@ -957,6 +957,8 @@ class HybridParams(_message.Message):
     KEYWORD_WEIGHT_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
     FUSION_FIELD_NUMBER: _builtins.int
+    EXPANSION_DOCS_FIELD_NUMBER: _builtins.int
+    EXPANSION_WEIGHT_FIELD_NUMBER: _builtins.int
     rrf_k: _builtins.int
     """The k of reciprocal rank fusion (FUSION_RRF only): a node's fused score is
     dense_weight / (k + dense_rank) + keyword_weight / (k + keyword_rank), a side
@@ -978,6 +980,17 @@ class HybridParams(_message.Message):
     """How the two sides are fused. Unset (FUSION_UNSPECIFIED): the server default. A value
     this server does not know: INVALID_ARGUMENT naming `hybrid.fusion`.
     """
+    expansion_docs: _builtins.int
+    """Query expansion (pseudo-relevance feedback): after a first fusion, the query vector
+    q (unit length) becomes q + expansion_weight x the mean of the unit vectors of the
+    first `expansion_docs` fused hits, the dense side is searched again with it and fused
+    with the same keyword candidates. The response's `expanded_with` lists those hits.
+    Unset: a setting (default 1). 0 turns expansion off. At most 10.
+    """
+    expansion_weight: _builtins.float
+    """Weight of the feedback hits' mean vector (see expansion_docs). Unset: a setting
+    (default 1.0). Finite, >= 0; 0 turns expansion off too (as does dense_weight 0).
+    """
     def __init__(
         self,
         *,
@@ -986,15 +999,21 @@ class HybridParams(_message.Message):
         keyword_weight: _builtins.float | None = ...,
         candidates: _builtins.int | None = ...,
         fusion: Global___Fusion.ValueType = ...,
+        expansion_docs: _builtins.int | None = ...,
+        expansion_weight: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_candidates", b"_candidates", "_dense_weight", b"_dense_weight", "_keyword_weight", b"_keyword_weight", "_rrf_k", b"_rrf_k", "candidates", b"candidates", "dense_weight", b"dense_weight", "keyword_weight", b"keyword_weight", "rrf_k", b"rrf_k"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_candidates", b"_candidates", "_dense_weight", b"_dense_weight", "_expansion_docs", b"_expansion_docs", "_expansion_weight", b"_expansion_weight", "_keyword_weight", b"_keyword_weight", "_rrf_k", b"_rrf_k", "candidates", b"candidates", "dense_weight", b"dense_weight", "expansion_docs", b"expansion_docs", "expansion_weight", b"expansion_weight", "keyword_weight", b"keyword_weight", "rrf_k", b"rrf_k"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_candidates", b"_candidates", "_dense_weight", b"_dense_weight", "_keyword_weight", b"_keyword_weight", "_rrf_k", b"_rrf_k", "candidates", b"candidates", "dense_weight", b"dense_weight", "fusion", b"fusion", "keyword_weight", b"keyword_weight", "rrf_k", b"rrf_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_candidates", b"_candidates", "_dense_weight", b"_dense_weight", "_expansion_docs", b"_expansion_docs", "_expansion_weight", b"_expansion_weight", "_keyword_weight", b"_keyword_weight", "_rrf_k", b"_rrf_k", "candidates", b"candidates", "dense_weight", b"dense_weight", "expansion_docs", b"expansion_docs", "expansion_weight", b"expansion_weight", "fusion", b"fusion", "keyword_weight", b"keyword_weight", "rrf_k", b"rrf_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__candidates: _TypeAlias = _typing.Literal["candidates"]  # noqa: Y015
     _WhichOneofArgType__candidates: _TypeAlias = _typing.Literal["_candidates", b"_candidates"]  # noqa: Y015
     _WhichOneofReturnType__dense_weight: _TypeAlias = _typing.Literal["dense_weight"]  # noqa: Y015
     _WhichOneofArgType__dense_weight: _TypeAlias = _typing.Literal["_dense_weight", b"_dense_weight"]  # noqa: Y015
+    _WhichOneofReturnType__expansion_docs: _TypeAlias = _typing.Literal["expansion_docs"]  # noqa: Y015
+    _WhichOneofArgType__expansion_docs: _TypeAlias = _typing.Literal["_expansion_docs", b"_expansion_docs"]  # noqa: Y015
+    _WhichOneofReturnType__expansion_weight: _TypeAlias = _typing.Literal["expansion_weight"]  # noqa: Y015
+    _WhichOneofArgType__expansion_weight: _TypeAlias = _typing.Literal["_expansion_weight", b"_expansion_weight"]  # noqa: Y015
     _WhichOneofReturnType__keyword_weight: _TypeAlias = _typing.Literal["keyword_weight"]  # noqa: Y015
     _WhichOneofArgType__keyword_weight: _TypeAlias = _typing.Literal["_keyword_weight", b"_keyword_weight"]  # noqa: Y015
     _WhichOneofReturnType__rrf_k: _TypeAlias = _typing.Literal["rrf_k"]  # noqa: Y015
@@ -1003,6 +1022,10 @@ class HybridParams(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__candidates) -> _WhichOneofReturnType__candidates | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dense_weight) -> _WhichOneofReturnType__dense_weight | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expansion_docs) -> _WhichOneofReturnType__expansion_docs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expansion_weight) -> _WhichOneofReturnType__expansion_weight | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__keyword_weight) -> _WhichOneofReturnType__keyword_weight | None: ...
     @_typing.overload
@@ -1527,6 +1550,7 @@ class SearchResponse(_message.Message):
     QUERY_TRUNCATED_FIELD_NUMBER: _builtins.int
     DEGRADED_FIELD_NUMBER: _builtins.int
     FUSION_FIELD_NUMBER: _builtins.int
+    EXPANDED_WITH_FIELD_NUMBER: _builtins.int
     space_id: _builtins.str
     """Embedding space that was searched."""
     mode: Global___SearchMode.ValueType
@@ -1549,6 +1573,13 @@ class SearchResponse(_message.Message):
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]:
         """Hits, best first; at most top_k."""
 
+    @_builtins.property
+    def expanded_with(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the hits the query vector was expanded with (HybridParams.expansion_docs),
+        best first; empty when no expansion ran (another mode, expansion off, or no first hit
+        with a vector).
+        """
+
     def __init__(
         self,
         *,
@@ -1559,10 +1590,11 @@ class SearchResponse(_message.Message):
         query_truncated: _builtins.bool = ...,
         degraded: _builtins.bool = ...,
         fusion: Global___Fusion.ValueType = ...,
+        expanded_with: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "fusion", b"fusion", "hits", b"hits", "mode", b"mode", "query_tokens", b"query_tokens", "query_truncated", b"query_truncated", "space_id", b"space_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "expanded_with", b"expanded_with", "fusion", b"fusion", "hits", b"hits", "mode", b"mode", "query_tokens", b"query_tokens", "query_truncated", b"query_truncated", "space_id", b"space_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -19,6 +19,8 @@ DEFAULT_VECTOR = "content"
 MAX_TARGETS = 8
 """Named vectors one dense search may combine (each adds a scan)."""
 MAX_HYBRID_CANDIDATES = 2000
+MAX_EXPANSION_DOCS = 10
+"""At most this many first-pass hits expand a hybrid query (``HybridParams.expansion_docs``)."""
 """Candidates per side a hybrid search fuses at most (a larger request is capped)."""
 
 
@@ -144,6 +146,10 @@ class HybridParams:
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
     fusion: Fusion = Fusion.RRF
+    expansion_docs: int = 0
+    """Query expansion: the dense side is searched again with the query vector plus
+    ``expansion_weight`` x the mean unit vector of this many first-pass fused hits (0: off)."""
+    expansion_weight: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,13 @@ class Retrieval(Protocol):
         """The ``limit`` best ``(node_id, bm25)`` for the query text."""
         ...
 
+    async def mean_vectors(
+        self, space: Space, tenant: str, ids: Sequence[str], names: Sequence[str]
+    ) -> dict[str, dict[str, np.ndarray[Any, Any]]]:
+        """node id -> vector name -> the mean of the node's chunk vectors of that name in the
+        space, for the given nodes and names (what a node lacks is left out)."""
+        ...
+
 
 class SearchStatistics(Protocol):
     """Counts for Stats."""

@@ -14,18 +14,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import structlog
 
 from semantic.common.errors import DependencyUnavailable, InvalidArgument, NotFound
-from semantic.core import fusion
+from semantic.core import expansion, fusion
 from semantic.core import modifiers as scoring
 from semantic.core.degraded import DegradedReads, LocalIndex, check_supported
 from semantic.core.domain import (
+    DenseHit,
     Filter,
     Fusion,
     Hit,
+    HybridParams,
     Mode,
     NodeRecord,
     SearchQuery,
@@ -59,6 +62,8 @@ class SearchResult:
     """Answered from the local index while PostgreSQL was unreachable."""
     fusion: Fusion | None = None
     """How the two sides of a hybrid search were fused (None for the other modes)."""
+    expanded_with: list[str] = field(default_factory=list)
+    """The first-pass hits a hybrid query's vector was expanded with, best first."""
 
 
 @dataclass
@@ -199,14 +204,14 @@ class SearchService:
                 self._retrieval.dense(space, query, vector, pool),
                 self._retrieval.keyword(query, pool),
             )
-            hits = fusion.fuse(
-                dense_hits,
-                keyword_hits,
-                rrf_k=query.hybrid.rrf_k,
-                dense_weight=query.hybrid.dense_weight,
-                keyword_weight=query.hybrid.keyword_weight,
-                fusion=query.hybrid.fusion,
-            )
+            hits = _fused(query.hybrid, dense_hits, keyword_hits)
+            params = query.hybrid
+            if params.expansion_docs and params.expansion_weight > 0 and params.dense_weight > 0:
+                first = [hit.node_id for hit in hits[: params.expansion_docs]]
+                expanded, result.expanded_with = await self._expand(space, query, vector, first)
+                if result.expanded_with:
+                    dense_hits = await self._retrieval.dense(space, query, expanded, pool)
+                    hits = _fused(query.hybrid, dense_hits, keyword_hits)
             result.fusion = query.hybrid.fusion
         if chooser is not None:
             await self._attach(query.tenant, hits)
@@ -214,6 +219,23 @@ class SearchService:
         result.hits = fusion.page(fusion.above(hits, query.min_score), query.offset, query.top_k)
         await self._attach(query.tenant, result.hits)
         return result
+
+    async def _expand(
+        self, space: Space, query: SearchQuery, vector: np.ndarray[Any, Any], first: list[str]
+    ) -> tuple[np.ndarray[Any, Any], list[str]]:
+        """The query vector expanded with the first hits' vectors (``semantic.core.expansion``)
+        and the hits that had one, best first."""
+        assert query.hybrid is not None
+        names = [target.name for target in query.targets]
+        found = await self._retrieval.mean_vectors(space, query.tenant, first, names)
+        used: list[str] = []
+        feedback = []
+        for node_id in first:
+            hit_vector = expansion.hit_vector(found.get(node_id, {}), query.targets)
+            if hit_vector is not None:
+                used.append(node_id)
+                feedback.append(hit_vector)
+        return expansion.expanded(vector, feedback, query.hybrid.expansion_weight), used
 
     def _chooser(self, given: Sequence[scoring.Modifier], use_defaults: bool) -> Chooser | None:
         return self._rescoring.chooser(given, use_defaults)
@@ -402,3 +424,16 @@ class SearchService:
     async def stats(self, tenant: str | None) -> Stats:
         """Nodes per type, spaces and their sizes, heal backlog of the active space."""
         return await self._statistics.stats(tenant)
+
+
+def _fused(
+    params: HybridParams, dense_hits: Sequence[DenseHit], keyword_hits: Sequence[tuple[str, float]]
+) -> list[Hit]:
+    return fusion.fuse(
+        dense_hits,
+        keyword_hits,
+        rrf_k=params.rrf_k,
+        dense_weight=params.dense_weight,
+        keyword_weight=params.keyword_weight,
+        fusion=params.fusion,
+    )

@@ -237,6 +237,8 @@ def hybrid_defaults(settings: SearchSettings) -> HybridParams:
         rrf_k=settings.search_rrf_k,
         candidates=settings.search_hybrid_candidates,
         fusion=settings.search_fusion,
+        expansion_docs=settings.search_expansion_docs,
+        expansion_weight=settings.search_expansion_weight,
     )
 
 

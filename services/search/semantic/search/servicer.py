@@ -242,6 +242,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             query_truncated=result.query_truncated,
             degraded=result.degraded,
             fusion=_FUSION_OUT[result.fusion] if result.fusion else pb.FUSION_UNSPECIFIED,
+            expanded_with=result.expanded_with,
         )
         _hits(result, query.include_body, response.hits)
         if request.include_relations and response.hits and not result.degraded:
@@ -408,6 +409,19 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 domain.MAX_HYBRID_CANDIDATES,
             ),
             fusion=_fusion(hybrid.fusion, defaults.fusion),
+            expansion_docs=validation.integer(
+                hybrid.expansion_docs,
+                "hybrid.expansion_docs",
+                minimum=0,
+                maximum=domain.MAX_EXPANSION_DOCS,
+            )
+            if hybrid.HasField("expansion_docs")
+            else defaults.expansion_docs,
+            expansion_weight=validation.number(
+                hybrid.expansion_weight, "hybrid.expansion_weight", minimum=0
+            )
+            if hybrid.HasField("expansion_weight")
+            else defaults.expansion_weight,
         )
         return domain.SearchQuery(
             tenant=tenant,

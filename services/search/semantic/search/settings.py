@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from semantic.common.auth import AuthSettings
-from semantic.core.domain import MAX_HYBRID_CANDIDATES, Fusion
+from semantic.core.domain import MAX_EXPANSION_DOCS, MAX_HYBRID_CANDIDATES, Fusion
 from semantic.core.recommend.settings import RecommendSettings
 from semantic.core.settings import (
     InputLimitSettings,
@@ -71,6 +71,19 @@ class SearchSettings(
     )
     search_hybrid_candidates: int = Field(
         100, ge=1, le=MAX_HYBRID_CANDIDATES, description="Candidates per side fused in hybrid mode."
+    )
+    search_expansion_docs: int = Field(
+        1,
+        ge=0,
+        le=MAX_EXPANSION_DOCS,
+        description="Default number of first-pass hits a hybrid query's vector is expanded"
+        " with (pseudo-relevance feedback; 0: off).",
+    )
+    search_expansion_weight: float = Field(
+        1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Default weight of the expansion hits' mean vector added to the query's.",
     )
     search_nats_timeout_s: float = Field(
         5.0,

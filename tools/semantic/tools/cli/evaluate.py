@@ -63,6 +63,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=[],
         help="hybrid mode once per number of candidates per side; default: the server default",
     )
+    parser.add_argument(
+        "--expansion-docs",
+        type=int,
+        nargs="+",
+        default=[],
+        help="hybrid mode once per number of first-pass hits the query is expanded with "
+        "(0: off); default: the server default",
+    )
+    parser.add_argument(
+        "--expansion-weight",
+        type=float,
+        nargs="+",
+        default=[],
+        help="hybrid mode once per query expansion weight; default: the server default",
+    )
     parser.add_argument("--threads", type=int, default=2, help="embedder intra-op threads")
     parser.add_argument(
         "--modifiers",
@@ -94,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         keyword_weights=tuple(args.keyword_weight),
         rrf_ks=tuple(args.rrf_k),
         candidates=tuple(args.candidates),
+        expansion_docs=tuple(args.expansion_docs),
+        expansion_weights=tuple(args.expansion_weight),
         threads=args.threads,
         modifiers=args.modifiers,
     )

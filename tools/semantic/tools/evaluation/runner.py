@@ -47,13 +47,16 @@ FUSIONS = {
 @dataclass(frozen=True)
 class Run:
     """One way of asking the queries: a mode, and for hybrid a fusion, a keyword weight, an
-    RRF k and a number of candidates per side (each None: the server default)."""
+    RRF k, a number of candidates per side and a query expansion (each None: the server
+    default)."""
 
     mode: str
     fusion: str | None = None
     keyword_weight: float | None = None
     rrf_k: int | None = None
     candidates: int | None = None
+    expansion_docs: int | None = None
+    expansion_weight: float | None = None
 
     @property
     def label(self) -> str:
@@ -67,6 +70,10 @@ class Run:
             parts.append(f"k={self.rrf_k}")
         if self.candidates is not None:
             parts.append(f"candidates={self.candidates}")
+        if self.expansion_docs is not None:
+            parts.append(f"expansion={self.expansion_docs}")
+        if self.expansion_weight is not None:
+            parts.append(f"expansion_weight={self.expansion_weight:g}")
         return " ".join(parts)
 
     def request(self, text: str, top_k: int) -> pb.SearchRequest:
@@ -80,6 +87,10 @@ class Run:
             request.hybrid.rrf_k = self.rrf_k
         if self.candidates is not None:
             request.hybrid.candidates = self.candidates
+        if self.expansion_docs is not None:
+            request.hybrid.expansion_docs = self.expansion_docs
+        if self.expansion_weight is not None:
+            request.hybrid.expansion_weight = self.expansion_weight
         return request
 
 
@@ -102,6 +113,11 @@ class EvalConfig:
     """RRF runs once per k (empty: the server default); the score fusions do not use k."""
     candidates: Sequence[int] = ()
     """Hybrid mode once per number of candidates per side (empty: the server default)."""
+    expansion_docs: Sequence[int] = ()
+    """Hybrid mode once per number of query expansion hits (empty: the server default)."""
+    expansion_weights: Sequence[float] = ()
+    """Hybrid mode once per query expansion weight (empty: the server default); with 0
+    expansion hits only the first weight runs (the weight does not matter then)."""
     top_k: int = 100
     threads: int = 2
     batch: int = 32
@@ -152,12 +168,20 @@ def runs_of(config: EvalConfig) -> list[Run]:
         fusions: Sequence[str | None] = config.fusions or [None]
         weights: Sequence[float | None] = config.keyword_weights or [None]
         candidates: Sequence[int | None] = config.candidates or [None]
+        all_docs: Sequence[int | None] = config.expansion_docs or [None]
+        all_weights: Sequence[float | None] = config.expansion_weights or [None]
+        expansions = [
+            (docs, expansion_weight)
+            for docs in all_docs
+            for expansion_weight in (all_weights[:1] if docs == 0 else all_weights)
+        ]
         for fusion in fusions:
             ks: Sequence[int | None] = (
                 config.rrf_ks if config.rrf_ks and fusion in (None, "rrf") else [None]
             )
             out.extend(
-                Run(mode, fusion, weight, k, pool)
+                Run(mode, fusion, weight, k, pool, docs, expansion_weight)
+                for docs, expansion_weight in expansions
                 for pool in candidates
                 for k in ks
                 for weight in weights

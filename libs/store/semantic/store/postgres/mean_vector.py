@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from typing import Any
 
 import asyncpg
@@ -41,3 +41,29 @@ async def node_vectors(
         name,
     )
     return {(r["tenant"], r["id"]): as_array(r["vector"]) for r in rows}
+
+
+async def named_mean_vectors(
+    conn: asyncpg.Connection,
+    space_id: int,
+    tenant: str,
+    ids: Sequence[str],
+    names: Sequence[str],
+) -> dict[str, dict[str, np.ndarray[Any, Any]]]:
+    """node id -> name -> the node's mean vector of that name, for ``ids`` x ``names`` of the
+    tenant (pairs without vectors left out)."""
+    if not ids or not names:
+        return {}
+    rows = await conn.fetch(
+        "SELECT v.node_id, v.name, avg(v.embedding) AS vector"
+        f" FROM {vector_table(space_id)} v"
+        " WHERE v.tenant = $1 AND v.node_id = ANY($2::text[]) AND v.name = ANY($3::text[])"
+        " GROUP BY v.node_id, v.name",
+        tenant,
+        list(dict.fromkeys(ids)),
+        list(dict.fromkeys(names)),
+    )
+    out: dict[str, dict[str, np.ndarray[Any, Any]]] = {}
+    for row in rows:
+        out.setdefault(row["node_id"], {})[row["name"]] = as_array(row["vector"])
+    return out

@@ -1,9 +1,11 @@
 """The core's ``Retrieval`` over a pool: dense (``dense``) and keyword (``keyword``) candidates,
-the query's filter compiled to SQL (``filters``), on read-path connections given back in the
-background (``db.ReadConnections``)."""
+the query's filter compiled to SQL (``filters``), and the hits' mean vectors a query expansion
+needs (``mean_vector``), on read-path connections given back in the background
+(``db.ReadConnections``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from semantic.core.spaces import Space
 from semantic.store.postgres import dense, keyword, spaces
 from semantic.store.postgres.db import ReadConnections
 from semantic.store.postgres.filters import compile_filter
+from semantic.store.postgres.mean_vector import named_mean_vectors
 from semantic.store.postgres.table_sizes import TableSizes, grown_ef_search
 
 
@@ -98,3 +101,10 @@ class PostgresRetrieval:
                 k1=self._config.bm25_k1,
                 b=self._config.bm25_b,
             )
+
+    async def mean_vectors(
+        self, space: Space, tenant: str, ids: Sequence[str], names: Sequence[str]
+    ) -> dict[str, dict[str, np.ndarray[Any, Any]]]:
+        """node id -> name -> the node's mean chunk vector of that name in the space."""
+        async with self._reads.reading() as conn:
+            return await named_mean_vectors(conn, space.id, tenant, ids, names)

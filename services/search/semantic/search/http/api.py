@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from starlette.responses import Response
 
 from semantic.common.errors import InvalidArgument, NotFound
+from semantic.core.domain import MAX_EXPANSION_DOCS
 from semantic.search.http.gateway import Gateway, HttpProblem, MessageResponse
 from semantic.search.http.problems import problem_for
 from semantic.v1 import common_pb2 as cpb
@@ -381,6 +382,15 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
                 "server's (setting SEMANTIC_SEARCH_FUSION)."
             ),
         ] = "",
+        expansion_docs: Annotated[
+            int | None,
+            Query(
+                ge=0,
+                le=MAX_EXPANSION_DOCS,
+                description="Hybrid mode: first-pass hits the query vector is expanded with "
+                "(0: off); default the server's (setting SEMANTIC_SEARCH_EXPANSION_DOCS).",
+            ),
+        ] = None,
         k: TopK = 0,
         offset: Annotated[int, Query(ge=0, le=U32, description="Hits to skip.")] = 0,
         types: Types = [],  # noqa: B006 - FastAPI copies defaults
@@ -405,6 +415,8 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
         message.filter.tags_all.extend(tags_all)
         if min_score is not None:
             message.min_score = min_score
+        if expansion_docs is not None:
+            message.hybrid.expansion_docs = expansion_docs
         result = await gateway.call(request, "Search", "Search", message, SEARCH_RENAMES)
         return MessageResponse(result)
 

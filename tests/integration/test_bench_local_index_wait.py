@@ -1,5 +1,5 @@
 """The search benchmarks measure nothing while the service's local index is still copying a
-bulk load (``bench.search.wait_for_local_index``): the wait ends when the index holds the
+bulk load (``bench.corpus.wait_for_local_index``): the wait ends when the index holds the
 nodes and has saved them, gives up with TimeoutError when it never does, and is nothing
 when the index is off."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from indexer_kit import running_search, search_env
 
-from semantic.tools.bench.search import wait_for_local_index
+from semantic.tools.bench.corpus import wait_for_local_index
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc

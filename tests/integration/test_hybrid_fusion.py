@@ -111,7 +111,7 @@ def _paraphrased(fusion: pb.Fusion.ValueType, keyword_weight: float) -> pb.Searc
 
 def test_money_back_finds_the_refund_page_first_with_the_default_fusion(site: HttpSearch) -> None:
     body = _search(site, "says")
-    assert body["fusion"] == "FUSION_RRF"  # the server default (SEMANTIC_SEARCH_FUSION)
+    assert body["fusion"] == "FUSION_RELATIVE_SCORE"  # the server default (SEMANTIC_SEARCH_FUSION)
     ids = _ids(body)
     assert ids[0] == "refund"
     assert ids.index("refund") < ids.index("quiz")

@@ -219,7 +219,11 @@ async def test_each_mode_finds_the_matching_document(stub, mode: int) -> None:  
 async def test_hybrid_search_fuses_with_the_configured_rrf_k(
     database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {**_env(database_url, embedder_address, fp32_model_dir), "SEMANTIC_SEARCH_RRF_K": "5"}
+    env = {
+        **_env(database_url, embedder_address, fp32_model_dir),
+        "SEMANTIC_SEARCH_FUSION": "rrf",
+        "SEMANTIC_SEARCH_RRF_K": "5",
+    }
     text, hybrid = "how do I renew certificates", pb.SEARCH_MODE_HYBRID
     async with running_search(env, monkeypatch) as channel:
         stub = search_pb2_grpc.SearchStub(channel)

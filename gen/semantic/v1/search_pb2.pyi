@@ -158,8 +158,9 @@ class _Fusion:
 class _FusionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fusion.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FUSION_UNSPECIFIED: _Fusion.ValueType  # 0
-    """Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default FUSION_RRF,
-    the best of the three on NFCorpus's dev split).
+    """Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default
+    FUSION_RELATIVE_SCORE: with query expansion, the best of the three on NFCorpus's dev
+    split).
     """
     FUSION_RRF: _Fusion.ValueType  # 1
     """Reciprocal rank fusion: part = weight / (rrf_k + rank), ranks 1-based. Uses ranks
@@ -190,8 +191,9 @@ class Fusion(_Fusion, metaclass=_FusionEnumTypeWrapper):
     """
 
 FUSION_UNSPECIFIED: Fusion.ValueType  # 0
-"""Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default FUSION_RRF,
-the best of the three on NFCorpus's dev split).
+"""Not set: the server default (setting SEMANTIC_SEARCH_FUSION, default
+FUSION_RELATIVE_SCORE: with query expansion, the best of the three on NFCorpus's dev
+split).
 """
 FUSION_RRF: Fusion.ValueType  # 1
 """Reciprocal rank fusion: part = weight / (rrf_k + rank), ranks 1-based. Uses ranks
@@ -989,7 +991,7 @@ class HybridParams(_message.Message):
     """
     expansion_weight: _builtins.float
     """Weight of the feedback hits' mean vector (see expansion_docs). Unset: a setting
-    (default 1.0). Finite, >= 0; 0 turns expansion off too (as does dense_weight 0).
+    (default 3.0). Finite, >= 0; 0 turns expansion off too (as does dense_weight 0).
     """
     def __init__(
         self,

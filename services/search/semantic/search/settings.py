@@ -66,7 +66,7 @@ class SearchSettings(
     search_pool_max: int = Field(16, ge=1, description="PostgreSQL pool: connections at most.")
     search_rrf_k: int = Field(60, ge=1, description="Default k of reciprocal rank fusion.")
     search_fusion: Fusion = Field(
-        Fusion.RRF,
+        Fusion.RELATIVE_SCORE,
         description="Default fusion of hybrid search: rrf, relative_score or distribution.",
     )
     search_hybrid_candidates: int = Field(
@@ -80,7 +80,7 @@ class SearchSettings(
         " with (pseudo-relevance feedback; 0: off).",
     )
     search_expansion_weight: float = Field(
-        1.0,
+        3.0,
         ge=0,
         allow_inf_nan=False,
         description="Default weight of the expansion hits' mean vector added to the query's.",

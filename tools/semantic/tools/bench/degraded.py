@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from semantic.tools.bench.search import load_corpus, percentiles
+from semantic.tools.bench.corpus import load_corpus, percentiles
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import common_pb2 as cpb

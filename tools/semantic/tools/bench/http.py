@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urlsplit
 import grpc
 import numpy as np
 
-from semantic.tools.bench.search import (
+from semantic.tools.bench.corpus import (
     EMBEDDER_THREADS,
     WORDS,
     EmbeddingLike,

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from semantic.tools.bench.search import percentiles
+from semantic.tools.bench.corpus import percentiles
 from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb

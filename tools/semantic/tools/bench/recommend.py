@@ -1,8 +1,8 @@
 """`semantic bench recommend`: Track and Recommend latency through gRPC at N nodes and U users.
 
 Data: N nodes with 384-d vectors shaped like sentence embeddings, loaded as the search bench
-loads them (:class:`semantic.tools.bench.search.EmbeddingLike` and
-:func:`semantic.tools.bench.search.load_corpus`: COPY, then the HNSW index built by the product's
+loads them (:class:`semantic.tools.bench.corpus.EmbeddingLike` and
+:func:`semantic.tools.bench.corpus.load_corpus`: COPY, then the HNSW index built by the product's
 DDL), on a throw-away embedded PostgreSQL sized for its data (``shared_buffers`` as in the
 search bench). Every node is assigned to the nearest of 200 anchor nodes (a topic); each of U
 users follows one topic and touches ``events_per_user`` of its nodes (mostly VIEWs, some
@@ -39,7 +39,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from semantic.tools.bench.search import (
+from semantic.tools.bench.corpus import (
     SHARED_BUFFERS,
     EmbeddingLike,
     load_corpus,
@@ -221,7 +221,7 @@ async def _measure(
     search = percentiles(samples["search"])
     return {
         "data": {
-            "kind": "embedding-like clusters (semantic.tools.bench.search.EmbeddingLike)",
+            "kind": "embedding-like clusters (semantic.tools.bench.corpus.EmbeddingLike)",
             "clusters": config.clusters,
             "topics_with_nodes": len(set(topic_of.tolist())),
             "events": total_events,

@@ -2,7 +2,7 @@
 HNSW indexes, in one run.
 
 Used when ``--n`` is above the reference size (100,000) or ``--precision`` is not ``float32``.
-The data is ``search.EmbeddingLike`` (the same calibrated shape as the 100k bench), drawn in
+The data is ``corpus.EmbeddingLike`` (the same calibrated shape as the 100k bench), drawn in
 batches of 50,000 from seeds derived from the batch number, so the first 100k nodes are the
 same whatever N is and the bench process never holds more than one batch (plus the exact
 answers: the running top 10 of every query, merged batch by batch).
@@ -63,15 +63,15 @@ from semantic.core.spaces import IndexPrecision, Space
 from semantic.store.postgres import dense, spaces
 from semantic.store.postgres.db import init_connection, session_settings
 from semantic.store.postgres.filters import compile_filter
-from semantic.tools.bench.footprint import footprint, machine
-from semantic.tools.bench.search import (
+from semantic.tools.bench.corpus import (
     BULK_LOAD_SETTINGS,
-    EF_SEARCH,
     EMBEDDER_THREADS,
     WORDS,
     EmbeddingLike,
     percentiles,
 )
+from semantic.tools.bench.footprint import footprint, machine
+from semantic.tools.bench.search import EF_SEARCH
 from semantic.tools.devstack import EmbeddedPostgres, free_port
 from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import common_pb2 as cpb

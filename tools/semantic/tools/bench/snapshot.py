@@ -51,8 +51,8 @@ import psutil
 from semantic.store.postgres import spaces
 from semantic.store.postgres.db import init_connection
 from semantic.store.postgres.schema import bootstrap_schema
+from semantic.tools.bench.corpus import BULK_LOAD_SETTINGS, EmbeddingLike, load_corpus
 from semantic.tools.bench.degraded import measure_degraded_reads
-from semantic.tools.bench.search import BULK_LOAD_SETTINGS, EmbeddingLike, load_corpus
 from semantic.tools.devstack import EmbeddedPostgres, free_port
 from semantic.tools.devstack.postgres import postgres_bin_dir
 

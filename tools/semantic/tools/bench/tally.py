@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from semantic.tools.bench.search import percentiles
+from semantic.tools.bench.corpus import percentiles
 
 ALLOWED_CODES = frozenset({"OK", "RESOURCE_EXHAUSTED"})
 """Codes a healthy service may answer under overload: OK, or load shed."""

@@ -204,15 +204,15 @@ class SearchService:
                 self._retrieval.dense(space, query, vector, pool),
                 self._retrieval.keyword(query, pool),
             )
-            hits = _fused(query.hybrid, dense_hits, keyword_hits)
             params = query.hybrid
+            hits = _fused(params, dense_hits, keyword_hits)
             if params.expansion_docs and params.expansion_weight > 0 and params.dense_weight > 0:
                 first = [hit.node_id for hit in hits[: params.expansion_docs]]
                 expanded, result.expanded_with = await self._expand(space, query, vector, first)
                 if result.expanded_with:
                     dense_hits = await self._retrieval.dense(space, query, expanded, pool)
-                    hits = _fused(query.hybrid, dense_hits, keyword_hits)
-            result.fusion = query.hybrid.fusion
+                    hits = _fused(params, dense_hits, keyword_hits)
+            result.fusion = params.fusion
         if chooser is not None:
             await self._attach(query.tenant, hits)
             await self._rescore(query.tenant, hits, chooser)

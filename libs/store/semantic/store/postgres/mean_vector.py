@@ -1,5 +1,6 @@
 """A node's vector in a space: the mean of its chunks' embeddings, as one SQL fragment
-(:func:`mean_vector`) that every recommendation query uses, and the batch read of it."""
+(:func:`mean_vector`) that every recommendation query uses, the batch read of it, and the
+read of several names' means at once that a hybrid query's expansion makes."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 
 def redact_url(url: str) -> str:
@@ -40,6 +41,11 @@ class BaseServiceSettings(BaseSettings):
     log_level: LogLevel = Field("info", description="Minimum log level.")
     log_format: LogFormat = Field(
         "json", description="`json` (one object per line) or `console` (human readable)."
+    )
+    event_loop: EventLoop = Field(
+        "uvloop",
+        description="`uvloop` (libuv: less CPU per RPC and per statement) or `asyncio` (the "
+        "standard library's loop).",
     )
     database_url: SecretStr | None = Field(
         None,

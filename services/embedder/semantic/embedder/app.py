@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import structlog
 
+from semantic.common import runtime
 from semantic.common.auth import EMBEDDER_METHOD_ROLES, EMBEDDER_OPEN_METHODS, AuthInterceptor
 from semantic.common.log import configure_logging
 from semantic.common.server import ServerKit, run_service
@@ -154,4 +155,4 @@ def main() -> None:
     settings = EmbedderSettings()
     configure_logging(settings.log_level, settings.log_format)
     log.info("starting", service="embedder", settings=settings.redacted())
-    asyncio.run(serve(settings))
+    runtime.run(serve(settings), settings.event_loop)

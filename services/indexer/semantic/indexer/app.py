@@ -18,6 +18,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Counter, Gauge
 
+from semantic.common import runtime
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.health import health_reporter
 from semantic.common.log import configure_logging
@@ -346,4 +347,4 @@ def main() -> None:
     settings = IndexerSettings()
     configure_logging(settings.log_level, settings.log_format)
     log.info("starting", service="indexer", settings=settings.redacted())
-    asyncio.run(serve(settings))
+    runtime.run(serve(settings), settings.event_loop)

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import structlog
 
+from semantic.common import runtime
 from semantic.common.auth import AuthInterceptor
 from semantic.common.embedder_client import EmbedderClient
 from semantic.common.health import health_reporter
@@ -301,7 +302,7 @@ def main() -> None:
     settings = SearchSettings()
     configure_logging(settings.log_level, settings.log_format)
     log.info("starting", service="search", settings=settings.redacted())
-    asyncio.run(serve(settings))
+    runtime.run(serve(settings), settings.event_loop)
 
 
 def openapi_document() -> dict[str, Any]:

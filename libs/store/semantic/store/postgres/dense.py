@@ -47,6 +47,7 @@ The connection must have the pgvector codec registered (``pgvector.asyncpg.regis
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -381,21 +382,13 @@ class _DenseQuery:
         )
         if gated:
             sql.bind(cap=self.cap)
-        source = _FILTERED_SOURCE if self.filtered else _UNFILTERED_SOURCE
-        text = sql.render(
-            _INDEX_SCAN,
-            source=sql.render(
-                source,
-                table=self.table,
-                filter=self.filter_sql,
-                gate=sql.render(_GATE) if gated else "",
-            ),
-            gate_cte=sql.render(_GATE_CTE, filter=self.filter_sql) if gated else "",
-            matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
-            tuned=sql.render(_TUNED),
-            pooled=sql.render(_POOLED),
-            nodes=_NODES,
-            index_order=_index_order(sql.numbers["q"], self.halfvec_dim),
+        text = _index_scan_text(
+            self.table,
+            self.filter_sql,
+            filtered=self.filtered,
+            params=len(sql.params),
+            gated=gated,
+            halfvec_dim=self.halfvec_dim,
         )
         return text, sql.params
 
@@ -460,6 +453,41 @@ class _DenseQuery:
         )
         text = sql.render(_EXACT, table=self.table, matching=matching, nodes=_NODES)
         return [_combined_hit(row) for row in await self.conn.fetch(text, *sql.params)]
+
+
+@functools.lru_cache(maxsize=1024)
+def _index_scan_text(
+    table: str,
+    filter_sql: str,
+    *,
+    filtered: bool,
+    params: int,
+    gated: bool,
+    halfvec_dim: int | None,
+) -> str:
+    """The index scan's SQL (``_DenseQuery.index_scan_statement``), rendered once per shape:
+    the parameters are numbered as that method binds them (the filter's, if any, first), so
+    ``params`` and the filter fix the text."""
+    sql = _Sql([None] * (params - (9 if gated else 8)))
+    sql.bind(q=0, tenant=0, name=0, fetch=0, limit=0, ef=0, max_scan=0, attach=0)
+    if gated:
+        sql.bind(cap=0)
+    source = _FILTERED_SOURCE if filtered else _UNFILTERED_SOURCE
+    return sql.render(
+        _INDEX_SCAN,
+        source=sql.render(
+            source,
+            table=table,
+            filter=filter_sql,
+            gate=sql.render(_GATE) if gated else "",
+        ),
+        gate_cte=sql.render(_GATE_CTE, filter=filter_sql) if gated else "",
+        matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
+        tuned=sql.render(_TUNED),
+        pooled=sql.render(_POOLED),
+        nodes=_NODES,
+        index_order=_index_order(sql.numbers["q"], halfvec_dim),
+    )
 
 
 def _index_order(q: str, halfvec_dim: int | None) -> str:

@@ -36,8 +36,8 @@ def checked_vector(vector: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     q = np.asarray(vector, dtype=np.float32)
     if q.ndim != 1 or q.size == 0:
         raise InvalidArgument("vector", "must be a non-empty list of numbers")
-    if not np.all(np.isfinite(q)):
+    if not np.isfinite(q).all():
         raise InvalidArgument("vector", "must hold finite numbers only")
-    if not np.any(q):
+    if not q.any():
         raise InvalidArgument("vector", "must not be all zeros (cosine similarity is undefined)")
     return q

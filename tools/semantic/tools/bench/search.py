@@ -37,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ from semantic.tools.bench.corpus import (
     wait_for_local_index,
 )
 from semantic.tools.bench.throughput import measure_throughput
+from semantic.tools.devstack.ports import free_port
+from semantic.tools.devstack.service import ServiceProcess
 from semantic.tools.devstack.stack import LocalStack
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import embedder_pb2 as epb
@@ -247,7 +250,10 @@ async def _expansion_cost(
 
 
 async def _measure(
-    stack: LocalStack, config: SearchBenchConfig, progress: Callable[[str], None]
+    stack: LocalStack,
+    other: ServiceProcess,
+    config: SearchBenchConfig,
+    progress: Callable[[str], None],
 ) -> dict[str, Any]:
     rng = np.random.default_rng(config.seed)
     shape = EmbeddingLike(config.dim, config.clusters, rng)
@@ -262,6 +268,7 @@ async def _measure(
     load = await load_corpus(stack.database_url, data, rng)
     progress(f"loaded: {load}; waiting for the service's local index")
     load["local_index_sync_seconds"] = await wait_for_local_index(stack.search_address, config.n)
+    await wait_for_local_index(other.address, config.n)  # the asyncio-loop search process
     texts = [
         " ".join(rng.choice(WORDS, size=int(rng.integers(3, 9)))) for _ in range(config.queries)
     ]
@@ -308,6 +315,7 @@ async def _measure(
         clients=config.clients,
         rounds=config.rounds,
         per_round=config.per_round,
+        asyncio_search=(other.address, other.pid),
     )
     progress(f"throughput: {throughput['qps']}")
     progress("exact baseline")
@@ -363,11 +371,37 @@ async def _measure(
     }
 
 
+@contextmanager
+def _asyncio_search(stack: LocalStack, model_dir: Path) -> Iterator[ServiceProcess]:
+    """A second search process, as the stack's but on the standard library's event loop
+    (``throughput``'s ``search_asyncio``)."""
+    service = ServiceProcess.spawn(
+        "semantic.search",
+        {
+            "SEMANTIC_LOG_LEVEL": "warning",
+            "SEMANTIC_HTTP_PORT": str(free_port()),
+            "DATABASE_URL": stack.database_url,
+            "SEMANTIC_EMBEDDER_ADDRESS": stack.embedder_address,
+            "SEMANTIC_AUTH_MODE": "disabled",
+            "SEMANTIC_SEARCH_TOKENIZER": str(model_dir / "tokenizer.json"),
+            "SEMANTIC_EVENT_LOOP": "asyncio",
+        },
+    )
+    try:
+        asyncio.run(service.wait_serving())
+        yield service
+    finally:
+        service.stop(30.0)
+
+
 def run_search_bench(
     config: SearchBenchConfig, progress: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
     """Build a local stack on a tuned throw-away PostgreSQL, load, measure; returns the
     JSON-ready report."""
-    with tuned_stack(config.model_dir, threads=EMBEDDER_THREADS) as stack:
-        report = asyncio.run(_measure(stack, config, progress))
+    with (
+        tuned_stack(config.model_dir, threads=EMBEDDER_THREADS) as stack,
+        _asyncio_search(stack, config.model_dir) as other,
+    ):
+        report = asyncio.run(_measure(stack, other, config, progress))
     return {"benchmark": "search", "n": config.n, "dim": config.dim, **report}

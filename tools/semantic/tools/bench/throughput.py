@@ -13,7 +13,10 @@ medians over the rounds:
 - ``minimal_sql``: ``SELECT node_id ... ORDER BY embedding <=> $1 LIMIT 10`` (ids only, no
   tenant, no node rows): the least a hand-written pgvector client can ask;
 - ``nearest`` and ``nearest_sql``: ``Nearest`` by node id through gRPC, and one statement that
-  orders by the distance to that node's vector, excluding it.
+  orders by the distance to that node's vector, excluding it;
+- ``search_asyncio`` (when a second search process is given): ``search`` against a search
+  process on the standard library's event loop (``SEMANTIC_EVENT_LOOP=asyncio``), same
+  database, so ``event_loop`` compares the default (uvloop) with it in one run.
 
 CPU milliseconds per query of each process (the search service, PostgreSQL's processes, the
 bench's own client) are read from the kernel's counters around every round, so the report
@@ -103,8 +106,10 @@ async def measure_throughput(
     clients: int,
     rounds: int,
     per_round: int,
+    asyncio_search: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The report's ``throughput`` part (see the module doc)."""
+    """The report's ``throughput`` part (see the module doc). ``asyncio_search``: the address
+    and pid of a search process on the standard library's loop (``search_asyncio``)."""
     pool = await asyncpg.create_pool(
         database_url,
         min_size=clients,
@@ -115,14 +120,15 @@ async def measure_throughput(
     )
     assert pool is not None
     channel = grpc.aio.insecure_channel(search_address)
+    other = grpc.aio.insecure_channel(asyncio_search[0]) if asyncio_search else None
     try:
         conns = [await pool.acquire() for _ in range(clients)]
         table = (await spaces.active_space(conns[0])).table
         postmaster = psutil.Process(await conns[0].fetchval("SELECT pg_backend_pid()")).ppid()
-        cpu = _Cpu(  # the bench process alone: the services may be its children
-            {"search": search_pid, "postgres": postmaster, "client": psutil.Process().pid},
-            alone=frozenset({"client"}),
-        )
+        roots = {"search": search_pid, "postgres": postmaster, "client": psutil.Process().pid}
+        if asyncio_search:
+            roots["search_asyncio"] = asyncio_search[1]
+        cpu = _Cpu(roots, alone=frozenset({"client"}))  # the services may be its children
         stub = search_pb2_grpc.SearchStub(channel)
         requests = [
             pb.SearchRequest(
@@ -177,6 +183,13 @@ async def measure_throughput(
             "nearest": nearest_rpc,
             "nearest_sql": nearest_sql,
         }
+        if other is not None:
+            other_stub = search_pb2_grpc.SearchStub(other)
+
+            async def search_asyncio(k: int, i: int) -> None:
+                await other_stub.Search(requests[i % n])
+
+            kinds["search_asyncio"] = search_asyncio
         for call in kinds.values():  # warm-up: statements prepared, pages read in
             await _round(call, clients, min(per_round, 4 * n), cpu)
         samples: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
@@ -188,13 +201,15 @@ async def measure_throughput(
             await pool.release(conn)
     finally:
         await channel.close()
+        if other is not None:
+            await other.close()
         await pool.close()
     medians = {
         name: {key: round(statistics.median(s[key] for s in runs), 3) for key in runs[0]}
         for name, runs in samples.items()
     }
     qps = {name: m["qps"] for name, m in medians.items()}
-    return {
+    report: dict[str, Any] = {
         "clients": clients,
         "rounds": rounds,
         "queries_per_round": per_round,
@@ -207,3 +222,12 @@ async def measure_throughput(
             for name, m in medians.items()
         },
     }
+    if "search_asyncio" in medians:
+        report["event_loop"] = {
+            "uvloop_vs_asyncio_qps": round(qps["search"] / qps["search_asyncio"], 3),
+            "search_cpu_ms_per_query": {
+                "uvloop": medians["search"]["search_ms"],
+                "asyncio": medians["search_asyncio"]["search_asyncio_ms"],
+            },
+        }
+    return report

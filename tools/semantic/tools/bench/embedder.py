@@ -35,7 +35,13 @@ from semantic.embedder.batcher import BatchPolicy
 from semantic.embedder.engine import EmbeddingEngine, EmbedLimits
 from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
 from semantic.embedder.settings import shared_threads
-from semantic.tools.bench.precision import REFERENCE, cpu_report, fidelity, paired_rates
+from semantic.tools.bench.precision import (
+    REFERENCE,
+    cpu_report,
+    fidelity,
+    paired_rates,
+    rewrites_cost,
+)
 from semantic.tools.devstack.service import ServiceProcess
 from semantic.v1 import embedder_pb2 as pb
 from semantic.v1 import embedder_pb2_grpc
@@ -299,6 +305,8 @@ def compare_precisions(
         "int8_vs_fp32_paired": paired,
         "in_process_int8": {k: v["int8"] for k, v in paired.items()},
     }
+    progress("int8 graph as served against every onnxruntime rewrite")
+    out["int8_rewrites"] = rewrites_cost(int8)
     if config.reference is not None and config.reference.is_file():
         progress("fidelity to the reference vectors")
         out["fidelity"] = {"fp32": fidelity(fp32, config.reference)}

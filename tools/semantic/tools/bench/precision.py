@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
-from semantic.embedder.model.onnx_model import OnnxEmbeddingModel
+from semantic.embedder.model.manifest import ONNX_FILE
+from semantic.embedder.model.onnx_model import DISABLED_OPTIMIZERS, OnnxEmbeddingModel
 from semantic.embedder.precision import INT8_FLAGS, cpu_flags
 
 REFERENCE = Path("tests/data/minilm-reference.jsonl")
@@ -76,4 +79,43 @@ def fidelity(model: OnnxEmbeddingModel, reference: Path = REFERENCE) -> dict[str
         "min_cosine": round(float(cosines[worst]), 4),
         "median_cosine": round(float(np.median(cosines)), 4),
         "worst_text": str(rows[worst]["text"])[:60],
+    }
+
+
+def rewrites_cost(model: OnnxEmbeddingModel, *, rounds: int = 12) -> dict[str, Any]:
+    """One batch of 8 x 256 word-pieces through a graph (one thread) as served (the
+    rewrites in ``DISABLED_OPTIMIZERS`` left out) and with every onnxruntime rewrite, in
+    alternating runs: median milliseconds of each, and whether the outputs agree."""
+    sessions = {}
+    for name, disabled in (("served", DISABLED_OPTIMIZERS), ("all_rewrites", [])):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sessions[name] = ort.InferenceSession(
+            str(model.path / ONNX_FILE),
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=disabled,
+        )
+    ids = np.random.default_rng(0).integers(1000, 20000, (8, 256)).astype(np.int64)
+    names = {i.name for i in sessions["served"].get_inputs()}
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    if "token_type_ids" in names:
+        feeds["token_type_ids"] = np.zeros_like(ids)
+    outputs = {name: s.run(None, feeds)[0] for name, s in sessions.items()}
+    seconds: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            started = time.perf_counter()
+            session.run(None, feeds)
+            seconds[name].append(time.perf_counter() - started)
+    ms = {name: round(statistics.median(s) * 1000, 1) for name, s in seconds.items()}
+    return {
+        "disabled": list(DISABLED_OPTIMIZERS),
+        "batch": "8 x 256 word-pieces, 1 thread",
+        "rounds": rounds,
+        "ms": ms,
+        "served_vs_all_rewrites": round(ms["served"] / ms["all_rewrites"], 3),
+        "max_abs_difference": float(np.abs(outputs["served"] - outputs["all_rewrites"]).max()),
     }

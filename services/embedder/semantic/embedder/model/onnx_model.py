@@ -236,7 +236,7 @@ class OnnxEmbeddingModel:
         return np.asarray(summed / counts)
 
 
-_DISABLED_OPTIMIZERS = ["BiasGeluFusion"]
+DISABLED_OPTIMIZERS = ["BiasGeluFusion"]
 """onnxruntime graph rewrites left out. BiasGelu (the bias Add after the int8 graph's
 MatMulIntegerToFloat fused into the GELU) ran 4-5% slower on the CPU than the Add and
 the Gelu it replaces, in paired runs of the int8 graph alone (1.31, 8 x 256 tokens, one
@@ -255,7 +255,7 @@ def _session(onnx_path: Path, threads: int) -> ort.InferenceSession:
             str(onnx_path),
             options,
             providers=["CPUExecutionProvider"],
-            disabled_optimizers=_DISABLED_OPTIMIZERS,
+            disabled_optimizers=DISABLED_OPTIMIZERS,
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelIncompatible(onnx_path, str(exc)) from exc

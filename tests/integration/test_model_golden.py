@@ -100,3 +100,15 @@ def test_the_shared_session_gives_the_solo_sessions_vectors(
     solo = model.infer(encoded).astype(np.float64)
     shared = model.infer(encoded, shared=True).astype(np.float64)
     assert np.min(np.sum(solo * shared, axis=1)) >= 0.99999
+
+
+def test_the_rewrites_left_out_do_not_change_the_int8_graphs_output(
+    int8: OnnxEmbeddingModel,
+) -> None:
+    """The embedder opens graphs without onnxruntime's BiasGelu rewrite (it is slower):
+    the int8 graph then gives exactly what it gives with every rewrite."""
+    from semantic.tools.bench.precision import rewrites_cost
+
+    report = rewrites_cost(int8, rounds=1)
+    assert report["disabled"] == ["BiasGeluFusion"]
+    assert report["max_abs_difference"] == 0.0

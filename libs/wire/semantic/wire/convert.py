@@ -339,7 +339,7 @@ def filter_from_proto(message: cpb.Filter, field: str, limits: Limits) -> domain
     Structural rules (ranges, one test per condition, key paths) are ``filters``'
     and are checked there, on the domain value.
     """
-    if not message.ByteSize():  # most requests: nothing to check (a twentieth of a Search)
+    if not message.ByteSize():  # most requests carry no filter: nothing to walk
         return _NO_FILTER
     for name in ("content_types", "tags_any", "tags_all", "tags_none"):
         validation.count(len(getattr(message, name)), f"{field}.{name}", limits.max_filter_values)

@@ -370,27 +370,27 @@ class _DenseQuery:
         self, target: VectorTarget, *, gated: bool, attach: int | None, fetch: int
     ) -> tuple[str, list[Any]]:
         """The index scan's SQL and parameters (``fetch`` chunk rows at most)."""
-        sql = _Sql(self.filter_params if self.filtered else ()).bind(
-            q=self.q,
-            tenant=self.tenant,
-            name=target.name,
-            fetch=fetch,
-            limit=self.limit,
-            ef=self.ef,
-            max_scan=self.max_scan,
-            attach=attach,
-        )
-        if gated:
-            sql.bind(cap=self.cap)
-        text = _index_scan_text(
+        filter_params = list(self.filter_params) if self.filtered else []
+        text, names = _index_scan_text(
             self.table,
             self.filter_sql,
             filtered=self.filtered,
-            params=len(sql.params),
+            filter_params=len(filter_params),
             gated=gated,
             halfvec_dim=self.halfvec_dim,
         )
-        return text, sql.params
+        values = {
+            "q": self.q,
+            "tenant": self.tenant,
+            "name": target.name,
+            "fetch": fetch,
+            "limit": self.limit,
+            "ef": self.ef,
+            "max_scan": self.max_scan,
+            "attach": attach,
+            "cap": self.cap,
+        }
+        return text, [*filter_params, *(values[name] for name in names)]
 
     async def index_scan(
         self, target: VectorTarget, *, gated: bool, attach: int | None
@@ -455,25 +455,27 @@ class _DenseQuery:
         return [_combined_hit(row) for row in await self.conn.fetch(text, *sql.params)]
 
 
+_SCAN_PARAMS = ("q", "tenant", "name", "fetch", "limit", "ef", "max_scan", "attach")
+"""The index scan's own parameters, numbered in this order after the filter's (then
+``cap`` when the scan is gated)."""
+
+
 @functools.lru_cache(maxsize=1024)
 def _index_scan_text(
     table: str,
     filter_sql: str,
     *,
     filtered: bool,
-    params: int,
+    filter_params: int,
     gated: bool,
     halfvec_dim: int | None,
-) -> str:
-    """The index scan's SQL (``_DenseQuery.index_scan_statement``), rendered once per shape:
-    the parameters are numbered as that method binds them (the filter's, if any, first), so
-    ``params`` and the filter fix the text."""
-    sql = _Sql([None] * (params - (9 if gated else 8)))
-    sql.bind(q=0, tenant=0, name=0, fetch=0, limit=0, ef=0, max_scan=0, attach=0)
-    if gated:
-        sql.bind(cap=0)
+) -> tuple[str, tuple[str, ...]]:
+    """The index scan's SQL, rendered once per shape, and the names of the parameters it
+    takes after the filter's ``filter_params``, in order."""
+    names = (*_SCAN_PARAMS, "cap") if gated else _SCAN_PARAMS
+    sql = _Sql([None] * filter_params).bind(**dict.fromkeys(names))
     source = _FILTERED_SOURCE if filtered else _UNFILTERED_SOURCE
-    return sql.render(
+    text = sql.render(
         _INDEX_SCAN,
         source=sql.render(
             source,
@@ -488,6 +490,7 @@ def _index_scan_text(
         nodes=_NODES,
         index_order=_index_order(sql.numbers["q"], halfvec_dim),
     )
+    return text, names
 
 
 def _index_order(q: str, halfvec_dim: int | None) -> str:

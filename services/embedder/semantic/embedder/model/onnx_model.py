@@ -238,10 +238,9 @@ class OnnxEmbeddingModel:
 
 DISABLED_OPTIMIZERS = ["BiasGeluFusion"]
 """onnxruntime graph rewrites left out. BiasGelu (the bias Add after the int8 graph's
-MatMulIntegerToFloat fused into the GELU) ran 4-5% slower on the CPU than the Add and
-the Gelu it replaces, in paired runs of the int8 graph alone (1.31, 8 x 256 tokens, one
-thread), with bit-identical outputs; the fp32 graph has no such pattern (its bias is in
-the Gemm) and is unchanged."""
+MatMulIntegerToFloat fused into the GELU) runs slower on the CPU than the Add and the
+Gelu it replaces, with bit-identical outputs (`semantic bench embedder --precision-only`,
+``int8_rewrites``); the fp32 graph has no such pattern (its bias is in the Gemm)."""
 
 
 def _session(onnx_path: Path, threads: int) -> ort.InferenceSession:

@@ -18,6 +18,7 @@ from semantic.common.errors import DependencyUnavailable, InvalidArgument, NotFo
 from semantic.core.domain import Filter, NodeRecord
 from semantic.core.recommend.events import Action, TrackConfig
 from semantic.core.recommend.journey import LoggedEvent, StoredUser
+from semantic.core.recommend.ports import UserRead
 from semantic.core.recommend.recommender import Recommender
 from semantic.core.recommend.similarity import unit
 from semantic.core.recommend.values import (
@@ -26,9 +27,10 @@ from semantic.core.recommend.values import (
     Example,
     RecommendConfig,
     RecommendQuery,
-    RelationSignals,
+    RelatedVia,
     Similar,
     SpaceRef,
+    Wanted,
 )
 
 pytestmark = pytest.mark.unit
@@ -63,7 +65,7 @@ class _Space:
 class _Reads:
     """Nodes with vectors and popularity, one user's row and exclusions, in memory."""
 
-    def __init__(self, *, spare: bool | int) -> None:
+    def __init__(self, *, spare: bool | int, beside: str = "all") -> None:
         rng = np.random.default_rng(5)
         self.vectors = {f"n{i}": unit(rng.normal(size=3)) for i in range(12)}
         self.popularity = {"n3": 9.0, "n7": 5.0, "n11": 1.0}
@@ -73,6 +75,7 @@ class _Reads:
         self.excluded = ["n0", "n1"]
         self.idle = int(spare)  # sessions a spare() call may still hand out
         self.spares = 0
+        self.beside = beside  # which nearest nodes' details come with them: all, some, none
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[_Reads]:
@@ -91,9 +94,15 @@ class _Reads:
             self.idle += 1
 
     async def user(
-        self, tenant: str, user_id: str, *, exclude_seen: bool, include_converted: bool
-    ) -> tuple[StoredUser | None, list[str]]:
-        return self.stored, list(self.excluded)
+        self,
+        tenant: str,
+        user_id: str,
+        *,
+        exclude_seen: bool,
+        include_converted: bool,
+        centroids_in: SpaceRef | None = None,
+    ) -> UserRead:
+        return UserRead(self.stored, list(self.excluded), centroids=[] if centroids_in else None)
 
     async def resolve(
         self, tenant: str, ids: Sequence[str], slugs: Sequence[str]
@@ -108,9 +117,6 @@ class _Reads:
     ) -> dict[tuple[str, str], Any]:
         return {k: self.vectors[k[1]] for k in keys if k[1] in self.vectors}
 
-    async def centroids(self, space: SpaceRef, tenant: str) -> list[tuple[str, Any]]:
-        return []
-
     async def nearest(
         self,
         space: SpaceRef,
@@ -120,31 +126,28 @@ class _Reads:
         vector_name: str,
         flt: Filter,
         limit: int,
-    ) -> list[str]:
+        wanted: Wanted | None = None,
+    ) -> tuple[list[str], dict[str, CandidateDetails]]:
         allowed = [n for n in self.vectors if n not in flt.exclude_ids]
         allowed.sort(key=lambda n: -float(self.vectors[n] @ vector))
-        return allowed[:limit]
+        ids = allowed[:limit]
+        given = {"all": ids, "some": ids[::2], "none": []}[self.beside]
+        return ids, await self.details(space, tenant, given, wanted) if wanted else {}
 
     async def popular(
-        self, tenant: str, flt: Filter, archetype: str, limit: int
-    ) -> tuple[list[tuple[str, bool]], float]:
+        self, space: SpaceRef, tenant: str, flt: Filter, limit: int, wanted: Wanted
+    ) -> tuple[list[tuple[str, bool]], float, dict[str, CandidateDetails]]:
         ranked = sorted(
             (n for n in self.popularity if n not in flt.exclude_ids),
             key=lambda n: -self.popularity[n],
         )
-        return [(n, False) for n in ranked[:limit]], 0.0
+        ids = ranked[:limit]
+        return [(n, False) for n in ids], 0.0, await self.details(space, tenant, ids, wanted)
 
     async def details(
-        self,
-        space: SpaceRef,
-        tenant: str,
-        vector_name: str,
-        archetype: str,
-        ids: Sequence[str],
-        *,
-        slim: bool,
-        similarity_to: Any,
+        self, space: SpaceRef, tenant: str, ids: Sequence[str], wanted: Wanted
     ) -> dict[str, CandidateDetails]:
+        slim, similarity_to = wanted.slim, wanted.similarity_to
         out = {}
         for node_id in ids:
             counts = dict.fromkeys(COUNT_NAMES, 0)
@@ -177,10 +180,10 @@ class _Reads:
     async def engagement_totals(self, tenant: str) -> tuple[float, float]:
         return 0.0, 0.0
 
-    async def relation_signals(
-        self, tenant: str, user_id: str, flt: Any, recent: int, *, related: bool
-    ) -> RelationSignals:
-        return RelationSignals()
+    async def related(
+        self, tenant: str, user_id: str, flt: Any, recent: int
+    ) -> tuple[RelatedVia, ...]:
+        return ()
 
 
 async def _recommend(reads: _Reads, **fields: Any) -> list[str]:
@@ -197,6 +200,16 @@ async def test_spare_sessions_change_nothing_but_where_reads_run(mmr: float | No
     three = await _recommend(_Reads(spare=5), user_id="u", top_k=5, mmr_lambda=mmr)
     assert alone == paired == three
     assert len(alone) == 5
+
+
+@pytest.mark.parametrize("beside", ["some", "none"])
+async def test_details_the_nearest_read_did_not_give_are_read_after(beside: str) -> None:
+    """A nearest read whose search went exact gives no details (or only some): the
+    missing ones are read afterwards, and the hits are the same."""
+    everything = await _recommend(_Reads(spare=2), user_id="u", top_k=5)
+    partly = await _recommend(_Reads(spare=2, beside=beside), user_id="u", top_k=5)
+    assert partly == everything
+    assert len(everything) == 5
 
 
 async def test_excluded_nodes_never_come_back_and_hits_are_completed() -> None:
@@ -252,15 +265,19 @@ class _FailingAside(_Reads):
         finally:
             self.running.discard(what)
 
-    async def nearest(self, *args: Any, **kwargs: Any) -> list[str]:
+    async def nearest(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[list[str], dict[str, CandidateDetails]]:
         await self._slow("nearest")
-        return []
+        return [], {}
 
-    async def popular(self, *args: Any, **kwargs: Any) -> tuple[list[tuple[str, bool]], float]:
+    async def popular(
+        self, *args: Any, **kwargs: Any
+    ) -> tuple[list[tuple[str, bool]], float, dict[str, CandidateDetails]]:
         await self._slow("popular")
-        return [], 0.0
+        return [], 0.0, {}
 
-    async def relation_signals(self, *args: Any, **kwargs: Any) -> RelationSignals:
+    async def related(self, *args: Any, **kwargs: Any) -> tuple[RelatedVia, ...]:
         for _ in range(1000):  # until both others are under way (a few loop turns)
             if len(self.running) == 2:
                 asyncio.get_running_loop().create_task(self._release_later())

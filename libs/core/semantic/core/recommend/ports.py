@@ -24,9 +24,10 @@ from semantic.core.recommend.journey import LoggedEvent, StoredUser
 from semantic.core.recommend.tracking import EngagementDelta, UserNodeState, UserUpdate
 from semantic.core.recommend.values import (
     CandidateDetails,
-    RelationSignals,
+    RelatedVia,
     Similar,
     SpaceRef,
+    Wanted,
 )
 
 Vector = np.ndarray[Any, Any]
@@ -61,14 +62,38 @@ class UserNode:
     dismissed: bool
 
 
+@dataclass(frozen=True)
+class UserRead:
+    """What a Recommend call reads of its user first (one read)."""
+
+    row: StoredUser | None
+    """The user's row; None for a user never tracked."""
+    excluded: list[str]
+    """Nodes to exclude: dismissed, converted unless asked, seen when asked (of the
+    latest 5,000 the user acted on)."""
+    conflicts: tuple[tuple[str, str], ...] = ()
+    """(node, converted node) for each node with a ``conflicts`` relation to a node the
+    user converted on."""
+    centroids: list[tuple[str, Vector]] | None = None
+    """(label, centroid) of the tenant's derived archetypes, when asked for and the user
+    is known but has no archetype of their own; None otherwise."""
+
+
 class RecommendSession(JourneyLog, Protocol):
     """The reads of one Recommend call."""
 
     async def user(
-        self, tenant: str, user_id: str, *, exclude_seen: bool, include_converted: bool
-    ) -> tuple[StoredUser | None, list[str]]:
-        """(the user's row or None, the ids of nodes to exclude: dismissed, converted unless
-        ``include_converted``, seen when ``exclude_seen``; of the latest 5,000)."""
+        self,
+        tenant: str,
+        user_id: str,
+        *,
+        exclude_seen: bool,
+        include_converted: bool,
+        centroids_in: SpaceRef | None = None,
+    ) -> UserRead:
+        """The user's row, exclusions and conflicts, and with ``centroids_in`` the
+        derived archetypes' centroids in that space when the user has no archetype
+        (:class:`UserRead`)."""
         ...
 
     async def user_nodes(
@@ -84,10 +109,6 @@ class RecommendSession(JourneyLog, Protocol):
         """(id, slug) of the tenant's nodes named by id or by slug."""
         ...
 
-    async def centroids(self, space: SpaceRef, tenant: str) -> list[tuple[str, Vector]]:
-        """(label, centroid) of the tenant's derived archetypes in ``space``."""
-        ...
-
     async def nearest(
         self,
         space: SpaceRef,
@@ -97,32 +118,30 @@ class RecommendSession(JourneyLog, Protocol):
         vector_name: str,
         flt: Filter,
         limit: int,
-    ) -> list[str]:
-        """Ids of the ``limit`` nodes nearest to ``vector`` that pass ``flt``, nearest first."""
+        wanted: Wanted | None = None,
+    ) -> tuple[list[str], dict[str, CandidateDetails]]:
+        """Ids of the ``limit`` nodes nearest to ``vector`` that pass ``flt``, nearest
+        first, and with ``wanted`` the details of those the same read could give (the
+        caller reads the others with :meth:`details`)."""
         ...
 
     async def popular(
-        self, tenant: str, flt: Filter, archetype: str, limit: int
-    ) -> tuple[list[tuple[str, bool]], float]:
-        """((node id, from the archetype) of at most ``limit`` of the archetype's and of the
-        tenant's most popular nodes that pass ``flt``, archetype's first; the archetype's
-        best score)."""
-        ...
-
-    async def details(
         self,
         space: SpaceRef,
         tenant: str,
-        vector_name: str,
-        archetype: str,
-        ids: Sequence[str],
-        *,
-        slim: bool,
-        similarity_to: Vector | None,
+        flt: Filter,
+        limit: int,
+        wanted: Wanted,
+    ) -> tuple[list[tuple[str, bool]], float, dict[str, CandidateDetails]]:
+        """((node id, from the archetype) of at most ``limit`` of ``wanted.archetype``'s and
+        of the tenant's most popular nodes that pass ``flt``, archetype's first; the
+        archetype's best score; their details as ``wanted``)."""
+        ...
+
+    async def details(
+        self, space: SpaceRef, tenant: str, ids: Sequence[str], wanted: Wanted
     ) -> dict[str, CandidateDetails]:
-        """What scoring needs of each node: ``slim``, only its id, type and update time
-        (``partial``), with the cosine of its vector to ``similarity_to`` when given; else
-        the full node and its unit vector."""
+        """What scoring needs of each node, as ``wanted`` (deleted nodes left out)."""
         ...
 
     async def complete(
@@ -142,13 +161,12 @@ class RecommendSession(JourneyLog, Protocol):
         """(clicks + likes + conversions, impressions) over the tenant's nodes."""
         ...
 
-    async def relation_signals(
-        self, tenant: str, user_id: str, flt: Filter, recent: int, *, related: bool
-    ) -> RelationSignals:
+    async def related(
+        self, tenant: str, user_id: str, flt: Filter, recent: int
+    ) -> tuple[RelatedVia, ...]:
         """The nodes passing ``flt`` that the user's ``recent`` latest nodes (acted on more
         than by an impression) lead to by a client relation (``prerequisite`` from them,
-        ``follows`` to them; when ``related``), and the nodes with a ``conflicts`` relation
-        to a node the user converted on; only nodes that exist."""
+        ``follows`` to them); only nodes that exist."""
         ...
 
 

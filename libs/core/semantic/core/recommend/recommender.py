@@ -41,10 +41,12 @@ from semantic.core.recommend.values import (
     RecommendHit,
     RecommendQuery,
     RecommendResult,
+    RelatedVia,
     RelationSignals,
     Similar,
     Source,
     SpaceRef,
+    Wanted,
 )
 
 _T = TypeVar("_T")
@@ -62,6 +64,23 @@ class _User:
     excluded: list[str] = field(default_factory=list)
     row: StoredUser | None = None
     stored: bool = False  # the journey is the stored one (not rebuilt from the log)
+    conflicts: tuple[tuple[str, str], ...] = ()
+    centroids: list[tuple[str, Vector]] = field(default_factory=list)
+
+    def derived(self) -> str:
+        """The nearest derived archetype centroid to the journey, if any were read."""
+        vector = self.journey.vector()
+        if vector is None or not self.centroids:
+            return ""
+        return nearest_centroid(self.centroids, vector)
+
+
+@dataclass(frozen=True)
+class _Nearest:
+    """The nearest nodes to each query vector, and the details read with them."""
+
+    ids: list[list[str]]
+    details: dict[str, CandidateDetails]
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,7 @@ class _OfUser:
 
     journey_items: list[tuple[Similar, Vector]]
     rate: float
-    signals: RelationSignals = field(default_factory=RelationSignals)
+    related: tuple[RelatedVia, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -184,43 +203,32 @@ class Recommender:
             if trace is not None:
                 trace.query = "none" if not query_vectors else source
             nearest_limit = max(config.candidates, query.top_k * 4)
+            archetype = given or user.derived()
+            wanted = Wanted(query.vector_name, archetype, slim, similarity_to)
 
-            async def nearest(on: RecommendSession) -> list[list[str]]:
-                return [
-                    await on.nearest(
+            async def nearest(on: RecommendSession) -> _Nearest:
+                found = _Nearest([], {})
+                for v in query_vectors:
+                    ids, read = await on.nearest(
                         space,
                         query.tenant,
                         v,
                         vector_name=query.vector_name,
                         flt=flt,
                         limit=nearest_limit,
+                        wanted=wanted,
                     )
-                    for v in query_vectors
-                ]
+                    found.ids.append(ids)
+                    found.details.update(read)
+                return found
 
-            async def details(
-                on: RecommendSession, archetype: str, ids: list[str]
-            ) -> dict[str, CandidateDetails]:
-                return await on.details(
-                    space,
-                    query.tenant,
-                    query.vector_name,
-                    archetype,
-                    ids,
-                    slim=slim,
-                    similarity_to=similarity_to,
-                )
+            async def details(on: RecommendSession, ids: list[str]) -> dict[str, CandidateDetails]:
+                return await on.details(space, query.tenant, ids, wanted)
 
             async def popular(on: RecommendSession) -> _Popular:
-                archetype = given or await self._derived(on, space, query.tenant, user.journey)
-                nodes, best = await on.popular(
-                    query.tenant,
-                    flt,
-                    archetype,
-                    max(config.popular_candidates, query.top_k * 2),
-                )
-                ids = list(dict.fromkeys(node_id for node_id, _ in nodes))
-                return _Popular(archetype, nodes, best, await details(on, archetype, ids))
+                limit = max(config.popular_candidates, query.top_k * 2)
+                nodes, best, read = await on.popular(space, query.tenant, flt, limit, wanted)
+                return _Popular(archetype, nodes, best, read)
 
             async def of_user(on: RecommendSession) -> _OfUser:
                 items = (
@@ -230,18 +238,12 @@ class Recommender:
                     if want_items
                     else []
                 )
-                signals = (
-                    await on.relation_signals(
-                        query.tenant,
-                        query.user_id,
-                        flt,
-                        config.journey_items,
-                        related=weights["relations"] > 0,
-                    )
-                    if query.user_id
-                    else RelationSignals()
+                related = (
+                    await on.related(query.tenant, query.user_id, flt, config.journey_items)
+                    if query.user_id and weights["relations"] > 0
+                    else ()
                 )
-                return _OfUser(items, await self._rate(on, query.tenant), signals)
+                return _OfUser(items, await self._rate(on, query.tenant), related)
 
             async def aside(on: RecommendSession, other: RecommendSession | None) -> _Aside:
                 """The popular nodes (and their details) and the user's reads: side by
@@ -250,10 +252,11 @@ class Recommender:
                     return _Aside(await popular(on), await of_user(on))
                 return _Aside(*await _both(popular(on), of_user(other)))
 
-            # The nearest nodes on this session while the archetype, the popular nodes and
-            # their details are read on a second one and the user's journey items and
-            # relation signals on a third, as far as idle connections allow; then the
-            # details of the nearest nodes, shared among the sessions.
+            # The nearest nodes and their details on this session while the popular nodes
+            # and their details are read on a second one and the user's journey items and
+            # related nodes on a third, as far as idle connections allow; then the details
+            # none of those reads gave (related nodes, a search that went exact), shared
+            # among the sessions.
             candidates: dict[str, Source] = {}
             async with AsyncExitStack() as stack:
                 spares: list[RecommendSession] = []
@@ -262,32 +265,32 @@ class Recommender:
                     if spare is None:
                         break
                     spares.append(spare)
+                found: _Nearest
                 if not spares:
                     found, side = await nearest(session), await aside(session, None)
                 else:
                     found, side = await _both(
                         nearest(session), aside(spares[0], spares[1] if spares[1:] else None)
                     )
-                for nodes in found:
+                for nodes in found.ids:
                     for node_id in nodes:
                         candidates.setdefault(node_id, source)
                 for node_id, from_archetype in side.popular.nodes:
                     kind: Source = "archetype_popular" if from_archetype else "global_popular"
                     candidates.setdefault(node_id, kind)
-                signals = side.of_user.signals
+                signals = RelationSignals(side.of_user.related, user.conflicts)
                 for via in signals.related:  # what the user's recent nodes lead to
                     candidates.setdefault(via.node_id, "related")
                 conflicts = [c for c in signals.conflicts if c[0] in candidates]
                 for node_id, _ in conflicts:  # in conflict with a node the user converted on
                     candidates.pop(node_id, None)
-                archetype = side.popular.archetype
-                read = dict(side.popular.details)
+                read = {**side.popular.details, **found.details}
                 rest = [node_id for node_id in candidates if node_id not in read]
                 sessions = [session, *spares]
                 each = -(-len(rest) // len(sessions))
                 parts = [rest[i : i + each] for i in range(0, len(rest), each)] if rest else []
                 for part in await _all(
-                    [details(on, archetype, ids) for on, ids in zip(sessions, parts, strict=False)]
+                    [details(on, ids) for on, ids in zip(sessions, parts, strict=False)]
                 ):
                     read.update(part)
             scoring = Scoring(
@@ -345,20 +348,31 @@ class Recommender:
     ) -> _User:
         if not query.user_id:
             return _User()
-        row, excluded = await session.user(
+        read = await session.user(
             query.tenant,
             query.user_id,
             exclude_seen=query.exclude_seen,
             include_converted=query.include_converted,
+            centroids_in=None if query.archetype else space,
         )
+        row = read.row
         if row is None:
-            return _User(excluded=excluded)
+            return _User(excluded=read.excluded, conflicts=read.conflicts)
         journey = Journey.stored(row, space.id)
         stored = True
         if needs_replay(row, space.id) and row.events:
             journey = await replay_journey(session, space, query.tenant, query.user_id, self._track)
             stored = False
-        return _User(row.archetype or "", journey, row.events, excluded, row, stored)
+        return _User(
+            row.archetype or "",
+            journey,
+            row.events,
+            read.excluded,
+            row,
+            stored,
+            read.conflicts,
+            read.centroids or [],
+        )
 
     async def _examples(
         self,
@@ -407,15 +421,6 @@ class Recommender:
                 raise NotFound("vector", f"{query.vector_name!r} of node {node_id!r}")
             out.append((node_id, unit(vector)))
         return out
-
-    async def _derived(
-        self, session: RecommendSession, space: SpaceRef, tenant: str, journey: Journey
-    ) -> str:
-        """The nearest derived archetype centroid to the journey, if any were derived."""
-        vector = journey.vector()
-        if vector is None:
-            return ""
-        return nearest_centroid(await session.centroids(space, tenant), vector)
 
     async def _rate(self, session: RecommendSession, tenant: str) -> float:
         """The tenant's mean engagement rate p0 (reused for RATE_TTL_S)."""

@@ -224,3 +224,16 @@ class CandidateDetails:
     vector: np.ndarray[Any, Any] | None  # unit length
     similarity: float | None = None  # cosine to the query vector, computed by the store
     partial: bool = False  # node holds id, type and update time only (until completed)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What a read of candidates' details asks for (beside the engagement counters):
+    ``slim``, only the node's id, type and update time (``partial``), with the cosine of
+    its vector ``vector_name`` to ``similarity_to`` when given; else the full node and its
+    unit vector. ``archetype``: whose prior score to read ('' for none)."""
+
+    vector_name: str
+    archetype: str
+    slim: bool
+    similarity_to: np.ndarray[Any, Any] | None

@@ -17,8 +17,8 @@ from semantic.core.recommend.values import (
     COUNT_NAMES,
     CandidateDetails,
     RelatedVia,
-    RelationSignals,
     Similar,
+    Wanted,
 )
 from semantic.core.spaces import vector_table
 from semantic.store.postgres import dense
@@ -46,8 +46,11 @@ async def nearest(
     ef_search: int,
     exact_threshold: int,
     halfvec_dim: int | None = None,
-) -> list[str]:
-    """The ``limit`` nearest nodes to ``vector`` that pass ``flt``, nearest first.
+    wanted: Wanted | None = None,
+) -> tuple[list[str], dict[str, CandidateDetails]]:
+    """The ``limit`` nearest nodes to ``vector`` that pass ``flt``, nearest first, and with
+    ``wanted`` the details of those the index scan's statement read beside them (all of
+    them unless the search went exact).
 
     When ``flt`` only excludes ids (a user's seen, converted or dismissed nodes, the
     examples) and not more than ``limit`` of them, the index is scanned without a filter
@@ -57,6 +60,13 @@ async def nearest(
     excluded = set(flt.exclude_ids)
     post_filter = replace(flt, exclude_ids=()).is_empty and len(excluded) <= limit
     sql, params = compile_filter(tenant, Filter() if post_filter else flt, start=1)
+    beside = None
+    if wanted is not None:
+        columns, joins = _detail_sql(
+            space_id, wanted, archetype="${archetype}", name="${vname}", to="${to}"
+        )
+        values = _detail_params(wanted)
+        beside = dense.Beside(columns, joins, dict(zip(_DETAIL_NAMES, values, strict=False)))
     hits = await dense.dense_search(
         conn,
         vector_table(space_id),
@@ -70,105 +80,163 @@ async def nearest(
         exact_threshold=exact_threshold,
         filtered=not post_filter,
         halfvec_dim=halfvec_dim,
+        beside=beside,
     )
-    return [h.node_id for h in hits if h.node_id not in excluded][:limit]
+    ids = [h.node_id for h in hits if h.node_id not in excluded][:limit]
+    if beside is None or wanted is None:
+        return ids, {}
+    rows = beside.rows
+    return ids, {i: _candidate(rows[i], wanted) for i in ids if i in rows and rows[i]["id"]}
+
+
+def _with_similarity(wanted: Wanted) -> bool:
+    return wanted.slim and wanted.similarity_to is not None
+
+
+def _detail_sql(
+    space_id: int, wanted: Wanted, *, archetype: str, name: str, to: str
+) -> tuple[str, str]:
+    """The columns and joins of a candidate's details over its node row ``n``: the node
+    (slim or full), the similarity or the vector, the engagement counters and the
+    archetype's score; ``archetype``, ``name`` and ``to`` are the SQL parameters holding
+    the archetype, the vector name and the vector to compare with."""
+    vector_sql = mean_vector(space_id, "n.tenant", "n.id", name)
+    slim_columns = "n.tenant, n.id, n.content_type, n.updated_at"
+    if not wanted.slim:
+        columns = f"{node_select('n')}, NULL::float8 AS similarity, {vector_sql} AS vector"
+    elif _with_similarity(wanted):
+        columns = f"{slim_columns}, 1.0 - ({vector_sql} <=> {to}) AS similarity, NULL AS vector"
+    else:
+        columns = f"{slim_columns}, NULL::float8 AS similarity, NULL AS vector"
+    columns += (
+        ", coalesce(e.impressions, 0) AS impressions,"
+        " coalesce(e.views, 0) AS views, coalesce(e.clicks, 0) AS clicks,"
+        " coalesce(e.likes, 0) AS likes, coalesce(e.conversions, 0) AS conversions,"
+        " coalesce(e.dismissals, 0) AS dismissals, coalesce(a.score, 0) AS archetype_score"
+    )
+    # Primary-key lookups per candidate (LIMIT 1 keeps the planner from joining the whole
+    # engagement tables instead).
+    joins = (
+        " LEFT JOIN LATERAL (SELECT * FROM semantic.node_engagement"
+        "   WHERE tenant = n.tenant AND node_id = n.id LIMIT 1) AS e ON true"
+        " LEFT JOIN LATERAL (SELECT score FROM semantic.archetype_engagement"
+        f"   WHERE tenant = n.tenant AND archetype = {archetype} AND node_id = n.id LIMIT 1)"
+        "   AS a ON true"
+    )
+    return columns, joins
+
+
+_DETAIL_NAMES = ("archetype", "vname", "to")
+
+
+def _detail_params(wanted: Wanted) -> tuple[Any, ...]:
+    """The values of :func:`_detail_sql`'s parameters, in order (archetype, name, to),
+    those it does not use left out."""
+    if not wanted.slim:
+        return (wanted.archetype, wanted.vector_name)
+    if _with_similarity(wanted):
+        return (wanted.archetype, wanted.vector_name, wanted.similarity_to)
+    return (wanted.archetype,)
+
+
+def _candidate(row: asyncpg.Record, wanted: Wanted) -> CandidateDetails:
+    similarity = row["similarity"]
+    return CandidateDetails(
+        node=NodeRecord(
+            tenant=row["tenant"],
+            id=row["id"],
+            content_type=row["content_type"],
+            updated_at=row["updated_at"],
+        )
+        if wanted.slim
+        else node_from_row(row),
+        counts={k: int(row[k]) for k in COUNT_NAMES},
+        archetype_score=float(row["archetype_score"]),
+        vector=_unit_or_none(row["vector"]),
+        similarity=float(similarity) if similarity is not None else None,
+        partial=wanted.slim,
+    )
+
+
+_POPULAR = (
+    "(SELECT a.node_id, true AS from_archetype, a.score AS rank,"
+    "  (SELECT max(score) FROM semantic.archetype_engagement"
+    "   WHERE tenant = ${tenant} AND archetype = ${archetype}) AS best"
+    " FROM semantic.archetype_engagement a"
+    " JOIN semantic.nodes n ON n.tenant = a.tenant AND n.id = a.node_id"
+    " WHERE a.tenant = ${tenant} AND a.archetype = ${archetype} AND {filter}"
+    " ORDER BY a.score DESC LIMIT ${limit})"
+    " UNION ALL"
+    " (SELECT e.node_id, false, e.popularity, NULL"
+    " FROM semantic.node_engagement e"
+    " JOIN semantic.nodes n ON n.tenant = e.tenant AND n.id = e.node_id"
+    " WHERE e.tenant = ${tenant} AND {filter} AND e.popularity > 0"
+    " ORDER BY e.popularity DESC LIMIT ${limit})"
+)
 
 
 async def popular(
-    conn: asyncpg.Connection, tenant: str, flt: Filter, archetype: str, limit: int
-) -> tuple[list[tuple[str, bool]], float]:
-    """Popular node ids (archetype first) and the archetype's best score."""
+    conn: asyncpg.Connection,
+    space_id: int,
+    tenant: str,
+    flt: Filter,
+    *,
+    limit: int,
+    wanted: Wanted,
+) -> tuple[list[tuple[str, bool]], float, dict[str, CandidateDetails]]:
+    """Popular node ids (``wanted.archetype``'s first), the archetype's best score and
+    the nodes' details, in one statement."""
     sql, params = compile_filter(tenant, flt, start=1)
     n = len(params)
+    numbers = {"tenant": f"${n + 1}", "archetype": f"${n + 2}", "limit": f"${n + 3}"}
+    found = _POPULAR.replace("{filter}", sql)
+    for name, number in numbers.items():
+        found = found.replace(f"${{{name}}}", number)
+    extra = _detail_params(wanted)[1:]  # the archetype is ${n + 2} already
+    columns, joins = _detail_sql(
+        space_id,
+        wanted,
+        archetype=numbers["archetype"],
+        name=f"${n + 4}",
+        to=f"${n + 5}",
+    )
     rows = await conn.fetch(
-        "(SELECT a.node_id, true AS from_archetype, a.score AS rank,"
-        f"  (SELECT max(score) FROM semantic.archetype_engagement"
-        f"   WHERE tenant = ${n + 1} AND archetype = ${n + 2}) AS best"
-        " FROM semantic.archetype_engagement a"
-        " JOIN semantic.nodes n ON n.tenant = a.tenant AND n.id = a.node_id"
-        f" WHERE a.tenant = ${n + 1} AND a.archetype = ${n + 2} AND {sql}"
-        f" ORDER BY a.score DESC LIMIT ${n + 3})"
-        " UNION ALL"
-        " (SELECT e.node_id, false, e.popularity, NULL"
-        " FROM semantic.node_engagement e"
-        " JOIN semantic.nodes n ON n.tenant = e.tenant AND n.id = e.node_id"
-        f" WHERE e.tenant = ${n + 1} AND {sql} AND e.popularity > 0"
-        f" ORDER BY e.popularity DESC LIMIT ${n + 3})",
+        f"WITH p AS MATERIALIZED ({found}),"
+        " o AS (SELECT p.*, row_number() OVER () AS at FROM p)"
+        f" SELECT o.node_id, o.from_archetype, o.best, {columns}"
+        " FROM o LEFT JOIN semantic.nodes n ON n.tenant = $"
+        f"{n + 1} AND n.id = o.node_id{joins}"
+        " ORDER BY o.at",
         *params,
         tenant,
-        archetype or "",
+        wanted.archetype or "",
         limit,
+        *extra,
     )
     best = max((float(r["best"] or 0.0) for r in rows if r["from_archetype"]), default=0.0)
-    return [(r["node_id"], bool(r["from_archetype"])) for r in rows], best
+    details = {r["id"]: _candidate(r, wanted) for r in rows if r["id"] is not None}
+    return [(r["node_id"], bool(r["from_archetype"])) for r in rows], best, details
 
 
 async def details(
     conn: asyncpg.Connection,
     space_id: int,
     tenant: str,
-    *,
-    vector_name: str,
-    archetype: str,
     ids: Sequence[str],
-    slim: bool,
-    similarity_to: Vector | None,
+    wanted: Wanted,
 ) -> dict[str, CandidateDetails]:
-    """What scoring needs of each candidate: ``slim``, only the node's id, type and
-    update time (:func:`complete` reads the rest for the final hits) and, given
-    ``similarity_to``, the cosine of the node's vector (mean of its chunks) to it;
-    else the full node row and its vector."""
+    """What scoring needs of each candidate (:class:`Wanted`; deleted nodes left out)."""
     if not ids:
         return {}
-    vector_sql = mean_vector(space_id, "n.tenant", "n.id", "$4")
-    slim_columns = "n.tenant, n.id, n.content_type, n.updated_at"
-    extra: tuple[Any, ...] = (vector_name,)
-    if not slim:
-        columns = f"{node_select('n')}, NULL::float8 AS similarity, {vector_sql} AS vector"
-    elif similarity_to is not None:
-        columns = f"{slim_columns}, 1.0 - ({vector_sql} <=> $5) AS similarity, NULL AS vector"
-        extra = (vector_name, similarity_to)
-    else:
-        columns = f"{slim_columns}, NULL::float8 AS similarity, NULL AS vector"
-        extra = ()
+    columns, joins = _detail_sql(space_id, wanted, archetype="$3", name="$4", to="$5")
     rows = await conn.fetch(
-        f"SELECT {columns}, coalesce(e.impressions, 0) AS impressions,"
-        " coalesce(e.views, 0) AS views, coalesce(e.clicks, 0) AS clicks,"
-        " coalesce(e.likes, 0) AS likes, coalesce(e.conversions, 0) AS conversions,"
-        " coalesce(e.dismissals, 0) AS dismissals, coalesce(a.score, 0) AS archetype_score"
-        " FROM semantic.nodes n"
-        # Primary-key lookups per candidate (LIMIT 1 keeps the planner from joining
-        # the whole engagement tables instead).
-        " LEFT JOIN LATERAL (SELECT * FROM semantic.node_engagement"
-        "   WHERE tenant = n.tenant AND node_id = n.id LIMIT 1) AS e ON true"
-        " LEFT JOIN LATERAL (SELECT score FROM semantic.archetype_engagement"
-        "   WHERE tenant = n.tenant AND archetype = $3 AND node_id = n.id LIMIT 1) AS a"
-        "   ON true"
+        f"SELECT {columns} FROM semantic.nodes n{joins}"
         " WHERE n.tenant = $1 AND n.id = ANY($2::text[])",
         tenant,
         list(ids),
-        archetype or "",
-        *extra,
+        *_detail_params(wanted),
     )
-    out = {}
-    for r in rows:
-        similarity = r["similarity"]
-        out[r["id"]] = CandidateDetails(
-            node=NodeRecord(
-                tenant=r["tenant"],
-                id=r["id"],
-                content_type=r["content_type"],
-                updated_at=r["updated_at"],
-            )
-            if slim
-            else node_from_row(r),
-            counts={k: int(r[k]) for k in COUNT_NAMES},
-            archetype_score=float(r["archetype_score"]),
-            vector=_unit_or_none(r["vector"]),
-            similarity=float(similarity) if similarity is not None else None,
-            partial=slim,
-        )
-    return out
+    return {r["id"]: _candidate(r, wanted) for r in rows}
 
 
 async def complete(
@@ -227,58 +295,35 @@ async def journey_items(
     return items
 
 
-async def relation_signals(
-    conn: asyncpg.Connection,
-    tenant: str,
-    user_id: str,
-    flt: Filter,
-    recent: int,
-    *,
-    related: bool,
-) -> RelationSignals:
-    """Where the user's recent nodes lead and what conflicts with their conversions
-    (:meth:`~semantic.core.recommend.ports.RecommendSession.relation_signals`)."""
+async def related(
+    conn: asyncpg.Connection, tenant: str, user_id: str, flt: Filter, recent: int
+) -> tuple[RelatedVia, ...]:
+    """Where the user's recent nodes lead
+    (:meth:`~semantic.core.recommend.ports.RecommendSession.related`)."""
     sql, params = compile_filter(tenant, flt, start=1)
     n = len(params)
-    leads: list[RelatedVia] = []
-    if related:
-        rows = await conn.fetch(
-            "WITH recent AS (SELECT s.node_id FROM semantic.user_nodes s"
-            f"  WHERE s.tenant = ${n + 1} AND s.user_id = ${n + 2} AND s.strongest > ${n + 3}"
-            f"  AND NOT s.dismissed ORDER BY s.last_at DESC LIMIT ${n + 4}),"
-            " edges AS ("
-            "  SELECT r.source_id AS from_id, r.target_id AS node_id, r.type, r.strength"
-            "  FROM semantic.relations r JOIN recent ON recent.node_id = r.source_id"
-            f"  WHERE r.tenant = ${n + 1} AND r.type = 'prerequisite' AND NOT r.discovered"
-            "  UNION ALL"
-            "  SELECT r.target_id, r.source_id, r.type, r.strength"
-            "  FROM semantic.relations r JOIN recent ON recent.node_id = r.target_id"
-            f"  WHERE r.tenant = ${n + 1} AND r.type = 'follows' AND NOT r.discovered)"
-            " SELECT e.from_id, e.node_id, e.type, e.strength FROM edges e"
-            " JOIN semantic.nodes n ON n.tenant = $1 AND n.id = e.node_id"
-            f" WHERE {sql} AND e.strength > 0"
-            " ORDER BY e.strength DESC, e.node_id, e.from_id LIMIT 1000",
-            *params,
-            tenant,
-            user_id,
-            int(Action.IMPRESSION),
-            recent,
-        )
-        leads = [
-            RelatedVia(r["node_id"], r["from_id"], r["type"], float(r["strength"])) for r in rows
-        ]
-    conflicts = await conn.fetch(
-        "SELECT DISTINCT CASE WHEN r.source_id = s.node_id THEN r.target_id"
-        " ELSE r.source_id END AS node_id, s.node_id AS converted"
-        " FROM semantic.user_nodes s JOIN semantic.relations r"
-        "   ON r.tenant = s.tenant AND r.type = 'conflicts'"
-        "   AND (r.source_id = s.node_id OR r.target_id = s.node_id)"
-        " WHERE s.tenant = $1 AND s.user_id = $2 AND s.converted"
-        " ORDER BY 1, 2 LIMIT 1000",
+    rows = await conn.fetch(
+        "WITH recent AS (SELECT s.node_id FROM semantic.user_nodes s"
+        f"  WHERE s.tenant = ${n + 1} AND s.user_id = ${n + 2} AND s.strongest > ${n + 3}"
+        f"  AND NOT s.dismissed ORDER BY s.last_at DESC LIMIT ${n + 4}),"
+        " edges AS ("
+        "  SELECT r.source_id AS from_id, r.target_id AS node_id, r.type, r.strength"
+        "  FROM semantic.relations r JOIN recent ON recent.node_id = r.source_id"
+        f"  WHERE r.tenant = ${n + 1} AND r.type = 'prerequisite' AND NOT r.discovered"
+        "  UNION ALL"
+        "  SELECT r.target_id, r.source_id, r.type, r.strength"
+        "  FROM semantic.relations r JOIN recent ON recent.node_id = r.target_id"
+        f"  WHERE r.tenant = ${n + 1} AND r.type = 'follows' AND NOT r.discovered)"
+        " SELECT e.from_id, e.node_id, e.type, e.strength FROM edges e"
+        " JOIN semantic.nodes n ON n.tenant = $1 AND n.id = e.node_id"
+        f" WHERE {sql} AND e.strength > 0"
+        " ORDER BY e.strength DESC, e.node_id, e.from_id LIMIT 1000",
+        *params,
         tenant,
         user_id,
+        int(Action.IMPRESSION),
+        recent,
     )
-    return RelationSignals(
-        related=tuple(leads),
-        conflicts=tuple((r["node_id"], r["converted"]) for r in conflicts),
+    return tuple(
+        RelatedVia(r["node_id"], r["from_id"], r["type"], float(r["strength"])) for r in rows
     )

@@ -50,8 +50,8 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -136,7 +136,7 @@ SELECT ranked.node_id, ranked.chunk, ranked.span_start, ranked.span_end, ranked.
 FROM (SELECT 1) AS one
 LEFT JOIN ranked ON true
 LEFT JOIN semantic.nodes n
-    ON ranked.rank > ${attach}::bigint AND n.tenant = ${tenant} AND n.id = ranked.node_id
+    ON ranked.rank > ${attach}::bigint AND n.tenant = ${tenant} AND n.id = ranked.node_id{joins}
 ORDER BY ranked.rank
 """
 
@@ -204,6 +204,25 @@ class _Sql:
         return template.format(**self.numbers, **fragments)
 
 
+@dataclass
+class Beside:
+    """What an index scan reads beside each hit, in its own statement, in place of the
+    node row: ``columns`` over the hit's node row ``n`` and the tables ``joins`` adds
+    (``LEFT JOIN LATERAL ... ON true``, after the node row's join); both name their own
+    parameters ``${name}``, valued by ``params``. The rows are collected in ``rows`` by
+    node id (the hits carry no node then); a search that ends on the exact path collects
+    none, so the caller reads what is missing itself."""
+
+    columns: str
+    joins: str
+    params: Mapping[str, Any]
+    rows: dict[str, asyncpg.Record] = field(default_factory=dict)
+
+    def shape(self) -> tuple[str, str, tuple[str, ...]]:
+        """What the statement's text depends on (its cache key)."""
+        return self.columns, self.joins, tuple(self.params)
+
+
 class _Untuned(Exception):
     """The connection lacks the HNSW settings the search needs; run again with them."""
 
@@ -229,6 +248,7 @@ async def dense_search(
     filtered: bool = True,
     attach_after: int | None = None,
     halfvec_dim: int | None = None,
+    beside: Beside | None = None,
 ) -> list[DenseHit]:
     """The ``limit`` nodes most similar to ``query_vector``, best first.
 
@@ -239,6 +259,8 @@ async def dense_search(
     ``query_vector`` must have the space's dimension; a mismatch is an ``InvalidArgument``.
     ``halfvec_dim``: the space's dimension when its HNSW index is half precision
     (``spaces.halfvec_dim``); None for a float32 index.
+    ``beside``: columns read beside every hit of an index scan instead of its node row
+    (:class:`Beside`; ``attach_after`` does not apply then).
     """
     if not _TABLE.match(space_table):
         raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
@@ -246,6 +268,8 @@ async def dense_search(
         raise ValueError("filtered=False is for a filter that holds the tenant alone")
     chosen = checked_targets(targets)
     q = checked_vector(query_vector)
+    if beside is not None and not _SCAN_NAMES.isdisjoint(beside.params):
+        raise ValueError(f"beside parameters {sorted(beside.params)} clash with the scan's")
     if halfvec_dim is not None and q.size != halfvec_dim:
         raise InvalidArgument(
             "vector", f"dimension does not match the space: {q.size}, not {halfvec_dim}"
@@ -267,6 +291,7 @@ async def dense_search(
         max_scan=max(1, int(max_scan_tuples)),
         attach=attach_after,
         halfvec_dim=halfvec_dim,
+        beside=beside,
     )
     try:
         return await _tuned(search)
@@ -326,6 +351,7 @@ async def explain_index_scan(
         max_scan=1,
         attach=None,
         halfvec_dim=halfvec_dim,
+        beside=None,
     )
     fetch = max(limit * FIRST_FETCH_PER_NODE, limit + 16)
     text, params = search.index_scan_statement(target, gated=filtered, attach=None, fetch=fetch)
@@ -350,16 +376,18 @@ class _DenseQuery:
     max_scan: int
     attach: int | None
     halfvec_dim: int | None
+    beside: Beside | None
 
     async def run(self) -> list[DenseHit]:
         """Index scan(s) or the exact path; raises _Untuned on an untuned connection."""
         gated = self.filtered
         if len(self.targets) == 1:
-            found = await self.index_scan(self.targets[0], gated=gated, attach=self.attach)
+            attach = 0 if self.beside is not None else self.attach
+            found = await self.index_scan(self.targets[0], gated=gated, attach=attach)
             return found if found is not None else await self.exact(attach=self.attach)
         candidates: dict[str, None] = {}
         for target in self.targets:
-            found = await self.index_scan(target, gated=gated, attach=None)
+            found = await self.index_scan(target, gated=gated, attach=None, plain=True)
             if found is None:
                 return await self.exact(attach=self.attach)
             gated = False  # counted once: enough nodes match
@@ -367,10 +395,18 @@ class _DenseQuery:
         return await self.exact(ids=list(candidates), attach=self.attach)
 
     def index_scan_statement(
-        self, target: VectorTarget, *, gated: bool, attach: int | None, fetch: int
+        self,
+        target: VectorTarget,
+        *,
+        gated: bool,
+        attach: int | None,
+        fetch: int,
+        plain: bool = False,
     ) -> tuple[str, list[Any]]:
-        """The index scan's SQL and parameters (``fetch`` chunk rows at most)."""
+        """The index scan's SQL and parameters (``fetch`` chunk rows at most); ``plain``:
+        without what ``beside`` reads."""
         filter_params = list(self.filter_params) if self.filtered else []
+        beside = None if plain or self.beside is None else self.beside
         text, names = _index_scan_text(
             self.table,
             self.filter_sql,
@@ -378,8 +414,10 @@ class _DenseQuery:
             filter_params=len(filter_params),
             gated=gated,
             halfvec_dim=self.halfvec_dim,
+            beside=beside.shape() if beside is not None else None,
         )
         values = {
+            **(beside.params if beside is not None else {}),
             "q": self.q,
             "tenant": self.tenant,
             "name": target.name,
@@ -393,13 +431,15 @@ class _DenseQuery:
         return text, [*filter_params, *(values[name] for name in names)]
 
     async def index_scan(
-        self, target: VectorTarget, *, gated: bool, attach: int | None
+        self, target: VectorTarget, *, gated: bool, attach: int | None, plain: bool = False
     ) -> list[DenseHit] | None:
         """The nearest ``limit`` nodes for one named vector via HNSW; None: go exact.
 
         ``gated``: count the nodes matching the filter first (same statement) and return
-        None without touching the index when at most ``cap - 1`` match.
+        None without touching the index when at most ``cap - 1`` match. ``plain``: without
+        what ``beside`` reads (one target of several).
         """
+        beside = None if plain else self.beside
         density = _rows_per_node.get((self.table, target.name), FIRST_FETCH_PER_NODE)
         if self.halfvec_dim is not None:
             # A half-precision order is re-ranked by exact distances: its extra rows are
@@ -409,7 +449,7 @@ class _DenseQuery:
         fetch = min(fetch, max(MAX_INDEX_FETCH, self.limit + 16))
         while True:
             text, params = self.index_scan_statement(
-                target, gated=gated, attach=attach, fetch=fetch
+                target, gated=gated, attach=attach, fetch=fetch, plain=plain
             )
             rows = await self.conn.fetch(text, *params)
             head = rows[0]  # the statement always returns at least one row
@@ -423,8 +463,11 @@ class _DenseQuery:
                 seen = head["fetched"] / head["distinct_nodes"]
                 before = _rows_per_node.get(key, seen)
                 _rows_per_node[key] = before + _DENSITY_WEIGHT * (seen - before)
-            hits = [_single_hit(row, target.name) for row in rows if row["node_id"] is not None]
+            found = [row for row in rows if row["node_id"] is not None]
+            hits = [_single_hit(row, target.name, node=beside is None) for row in found]
             if len(hits) >= self.limit:
+                if beside is not None:
+                    beside.rows.update((row["node_id"], row) for row in found)
                 return hits
             if head["fetched"] < fetch or fetch >= MAX_INDEX_FETCH:
                 # The index scan stopped before its LIMIT (tuple budget spent or graph
@@ -457,7 +500,8 @@ class _DenseQuery:
 
 _SCAN_PARAMS = ("q", "tenant", "name", "fetch", "limit", "ef", "max_scan", "attach")
 """The index scan's own parameters, numbered in this order after the filter's (then
-``cap`` when the scan is gated)."""
+``cap`` when the scan is gated, then those of a :class:`Beside`)."""
+_SCAN_NAMES = frozenset((*_SCAN_PARAMS, "cap"))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -469,10 +513,16 @@ def _index_scan_text(
     filter_params: int,
     gated: bool,
     halfvec_dim: int | None,
+    beside: tuple[str, str, tuple[str, ...]] | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     """The index scan's SQL, rendered once per shape, and the names of the parameters it
-    takes after the filter's ``filter_params``, in order."""
+    takes after the filter's ``filter_params``, in order; ``beside``:
+    :meth:`Beside.shape`."""
     names = (*_SCAN_PARAMS, "cap") if gated else _SCAN_PARAMS
+    columns, joins = _NODES, ""
+    if beside is not None:
+        columns, joins, own = beside
+        names = (*names, *own)
     sql = _Sql([None] * filter_params).bind(**dict.fromkeys(names))
     source = _FILTERED_SOURCE if filtered else _UNFILTERED_SOURCE
     text = sql.render(
@@ -487,7 +537,8 @@ def _index_scan_text(
         matching="(SELECT matching.n FROM matching)" if gated else "NULL::bigint",
         tuned=sql.render(_TUNED),
         pooled=sql.render(_POOLED),
-        nodes=_NODES,
+        nodes=sql.render(columns),
+        joins=sql.render(joins) if joins else "",
         index_order=_index_order(sql.numbers["q"], halfvec_dim),
     )
     return text, names
@@ -506,10 +557,12 @@ def _node(row: asyncpg.Record) -> NodeRecord | None:
     return node_from_row(row) if row["id"] is not None else None
 
 
-def _single_hit(row: asyncpg.Record, name: str) -> DenseHit:
+def _single_hit(row: asyncpg.Record, name: str, *, node: bool = True) -> DenseHit:
     similarity = 1.0 - float(row["distance"])
     chunk = ChunkMatch(name, row["chunk"], row["span_start"], row["span_end"], similarity)
-    return DenseHit(row["node_id"], similarity, chunk, {name: similarity}, _node(row))
+    return DenseHit(
+        row["node_id"], similarity, chunk, {name: similarity}, _node(row) if node else None
+    )
 
 
 def _combined_hit(row: asyncpg.Record) -> DenseHit:

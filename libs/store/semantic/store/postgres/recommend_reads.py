@@ -12,11 +12,17 @@ import asyncpg
 import numpy as np
 
 from semantic.core.domain import Filter, NodeRecord
-from semantic.core.recommend.journey import LoggedEvent, StoredUser
-from semantic.core.recommend.ports import UserNode
-from semantic.core.recommend.values import CandidateDetails, RelationSignals, Similar, SpaceRef
+from semantic.core.recommend.journey import LoggedEvent
+from semantic.core.recommend.ports import UserNode, UserRead
+from semantic.core.recommend.values import (
+    CandidateDetails,
+    RelatedVia,
+    Similar,
+    SpaceRef,
+    Wanted,
+)
 from semantic.store.postgres import candidate_rows, spaces
-from semantic.store.postgres.db import ReadConnections
+from semantic.store.postgres.db import ReadConnections, as_array
 from semantic.store.postgres.journey_rows import USER_COLUMNS, logged_events, stored_user
 from semantic.store.postgres.mean_vector import node_vectors
 from semantic.store.postgres.node_keys import resolve_keys
@@ -63,15 +69,40 @@ class RecommendSession:
         self._exact_threshold = exact_threshold
 
     async def user(
-        self, tenant: str, user_id: str, *, exclude_seen: bool, include_converted: bool
-    ) -> tuple[StoredUser | None, list[str]]:
-        """The user's row (None if unknown) and the nodes to exclude, in one round trip."""
+        self,
+        tenant: str,
+        user_id: str,
+        *,
+        exclude_seen: bool,
+        include_converted: bool,
+        centroids_in: SpaceRef | None = None,
+    ) -> UserRead:
+        """The user's row, exclusions, conflicts and (asked, for a known user without an
+        archetype) the derived archetypes' centroids, in one round trip."""
         row = await self._conn.fetchrow(
             f"SELECT u.user_id IS NOT NULL AS found, {USER_COLUMNS},"
             " ARRAY(SELECT s.node_id FROM (SELECT node_id, seen, converted, dismissed"
             "   FROM semantic.user_nodes WHERE tenant = $1 AND user_id = $2"
             "   AND (dismissed OR converted OR $3) ORDER BY last_at DESC LIMIT $5) AS s"
-            "  WHERE s.dismissed OR (s.converted AND NOT $4) OR (s.seen AND $3)) AS excluded"
+            "  WHERE s.dismissed OR (s.converted AND NOT $4) OR (s.seen AND $3)) AS excluded,"
+            # conflicts: (node, converted node) pairs
+            " ARRAY(SELECT ARRAY[c.node_id, c.converted] FROM (SELECT DISTINCT"
+            "   CASE WHEN r.source_id = s.node_id THEN r.target_id ELSE r.source_id END"
+            "   AS node_id, s.node_id AS converted"
+            "   FROM semantic.user_nodes s JOIN semantic.relations r"
+            "   ON r.tenant = s.tenant AND r.type = 'conflicts'"
+            "   AND (r.source_id = s.node_id OR r.target_id = s.node_id)"
+            "   WHERE s.tenant = $1 AND s.user_id = $2 AND s.converted"
+            "   ORDER BY 1, 2 LIMIT 1000) AS c) AS conflicts,"
+            # centroids: only for a user without an archetype, when asked
+            " u.user_id IS NOT NULL AND coalesce(u.archetype, '') = ''"
+            "  AND $6::bigint IS NOT NULL AS with_centroids,"
+            " CASE WHEN u.user_id IS NOT NULL AND coalesce(u.archetype, '') = '' THEN ARRAY("
+            "   SELECT label FROM semantic.archetype_centroids"
+            "   WHERE tenant = $1 AND space_id = $6::bigint ORDER BY label) END AS labels,"
+            " CASE WHEN u.user_id IS NOT NULL AND coalesce(u.archetype, '') = '' THEN ARRAY("
+            "   SELECT centroid FROM semantic.archetype_centroids"
+            "   WHERE tenant = $1 AND space_id = $6::bigint ORDER BY label) END AS centroids"
             " FROM (SELECT 1) AS one"
             " LEFT JOIN semantic.users u ON u.tenant = $1 AND u.user_id = $2",
             tenant,
@@ -79,10 +110,19 @@ class RecommendSession:
             exclude_seen,
             include_converted,
             EXCLUDED_SCAN,
+            centroids_in.id if centroids_in is not None else None,
         )
         assert row is not None  # the statement always returns one row
-        excluded = list(row["excluded"])
-        return (stored_user(row) if row["found"] else None), excluded
+        centroids = None
+        if row["with_centroids"]:
+            vectors = [as_array(c) for c in row["centroids"]]
+            centroids = list(zip(map(str, row["labels"]), vectors, strict=True))
+        return UserRead(
+            row=stored_user(row) if row["found"] else None,
+            excluded=list(row["excluded"]),
+            conflicts=tuple((pair[0], pair[1]) for pair in row["conflicts"]),
+            centroids=centroids,
+        )
 
     async def user_nodes(
         self, tenant: str, user_id: str, node_ids: Sequence[str]
@@ -115,16 +155,6 @@ class RecommendSession:
         """Each node's mean vector ``name`` in ``space``."""
         return await node_vectors(self._conn, space.id, keys, name)
 
-    async def centroids(self, space: SpaceRef, tenant: str) -> list[tuple[str, Vector]]:
-        """(label, centroid) of the tenant's derived archetypes in ``space``."""
-        rows = await self._conn.fetch(
-            "SELECT label, centroid FROM semantic.archetype_centroids"
-            " WHERE tenant = $1 AND space_id = $2",
-            tenant,
-            space.id,
-        )
-        return [(str(r["label"]), np.asarray(r["centroid"], np.float32)) for r in rows]
-
     async def nearest(
         self,
         space: SpaceRef,
@@ -134,8 +164,10 @@ class RecommendSession:
         vector_name: str,
         flt: Filter,
         limit: int,
-    ) -> list[str]:
-        """The ``limit`` nearest nodes passing ``flt``."""
+        wanted: Wanted | None = None,
+    ) -> tuple[list[str], dict[str, CandidateDetails]]:
+        """The ``limit`` nearest nodes passing ``flt`` (with ``wanted``, their details read
+        in the same statement when the index answers)."""
         return await candidate_rows.nearest(
             self._conn,
             space.id,
@@ -147,36 +179,22 @@ class RecommendSession:
             ef_search=self._ef_search,
             exact_threshold=self._exact_threshold,
             halfvec_dim=spaces.halfvec_dim(space.index_precision, space.dim),
+            wanted=wanted,
         )
 
     async def popular(
-        self, tenant: str, flt: Filter, archetype: str, limit: int
-    ) -> tuple[list[tuple[str, bool]], float]:
-        """The archetype's and the tenant's popular nodes."""
-        return await candidate_rows.popular(self._conn, tenant, flt, archetype, limit)
+        self, space: SpaceRef, tenant: str, flt: Filter, limit: int, wanted: Wanted
+    ) -> tuple[list[tuple[str, bool]], float, dict[str, CandidateDetails]]:
+        """The archetype's and the tenant's popular nodes, with their details."""
+        return await candidate_rows.popular(
+            self._conn, space.id, tenant, flt, limit=limit, wanted=wanted
+        )
 
     async def details(
-        self,
-        space: SpaceRef,
-        tenant: str,
-        vector_name: str,
-        archetype: str,
-        ids: Sequence[str],
-        *,
-        slim: bool,
-        similarity_to: Vector | None,
+        self, space: SpaceRef, tenant: str, ids: Sequence[str], wanted: Wanted
     ) -> dict[str, CandidateDetails]:
         """What scoring needs of each candidate."""
-        return await candidate_rows.details(
-            self._conn,
-            space.id,
-            tenant,
-            vector_name=vector_name,
-            archetype=archetype,
-            ids=ids,
-            slim=slim,
-            similarity_to=similarity_to,
-        )
+        return await candidate_rows.details(self._conn, space.id, tenant, ids, wanted)
 
     async def complete(
         self, space: SpaceRef, tenant: str, vector_name: str, ids: Sequence[str]
@@ -192,13 +210,11 @@ class RecommendSession:
             self._conn, space.id, tenant, user_id=user_id, vector_name=vector_name, limit=limit
         )
 
-    async def relation_signals(
-        self, tenant: str, user_id: str, flt: Filter, recent: int, *, related: bool
-    ) -> RelationSignals:
-        """Where the user's recent nodes lead; what conflicts with their conversions."""
-        return await candidate_rows.relation_signals(
-            self._conn, tenant, user_id, flt, recent, related=related
-        )
+    async def related(
+        self, tenant: str, user_id: str, flt: Filter, recent: int
+    ) -> tuple[RelatedVia, ...]:
+        """Where the user's recent nodes lead."""
+        return await candidate_rows.related(self._conn, tenant, user_id, flt, recent)
 
     async def engagement_totals(self, tenant: str) -> tuple[float, float]:
         """(clicks + likes + conversions, impressions) over the tenant's nodes."""

@@ -19,7 +19,7 @@ from semantic.core.domain import Filter, NodeRecord
 from semantic.core.recommend.events import Action, TrackConfig
 from semantic.core.recommend.journey import LoggedEvent, StoredUser
 from semantic.core.recommend.ports import UserRead
-from semantic.core.recommend.recommender import Recommender
+from semantic.core.recommend.recommender import RATE_STALE_S, RATE_TTL_S, Recommender
 from semantic.core.recommend.similarity import unit
 from semantic.core.recommend.values import (
     COUNT_NAMES,
@@ -76,6 +76,8 @@ class _Reads:
         self.idle = int(spare)  # sessions a spare() call may still hand out
         self.spares = 0
         self.beside = beside  # which nearest nodes' details come with them: all, some, none
+        self.totals = (0.0, 0.0)  # the tenant's engaged and shown
+        self.total_reads = 0
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[_Reads]:
@@ -178,7 +180,8 @@ class _Reads:
         return [(Similar("n0", "", "N0", 0.0, action=int(Action.LIKE)), self.vectors["n0"])]
 
     async def engagement_totals(self, tenant: str) -> tuple[float, float]:
-        return 0.0, 0.0
+        self.total_reads += 1
+        return self.totals
 
     async def related(
         self, tenant: str, user_id: str, flt: Any, recent: int
@@ -248,7 +251,7 @@ async def test_bad_examples_name_their_field() -> None:
 
 
 class _FailingAside(_Reads):
-    """The user's relation signals fail while the nearest and the popular nodes are still
+    """The user's journey items fail while the nearest and the popular nodes are still
     being read; those two end on their own 200 loop turns later if nobody cancels them."""
 
     def __init__(self) -> None:
@@ -277,7 +280,7 @@ class _FailingAside(_Reads):
         await self._slow("popular")
         return [], 0.0, {}
 
-    async def related(self, *args: Any, **kwargs: Any) -> tuple[RelatedVia, ...]:
+    async def journey_items(self, *args: Any, **kwargs: Any) -> list[tuple[Similar, Any]]:
         for _ in range(1000):  # until both others are under way (a few loop turns)
             if len(self.running) == 2:
                 asyncio.get_running_loop().create_task(self._release_later())
@@ -300,3 +303,34 @@ async def test_a_failing_read_cancels_the_others_before_the_sessions_go_back() -
     assert reads.running == set()  # nothing still reading on a released session
     assert reads.finished == set()  # cancelled at the failure, not waited for
     assert reads.idle == 2  # both spares given back
+
+
+async def test_a_stale_rate_is_used_while_a_fresh_one_is_read_aside() -> None:
+    """A tenant's engagement rate is reused for RATE_TTL_S; for RATE_STALE_S more it is
+    still used while a fresh one is read on another session; older, the call reads it."""
+    now = [1000.0]
+    reads = _Reads(spare=2)
+    recommender = Recommender(reads, CONFIG, TRACK, clock=lambda: now[0])
+
+    async def rate() -> float:
+        return await recommender._rate(reads, "t")  # type: ignore[arg-type]
+
+    reads.totals = (50.0, 200.0)
+    assert await rate() == 0.25
+    reads.totals = (100.0, 200.0)
+    now[0] += RATE_TTL_S - 1
+    assert await rate() == 0.25  # reused, not read
+    assert reads.total_reads == 1
+    now[0] += 2  # past the TTL: the stale rate answers, a fresh one is read aside
+    assert await rate() == 0.25
+    refresh = recommender._refreshing["t"]
+    assert await rate() == 0.25  # one refresh at a time
+    await refresh
+    assert reads.total_reads == 2
+    assert await rate() == 0.5
+    reads.totals = (150.0, 200.0)
+    now[0] += RATE_TTL_S + RATE_STALE_S + 1  # too old to use: read before answering
+    assert await rate() == 0.75
+    assert reads.total_reads == 3
+    await asyncio.sleep(0)  # the finished refresh's callback
+    assert recommender._refreshing == {}

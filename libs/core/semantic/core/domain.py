@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,26 @@ class NodeRecord:
     """Guardian rules. On a write: None keeps the stored ones, a tuple (even empty)
     replaces them. Read back: only when rules are asked for."""
 
+    @classmethod
+    def partial(
+        cls, tenant: str, node_id: str, content_type: str, updated_at: datetime | None
+    ) -> NodeRecord:
+        """A node of which only the id, type and update time were read (the other fields
+        at their defaults): the same value as ``NodeRecord(tenant, node_id, content_type,
+        updated_at=updated_at)``, made without the dataclass's field-by-field ``__init__``
+        (a recommendation scores a hundred and fifty of them per call)."""
+        node = object.__new__(cls)
+        node.__dict__.update(
+            _PARTIAL_DEFAULTS,
+            tenant=tenant,
+            id=node_id,
+            content_type=content_type,
+            updated_at=updated_at,
+            texts={},
+            metadata={},
+        )
+        return node
+
     def text_for(self, name: str) -> str:
         """The text a named vector is made from: ``texts[name]``, else title + body."""
         if name in self.texts:
@@ -55,6 +75,10 @@ class NodeRecord:
         if name == "title":
             return self.title
         return " ".join(part for part in (self.title.strip(), self.body.strip()) if part)
+
+
+_PARTIAL_DEFAULTS = {f.name: f.default for f in fields(NodeRecord) if f.default is not MISSING}
+"""NodeRecord's plain defaults (those with a factory are made anew by ``partial``)."""
 
 
 @dataclass(frozen=True)

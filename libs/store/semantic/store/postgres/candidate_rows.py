@@ -108,12 +108,7 @@ def _detail_sql(
         columns = f"{slim_columns}, 1.0 - ({vector_sql} <=> {to}) AS similarity, NULL AS vector"
     else:
         columns = f"{slim_columns}, NULL::float8 AS similarity, NULL AS vector"
-    columns += (
-        ", coalesce(e.impressions, 0) AS impressions,"
-        " coalesce(e.views, 0) AS views, coalesce(e.clicks, 0) AS clicks,"
-        " coalesce(e.likes, 0) AS likes, coalesce(e.conversions, 0) AS conversions,"
-        " coalesce(e.dismissals, 0) AS dismissals, coalesce(a.score, 0) AS archetype_score"
-    )
+    columns += f", ARRAY[{_COUNTS}] AS counts, coalesce(a.score, 0) AS archetype_score"
     # Primary-key lookups per candidate (LIMIT 1 keeps the planner from joining the whole
     # engagement tables instead).
     joins = (
@@ -127,6 +122,8 @@ def _detail_sql(
 
 
 _DETAIL_NAMES = ("archetype", "vname", "to")
+_COUNTS = ", ".join(f"coalesce(e.{name}, 0)" for name in COUNT_NAMES)
+"""The engagement counters in the order of ``COUNT_NAMES`` (one array column)."""
 
 
 def _detail_params(wanted: Wanted) -> tuple[Any, ...]:
@@ -142,15 +139,10 @@ def _detail_params(wanted: Wanted) -> tuple[Any, ...]:
 def _candidate(row: asyncpg.Record, wanted: Wanted) -> CandidateDetails:
     similarity = row["similarity"]
     return CandidateDetails(
-        node=NodeRecord(
-            tenant=row["tenant"],
-            id=row["id"],
-            content_type=row["content_type"],
-            updated_at=row["updated_at"],
-        )
+        node=NodeRecord.partial(row["tenant"], row["id"], row["content_type"], row["updated_at"])
         if wanted.slim
         else node_from_row(row),
-        counts={k: int(row[k]) for k in COUNT_NAMES},
+        counts=dict(zip(COUNT_NAMES, row["counts"], strict=True)),
         archetype_score=float(row["archetype_score"]),
         vector=_unit_or_none(row["vector"]),
         similarity=float(similarity) if similarity is not None else None,

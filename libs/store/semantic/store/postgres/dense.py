@@ -218,6 +218,10 @@ class Beside:
     params: Mapping[str, Any]
     rows: dict[str, asyncpg.Record] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not _SCAN_NAMES.isdisjoint(self.params):
+            raise ValueError(f"beside parameters {sorted(self.params)} clash with the scan's")
+
     def shape(self) -> tuple[str, str, tuple[str, ...]]:
         """What the statement's text depends on (its cache key)."""
         return self.columns, self.joins, tuple(self.params)
@@ -268,8 +272,6 @@ async def dense_search(
         raise ValueError("filtered=False is for a filter that holds the tenant alone")
     chosen = checked_targets(targets)
     q = checked_vector(query_vector)
-    if beside is not None and not _SCAN_NAMES.isdisjoint(beside.params):
-        raise ValueError(f"beside parameters {sorted(beside.params)} clash with the scan's")
     if halfvec_dim is not None and q.size != halfvec_dim:
         raise InvalidArgument(
             "vector", f"dimension does not match the space: {q.size}, not {halfvec_dim}"

@@ -1,0 +1,191 @@
+"""Recommend's combined reads on PostgreSQL give what the separate reads give: the details
+read beside the nearest-node index scan (``dense.Beside``) and with the popular nodes are
+those of ``details`` for the same nodes, for every kind of details asked; a search that
+goes exact gives none beside, and the user's one read carries the conflicts and, for a
+user without an archetype, the centroids."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from indexer_kit import running_search, search_env
+from recommend_kit import topic_nodes
+
+from semantic.core.domain import DEFAULT_VECTOR, Filter
+from semantic.core.recommend.journey import Journey
+from semantic.core.recommend.values import CandidateDetails, Wanted
+from semantic.core.spaces import Space
+from semantic.store.postgres import dense
+from semantic.store.postgres.db import create_pool, session_settings
+from semantic.store.postgres.recommend_reads import RecommendReads, RecommendSession
+from semantic.store.postgres.spaces import PostgresSpaces
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import events_pb2 as epb
+from semantic.v1 import search_pb2 as pb
+from semantic.v1 import search_pb2_grpc
+
+
+@pytest.fixture
+async def reads(
+    database_url: str, embedder_address: str, fp32_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[RecommendReads, Space]]:
+    env = search_env(database_url, embedder_address, fp32_model_dir)
+    async with running_search(env, monkeypatch) as channel:
+        search = search_pb2_grpc.SearchStub(channel)
+        nodes = topic_nodes()
+        nodes[1].relations.CopyFrom(
+            cpb.Relations(items=[cpb.Relation(node_id="tls1", type="conflicts")])
+        )
+        await search.Upsert(pb.UpsertRequest(nodes=nodes))
+        events = [
+            epb.UserEvent(event_id=f"e{i}", user_id="u1", node_id=node, action=action)
+            for i, (node, action) in enumerate(
+                [
+                    ("bread0", epb.USER_ACTION_VIEW),
+                    ("bread1", epb.USER_ACTION_CONVERT),
+                    ("bread2", epb.USER_ACTION_CLICK),
+                    ("garden0", epb.USER_ACTION_VIEW),
+                ]
+            )
+        ]
+        await search.Track(pb.TrackRequest(events=events))
+        pool = await create_pool(
+            database_url, min_size=1, max_size=2, session_settings=session_settings(150)
+        )
+        try:
+            space = await PostgresSpaces(pool).active()
+            yield RecommendReads(pool, ef_search=150, exact_threshold=0), space
+        finally:
+            await pool.close()
+
+
+def _same(got: dict[str, CandidateDetails], want: dict[str, CandidateDetails]) -> None:
+    assert got.keys() == want.keys()
+    for node_id, detail in got.items():
+        other = want[node_id]
+        assert detail.node == other.node
+        assert detail.counts == other.counts
+        assert detail.archetype_score == other.archetype_score
+        assert detail.partial == other.partial
+        if other.similarity is None:
+            assert detail.similarity is None
+        else:
+            assert detail.similarity == pytest.approx(other.similarity, abs=1e-12)
+        if other.vector is None:
+            assert detail.vector is None
+        else:
+            assert detail.vector is not None
+            np.testing.assert_array_equal(detail.vector, other.vector)
+
+
+async def _journey(session: RecommendSession, space: Space) -> np.ndarray:
+    read = await session.user("", "u1", exclude_seen=False, include_converted=True)
+    assert read.row is not None
+    vector = Journey.stored(read.row, space.id).vector()
+    assert vector is not None
+    return vector
+
+
+@pytest.mark.parametrize("kind", ["slim_similarity", "slim", "full"])
+async def test_details_read_beside_the_scan_are_those_read_apart(
+    reads: tuple[RecommendReads, Space], kind: str
+) -> None:
+    pool_reads, space = reads
+    async with pool_reads.session() as session:
+        journey = await _journey(session, space)
+        wanted = Wanted(
+            DEFAULT_VECTOR,
+            "",
+            slim=kind != "full",
+            similarity_to=journey if kind == "slim_similarity" else None,
+        )
+        flt = Filter(exclude_ids=("bread0",))
+        ids, beside = await session.nearest(
+            space,
+            "",
+            journey,
+            vector_name=DEFAULT_VECTOR,
+            flt=flt,
+            limit=8,
+            wanted=wanted,
+        )
+        assert len(ids) == 8
+        assert "bread0" not in ids
+        assert set(beside) == set(ids)  # the index answered: every node's details came with it
+        _same(beside, await session.details(space, "", ids, wanted))
+
+        plain, none = await session.nearest(
+            space,
+            "",
+            journey,
+            vector_name=DEFAULT_VECTOR,
+            flt=flt,
+            limit=8,
+        )
+        assert plain == ids
+        assert none == {}
+
+        nodes, _, popular = await session.popular(space, "", Filter(), 5, wanted)
+        assert nodes  # the tracked nodes are popular
+        _same(popular, await session.details(space, "", [n for n, _ in nodes], wanted))
+
+
+async def test_a_search_that_goes_exact_gives_no_details_beside(
+    reads: tuple[RecommendReads, Space],
+) -> None:
+    """With a filter matching fewer nodes than the exact threshold the search is exact:
+    nothing comes beside, the caller reads the details apart."""
+    pool_reads, space = reads
+    exact = RecommendReads(pool_reads._pool, ef_search=150, exact_threshold=1000)
+    async with exact.session() as session:
+        journey = await _journey(session, space)
+        wanted = Wanted(DEFAULT_VECTOR, "", slim=True, similarity_to=journey)
+        ids, beside = await session.nearest(
+            space,
+            "",
+            journey,
+            vector_name=DEFAULT_VECTOR,
+            flt=Filter(content_types=("page",)),
+            limit=4,
+            wanted=wanted,
+        )
+        assert ids
+        assert beside == {}
+
+
+async def test_the_users_one_read_carries_conflicts_and_centroids(
+    reads: tuple[RecommendReads, Space],
+) -> None:
+    pool_reads, space = reads
+    async with pool_reads.session() as session:
+        read = await session.user(
+            "",
+            "u1",
+            exclude_seen=True,
+            include_converted=False,
+            centroids_in=space,
+        )
+        assert read.row is not None
+        assert set(read.excluded) == {"bread0", "bread1", "bread2", "garden0"}
+        assert read.conflicts == (("tls1", "bread1"),)
+        assert read.centroids == []  # asked, none derived yet
+        unknown = await session.user(
+            "",
+            "nobody",
+            exclude_seen=True,
+            include_converted=False,
+            centroids_in=space,
+        )
+        assert unknown.row is None
+        assert unknown.centroids is None
+        assert unknown.conflicts == ()
+        not_asked = await session.user("", "u1", exclude_seen=False, include_converted=False)
+        assert not_asked.centroids is None
+
+
+def test_beside_parameters_may_not_take_the_scans_names() -> None:
+    with pytest.raises(ValueError, match="clash"):
+        dense.Beside("n.id", "", {"limit": 1})

@@ -266,7 +266,7 @@ async def test_recommendation_candidates_use_the_half_index_too(
 ) -> None:
     q = _queries(corpus, 4)[0]
     exact = _exact(corpus, q, 21)
-    found = await candidate_rows.nearest(
+    found, details = await candidate_rows.nearest(
         conn,
         corpus.half.id,
         "",
@@ -278,6 +278,7 @@ async def test_recommendation_candidates_use_the_half_index_too(
         exact_threshold=EXACT_THRESHOLD,
         halfvec_dim=spaces.halfvec_dim(corpus.half.index_precision, corpus.half.dim),
     )
+    assert details == {}  # no details were asked for
     assert exact[0] not in found
     assert _overlap(found, exact[1:]) >= 0.9
 

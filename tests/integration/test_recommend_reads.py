@@ -12,20 +12,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 from indexer_kit import running_search, search_env
-from recommend_kit import topic_nodes
+from recommend_kit import TOPICS, topic_nodes
 
 from semantic.core.domain import DEFAULT_VECTOR, Filter
 from semantic.core.recommend.journey import Journey
 from semantic.core.recommend.values import CandidateDetails, Wanted
-from semantic.core.spaces import Space
+from semantic.core.spaces import Space, vector_table
 from semantic.store.postgres import dense
-from semantic.store.postgres.db import create_pool, session_settings
+from semantic.store.postgres.db import as_array, create_pool, session_settings
 from semantic.store.postgres.recommend_reads import RecommendReads, RecommendSession
 from semantic.store.postgres.spaces import PostgresSpaces
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
+
+_LONG_BREAD = cpb.Node(
+    id="breadlong",
+    slug="bread-long",
+    content_type="page",
+    title="Baking bread at home",
+    body=" ".join(TOPICS["bread"] * 8),  # more word-pieces than one chunk holds
+)
+"""A node of several chunks: its similarity is that of the mean of their vectors."""
 
 
 @pytest.fixture
@@ -35,7 +44,7 @@ async def reads(
     env = search_env(database_url, embedder_address, fp32_model_dir)
     async with running_search(env, monkeypatch) as channel:
         search = search_pb2_grpc.SearchStub(channel)
-        nodes = topic_nodes()
+        nodes = [*topic_nodes(), _LONG_BREAD]
         nodes[1].relations.CopyFrom(
             cpb.Relations(items=[cpb.Relation(node_id="tls1", type="conflicts")])
         )
@@ -115,6 +124,7 @@ async def test_details_read_beside_the_scan_are_those_read_apart(
         assert len(ids) == 8
         assert "bread0" not in ids
         assert set(beside) == set(ids)  # the index answered: every node's details came with it
+        assert "breadlong" in ids
         _same(beside, await session.details(space, "", ids, wanted))
 
         plain, none = await session.nearest(
@@ -154,6 +164,67 @@ async def test_a_search_that_goes_exact_gives_no_details_beside(
         )
         assert ids
         assert beside == {}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+async def test_beside_the_scan_a_node_of_several_chunks_is_compared_by_their_mean(
+    reads: tuple[RecommendReads, Space],
+) -> None:
+    """Beside the scan for the journey itself a node of one chunk takes that chunk's
+    distance from the scan; a node of several is still compared by their mean."""
+    pool_reads, space = reads
+    async with pool_reads.session() as session:
+        journey = await _journey(session, space)
+        wanted = Wanted(DEFAULT_VECTOR, "", slim=True, similarity_to=journey)
+        ids, beside = await session.nearest(
+            space, "", journey, vector_name=DEFAULT_VECTOR, flt=Filter(), limit=8, wanted=wanted
+        )
+    async with pool_reads._pool.acquire() as conn:
+        rows = await conn.fetch(
+            f"SELECT node_id, embedding FROM {vector_table(space.id)}"
+            " WHERE tenant = '' AND name = $1 ORDER BY node_id, chunk",
+            DEFAULT_VECTOR,
+        )
+    chunks: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        chunks.setdefault(row["node_id"], []).append(as_array(row["embedding"]))
+    assert len(chunks["breadlong"]) >= 2
+    assert set(ids) <= set(chunks)
+    for node_id in ids:
+        vectors = chunks[node_id]
+        mean = _cosine(np.mean(vectors, axis=0), journey)
+        assert beside[node_id].similarity == pytest.approx(mean, abs=1e-6), node_id
+    long = chunks["breadlong"]
+    best = max(_cosine(v, journey) for v in long)
+    assert abs(best - _cosine(np.mean(long, axis=0), journey)) > 1e-4  # the best chunk differs
+
+
+async def test_an_archetypes_prior_comes_beside_the_scan_and_none_without_one(
+    reads: tuple[RecommendReads, Space],
+) -> None:
+    pool_reads, space = reads
+    async with pool_reads._pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO semantic.archetype_engagement (tenant, archetype, node_id, score)"
+            " VALUES ('', 'bakers', 'bread3', 2.5)"
+        )
+    async with pool_reads.session() as session:
+        journey = await _journey(session, space)
+        scores = {}
+        for archetype in ("bakers", ""):
+            wanted = Wanted(DEFAULT_VECTOR, archetype, slim=True, similarity_to=journey)
+            ids, beside = await session.nearest(
+                space, "", journey, vector_name=DEFAULT_VECTOR, flt=Filter(), limit=8, wanted=wanted
+            )
+            assert "bread3" in ids
+            scores[archetype] = {i: d.archetype_score for i, d in beside.items()}
+            _same(beside, await session.details(space, "", ids, wanted))
+    assert scores["bakers"]["bread3"] == 2.5
+    assert {s for i, s in scores["bakers"].items() if i != "bread3"} == {0.0}
+    assert set(scores[""].values()) == {0.0}
 
 
 async def test_the_users_one_read_carries_conflicts_and_centroids(

@@ -63,7 +63,13 @@ async def nearest(
     beside = None
     if wanted is not None:
         columns, joins = _detail_sql(
-            space_id, wanted, archetype="${archetype}", name="${vname}", to="${to}"
+            space_id,
+            wanted,
+            archetype="${archetype}",
+            name="${vname}",
+            to="${to}",
+            scanned=wanted.vector_name == vector_name
+            and _same_vector(wanted.similarity_to, vector),
         )
         values = _detail_params(wanted)
         beside = dense.Beside(columns, joins, dict(zip(_DETAIL_NAMES, values, strict=False)))
@@ -93,30 +99,52 @@ def _with_similarity(wanted: Wanted) -> bool:
     return wanted.slim and wanted.similarity_to is not None
 
 
+def _same_vector(a: Vector | None, b: Vector) -> bool:
+    """Whether ``a`` is ``b`` as the database sees them (float32 values)."""
+    if a is None:
+        return False
+    return a is b or np.array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
 def _detail_sql(
-    space_id: int, wanted: Wanted, *, archetype: str, name: str, to: str
+    space_id: int, wanted: Wanted, *, archetype: str, name: str, to: str, scanned: bool = False
 ) -> tuple[str, str]:
     """The columns and joins of a candidate's details over its node row ``n``: the node
     (slim or full), the similarity or the vector, the engagement counters and the
     archetype's score; ``archetype``, ``name`` and ``to`` are the SQL parameters holding
-    the archetype, the vector name and the vector to compare with."""
+    the archetype, the vector name and the vector to compare with.
+
+    ``scanned``: the columns are read beside an index scan for ``to`` itself
+    (``dense.Beside``), whose hit row ``ranked`` holds the distance of the node's best
+    chunk to it: the similarity of a node with that one chunk is read from there, and only
+    a node with several chunks averages them (the mean of one vector is that vector, so
+    the value is the same; the average cost a vector read per candidate)."""
     vector_sql = mean_vector(space_id, "n.tenant", "n.id", name)
     slim_columns = "n.tenant, n.id, n.content_type, n.updated_at"
     if not wanted.slim:
         columns = f"{node_select('n')}, NULL::float8 AS similarity, {vector_sql} AS vector"
+    elif _with_similarity(wanted) and scanned:
+        table = vector_table(space_id)
+        columns = (
+            f"{slim_columns}, 1.0 - CASE WHEN NOT EXISTS (SELECT FROM {table} o"
+            f"   WHERE o.tenant = n.tenant AND o.node_id = n.id AND o.name = {name}"
+            "   AND o.chunk <> ranked.chunk) THEN ranked.distance"
+            f" ELSE {vector_sql} <=> {to} END AS similarity, NULL AS vector"
+        )
     elif _with_similarity(wanted):
         columns = f"{slim_columns}, 1.0 - ({vector_sql} <=> {to}) AS similarity, NULL AS vector"
     else:
         columns = f"{slim_columns}, NULL::float8 AS similarity, NULL AS vector"
     columns += f", ARRAY[{_COUNTS}] AS counts, coalesce(a.score, 0) AS archetype_score"
     # Primary-key lookups per candidate (LIMIT 1 keeps the planner from joining the whole
-    # engagement tables instead).
+    # engagement tables instead). No archetype ('') has no prior: planned for its value
+    # (custom plans), the condition on it drops that lookup altogether.
     joins = (
         " LEFT JOIN LATERAL (SELECT * FROM semantic.node_engagement"
         "   WHERE tenant = n.tenant AND node_id = n.id LIMIT 1) AS e ON true"
         " LEFT JOIN LATERAL (SELECT score FROM semantic.archetype_engagement"
-        f"   WHERE tenant = n.tenant AND archetype = {archetype} AND node_id = n.id LIMIT 1)"
-        "   AS a ON true"
+        f"   WHERE {archetype} <> '' AND tenant = n.tenant AND archetype = {archetype}"
+        "   AND node_id = n.id LIMIT 1) AS a ON true"
     )
     return columns, joins
 

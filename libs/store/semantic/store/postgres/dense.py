@@ -207,7 +207,8 @@ class _Sql:
 @dataclass
 class Beside:
     """What an index scan reads beside each hit, in its own statement, in place of the
-    node row: ``columns`` over the hit's node row ``n`` and the tables ``joins`` adds
+    node row: ``columns`` over the hit's node row ``n``, its hit row ``ranked`` (``chunk``,
+    the best chunk, and its ``distance``) and the tables ``joins`` adds
     (``LEFT JOIN LATERAL ... ON true``, after the node row's join); both name their own
     parameters ``${name}``, valued by ``params``. The rows are collected in ``rows`` by
     node id (the hits carry no node then); a search that ends on the exact path collects

@@ -29,7 +29,8 @@ asyncpg (no gRPC). Also: recall and latency of the same dense search in this pro
 several ``hnsw.ef_search`` values, the evidence for the service's default. And the floor
 (``floor``): an empty gRPC round trip to the search process, the bare HNSW query over
 asyncpg and one query embedding through the embedder, whose sums bound from below what any
-search service could answer in on this machine.
+search service could answer in on this machine, measured interleaved with the service's
+queries (``_latency_against_floor``); ``floor_blocks`` times each part in its own loop.
 """
 
 from __future__ import annotations
@@ -176,6 +177,122 @@ async def _floor(
     }
 
 
+_FLOOR_ROUNDS = 2
+"""Measured rounds of the interleaved latency pass (after one unmeasured round)."""
+
+
+async def _latency_against_floor(
+    stack: LocalStack,
+    channel: grpc.aio.Channel,
+    *,
+    queries: np.ndarray[Any, Any],
+    texts: list[str],
+    exact: np.ndarray[Any, Any],
+    top_k: int,
+    vector_request: Callable[[np.ndarray[Any, Any]], pb.SearchRequest],
+) -> dict[str, Any]:
+    """Service latencies and the floor's parts measured in the same rounds, one client.
+
+    For every query the round runs, in an order rotating from query to query: a vector
+    ``Search``, an empty gRPC call on the same channel (``grpc.health.v1`` Check) and the
+    bare HNSW query with another query's vector (half the list away: the same query twice
+    in a row would find its graph pages in the CPU's caches). For every text: a text
+    ``Search``, an ``Embed`` of another text through the embedder's gRPC, the bare HNSW
+    query with a third text's vector (each text's own vector, embedded in the first round)
+    and an empty gRPC call. One unmeasured round, then ``_FLOOR_ROUNDS`` measured ones. So
+    every part runs amid the others, as the hops of one query do, and the machine's
+    moment is the same for the service and its floor (measured in separate loops minutes
+    apart, a floor taken on a quiet machine sat under a service measured on a busy one;
+    ``floor_blocks`` keeps that method's figures)."""
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("search", "text_search", "grpc", "sql", "text_sql", "embed")
+    }
+    recalls: list[float] = []
+    health = health_pb2_grpc.HealthStub(channel)
+    search = search_pb2_grpc.SearchStub(channel)
+    n, m = len(queries), len(texts)
+    text_vectors: list[np.ndarray[Any, Any] | None] = [None] * m
+    conn = await asyncpg.connect(stack.database_url, server_settings=default_session_settings())
+    async with grpc.aio.insecure_channel(stack.embedder_address) as embed_channel:
+        embedder = embedder_pb2_grpc.EmbedderStub(embed_channel)
+        try:
+            await init_connection(conn)
+            table = (await spaces.active_space(conn)).table
+            bare = await conn.prepare(
+                f"SELECT node_id FROM {table} ORDER BY embedding <=> $1 LIMIT $2"
+            )
+
+            async def timed(kind: str, measured: bool, call: Callable[[], Any]) -> Any:
+                started = time.perf_counter()
+                result = await call()  # the call starts here (a grpc.aio call starts when made)
+                if measured:
+                    samples[kind].append((time.perf_counter() - started) * 1000)
+                return result
+
+            async def vector_search(i: int, measured: bool) -> None:
+                reply = await timed(
+                    "search", measured, lambda: search.Search(vector_request(queries[i]))
+                )
+                if measured:
+                    got = {int(h.node.id[1:]) for h in reply.hits}
+                    recalls.append(len(got & set(exact[i].tolist())) / top_k)
+
+            async def text_search(i: int, measured: bool) -> None:
+                request = pb.SearchRequest(text=texts[i], mode=pb.SEARCH_MODE_DENSE, top_k=top_k)
+                await timed("text_search", measured, lambda: search.Search(request))
+
+            async def empty(_: int, measured: bool) -> None:
+                await timed("grpc", measured, lambda: health.Check(_HEALTH))
+
+            async def bare_sql(i: int, measured: bool) -> None:
+                q = queries[(i + n // 2) % n]
+                await timed("sql", measured, lambda: bare.fetch(q, top_k))
+
+            async def bare_text_sql(i: int, measured: bool) -> None:
+                vector = text_vectors[(i + 2 * m // 3) % m]
+                await timed("text_sql", measured, lambda: bare.fetch(vector, top_k))
+
+            async def embed(i: int, measured: bool, own: bool = False) -> None:
+                j = i if own else (i + m // 3) % m
+                request = epb.EmbedRequest(texts=[texts[j]], input_type=epb.INPUT_TYPE_QUERY)
+                reply = await timed("embed", measured, lambda: embedder.Embed(request))
+                text_vectors[j] = np.frombuffer(reply.vectors, dtype="<f4")
+
+            for i in range(m):  # every text's own vector first: the bare text query needs it
+                await embed(i, False, own=True)
+            vector_parts = (vector_search, empty, bare_sql)
+            text_parts = (text_search, embed, bare_text_sql, empty)
+            for round_ in range(_FLOOR_ROUNDS + 1):
+                measured = round_ > 0
+                for parts, count in ((vector_parts, n), (text_parts, m)):
+                    for i in range(count):
+                        for k in range(len(parts)):
+                            await parts[(i + round_ + k) % len(parts)](i, measured)
+        finally:
+            await conn.close()
+    grpc_call, sql_query = percentiles(samples["grpc"]), percentiles(samples["sql"])
+    embed_call, text_sql = percentiles(samples["embed"]), percentiles(samples["text_sql"])
+    return {
+        "vector_query": percentiles(samples["search"]),
+        "text_query": percentiles(samples["text_search"]),
+        "recall_at_10": round(statistics.fmean(recalls), 4),
+        "floor": {
+            "method": f"interleaved with the service's queries, {_FLOOR_ROUNDS} rounds",
+            "empty_grpc_call": grpc_call,
+            "bare_hnsw_query_sql": sql_query,
+            "bare_hnsw_text_query_sql": text_sql,
+            "embed_query_grpc": embed_call,
+            "vector_query_floor_p50_ms": round(grpc_call["p50_ms"] + sql_query["p50_ms"], 3),
+            "text_query_floor_p50_ms": round(
+                grpc_call["p50_ms"] + text_sql["p50_ms"] + embed_call["p50_ms"], 3
+            ),
+        },
+    }
+
+
+_HEALTH = health_pb2.HealthCheckRequest()
+
+
 async def _ef_sweep(
     dsn: str,
     queries: np.ndarray[Any, Any],
@@ -285,23 +402,16 @@ async def _measure(
         progress("warming up")
         for q in warm:  # other queries than the measured ones: index pages into memory
             await stub.Search(vector_request(q))
-        for text in texts[:20]:
-            await stub.Search(pb.SearchRequest(text=text, mode=pb.SEARCH_MODE_DENSE, top_k=10))
-        progress("vector queries")
-        latencies, recalls = [], []
-        for i, q in enumerate(queries):
-            started = time.perf_counter()
-            reply = await stub.Search(vector_request(q))
-            latencies.append((time.perf_counter() - started) * 1000)
-            got = {int(h.node.id[1:]) for h in reply.hits}
-            recalls.append(len(got & set(exact[i].tolist())) / config.top_k)
-        progress("text queries")
-        text_latencies = []
-        for text in texts:
-            request = pb.SearchRequest(text=text, mode=pb.SEARCH_MODE_DENSE, top_k=config.top_k)
-            started = time.perf_counter()
-            await stub.Search(request)
-            text_latencies.append((time.perf_counter() - started) * 1000)
+        progress("vector and text queries, interleaved with the floor's parts")
+        latency = await _latency_against_floor(
+            stack,
+            channel,
+            queries=queries,
+            texts=texts,
+            exact=exact,
+            top_k=config.top_k,
+            vector_request=vector_request,
+        )
         progress("hybrid text queries, expansion off and on (the default), alternating")
         expansion = await _expansion_cost(stub, texts, config.top_k)
     progress(f"throughput: {config.clients} clients, service against its own SQL, alternating")
@@ -320,12 +430,12 @@ async def _measure(
     progress(f"throughput: {throughput['qps']}")
     progress("exact baseline")
     baseline = await _exact_baseline(stack.database_url, queries, exact, config.top_k)
-    progress("floor: empty gRPC call, bare HNSW query, query embedding")
-    floor = await _floor(stack, queries, texts, config.top_k)
+    progress("floor again, each part in its own loop (reported beside the interleaved one)")
+    blocks = await _floor(stack, queries, texts, config.top_k)
     progress("ef_search sweep")
     sweep = await _ef_sweep(stack.database_url, queries, exact, config.top_k)
-    vector, text_query = percentiles(latencies), percentiles(text_latencies)
-    recall = round(statistics.fmean(recalls), 4)
+    vector, text_query, floor = latency["vector_query"], latency["text_query"], latency["floor"]
+    recall = latency["recall_at_10"]
     return {
         "data": {
             "kind": "embedding-like clusters (calibrated on MiniLM / NFCorpus)",
@@ -350,6 +460,10 @@ async def _measure(
             "vector_p50": round(vector["p50_ms"] / floor["vector_query_floor_p50_ms"], 3),
             "text_p50": round(text_query["p50_ms"] / floor["text_query_floor_p50_ms"], 3),
         },
+        "vs_floor_blocks": {
+            "vector_p50": round(vector["p50_ms"] / blocks["vector_query_floor_p50_ms"], 3),
+            "text_p50": round(text_query["p50_ms"] / blocks["text_query_floor_p50_ms"], 3),
+        },
         "throughput": throughput,
         "hybrid_expansion": expansion,
         "baseline_exact_seq_scan": baseline,
@@ -359,6 +473,7 @@ async def _measure(
             "recall_ratio": round(recall / baseline["recall_at_10"], 4),
         },
         "floor": floor,
+        "floor_blocks": blocks,
         "ef_search_sweep_in_process": sweep,
         "goals_met": {
             "recall_at_10>=0.98": recall >= GOALS["recall_at_10"],

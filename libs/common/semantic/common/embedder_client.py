@@ -95,9 +95,12 @@ class EmbedderClient:
         """Embed ``texts`` (any number; split to the server's limit and sent concurrently)."""
         kind = pb.INPUT_TYPE_QUERY if input_type == "query" else pb.INPUT_TYPE_DOCUMENT
         parts = [texts[i : i + self._max_texts] for i in range(0, len(texts), self._max_texts)]
-        replies = await asyncio.gather(
-            *(self._embed_part(list(part), kind, model_id) for part in parts)
-        )
+        if len(parts) == 1:  # a query: no task to schedule around the one call
+            replies = [await self._embed_part(list(parts[0]), kind, model_id)]
+        else:
+            replies = await asyncio.gather(
+                *(self._embed_part(list(part), kind, model_id) for part in parts)
+            )
         if not replies:
             return Embedded(np.zeros((0, 0), np.float32), [], [], model_id, "")
         vectors = np.vstack(

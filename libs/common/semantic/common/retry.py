@@ -48,8 +48,26 @@ async def retry_async(
 
     Gives up after ``timeout_s`` seconds (of ``clock``) and re-raises the last error; a
     non-transient error is raised at once. Every retry is logged with the reason.
+
+    The first attempt runs outside tenacity: its machinery costs about 50 us a call, which
+    every query embedding paid for nothing when the call succeeds (as nearly all do). A
+    transient failure of that attempt is handed to tenacity as its own first attempt, so
+    waits, logs and the deadline are as if tenacity had made it.
     """
     started = clock()
+    try:
+        return await operation()
+    except Exception as exc:
+        if not transient(exc):
+            raise
+        failed: BaseException | None = exc
+
+    async def attempt() -> T:
+        nonlocal failed
+        if failed is not None:  # tenacity's first attempt is the one already made
+            first, failed = failed, None
+            raise first
+        return await operation()
 
     def _out_of_time(state: RetryCallState) -> bool:
         return clock() - started >= timeout_s
@@ -72,7 +90,7 @@ async def retry_async(
         sleep=sleep,
         reraise=True,
     )
-    result: T = await retrying(operation)
+    result: T = await retrying(attempt)
     attempts = int(retrying.statistics.get("attempt_number", 1))
     if attempts > 1:
         log.info("dependency_ready", dependency=what, attempts=attempts)

@@ -4,6 +4,7 @@ Time is a fake clock here: the helper's waits advance it, nothing really sleeps.
 """
 
 import pytest
+import structlog
 
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.common.retry import is_transient, retry_async
@@ -83,6 +84,52 @@ async def test_gives_up_after_the_deadline_with_the_last_error() -> None:
     assert str(caught.value).endswith(f"(attempt {calls})")  # ... and raised the last error
     assert fake.now >= 0.2  # at the deadline, not before
     assert fake.now - fake.waits[-1] < 0.2  # and not a wait later
+
+
+async def test_a_first_attempt_that_fails_is_retried_as_tenacitys_first() -> None:
+    """The first call runs before tenacity: when it fails transiently, the retry is the
+    second call, after one wait, and the log numbers it attempt 1 as before."""
+    calls = 0
+
+    async def once_refused() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionRefusedError("starting")
+        return "up"
+
+    fake = FakeTime()
+    with structlog.testing.capture_logs() as logs:
+        outcome = await retry_async(
+            once_refused,
+            what="embedder",
+            timeout_s=10,
+            initial_s=0.01,
+            sleep=fake.sleep,
+            clock=fake.clock,
+        )
+    assert (outcome, calls, len(fake.waits)) == ("up", 2, 1)
+    retries = [e for e in logs if e["event"] == "dependency_retry"]
+    assert [(e["attempt"], e["error"]) for e in retries] == [
+        (1, "ConnectionRefusedError: starting")
+    ]
+    assert [e["attempts"] for e in logs if e["event"] == "dependency_ready"] == [2]
+
+
+async def test_a_first_success_makes_one_call_and_no_wait() -> None:
+    calls = 0
+
+    async def fine() -> int:
+        nonlocal calls
+        calls += 1
+        return 7
+
+    fake = FakeTime()
+    with structlog.testing.capture_logs() as logs:
+        assert (
+            await retry_async(fine, what="x", timeout_s=1, sleep=fake.sleep, clock=fake.clock) == 7
+        )
+    assert (calls, fake.waits, logs) == (1, [], [])
 
 
 def test_transient_classification() -> None:

@@ -3,11 +3,25 @@
 Time is a fake clock here: the helper's waits advance it, nothing really sleeps.
 """
 
-import pytest
-import structlog
+from typing import Any
 
+import pytest
+
+from semantic.common import retry
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.common.retry import is_transient, retry_async
+
+
+class Recorder:
+    """Stands in for the module's logger: what it was told, whatever structlog's state."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.events.append({"event": event, **fields})
+
+    info = warning
 
 
 class FakeTime:
@@ -86,9 +100,13 @@ async def test_gives_up_after_the_deadline_with_the_last_error() -> None:
     assert fake.now - fake.waits[-1] < 0.2  # and not a wait later
 
 
-async def test_a_first_attempt_that_fails_is_retried_as_tenacitys_first() -> None:
+async def test_a_first_attempt_that_fails_is_retried_as_tenacitys_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The first call runs before tenacity: when it fails transiently, the retry is the
     second call, after one wait, and the log numbers it attempt 1 as before."""
+    logs = Recorder()
+    monkeypatch.setattr(retry, "log", logs)
     calls = 0
 
     async def once_refused() -> str:
@@ -99,24 +117,27 @@ async def test_a_first_attempt_that_fails_is_retried_as_tenacitys_first() -> Non
         return "up"
 
     fake = FakeTime()
-    with structlog.testing.capture_logs() as logs:
-        outcome = await retry_async(
-            once_refused,
-            what="embedder",
-            timeout_s=10,
-            initial_s=0.01,
-            sleep=fake.sleep,
-            clock=fake.clock,
-        )
+    outcome = await retry_async(
+        once_refused,
+        what="embedder",
+        timeout_s=10,
+        initial_s=0.01,
+        sleep=fake.sleep,
+        clock=fake.clock,
+    )
     assert (outcome, calls, len(fake.waits)) == ("up", 2, 1)
-    retries = [e for e in logs if e["event"] == "dependency_retry"]
+    retries = [e for e in logs.events if e["event"] == "dependency_retry"]
     assert [(e["attempt"], e["error"]) for e in retries] == [
         (1, "ConnectionRefusedError: starting")
     ]
-    assert [e["attempts"] for e in logs if e["event"] == "dependency_ready"] == [2]
+    assert [e["attempts"] for e in logs.events if e["event"] == "dependency_ready"] == [2]
 
 
-async def test_a_first_success_makes_one_call_and_no_wait() -> None:
+async def test_a_first_success_makes_one_call_and_no_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logs = Recorder()
+    monkeypatch.setattr(retry, "log", logs)
     calls = 0
 
     async def fine() -> int:
@@ -125,11 +146,8 @@ async def test_a_first_success_makes_one_call_and_no_wait() -> None:
         return 7
 
     fake = FakeTime()
-    with structlog.testing.capture_logs() as logs:
-        assert (
-            await retry_async(fine, what="x", timeout_s=1, sleep=fake.sleep, clock=fake.clock) == 7
-        )
-    assert (calls, fake.waits, logs) == (1, [], [])
+    outcome = await retry_async(fine, what="x", timeout_s=1, sleep=fake.sleep, clock=fake.clock)
+    assert (outcome, calls, fake.waits, logs.events) == (7, 1, [], [])
 
 
 def test_transient_classification() -> None:

@@ -171,21 +171,36 @@ async def load_corpus(
             await conn.execute(f'DROP INDEX {schema}."{index}"')
         started = time.perf_counter()
         titles = [" ".join(rng.choice(WORDS, size=5)) for _ in range(len(vectors))]
-        await conn.copy_records_to_table(
-            "nodes",
-            schema_name=schema,
-            columns=["tenant", "id", "content_type", "title", "content_hash"],
-            records=[("", f"n{i}", f"type{i % 100}", titles[i], "") for i in range(len(vectors))],
-        )
-        await conn.copy_records_to_table(
-            table,
-            schema_name=schema,
-            columns=["tenant", "node_id", "name", "chunk", "content_hash", "span_end", "embedding"],
-            records=[
-                ("", f"n{i}", "content", 0, "", len(titles[i]), vectors[i])
-                for i in range(len(vectors))
-            ],
-        )
+        # One transaction: the nodes' change-log rows (written by their trigger) must not
+        # commit before their vectors, or the local index's follower may read a node
+        # without its vector and, since the vectors' COPY writes no change-log row, never
+        # come back for it (degraded reads then miss those nodes).
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "nodes",
+                schema_name=schema,
+                columns=["tenant", "id", "content_type", "title", "content_hash"],
+                records=[
+                    ("", f"n{i}", f"type{i % 100}", titles[i], "") for i in range(len(vectors))
+                ],
+            )
+            await conn.copy_records_to_table(
+                table,
+                schema_name=schema,
+                columns=[
+                    "tenant",
+                    "node_id",
+                    "name",
+                    "chunk",
+                    "content_hash",
+                    "span_end",
+                    "embedding",
+                ],
+                records=[
+                    ("", f"n{i}", "content", 0, "", len(titles[i]), vectors[i])
+                    for i in range(len(vectors))
+                ],
+            )
         copied = time.perf_counter()
         await conn.execute("SET maintenance_work_mem = '1GB'")
         await spaces.ensure_space(

@@ -163,6 +163,11 @@ async def _floor(
                         samples[kind].append((time.perf_counter() - started) * 1000)
     finally:
         await conn.close()
+    return _floor_summary(samples)
+
+
+def _floor_summary(samples: dict[str, list[float]]) -> dict[str, Any]:
+    """The floor's parts (``grpc``, ``sql``, ``text_sql``, ``embed`` samples, ms) and sums."""
     grpc_call, sql_query = percentiles(samples["grpc"]), percentiles(samples["sql"])
     embed, text_sql = percentiles(samples["embed"]), percentiles(samples["text_sql"])
     return {
@@ -270,22 +275,13 @@ async def _latency_against_floor(
                             await parts[(i + round_ + k) % len(parts)](i, measured)
         finally:
             await conn.close()
-    grpc_call, sql_query = percentiles(samples["grpc"]), percentiles(samples["sql"])
-    embed_call, text_sql = percentiles(samples["embed"]), percentiles(samples["text_sql"])
     return {
         "vector_query": percentiles(samples["search"]),
         "text_query": percentiles(samples["text_search"]),
         "recall_at_10": round(statistics.fmean(recalls), 4),
         "floor": {
             "method": f"interleaved with the service's queries, {_FLOOR_ROUNDS} rounds",
-            "empty_grpc_call": grpc_call,
-            "bare_hnsw_query_sql": sql_query,
-            "bare_hnsw_text_query_sql": text_sql,
-            "embed_query_grpc": embed_call,
-            "vector_query_floor_p50_ms": round(grpc_call["p50_ms"] + sql_query["p50_ms"], 3),
-            "text_query_floor_p50_ms": round(
-                grpc_call["p50_ms"] + text_sql["p50_ms"] + embed_call["p50_ms"], 3
-            ),
+            **_floor_summary(samples),
         },
     }
 

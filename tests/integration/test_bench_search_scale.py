@@ -42,6 +42,10 @@ def test_scale_bench_measures_the_reference_and_n_at_both_precisions(
             query = entry["vector_query"]
             assert query["recall_at_10"] >= 0.9, (size, precision)  # small N: near exact
             assert query["p99_ms"] >= query["p50_ms"] > 0
+            # One entry per round (4), each over that round's quarter of the 40 queries.
+            assert len(query["by_round"]) == 4
+            assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in query["by_round"])
+            assert max(r["p99_ms"] for r in query["by_round"]) == query["p99_ms"]
             assert set(entry["ef_search_sweep_in_process"]) == {"100", "150", "200", "300", "400"}
         # The half-precision index is the smaller one (384-d: about half).
         assert at["half"]["hnsw_index_mb"] < at["float32"]["hnsw_index_mb"]

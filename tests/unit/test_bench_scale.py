@@ -11,6 +11,7 @@ import numpy as np
 from semantic.tools.bench.scale import (
     ExactTop,
     ScaleBenchConfig,
+    _warm_count,
     build_memory_mb,
     heap_bytes,
     index_bytes,
@@ -53,3 +54,11 @@ def test_the_server_is_sized_for_the_data() -> None:
     assert int(settings["shared_buffers"].removesuffix("MB")) >= 1024
     assert build_memory_mb(1_000_000, 384) > 2 * 1024  # the graph fits: an in-memory build
     assert build_memory_mb(1000, 384) == 1024
+
+
+def test_a_space_is_warmed_in_proportion_to_its_size() -> None:
+    config = ScaleBenchConfig(Path("models/x"), n=1_000_000, warm_queries=1000)
+    assert _warm_count(config, 100_000) == 1000
+    assert _warm_count(config, 1_000_000) == 10_000
+    assert _warm_count(config, 150_000) == 2000  # a part of a reference size counts whole
+    assert _warm_count(config, 5000) == 1000

@@ -22,7 +22,11 @@ all N. Sizes in order (the reference first):
    ``maintenance_work_mem`` large enough for an in-memory build and the parallel workers
    the cores allow (seconds, table and index size), then VACUUM ANALYZE;
 3. each of them is activated (the bench waits until the service answers from it) and
-   warmed with other queries than the measured ones; then the resident memory of
+   warmed with other queries than the measured ones, ``warm_queries`` per reference size
+   of nodes (1,000 at 100k, 10,000 at 1M: a walk touches a share of the graph, so a
+   graph ten times larger needs ten times the walks to be read in as far; with the same
+   1,000 at 1M the p99 of the four rounds fell from 23.4 to 16.8 ms as its pages came in,
+   while the 100k rounds stayed level); then the resident memory of
    PostgreSQL (PSS of its process tree: shared buffers counted once) and of the search
    service.
 
@@ -102,6 +106,7 @@ class ScaleBenchConfig:
     clusters: int = 200
     queries: int = 1000
     warm_queries: int = 1000
+    """Warm-up queries per ``reference_n`` nodes of a space (module doc, step 3)."""
     top_k: int = 10
     seed: int = 7
     batch: int = BATCH
@@ -225,6 +230,9 @@ class _Target:
     exact: list[set[int]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     recalls: list[float] = field(default_factory=list)
+    rounds: list[list[float]] = field(default_factory=list)
+    """The latencies again, one list per round (``by_round``: does a tail come from the
+    first rounds, while pages are still being read in, or from all of them?)."""
 
     @property
     def precision(self) -> IndexPrecision:
@@ -388,10 +396,12 @@ class _Service:
     async def run(self, target: _Target, queries: np.ndarray[Any, Any], first: int) -> None:
         """Queries ``first ..`` of the run on the target's space: latency and recall."""
         await self.activate(target.space, queries[0])
+        target.rounds.append([])
         for i, q in enumerate(queries, start=first):
             started = time.perf_counter()
             reply = await self._stub.Search(_request(q, self._top_k))
             target.latencies.append((time.perf_counter() - started) * 1000)
+            target.rounds[-1].append(target.latencies[-1])
             got = {int(h.node.id[1:]) for h in reply.hits}
             target.recalls.append(len(got & target.exact[i]) / self._top_k)
 
@@ -491,7 +501,9 @@ async def _measure(
     rng = np.random.default_rng(config.seed)
     shape = EmbeddingLike(config.dim, config.clusters, rng)
     queries = shape.queries(config.queries, np.random.default_rng([config.seed, 10**9]))
-    warm = shape.queries(config.warm_queries, np.random.default_rng([config.seed, 10**9 + 1]))
+    warm = shape.queries(
+        _warm_count(config, max(config.sizes)), np.random.default_rng([config.seed, 10**9 + 1])
+    )
     exact = ExactTop(queries, config.top_k)
     targets = await _targets(stack.database_url, config)
     loader = _Loader(stack.database_url, config, shape, exact, progress)
@@ -512,7 +524,7 @@ async def _measure(
                 }
                 progress(f"n={size} {target.precision}: {built[id(target)]}")
             for target in at_size:
-                await service.warm(target, warm)
+                await service.warm(target, warm[: _warm_count(config, size)])
             memory[str(size)] = _memory(stack, postgres_pid)
             progress(f"n={size}: memory {memory[str(size)]}")
         database_mb = await _database_mb(stack.database_url)
@@ -542,6 +554,7 @@ async def _measure(
             "vector_query": {
                 "recall_at_10": round(statistics.fmean(target.recalls), 4),
                 **percentiles(target.latencies),
+                "by_round": [percentiles(r) for r in target.rounds],
             },
             "ef_search_sweep_in_process": sweeps[id(target)],
         }
@@ -551,6 +564,11 @@ async def _measure(
         "sizes": sizes,
         **_compare(config, PRECISIONS[config.precision], sizes),
     }
+
+
+def _warm_count(config: ScaleBenchConfig, size: int) -> int:
+    """Warm-up queries for a space of ``size`` nodes: ``warm_queries`` per reference size."""
+    return config.warm_queries * max(1, -(-size // config.reference_n))
 
 
 def _ratio(a: float, b: float) -> float:

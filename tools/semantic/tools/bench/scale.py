@@ -228,11 +228,15 @@ class _Target:
     size: int
     copy_seconds: float = 0.0
     exact: list[set[int]] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
     recalls: list[float] = field(default_factory=list)
     rounds: list[list[float]] = field(default_factory=list)
-    """The latencies again, one list per round (``by_round``: does a tail come from the
-    first rounds, while pages are still being read in, or from all of them?)."""
+    """Latencies (ms), one list per round (``by_round``: does a tail come from the first
+    rounds, while pages are still being read in, or from all of them?)."""
+
+    @property
+    def latencies(self) -> list[float]:
+        """Every round's latencies (ms), in order."""
+        return [ms for round_ in self.rounds for ms in round_]
 
     @property
     def precision(self) -> IndexPrecision:
@@ -400,8 +404,7 @@ class _Service:
         for i, q in enumerate(queries, start=first):
             started = time.perf_counter()
             reply = await self._stub.Search(_request(q, self._top_k))
-            target.latencies.append((time.perf_counter() - started) * 1000)
-            target.rounds[-1].append(target.latencies[-1])
+            target.rounds[-1].append((time.perf_counter() - started) * 1000)
             got = {int(h.node.id[1:]) for h in reply.hits}
             target.recalls.append(len(got & target.exact[i]) / self._top_k)
 

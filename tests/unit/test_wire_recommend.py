@@ -17,6 +17,7 @@ from semantic.core.recommend.values import (
     RecommendHit,
     RecommendQuery,
     RecommendResult,
+    RelatedVia,
     Similar,
 )
 from semantic.v1 import common_pb2 as cpb
@@ -142,3 +143,39 @@ def test_the_response_carries_every_part_and_the_similar_items() -> None:
     assert out.explanation.engagement_counts.impressions == 3
     assert out.explanation.similar_to[0].occurred_at.ToDatetime(UTC) == NOW
     assert (response.space_id, response.archetype, response.journey_events) == ("7", "derived_1", 4)
+
+
+def test_every_part_is_present_even_when_zero() -> None:
+    """Parts, counters and the node are written in place: each is present in the message
+    (as a constructed submessage would be) even when every value in it is 0."""
+    zero = Part(0.0, 0.0)
+    hit = RecommendHit(
+        node=NodeRecord("t", "n1", "page"),
+        source="journey",
+        similarity=zero,
+        engagement=zero,
+        recency=zero,
+        archetype_prior=zero,
+        counts={},
+        similar_to=[Similar("", "", "", 0.0)],
+        related_via=[RelatedVia("n1", "n0", "prerequisite", 0.5)],
+    )
+
+    class _Space:
+        id = 1
+        dim = 2
+
+    result = RecommendResult([hit], "rid", "", 0, _Space(), conflicts=[("n2", "n3")])
+    response = recommend_to_proto(result, include_body=True)
+    (out,) = response.hits
+    assert out.HasField("node")
+    assert out.HasField("explanation")
+    for part in ("similarity", "engagement", "recency", "archetype_prior", "relations"):
+        assert out.explanation.HasField(part), part
+    assert out.explanation.HasField("engagement_counts")
+    assert not out.explanation.HasField("mmr_score")
+    assert not out.explanation.similar_to[0].HasField("occurred_at")
+    assert [(v.from_id, v.type, v.strength) for v in out.explanation.related_via] == [
+        ("n0", "prerequisite", 0.5)
+    ]
+    assert [(c.node_id, c.conflicts_with) for c in response.excluded_conflicts] == [("n2", "n3")]

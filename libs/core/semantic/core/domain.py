@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from semantic.core.modifiers import Contribution, Modifier
     from semantic.core.relations import Relation
     from semantic.core.rules import Rule
+
+_Frozen = TypeVar("_Frozen")
 
 DEFAULT_VECTOR = "content"
 MAX_TARGETS = 8
@@ -56,8 +59,8 @@ class NodeRecord:
         at their defaults): the same value as ``NodeRecord(tenant, node_id, content_type,
         updated_at=updated_at)``, made without the dataclass's field-by-field ``__init__``
         (a recommendation scores a hundred and fifty of them per call)."""
-        node = object.__new__(cls)
-        node.__dict__.update(
+        return assembled(
+            cls,
             _PARTIAL_DEFAULTS,
             tenant=tenant,
             id=node_id,
@@ -66,7 +69,6 @@ class NodeRecord:
             texts={},
             metadata={},
         )
-        return node
 
     def text_for(self, name: str) -> str:
         """The text a named vector is made from: ``texts[name]``, else title + body."""
@@ -75,6 +77,19 @@ class NodeRecord:
         if name == "title":
             return self.title
         return " ".join(part for part in (self.title.strip(), self.body.strip()) if part)
+
+
+def assembled(
+    cls: type[_Frozen], base: Mapping[str, Any] = MappingProxyType({}), /, **values: Any
+) -> _Frozen:
+    """An instance of the frozen dataclass ``cls`` holding ``base`` updated with
+    ``values``, made without its generated ``__init__`` (which sets one field after the
+    other through ``object.__setattr__``, at less than half the speed): for values made by
+    the hundred per request. Equal to ``cls(**base, **values)`` when the two name every
+    field; nothing is filled in or checked, so callers give every field."""
+    made = object.__new__(cls)
+    made.__dict__.update(base, **values)
+    return made
 
 
 _PARTIAL_DEFAULTS = {f.name: f.default for f in fields(NodeRecord) if f.default is not MISSING}

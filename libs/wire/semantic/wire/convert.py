@@ -314,13 +314,13 @@ def fill_node(message: cpb.Node, record: domain.NodeRecord, *, include_body: boo
         message.tags.extend(record.tags)
     message.version = record.version
     message.content_hash = record.content_hash
-    _fill_timestamp(message, "created_at", record.created_at)
-    _fill_timestamp(message, "updated_at", record.updated_at)
+    fill_timestamp(message, "created_at", record.created_at)
+    fill_timestamp(message, "updated_at", record.updated_at)
     if record.metadata:
         message.metadata.update(dict(record.metadata))
 
 
-def _fill_timestamp(message: Any, field: str, value: datetime | None) -> None:
+def fill_timestamp(message: Any, field: str, value: datetime | None) -> None:
     """``timestamp_to_proto`` in place (an unset field stays unset)."""
     if value is None:
         return

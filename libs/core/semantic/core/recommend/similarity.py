@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -53,9 +52,23 @@ def most_similar(
 ) -> list[Similar]:
     """The ``count`` items most similar to ``vector``, with that similarity; ``matrix``
     holds the items' unit vectors as rows (``np.stack`` of them)."""
-    sims = matrix @ vector
-    order = np.argsort(-sims)[:count]
-    return [replace(items[i][0], similarity=float(sims[i])) for i in order]
+    sims = (matrix @ vector).tolist()
+    order = sorted(range(len(sims)), key=lambda i: -sims[i])[:count]
+    out = []
+    for i in order:
+        item = items[i][0]  # built field by field: replace() takes three times as long
+        out.append(
+            Similar(
+                item.node_id,
+                item.slug,
+                item.title,
+                sims[i],
+                item.action,
+                item.occurred_at,
+                item.negative,
+            )
+        )
+    return out
 
 
 def explain_hits(

@@ -214,7 +214,7 @@ class RecommendResult:
     """Candidates left out for a conflict with a converted node: (node, converted node)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class CandidateDetails:
     """What scoring needs of one candidate node."""
 

@@ -58,7 +58,7 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
-from semantic.core.domain import ChunkMatch, DenseHit, NodeRecord, VectorTarget
+from semantic.core.domain import ChunkMatch, DenseHit, NodeRecord, VectorTarget, assembled
 from semantic.store.postgres.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
 from semantic.store.postgres.dense_inputs import checked_targets, checked_vector
 from semantic.store.postgres.node_rows import node_from_row, node_select
@@ -562,9 +562,21 @@ def _node(row: asyncpg.Record) -> NodeRecord | None:
 
 def _single_hit(row: asyncpg.Record, name: str, *, node: bool = True) -> DenseHit:
     similarity = 1.0 - float(row["distance"])
-    chunk = ChunkMatch(name, row["chunk"], row["span_start"], row["span_end"], similarity)
-    return DenseHit(
-        row["node_id"], similarity, chunk, {name: similarity}, _node(row) if node else None
+    chunk = assembled(
+        ChunkMatch,
+        vector_name=name,
+        chunk_index=row["chunk"],
+        span_start=row["span_start"],
+        span_end=row["span_end"],
+        similarity=similarity,
+    )
+    return assembled(
+        DenseHit,
+        node_id=row["node_id"],
+        score=similarity,
+        chunk=chunk,
+        target_scores={name: similarity},
+        node=_node(row) if node else None,
     )
 
 

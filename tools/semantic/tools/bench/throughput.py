@@ -12,8 +12,10 @@ medians over the rounds:
   same statement): the service without gRPC, validation, conversion and its event loop;
 - ``minimal_sql``: ``SELECT node_id ... ORDER BY embedding <=> $1 LIMIT 10`` (ids only, no
   tenant, no node rows): the least a hand-written pgvector client can ask;
-- ``nearest`` and ``nearest_sql``: ``Nearest`` by node id through gRPC, and one statement that
-  orders by the distance to that node's vector, excluding it;
+- ``nearest``, ``nearest_own_sql`` and ``nearest_sql``: ``Nearest`` by node id through gRPC;
+  the two statements the service runs for it (the node's mean vector, then
+  ``dense.dense_search`` for one more than top_k, node rows included), as ``own_sql``; and one
+  statement that orders by the distance to that node's vector, excluding it;
 - ``search_asyncio`` (when a second search process is given): ``search`` against a search
   process on the standard library's event loop (``SEMANTIC_EVENT_LOOP=asyncio``), same
   database, so ``event_loop`` compares the default (uvloop) with it in one run.
@@ -41,6 +43,7 @@ from semantic.core.domain import Filter, VectorTarget
 from semantic.store.postgres import dense, spaces
 from semantic.store.postgres.db import PooledConnection, init_connection, session_settings
 from semantic.store.postgres.filters import compile_filter
+from semantic.store.postgres.node_store import NodeRepository
 from semantic.tools.bench.footprint import process_tree
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -123,7 +126,9 @@ async def measure_throughput(
     other = grpc.aio.insecure_channel(asyncio_search[0]) if asyncio_search else None
     try:
         conns = [await pool.acquire() for _ in range(clients)]
-        table = (await spaces.active_space(conns[0])).table
+        space = await spaces.active_space(conns[0])
+        table = space.table
+        repository = NodeRepository(text_config="simple")  # reads no text
         postmaster = psutil.Process(await conns[0].fetchval("SELECT pg_backend_pid()")).ppid()
         roots = {"search": search_pid, "postgres": postmaster, "client": psutil.Process().pid}
         if asyncio_search:
@@ -173,6 +178,28 @@ async def measure_throughput(
         async def nearest_rpc(k: int, i: int) -> None:
             await stub.Nearest(pb.NearestRequest(id=node_ids[i % len(node_ids)], top_k=10))
 
+        async def nearest_own_sql(k: int, i: int) -> None:
+            found = await repository.centre(
+                conns[k], space, "", node_id=node_ids[i % len(node_ids)], slug=None, name="content"
+            )
+            centre = found[1] if found is not None else None
+            if centre is None:
+                raise RuntimeError(f"node {node_ids[i % len(node_ids)]} has no vector")
+            await dense.dense_search(
+                conns[k],
+                table,
+                "",
+                centre,
+                targets=(VectorTarget(),),
+                filter_sql=tenant_only,
+                filter_params=params,
+                limit=11,
+                ef_search=ef_search,
+                exact_threshold=0,
+                filtered=False,
+                attach_after=0,
+            )
+
         async def nearest_sql(k: int, i: int) -> None:
             await conns[k].fetch(nearest, node_ids[i % len(node_ids)])
 
@@ -181,6 +208,7 @@ async def measure_throughput(
             "own_sql": own_sql,
             "minimal_sql": minimal_sql,
             "nearest": nearest_rpc,
+            "nearest_own_sql": nearest_own_sql,
             "nearest_sql": nearest_sql,
         }
         if other is not None:
@@ -216,6 +244,7 @@ async def measure_throughput(
         "qps": {name: round(v, 1) for name, v in qps.items()},
         "search_vs_own_sql": round(qps["search"] / qps["own_sql"], 3),
         "search_vs_minimal_sql": round(qps["search"] / qps["minimal_sql"], 3),
+        "nearest_vs_nearest_own_sql": round(qps["nearest"] / qps["nearest_own_sql"], 3),
         "nearest_vs_nearest_sql": round(qps["nearest"] / qps["nearest_sql"], 3),
         "cpu_ms_per_query": {
             name: {k[:-3]: v for k, v in m.items() if k.endswith("_ms")}

@@ -217,6 +217,58 @@ CASES: list[tuple[str, Call, str]] = [
         ),
         "targets[0].weight",
     ),
+    # numbers whose products or squares overflow or underflow in the similarity arithmetic
+    (
+        "huge target weights",
+        (
+            SEARCH,
+            "Search",
+            pb.SearchRequest(
+                text="a",
+                targets=[
+                    pb.VectorTarget(name="content", weight=1e308),
+                    pb.VectorTarget(name="title", weight=1e308),
+                ],
+            ),
+        ),
+        "targets[0].weight",
+    ),
+    (
+        "subnormal target weight",
+        (
+            SEARCH,
+            "Search",
+            pb.SearchRequest(text="a", targets=[pb.VectorTarget(name="content", weight=5e-324)]),
+        ),
+        "targets[0].weight",
+    ),
+    (
+        "huge hybrid weight",
+        (
+            SEARCH,
+            "Search",
+            pb.SearchRequest(text="a", hybrid=pb.HybridParams(keyword_weight=1e308)),
+        ),
+        "hybrid.keyword_weight",
+    ),
+    (
+        "query vector too long",
+        (SEARCH, "Search", pb.SearchRequest(vector=cpb.Vector(values=[3.4e38] * 384))),
+        "vector",
+    ),
+    (
+        "stored vector too short",
+        (
+            SEARCH,
+            "Upsert",
+            _upsert(
+                _node(
+                    vectors=[cpb.NamedVector(name="code", vector=cpb.Vector(values=[1e-45] * 384))]
+                )
+            ),
+        ),
+        "nodes[0].vectors[0].vector",
+    ),
     (
         "nan hybrid weight",
         (

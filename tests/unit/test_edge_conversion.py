@@ -30,12 +30,14 @@ def _node(**fields: Any) -> cpb.Node:
     return node
 
 
-def _vector(name: str = "code", chunk: int = 0, **span: int) -> cpb.NamedVector:
+def _vector(
+    name: str = "code",
+    chunk: int = 0,
+    values: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0),
+    **span: int,
+) -> cpb.NamedVector:
     return cpb.NamedVector(
-        name=name,
-        chunk_index=chunk,
-        vector=cpb.Vector(values=[1.0, 0.0, 0.0, 0.0]),
-        span=cpb.TextSpan(**span),
+        name=name, chunk_index=chunk, vector=cpb.Vector(values=values), span=cpb.TextSpan(**span)
     )
 
 
@@ -103,6 +105,11 @@ def test_a_good_node_converts_with_metadata_as_sent() -> None:
             _node(texts={"code": "x"}, vectors=[_vector()]),
             "nodes[3].vectors[0].name: 'code' is in texts too",
         ),
+        # Cosine similarity in float32: squares of these underflow or overflow (NaN scores).
+        (_node(vectors=[_vector(values=(1e-45,) * 4)]), "nodes[3].vectors[0].vector: has length"),
+        (_node(vectors=[_vector(values=(3.4e38,) * 4)]), "nodes[3].vectors[0].vector: has length"),
+        (_node(vectors=[_vector(values=(2e4, 0, 0, 0))]), "must be between 0.0001 and 10000"),
+        (_node(vectors=[_vector(values=(0.0,) * 4)]), "nodes[3].vectors[0].vector: is all zeros"),
     ],
 )
 def test_a_bad_node_names_the_field(node: cpb.Node, message: str) -> None:
@@ -122,6 +129,10 @@ def test_boundaries_that_are_allowed() -> None:
     record, vectors = convert.node_from_proto(node, "nodes[0]", "", DIM, LIMITS)
     assert record.version == 2**63 - 1
     assert vectors[0].chunk == 1023
+    for length in (1.01e-4, 9.9e3):  # just inside the lengths cosine in float32 allows
+        node = _node(vectors=[_vector(values=(length, 0.0, 0.0, 0.0))])
+        _, vectors = convert.node_from_proto(node, "nodes[0]", "", DIM, LIMITS)
+        assert vectors[0].embedding[0] == pytest.approx(length, rel=1e-6)
 
 
 def test_a_created_at_beyond_year_9999_is_invalid() -> None:

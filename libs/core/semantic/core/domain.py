@@ -21,6 +21,17 @@ _Frozen = TypeVar("_Frozen")
 DEFAULT_VECTOR = "content"
 MAX_TARGETS = 8
 """Named vectors one dense search may combine (each adds a scan)."""
+MAX_WEIGHT = 100.0
+"""The largest weight of a searched vector or of a hybrid side: weights are relative, and
+sums and products of them stay far from overflowing."""
+MIN_TARGET_WEIGHT = 1e-6
+"""The smallest weight of a searched vector (its products with similarities stay far from
+underflowing)."""
+MIN_VECTOR_LENGTH = 1e-4
+MAX_VECTOR_LENGTH = 1e4
+"""The Euclidean lengths a stored or query vector may have. Cosine similarity is computed in
+float32 (in half precision by a half-precision index), where the squares of a much longer
+vector overflow and those of a much shorter one vanish: either makes every score NaN."""
 MAX_HYBRID_CANDIDATES = 2000
 MAX_EXPANSION_DOCS = 10
 """At most this many first-pass hits expand a hybrid query (``HybridParams.expansion_docs``)."""
@@ -90,6 +101,23 @@ def assembled(
     made = object.__new__(cls)
     made.__dict__.update(base, **values)
     return made
+
+
+def vector_problem(vector: np.ndarray[Any, Any]) -> str | None:
+    """Why a one-dimensional float vector cannot be compared by cosine similarity (NaN or
+    infinite values, all zeros, a length outside ``MIN_VECTOR_LENGTH``..``MAX_VECTOR_LENGTH``),
+    or None when it can."""
+    if not np.isfinite(vector).all():
+        return "holds NaN or infinite values"
+    length = float(np.linalg.norm(np.asarray(vector, dtype=np.float64)))
+    if length == 0:
+        return "is all zeros (no direction to compare)"
+    if not MIN_VECTOR_LENGTH <= length <= MAX_VECTOR_LENGTH:
+        return (
+            f"has length {length:.3g}; a vector's length must be between"
+            f" {MIN_VECTOR_LENGTH:g} and {MAX_VECTOR_LENGTH:g} (similarity is computed in float32)"
+        )
+    return None
 
 
 _PARTIAL_DEFAULTS = {f.name: f.default for f in fields(NodeRecord) if f.default is not MISSING}

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from semantic.common.errors import InvalidArgument
-from semantic.core.domain import DenseHit, Fusion, Hit
+from semantic.core.domain import MAX_WEIGHT, DenseHit, Fusion, Hit
 
 
 def from_dense(hits: Sequence[DenseHit]) -> list[Hit]:
@@ -150,8 +150,10 @@ def check_fusion(
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
         raise InvalidArgument("hybrid.rrf_k", "must be a whole number >= 0")
     for name, weight in (("dense_weight", dense_weight), ("keyword_weight", keyword_weight)):
-        if not math.isfinite(weight) or weight < 0:
-            raise InvalidArgument(f"hybrid.{name}", "must be a finite number >= 0")
+        if not math.isfinite(weight) or not 0 <= weight <= MAX_WEIGHT:
+            raise InvalidArgument(
+                f"hybrid.{name}", f"must be a number between 0 and {MAX_WEIGHT:g}"
+            )
     if dense_weight == 0 and keyword_weight == 0:
         raise InvalidArgument("hybrid", "dense_weight and keyword_weight cannot both be 0")
 

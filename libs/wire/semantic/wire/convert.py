@@ -74,7 +74,8 @@ NO_CONTENT_TYPE = ""
 def vector_from_proto(
     vector: cpb.Vector, field: str, dim: int | None = None
 ) -> np.ndarray[Any, Any]:
-    """Packed little-endian float32 or repeated values; checked for size and finiteness."""
+    """Packed little-endian float32 or repeated values; checked for size and for what cosine
+    similarity needs (``domain.vector_problem``)."""
     if vector.packed and vector.values:
         raise InvalidArgument(field, "set either packed or values, not both")
     if vector.packed:
@@ -91,10 +92,9 @@ def vector_from_proto(
         )
     if dim is not None and array.size != dim:
         raise InvalidArgument(field, f"has {array.size} dimensions, the space holds {dim}")
-    if not np.isfinite(array).all():
-        raise InvalidArgument(field, "holds NaN or infinite values")
-    if not array.any():
-        raise InvalidArgument(field, "is all zeros (no direction to compare)")
+    problem = domain.vector_problem(array)
+    if problem is not None:
+        raise InvalidArgument(field, problem)
     return array
 
 
@@ -241,7 +241,8 @@ def check_keys(ids: Sequence[str], slugs: Sequence[str], maximum: int, *, distin
 def targets_from_proto(
     targets: Sequence[pb.VectorTarget], limits: Limits
 ) -> list[domain.VectorTarget]:
-    """Named vectors to search: names distinct and well formed, weights finite and >= 0."""
+    """Named vectors to search: names distinct and well formed, weights between
+    ``domain.MIN_TARGET_WEIGHT`` and ``domain.MAX_WEIGHT``."""
     validation.count(len(targets), "targets", limits.max_targets)
     out = []
     for i, target in enumerate(targets):
@@ -249,7 +250,13 @@ def targets_from_proto(
         weight = target.weight if target.HasField("weight") else 1.0
         out.append(
             domain.VectorTarget(
-                target.name, validation.number(weight, f"targets[{i}].weight", minimum=0)
+                target.name,
+                validation.number(
+                    weight,
+                    f"targets[{i}].weight",
+                    minimum=domain.MIN_TARGET_WEIGHT,
+                    maximum=domain.MAX_WEIGHT,
+                ),
             )
         )
     again = validation.repeated(t.name for t in out)

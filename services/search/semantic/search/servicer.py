@@ -396,11 +396,13 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             rrf_k=validation.integer(hybrid.rrf_k, "hybrid.rrf_k", minimum=1)
             if hybrid.HasField("rrf_k")
             else defaults.rrf_k,
-            dense_weight=validation.number(hybrid.dense_weight, "hybrid.dense_weight", minimum=0)
+            dense_weight=validation.number(
+                hybrid.dense_weight, "hybrid.dense_weight", minimum=0, maximum=domain.MAX_WEIGHT
+            )
             if hybrid.HasField("dense_weight")
             else 1.0,
             keyword_weight=validation.number(
-                hybrid.keyword_weight, "hybrid.keyword_weight", minimum=0
+                hybrid.keyword_weight, "hybrid.keyword_weight", minimum=0, maximum=domain.MAX_WEIGHT
             )
             if hybrid.HasField("keyword_weight")
             else 1.0,

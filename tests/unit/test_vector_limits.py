@@ -1,0 +1,83 @@
+"""Vectors and weights that would make similarity arithmetic overflow or underflow (NaN
+scores, or PostgreSQL refusing the statement: INTERNAL) are refused up front, naming the
+field, at every entry: the wire conversion, the store's dense search inputs, the fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semantic.common.errors import InvalidArgument
+from semantic.core import fusion
+from semantic.core.domain import (
+    MAX_VECTOR_LENGTH,
+    MAX_WEIGHT,
+    MIN_TARGET_WEIGHT,
+    MIN_VECTOR_LENGTH,
+    VectorTarget,
+    vector_problem,
+)
+from semantic.store.postgres.dense_inputs import checked_targets, checked_vector
+from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import search_pb2 as pb
+from semantic.wire import convert
+
+pytestmark = pytest.mark.unit
+LIMITS = convert.Limits()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [(1e-45,) * 384, (3.4e38,) * 384, (2e4,) + (0.0,) * 383, (5e-5,) + (0.0,) * 383],
+)
+def test_a_vector_too_long_or_too_short_for_float32_cosine_is_refused(
+    values: tuple[float, ...],
+) -> None:
+    array = np.asarray(values, np.float32)
+    assert "has length" in (vector_problem(array) or "")
+    with pytest.raises(InvalidArgument, match=r"^vector: has length"):
+        convert.vector_from_proto(cpb.Vector(values=values), "vector")
+    with pytest.raises(InvalidArgument, match=r"^vector: has length"):
+        checked_vector(array)
+
+
+def test_lengths_inside_the_bounds_are_kept_and_score_as_numbers() -> None:
+    for length in (MIN_VECTOR_LENGTH * 1.01, 1.0, MAX_VECTOR_LENGTH * 0.99):
+        array = np.full(384, length / np.sqrt(384), np.float32)
+        assert vector_problem(array) is None
+        kept = convert.vector_from_proto(cpb.Vector(values=array.tolist()), "vector")
+        # What the database computes: float32 squares summed, then their product's root.
+        squares = np.float32(0)
+        for x in kept:
+            squares = np.float32(squares + x * x)
+        assert np.isfinite(squares)
+        assert squares > 0
+    assert vector_problem(np.zeros(3, np.float32)) == "is all zeros (no direction to compare)"
+    assert vector_problem(np.array([1.0, np.nan])) == "holds NaN or infinite values"
+
+
+@pytest.mark.parametrize("weight", [1e308, 5e-324, MAX_WEIGHT * 1.001, MIN_TARGET_WEIGHT / 2])
+def test_a_target_weight_out_of_bounds_is_refused(weight: float) -> None:
+    with pytest.raises(InvalidArgument, match=r"^targets\[0\]\.weight: must be"):
+        convert.targets_from_proto([pb.VectorTarget(name="content", weight=weight)], LIMITS)
+    with pytest.raises(InvalidArgument, match=r"^targets\[0\]\.weight: must be between"):
+        checked_targets([VectorTarget("content", weight)])
+
+
+def test_target_weights_at_the_bounds_are_kept() -> None:
+    targets = [
+        pb.VectorTarget(name="content", weight=MIN_TARGET_WEIGHT),
+        pb.VectorTarget(name="title", weight=MAX_WEIGHT),
+    ]
+    assert [t.weight for t in checked_targets(convert.targets_from_proto(targets, LIMITS))] == [
+        MIN_TARGET_WEIGHT,
+        MAX_WEIGHT,
+    ]
+
+
+@pytest.mark.parametrize("side", ["dense_weight", "keyword_weight"])
+def test_a_hybrid_weight_above_the_bound_is_refused(side: str) -> None:
+    weights = {"dense_weight": 1.0, "keyword_weight": 1.0, side: 1e308}
+    with pytest.raises(InvalidArgument, match=rf"^hybrid\.{side}: must be a number between"):
+        fusion.check_fusion(60, weights["dense_weight"], weights["keyword_weight"])
+    fusion.check_fusion(60, MAX_WEIGHT, MAX_WEIGHT)

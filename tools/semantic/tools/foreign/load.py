@@ -25,10 +25,10 @@ from itertools import islice
 from typing import Any
 
 import grpc
-import numpy as np
 from google.protobuf import struct_pb2
 
 from semantic.common.errors import InvalidArgument
+from semantic.core.domain import vector_problem
 from semantic.tools.foreign.records import (
     ForeignRecord,
     MappingOptions,
@@ -153,11 +153,7 @@ def _prepare(
         node.metadata.CopyFrom(_struct(mapped.metadata))
     vector = record.vector
     usable = (
-        keep
-        and vector is not None
-        and vector.shape == (dim,)
-        and bool(np.all(np.isfinite(vector)))
-        and bool(np.any(vector))
+        keep and vector is not None and vector.shape == (dim,) and vector_problem(vector) is None
     )
     if usable:
         assert vector is not None

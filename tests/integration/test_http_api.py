@@ -3,9 +3,12 @@ the same answers as gRPC, the same auth, problems for every mistake, limits and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import numpy as np
@@ -232,6 +235,26 @@ def test_tokens_roles_and_tenants_as_over_grpc(loaded: HttpSearch) -> None:
     )
     theirs = requests.get(url, params={"q": "money"}, headers=pinned).json()
     assert theirs.get("hits", []) == []  # acme has no nodes: the claim forced the tenant
+    # a signed token whose tenant claim is no tenant name is malformed
+    for tenant in ("-bad", "a\x00", "x" * 65):
+        malformed = loaded.headers(["reader"], tenant=tenant)
+        detail = _problem(requests.get(url, params={"q": "x"}, headers=malformed), 401)["detail"]
+        assert "malformed token" in detail
+    # two Authorization headers are refused whichever comes first, as two metadata entries
+    good = loaded.headers(["reader"])["Authorization"]
+    for first, second in ((good, "Bearer nope"), ("Bearer nope", good)):
+        split = urlsplit(url)
+        conn = HTTPConnection(split.hostname or "", split.port)
+        try:
+            conn.putrequest("GET", f"{split.path}?q=x")
+            conn.putheader("Authorization", first)
+            conn.putheader("Authorization", second)
+            conn.endheaders()
+            answer = conn.getresponse()
+            assert answer.status == 401
+            assert "more than one" in json.loads(answer.read())["detail"]
+        finally:
+            conn.close()
 
 
 @pytest.mark.parametrize(

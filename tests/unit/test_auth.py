@@ -402,6 +402,13 @@ def test_principal_keeps_subject_tenant_and_raw_claims() -> None:
         {"sub": "a", "roles": ["reader", 3]},
         {"sub": "a", "tenant": ["acme"]},
         {"sub": "", "roles": ["reader"]},
+        # a tenant claim must be a tenant name, as a request's tenant field must
+        {"sub": "a", "tenant": "a\x00"},
+        {"sub": "a", "tenant": "-bad"},
+        {"sub": "a", "tenant": "a.b*>"},
+        {"sub": "a", "tenant": "x" * 65},
+        {"sub": "a", "tenant": " "},
+        {"sub": "a", "tenant": "\u00e9"},
     ],
 )
 def test_malformed_claims_are_unauthenticated(claims: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ import grpc
 import structlog
 from grpc.aio import ServicerContext
 
-from semantic.common import errors
+from semantic.common import errors, validation
 from semantic.common.grpc_errors import RPC_HANDLED, rewrap, status_for
 from semantic.common.tokens import (
     AuthSettings,
@@ -299,6 +299,11 @@ def principal_from_claims(
         raise errors.Unauthenticated(
             f"malformed token: the {tenant_claim!r} claim must be a string"
         )
+    if tenant:
+        try:
+            validation.tenant(tenant, tenant_claim)
+        except errors.InvalidArgument as exc:
+            raise errors.Unauthenticated(f"malformed token: {exc}") from exc
     return Principal(subject, roles, tenant, MappingProxyType(dict(claims)))
 
 

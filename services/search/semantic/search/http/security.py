@@ -70,7 +70,12 @@ class HttpAuth:
         origin_host: str,
         form_csrf: str | None = None,
     ) -> Caller:
-        """The caller allowed to run gRPC ``method``; Unauthenticated or PermissionDenied."""
+        """The caller allowed to run gRPC ``method``; Unauthenticated or PermissionDenied.
+        Two ``Authorization`` headers are refused, as two metadata entries are over gRPC
+        (which one counts would depend on the proxy in between)."""
+        every = getattr(headers, "getlist", None)  # Starlette's headers keep repeats
+        if every is not None and len(every("authorization")) > 1:
+            raise Unauthenticated("more than one 'Authorization' header")
         authorization = headers.get("authorization")
         session = None
         if not authorization and cookies.get(SESSION_COOKIE):

@@ -284,6 +284,43 @@ async def test_vector_query_and_client_vectors(stub) -> None:  # type: ignore[no
     assert reply.hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
+async def test_new_client_vectors_for_the_same_text_are_a_new_content(stub) -> None:  # type: ignore[no-untyped-def]
+    """The newest version wins with its own vectors: the same text with other client
+    vectors is UPDATED (not METADATA_UPDATED, keeping the old ones), the same vectors
+    again are UNCHANGED, and a version without them has its texts embedded instead."""
+    rng = np.random.default_rng(2)
+    first, second = (rng.normal(size=384).astype("<f4") for _ in range(2))
+
+    def node(version: int, vector: np.ndarray | None) -> cpb.Node:
+        made = cpb.Node(id="cv1", content_type="fix", title="same", body="text", version=version)
+        if vector is not None:
+            made.vectors.append(
+                cpb.NamedVector(name="code", vector=cpb.Vector(packed=vector.tobytes()))
+            )
+        return made
+
+    async def upsert(version: int, vector: np.ndarray | None) -> int:
+        reply = await stub.Upsert(pb.UpsertRequest(nodes=[node(version, vector)]))
+        return reply.results[0].outcome
+
+    async def code_vectors() -> list[np.ndarray]:
+        reply = await stub.Get(pb.GetRequest(ids=["cv1"], include_vectors=True))
+        return [
+            np.frombuffer(v.vector.packed, "<f4") if v.vector.packed else np.array(v.vector.values)
+            for v in reply.nodes[0].vectors
+            if v.name == "code"
+        ]
+
+    assert await upsert(1, first) == pb.UPSERT_OUTCOME_CREATED
+    assert await upsert(2, second) == pb.UPSERT_OUTCOME_UPDATED
+    (stored,) = await code_vectors()
+    np.testing.assert_allclose(stored, second, rtol=1e-6)
+    assert await upsert(2, second) == pb.UPSERT_OUTCOME_UNCHANGED
+    assert await upsert(2, first) == pb.UPSERT_OUTCOME_STALE  # one version, one content
+    assert await upsert(3, None) == pb.UPSERT_OUTCOME_UPDATED
+    assert await code_vectors() == []
+
+
 async def test_nearest_by_slug_excludes_itself(stub) -> None:  # type: ignore[no-untyped-def]
     await _load(stub)
     reply = await stub.Nearest(pb.NearestRequest(slug="bread-page", top_k=2))

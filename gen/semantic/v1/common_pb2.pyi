@@ -260,8 +260,11 @@ class Node(_message.Message):
         replaces the server's embedding of title and body; a name present in both `texts`
         and `vectors` is INVALID_ARGUMENT. Several entries with the same name and distinct
         `chunk_index` make a multi-chunk vector. Heal and Reindex never re-make client
-        vectors. Returned only when the read request sets `include_vectors`; then it holds
-        every stored vector of the node in the space read, server-made ones included.
+        vectors. A write's vectors are part of its content: other vectors for the same texts
+        make an update (UPSERT_OUTCOME_UPDATED), and a newer version without vectors has its
+        texts embedded instead. Returned only when the read request sets `include_vectors`;
+        then it holds every stored vector of the node in the space read, server-made ones
+        included.
         """
 
     @_builtins.property

@@ -50,7 +50,9 @@ class _UpsertOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpsertO
     UPSERT_OUTCOME_CREATED: _UpsertOutcome.ValueType  # 1
     """The node did not exist and was created, with its vectors."""
     UPSERT_OUTCOME_UPDATED: _UpsertOutcome.ValueType  # 2
-    """The node's content changed: it was updated and re-embedded."""
+    """The node's content changed (its texts, or the client vectors given with it): it was
+    updated and re-embedded.
+    """
     UPSERT_OUTCOME_METADATA_UPDATED: _UpsertOutcome.ValueType  # 3
     """Only fields that do not affect vectors changed (metadata, tags, slug, content
     type, created_at): the node row was updated in place, vectors untouched.
@@ -70,7 +72,9 @@ UPSERT_OUTCOME_UNSPECIFIED: UpsertOutcome.ValueType  # 0
 UPSERT_OUTCOME_CREATED: UpsertOutcome.ValueType  # 1
 """The node did not exist and was created, with its vectors."""
 UPSERT_OUTCOME_UPDATED: UpsertOutcome.ValueType  # 2
-"""The node's content changed: it was updated and re-embedded."""
+"""The node's content changed (its texts, or the client vectors given with it): it was
+updated and re-embedded.
+"""
 UPSERT_OUTCOME_METADATA_UPDATED: UpsertOutcome.ValueType  # 3
 """Only fields that do not affect vectors changed (metadata, tags, slug, content
 type, created_at): the node row was updated in place, vectors untouched.

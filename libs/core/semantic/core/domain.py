@@ -61,6 +61,10 @@ class NodeRecord:
     rules: tuple[Rule, ...] | None = None
     """Guardian rules. On a write: None keeps the stored ones, a tuple (even empty)
     replaces them. Read back: only when rules are asked for."""
+    vectors_hash: str = ""
+    """On a write: the digest of the client-supplied vectors given with it ('' for none),
+    part of ``content_hash``, so that new vectors for the same text are a new content. Not
+    stored apart (read back: '')."""
 
     @classmethod
     def partial(

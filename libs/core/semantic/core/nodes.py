@@ -108,13 +108,25 @@ class Replan(Exception):
 
 
 def content_hash(node: NodeRecord) -> str:
-    """sha256 of what vectors and the keyword index are made from (not metadata)."""
-    payload = json.dumps(
-        [node.content_type, node.title, node.body, sorted(node.texts.items())],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    """sha256 of what vectors and the keyword index are made from (not metadata): the
+    texts, and the client-supplied vectors when the write gives any (``vectors_hash``)."""
+    parts: list[Any] = [node.content_type, node.title, node.body, sorted(node.texts.items())]
+    if node.vectors_hash:  # absent otherwise: the hashes of nodes without client vectors stay
+        parts.append(node.vectors_hash)
+    payload = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def vectors_hash(rows: Sequence[VectorRow]) -> str:
+    """sha256 of client-supplied vectors (names, chunks, spans and float32 values, in name
+    and chunk order); '' for none."""
+    if not rows:
+        return ""
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: (r.name, r.chunk)):
+        digest.update(json.dumps([row.name, row.chunk, row.span_start, row.span_end]).encode())
+        digest.update(np.ascontiguousarray(row.embedding, dtype="<f4").tobytes())
+    return digest.hexdigest()
 
 
 def decide(incoming: NodeRecord, stored: Stored | None) -> Outcome:

@@ -26,6 +26,7 @@ from semantic.core.nodes import (
     VectorRow,
     WriteResult,
     decide,
+    vectors_hash,
 )
 from semantic.core.nodes import content_hash as hash_of
 from semantic.core.ports import Embedder, NodeStore
@@ -88,8 +89,11 @@ class ContentWriter:
 
         Deletes remove the node's vectors from every space and leave a tombstone.
         """
-        nodes = [replace(n, content_hash=hash_of(n)) for n in nodes]
         supplied = client_vectors or {}
+        nodes = [
+            replace(n, vectors_hash=vectors_hash(supplied.get((n.tenant, n.id), ()))) for n in nodes
+        ]
+        nodes = [replace(n, content_hash=hash_of(n)) for n in nodes]
         if space.index_precision == "half":
             for i, node in enumerate(nodes):
                 for j, row in enumerate(supplied.get((node.tenant, node.id), ())):

@@ -321,6 +321,32 @@ async def test_new_client_vectors_for_the_same_text_are_a_new_content(stub) -> N
     assert await code_vectors() == []
 
 
+async def test_upsert_by_slug_alone_creates_then_updates_that_node(stub) -> None:  # type: ignore[no-untyped-def]
+    """Node.id may be empty when the slug is set: a new node takes the slug as its id
+    (as a content event by slug), the node that holds the slug is updated."""
+
+    def node(body: str, version: int, node_id: str = "") -> cpb.Node:
+        return cpb.Node(
+            id=node_id, slug="by-slug", content_type="page", title="T", body=body, version=version
+        )
+
+    created = (await stub.Upsert(pb.UpsertRequest(nodes=[node("one", 1)]))).results[0]
+    assert created.outcome == pb.UPSERT_OUTCOME_CREATED
+    assert created.id == "by-slug"
+    updated = (await stub.Upsert(pb.UpsertRequest(nodes=[node("two", 2)]))).results[0]
+    assert (updated.id, updated.outcome) == (created.id, pb.UPSERT_OUTCOME_UPDATED)
+    got = await stub.Get(pb.GetRequest(slugs=["by-slug"]))
+    assert [(n.id, n.body) for n in got.nodes] == [(created.id, "two")]
+    for twice in ([node("x", 3), node("y", 3)], [node("x", 3), node("y", 3, created.id)]):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Upsert(pb.UpsertRequest(nodes=twice))
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert (caught.value.details() or "").startswith("nodes[1]")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # neither id nor slug
+        await stub.Upsert(pb.UpsertRequest(nodes=[cpb.Node(content_type="page", title="T")]))
+    assert (caught.value.details() or "").startswith("nodes[0].id")
+
+
 async def test_nearest_by_slug_excludes_itself(stub) -> None:  # type: ignore[no-untyped-def]
     await _load(stub)
     reply = await stub.Nearest(pb.NearestRequest(slug="bread-page", top_k=2))

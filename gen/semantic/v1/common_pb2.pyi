@@ -183,8 +183,8 @@ class Node(_message.Message):
     id: _builtins.str
     """Client-chosen identifier, unique per tenant (see the file comment for the format).
     May be empty on Upsert when `slug` is set: the node with that slug is updated, or a
-    new node is created with a server-generated id (a UUID), returned in UpsertResult.
-    Always set in responses.
+    new node is created with the slug as its id (as a content event by slug does; the
+    slug must then be a valid id), returned in UpsertResult. Always set in responses.
     """
     tenant: _builtins.str
     """Tenant owning the node; empty is the default tenant. Forced by a token's tenant claim."""

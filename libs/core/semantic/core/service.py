@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,19 @@ class SearchService:
     ) -> list[WriteResult]:
         """Store nodes and their vectors (embedding what changed)."""
         return await self._writer.upsert(await self.space(space_id), nodes, client_vectors)
+
+    async def with_ids(self, nodes: Sequence[NodeRecord]) -> list[NodeRecord]:
+        """``nodes`` with an id for each one given by slug alone: the id of the node holding
+        that slug, else the slug itself (the node is created with it, as an event by slug
+        creates it: a redelivery or a concurrent twin names the same node)."""
+        wanted = [(n.tenant, n.slug) for n in nodes if not n.id and n.slug]
+        if not wanted:
+            return list(nodes)
+        found = await self._nodes.ids_by_slug(wanted)
+        return [
+            n if n.id or not n.slug else replace(n, id=found.get((n.tenant, n.slug)) or n.slug)
+            for n in nodes
+        ]
 
     async def delete(
         self, tenant: str, ids: Sequence[str], slugs: Sequence[str], version: int

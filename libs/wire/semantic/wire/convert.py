@@ -104,9 +104,13 @@ def node_from_proto(
     """A validated node and its client-supplied vectors.
 
     A vector name may be used by ``texts`` or by ``vectors``, not both; one (name,
-    chunk_index) appears at most once among a node's vectors.
+    chunk_index) appears at most once among a node's vectors. The id may be empty when a
+    slug is given (an Upsert by slug: the caller resolves it, ``SearchService.with_ids``).
     """
-    validation.node_id(node.id, f"{field}.id")
+    if node.id or not node.slug:
+        validation.node_id(node.id, f"{field}.id")
+    else:  # by slug alone: a new node takes the slug as its id
+        validation.node_id(node.slug, f"{field}.slug")
     validation.name(node.content_type, f"{field}.content_type")
     if node.slug:
         validation.slug(node.slug, f"{field}.slug")
@@ -205,8 +209,10 @@ def min_score(request: Any) -> float | None:
 
 def distinct_nodes(records: Sequence[domain.NodeRecord]) -> None:
     """The same node (tenant + id, or tenant + slug) at most once per Upsert."""
-    again = validation.repeated((r.tenant, r.id) for r in records)
+    ids = [(i, (r.tenant, r.id)) for i, r in enumerate(records) if r.id]  # '': by slug
+    again = validation.repeated(key for _, key in ids)
     if again is not None:
+        again = (ids[again[0]][0], ids[again[1]][0])
         raise InvalidArgument(
             f"nodes[{again[1]}].id",
             f"names the same node as nodes[{again[0]}] (a node at most once per request)",

@@ -143,17 +143,19 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     async def Upsert(self, request: pb.UpsertRequest, context: Any) -> pb.UpsertResponse:
         validation.count(len(request.nodes), "nodes", self._limits.max_nodes, minimum=1)
         space = await self._service.space(space_id_from(request.space_id))
-        records = []
-        supplied: dict[tuple[str, str], list[VectorRow]] = {}
+        converted = []
         for i, node in enumerate(request.nodes):
             tenant = enforce_tenant(validation.tenant(node.tenant, f"nodes[{i}].tenant"))
-            record, vectors = convert.node_from_proto(
-                node, f"nodes[{i}]", tenant, space.dim, self._limits
+            converted.append(
+                convert.node_from_proto(node, f"nodes[{i}]", tenant, space.dim, self._limits)
             )
-            records.append(record)
+        convert.distinct_nodes([record for record, _ in converted])  # before ids are resolved
+        records = await self._service.with_ids([record for record, _ in converted])
+        supplied: dict[tuple[str, str], list[VectorRow]] = {}
+        for record, (_, vectors) in zip(records, converted, strict=True):
             if vectors:
-                supplied.setdefault((tenant, record.id), []).extend(vectors)
-        convert.distinct_nodes(records)
+                supplied.setdefault((record.tenant, record.id), []).extend(vectors)
+        convert.distinct_nodes(records)  # a slug resolved to a node also given by id
         results = await self._service.upsert(records, supplied, space.id)
         return pb.UpsertResponse(
             results=[

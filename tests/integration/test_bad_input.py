@@ -252,6 +252,11 @@ CASES: list[tuple[str, Call, str]] = [
         "hybrid.keyword_weight",
     ),
     (
+        "offset + top_k above the limit",
+        (SEARCH, "Search", pb.SearchRequest(text="a", offset=10_000, top_k=1)),
+        "offset",
+    ),
+    (
         "query vector too long",
         (SEARCH, "Search", pb.SearchRequest(vector=cpb.Vector(values=[3.4e38] * 384))),
         "vector",

@@ -389,8 +389,10 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             raise InvalidArgument("mode", f"unknown value {request.mode}")
         if mode is not domain.Mode.DENSE and text is None:
             raise InvalidArgument("mode", f"{mode.value} search needs query text, not a vector")
-        if request.offset > self._limits.max_offset:
-            raise InvalidArgument("offset", f"must be at most {self._limits.max_offset}")
+        if request.offset + self._top_k(request.top_k) > self._limits.max_offset:
+            raise InvalidArgument(
+                "offset", f"offset + top_k must be at most {self._limits.max_offset}"
+            )
         targets = convert.targets_from_proto(request.targets, self._limits)
         hybrid = request.hybrid
         defaults = self._hybrid

@@ -696,8 +696,8 @@ class NamedVector(_message.Message):
     an unchunked text. At most a setting (default 1,024) chunks per name.
     """
     chunk_text: _builtins.str
-    """Optional text this chunk represents, returned as the matched chunk of search hits.
-    For server-made vectors the server fills it from the stored text.
+    """Not used: ignored in Upsert and empty in responses. The `span` says which part of the
+    node's text a chunk stands for; a search hit's matched text is `ChunkMatch.text`.
     """
     client_supplied: _builtins.bool
     """Output only: true when the vector was supplied by a client (Node.vectors), false

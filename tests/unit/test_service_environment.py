@@ -3,7 +3,9 @@ of `semantic dev` log as their parent does."""
 
 from __future__ import annotations
 
-from semantic.tools.cli.dev import DevSettings, children_environment
+from pathlib import Path
+
+from semantic.tools.cli.dev import DevSettings, children_environment, missing_model_settings
 from semantic.tools.devstack.service import service_environment
 
 
@@ -46,3 +48,18 @@ def test_dev_children_run_without_auth_unless_the_environment_sets_it() -> None:
     )
     jwt = children_environment(settings, {"SEMANTIC_AUTH_MODE": "jwt"}, dsn="d", nats_url="n")
     assert jwt["SEMANTIC_AUTH_MODE"] == "jwt"
+
+
+def test_dev_names_the_model_settings_the_start_folder_cannot_serve(tmp_path: Path) -> None:
+    """`semantic dev` refuses to start from a folder without the built model (the services
+    resolve the relative defaults there), naming the settings that would point elsewhere."""
+    assert [m.split(" ")[0] for m in missing_model_settings({}, tmp_path)] == [
+        "SEMANTIC_EMBEDDER_MODEL_DIRS",
+        "SEMANTIC_SEARCH_TOKENIZER",
+    ]
+    given = {"SEMANTIC_EMBEDDER_MODEL_DIRS": "/m", "SEMANTIC_SEARCH_TOKENIZER": "/m/t.json"}
+    assert missing_model_settings(given, tmp_path) == []
+    model = tmp_path / "models" / "all-minilm-l6-v2"
+    model.mkdir(parents=True)
+    (model / "tokenizer.json").write_text("{}")
+    assert missing_model_settings({}, tmp_path) == []

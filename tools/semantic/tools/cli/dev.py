@@ -23,8 +23,10 @@ from semantic.common.errors import SemanticError
 from semantic.common.log import configure_logging
 from semantic.common.server import termination_event
 from semantic.common.settings import BaseServiceSettings, LogFormat
+from semantic.core.settings import WritePathSettings
+from semantic.embedder.settings import DEFAULT_MODEL_DIR
 from semantic.store.postgres.schema import bootstrap_schema
-from semantic.tools.devstack.errors import DevstackError
+from semantic.tools.devstack.errors import DevstackError, ModelNotFound
 from semantic.tools.devstack.nats import EmbeddedNats
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.tools.devstack.service import ServiceProcess
@@ -108,6 +110,19 @@ def children_environment(
     }
 
 
+def missing_model_settings(environ: Mapping[str, str], folder: Path) -> list[str]:
+    """The model settings ``environ`` leaves to relative defaults that name nothing under
+    ``folder`` (where the services start, so where they resolve them), each with what is
+    missing."""
+    missing = []
+    if "SEMANTIC_EMBEDDER_MODEL_DIRS" not in environ and not (folder / DEFAULT_MODEL_DIR).is_dir():
+        missing.append(f"SEMANTIC_EMBEDDER_MODEL_DIRS (no {DEFAULT_MODEL_DIR})")
+    tokenizer = WritePathSettings.model_fields["search_tokenizer"].default
+    if "SEMANTIC_SEARCH_TOKENIZER" not in environ and not (folder / tokenizer).is_file():
+        missing.append(f"SEMANTIC_SEARCH_TOKENIZER (no {tokenizer})")
+    return missing
+
+
 async def run_dev(data_dir: str | None = None) -> int:
     """Run the stack until interrupted; returns the exit code."""
     settings = DevSettings() if data_dir is None else DevSettings(data_dir=Path(data_dir))
@@ -129,6 +144,9 @@ async def _run(
     settings: DevSettings, root: Path, stop: asyncio.Event, closers: contextlib.AsyncExitStack
 ) -> int:
     """Start what is missing, then every service; wait for a signal or a service's exit."""
+    missing = missing_model_settings(os.environ, Path.cwd())
+    if missing:  # before anything starts: a service would fail later, less clearly
+        raise ModelNotFound(missing, Path.cwd())
     if settings.database_url is None:
         postgres = EmbeddedPostgres(
             root / "postgres", settings.dev_postgres_port, settings.dev_host

@@ -2,6 +2,7 @@
 
 DevstackError                                   base; never raised directly
 ├── BinaryNotFound(name, searched)              a server binary is not installed
+├── ModelNotFound(missing, folder)              the built model is not where services look
 ├── CommandError(command, returncode, output)   a helper command (initdb, psql ...) failed
 └── ServerStartError(server, reason, log_path, log_tail)   a server did not come up
     ├── PostgresStartError
@@ -16,6 +17,19 @@ from pathlib import Path
 
 class DevstackError(Exception):
     """Base of every error the dev stack raises on purpose."""
+
+
+class ModelNotFound(DevstackError):
+    """Settings left to their relative defaults name model files that are not under the
+    folder the services start in."""
+
+    def __init__(self, missing: Sequence[str], folder: Path) -> None:
+        self.missing = tuple(missing)
+        self.folder = folder
+        super().__init__(
+            f"no built model under {folder}: run `semantic dev` from the project root (where"
+            " `make models` builds models/), or set " + "; ".join(self.missing)
+        )
 
 
 class BinaryNotFound(DevstackError):

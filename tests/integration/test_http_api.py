@@ -307,6 +307,11 @@ def test_unknown_routes_and_methods_are_problems(loaded: HttpSearch) -> None:
     headers = loaded.headers(["reader"])
     _problem(requests.get(f"{loaded.url}{API}/nowhere", headers=headers), 404)
     _problem(requests.put(f"{loaded.url}{API}/search", headers=headers), 405)
+    # a path served by several routes allows the methods of all of them
+    for path, allowed in (("/nearest", {"GET", "POST"}), ("/nodes/n1", {"GET", "DELETE"})):
+        refused = requests.put(f"{loaded.url}{API}{path}", headers=headers)
+        _problem(refused, 405)
+        assert {m.strip() for m in refused.headers["allow"].split(",")} - {"HEAD"} == allowed
 
 
 def test_admin_routes(loaded: HttpSearch) -> None:

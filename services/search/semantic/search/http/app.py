@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semantic.search.http.api import api_router
@@ -132,9 +133,27 @@ def _add_handlers(app: FastAPI) -> None:
         kind = BY_STATUS.get(exc.status_code, INTERNAL if exc.status_code >= 500 else INVALID)
         detail = str(exc.detail) if exc.detail else kind.title
         response = problem_response(Problem(kind, detail, request.url.path))
-        if exc.status_code == 405 and exc.headers:
-            response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route matching the path only; a path
+            # served by several routes (GET and POST /nearest) allows all of theirs.
+            allowed = _allowed_methods(app, request.scope)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+            elif exc.headers:
+                response.headers.update(exc.headers)
         return response
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route of ``app`` fully answers for the path of ``scope``."""
+    return [
+        method
+        for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+        if any(
+            route.matches({**scope, "method": method})[0] is Match.FULL
+            for route in app.router.routes
+        )
+    ]
 
 
 class RouteMetrics:

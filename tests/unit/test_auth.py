@@ -322,6 +322,19 @@ def test_token_without_exp_or_sub_is_rejected() -> None:
         verifier.verify(no_sub)
 
 
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+def test_a_time_claim_that_is_no_number_is_malformed(name: str) -> None:
+    """NumericDate claims are JSON numbers; a string the library would convert is not."""
+    verifier = TokenVerifier.from_settings(_settings(auth_jwt_secret=SECRET))
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": "alice", "exp": now + 60, "nbf": now - 5, "iat": now - 5}
+    claims[name] = str(claims[name])
+    with pytest.raises(errors.Unauthenticated, match=f"the '{name}' claim is not a number"):
+        verifier.verify(jwt.encode(claims, SECRET, algorithm="HS256"))
+    claims[name] = int(claims[name])
+    assert verifier.verify(jwt.encode(claims, SECRET, algorithm="HS256"))["sub"] == "alice"
+
+
 def test_expiry_within_the_leeway_is_accepted(verifier: TokenVerifier) -> None:
     token = _token(issued_at=time.time() - 70, ttl_seconds=60)  # expired 10 s ago
     assert verifier.verify(token)["sub"] == "alice"

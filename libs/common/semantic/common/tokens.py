@@ -186,7 +186,7 @@ class TokenVerifier:
                 f"allowed: {', '.join(self._keys)}"
             )
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=[algorithm],
@@ -201,6 +201,11 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as exc:
             raise errors.Unauthenticated(self._reason(exc)) from exc
+        for name in ("exp", "nbf", "iat"):  # NumericDate: a JSON number (the library takes "1")
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise errors.Unauthenticated(f"malformed token: the {name!r} claim is not a number")
+        return claims
 
     def _reason(self, exc: jwt.PyJWTError) -> str:
         if isinstance(exc, jwt.ExpiredSignatureError):

@@ -150,11 +150,18 @@ async def test_case_insensitive_rules_fold_letters_beyond_ascii() -> None:
         (r"(?=x)", "is not a valid RE2 pattern"),
         ("x*", "matches the empty text"),
         (r"\p{L}{1000}", "is too large once compiled"),
+        (r"a\C", "uses .C .any single byte."),  # would report half characters
+        (r"\\\C", "uses .C"),
     ],
 )
 def test_patterns_re2_cannot_run_within_bounds_are_refused(pattern: str, problem: str) -> None:
     with pytest.raises(PatternError, match=problem):
         compile_pattern(pattern, regex=True, case_insensitive=False)
+
+
+def test_an_escaped_backslash_before_c_and_a_literal_backslash_c_are_kept() -> None:
+    assert compile_pattern(r"\\C", regex=True, case_insensitive=False).search(b"\\C")
+    assert compile_pattern(r"a\C", regex=False, case_insensitive=False).search(b"a\\C")
 
 
 async def test_a_catastrophic_backtracking_pattern_runs_in_linear_time() -> None:

@@ -66,6 +66,10 @@ def regex_source(pattern: str, *, regex: bool, case_insensitive: bool) -> bytes:
 def compile_pattern(pattern: str, *, regex: bool, case_insensitive: bool) -> Any:
     """The compiled pattern (searching UTF-8 bytes); PatternError when RE2 refuses it,
     its program is too large, or it matches the empty text."""
+    if regex and _any_byte(pattern):
+        raise PatternError(
+            "uses \\C (any single byte), which can match part of a character: use . instead"
+        )
     source = regex_source(pattern, regex=regex, case_insensitive=case_insensitive)
     try:
         compiled = re2.compile(source, _options(RULE_MAX_MEM))
@@ -81,6 +85,19 @@ def compile_pattern(pattern: str, *, regex: bool, case_insensitive: bool) -> Any
     if compiled.search(b"") is not None:
         raise PatternError("matches the empty text (a rule must match at least one character)")
     return compiled
+
+
+def _any_byte(pattern: str) -> bool:
+    """Whether ``pattern`` has RE2's ``\\C`` (an unescaped backslash, then C)."""
+    escaped = False
+    for char in pattern:
+        if escaped:
+            if char == "C":
+                return True
+            escaped = False
+        elif char == "\\":
+            escaped = True
+    return False
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from semantic.common import errors
 from semantic.search.app import openapi_document as document
 from semantic.search.http import problems
-from semantic.search.http.console.views import Trend, alerts, lab_rows
+from semantic.search.http.console.views import Trend, alerts, lab_rows, number
 from semantic.search.http.openapi import render
 from semantic.search.http.security import check_csrf, csrf_token
 from semantic.v1 import common_pb2 as cpb
@@ -216,3 +216,11 @@ def test_failed_consistency_checks_become_alerts() -> None:
         ("warning", "Orphan vectors"),
     ]
     assert found[0].detail == "003_x.sql is not applied"
+
+
+def test_console_numbers_show_a_nan_or_infinity_as_written() -> None:
+    """Protobuf JSON writes non-finite doubles as strings; a page shows them, never fails."""
+    assert number(0.123456) == "0.1235"
+    assert number(3, 1) == "3.0"
+    assert number("NaN") == "NaN"
+    assert number("-Infinity", 2) == "-Infinity"

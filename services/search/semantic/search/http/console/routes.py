@@ -27,7 +27,14 @@ from semantic.common.errors import InvalidArgument, NotFound, SemanticError
 from semantic.search.http.console import session
 from semantic.search.http.console.jobs import Jobs
 from semantic.search.http.console.session import Visitor
-from semantic.search.http.console.views import STATUS_NAMES, Trend, alerts, lab_rows, megabytes
+from semantic.search.http.console.views import (
+    STATUS_NAMES,
+    Trend,
+    alerts,
+    lab_rows,
+    megabytes,
+    number,
+)
 from semantic.search.http.gateway import Gateway
 from semantic.search.http.problems import problem_for
 from semantic.search.http.security import CSRF_FIELD
@@ -82,6 +89,7 @@ class Console:
             undefined=jinja2.StrictUndefined,
         )
         self.templates.filters["size"] = megabytes
+        self.templates.filters["number"] = number
         self.templates.globals.update(
             base=BASE, pages=PAGES, status_names=STATUS_NAMES, space_state=space_state
         )

@@ -203,6 +203,14 @@ def _text_of(node: Any, vector_name: str) -> str:
     return str(node.texts.get(vector_name, ""))
 
 
+def number(value: object, digits: int = 4) -> str:
+    """A number with ``digits`` decimals; anything else (protobuf JSON writes a NaN or an
+    infinite double as the string "NaN" or "Infinity") as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
 def megabytes(value: int) -> str:
     """Bytes as a short human number."""
     size = float(value)

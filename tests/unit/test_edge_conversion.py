@@ -286,6 +286,8 @@ def test_bad_user_events_are_invalid_poison_naming_the_field() -> None:
     assert _user_poison(event(user_id="u\x00")).detail.startswith("user_id: must not contain")
     assert _user_poison(event(node_id="n" * 300)).detail.startswith("node_id: is longer")
     assert _user_poison(event(weight=float("nan"))).detail.startswith("weight: must be a finite")
+    reserved = _user_poison(event(archetype="derived_1")).detail
+    assert reserved.startswith("archetype: labels starting with 'derived_' are reserved")
     late = event()
     late.occurred_at.seconds = 2**40
     assert _user_poison(late).detail.startswith("occurred_at: must be between the years")

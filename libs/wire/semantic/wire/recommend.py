@@ -10,6 +10,7 @@ from typing import Any
 from semantic.common import validation
 from semantic.common.errors import InvalidArgument
 from semantic.core.domain import DEFAULT_VECTOR, Filter
+from semantic.core.recommend.archetypes import PREFIX as DERIVED_PREFIX
 from semantic.core.recommend.events import Action, TrackConfig, UserEventRecord, check_time
 from semantic.core.recommend.values import (
     DEFAULT_TOP_K,
@@ -64,6 +65,11 @@ def user_event_from_proto(
     )
     if event.archetype:
         validation.name(event.archetype, f"{field}.archetype")
+        if event.archetype.startswith(DERIVED_PREFIX):
+            raise InvalidArgument(
+                f"{field}.archetype",
+                f"labels starting with {DERIVED_PREFIX!r} are reserved for derived archetypes",
+            )
     validation.short_id(event.session_id, f"{field}.session_id")
     validation.short_id(event.source, f"{field}.source")
     context = None

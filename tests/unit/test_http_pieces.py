@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema_rs
 import pytest
@@ -98,6 +99,42 @@ def test_requests_parse_json_names_proto_names_and_refuse_unknown_fields() -> No
         protojson.parse(b"\xff", pb.SearchRequest())
     with pytest.raises(errors.InvalidArgument):
         protojson.parse(b'{"topK": -1}', pb.SearchRequest())
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "field", "problem"),
+    [
+        (b"[]", pb.SearchRequest(), "body", "must be a JSON object"),
+        (b'{"text": "a", "filter": []}', pb.SearchRequest(), "filter", "must be a JSON object"),
+        (b'{"nodes": [[]]}', pb.UpsertRequest(), "nodes[0]", "must be a JSON object"),
+        (b'{"top_k": 3, "topK": 4}', pb.SearchRequest(), "body.topK", "given as 'top_k' and"),
+        (
+            b'{"nodes": [{"id": "a", "content_type": "p", "contentType": "q"}]}',
+            pb.UpsertRequest(),
+            "nodes[0].contentType",
+            "given as",
+        ),
+    ],
+)
+def test_what_the_json_library_lets_through_is_refused_naming_the_field(
+    body: bytes, message: Any, field: str, problem: str
+) -> None:
+    """A message that is not an object, or a field under both its names (which one
+    counted depended on their order), is INVALID_ARGUMENT."""
+    with pytest.raises(errors.InvalidArgument) as caught:
+        protojson.parse(body, message)
+    assert caught.value.field == field
+    assert problem in caught.value.problem
+
+
+def test_well_known_types_keep_their_own_json_forms() -> None:
+    body = (
+        b'{"nodes": [{"id": "a", "contentType": "p", "metadata": {"k": [1, {"x": null}]},'
+        b' "createdAt": "2020-01-01T00:00:00Z", "texts": {"code": "x"}}]}'
+    )
+    (node,) = protojson.parse(body, pb.UpsertRequest()).nodes
+    assert node.created_at.seconds == 1577836800
+    assert protojson.parse(b'{"text": "a", "filter": null}', pb.SearchRequest()).text == "a"
 
 
 def test_the_committed_openapi_document_is_what_the_code_generates() -> None:

@@ -27,6 +27,7 @@ def parse(payload: bytes | str, message: M, *, field: str = "body") -> M:
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
         json_format.Parse(text, message, ignore_unknown_fields=False)
+        _check_shape(json.loads(text), message.DESCRIPTOR, field)
     except UnicodeDecodeError as exc:
         raise InvalidArgument(field, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
@@ -34,10 +35,62 @@ def parse(payload: bytes | str, message: M, *, field: str = "body") -> M:
     return message
 
 
+_SPECIAL_JSON = frozenset(
+    {
+        "google.protobuf.Struct",
+        "google.protobuf.Value",
+        "google.protobuf.ListValue",
+        "google.protobuf.Timestamp",
+        "google.protobuf.Duration",
+        "google.protobuf.FieldMask",
+        "google.protobuf.Any",
+        *(
+            f"google.protobuf.{name}Value"
+            for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool")
+        ),
+        "google.protobuf.StringValue",
+        "google.protobuf.BytesValue",
+    }
+)
+"""Well-known types with a JSON form of their own (a string, a number, any JSON value)."""
+
+
+def _check_shape(value: Any, descriptor: Any, path: str) -> None:
+    """What the library's parser lets through: a message that is not a JSON object (``[]``
+    for the whole body or for a message field) and one field given under both its names
+    (``top_k`` and ``topK``: which one counted depended on their order)."""
+    if not isinstance(value, dict):
+        raise InvalidArgument(path, "must be a JSON object")
+    seen: dict[str, str] = {}
+    for key, item in value.items():
+        described = descriptor.fields_by_camelcase_name.get(key) or descriptor.fields_by_name.get(
+            key
+        )
+        if described is None:
+            continue  # the library refused unknown names already
+        other = seen.setdefault(described.name, key)
+        if other != key:
+            raise InvalidArgument(
+                f"{path}.{described.json_name}", f"given as {other!r} and {key!r}"
+            )
+        kind = described.message_type
+        if item is None or kind is None or kind.full_name in _SPECIAL_JSON:
+            continue
+        if kind.GetOptions().map_entry:
+            continue  # map values are checked by the library (scalars here)
+        inner = f"{path}.{described.json_name}" if path != "body" else described.json_name
+        if described.is_repeated:
+            for index, element in enumerate(item if isinstance(item, list) else ()):
+                _check_shape(element, kind, f"{inner}[{index}]")
+        else:
+            _check_shape(item, kind, inner)
+
+
 def parse_dict(value: Any, message: M, *, field: str = "body") -> M:
     """Like :func:`parse`, from an already decoded JSON value."""
     try:
         json_format.ParseDict(value, message, ignore_unknown_fields=False)
+        _check_shape(value, message.DESCRIPTOR, field)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise InvalidArgument(field, _reason(exc)) from exc
     return message

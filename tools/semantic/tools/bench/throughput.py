@@ -156,21 +156,25 @@ async def measure_throughput(
         async def search(k: int, i: int) -> None:
             await stub.Search(requests[i % n])
 
-        async def own_sql(k: int, i: int) -> None:
+        async def dense_statement(k: int, vector: np.ndarray[Any, Any], limit: int) -> None:
+            """The service's dense statement for an unfiltered query, node rows included."""
             await dense.dense_search(
                 conns[k],
                 table,
                 "",
-                queries[i % n],
+                vector,
                 targets=(VectorTarget(),),
                 filter_sql=tenant_only,
                 filter_params=params,
-                limit=10,
+                limit=limit,
                 ef_search=ef_search,
                 exact_threshold=0,
                 filtered=False,
                 attach_after=0,
             )
+
+        async def own_sql(k: int, i: int) -> None:
+            await dense_statement(k, queries[i % n], 10)
 
         async def minimal_sql(k: int, i: int) -> None:
             await conns[k].fetch(minimal, queries[i % n])
@@ -185,20 +189,7 @@ async def measure_throughput(
             centre = found[1] if found is not None else None
             if centre is None:
                 raise RuntimeError(f"node {node_ids[i % len(node_ids)]} has no vector")
-            await dense.dense_search(
-                conns[k],
-                table,
-                "",
-                centre,
-                targets=(VectorTarget(),),
-                filter_sql=tenant_only,
-                filter_params=params,
-                limit=11,
-                ef_search=ef_search,
-                exact_threshold=0,
-                filtered=False,
-                attach_after=0,
-            )
+            await dense_statement(k, centre, 11)  # top_k + 1: the node itself is left out
 
         async def nearest_sql(k: int, i: int) -> None:
             await conns[k].fetch(nearest, node_ids[i % len(node_ids)])

@@ -108,7 +108,7 @@ def test_a_good_node_converts_with_metadata_as_sent() -> None:
         # Cosine similarity in float32: squares of these underflow or overflow (NaN scores).
         (_node(vectors=[_vector(values=(1e-45,) * 4)]), "nodes[3].vectors[0].vector: has length"),
         (_node(vectors=[_vector(values=(3.4e38,) * 4)]), "nodes[3].vectors[0].vector: has length"),
-        (_node(vectors=[_vector(values=(2e4, 0, 0, 0))]), "must be between 0.0001 and 10000"),
+        (_node(vectors=[_vector(values=(2e6, 0, 0, 0))]), "must be between 1e-06 and 1e+06"),
         (_node(vectors=[_vector(values=(0.0,) * 4)]), "nodes[3].vectors[0].vector: is all zeros"),
     ],
 )
@@ -129,7 +129,7 @@ def test_boundaries_that_are_allowed() -> None:
     record, vectors = convert.node_from_proto(node, "nodes[0]", "", DIM, LIMITS)
     assert record.version == 2**63 - 1
     assert vectors[0].chunk == 1023
-    for length in (1.01e-4, 9.9e3):  # just inside the lengths cosine in float32 allows
+    for length in (1.01e-6, 9.9e5):  # just inside the lengths cosine in float32 allows
         node = _node(vectors=[_vector(values=(length, 0.0, 0.0, 0.0))])
         _, vectors = convert.node_from_proto(node, "nodes[0]", "", DIM, LIMITS)
         assert vectors[0].embedding[0] == pytest.approx(length, rel=1e-6)

@@ -17,6 +17,7 @@ from semantic.core.domain import (
     VectorTarget,
     vector_problem,
 )
+from semantic.core.spaces import check_half_range
 from semantic.store.postgres.dense_inputs import checked_targets, checked_vector
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
@@ -28,7 +29,7 @@ LIMITS = convert.Limits()
 
 @pytest.mark.parametrize(
     "values",
-    [(1e-45,) * 384, (3.4e38,) * 384, (2e4,) + (0.0,) * 383, (5e-5,) + (0.0,) * 383],
+    [(1e-45,) * 384, (3.4e38,) * 384, (2e6,) + (0.0,) * 383, (5e-7,) + (0.0,) * 383],
 )
 def test_a_vector_too_long_or_too_short_for_float32_cosine_is_refused(
     values: tuple[float, ...],
@@ -81,3 +82,16 @@ def test_a_hybrid_weight_above_the_bound_is_refused(side: str) -> None:
     with pytest.raises(InvalidArgument, match=rf"^hybrid\.{side}: must be a number between"):
         fusion.check_fusion(60, weights["dense_weight"], weights["keyword_weight"])
     fusion.check_fusion(60, MAX_WEIGHT, MAX_WEIGHT)
+
+
+def test_a_half_precision_space_refuses_what_half_precision_rounds_away_or_cannot_hold() -> None:
+    tiny = np.full(384, 1e-5, np.float32)  # a valid length (2e-4), but zeros in half
+    assert vector_problem(tiny) is None
+    with pytest.raises(InvalidArgument, match=r"^vector: has no component of 6.1e-05 or more"):
+        check_half_range(tiny, "half", "vector")
+    with pytest.raises(InvalidArgument, match=r"^vector: has a component beyond"):
+        check_half_range(np.full(384, 7e4, np.float32), "half", "vector")
+    check_half_range(tiny, "float32", "vector")  # a float32 index holds it
+    one = tiny.copy()
+    one[0] = 1e-4
+    check_half_range(one, "half", "vector")

@@ -27,11 +27,12 @@ sums and products of them stay far from overflowing."""
 MIN_TARGET_WEIGHT = 1e-6
 """The smallest weight of a searched vector (its products with similarities stay far from
 underflowing)."""
-MIN_VECTOR_LENGTH = 1e-4
-MAX_VECTOR_LENGTH = 1e4
+MIN_VECTOR_LENGTH = 1e-6
+MAX_VECTOR_LENGTH = 1e6
 """The Euclidean lengths a stored or query vector may have. Cosine similarity is computed in
-float32 (in half precision by a half-precision index), where the squares of a much longer
-vector overflow and those of a much shorter one vanish: either makes every score NaN."""
+float32, where the squares of a much longer vector overflow and those of a much shorter
+one vanish: either makes every score NaN. (A half-precision index bounds components
+further: ``spaces.check_half_range``.)"""
 MAX_HYBRID_CANDIDATES = 2000
 MAX_EXPANSION_DOCS = 10
 """At most this many first-pass hits expand a hybrid query (``HybridParams.expansion_docs``)."""

@@ -42,15 +42,29 @@ DEFAULT_INDEX_PRECISION: IndexPrecision = "float32"
 HALF_MAX = 65_504.0
 """The largest magnitude a half-precision value holds: a vector of a ``half`` space (or a
 query of one) with a component beyond it cannot be indexed (or searched)."""
+HALF_MIN_NORMAL = 2.0**-14
+"""The smallest normal half-precision magnitude (about 6.1e-5): a vector none of whose
+components reaches it would be rounded to (almost) zeros by a ``half`` index."""
 
 
 def check_half_range(vector: np.ndarray[Any, Any], precision: IndexPrecision, field: str) -> None:
-    """InvalidArgument (naming ``field``) when ``vector`` does not fit a ``half`` index."""
-    if precision == "half" and vector.size and float(np.max(np.abs(vector))) > HALF_MAX:
+    """InvalidArgument (naming ``field``) when ``vector`` does not fit a ``half`` index: a
+    component beyond its range, or none large enough not to round to zero there."""
+    if precision != "half" or not vector.size:
+        return
+    largest = float(np.max(np.abs(vector)))
+    if largest > HALF_MAX:
         raise InvalidArgument(
             field,
             f"has a component beyond +-{HALF_MAX:,.0f}, which this space's half-precision "
             "index cannot hold (scale the vector down: cosine similarity ignores length)",
+        )
+    if largest < HALF_MIN_NORMAL:
+        raise InvalidArgument(
+            field,
+            f"has no component of {HALF_MIN_NORMAL:.2g} or more: this space's half-precision "
+            "index would round it to zeros (scale the vector up: cosine similarity ignores "
+            "length)",
         )
 
 

@@ -26,13 +26,22 @@ def parse(payload: bytes | str, message: M, *, field: str = "body") -> M:
     """
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-        json_format.Parse(text, message, ignore_unknown_fields=False)
-        _check_shape(json.loads(text), message.DESCRIPTOR, field)
+        value = json.loads(text, object_pairs_hook=_unique_keys)  # parsed once, for both uses
     except UnicodeDecodeError as exc:
         raise InvalidArgument(field, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise InvalidArgument(field, _reason(exc)) from exc
-    return message
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArgument(field, f"Failed to load JSON: {_reason(exc)}.") from exc
+    return parse_dict(value, message, field=field)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are distinct (as the library's own loader requires)."""
+    result: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key}")
+        result[key] = item
+    return result
 
 
 _SPECIAL_JSON = frozenset(
@@ -89,8 +98,8 @@ def _check_shape(value: Any, descriptor: Any, path: str) -> None:
 def parse_dict(value: Any, message: M, *, field: str = "body") -> M:
     """Like :func:`parse`, from an already decoded JSON value."""
     try:
+        _check_shape(value, message.DESCRIPTOR, field)  # first: ParseDict takes [] for {}
         json_format.ParseDict(value, message, ignore_unknown_fields=False)
-        _check_shape(value, message.DESCRIPTOR, field)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise InvalidArgument(field, _reason(exc)) from exc
     return message

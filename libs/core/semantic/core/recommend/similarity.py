@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from semantic.core.domain import assembled
 from semantic.core.recommend.values import CandidateDetails, RecommendHit, Similar
 
 
@@ -54,21 +55,8 @@ def most_similar(
     holds the items' unit vectors as rows (``np.stack`` of them)."""
     sims = (matrix @ vector).tolist()
     order = sorted(range(len(sims)), key=lambda i: -sims[i])[:count]
-    out = []
-    for i in order:
-        item = items[i][0]  # built field by field: replace() takes three times as long
-        out.append(
-            Similar(
-                item.node_id,
-                item.slug,
-                item.title,
-                sims[i],
-                item.action,
-                item.occurred_at,
-                item.negative,
-            )
-        )
-    return out
+    # assembled: dataclasses.replace takes three times as long, and this runs per hit
+    return [assembled(Similar, items[i][0].__dict__, similarity=sims[i]) for i in order]
 
 
 def explain_hits(

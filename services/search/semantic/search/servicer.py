@@ -12,7 +12,7 @@ from semantic.core import domain
 from semantic.core.nodes import DeleteOutcome, Outcome, VectorRow
 from semantic.core.relations import RelationService
 from semantic.core.rule_service import RuleService
-from semantic.core.service import SearchResult, SearchService
+from semantic.core.service import SearchService
 from semantic.core.spaces import Space
 from semantic.search.recommend.service import Recommendations
 from semantic.v1 import common_pb2 as cpb
@@ -22,6 +22,7 @@ from semantic.wire import convert
 from semantic.wire import feedback as wire_feedback
 from semantic.wire import relations as wire_relations
 from semantic.wire import rules as wire_rules
+from semantic.wire import search as wire_search
 
 _OUTCOMES = {
     Outcome.CREATED: pb.UPSERT_OUTCOME_CREATED,
@@ -35,18 +36,6 @@ _DELETES = {
     DeleteOutcome.NOT_FOUND: pb.DELETE_OUTCOME_NOT_FOUND,
     DeleteOutcome.STALE: pb.DELETE_OUTCOME_STALE,
 }
-_MODES = {
-    pb.SEARCH_MODE_DENSE: domain.Mode.DENSE,
-    pb.SEARCH_MODE_KEYWORD: domain.Mode.KEYWORD,
-    pb.SEARCH_MODE_HYBRID: domain.Mode.HYBRID,
-}
-_MODE_OUT = {v: k for k, v in _MODES.items()}
-_FUSIONS = {
-    pb.FUSION_RRF: domain.Fusion.RRF,
-    pb.FUSION_RELATIVE_SCORE: domain.Fusion.RELATIVE_SCORE,
-    pb.FUSION_DISTRIBUTION: domain.Fusion.DISTRIBUTION,
-}
-_FUSION_OUT = {v: k for k, v in _FUSIONS.items()}
 _STATES = {
     "building": pb.SPACE_STATE_BUILDING,
     "ready": pb.SPACE_STATE_READY,
@@ -235,18 +224,20 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
         tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
-        query = self._query(request, tenant)
+        query = wire_search.search_query(request, tenant, self._limits, self._hybrid)
         result = await self._service.search(query, space_id_from(request.space_id))
         response = pb.SearchResponse(
             space_id=str(result.space.id),
-            mode=_MODE_OUT[result.mode],
+            mode=wire_search.MODE_OUT[result.mode],
             query_tokens=result.query_tokens,
             query_truncated=result.query_truncated,
             degraded=result.degraded,
-            fusion=_FUSION_OUT[result.fusion] if result.fusion else pb.FUSION_UNSPECIFIED,
+            fusion=wire_search.FUSION_OUT[result.fusion]
+            if result.fusion
+            else pb.FUSION_UNSPECIFIED,
             expanded_with=result.expanded_with,
         )
-        _hits(result, query.include_body, response.hits)
+        wire_search.fill_hits(result, query.include_body, response.hits)
         if request.include_relations and response.hits and not result.degraded:
             await self._with_relations(tenant, [h.node for h in response.hits])
         if request.include_feedback and response.hits and not result.degraded:
@@ -255,7 +246,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     async def Nearest(self, request: pb.NearestRequest, context: Any) -> pb.NearestResponse:
         tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
-        _check_source(request, "source node")
+        wire_search.check_source(request, "source node")
         if request.vector_name:
             validation.name(request.vector_name, "vector_name")
         flt = convert.filter_from_proto(request.filter, "filter", self._limits)
@@ -265,7 +256,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             node_id=request.id or None,
             slug=request.slug or None,
             vector_name=request.vector_name or domain.DEFAULT_VECTOR,
-            top_k=self._top_k(request.top_k),
+            top_k=wire_search.top_k(request.top_k, self._limits),
             flt=flt,
             min_score=convert.min_score(request),
             space_id=space_id_from(request.space_id),
@@ -277,7 +268,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             space_id=str(result.space.id),
             degraded=result.degraded,
         )
-        _hits(result, request.include_body, response.hits)
+        wire_search.fill_hits(result, request.include_body, response.hits)
         if request.include_relations and response.hits and not result.degraded:
             await self._with_relations(tenant, [h.node for h in response.hits])
         if request.include_feedback and response.hits and not result.degraded:
@@ -297,7 +288,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     async def Related(self, request: pb.RelatedRequest, context: Any) -> pb.RelatedResponse:
         tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
-        _check_source(request, "node")
+        wire_search.check_source(request, "node")
         query = wire_relations.walk_from_proto(request, tenant, self._max_related)
         start, hits = await self._related.related(query, request.id or None, request.slug or None)
         return wire_relations.related_to_proto(
@@ -363,147 +354,3 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         if self._recommend is None:
             raise DependencyUnavailable("search", "still starting up")
         return self._recommend
-
-    def _top_k(self, top_k: int) -> int:
-        if top_k == 0:
-            return 10
-        if top_k > self._limits.max_top_k:
-            raise InvalidArgument("top_k", f"must be between 1 and {self._limits.max_top_k}")
-        return top_k
-
-    def _query(self, request: pb.SearchRequest, tenant: str) -> domain.SearchQuery:
-        kind = request.WhichOneof("query")
-        text = request.text if kind == "text" else None
-        vector = None
-        if kind is None or (kind == "text" and not request.text.strip()):
-            raise InvalidArgument("text", "give query text or a query vector")
-        if text is not None:
-            validation.text(text, "text", self._limits.max_query_chars)
-        if kind == "vector":
-            vector = convert.vector_from_proto(request.vector, "vector")
-        if request.mode == pb.SEARCH_MODE_UNSPECIFIED:
-            mode = domain.Mode.HYBRID if text else domain.Mode.DENSE
-        elif request.mode in _MODES:
-            mode = _MODES[request.mode]
-        else:
-            raise InvalidArgument("mode", f"unknown value {request.mode}")
-        if mode is not domain.Mode.DENSE and text is None:
-            raise InvalidArgument("mode", f"{mode.value} search needs query text, not a vector")
-        if request.offset + self._top_k(request.top_k) > self._limits.max_offset:
-            raise InvalidArgument(
-                "offset", f"offset + top_k must be at most {self._limits.max_offset}"
-            )
-        targets = convert.targets_from_proto(request.targets, self._limits)
-        hybrid = request.hybrid
-        defaults = self._hybrid
-        params = domain.HybridParams(
-            rrf_k=validation.integer(hybrid.rrf_k, "hybrid.rrf_k", minimum=1)
-            if hybrid.HasField("rrf_k")
-            else defaults.rrf_k,
-            dense_weight=validation.number(
-                hybrid.dense_weight, "hybrid.dense_weight", minimum=0, maximum=domain.MAX_WEIGHT
-            )
-            if hybrid.HasField("dense_weight")
-            else 1.0,
-            keyword_weight=validation.number(
-                hybrid.keyword_weight, "hybrid.keyword_weight", minimum=0, maximum=domain.MAX_WEIGHT
-            )
-            if hybrid.HasField("keyword_weight")
-            else 1.0,
-            candidates=min(
-                hybrid.candidates if hybrid.HasField("candidates") else defaults.candidates,
-                domain.MAX_HYBRID_CANDIDATES,
-            ),
-            fusion=_fusion(hybrid.fusion, defaults.fusion),
-            expansion_docs=validation.integer(
-                hybrid.expansion_docs,
-                "hybrid.expansion_docs",
-                minimum=0,
-                maximum=domain.MAX_EXPANSION_DOCS,
-            )
-            if hybrid.HasField("expansion_docs")
-            else defaults.expansion_docs,
-            expansion_weight=validation.number(
-                hybrid.expansion_weight, "hybrid.expansion_weight", minimum=0
-            )
-            if hybrid.HasField("expansion_weight")
-            else defaults.expansion_weight,
-        )
-        return domain.SearchQuery(
-            tenant=tenant,
-            mode=mode,
-            text=text,
-            vector=vector,
-            targets=tuple(targets) or (domain.VectorTarget(),),
-            hybrid=params,
-            filter=convert.filter_from_proto(request.filter, "filter", self._limits),
-            top_k=self._top_k(request.top_k),
-            offset=request.offset,
-            min_score=convert.min_score(request),
-            include_body=request.include_body,
-            modifiers=wire_feedback.modifiers_from_proto(request.modifiers),
-            default_modifiers=not request.skip_default_modifiers,
-        )
-
-
-def _fusion(value: pb.Fusion.ValueType, default: domain.Fusion) -> domain.Fusion:
-    """``HybridParams.fusion``: unset is the server default; an unknown value is refused."""
-    if value == pb.FUSION_UNSPECIFIED:
-        return default
-    if value not in _FUSIONS:
-        raise InvalidArgument("hybrid.fusion", f"unknown value {value}")
-    return _FUSIONS[value]
-
-
-def _check_source(request: pb.NearestRequest | pb.RelatedRequest, what: str) -> None:
-    """The starting node of a Nearest or Related: its id or its slug, valid."""
-    source = request.WhichOneof("source")
-    if source is None or not getattr(request, source):
-        raise InvalidArgument("id", f"give the id or the slug of the {what}")
-    if source == "id":
-        validation.node_id(request.id, "id")
-    else:
-        validation.slug(request.slug, "slug")
-
-
-_EXPLAINED = (
-    "dense_rank",
-    "dense_score",
-    "keyword_rank",
-    "keyword_score",
-    "fused_score",
-    "dense_normalized",
-    "keyword_normalized",
-    "dense_part",
-    "keyword_part",
-)
-
-
-def _hits(result: SearchResult, include_body: bool, into: Any) -> None:
-    """Append the result's hits to ``into`` (a response's ``hits``).
-
-    Every hit of every query comes through here: each message is written in place (a
-    submessage given to a constructor is copied, which made this three times slower); the
-    explanation is present only when it says something."""
-    for hit in result.hits:
-        node = hit.node
-        assert node is not None
-        message = into.add(score=hit.score)
-        convert.fill_node(message.node, node, include_body=include_body)
-        chunk = hit.chunk
-        if chunk is not None:
-            match = message.chunk
-            match.vector_name = chunk.vector_name
-            match.chunk_index = chunk.chunk_index
-            match.text = node.text_for(chunk.vector_name)[chunk.span_start : chunk.span_end]
-            match.span.start = chunk.span_start
-            match.span.end = chunk.span_end
-            match.similarity = chunk.similarity
-        explanation = message.explanation
-        for name in _EXPLAINED:
-            value = getattr(hit, name)
-            if value is not None:
-                setattr(explanation, name, value)
-        for target, similarity in hit.target_scores.items():
-            explanation.targets.add(name=target, similarity=similarity)
-        wire_feedback.explain(hit, explanation)

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from semantic.tools.bench.scale import (
-    ExactTop,
     ScaleBenchConfig,
     _warm_count,
-    build_memory_mb,
     heap_bytes,
     index_bytes,
     postgres_settings,
 )
+from semantic.tools.bench.scale_load import ExactTop, build_memory_mb
 
 
 def test_exact_top_merged_in_batches_equals_the_top_over_everything() -> None:

@@ -47,13 +47,12 @@ needs.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +69,20 @@ from semantic.store.postgres.filters import compile_filter
 from semantic.tools.bench.corpus import (
     BULK_LOAD_SETTINGS,
     EMBEDDER_THREADS,
-    WORDS,
     EmbeddingLike,
     percentiles,
 )
 from semantic.tools.bench.footprint import footprint, machine
+from semantic.tools.bench.scale_load import (
+    MB,
+    ExactTop,
+    Loader,
+    Target,
+    build_index,
+    database_size_mb,
+    parallel_workers,
+    table_sizes,
+)
 from semantic.tools.bench.search import EF_SEARCH
 from semantic.tools.devstack import EmbeddedPostgres, free_port
 from semantic.tools.devstack.stack import LocalStack
@@ -91,7 +99,6 @@ PRECISIONS: dict[str, tuple[IndexPrecision, ...]] = {
 }
 EF_SWEEP = (100, 150, 200, 300, 400)
 GOALS = {"recall_at_10": 0.95, "p99_vs_reference": 3.0}
-_MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ def postgres_settings(config: ScaleBenchConfig) -> dict[str, str]:
         for p in PRECISIONS[config.precision]
     )
     quarter = psutil.virtual_memory().total // 4
-    buffers_mb = max(1024, int(min(data * 1.1, quarter) / _MB))
+    buffers_mb = max(1024, int(min(data * 1.1, quarter) / MB))
     return {
         **BULK_LOAD_SETTINGS,
         "shared_buffers": f"{buffers_mb}MB",
@@ -158,208 +165,6 @@ def postgres_settings(config: ScaleBenchConfig) -> dict[str, str]:
         "checkpoint_timeout": "1h",
         "max_parallel_maintenance_workers": str(parallel_workers()),
     }
-
-
-def build_memory_mb(n: int, dim: int) -> int:
-    """``maintenance_work_mem`` for an in-memory HNSW build of ``n`` vectors (pgvector keeps
-    the graph in memory while it fits: vector plus neighbour lists per element)."""
-    return max(1024, int(n * (4 * dim + 1024) * 1.1 / _MB))
-
-
-def parallel_workers() -> int:
-    """Parallel maintenance workers of an index build: every core but the leader's."""
-    return max(0, len(os.sched_getaffinity(0)) - 1)
-
-
-class ExactTop:
-    """The exact top ``k`` of each query over every vector added so far (cosine of unit
-    vectors: the dot product), kept batch by batch."""
-
-    def __init__(self, queries: np.ndarray[Any, Any], k: int) -> None:
-        self.queries = queries
-        self.k = k
-        self.scores = np.full((len(queries), k), -np.inf, np.float32)
-        self.ids = np.full((len(queries), k), -1, np.int64)
-
-    def add(self, vectors: np.ndarray[Any, Any], first_id: int) -> None:
-        """Merge a batch whose rows are nodes ``first_id ..``."""
-        sims = self.queries @ vectors.T
-        k = min(self.k, sims.shape[1])
-        part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        scores = np.concatenate([self.scores, np.take_along_axis(sims, part, 1)], axis=1)
-        ids = np.concatenate([self.ids, part + first_id], axis=1)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, : self.k]
-        self.scores = np.take_along_axis(scores, order, 1)
-        self.ids = np.take_along_axis(ids, order, 1)
-
-    def answer(self) -> list[set[int]]:
-        """Each query's exact top ``k`` node numbers."""
-        return [{i for i in row.tolist() if i >= 0} for row in self.ids]
-
-
-def _batch(shape: EmbeddingLike, config: ScaleBenchConfig, number: int, size: int) -> Any:
-    rng = np.random.default_rng([config.seed, number])
-    vectors = shape.documents(size, rng)
-    titles = [" ".join(rng.choice(WORDS, size=5)) for _ in range(size)]
-    return vectors, titles
-
-
-async def _hnsw_index(conn: asyncpg.Connection, space: Space) -> str | None:
-    schema, table = space.table.split(".")
-    name: str | None = await conn.fetchval(
-        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-        " JOIN pg_am a ON a.oid = c.relam WHERE i.indrelid = $1::regclass AND a.amname = 'hnsw'",
-        f"{schema}.{table}",
-    )
-    return name
-
-
-async def _drop_hnsw(conn: asyncpg.Connection, space: Space) -> None:
-    name = await _hnsw_index(conn, space)
-    if name is not None:
-        await conn.execute(f'DROP INDEX semantic."{name}"')
-
-
-@dataclass
-class _Target:
-    """One space measured: its size and precision, its exact answers, what was measured."""
-
-    space: Space
-    size: int
-    copy_seconds: float = 0.0
-    exact: list[set[int]] = field(default_factory=list)
-    recalls: list[float] = field(default_factory=list)
-    rounds: list[list[float]] = field(default_factory=list)
-    """Latencies (ms), one list per round (``by_round``: does a tail come from the first
-    rounds, while pages are still being read in, or from all of them?)."""
-
-    @property
-    def latencies(self) -> list[float]:
-        """Every round's latencies (ms), in order."""
-        return [ms for round_ in self.rounds for ms in round_]
-
-    @property
-    def precision(self) -> IndexPrecision:
-        """The space's index precision."""
-        return self.space.index_precision
-
-
-class _Loader:
-    """Loads nodes ``done ..`` up to a size into ``semantic.nodes`` and the targets' tables."""
-
-    def __init__(
-        self,
-        dsn: str,
-        config: ScaleBenchConfig,
-        shape: EmbeddingLike,
-        exact: ExactTop,
-        progress: Callable[[str], None],
-    ) -> None:
-        self._dsn = dsn
-        self._config = config
-        self._shape = shape
-        self._exact = exact
-        self._progress = progress
-        self.done = 0
-        self.nodes_seconds = 0.0
-
-    async def load_to(self, size: int, targets: Sequence[_Target]) -> None:
-        """COPY the new rows into the nodes and every target's table (its HNSW index
-        dropped first), adding each table's seconds to its target."""
-        conn = await asyncpg.connect(self._dsn)
-        try:
-            await init_connection(conn)
-            for target in targets:
-                await _drop_hnsw(conn, target.space)
-            while self.done < size:
-                first = self.done
-                number, offset = divmod(first, self._config.batch)
-                count = min(self._config.batch - offset, size - first)
-                vectors, titles = _batch(self._shape, self._config, number, self._config.batch)
-                vectors = vectors[offset : offset + count]
-                titles = titles[offset : offset + count]
-                self._exact.add(vectors, first)
-                started = time.perf_counter()
-                await conn.copy_records_to_table(
-                    "nodes",
-                    schema_name="semantic",
-                    columns=["tenant", "id", "content_type", "title", "content_hash"],
-                    records=[
-                        ("", f"n{first + i}", f"type{(first + i) % 100}", titles[i], "")
-                        for i in range(count)
-                    ],
-                )
-                self.nodes_seconds += time.perf_counter() - started
-                records = [
-                    ("", f"n{first + i}", "content", 0, "", len(titles[i]), vectors[i])
-                    for i in range(count)
-                ]
-                for target in targets:
-                    started = time.perf_counter()
-                    await conn.copy_records_to_table(
-                        target.space.table.split(".")[1],
-                        schema_name="semantic",
-                        columns=[
-                            *("tenant", "node_id", "name", "chunk", "content_hash", "span_end"),
-                            "embedding",
-                        ],
-                        records=records,
-                    )
-                    target.copy_seconds += time.perf_counter() - started
-                self.done = first + count
-                self._progress(f"copied {self.done} of {size}")
-        finally:
-            await conn.close()
-
-
-async def _build(dsn: str, space: Space, n: int) -> dict[str, Any]:
-    """Build the space's HNSW index with the product DDL; seconds and settings."""
-    memory_mb = build_memory_mb(n, space.dim)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await init_connection(conn)
-        await conn.execute(f"SET maintenance_work_mem = '{int(memory_mb)}MB'")
-        await conn.execute(f"SET max_parallel_maintenance_workers = {parallel_workers()}")
-        started = time.perf_counter()
-        await spaces.ensure_vector_table(conn, space)
-        built = time.perf_counter() - started
-        await conn.execute(f"VACUUM ANALYZE {space.table}")
-    finally:
-        await conn.close()
-    return {
-        "hnsw_build_seconds": round(built, 1),
-        "maintenance_work_mem_mb": memory_mb,
-        "parallel_workers": parallel_workers(),
-    }
-
-
-async def _sizes(dsn: str, space: Space) -> dict[str, float]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        index = await _hnsw_index(conn, space)
-        row = await conn.fetchrow(
-            "SELECT pg_table_size($1::regclass) AS heap, pg_indexes_size($1::regclass) AS idx,"
-            " pg_relation_size($2::regclass) AS hnsw",
-            space.table,
-            f"semantic.{index}",
-        )
-    finally:
-        await conn.close()
-    assert row is not None
-    return {
-        "table_mb": round(row["heap"] / _MB, 1),
-        "hnsw_index_mb": round(row["hnsw"] / _MB, 1),
-        "all_indexes_mb": round(row["idx"] / _MB, 1),
-    }
-
-
-async def _database_mb(dsn: str) -> float:
-    conn = await asyncpg.connect(dsn)
-    try:
-        size = await conn.fetchval("SELECT pg_database_size(current_database())")
-    finally:
-        await conn.close()
-    return round(int(size) / _MB, 1)
 
 
 def _request(q: np.ndarray[Any, Any], top_k: int) -> pb.SearchRequest:
@@ -391,13 +196,13 @@ class _Service:
                 return
             await asyncio.sleep(0.05)
 
-    async def warm(self, target: _Target, warm: np.ndarray[Any, Any]) -> None:
+    async def warm(self, target: Target, warm: np.ndarray[Any, Any]) -> None:
         """Other queries than the measured ones: the index pages into memory."""
         await self.activate(target.space, warm[0])
         for q in warm:
             await self._stub.Search(_request(q, self._top_k))
 
-    async def run(self, target: _Target, queries: np.ndarray[Any, Any], first: int) -> None:
+    async def run(self, target: Target, queries: np.ndarray[Any, Any], first: int) -> None:
         """Queries ``first ..`` of the run on the target's space: latency and recall."""
         await self.activate(target.space, queries[0])
         target.rounds.append([])
@@ -411,7 +216,7 @@ class _Service:
 
 async def _sweep(
     dsn: str,
-    target: _Target,
+    target: Target,
     *,
     queries: np.ndarray[Any, Any],
     top_k: int,
@@ -461,24 +266,24 @@ def _memory(stack: LocalStack, postgres_pid: int) -> dict[str, float]:
     postgres = footprint(postgres_pid)
     search = footprint(stack.pids()["search"])
     return {
-        "postgres_pss_mb": round(postgres.pss_bytes / _MB, 1),
-        "postgres_rss_mb": round(postgres.rss_bytes / _MB, 1),
-        "search_rss_mb": round(search.rss_bytes / _MB, 1),
+        "postgres_pss_mb": round(postgres.pss_bytes / MB, 1),
+        "postgres_rss_mb": round(postgres.rss_bytes / MB, 1),
+        "search_rss_mb": round(search.rss_bytes / MB, 1),
     }
 
 
-async def _targets(dsn: str, config: ScaleBenchConfig) -> list[_Target]:
+async def _targets(dsn: str, config: ScaleBenchConfig) -> list[Target]:
     """One space per size and precision: the service's own float32 space holds N; the
     others are created beside it (``reindex_space``, a new version of the same model)."""
     conn = await asyncpg.connect(dsn)
     try:
         await init_connection(conn)
         active = await spaces.active_space(conn)
-        out: list[_Target] = []
+        out: list[Target] = []
         for size in config.sizes:
             for precision in PRECISIONS[config.precision]:
                 if size == config.n and precision == active.index_precision:
-                    out.append(_Target(active, size))
+                    out.append(Target(active, size))
                     continue
                 space, _ = await spaces.reindex_space(
                     conn,
@@ -489,7 +294,7 @@ async def _targets(dsn: str, config: ScaleBenchConfig) -> list[_Target]:
                     force_new=True,
                     index_precision=precision,
                 )
-                out.append(_Target(space, size))
+                out.append(Target(space, size))
     finally:
         await conn.close()
     return out
@@ -509,7 +314,14 @@ async def _measure(
     )
     exact = ExactTop(queries, config.top_k)
     targets = await _targets(stack.database_url, config)
-    loader = _Loader(stack.database_url, config, shape, exact, progress)
+    loader = Loader(
+        stack.database_url,
+        seed=config.seed,
+        batch=config.batch,
+        shape=shape,
+        exact=exact,
+        progress=progress,
+    )
     built: dict[int, dict[str, Any]] = {}
     memory: dict[str, dict[str, float]] = {}
     async with grpc.aio.insecure_channel(stack.search_address) as channel:
@@ -522,15 +334,15 @@ async def _measure(
                 target.exact = exact.answer()
                 progress(f"n={size} {target.precision}: building the HNSW index")
                 built[id(target)] = {
-                    **await _build(stack.database_url, target.space, size),
-                    **await _sizes(stack.database_url, target.space),
+                    **await build_index(stack.database_url, target.space, size),
+                    **await table_sizes(stack.database_url, target.space),
                 }
                 progress(f"n={size} {target.precision}: {built[id(target)]}")
             for target in at_size:
                 await service.warm(target, warm[: _warm_count(config, size)])
             memory[str(size)] = _memory(stack, postgres_pid)
             progress(f"n={size}: memory {memory[str(size)]}")
-        database_mb = await _database_mb(stack.database_url)
+        database_mb = await database_size_mb(stack.database_url)
         chunks = np.array_split(np.arange(config.queries), config.rounds)
         for number, chunk in enumerate(chunks):
             progress(f"round {number + 1} of {config.rounds}")
@@ -649,7 +461,7 @@ def _peak_rss_mb() -> float:
                     return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
-    return round(psutil.Process().memory_info().rss / _MB, 1)
+    return round(psutil.Process().memory_info().rss / MB, 1)
 
 
 @contextmanager

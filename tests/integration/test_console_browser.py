@@ -315,3 +315,28 @@ def test_recommendation_debugger_shows_journey_candidates_and_exclusions(page: o
     assert kept.count() == 10
     assert "doc-7" not in [kept.nth(i).get_attribute("data-node") for i in range(kept.count())]
     _shot(page, "recommendations")
+
+
+def test_a_long_unbroken_title_wraps_inside_its_column(stack: LocalStack, page: object) -> None:
+    admin = {"Authorization": f"Bearer {_token(['admin'])}"}
+    wide = {
+        "id": "wide",
+        "tenant": "wide",
+        "contentType": "page",
+        "title": "w" * 900,  # within the 1,000-character limit, no place to break
+        "body": "a page about refunds",
+        "version": "1",
+    }
+    written = requests.post(
+        f"{stack.http_url}/api/semantic/nodes", json={"nodes": [wide]}, headers=admin
+    )
+    assert written.status_code == 200, written.text
+    _sign_in(page)
+    page.goto(f"{CONSOLE}/query?q=refunds&tenant=wide")  # type: ignore[attr-defined]
+    for mode in ("dense", "keyword", "hybrid"):
+        column = page.locator(f'section[data-mode="{mode}"]')  # type: ignore[attr-defined]
+        title = column.locator("a.title").first
+        outer, inner = column.bounding_box(), title.bounding_box()
+        assert inner["x"] + inner["width"] <= outer["x"] + outer["width"] + 1, mode
+        assert "tenant=wide" in title.get_attribute("href")
+    _shot(page, "query-lab-long-title")

@@ -350,7 +350,7 @@ def test_metrics_per_route_template(loaded: HttpSearch) -> None:
     requests.get(f"{loaded.url}{API}/nodes/refund", headers=headers)
     text = requests.get(f"{loaded.metrics}/metrics").text
     assert (
-        'semantic_http_request_seconds_count{method="GET",route="/api/semantic/nodes/{node_id}"}'
+        'semantic_http_request_seconds_count{method="GET",route="/api/semantic/nodes/{node_id:path}"}'
         in text
     )
     assert "/api/semantic/nodes/refund" not in text  # never the raw path

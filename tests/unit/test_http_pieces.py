@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import json_format
 
 from semantic.common import errors
+from semantic.core.domain import NodeRecord
 from semantic.search.app import openapi_document as document
 from semantic.search.http import problems
 from semantic.search.http.console.views import Trend, alerts, lab_rows, number
@@ -217,7 +218,8 @@ def test_lab_rows_place_the_matched_chunk_in_its_text() -> None:
     response = pb.SearchResponse()
     hit = response.hits.add(score=0.9, node=cpb.Node(id="n", title="T", body=body))
     hit.chunk.CopyFrom(
-        pb.ChunkMatch(vector_name="content", chunk_index=1, span=cpb.TextSpan(start=6, end=16))
+        # the span is into the text the vector was made from: "T alpha beta gamma delta"
+        pb.ChunkMatch(vector_name="content", chunk_index=1, span=cpb.TextSpan(start=8, end=18))
     )
     hit.explanation.dense_rank = 1
     hit.explanation.dense_score = 0.9
@@ -225,12 +227,33 @@ def test_lab_rows_place_the_matched_chunk_in_its_text() -> None:
     hit.explanation.dense_part = 0.5
     hit.explanation.keyword_part = 0.0
     (row,) = lab_rows(response)
-    assert (row.before, row.match, row.after) == ("alpha ", "beta gamma", " delta")
+    assert (row.before, row.match, row.after) == ("T alpha ", "beta gamma", " delta")
     assert ("similarity", "0.9000") in row.parts
     assert ("dense normalised", "1.0000") in row.parts
     assert ("dense part", "0.5000") in row.parts
     assert ("keyword part", "0.0000") in row.parts
     json_format.MessageToDict(response)  # still a valid message
+
+
+@pytest.mark.parametrize("name", ["content", "", "title", "code", "summary"])
+def test_lab_rows_read_spans_in_the_text_the_vector_was_made_from(name: str) -> None:
+    record = NodeRecord(
+        tenant="",
+        id="n",
+        content_type="page",
+        title=" Title ",
+        body=" the body ",
+        texts={"code": "x = 1"},
+    )
+    response = pb.SearchResponse()
+    hit = response.hits.add(
+        node=cpb.Node(id="n", title=record.title, body=record.body, texts=record.texts)
+    )
+    text = record.text_for(name)
+    hit.chunk.CopyFrom(pb.ChunkMatch(vector_name=name, span=cpb.TextSpan(start=1, end=len(text))))
+    (row,) = lab_rows(response)
+    assert row.before + row.match + row.after == text
+    assert row.match == text[1:]
 
 
 def test_failed_consistency_checks_become_alerts() -> None:

@@ -274,7 +274,10 @@ def http_server(
     kit: ServerKit,
 ) -> HttpServer:
     """The HTTP API on the same servicers and auth as gRPC; ready when gRPC serves."""
-    gateway = Gateway(search, admin, HttpAuth(auth), max_body_bytes=settings.http_max_body_bytes)
+    http_auth = HttpAuth(
+        auth, trusted_origins=settings.cors_origins(), allowed_hosts=settings.allowed_hosts()
+    )
+    gateway = Gateway(search, admin, http_auth, max_body_bytes=settings.http_max_body_bytes)
 
     async def ready() -> bool:
         return kit.serving

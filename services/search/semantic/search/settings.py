@@ -57,6 +57,11 @@ class SearchSettings(
         description="Comma-separated origins allowed by CORS (e.g. https://app.example.com); "
         "empty: no cross-origin access.",
     )
+    http_allowed_hosts: str = Field(
+        "",
+        description="Comma-separated host names a request without credentials may name "
+        "(authentication off) beside localhost and IP addresses.",
+    )
     http_forwarded_allow_ips: str = Field(
         "127.0.0.1",
         description="Proxies trusted for X-Forwarded-For/-Proto (comma-separated IPs, or *).",
@@ -137,6 +142,10 @@ class SearchSettings(
             return Path(self.search_local_index_dir)
         tag = hashlib.sha256(f"{self.dsn()}|{self.grpc_port}".encode()).hexdigest()[:16]
         return Path(tempfile.gettempdir()) / "semantic-local-index" / tag
+
+    def allowed_hosts(self) -> list[str]:
+        """``http_allowed_hosts`` as a list."""
+        return [h.strip() for h in self.http_allowed_hosts.split(",") if h.strip()]
 
     def cors_origins(self) -> list[str]:
         """``http_cors_origins`` as a list."""

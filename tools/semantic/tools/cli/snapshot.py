@@ -92,7 +92,9 @@ def _validate(args: argparse.Namespace) -> None:
         validation.name(content_type, "--content-type")
     validation.integer(args.batch_size, "--batch-size", minimum=1, maximum=100_000)
     space = getattr(args, "space", "active")
-    if space not in ("all", "active") and not (space.isdigit() and 0 < int(space) < 2**31):
+    if space not in ("all", "active") and not (
+        space.isascii() and space.isdigit() and 0 < int(space) < 2**31
+    ):
         raise InvalidArgument("--space", f"{space!r} is not a space id, 'all' or 'active'")
 
 

@@ -527,4 +527,4 @@ def _records(batch: pa.RecordBatch) -> list[tuple[object, ...]]:
 def _count(status: str) -> int:
     """The row count of a command status such as ``INSERT 0 12`` or ``DELETE 3``."""
     tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
+    return int(tail) if tail.isascii() and tail.isdigit() else 0

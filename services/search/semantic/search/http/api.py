@@ -45,6 +45,8 @@ SEARCH_RENAMES = {
     "hybrid.fusion": "fusion",
 }
 NEAREST_RENAMES = {"top_k": "k", "content_types": "type"}
+_KEYS = {"ids": "id", "slugs": "slug"}
+"""The query form of Get and Delete: a problem names ``id``/``slug`` as sent."""
 RECOMMEND_RENAMES = {"top_k": "k", "content_types": "type", "user_id": "userId"}
 
 Tenant = Annotated[str, Query(description="Tenant; empty is the default tenant.")]
@@ -54,6 +56,8 @@ TopK = Annotated[
 Types = Annotated[
     list[str], Query(alias="type", description="Only these content types (repeatable).")
 ]
+Ids = Annotated[list[str], Query(alias="id", description="Node ids (repeatable).")]
+Slugs = Annotated[list[str], Query(alias="slug", description="Slugs (repeatable).")]
 IncludeBody = Annotated[bool, Query(description="Return each node's body and texts.")]
 SpaceId = Annotated[str, Query(description="Embedding space; empty is the active space.")]
 MinScore = Annotated[
@@ -230,7 +234,56 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
         return MessageResponse(result)
 
     @router.get(
-        "/nodes/{node_id}",
+        "/nodes",
+        response_class=MessageResponse,
+        summary="Nodes by id or slug, given as query parameters (any id, `.` and `..` too)",
+        operation_id="GetNodes",
+        tags=["Search"],
+        openapi_extra={"x-grpc-method": "semantic.v1.Search/Get"},
+    )
+    async def get_nodes(
+        request: Request,
+        *,
+        ids: Ids = [],  # noqa: B006
+        slugs: Slugs = [],  # noqa: B006
+        tenant: Tenant = "",
+        include_vectors: Annotated[bool, Query(description="Return their vectors.")] = False,
+        space_id: SpaceId = "",
+        include_rules: Annotated[bool, Query(description="Return their guardian rules.")] = False,
+    ) -> Response:
+        message = pb.GetRequest(
+            tenant=tenant,
+            ids=ids,
+            slugs=slugs,
+            include_vectors=include_vectors,
+            space_id=space_id,
+            include_rules=include_rules,
+        )
+        return MessageResponse(await gateway.call(request, "Search", "Get", message, _KEYS))
+
+    @router.delete(
+        "/nodes",
+        response_class=MessageResponse,
+        summary="Delete nodes by id or slug, given as query parameters (idempotent)",
+        operation_id="DeleteNodes",
+        tags=["Search"],
+        openapi_extra={"x-grpc-method": "semantic.v1.Search/Delete"},
+    )
+    async def delete_nodes(
+        request: Request,
+        *,
+        ids: Ids = [],  # noqa: B006
+        slugs: Slugs = [],  # noqa: B006
+        tenant: Tenant = "",
+        version: Annotated[
+            int, Query(ge=0, le=I64, description="Delete only up to this version; 0: any.")
+        ] = 0,
+    ) -> Response:
+        message = pb.DeleteRequest(tenant=tenant, ids=ids, slugs=slugs, version=version)
+        return MessageResponse(await gateway.call(request, "Search", "Delete", message, _KEYS))
+
+    @router.get(
+        "/nodes/{node_id:path}",
         response_class=MessageResponse,
         summary="One node by id",
         operation_id="GetNode",
@@ -260,7 +313,7 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
         return MessageResponse(result.nodes[0])
 
     @router.delete(
-        "/nodes/{node_id}",
+        "/nodes/{node_id:path}",
         response_class=MessageResponse,
         summary="Delete one node (idempotent; the outcome says what happened)",
         operation_id="DeleteNode",
@@ -361,6 +414,8 @@ RESPONSES: Mapping[str, type[Message]] = {
     f"{PREFIX}/recommend:get": pb.RecommendResponse,
     f"{PREFIX}/nodes/{{node_id}}:get": cpb.Node,
     f"{PREFIX}/nodes/{{node_id}}:delete": pb.DeleteResponse,
+    f"{PREFIX}/nodes:get": pb.GetResponse,
+    f"{PREFIX}/nodes:delete": pb.DeleteResponse,
     f"{PREFIX}/stats:get": pb.StatsResponse,
     f"{PREFIX}/admin/health:get": pb.HealthReportResponse,
     f"{PREFIX}/admin/spaces:get": pb.ListSpacesResponse,

@@ -112,6 +112,7 @@ def create_app(
             max_age=600,
         )
     app.add_middleware(RouteMetrics)
+    app.add_middleware(HeadAsGet)
     return app
 
 
@@ -145,15 +146,31 @@ def _add_handlers(app: FastAPI) -> None:
 
 
 def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
-    """Every method some route of ``app`` fully answers for the path of ``scope``."""
-    return [
+    """Every method some route of ``app`` fully answers for the path of ``scope`` (HEAD
+    wherever GET: :class:`HeadAsGet`)."""
+    allowed = [
         method
-        for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
+        for method in ("DELETE", "GET", "PATCH", "POST", "PUT")
         if any(
             route.matches({**scope, "method": method})[0] is Match.FULL
             for route in app.router.routes
         )
     ]
+    return sorted([*allowed, "HEAD"]) if "GET" in allowed else allowed
+
+
+class HeadAsGet:
+    """Answers ``HEAD`` as the route's ``GET`` (RFC 9110: a server that serves GET serves
+    HEAD); the server sends the status and headers of that answer without its body, since
+    its own view of the request still says HEAD."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
 
 
 class RouteMetrics:

@@ -129,7 +129,12 @@ class Gateway:
         """Fill ``message`` from the request's protobuf-JSON body (empty body: unset)."""
         path = request.url.path
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self.max_body_bytes
+        ):
             raise HttpProblem(self._too_large(path))
         data = bytearray()
         async for chunk in request.stream():

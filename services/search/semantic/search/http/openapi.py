@@ -47,6 +47,8 @@ GET_EXAMPLES: dict[str, dict[str, Any]] = {
     "Recommend": {"userId": "user-42", "k": 5, "exclude_seen": True},
     "GetNode": {"node_id": "page-1"},
     "DeleteNode": {"node_id": "page-1"},
+    "GetNodes": {"id": ["docs/intro", ".."]},
+    "DeleteNodes": {"id": ["docs/intro"], "version": 3},
     "Stats": {"tenant": "acme"},
 }
 

@@ -11,6 +11,14 @@ session's CSRF token (header ``X-CSRF-Token`` or form field ``csrf``), and its `
 when present, is this server's. The CSRF token is derived from the session token
 (HMAC-SHA256 keyed by the token), so every replica checks it without shared state, and only
 a holder of the session token can compute it.
+
+With authentication off (development) a request carries no credential at all, so anything a
+browser can send, any page can make it send. Such a request that changes anything must come
+from no browser page or from one of ours: an ``Origin`` other than this server's (unless
+``SEMANTIC_HTTP_CORS_ORIGINS`` lists it), an opaque one, or ``Sec-Fetch-Site: cross-site``
+/ ``same-site`` is refused. Every request without credentials must also name a host that no
+other site can point at this server (DNS rebinding): ``localhost``, an IP address, or one
+listed in ``SEMANTIC_HTTP_ALLOWED_HOSTS``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterator, Mapping
+import ipaddress
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -56,9 +65,20 @@ class Caller:
 class HttpAuth:
     """Authenticates requests with the gRPC server's interceptor and checks CSRF."""
 
-    def __init__(self, interceptor: AuthInterceptor | None) -> None:
-        """``interceptor``: the gRPC server's; None refuses every call (a describing-only app)."""
+    def __init__(
+        self,
+        interceptor: AuthInterceptor | None,
+        *,
+        trusted_origins: Iterable[str] = (),
+        allowed_hosts: Iterable[str] = (),
+    ) -> None:
+        """``interceptor``: the gRPC server's; None refuses every call (a describing-only app).
+        ``trusted_origins``: the CORS origins, whose pages may change things without
+        credentials when authentication is off; ``allowed_hosts``: host names (without port)
+        such a request may name beside ``localhost`` and IP addresses."""
         self._interceptor = interceptor
+        self._trusted = frozenset(o.rstrip("/") for o in trusted_origins)
+        self._hosts = frozenset(h.lower() for h in allowed_hosts)
 
     def authorize(
         self,
@@ -87,7 +107,30 @@ class HttpAuth:
         if self._interceptor is None:
             raise Unauthenticated("this app only describes the API")
         principal = self._interceptor.authorize(method, metadata)
+        if not authorization:  # authentication is off: nothing but the browser's context
+            self._check_ambient(headers, http_method, origin_host)
         return Caller(principal, authorization, session)
+
+    def _check_ambient(self, headers: Mapping[str, str], http_method: str, host: str) -> None:
+        """PermissionDenied for a request without credentials that another site's page could
+        have made (module doc)."""
+        name = _host_name(host)
+        if not _local_host(name) and name not in self._hosts:
+            raise PermissionDenied(
+                f"host {host!r} is not allowed without authentication: use localhost or an "
+                "IP address, or list it in SEMANTIC_HTTP_ALLOWED_HOSTS"
+            )
+        if http_method in SAFE_METHODS:
+            return
+        origin = headers.get("origin")
+        if origin is not None and origin.rstrip("/") in self._trusted:
+            return
+        if origin == "null":
+            raise PermissionDenied("cross-origin request from an opaque origin refused")
+        if origin and urlsplit(origin).netloc != host:
+            raise PermissionDenied(f"cross-origin request from {origin!r} refused")
+        if headers.get("sec-fetch-site", "").lower() in ("cross-site", "same-site"):
+            raise PermissionDenied("a request another site's page made is refused")
 
 
 def check_csrf(
@@ -107,6 +150,25 @@ def check_csrf(
             f"that changes something must send it in {CSRF_HEADER} (or the form field "
             f"{CSRF_FIELD!r})"
         )
+
+
+def _host_name(host: str) -> str:
+    """The name of a ``Host`` header, without its port (and brackets, for IPv6)."""
+    try:
+        return (urlsplit(f"//{host}").hostname or "").lower()
+    except ValueError:
+        return host.lower()
+
+
+def _local_host(name: str) -> bool:
+    """``localhost`` (or a name under it) or an IP address: names no other site controls."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from semantic.common.auth import acting_as
 from semantic.common.errors import InvalidArgument, NotFound, SemanticError
@@ -34,8 +35,9 @@ from semantic.search.http.console.views import (
     lab_rows,
     megabytes,
     number,
+    visible_controls,
 )
-from semantic.search.http.gateway import Gateway
+from semantic.search.http.gateway import Gateway, problem_response
 from semantic.search.http.problems import problem_for
 from semantic.search.http.security import CSRF_FIELD
 from semantic.v1 import search_pb2 as pb
@@ -87,6 +89,7 @@ class Console:
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
+            finalize=visible_controls,
         )
         self.templates.filters["size"] = megabytes
         self.templates.filters["number"] = number
@@ -198,7 +201,7 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
         try:
             session.check_post(request, who, await session.form(request))
         except SemanticError as exc:
-            return _forbidden(exc)
+            return problem_response(problem_for(exc, request.url.path))
         response = RedirectResponse(f"{BASE}/login", status_code=303)
         session.sign_out(response, request)
         return response
@@ -231,7 +234,7 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
         q = params.get("q", "")
         tenant = params.get("tenant", "")
         k = params.get("k", "10")
-        types = [t for t in params.getlist("type") if t]
+        types = _types(params.getlist("type"))
         results: dict[str, Any] = {}
         errors: dict[str, str] = {}
         if q:
@@ -266,7 +269,7 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
     async def explorer(request: Request, who: Visitor, started: float) -> Response:
         params = request.query_params
         tenant = params.get("tenant", "")
-        types = [t.strip() for t in params.get("type", "").split(",") if t.strip()]
+        types = _types(params.getlist("type"))
         vector_name = params.get("vector_name", "")
         sample, seed = params.get("sample", "500"), params.get("seed", "1")
         errors: dict[str, str] = {}
@@ -371,7 +374,7 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
                 lambda: console.call(who, service, rpc, message),
             )
         except SemanticError as exc:
-            return _forbidden(exc)
+            return problem_response(problem_for(exc, request.url.path))
         back = fields.get("back") or f"{BASE}/migration"
         if not back.startswith(BASE):
             back = BASE
@@ -381,9 +384,18 @@ def console_router(gateway: Gateway) -> tuple[APIRouter, Console]:
     return router, console
 
 
+class _StaticFiles(StaticFiles):
+    """Static files that a browser never sniffs into another type."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
 def static_files() -> tuple[str, StaticFiles]:
     """The console's stylesheet and script, served by the service itself (no CDN)."""
-    return f"{BASE}/static", StaticFiles(directory=HERE / "static")
+    return f"{BASE}/static", _StaticFiles(directory=HERE / "static")
 
 
 def _action(name: str, fields: dict[str, str]) -> tuple[Message, str, str]:
@@ -438,14 +450,13 @@ def space_state(value: int) -> str:
         return str(value)
 
 
+def _types(values: list[str]) -> list[str]:
+    """Content types from ``type`` parameters, each repeatable and comma-separated (the
+    pages write them back into one field as ``a,b``)."""
+    return [t.strip() for value in values for t in value.split(",") if t.strip()]
+
+
 def _int(text: str, name: str) -> int:
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise InvalidArgument(name, f"must be a whole number, got {text!r}")
     return int(text)
-
-
-def _forbidden(exc: SemanticError) -> Response:
-    problem = problem_for(exc, BASE)
-    return JSONResponse(
-        problem.body(), status_code=problem.kind.status, media_type="application/problem+json"
-    )

@@ -22,7 +22,8 @@ from starlette.responses import Response
 
 from semantic.common.auth import Principal, Role
 from semantic.common.errors import PermissionDenied, SemanticError
-from semantic.search.http.gateway import Gateway
+from semantic.search.http.gateway import Gateway, HttpProblem
+from semantic.search.http.problems import TOO_LARGE, Problem
 from semantic.search.http.security import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, csrf_token
 
 CONSOLE_METHOD = "/semantic.v1.Admin/HealthReport"
@@ -75,7 +76,8 @@ async def form(request: Request) -> dict[str, str]:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise PermissionDenied("form too large")
+            detail = f"the form exceeds {MAX_FORM_BYTES} bytes"
+            raise HttpProblem(Problem(TOO_LARGE, detail, request.url.path))
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {key: values[0] for key, values in fields.items()}
 

@@ -196,11 +196,27 @@ def lab_rows(response: pb.SearchResponse, context_chars: int = 160) -> list[LabR
 
 
 def _text_of(node: Any, vector_name: str) -> str:
-    if vector_name in ("", "content"):
-        return str(node.body)
+    """The text a chunk's span points into: ``NodeRecord.text_for`` of the node's message
+    (its own text for the name, else the title, else title and body joined)."""
+    if vector_name in node.texts:
+        return str(node.texts[vector_name])
     if vector_name == "title":
         return str(node.title)
-    return str(node.texts.get(vector_name, ""))
+    return " ".join(part for part in (node.title.strip(), node.body.strip()) if part)
+
+
+_BIDI_CONTROLS = {
+    code: f"[U+{code:04X}]" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def visible_controls(value: object) -> object:
+    """A plain string with its bidirectional overrides and isolates shown as ``[U+202E]``
+    (so ``\u202egnp.exe`` cannot display as ``exe.png``); anything else (numbers, markup
+    made by the templates) as it is. The templates' ``finalize``: every value they write."""
+    if type(value) is str:
+        return value.translate(_BIDI_CONTROLS)
+    return value
 
 
 def number(value: object, digits: int = 4) -> str:

@@ -6,15 +6,26 @@
 const BASE = document.querySelector('meta[name="console-base"]')?.content || "/admin/vector-search";
 const CSRF = document.querySelector('meta[name="csrf-token"]')?.content || "";
 
+// Bidirectional overrides and isolates shown as [U+202E], as the pages do (views.visible_controls).
+function visibleControls(text) {
+  return text.replace(/[\u202A-\u202E\u2066-\u2069]/g,
+                      (c) => `[U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}]`);
+}
+
 function el(tag, text, attrs) {
   const node = document.createElement(tag);
-  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (text !== undefined && text !== null) node.textContent = visibleControls(String(text));
   for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
   return node;
 }
 
 async function getJSON(url) {
   const response = await fetch(url, { credentials: "same-origin", headers: { "X-CSRF-Token": CSRF } });
+  if (!(response.headers.get("content-type") || "").includes("json")) {
+    // A page instead of data: the session ended and the sign-in page answered.
+    throw new Error(response.redirected ? "the session has ended: reload the page and sign in again"
+                                        : `unexpected answer (HTTP ${response.status}): reload the page`);
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.detail || body.error || response.statusText);
   return body;
@@ -128,7 +139,9 @@ async function showNode(point, tenant) {
   panel.replaceChildren(el("h2", point.title || point.nodeId), el("p", "Loading…"));
   try {
     const q = (params) => new URLSearchParams({ tenant, ...params }).toString();
-    const node = await getJSON(`/api/semantic/nodes/${encodeURIComponent(point.nodeId)}?${q({})}`);
+    const found = await getJSON(`/api/semantic/nodes?${q({ id: point.nodeId })}`);
+    const node = (found.nodes || [])[0];
+    if (!node) throw new Error(`node not found: ${point.nodeId}`);
     const near = await getJSON(`/api/semantic/nearest?${q({ id: point.nodeId, k: "10" })}`);
     const meta = el("dl", null, { class: "numbers" });
     for (const [k, v] of [["id", node.id], ["slug", node.slug || ""], ["type", node.contentType],
@@ -138,7 +151,7 @@ async function showNode(point, tenant) {
     const list = el("ol", null, { class: "neighbours" });
     for (const hit of near.hits || []) {
       const item = el("li");
-      const link = el("a", hit.node.title || hit.node.id, { href: `${BASE}/explorer?focus=${encodeURIComponent(hit.node.id)}` });
+      const link = el("a", hit.node.title || hit.node.id, { href: `${BASE}/explorer?${new URLSearchParams({ focus: hit.node.id, tenant })}` });
       item.append(link, el("span", ` ${Number(hit.score).toFixed(4)}`, { class: "similarity" }));
       list.appendChild(item);
     }

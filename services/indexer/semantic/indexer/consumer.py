@@ -123,7 +123,8 @@ class Handler(Protocol):
 
 
 class ContentHandler:
-    """ContentEvents -> ChangeProcessor (one transaction per batch)."""
+    """ContentEvents -> ChangeProcessor (one transaction per batch, or per segment of it:
+    processor.segments)."""
 
     kind = "content"
 

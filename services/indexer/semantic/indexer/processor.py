@@ -1,5 +1,28 @@
-"""Apply a batch of content changes: newest version per node, slugs resolved, one
-transaction through the shared write path (embedding only what changed)."""
+"""Apply a batch of content changes as if its events were applied one by one, in order:
+newest version per node, slugs resolved, through the shared write path (embedding only
+what changed), in as few transactions as that allows.
+
+A batch is cut into *segments* (:func:`segments`) wherever applying its parts at once could
+end differently from applying its events in order; each segment is one transaction.
+Within a segment every node's events reduce to the one that applying them in order leaves
+(:func:`supersedes`: the highest version; at one version a delete beats an upsert, which
+the write rules apply one event at a time too, and of two upserts the first stays, since
+one version has one content). Segments end:
+
+- before an event named by slug when the segment holds an event named by id (which may
+  take or free that slug: a rename, a delete) or the other way round, since slugs are
+  resolved against the database as it is before the segment;
+- before an event whose slug (named or written) another node's event in the segment
+  already touched;
+- before an unversioned event (version 0: last writer wins) of a node the segment already
+  holds, and before a versioned one of a node with an unversioned event there;
+- before an event named by a slug that an event of the segment deleted (the slug then
+  names another node, or none).
+
+A delete by a slug no node holds deletes the id an upsert by that slug would create (the
+slug itself): nothing is removed, but its tombstone keeps an older upsert by that slug,
+arriving later, from creating the node.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +42,67 @@ class BatchOutcome:
     """What one batch did, by outcome name (created, updated, deleted, stale ...)."""
 
     outcomes: Counter[str] = field(default_factory=Counter)
-    superseded: int = 0  # older events of a node replaced by a newer one in the batch
+    superseded: int = 0  # events of a node whose effect a later event of the batch replaced
+    segments: int = 0  # transactions the batch took
+
+
+def supersedes(change: ContentChange, held: ContentChange) -> bool:
+    """Whether ``change``, coming after ``held`` (the same node), is what applying both in
+    order leaves in place of ``held``."""
+    if not change.version or not held.version:
+        return True  # unversioned: the last writer wins
+    if change.version != held.version:
+        return change.version > held.version
+    return held.upsert and not change.upsert
+
+
+def _slugs(change: ContentChange) -> set[tuple[str, str]]:
+    """The slugs an event names or writes."""
+    out = set()
+    if change.slug:
+        out.add((change.tenant, change.slug))
+    if change.node is not None and change.node.slug:
+        out.add((change.tenant, change.node.slug))
+    return out
+
+
+def segments(changes: Sequence[ContentChange]) -> list[list[ContentChange]]:
+    """``changes`` cut in order where one transaction could differ from one event at a
+    time (module doc)."""
+    out: list[list[ContentChange]] = []
+    current: list[ContentChange] = []
+    unversioned: dict[tuple[str, str], bool] = {}  # key -> holds an unversioned event
+    slug_owner: dict[tuple[str, str], tuple[str, str]] = {}  # slug -> key that touched it
+    freed: set[tuple[str, str]] = set()  # slugs deleted: the next event names another node
+    by_id = by_slug = False
+    for change in changes:
+        key = change.key
+        named_by_slug = not change.id
+        held = unversioned.get(key)
+        cut = (
+            (by_id if named_by_slug else by_slug)
+            or any(slug_owner.get(slug, key) != key for slug in _slugs(change))
+            or (held is not None and (held or not change.version))
+            or key in freed
+        )
+        if cut and current:
+            out.append(current)
+            current, unversioned, slug_owner, freed = [], {}, {}, set()
+            by_id = by_slug = False
+        current.append(change)
+        if named_by_slug and not change.upsert:
+            freed.add(key)
+        unversioned[key] = unversioned.get(key, False) or not change.version
+        slug_owner.update(dict.fromkeys(_slugs(change), key))
+        by_slug = by_slug or named_by_slug
+        by_id = by_id or not named_by_slug
+    if current:
+        out.append(current)
+    return out
 
 
 class ChangeProcessor:
-    """Turns validated ContentChanges into one write of the active space."""
+    """Turns validated ContentChanges into writes of the active space."""
 
     def __init__(self, spaces: ActiveSpaces, writer: ContentWriter) -> None:
         self._spaces = spaces
@@ -35,28 +114,34 @@ class ChangeProcessor:
         return await self._spaces.space()
 
     async def apply(self, changes: Sequence[ContentChange]) -> BatchOutcome:
-        """Write ``changes`` in one transaction; raises on any failure (nothing written)."""
+        """Write ``changes``, segment after segment; raises on the first failure (the
+        segments before it stay written: applying them again changes nothing, so the
+        batch's redelivery is safe)."""
         outcome = BatchOutcome()
+        for segment in segments(changes):
+            await self._apply_segment(segment, outcome)
+            outcome.segments += 1
+        return outcome
+
+    async def _apply_segment(self, changes: Sequence[ContentChange], outcome: BatchOutcome) -> None:
         latest: dict[tuple[str, str], ContentChange] = {}
         for change in changes:
             held = latest.get(change.key)
-            if held is None or held.version <= change.version:
+            if held is None or supersedes(change, held):
                 latest[change.key] = change
-        outcome.superseded = len(changes) - len(latest)
+        outcome.superseded += len(changes) - len(latest)
         resolved = await self._resolve_slugs(list(latest.values()))
-        nodes: list[NodeRecord] = []
-        deletes: list[Deletion] = []
         seen: dict[tuple[str, str], ContentChange] = {}
         for change, node_id in resolved:
-            if node_id is None:  # delete by an unknown slug: nothing to do
-                outcome.outcomes["not_found"] += 1
-                continue
             key = (change.tenant, node_id)
-            other = seen.get(key)  # the same node named once by id, once by slug
-            if other is not None and other.version > change.version:
+            other = seen.get(key)  # two slugs, one of them another node's id
+            if other is not None:
                 outcome.superseded += 1
-                continue
+                if not supersedes(change, other):
+                    continue
             seen[key] = change
+        nodes: list[NodeRecord] = []
+        deletes: list[Deletion] = []
         for (tenant, node_id), change in seen.items():
             if change.upsert:
                 assert change.node is not None
@@ -67,19 +152,17 @@ class ChangeProcessor:
         written, removed = await self._writer.write(space, nodes, deletes)
         outcome.outcomes.update(str(r.outcome) for r in written)
         outcome.outcomes.update(str(r.outcome) for r in removed)
-        return outcome
 
-    async def _resolve_slugs(
-        self, changes: list[ContentChange]
-    ) -> list[tuple[ContentChange, str | None]]:
-        """Each change with its node id: given, found by slug, or (upsert) the slug itself."""
+    async def _resolve_slugs(self, changes: list[ContentChange]) -> list[tuple[ContentChange, str]]:
+        """Each change with its node id: given, found by slug, or else the slug itself (the
+        id an upsert by that slug creates, and a delete by it tombstones)."""
         by_slug = [c for c in changes if not c.id]
         found = await self._writer.nodes.ids_by_slug([(c.tenant, c.slug or "") for c in by_slug])
-        out: list[tuple[ContentChange, str | None]] = []
+        out: list[tuple[ContentChange, str]] = []
         for change in changes:
             if change.id:
                 out.append((change, change.id))
                 continue
-            node_id = found.get((change.tenant, change.slug or ""))
-            out.append((change, node_id or (change.slug if change.upsert else None)))
+            slug = change.slug or ""
+            out.append((change, found.get((change.tenant, slug)) or slug))
         return out

@@ -1,0 +1,186 @@
+"""An indexer batch ends exactly as its events applied one at a time, in order.
+
+Random short sequences of content events over a few nodes and slugs (upserts and deletes,
+named by id or by slug, versions with ties and repeats, slugs renamed and reused) are
+applied twice against a real PostgreSQL: once event by event, in one tenant, and once as
+one batch through the processor, in another. Both tenants must end with the same nodes
+(id, slug, version, title) and the same tombstones. A batch that fails as a whole is
+applied event by event, as the consumer isolates it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from semantic.common.embedder_client import EmbedderClient
+from semantic.core.domain import NodeRecord
+from semantic.core.spaces import ActiveSpaces
+from semantic.core.writer import ContentWriter, WriterConfig
+from semantic.indexer.events import ContentChange
+from semantic.indexer.processor import ChangeProcessor, segments
+from semantic.search.settings import SearchSettings
+from semantic.store.postgres.db import create_pool, default_session_settings
+from semantic.store.postgres.nodes import PostgresNodes
+from semantic.store.postgres.spaces import PostgresSpaces
+
+pytestmark = pytest.mark.integration
+
+SEQUENCES = 80
+TEXT_CONFIG = SearchSettings.model_fields["search_text_config"].default
+IDS = ("a", "b", "c")
+SLUGS = ("s1", "s2")
+
+
+def _event(rng: random.Random, number: int) -> dict[str, Any]:
+    by_slug = rng.random() < 0.35
+    return {
+        "upsert": rng.random() < 0.7,
+        "id": "" if by_slug else rng.choice(IDS),
+        "slug": rng.choice(SLUGS) if by_slug else None,
+        "node_slug": rng.choice((None, *SLUGS)),
+        "version": rng.choice((0, 1, 2, 2, 3, 4)) if rng.random() < 0.1 else rng.randint(1, 4),
+        "title": f"title {number}",
+    }
+
+
+def _change(event: dict[str, Any], tenant: str, number: int) -> ContentChange:
+    node = None
+    if event["upsert"]:
+        node = NodeRecord(
+            tenant=tenant,
+            id=event["id"],
+            content_type="page",
+            slug=event["slug"] or event["node_slug"],
+            title=event["title"],
+            body="a short body",
+            version=event["version"],
+        )
+    return ContentChange(
+        event_id=f"{tenant}-{number}",
+        upsert=event["upsert"],
+        tenant=tenant,
+        id=event["id"],
+        slug=event["slug"],
+        version=event["version"],
+        node=node,
+        occurred_at=None,
+        source="tests",
+    )
+
+
+@pytest.fixture
+async def processor(
+    database_url: str,
+    embedder_address: str,
+    service_starter: Callable[[str, dict[str, str]], Any],
+) -> AsyncIterator[tuple[ChangeProcessor, asyncpg.Pool]]:
+    service = service_starter(
+        "semantic.search",
+        {
+            "DATABASE_URL": database_url,
+            "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
+            "SEMANTIC_AUTH_MODE": "disabled",
+            "SEMANTIC_SEARCH_CHUNKING": "false",
+            "SEMANTIC_LOG_LEVEL": "warning",
+        },
+    )
+    await service.wait_serving()  # the schema and the active space exist
+    embedder = EmbedderClient(embedder_address)
+    pool = await create_pool(
+        database_url, min_size=1, max_size=4, session_settings=default_session_settings()
+    )
+    writer = ContentWriter(
+        PostgresNodes(pool, text_config=TEXT_CONFIG),
+        embedder,
+        None,
+        WriterConfig(chunking=False, title_vector=False),
+    )
+    try:
+        yield ChangeProcessor(ActiveSpaces(PostgresSpaces(pool)), writer), pool
+    finally:
+        await pool.close()
+        await embedder.close()
+        service.stop()
+
+
+async def _one_by_one(processor: ChangeProcessor, changes: list[ContentChange]) -> None:
+    for change in changes:
+        try:
+            await processor.apply([change])
+        except Exception:
+            continue
+
+
+async def _state(pool: asyncpg.Pool, tenant: str) -> tuple[list[Any], list[Any]]:
+    nodes = await pool.fetch(
+        "SELECT id, slug, version, title FROM semantic.nodes WHERE tenant = $1 ORDER BY id",
+        tenant,
+    )
+    tombs = await pool.fetch(
+        "SELECT id, version FROM semantic.node_tombstones WHERE tenant = $1 ORDER BY id", tenant
+    )
+    return [tuple(r) for r in nodes], [tuple(r) for r in tombs]
+
+
+async def test_a_batch_ends_as_its_events_applied_one_at_a_time(
+    processor: tuple[ChangeProcessor, asyncpg.Pool],
+) -> None:
+    apply, pool = processor
+    rng = random.Random(20261207)
+    cut = 0
+    for sequence in range(SEQUENCES):
+        events = [_event(rng, n) for n in range(rng.randint(2, 6))]
+        alone, together = f"one{sequence}", f"batch{sequence}"
+        await _one_by_one(apply, [_change(e, alone, n) for n, e in enumerate(events)])
+        batch = [_change(e, together, n) for n, e in enumerate(events)]
+        cut += len(segments(batch)) > 1
+        try:
+            await apply.apply(batch)
+        except Exception:
+            await _one_by_one(apply, batch)
+        assert await _state(pool, together) == await _state(pool, alone), events
+    assert cut >= SEQUENCES // 4  # the sequences do exercise the cuts
+
+
+def _named(key: str, version: int, *, upsert: bool = True, slug: str | None = None) -> Any:
+    """An event for ``segments``: ``key`` an id, or ``slug:x`` for a node named by slug."""
+    by_slug = key.startswith("slug:")
+    node_slug = key[5:] if by_slug else slug
+    node = NodeRecord(tenant="", id="", content_type="page", slug=node_slug) if upsert else None
+    return ContentChange(
+        event_id=f"{key}-{version}",
+        upsert=upsert,
+        tenant="",
+        id="" if by_slug else key,
+        slug=key[5:] if by_slug else None,
+        version=version,
+        node=node,
+        occurred_at=None,
+        source="tests",
+    )
+
+
+def test_segments_cut_only_where_order_could_matter() -> None:
+    def sizes(*changes: ContentChange) -> list[int]:
+        return [len(s) for s in segments(list(changes))]
+
+    # repeated versions of nodes named by id (keeping their slug): one transaction
+    assert sizes(_named("a", 1, slug="s"), _named("a", 2, slug="s"), _named("b", 1)) == [3]
+    # nodes named by slug, each its own: one transaction
+    assert sizes(_named("slug:x", 1), _named("slug:y", 1), _named("slug:x", 2)) == [3]
+    # a slug after an id (which may free or take it), and the other way round
+    assert sizes(_named("a", 1), _named("slug:x", 2, upsert=False)) == [1, 1]
+    assert sizes(_named("slug:x", 1), _named("a", 1)) == [1, 1]
+    # one slug written by two nodes
+    assert sizes(_named("a", 1, slug="s"), _named("b", 1, slug="s")) == [1, 1]
+    # unversioned events of one node keep their order
+    assert sizes(_named("a", 0), _named("a", 1)) == [1, 1]
+    assert sizes(_named("a", 1), _named("a", 0)) == [1, 1]
+    assert sizes(_named("a", 0), _named("b", 0)) == [2]
+    # a slug deleted, then named again: it names another node by then
+    assert sizes(_named("slug:x", 2, upsert=False), _named("slug:x", 2)) == [1, 1]

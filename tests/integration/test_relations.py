@@ -7,9 +7,11 @@ input is INVALID_ARGUMENT naming the field."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from indexer_kit import (
@@ -354,3 +356,61 @@ async def test_relations_on_content_events_through_the_indexer(
 
 async def _exists(stub: search_pb2_grpc.SearchStub, key: str) -> bool:
     return bool((await stub.Get(pb.GetRequest(ids=[key]))).nodes)
+
+
+async def test_relate_and_delete_of_its_targets_never_deadlock(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relate from one node to many over relations discovery found, while the targets are
+    deleted: every call succeeds (no deadlock between the relation rows and discovery's
+    rows, which PostgreSQL would break with an error, INTERNAL)."""
+    targets = [key for key in PATTERNS if key != "auth"]
+    async with running_search(env, monkeypatch) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        conn = await asyncpg.connect(env["DATABASE_URL"])
+        failures: list[str] = []
+
+        async def call(name: str, reply: Any) -> None:
+            try:
+                await reply
+            except grpc.aio.AioRpcError as exc:
+                failures.append(f"{name}: {exc.code()} {exc.details()}")
+
+        try:
+            for round_ in range(6):
+                tenant = f"race{round_}"
+                nodes = [_node(k) for k in PATTERNS]
+                for node in nodes:
+                    node.tenant = tenant
+                await stub.Upsert(pb.UpsertRequest(nodes=nodes))
+                await _as_discovered(conn, tenant, "auth", targets)
+                edges = [pb.Edge(source_id="auth", relation=_rel(t, "similar")) for t in targets]
+                await asyncio.gather(
+                    call("Relate", stub.Relate(pb.RelateRequest(tenant=tenant, edges=edges))),
+                    *(
+                        call("Delete", stub.Delete(pb.DeleteRequest(tenant=tenant, ids=[t])))
+                        for t in targets
+                    ),
+                )
+        finally:
+            await conn.close()
+        assert failures == []
+
+
+async def _as_discovered(conn: Any, tenant: str, hub: str, others: list[str]) -> None:
+    """What discovery leaves after examining these nodes: their rows, and discovered
+    `similar` relations between the hub and each other node, both ways."""
+    await conn.execute(
+        "INSERT INTO semantic.relation_discovery (tenant, node_id, space_id, content_hash)"
+        " SELECT $1, k.id, 1, 'examined' FROM unnest($2::text[]) AS k(id)",
+        tenant,
+        [hub, *others],
+    )
+    await conn.execute(
+        "INSERT INTO semantic.relations (tenant, source_id, target_id, type, discovered)"
+        " SELECT $1, k.source_id, k.target_id, 'similar', true"
+        " FROM unnest($2::text[], $3::text[]) AS k(source_id, target_id)",
+        tenant,
+        [hub] * len(others) + others,
+        others + [hub] * len(others),
+    )

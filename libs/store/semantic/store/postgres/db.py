@@ -95,6 +95,8 @@ def outage_of(exc: BaseException) -> Outage | None:
         return None  # a statement timeout, not an outage
     if isinstance(exc, asyncpg.TooManyConnectionsError | TimeoutError):
         return "busy"  # slow or full, not lost: retried, nothing to recover
+    if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
+        return "busy"  # a transaction rolled back by a conflict: done again, it passes
     if isinstance(exc, _CONNECTION_LOST):
         return "connection"
     if isinstance(exc, _SCHEMA_GONE):

@@ -45,6 +45,7 @@ from semantic.store.postgres.node_rows import node_from_row, node_select
 from semantic.store.postgres.relations import (
     client_relations,
     delete_node_relations,
+    related_nodes,
     replace_client_relations,
 )
 from semantic.store.postgres.rules import (
@@ -135,7 +136,10 @@ class NodeRepository:
                 winner[keys[index]] = index
         stats = keyword.StatsDelta()
         async with conn.transaction():
-            await lock_nodes(conn, [*winner, *((d.tenant, d.id) for d in deletes)])
+            deleted = [(d.tenant, d.id) for d in deletes]
+            await lock_nodes(
+                conn, [*winner, *deleted, *await _relation_ends(conn, writes, deleted)]
+            )
             stored = await self.stored(conn, sorted(winner))
             results: list[WriteResult] = []
             changed: list[NodeWrite] = []
@@ -358,7 +362,8 @@ class NodeRepository:
         deletes = [Deletion(tenant, node_id, version) for node_id in dict.fromkeys(ids)]
         stats = keyword.StatsDelta()
         async with conn.transaction():
-            await lock_nodes(conn, [(d.tenant, d.id) for d in deletes])
+            deleted = [(d.tenant, d.id) for d in deletes]
+            await lock_nodes(conn, [*deleted, *await _relation_ends(conn, (), deleted)])
             ruled: set[str] = set()
             removed = await self._delete(conn, spaces, deletes, stats, ruled)
             await touch_rule_sets(conn, ruled)
@@ -555,3 +560,16 @@ def _by_tenant(writes: Sequence[NodeWrite]) -> list[tuple[str, list[NodeWrite]]]
     for write in writes:
         groups.setdefault(write.node.tenant, []).append(write)
     return list(groups.items())
+
+
+async def _relation_ends(
+    conn: asyncpg.Connection, writes: Sequence[NodeWrite], deleted: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The other ends of the relations a transaction will change: those of nodes whose
+    relations it replaces (stored and given) and of nodes it deletes (both ways), whose
+    locks it takes with its own (``relations.related_nodes``). Nothing to read for writes
+    that keep their relations."""
+    replaced = [w.node for w in writes if w.node.relations is not None]
+    given = {(n.tenant, r.node_id) for n in replaced for r in n.relations or ()}
+    changed = [*((n.tenant, n.id) for n in replaced), *deleted]
+    return given | await related_nodes(conn, changed) if changed else given

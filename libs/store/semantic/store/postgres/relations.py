@@ -57,6 +57,27 @@ async def client_relations(
     return {key: tuple(found) for key, found in out.items()}
 
 
+async def related_nodes(conn: asyncpg.Connection, keys: Iterable[Key]) -> set[Key]:
+    """The nodes related to ``keys`` either way, as stored now. A writer that changes or
+    deletes the relations of ``keys`` (their own, and those pointing at them) takes these
+    nodes' locks too, in the same :func:`~semantic.store.postgres.node_locks.lock_nodes`
+    call, so it never waits, holding relation rows, for a writer of one of them."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return set()
+    rows = await conn.fetch(
+        "SELECT r.tenant, r.target_id AS other FROM semantic.relations r"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
+        " ON r.tenant = k.tenant AND r.source_id = k.id"
+        " UNION SELECT r.tenant, r.source_id FROM semantic.relations r"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, id)"
+        " ON r.tenant = k.tenant AND r.target_id = k.id",
+        [k[0] for k in wanted],
+        [k[1] for k in wanted],
+    )
+    return {(r["tenant"], r["other"]) for r in rows}
+
+
 async def replace_client_relations(conn: asyncpg.Connection, nodes: Sequence[NodeRecord]) -> None:
     """For each node whose ``relations`` is set: its client relations become those (a
     discovered relation of the same key becomes a client one). In the caller's
@@ -199,10 +220,12 @@ class PostgresRelations:
         self._pool = pool
 
     async def relate(self, tenant: str, edges: Sequence[Edge]) -> tuple[int, int]:
-        """Create or update, under the sources' node locks (a concurrent Upsert replacing
-        a source's relations is ordered with this, never interleaved)."""
+        """Create or update, under the node locks of both ends (a concurrent Upsert
+        replacing a source's relations, or a delete of either end, is ordered with this,
+        never interleaved)."""
         async with connection(self._pool) as conn, conn.transaction():
-            await lock_nodes(conn, [(tenant, e.source_id) for e in edges])
+            ends = [(tenant, node) for e in edges for node in (e.source_id, e.relation.node_id)]
+            await lock_nodes(conn, ends)
             created, updated, asked = await _upsert(
                 conn, [(tenant, e.source_id, e.relation) for e in edges]
             )
@@ -210,10 +233,10 @@ class PostgresRelations:
             return created, updated
 
     async def unrelate(self, tenant: str, keys: Sequence[EdgeKey]) -> int:
-        """Remove, under the sources' node locks; discovery examines again both nodes of a
-        client `similar` relation removed."""
+        """Remove, under the node locks of both ends; discovery examines again both nodes
+        of a client `similar` relation removed."""
         async with connection(self._pool) as conn, conn.transaction():
-            await lock_nodes(conn, [(tenant, k.source_id) for k in keys])
+            await lock_nodes(conn, [(tenant, n) for k in keys for n in (k.source_id, k.target_id)])
             gone = await conn.fetch(
                 "DELETE FROM semantic.relations r"
                 " USING unnest($2::text[], $3::text[], $4::text[]) AS k(source_id, target_id, type)"

@@ -204,3 +204,83 @@ async def test_an_fp32_deployment_keeps_its_space_when_int8_becomes_the_default(
         reply = await search.Search(pb.SearchRequest(text=TOPICS[1], top_k=3))
         assert reply.space_id == active.id
         assert int(reply.hits[0].node.id[1:]) % 6 == 1
+
+
+async def test_a_reindex_under_steady_writes_ends_with_every_vector_current(  # noqa: PLR0917
+    database_url: str,
+    reindex_embedder: str,
+    fp32_model_dir: Path,
+    int8_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    service_starter: Callable[..., Any],
+) -> None:
+    """Another process writes all through the build and on after the switch: until its
+    active-space cache expires it writes to the old space, so the new one has stale
+    vectors right after the switch. The build re-embeds them then, not at some later heal
+    pass (no heal loop runs here: no indexer)."""
+    env = {
+        "DATABASE_URL": database_url,
+        "SEMANTIC_GRPC_HOST": "127.0.0.1",
+        "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_EMBEDDER_ADDRESS": reindex_embedder,
+        "SEMANTIC_AUTH_MODE": "disabled",
+        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
+    }
+    other = service_starter("semantic.search", {**env, "SEMANTIC_HTTP_ENABLED": "false"})
+    await other.wait_serving()
+    async with (
+        running_search(env, monkeypatch) as channel,
+        grpc.aio.insecure_channel(other.address) as other_channel,
+    ):
+        search = search_pb2_grpc.SearchStub(other_channel)  # the other process writes
+        admin = search_pb2_grpc.AdminStub(channel)
+
+        def note(i: int, version: int) -> cpb.Node:
+            body = f"{TOPICS[(i + version) % 6]} (revision {version})"
+            return cpb.Node(
+                id=f"w{i}", content_type="page", title=f"Note {i}", body=body, version=version
+            )
+
+        await search.Upsert(pb.UpsertRequest(nodes=[note(i, 1) for i in range(60)]))
+        stop = asyncio.Event()
+        written = [0]
+
+        async def keep_writing() -> None:
+            version = 1
+            while not stop.is_set():
+                version += 1
+                for start in range(0, 60, 10):
+                    batch = [note(i, version) for i in range(start, start + 10)]
+                    await search.Upsert(pb.UpsertRequest(nodes=batch))
+                    written[0] += len(batch)
+
+        writer = asyncio.create_task(keep_writing())
+        try:
+            started = await admin.Reindex(pb.ReindexRequest(model_dir=str(int8_model_dir)))
+
+            async def switched() -> bool:
+                listed = await admin.ListSpaces(pb.ListSpacesRequest())
+                return listed.active_space_id == started.space.id
+
+            await wait_for(switched, timeout_s=180, what="the switch to the int8 space")
+            # and on for two batches, while the other process's cache may still name the
+            # old space (the notes those batches write are not written again after them)
+            mark = written[0]
+
+            async def wrote_on() -> bool:
+                return written[0] >= mark + 20
+
+            await wait_for(wrote_on, timeout_s=60, what="writes after the switch")
+        finally:
+            stop.set()
+            await writer
+
+        async def every_vector_current() -> bool:
+            checked = await admin.CheckConsistency(pb.CheckConsistencyRequest())
+            by_name = {check.name: check for check in checked.checks}
+            return by_name["nodes_have_vectors"].ok and by_name["no_stale_vectors"].ok
+
+        await wait_for(every_vector_current, timeout_s=60, what="every vector current")
+        listed = await admin.ListSpaces(pb.ListSpacesRequest())
+        new = next(s for s in listed.spaces if s.id == started.space.id)
+        assert new.build.nodes_done <= new.build.nodes_total

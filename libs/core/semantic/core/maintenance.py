@@ -38,7 +38,7 @@ import structlog
 from semantic.common.errors import DependencyUnavailable, FailedPrecondition, Overloaded
 from semantic.core.domain import NodeRecord
 from semantic.core.ports import MaintenanceStore
-from semantic.core.spaces import ActiveSpaces, Space
+from semantic.core.spaces import DEFAULT_ACTIVE_SPACE_TTL_S, ActiveSpaces, Space
 from semantic.core.writer import ContentWriter
 
 log = structlog.get_logger(__name__)
@@ -189,16 +189,22 @@ class Maintenance:
             return space
         build = dict(space.build)
         build.setdefault("started_at", _now())
-        done = 0
+        first_total: int | None = None
+        done = later = 0  # embedded in every pass; of them, found by the passes after the first
 
         def progress(report: HealReport, total: int) -> None:
-            build.update(nodes_total=total, nodes_done=done + report.reembedded)
+            nonlocal first_total
+            first_total = total if first_total is None else first_total
+            extra = later + (report.reembedded if passes else 0)
+            build.update(nodes_total=first_total + extra, nodes_done=done + report.reembedded)
             build["nodes_failed"] = report.failed
 
-        for attempt in range(max_passes):
+        passes = 0
+        for passes in range(max_passes):
             report = await self.heal(space, mode="heal", progress=progress)
             done += report.reembedded
-            build.update(nodes_done=done, passes=attempt + 1)
+            later += report.reembedded if passes else 0
+            build.update(nodes_done=done, passes=passes + 1)
             await self._spaces.registry.save_build(space.id, build)
             if report.reembedded == 0 and report.failed == 0:
                 break
@@ -208,8 +214,20 @@ class Maintenance:
             space = await self._spaces.registry.mark_ready(space.id)
         else:
             _, space = await self._spaces.activate(space.id, allow_building=True)
+            await self._catch_up(space, max_passes)
         log.info("space_built", space=space.id, state=space.state, nodes=done)
         return space
+
+    async def _catch_up(self, space: Space, max_passes: int) -> None:
+        """After a switch: what was written to the old space while the last pass ran, and
+        until every writer's resolver saw the switch (its TTL), is stale in the new one.
+        Once those TTLs have passed, heal passes over the new active space until one finds
+        nothing to do, instead of leaving it to the next interval's pass."""
+        await asyncio.sleep(2 * DEFAULT_ACTIVE_SPACE_TTL_S)
+        for _ in range(max_passes):
+            report = await self.heal(space, mode="heal")
+            if report.reembedded == 0 and report.failed == 0:
+                return
 
     async def resume_builds(self) -> list[Space]:
         """Build every BUILDING space this process can lock (one after the other)."""

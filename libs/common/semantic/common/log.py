@@ -27,7 +27,11 @@ def configure_logging(
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # Plain tracebacks: the rich one prints every frame's local variables (a DSN with
+        # its password, a token) and takes a second to render, on the event loop.
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     if fmt == "json":
         shared.append(structlog.processors.format_exc_info)

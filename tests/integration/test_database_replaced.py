@@ -329,6 +329,43 @@ async def test_connections_left_with_stale_codecs_heal_after_the_extension_is_re
         assert got.nodes[0].vectors
 
 
+async def test_the_vector_extension_dropped_with_cascade_heals(
+    env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DROP EXTENSION vector CASCADE`` keeps the vector tables but takes their embedding
+    column: the service makes the table again instead of retrying forever."""
+    env = {**env, "SEMANTIC_AUTH_MODE": "disabled", "SEMANTIC_DATABASE_CHECK_INTERVAL_S": "0.2"}
+    async with running_search(env, monkeypatch) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        nodes = [cpb.Node(id=f"x{i}", content_type="page", body=BODIES[i]) for i in range(4)]
+        await stub.Upsert(pb.UpsertRequest(nodes=nodes))
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "BEGIN; DROP EXTENSION vector CASCADE; CREATE EXTENSION vector; COMMIT"
+            )
+        finally:
+            await conn.close()
+        codes: set[grpc.StatusCode] = set()
+        query = pb.SearchRequest(text="certificate expiry", mode=pb.SEARCH_MODE_DENSE, top_k=2)
+
+        async def written_and_found() -> bool:
+            try:
+                new = [  # new content: the vectors went with the column, these make them
+                    cpb.Node(id=f"x{i}", content_type="page", body=f"{BODIES[i]} (2)", version=2)
+                    for i in range(4)
+                ]
+                await stub.Upsert(pb.UpsertRequest(nodes=new))
+                reply = await stub.Search(query)
+            except grpc.aio.AioRpcError as exc:
+                codes.add(exc.code())
+                return False
+            return bool(reply.hits) and reply.hits[0].node.id == "x1"
+
+        await wait_for(written_and_found, timeout_s=120, what="writes and search working again")
+        assert codes <= {grpc.StatusCode.UNAVAILABLE}, codes
+
+
 def _heal_passes(trigger: str) -> float:
     value = REGISTRY.get_sample_value("semantic_indexer_heal_passes_total", {"trigger": trigger})
     return value or 0.0

@@ -259,6 +259,8 @@ class DatabaseGuardian:
             table = vector_table(self._space_id)
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
                 gaps.append(table)
+            elif await spaces.vectors_lost(conn, self._space_id):
+                gaps.append(f"{table}.embedding")
         return gaps
 
     async def _publish_health(self) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import structlog
 
 from semantic.common.errors import FailedPrecondition, NotFound
 from semantic.core.spaces import (
@@ -31,6 +32,8 @@ from semantic.core.spaces import (
 )
 from semantic.store.postgres.db import connection
 
+log = structlog.get_logger(__name__)
+
 HNSW_M = 16
 """HNSW graph degree of a space's vector index."""
 HNSW_EF_CONSTRUCTION = 64
@@ -43,6 +46,7 @@ __all__ = [
     "active_space",
     "ensure_space",
     "ensure_vector_table",
+    "vectors_lost",
     "get_space",
     "halfvec_dim",
     "hnsw_key",
@@ -101,10 +105,25 @@ async def ensure_vector_table(
 ) -> None:
     """Create the space's vector table, its HNSW index (at the space's index precision) and
     its change trigger where missing: after a bulk load into a table whose index was
-    dropped, this builds the index."""
+    dropped, this builds the index. A table left without its ``embedding`` column (the
+    ``vector`` extension dropped with CASCADE takes the column and its index along) holds
+    no vector any more: it is dropped and made again, and heal fills it."""
+    if await vectors_lost(conn, space.id):
+        log.warning("vector_table_recreated", space=space.id, reason="its embedding column is gone")
+        await conn.execute(f"DROP TABLE {vector_table(space.id)}")
     await conn.execute(
         _vector_table_ddl(space.id, space.dim, m, ef_construction, space.index_precision)
     )
+
+
+async def vectors_lost(conn: asyncpg.Connection, space_id: int) -> bool:
+    """Whether the space's vector table exists without its ``embedding`` column."""
+    lost: bool = await conn.fetchval(
+        "SELECT to_regclass($1) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_attribute"
+        " WHERE attrelid = to_regclass($1) AND attname = 'embedding' AND NOT attisdropped)",
+        vector_table(space_id),
+    )
+    return lost
 
 
 _COLUMNS = (

@@ -42,6 +42,7 @@ class Feed:
         self.nodes: dict[str, np.ndarray[Any, Any]] = {}
         self.queued: list[NodeChange] = []
         self.down = False
+        self.reset = ""
 
     def _check(self) -> None:
         if self.down:
@@ -58,6 +59,8 @@ class Feed:
 
     async def changes(self, space: Space, cursor: int, apply: Apply, *, batch: int) -> ChangeBatch:
         self._check()
+        if self.reset:
+            return ChangeBatch(cursor + 1, 0, 0, self.reset)
         queued, self.queued = self.queued, []
         for start in range(0, len(queued), batch):
             await apply(queued[start : start + batch])
@@ -144,6 +147,22 @@ async def test_the_follower_builds_applies_changes_and_rebuilds_for_another_spac
     await follower.sync()
     assert index.space == feed.space
     assert index.nodes == 0
+
+
+async def test_the_follower_rebuilds_when_the_change_log_cannot_say_what_changed(
+    feed: Feed, tmp_path: Path
+) -> None:
+    index = UsearchIndex(tmp_path)
+    follower = LocalIndexFollower(feed, index, sync_s=60)
+    await follower.sync()
+    assert index.nodes == 30
+    # A TRUNCATE, or a restored database: the same space, fewer nodes, no change rows.
+    feed.nodes = {k: v for k, v in feed.nodes.items() if k < "n2"}
+    feed.reset = "a table was truncated"
+    await follower.sync()
+    assert index.nodes == len(feed.nodes) < 30
+    assert index.node("", node_id="n5", slug=None) is None
+    assert follower.ready
 
 
 async def test_search_and_nearest_fall_back_to_the_local_index_while_postgresql_is_down(

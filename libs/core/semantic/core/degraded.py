@@ -94,6 +94,9 @@ class ChangeBatch:
     """Nodes whose current state was handed to the caller."""
     log_rows: int
     """Change-log rows read (several rows may name one node)."""
+    reset: str = ""
+    """Why the changes cannot be followed and the index must be rebuilt from a snapshot
+    (nothing was handed to the caller then); empty when they were followed."""
 
 
 Apply = Callable[[Sequence[NodeChange]], Awaitable[None]]

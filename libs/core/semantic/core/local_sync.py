@@ -6,7 +6,9 @@
                  same id created anew: an emptied or replaced database), no index, or one
                  older than the change log's retention -> rebuild from one snapshot, the
                  degraded mode unavailable ("rebuilding") until it is done;
-                 same space -> apply the nodes changed since the cursor
+                 same space -> apply the nodes changed since the cursor, unless the
+                 change log cannot say what changed (a TRUNCATE, a restored database):
+                 rebuild then too
     every save_s save the index when it changed (and at close)
 
 A failed sync (PostgreSQL away) is retried at the next tick; the index keeps serving what it
@@ -173,10 +175,17 @@ class LocalIndexFollower:
                 self._index.apply(changes)
 
             batch = await self._feed.changes(space, self._index.cursor, apply, batch=CHANGES_BATCH)
+            if batch.reset:
+                log.warning("local_index_reset", space=space.id, reason=batch.reset)
+                await self._rebuild(space)
+                return await self._after_sync(now)
             self._index.mark_synced(batch.cursor, self._clock())
             BEHIND.set(batch.log_rows)
             self._dirty = self._dirty or batch.changed > 0
             self._set_ready(True, "current")
+        await self._after_sync(now)
+
+    async def _after_sync(self, now: float) -> None:
         _LAST_SYNC[0] = self._index.synced_at
         NODES.set(self._index.nodes)
         self._synced.set()

@@ -8,6 +8,12 @@ of transactions at or after the previous cursor, some of them a second time (whi
 nothing: a change is applied by reading the node's current state). Every read runs in one
 REPEATABLE READ, READ ONLY transaction, so the cursor, the log rows and the node states
 come from the same snapshot.
+
+What the log cannot say makes a read answer ``reset`` (rebuild from a snapshot) instead:
+a TRUNCATE (its statement trigger logs a row with an empty node id, migration 010); a
+cursor ahead of the database's transactions (another cluster: a restore into a fresh
+one); a change-log table other than the one the last read saw (the schema or the
+database made anew and restored, where the restored spaces look the same).
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from semantic.store.postgres import spaces
 from semantic.store.postgres.db import as_array, connection
 
 _CURSOR = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+_ORIGIN = "SELECT 'semantic.node_changes'::regclass::oid::bigint"
+_TRUNCATED = """
+SELECT EXISTS (SELECT 1 FROM semantic.node_changes
+               WHERE xid >= $1::bigint::text::xid8 AND node_id = ''
+                 AND (space_id IS NULL OR space_id = $2))
+"""
 
 _CHANGED = """
 SELECT DISTINCT tenant, node_id FROM semantic.node_changes
@@ -60,6 +72,8 @@ class PostgresChanges:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._origin: int | None = None
+        """The change-log table's oid at the last read (module doc)."""
 
     async def active_space(self) -> Space:
         """The active space, read now."""
@@ -71,6 +85,7 @@ class PostgresChanges:
         from one snapshot; the cursor to follow from."""
         async with connection(self._pool) as conn, _snapshot(conn):
             cursor: int = await conn.fetchval(_CURSOR)
+            self._origin = await conn.fetchval(_ORIGIN)
             after: Key = ("", "")  # before every key: a node id is never empty
             while True:
                 rows = await conn.fetch(_PAGE, *after, batch)
@@ -85,8 +100,21 @@ class PostgresChanges:
         ``apply`` ``batch`` at a time (a burst of writes is never one huge step)."""
         async with connection(self._pool) as conn, _snapshot(conn):
             new_cursor: int = await conn.fetchval(_CURSOR)
+            origin: int = await conn.fetchval(_ORIGIN)
+            seen, self._origin = self._origin, origin
+            reset = ""
+            if new_cursor < cursor:
+                reset = "the database's transactions are behind the index (another cluster)"
+            elif seen is not None and seen != origin:
+                reset = "the change log was made anew (the schema or database replaced)"
+            elif await conn.fetchval(_TRUNCATED, cursor, space.id):
+                reset = "a table was truncated"
+            if reset:
+                return ChangeBatch(new_cursor, 0, 0, reset)
             keys: list[Key] = [
-                (r["tenant"], r["node_id"]) for r in await conn.fetch(_CHANGED, cursor, space.id)
+                (r["tenant"], r["node_id"])
+                for r in await conn.fetch(_CHANGED, cursor, space.id)
+                if r["node_id"]
             ]
             log_rows: int = await conn.fetchval(_LOG_ROWS, cursor, space.id) if keys else 0
             for start in range(0, len(keys), max(1, batch)):

@@ -46,13 +46,13 @@ __all__ = [
     "active_space",
     "ensure_space",
     "ensure_vector_table",
-    "vectors_lost",
     "get_space",
     "halfvec_dim",
     "hnsw_key",
     "list_spaces",
     "reindex_space",
     "rollback",
+    "vectors_lost",
 ]
 
 
@@ -93,6 +93,9 @@ CREATE INDEX IF NOT EXISTS vectors_{int(space_id)}_hnsw ON {table}
 CREATE OR REPLACE TRIGGER vectors_{int(space_id)}_changes
     AFTER INSERT OR UPDATE OR DELETE ON {table}
     FOR EACH ROW EXECUTE FUNCTION semantic.log_vector_change({int(space_id)});
+CREATE OR REPLACE TRIGGER vectors_{int(space_id)}_truncated
+    AFTER TRUNCATE ON {table}
+    FOR EACH STATEMENT EXECUTE FUNCTION semantic.log_truncate({int(space_id)});
 """
 
 

@@ -21,10 +21,14 @@ from indexer_kit import (
     dead_letters,
     publish,
     publish_raw,
+    reset_streams,
+    running_indexer,
+    vector_counts,
     wait_for,
     wait_for_streams,
 )
 from nats.aio.client import Client as NatsClient
+from nats.js.errors import NoStreamResponseError
 
 from semantic.tools.devstack.nats import EmbeddedNats
 from semantic.tools.devstack.ports import free_port
@@ -311,3 +315,29 @@ async def test_two_replicas_share_the_work_without_doing_any_twice(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+async def test_streams_lost_with_jetstream_data_are_made_again(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS restarted without its JetStream data: the streams and durable consumers are
+    gone, fetches fail; the indexer makes them again and goes on consuming."""
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+        await publish(nc, content_event("before", 1, body="Renew certificates with ACME."))
+
+        async def indexed(node_id: str) -> bool:
+            return (await vector_counts(database_url)).get(node_id, 0) > 0
+
+        await wait_for(lambda: indexed("before"), what="the first event indexed")
+        await reset_streams(env["NATS_URL"])  # what a wiped JetStream folder leaves
+
+        async def published_after() -> bool:
+            try:
+                await publish(nc, content_event("after", 1, body="Sourdough needs a starter."))
+            except (NoStreamResponseError, TimeoutError):
+                return False
+            return True
+
+        await wait_for(published_after, timeout_s=60, what="the stream made again")
+        await wait_for(lambda: indexed("after"), timeout_s=60, what="the next event indexed")

@@ -143,7 +143,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
         closers.append(guardian)  # closed before the pool
         # Several loops: one embeds while another writes, so the embedder never idles.
         consumers = [
-            ContentConsumer(js, topology, processor, config, gate=guardian)
+            ContentConsumer(js, topology, processor, config, gate=guardian, repair=topology_ready)
             for _ in range(settings.indexer_concurrency)
         ]
         maintenance = Maintenance(
@@ -160,7 +160,13 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             max_bytes=settings.indexer_max_event_bytes,
         )
         user_consumer = ContentConsumer(
-            js, topology, users, config, consumer=topology.user_consumer, gate=guardian
+            js,
+            topology,
+            users,
+            config,
+            consumer=topology.user_consumer,
+            gate=guardian,
+            repair=topology_ready,
         )
         tasks.append(asyncio.create_task(user_consumer.run(halt), name="user-consumer"))
         feedback = FeedbackEventHandler(
@@ -171,7 +177,13 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             max_bytes=settings.indexer_max_event_bytes,
         )
         feedback_consumer = ContentConsumer(
-            js, topology, feedback, config, consumer=topology.feedback_consumer, gate=guardian
+            js,
+            topology,
+            feedback,
+            config,
+            consumer=topology.feedback_consumer,
+            gate=guardian,
+            repair=topology_ready,
         )
         tasks.append(asyncio.create_task(feedback_consumer.run(halt), name="feedback-consumer"))
         for name in (topology.consumer, topology.user_consumer, topology.feedback_consumer):

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter as CounterType
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -60,6 +60,9 @@ from semantic.store.postgres.db import outage_of
 from semantic.wire import convert
 
 log = structlog.get_logger(__name__)
+
+REPAIR_AFTER = 3
+"""Fetches failing in a row before a consumer loop makes its stream and consumer again."""
 
 
 def dependency_down(exc: BaseException) -> bool:
@@ -169,9 +172,14 @@ class ContentConsumer:
         *,
         consumer: str | None = None,
         gate: Gate | None = None,
+        repair: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """``repair``: makes the streams and consumers again (``streams.ensure_topology``),
+        called after ``REPAIR_AFTER`` fetches in a row failed (NATS restarted without its
+        JetStream data: the stream and the durable consumer are gone)."""
         self._js = js
         self._gate = gate
+        self._repair = repair
         self._topology = topology
         self._handler: Handler = (
             ContentHandler(processor, config)
@@ -190,6 +198,7 @@ class ContentConsumer:
             durable=self._consumer, stream=self._topology.stream
         )
         log.info("consuming", stream=self._topology.stream, consumer=self._consumer)
+        failed = 0
         try:
             while not stop.is_set():
                 if self._gate is not None and not self._gate.available:
@@ -200,11 +209,17 @@ class ContentConsumer:
                         self._config.batch_size, timeout=self._config.fetch_timeout_s
                     )
                 except TimeoutError:
+                    failed = 0
                     continue
                 except (nats.errors.Error, OSError) as exc:
+                    failed += 1
                     log.warning("fetch_failed", error=f"{type(exc).__name__}: {exc}")
+                    if failed >= REPAIR_AFTER and self._repair is not None:
+                        subscription = await self._repaired(subscription)
+                        failed = 0
                     await _sleep_unless(stop, 1.0)
                     continue
+                failed = 0
                 await self.handle(messages)
                 gate_open = self._gate is None or self._gate.available
                 if self._outage_delay and gate_open:  # a closed gate pauses the loop itself
@@ -212,6 +227,23 @@ class ContentConsumer:
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _repaired(self, subscription: Any) -> Any:
+        """The streams and consumers made again where missing, and a new subscription to
+        this consumer; the old subscription when that fails (NATS still away)."""
+        assert self._repair is not None
+        try:
+            await self._repair()
+            fresh = await self._js.pull_subscribe_bind(
+                durable=self._consumer, stream=self._topology.stream
+            )
+        except Exception as exc:  # retried after the next failed fetches
+            log.warning("topology_repair_failed", error=f"{type(exc).__name__}: {exc}")
+            return subscription
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()
+        log.info("topology_repaired", stream=self._topology.stream, consumer=self._consumer)
+        return fresh
 
     async def _paused(self, stop: asyncio.Event) -> None:
         """Fetch nothing until the gate opens (or ``stop``)."""

@@ -508,3 +508,51 @@ async def test_a_half_precision_space_is_restored_at_half_precision(
     # The importing deployment's own setting (float32 here) does not change the space.
     async with running_search({**env, "DATABASE_URL": second_url}, monkeypatch) as channel:
         assert await _dense(search_pb2_grpc.SearchStub(channel)) == before
+
+
+async def test_a_ready_space_is_restored_ready_never_switched_to(
+    *,
+    env: dict[str, str],
+    database_url: str,
+    second_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A space kept READY for a rollback comes back READY: not BUILDING, which a heal
+    loop would finish and activate, switching the model the snapshot had active."""
+    async with running_search(env, monkeypatch) as channel:
+        await _fill(search_pb2_grpc.SearchStub(channel))
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "INSERT INTO semantic.embedding_spaces (model_id, model_sha256, dim, state)"
+            " VALUES ('older-model', 'abc', 384, 'ready') RETURNING id"
+        )
+        await conn.execute(
+            f"CREATE TABLE semantic.vectors_{int(row['id'])}"
+            " (LIKE semantic.vectors_1 INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        )
+    finally:
+        await conn.close()
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert await _main("export", "--space", "all", "--out", str(tmp_path / "snap")) == 0
+    await bootstrap_schema(second_url)
+    monkeypatch.setenv("DATABASE_URL", second_url)
+    code, imported = await _cli(capsys, "import", str(tmp_path / "snap"))
+    assert code == 0, imported
+    conn = await asyncpg.connect(second_url)
+    try:
+        states = {
+            r["model_id"]: r["state"]
+            for r in await conn.fetch("SELECT model_id, state FROM semantic.embedding_spaces")
+        }
+        active = await conn.fetchval(
+            "SELECT s.model_id FROM semantic.space_aliases a"
+            " JOIN semantic.embedding_spaces s ON s.id = a.space_id WHERE a.name = 'active'"
+        )
+    finally:
+        await conn.close()
+    assert states["older-model"] == "ready"
+    assert active != "older-model"
+    assert states[active] == "active"

@@ -153,6 +153,7 @@ class SnapshotLoader:
     ) -> ImportReport:
         """Load everything; ``replace`` is False (merge), None (every tenant) or tenants."""
         async with self._conn.transaction():
+            existing = {space.id for space in await database_spaces(self._conn)}
             for space_id in create:
                 entry = next(s for s in self._manifest.spaces if s.id == space_id)
                 made = await ensure_space(
@@ -163,6 +164,14 @@ class SnapshotLoader:
                     activate_if_none=entry.active,
                     index_precision=entry.index_precision,
                 )
+                if made.id not in existing and made.state == "building" != entry.state:
+                    # A new space holds the snapshot's vectors, complete as exported: it is
+                    # READY (a switch stays the operator's), never a build for a heal loop
+                    # to finish and activate on its own.
+                    await self._conn.execute(
+                        "UPDATE semantic.embedding_spaces SET state = 'ready' WHERE id = $1",
+                        made.id,
+                    )
                 mapping[space_id] = made.id
             report.spaces = dict(mapping)
             await self._touch_rule_sets()  # first: the write path's lock order

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -322,3 +323,72 @@ async def vector_counts(database_url: str) -> dict[str, int]:
 def as_json(value: Any) -> str:
     """Compact JSON (for metadata assertions)."""
     return json.dumps(value, sort_keys=True)
+
+
+@dataclass
+class WritePaths:
+    """A search process that made the schema and the active space, and indexer write
+    paths (a ChangeProcessor each) on pools of their own."""
+
+    address: str
+    embedder: Any
+    pools: list[asyncpg.Pool]
+    processors: tuple[Any, ...]
+
+
+@asynccontextmanager
+async def write_paths(
+    database_url: str,
+    embedder_address: str,
+    starter: Callable[[str, dict[str, str]], Any],
+    count: int = 1,
+) -> AsyncIterator[WritePaths]:
+    """``count`` indexer write paths (no chunking, no title vector) beside a search
+    process on ``database_url``."""
+    from semantic.common.embedder_client import EmbedderClient
+    from semantic.core.spaces import ActiveSpaces
+    from semantic.core.writer import ContentWriter, WriterConfig
+    from semantic.indexer.processor import ChangeProcessor
+    from semantic.search.settings import SearchSettings
+    from semantic.store.postgres.db import create_pool, default_session_settings
+    from semantic.store.postgres.nodes import PostgresNodes
+    from semantic.store.postgres.spaces import PostgresSpaces
+
+    text_config = SearchSettings.model_fields["search_text_config"].default
+    service = starter(
+        "semantic.search",
+        {
+            "DATABASE_URL": database_url,
+            "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
+            "SEMANTIC_AUTH_MODE": "disabled",
+            "SEMANTIC_SEARCH_CHUNKING": "false",
+            "SEMANTIC_LOG_LEVEL": "warning",
+        },
+    )
+    await service.wait_serving()  # the schema and the active space exist
+    embedder = EmbedderClient(embedder_address)
+    pools = [
+        await create_pool(
+            database_url, min_size=1, max_size=4, session_settings=default_session_settings()
+        )
+        for _ in range(count)
+    ]
+    processors = tuple(
+        ChangeProcessor(
+            ActiveSpaces(PostgresSpaces(pool)),
+            ContentWriter(
+                PostgresNodes(pool, text_config=text_config),
+                embedder,
+                None,
+                WriterConfig(chunking=False, title_vector=False),
+            ),
+        )
+        for pool in pools
+    )
+    try:
+        yield WritePaths(str(service.address), embedder, pools, processors)
+    finally:
+        for pool in pools:
+            await pool.close()
+        await embedder.close()
+        service.stop()

@@ -16,22 +16,15 @@ from typing import Any
 
 import asyncpg
 import pytest
+from indexer_kit import write_paths
 
-from semantic.common.embedder_client import EmbedderClient
 from semantic.core.domain import NodeRecord
-from semantic.core.spaces import ActiveSpaces
-from semantic.core.writer import ContentWriter, WriterConfig
 from semantic.indexer.events import ContentChange
 from semantic.indexer.processor import ChangeProcessor, segments
-from semantic.search.settings import SearchSettings
-from semantic.store.postgres.db import create_pool, default_session_settings
-from semantic.store.postgres.nodes import PostgresNodes
-from semantic.store.postgres.spaces import PostgresSpaces
 
 pytestmark = pytest.mark.integration
 
 SEQUENCES = 80
-TEXT_CONFIG = SearchSettings.model_fields["search_text_config"].default
 IDS = ("a", "b", "c")
 SLUGS = ("s1", "s2")
 
@@ -79,33 +72,8 @@ async def processor(
     embedder_address: str,
     service_starter: Callable[[str, dict[str, str]], Any],
 ) -> AsyncIterator[tuple[ChangeProcessor, asyncpg.Pool]]:
-    service = service_starter(
-        "semantic.search",
-        {
-            "DATABASE_URL": database_url,
-            "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
-            "SEMANTIC_AUTH_MODE": "disabled",
-            "SEMANTIC_SEARCH_CHUNKING": "false",
-            "SEMANTIC_LOG_LEVEL": "warning",
-        },
-    )
-    await service.wait_serving()  # the schema and the active space exist
-    embedder = EmbedderClient(embedder_address)
-    pool = await create_pool(
-        database_url, min_size=1, max_size=4, session_settings=default_session_settings()
-    )
-    writer = ContentWriter(
-        PostgresNodes(pool, text_config=TEXT_CONFIG),
-        embedder,
-        None,
-        WriterConfig(chunking=False, title_vector=False),
-    )
-    try:
-        yield ChangeProcessor(ActiveSpaces(PostgresSpaces(pool)), writer), pool
-    finally:
-        await pool.close()
-        await embedder.close()
-        service.stop()
+    async with write_paths(database_url, embedder_address, service_starter) as paths:
+        yield paths.processors[0], paths.pools[0]
 
 
 async def _one_by_one(processor: ChangeProcessor, changes: list[ContentChange]) -> None:

@@ -45,6 +45,17 @@ async def reindex_embedder(fp32_model_dir: Path, service_starter: Callable[..., 
     return str(service.address)
 
 
+def _search_env(database_url: str, embedder: str, fp32_model_dir: Path) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "SEMANTIC_GRPC_HOST": "127.0.0.1",
+        "SEMANTIC_METRICS_PORT": "0",
+        "SEMANTIC_EMBEDDER_ADDRESS": embedder,
+        "SEMANTIC_AUTH_MODE": "disabled",
+        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
+    }
+
+
 async def test_reindex_switches_models_while_search_keeps_answering(
     database_url: str,
     reindex_embedder: str,
@@ -52,14 +63,7 @@ async def test_reindex_switches_models_while_search_keeps_answering(
     int8_model_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {
-        "DATABASE_URL": database_url,
-        "SEMANTIC_GRPC_HOST": "127.0.0.1",
-        "SEMANTIC_METRICS_PORT": "0",
-        "SEMANTIC_EMBEDDER_ADDRESS": reindex_embedder,
-        "SEMANTIC_AUTH_MODE": "disabled",
-        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
-    }
+    env = _search_env(database_url, reindex_embedder, fp32_model_dir)
     async with running_search(env, monkeypatch) as channel:
         search = search_pb2_grpc.SearchStub(channel)
         admin = search_pb2_grpc.AdminStub(channel)
@@ -218,14 +222,7 @@ async def test_a_reindex_under_steady_writes_ends_with_every_vector_current(  # 
     active-space cache expires it writes to the old space, so the new one has stale
     vectors right after the switch. The build re-embeds them then, not at some later heal
     pass (no heal loop runs here: no indexer)."""
-    env = {
-        "DATABASE_URL": database_url,
-        "SEMANTIC_GRPC_HOST": "127.0.0.1",
-        "SEMANTIC_METRICS_PORT": "0",
-        "SEMANTIC_EMBEDDER_ADDRESS": reindex_embedder,
-        "SEMANTIC_AUTH_MODE": "disabled",
-        "SEMANTIC_SEARCH_TOKENIZER": str(fp32_model_dir / "tokenizer.json"),
-    }
+    env = _search_env(database_url, reindex_embedder, fp32_model_dir)
     other = service_starter("semantic.search", {**env, "SEMANTIC_HTTP_ENABLED": "false"})
     await other.wait_serving()
     async with (

@@ -20,18 +20,14 @@ import asyncpg
 import grpc
 import numpy as np
 import pytest
+from indexer_kit import write_paths
 
 from semantic.common.embedder_client import EmbedderClient
 from semantic.core.domain import NodeRecord
 from semantic.core.nodes import content_hash
-from semantic.core.spaces import ActiveSpaces
-from semantic.core.writer import ContentWriter, WriterConfig
 from semantic.indexer.events import ContentChange
 from semantic.indexer.processor import ChangeProcessor
-from semantic.search.settings import SearchSettings
-from semantic.store.postgres.db import as_array, create_pool, default_session_settings
-from semantic.store.postgres.nodes import PostgresNodes
-from semantic.store.postgres.spaces import PostgresSpaces
+from semantic.store.postgres.db import as_array
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
@@ -39,7 +35,6 @@ from semantic.v1 import search_pb2_grpc
 pytestmark = pytest.mark.integration
 
 TRIALS = 24  # nodes per round; each round races every node once
-TEXT_CONFIG = SearchSettings.model_fields["search_text_config"].default
 TOPICS = [
     "sourdough bread needs a lively starter",
     "rotate TLS certificates before they expire",
@@ -98,46 +93,14 @@ async def stack(
     embedder_address: str,
     service_starter: Callable[[str, dict[str, str]], Any],
 ) -> AsyncIterator[Stack]:
-    service = service_starter(
-        "semantic.search",
-        {
-            "DATABASE_URL": database_url,
-            "SEMANTIC_EMBEDDER_ADDRESS": embedder_address,
-            "SEMANTIC_AUTH_MODE": "disabled",
-            "SEMANTIC_SEARCH_CHUNKING": "false",
-            "SEMANTIC_LOG_LEVEL": "warning",
-        },
-    )
-    # Serving means the schema and the active space exist.
-    await service.wait_serving()
-    embedder = EmbedderClient(embedder_address)
-    pools = [
-        await create_pool(
-            database_url, min_size=1, max_size=4, session_settings=default_session_settings()
-        )
-        for _ in range(2)
-    ]
-    processors = tuple(
-        ChangeProcessor(
-            ActiveSpaces(PostgresSpaces(pool)),
-            ContentWriter(
-                PostgresNodes(pool, text_config=TEXT_CONFIG),
-                embedder,
-                None,
-                WriterConfig(chunking=False, title_vector=False),
-            ),
-        )
-        for pool in pools
-    )
-    channel = grpc.aio.insecure_channel(service.address)
-    try:
-        yield Stack(database_url, search_pb2_grpc.SearchStub(channel), processors, embedder)
-    finally:
-        await channel.close()
-        for pool in pools:
-            await pool.close()
-        await embedder.close()
-        service.stop()
+    async with write_paths(database_url, embedder_address, service_starter, 2) as paths:
+        channel = grpc.aio.insecure_channel(paths.address)
+        try:
+            yield Stack(
+                database_url, search_pb2_grpc.SearchStub(channel), paths.processors, paths.embedder
+            )
+        finally:
+            await channel.close()
 
 
 async def _upsert(stack: Stack, node_id: str, version: int) -> None:

@@ -25,7 +25,7 @@ from semantic.indexer.processor import ChangeProcessor, segments
 pytestmark = pytest.mark.integration
 
 SEQUENCES = 80
-IDS = ("a", "b", "c")
+IDS = ("a", "b", "c", "s1")  # "s1" is also a slug: an id another node's slug may name
 SLUGS = ("s1", "s2")
 
 
@@ -152,3 +152,35 @@ def test_segments_cut_only_where_order_could_matter() -> None:
     assert sizes(_named("a", 0), _named("b", 0)) == [2]
     # a slug deleted, then named again: it names another node by then
     assert sizes(_named("slug:x", 2, upsert=False), _named("slug:x", 2)) == [1, 1]
+
+
+async def test_a_delete_by_a_slug_no_node_holds_spares_the_node_with_that_id(
+    processor: tuple[ChangeProcessor, asyncpg.Pool],
+) -> None:
+    apply, pool = processor
+    holder = _change(
+        {
+            "upsert": True,
+            "id": "s9",
+            "slug": None,
+            "node_slug": "other",
+            "version": 1,
+            "title": "a node whose id is a slug",
+        },
+        "spare",
+        0,
+    )
+    await apply.apply([holder])
+    gone = {"upsert": False, "id": "", "slug": "s9", "node_slug": None, "version": 5, "title": ""}
+    outcome = await apply.apply([_change(gone, "spare", 1)])
+    assert outcome.outcomes["not_found"] == 1
+    nodes, tombs = await _state(pool, "spare")
+    assert nodes == [("s9", "other", 1, "a node whose id is a slug")]
+    assert tombs == []
+    # Nobody has that id: the delete leaves its tombstone, and an older upsert by the slug
+    # arriving later stays out.
+    alone = {**gone, "slug": "s8"}
+    await apply.apply([_change(alone, "spare", 2)])
+    late = {"upsert": True, "id": "", "slug": "s8", "node_slug": None, "version": 3, "title": "x"}
+    assert (await apply.apply([_change(late, "spare", 3)])).outcomes["stale"] == 1
+    assert ("s8", 5) in (await _state(pool, "spare"))[1]

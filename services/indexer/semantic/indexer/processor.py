@@ -21,7 +21,8 @@ one version has one content). Segments end:
 
 A delete by a slug no node holds deletes the id an upsert by that slug would create (the
 slug itself): nothing is removed, but its tombstone keeps an older upsert by that slug,
-arriving later, from creating the node.
+arriving later, from creating the node. (When a node with another slug has that id, the
+delete does nothing.)
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ class ChangeProcessor:
         resolved = await self._resolve_slugs(list(latest.values()))
         seen: dict[tuple[str, str], ContentChange] = {}
         for change, node_id in resolved:
+            if node_id is None:  # a delete by a slug no node holds, whose id is another's
+                outcome.outcomes["not_found"] += 1
+                continue
             key = (change.tenant, node_id)
             other = seen.get(key)  # two slugs, one of them another node's id
             if other is not None:
@@ -153,16 +157,29 @@ class ChangeProcessor:
         outcome.outcomes.update(str(r.outcome) for r in written)
         outcome.outcomes.update(str(r.outcome) for r in removed)
 
-    async def _resolve_slugs(self, changes: list[ContentChange]) -> list[tuple[ContentChange, str]]:
+    async def _resolve_slugs(
+        self, changes: list[ContentChange]
+    ) -> list[tuple[ContentChange, str | None]]:
         """Each change with its node id: given, found by slug, or else the slug itself (the
-        id an upsert by that slug creates, and a delete by it tombstones)."""
+        id an upsert by that slug creates, and a delete by it tombstones), except for a
+        delete when a node holding another slug has that id (None: nothing to delete)."""
         by_slug = [c for c in changes if not c.id]
         found = await self._writer.nodes.ids_by_slug([(c.tenant, c.slug or "") for c in by_slug])
-        out: list[tuple[ContentChange, str]] = []
+        unheld = [
+            (c.tenant, c.slug or "")
+            for c in by_slug
+            if not c.upsert and (c.tenant, c.slug or "") not in found
+        ]
+        other = await self._writer.nodes.stored(unheld) if unheld else {}
+        out: list[tuple[ContentChange, str | None]] = []
         for change in changes:
             if change.id:
                 out.append((change, change.id))
                 continue
-            slug = change.slug or ""
-            out.append((change, found.get((change.tenant, slug)) or slug))
+            key = (change.tenant, change.slug or "")
+            node_id = found.get(key)
+            if node_id is None and not change.upsert:
+                stored = other.get(key)
+                node_id = None if stored is not None and stored.node is not None else key[1]
+            out.append((change, (node_id or key[1]) if change.upsert else node_id))
         return out

@@ -17,7 +17,7 @@ from semantic.search.app import openapi_document as document
 from semantic.search.http import problems
 from semantic.search.http.console.views import Trend, alerts, lab_rows, number
 from semantic.search.http.openapi import render
-from semantic.search.http.security import check_csrf, csrf_token
+from semantic.search.http.security import HttpAuth, check_csrf, csrf_token
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.wire import protojson
@@ -284,3 +284,23 @@ def test_console_numbers_show_a_nan_or_infinity_as_written() -> None:
     assert number(3, 1) == "3.0"
     assert number("NaN") == "NaN"
     assert number("-Infinity", 2) == "-Infinity"
+
+
+def test_without_credentials_only_local_hosts_and_same_origin_changes_pass() -> None:
+    auth = HttpAuth(None, trusted_origins=["https://app.example.com"], allowed_hosts=["box"])
+    check = auth._check_ambient
+    for host in ("127.0.0.1:8080", "localhost", "dev.localhost:1", "[::1]:8080", "box:9", ""):
+        check({}, "GET", host)
+    for host in ("evil.example.com", "127.0.0.1.nip.io:8080", "boxes"):
+        with pytest.raises(errors.PermissionDenied, match="SEMANTIC_HTTP_ALLOWED_HOSTS"):
+            check({}, "GET", host)
+    check({"origin": "http://127.0.0.1:8080"}, "POST", "127.0.0.1:8080")
+    check({"origin": "https://app.example.com", "sec-fetch-site": "cross-site"}, "POST", "box")
+    check({"sec-fetch-site": "none"}, "POST", "localhost")  # typed in the address bar
+    for headers in (
+        {"origin": "http://127.0.0.1:9999"},
+        {"origin": "null"},
+        {"sec-fetch-site": "same-site"},
+    ):
+        with pytest.raises(errors.PermissionDenied):
+            check(headers, "DELETE", "127.0.0.1:8080")

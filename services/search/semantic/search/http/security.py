@@ -115,7 +115,8 @@ class HttpAuth:
         """PermissionDenied for a request without credentials that another site's page could
         have made (module doc)."""
         name = _host_name(host)
-        if not _local_host(name) and name not in self._hosts:
+        # No Host at all (HTTP/1.0): not a browser, whose requests always name one.
+        if name and not _local_host(name) and name not in self._hosts:
             raise PermissionDenied(
                 f"host {host!r} is not allowed without authentication: use localhost or an "
                 "IP address, or list it in SEMANTIC_HTTP_ALLOWED_HOSTS"

@@ -286,17 +286,17 @@ def test_bad_bodies_get_400_413_or_415(loaded: HttpSearch) -> None:
     url = f"{loaded.url}{API}/search"
     headers = {**loaded.headers(["reader"]), "Content-Type": "application/json"}
     _problem(requests.post(url, data=b"{not json", headers=headers), 400, "body")
-    unknown = _problem(requests.post(url, json={"txet": "x"}, headers=headers), 400, "body")
+    unknown = _problem(requests.post(url, json={"txet": "x"}, headers=headers), 400, "txet")
     assert "txet" in unknown["detail"]
     _problem(requests.post(url, data=b"\xff\xfe", headers=headers), 400, "body")
-    _problem(requests.post(url, json={"text": "x", "topK": "many"}, headers=headers), 400, "body")
+    _problem(requests.post(url, json={"text": "x", "topK": "many"}, headers=headers), 400, "topK")
     deep = "[" * 5000 + "]" * 5000
     _problem(requests.post(url, data=f'{{"text": "x", "x": {deep}}}', headers=headers), 400)
     _problem(requests.post(url, json={"text": "x", "topK": 5000}, headers=headers), 400, "top_k")
     fusion = {"text": "x", "hybrid": {"fusion": 7}}  # a number no server knows
     _problem(requests.post(url, json=fusion, headers=headers), 400, "hybrid.fusion")
     fusion = {"text": "x", "hybrid": {"fusion": "FUSION_LINEAR"}}
-    _problem(requests.post(url, json=fusion, headers=headers), 400, "body")
+    _problem(requests.post(url, json=fusion, headers=headers), 400, "hybrid.fusion")
     big = {"text": "x" * 70000}
     _problem(requests.post(url, json=big, headers=headers), 413)
     text = {**headers, "Content-Type": "text/plain"}

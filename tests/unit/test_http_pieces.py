@@ -94,7 +94,7 @@ def test_requests_parse_json_names_proto_names_and_refuse_unknown_fields() -> No
     assert (message.top_k, message.include_body) == (3, True)
     with pytest.raises(errors.InvalidArgument) as caught:
         protojson.parse(b'{"txet": "x"}', pb.SearchRequest())
-    assert caught.value.field == "body"
+    assert caught.value.field == "txet"  # the field as sent
     assert "txet" in caught.value.problem
     with pytest.raises(errors.InvalidArgument):
         protojson.parse(b"\xff", pb.SearchRequest())

@@ -8,6 +8,7 @@ message: lowerCamelCase names, default values left out, enums by name.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -101,8 +102,30 @@ def parse_dict(value: Any, message: M, *, field: str = "body") -> M:
         _check_shape(value, message.DESCRIPTOR, field)  # first: ParseDict takes [] for {}
         json_format.ParseDict(value, message, ignore_unknown_fields=False)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise InvalidArgument(field, _reason(exc)) from exc
+        raise InvalidArgument(_field_of(exc, field), _reason(exc)) from exc
     return message
+
+
+_FAILED = re.compile(r"Failed to parse (\w+) field: ")
+_UNKNOWN = re.compile(r'has no field named "([^"]+)" at "([^"]+)"')
+
+
+def _field_of(exc: BaseException, field: str) -> str:
+    """The field a parse error is about, as sent (``filter.tagsAny``), from the library's
+    message ("Failed to parse filter field: Failed to parse tagsAny field: ..."); ``field``
+    when it names none."""
+    text, names = str(exc), []
+    while found := _FAILED.match(text):
+        names.append(found.group(1))
+        text = text[found.end() :]
+    unknown = _UNKNOWN.search(text)
+    if unknown is not None:
+        at = [] if names else unknown.group(2).split(".")[1:]  # after the message's type
+        names = [*names, *at, unknown.group(1)]
+    if not names:
+        return field
+    path = ".".join(names)
+    return path if field == "body" else f"{field}.{path}"
 
 
 def to_dict(message: Message) -> dict[str, Any]:

@@ -220,3 +220,16 @@ def test_console_shows_bidi_overrides_and_serves_static_files_unsniffed(dev: Htt
         static = requests.get(f"{dev.url}{CONSOLE}/static/{name}", timeout=30)
         assert static.status_code == 200
         assert static.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_query_parameter_no_route_takes_is_refused_naming_it(dev: HttpSearch) -> None:
+    typo = requests.get(f"{dev.url}{API}/vector-search", params={"q": "refund", "topK": 2})
+    assert typo.status_code == 400, typo.text
+    assert typo.json()["field"] == "topK"
+    assert "k" in typo.json()["detail"]  # says what the route takes
+    posted = requests.post(f"{dev.url}{API}/search", params={"debug": 1}, json={"text": "x"})
+    assert posted.status_code == 400
+    assert posted.json()["field"] == "debug"
+    fine = requests.get(f"{dev.url}{API}/vector-search", params={"q": "refund", "k": 2})
+    assert fine.status_code == 200, fine.text
+    assert len(fine.json()["hits"]) == 2

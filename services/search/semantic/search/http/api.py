@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from google.protobuf.message import Message
 from starlette.responses import Response
 
@@ -67,7 +67,7 @@ MinScore = Annotated[
 
 def api_router(gateway: Gateway) -> APIRouter:
     """Every ``/api/semantic`` route, calling ``gateway``."""
-    router = APIRouter(prefix=PREFIX)
+    router = APIRouter(prefix=PREFIX, dependencies=[Depends(_known_parameters)])
     for route in body_routes():
         router.add_api_route(
             route.path,
@@ -385,6 +385,21 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
     async def snapshots(request: Request) -> Response:
         message = pb.ListSnapshotsRequest()
         return MessageResponse(await gateway.call(request, "Admin", "ListSnapshots", message))
+
+
+def _known_parameters(request: Request) -> None:
+    """A query parameter the route does not take is refused (400 naming it), as a body
+    field the message does not have is: a typo (``topK`` for ``k``) must not be ignored."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {param.alias for param in dependant.query_params}
+    for name in request.query_params:
+        if name not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            problem = InvalidArgument(name, f"unknown query parameter (this route takes: {takes})")
+            raise HttpProblem(problem_for(problem, request.url.path))
 
 
 def _mode(text: str, request: Request) -> pb.SearchMode.ValueType:

@@ -21,7 +21,9 @@ from indexer_kit import (
     wait_for_streams,
 )
 from nats.aio.client import Client as NatsClient
+from prometheus_client import REGISTRY
 
+from semantic.store.postgres import spaces
 from semantic.tools.cli.main import main
 from semantic.tools.devstack.postgres import EmbeddedPostgres
 from semantic.v1 import search_pb2 as pb
@@ -163,3 +165,61 @@ async def test_a_replaced_database_is_rebuilt_from_republished_events(
             await publish(nc, event)
         await wait_for(lambda: _all_have_vectors(database_url, 8), what="the rebuilt database")
     assert await node_versions(database_url) == {f"n{i}": 1 for i in range(8)}
+
+
+async def test_a_space_switched_elsewhere_is_healed_at_once(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback (or any switch) made by another process activates a space whose vectors
+    were made before the latest writes: stale, not missing. The heal loop sees the switch
+    and heals it at once, not at its next interval (an hour here)."""
+    env = {
+        **env,
+        "SEMANTIC_INDEXER_HEAL_INTERVAL_S": "3600",
+        "SEMANTIC_INDEXER_COMPLETENESS_CHECK_S": "0.3",
+    }
+    interval_before = _heal_passes("interval")
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+        await _publish_corpus(nc, 10)
+        await wait_for(lambda: _all_have_vectors(database_url, 10), what="10 indexed nodes")
+
+        async def start_up_pass_done() -> bool:
+            return _heal_passes("interval") > interval_before
+
+        await wait_for(start_up_pass_done, what="the start-up heal pass")
+        conn = await asyncpg.connect(database_url)
+        try:
+            # The space a rollback returns to: the same model, its vectors older than the
+            # nodes for three of them.
+            old = await conn.fetchval(
+                "INSERT INTO semantic.embedding_spaces (model_id, model_sha256, dim, version,"
+                " state) SELECT model_id, model_sha256, dim, version + 1, 'ready'"
+                " FROM semantic.embedding_spaces WHERE id = 1 RETURNING id"
+            )
+            table = f"semantic.vectors_{int(old)}"
+            await conn.execute(f"CREATE TABLE {table} (LIKE semantic.vectors_1 INCLUDING ALL)")
+            await conn.execute(f"INSERT INTO {table} SELECT * FROM semantic.vectors_1")
+            await conn.execute(
+                f"UPDATE {table} SET content_hash = 'older' WHERE node_id IN ('n1', 'n2', 'n3')"
+            )
+            passes_before = _heal_passes("space_switched")
+            await spaces.activate(conn, int(old))
+
+            async def current() -> bool:
+                stale = await conn.fetchval(
+                    f"SELECT count(*) FROM {table} v JOIN semantic.nodes n"
+                    " ON n.tenant = v.tenant AND n.id = v.node_id"
+                    " WHERE v.content_hash <> n.content_hash"
+                )
+                return int(stale) == 0
+
+            await wait_for(current, timeout_s=60, what="the switched-to space healed")
+            assert _heal_passes("space_switched") > passes_before
+        finally:
+            await conn.close()
+
+
+def _heal_passes(trigger: str) -> float:
+    value = REGISTRY.get_sample_value("semantic_indexer_heal_passes_total", {"trigger": trigger})
+    return value or 0.0

@@ -258,8 +258,9 @@ async def _heal_loop(
     discovery: RelationDiscovery | None = None,
 ) -> None:
     """Resume space builds, heal the active space, derive archetypes: every interval, and
-    at once when asked (a recovered database) or when the completeness check, run every
-    ``indexer_completeness_check_s`` in between, finds nodes without vectors. A discovery
+    at once when asked (a recovered database), when the active space changed (a rollback,
+    a switch) or when the completeness check, run every ``indexer_completeness_check_s``
+    in between, finds nodes without vectors. A discovery
     step follows each pass and each check, and the next one comes at once while nodes are
     due; a heal asked for meanwhile runs first."""
     interval_s = settings.indexer_heal_interval_s
@@ -269,6 +270,7 @@ async def _heal_loop(
     next_pass = loop.time() + min(interval_s, 5.0)  # soon after start: a replaced database
     next_check = loop.time() + check_s
     more = False  # discovery has nodes due: step again at once
+    seen_space: int | None = None  # the active space at the last check
     while True:
         now = loop.time()
         wake = min(next_pass, next_check) if check_s > 0 else next_pass
@@ -283,6 +285,12 @@ async def _heal_loop(
             if checking:
                 next_check = now + check_s
             space = await maintenance.spaces.space()
+            switched = seen_space is not None and space.id != seen_space
+            seen_space = space.id
+            if not reasons and switched:
+                # A rollback or a switch made elsewhere: what was written while the space
+                # was not active is stale in it (not missing, which the check would see).
+                reasons = ["space_switched"]
             if not reasons and checking and await completeness.find(space):
                 reasons = ["incomplete"]
             if reasons:

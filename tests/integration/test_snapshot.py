@@ -269,7 +269,9 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
     assert await _checksums(database_url) == snapshot
 
 
-@pytest.mark.parametrize("damage", ["tampered", "truncated", "wrong-format", "bad-tar"])
+@pytest.mark.parametrize(
+    "damage", ["tampered", "truncated", "wrong-format", "bad-tar", "row-twice"]
+)
 async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
     *,
     damage: str,
@@ -293,6 +295,17 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
     elif damage == "truncated":
         data = (snap / "vectors-1.parquet").read_bytes()
         (snap / "vectors-1.parquet").write_bytes(data[: len(data) // 2])
+    elif damage == "row-twice":  # a well-formed file (manifest updated) with a key twice
+        nodes = pq.read_table(snap / "nodes.parquet")
+        pq.write_table(pa.concat_tables([nodes, nodes.slice(0, 1)]), snap / "nodes.parquet")
+        data = (snap / "nodes.parquet").read_bytes()
+        manifest = json.loads((snap / "manifest.json").read_text())
+        manifest["files"]["nodes.parquet"] = {
+            "rows": nodes.num_rows + 1,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        (snap / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "wrong-format":
         manifest = json.loads((snap / "manifest.json").read_text())
         manifest["format"] = "something-else"
@@ -305,7 +318,10 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
     monkeypatch.setenv("DATABASE_URL", second_url)
     capsys.readouterr()
     assert await _main("import", str(target)) != 0
-    assert "import failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "import failed" in err
+    if damage == "row-twice":
+        assert "nodes.parquet holds one row twice" in err
     assert await _checksums(second_url) == before
 
 

@@ -143,6 +143,8 @@ class SnapshotLoader:
         self._tenants = sorted(set(tenants)) if tenants else None
         self._batch = max(1, batch_size)
         self._progress = progress
+        self._file = ""
+        """The file being loaded (named when its rows break a key)."""
 
     async def run(
         self,
@@ -152,6 +154,20 @@ class SnapshotLoader:
         replace: list[str] | bool | None,
     ) -> ImportReport:
         """Load everything; ``replace`` is False (merge), None (every tenant) or tenants."""
+        try:
+            return await self._run(report, mapping, create, replace)
+        except (asyncpg.CardinalityViolationError, asyncpg.UniqueViolationError) as exc:
+            raise SnapshotInvalid(
+                f"{self._file} holds one row twice (a key repeats): {exc}"
+            ) from exc
+
+    async def _run(
+        self,
+        report: ImportReport,
+        mapping: dict[int, int | None],
+        create: Sequence[int],
+        replace: list[str] | bool | None,
+    ) -> ImportReport:
         async with self._conn.transaction():
             existing = {space.id for space in await database_spaces(self._conn)}
             for space_id in create:
@@ -195,6 +211,7 @@ class SnapshotLoader:
 
     async def _load(self, file: str, temp: str, like: str) -> None:
         """COPY a Parquet file (rows of the tenants in scope) into a new temp table."""
+        self._file = file
         await self._conn.execute(
             f"CREATE TEMP TABLE {temp} (LIKE {like} INCLUDING DEFAULTS) ON COMMIT DROP"
         )

@@ -4,7 +4,7 @@ import grpc
 import pytest
 
 from semantic.common import errors
-from semantic.common.grpc_errors import STATUS_TABLE, status_for
+from semantic.common.grpc_errors import STATUS_TABLE, Rewrapped, status_for
 
 CASES = [
     (errors.InvalidArgument("texts[3]", "must not be empty"), grpc.StatusCode.INVALID_ARGUMENT),
@@ -52,3 +52,30 @@ def test_checksum_mismatch_message_names_the_file_and_the_remedy() -> None:
     exc = errors.MigrationChecksumMismatch("002_nodes.sql", "a" * 64, "b" * 64)
     assert "002_nodes.sql" in str(exc)
     assert "never be edited" in str(exc)
+
+
+def test_rewrapped_makes_a_method_wrapping_once_and_again_for_another_handler() -> None:
+    async def behave(request: object, context: object) -> object:
+        return request
+
+    first = grpc.unary_unary_rpc_method_handler(behave)
+    other = grpc.unary_unary_rpc_method_handler(behave)
+    made: list[str] = []
+
+    def make(tag: str):  # type: ignore[no-untyped-def]
+        def build() -> grpc.RpcMethodHandler:
+            made.append(tag)
+            return grpc.unary_unary_rpc_method_handler(behave)
+
+        return build
+
+    kept = Rewrapped()
+    wrapped = kept.get("/s.S/M", first, make("a"))
+    assert kept.get("/s.S/M", first, make("b")) is wrapped
+    assert made == ["a"]
+    # Another server's handler for the same method name is not served the first wrapping.
+    again = kept.get("/s.S/M", other, make("c"))
+    assert again is not wrapped
+    assert made == ["a", "c"]
+    assert kept.get("/s.S/N", first, make("d")) is not wrapped
+    assert made == ["a", "c", "d"]

@@ -126,15 +126,30 @@ def _wrap_stream(
     return handler
 
 
+_HANDLED_CHILDREN: dict[tuple[str, str], Any] = {}
+_SECONDS_CHILDREN: dict[str, Any] = {}
+
+
 def _observe(method: str, outcome: _Outcome, started: float) -> None:
+    # The label children are looked up once per method (and code): ``labels()`` takes a
+    # lock and builds a key on every call. Methods are the registered ones only.
     code = outcome.code
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    RPC_HANDLED.labels(method, name).inc()
-    RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+    handled = _HANDLED_CHILDREN.get((method, name))
+    if handled is None:
+        handled = _HANDLED_CHILDREN[method, name] = RPC_HANDLED.labels(method, name)
+    seconds = _SECONDS_CHILDREN.get(method)
+    if seconds is None:
+        seconds = _SECONDS_CHILDREN[method] = RPC_SECONDS.labels(method)
+    handled.inc()
+    seconds.observe(time.perf_counter() - started)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps domain exceptions to status codes and records per-method metrics."""
+
+    def __init__(self) -> None:
+        self._wrapped = Rewrapped()
 
     async def intercept_service(
         self,
@@ -152,11 +167,41 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             streams = kind.endswith("_stream") and inspect.isasyncgenfunction(behavior)
             return (_wrap_stream if streams else _wrap_unary)(behavior, method)
 
-        return rewrap(handler, wrap)
+        return self._wrapped.get(method, handler, lambda: rewrap(handler, wrap))
 
 
 Behavior = Callable[[Any, Any], Any]
 """A method handler's behaviour: (request or request iterator, context) -> response."""
+
+
+class Rewrapped:
+    """An interceptor's rewrapped handlers, made once per method instead of on every call.
+
+    grpc.aio hands an interceptor the same registered handler object for a method on every
+    call, so a wrapping that depends only on the method and the handler is kept and
+    reused; a different handler object under the same method (another server) is wrapped
+    anew. The wrapping saves grpc.aio no work; it saves ours (closures, handler tuples).
+    """
+
+    __slots__ = ("_by_method",)
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(
+        self,
+        method: str,
+        handler: grpc.RpcMethodHandler,
+        make: Callable[[], grpc.RpcMethodHandler],
+    ) -> grpc.RpcMethodHandler:
+        """The wrapped ``handler`` of ``method``, made by ``make()`` the first time."""
+        kept = self._by_method.get(method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = make()
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
+
 
 _FACTORIES = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,

@@ -28,7 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from semantic.common.errors import InvalidArgument
-from semantic.common.grpc_errors import Behavior, ErrorInterceptor, rewrap
+from semantic.common.grpc_errors import Behavior, ErrorInterceptor, Rewrapped, rewrap
 from semantic.common.settings import BaseServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -173,6 +173,9 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     when the request iterator reaches one), so the error table maps it like any other.
     """
 
+    def __init__(self) -> None:
+        self._wrapped = Rewrapped()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -181,10 +184,14 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        return rewrap(
+        return self._wrapped.get(
+            handler_call_details.method,
             handler,
-            lambda behavior, kind: _checked(behavior, streamed=kind.startswith("stream_")),
-            request_deserializer=_guarded(handler.request_deserializer),
+            lambda: rewrap(
+                handler,
+                lambda behavior, kind: _checked(behavior, streamed=kind.startswith("stream_")),
+                request_deserializer=_guarded(handler.request_deserializer),
+            ),
         )
 
 

@@ -1,5 +1,7 @@
 """The error table: every domain error maps to its status code, nothing else leaks."""
 
+from collections.abc import Callable
+
 import grpc
 import pytest
 
@@ -62,7 +64,7 @@ def test_rewrapped_makes_a_method_wrapping_once_and_again_for_another_handler() 
     other = grpc.unary_unary_rpc_method_handler(behave)
     made: list[str] = []
 
-    def make(tag: str):  # type: ignore[no-untyped-def]
+    def make(tag: str) -> Callable[[], grpc.RpcMethodHandler]:
         def build() -> grpc.RpcMethodHandler:
             made.append(tag)
             return grpc.unary_unary_rpc_method_handler(behave)

@@ -8,6 +8,7 @@ a generic message and a reference id, and the trace is logged under that id.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 import uuid
@@ -126,8 +127,14 @@ def _wrap_stream(
     return handler
 
 
-_HANDLED_CHILDREN: dict[tuple[str, str], Any] = {}
-_SECONDS_CHILDREN: dict[str, Any] = {}
+@functools.cache
+def _handled(method: str, code: str) -> Any:
+    return RPC_HANDLED.labels(method, code)
+
+
+@functools.cache
+def _seconds(method: str) -> Any:
+    return RPC_SECONDS.labels(method)
 
 
 def _observe(method: str, outcome: _Outcome, started: float) -> None:
@@ -135,14 +142,8 @@ def _observe(method: str, outcome: _Outcome, started: float) -> None:
     # lock and builds a key on every call. Methods are the registered ones only.
     code = outcome.code
     name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-    handled = _HANDLED_CHILDREN.get((method, name))
-    if handled is None:
-        handled = _HANDLED_CHILDREN[method, name] = RPC_HANDLED.labels(method, name)
-    seconds = _SECONDS_CHILDREN.get(method)
-    if seconds is None:
-        seconds = _SECONDS_CHILDREN[method] = RPC_SECONDS.labels(method)
-    handled.inc()
-    seconds.observe(time.perf_counter() - started)
+    _handled(method, name).inc()
+    _seconds(method).observe(time.perf_counter() - started)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

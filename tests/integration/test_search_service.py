@@ -199,6 +199,38 @@ async def test_delete_leaves_a_tombstone_that_blocks_older_upserts(stub) -> None
     assert newer.results[0].outcome == pb.UPSERT_OUTCOME_CREATED
 
 
+async def test_a_versioned_delete_by_a_slug_no_node_holds_blocks_an_older_upsert_by_it(  # type: ignore[no-untyped-def]
+    stub,
+) -> None:
+    deleted = await stub.Delete(pb.DeleteRequest(slugs=["late-page"], version=6))
+    assert [(r.id, r.slug, r.outcome) for r in deleted.results] == [
+        ("", "late-page", pb.DELETE_OUTCOME_NOT_FOUND)
+    ]
+    assert deleted.deleted == 0
+    title, body = DOCS["bread"]
+    by_slug = cpb.Node(slug="late-page", content_type="article", title=title, body=body)
+    by_slug.version = 5  # older than the delete: an upsert by that slug creates no node
+    late = await stub.Upsert(pb.UpsertRequest(nodes=[by_slug]))
+    assert late.results[0].outcome == pb.UPSERT_OUTCOME_STALE
+    assert not (await stub.Get(pb.GetRequest(slugs=["late-page"]))).nodes
+    by_slug.version = 7
+    newer = await stub.Upsert(pb.UpsertRequest(nodes=[by_slug]))
+    assert newer.results[0].outcome == pb.UPSERT_OUTCOME_CREATED
+    # The id a slug would create, held by a node with another slug: not this delete's.
+    await stub.Upsert(pb.UpsertRequest(nodes=[_node("pasta", version=1)]))
+    other = await stub.Delete(pb.DeleteRequest(slugs=["pasta"], version=9))
+    assert [(r.id, r.slug, r.outcome) for r in other.results] == [
+        ("", "pasta", pb.DELETE_OUTCOME_NOT_FOUND)
+    ]
+    assert [n.id for n in (await stub.Get(pb.GetRequest(ids=["pasta"]))).nodes] == ["pasta"]
+    # Unversioned, nothing is remembered: an upsert by the slug creates the node.
+    await stub.Delete(pb.DeleteRequest(slugs=["free-page"]))
+    free = cpb.Node(slug="free-page", content_type="article", title=title, body=body)
+    free.version = 1
+    created = await stub.Upsert(pb.UpsertRequest(nodes=[free]))
+    assert created.results[0].outcome == pb.UPSERT_OUTCOME_CREATED
+
+
 @pytest.mark.parametrize(
     "mode", [pb.SEARCH_MODE_DENSE, pb.SEARCH_MODE_KEYWORD, pb.SEARCH_MODE_HYBRID]
 )

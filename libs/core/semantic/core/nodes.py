@@ -73,11 +73,17 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class Deletion:
-    """Delete node ``id`` of ``tenant`` at ``version`` (0: unversioned)."""
+    """Delete node ``id`` of ``tenant`` at ``version`` (0: unversioned).
+
+    ``by_slug``: the delete named this slug, which no node held when it was resolved, so
+    ``id`` is the slug itself (the id an upsert by that slug creates): a node found at
+    ``id`` is deleted only if it holds that slug (it was created by that slug meanwhile);
+    one holding another slug is not this delete's, and is left alone (NOT_FOUND)."""
 
     tenant: str
     id: str
     version: int = 0
+    by_slug: str | None = None
 
 
 @dataclass(frozen=True)

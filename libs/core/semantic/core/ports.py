@@ -188,9 +188,16 @@ class NodeStore(Protocol):
         ...
 
     async def delete(
-        self, tenant: str, ids: Sequence[str], version: int = 0
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        version: int = 0,
+        unheld_slugs: Sequence[str] = (),
     ) -> list[tuple[str, str | None, DeleteOutcome]]:
-        """Delete nodes and their vectors in every space, leaving tombstones."""
+        """Delete nodes and their vectors in every space, leaving tombstones.
+        ``unheld_slugs``: slugs no node held when resolved, each deleted as the id an upsert
+        by it creates (``Deletion.by_slug``); a result that found nothing names the slug
+        (``("", slug, NOT_FOUND)``)."""
         ...
 
 

@@ -136,13 +136,18 @@ class SearchService:
     async def delete(
         self, tenant: str, ids: Sequence[str], slugs: Sequence[str], version: int
     ) -> list[tuple[str, str | None, DeleteOutcome]]:
-        """Delete by id and slug (unknown slugs are reported as not found)."""
+        """Delete by id and slug. A slug no node holds is reported as not found; with a
+        version, its delete still tombstones the id an upsert by that slug would create (the
+        slug itself, unless another node has it), so an older upsert by that slug arriving
+        later stays out, as with a delete event."""
         found = await self._nodes.ids_by_slug([(tenant, s) for s in slugs])
         by_slug = {slug: node_id for (_, slug), node_id in found.items()}
         targets = list(dict.fromkeys([*ids, *(by_slug[s] for s in slugs if s in by_slug)]))
-        results = await self._nodes.delete(tenant, targets, version)
-        missing = [(s, s, DeleteOutcome.NOT_FOUND) for s in slugs if s not in by_slug]
-        return results + [("", slug, outcome) for _, slug, outcome in missing]
+        unheld = list(dict.fromkeys(s for s in slugs if s not in by_slug))
+        tombstoned = [s for s in unheld if s not in targets] if version else []
+        results = await self._nodes.delete(tenant, targets, version, tombstoned)
+        missing = [s for s in unheld if s not in tombstoned]  # the store answers those
+        return results + [("", slug, DeleteOutcome.NOT_FOUND) for slug in missing]
 
     async def get(
         self,

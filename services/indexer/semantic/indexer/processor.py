@@ -22,7 +22,8 @@ one version has one content). Segments end:
 A delete by a slug no node holds deletes the id an upsert by that slug would create (the
 slug itself): nothing is removed, but its tombstone keeps an older upsert by that slug,
 arriving later, from creating the node. (When a node with another slug has that id, the
-delete does nothing.)
+delete does nothing; the store checks that again under the node's lock,
+``Deletion.by_slug``, so a node given that id meanwhile is not deleted.)
 """
 
 from __future__ import annotations
@@ -151,7 +152,12 @@ class ChangeProcessor:
                 assert change.node is not None
                 nodes.append(replace(change.node, id=node_id))
             else:
-                deletes.append(Deletion(tenant, node_id, change.version))
+                # Named by a slug that no node held (or whose node's id is that slug): the
+                # store checks, under the node's lock, that a node found there holds it.
+                unheld = not change.id and node_id == change.slug
+                deletes.append(
+                    Deletion(tenant, node_id, change.version, by_slug=node_id if unheld else None)
+                )
         space = await self.active_space()
         written, removed = await self._writer.write(space, nodes, deletes)
         outcome.outcomes.update(str(r.outcome) for r in written)

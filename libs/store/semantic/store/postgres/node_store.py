@@ -356,10 +356,19 @@ class NodeRepository:
         tenant: str,
         ids: Sequence[str],
         version: int = 0,
+        *,
+        unheld_slugs: Sequence[str] = (),
     ) -> list[tuple[str, str | None, DeleteOutcome]]:
         """Delete nodes (and their vectors in every space) in one transaction, leaving
-        tombstones so older upserts arriving later stay out."""
+        tombstones so older upserts arriving later stay out; ``unheld_slugs``: slugs no
+        node held when resolved, deleted as ``Deletion.by_slug`` (their results name the
+        slug, not an id)."""
         deletes = [Deletion(tenant, node_id, version) for node_id in dict.fromkeys(ids)]
+        deletes += [
+            Deletion(tenant, slug, version, by_slug=slug)
+            for slug in dict.fromkeys(unheld_slugs)
+            if slug not in ids
+        ]
         stats = keyword.StatsDelta()
         async with conn.transaction():
             deleted = [(d.tenant, d.id) for d in deletes]
@@ -368,7 +377,13 @@ class NodeRepository:
             removed = await self._delete(conn, spaces, deletes, stats, ruled)
             await touch_rule_sets(conn, ruled)
             await keyword.add_stats(conn, stats)
-        return [(r.id, r.slug, r.outcome) for r in removed]
+        slugged = {d.id for d in deletes if d.by_slug is not None}
+        return [
+            ("", r.id, r.outcome)
+            if r.id in slugged and r.outcome is DeleteOutcome.NOT_FOUND
+            else (r.id, r.slug, r.outcome)
+            for r in removed
+        ]
 
     async def _delete(
         self,
@@ -387,6 +402,9 @@ class NodeRepository:
         for d in deletes:
             current = stored.get((d.tenant, d.id))
             node = current.node if current else None
+            if d.by_slug is not None and node is not None and node.slug != d.by_slug:
+                results.append(DeleteResult(d.tenant, d.id, None, DeleteOutcome.NOT_FOUND))
+                continue  # another node's id (Deletion.by_slug): not this delete's
             if current is not None and d.version and current.version > d.version:
                 results.append(
                     DeleteResult(d.tenant, d.id, node.slug if node else None, DeleteOutcome.STALE)

@@ -95,9 +95,15 @@ class PostgresNodes:
             return await self._repository.vectors(conn, space, tenant, ids, name)
 
     async def delete(
-        self, tenant: str, ids: Sequence[str], version: int = 0
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        version: int = 0,
+        unheld_slugs: Sequence[str] = (),
     ) -> list[tuple[str, str | None, DeleteOutcome]]:
         """Delete nodes and their vectors in every space, leaving tombstones."""
         async with connection(self._pool) as conn:
             every_space = await spaces.list_spaces(conn)
-            return await self._repository.delete(conn, every_space, tenant, ids, version)
+            return await self._repository.delete(
+                conn, every_space, tenant, ids, version, unheld_slugs=unheld_slugs
+            )

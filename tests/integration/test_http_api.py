@@ -3,7 +3,9 @@ the same answers as gRPC, the same auth, problems for every mistake, limits and 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from collections.abc import Callable, Iterator
 from http.client import HTTPConnection
 from pathlib import Path
@@ -301,6 +303,35 @@ def test_bad_bodies_get_400_413_or_415(loaded: HttpSearch) -> None:
     _problem(requests.post(url, json=big, headers=headers), 413)
     text = {**headers, "Content-Type": "text/plain"}
     _problem(requests.post(url, data=b'{"text": "x"}', headers=text), 415)
+
+
+def test_a_request_head_past_the_limit_gets_431_and_is_not_kept(http: HttpSearch) -> None:
+    """llhttp keeps no limit on a request's headers: without one, a client streaming a
+    header line without end fills the process's memory (200 MB were accepted)."""
+    split = urlsplit(http.url)
+    with socket.create_connection((split.hostname or "", split.port or 80), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
+        sent = 0
+        with contextlib.suppress(OSError):  # the server closes the connection midway
+            while sent < 8 * 1024 * 1024:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        reply = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), reply[:300]
+    assert b"connection: close" in head.lower()
+    problem = json.loads(body)
+    assert problem["status"] == 431
+    assert "65536 bytes" in problem["detail"]
+    assert sent < 8 * 1024 * 1024, "the whole header was read"
+    # Heads under the limit pass, also several on one connection (counted per request).
+    with requests.Session() as session:
+        for _ in range(3):
+            fine = session.get(f"{http.url}/healthz", headers={"X-Big": "a" * 40000})
+            assert fine.status_code == 200, fine.text
 
 
 def test_unknown_routes_and_methods_are_problems(loaded: HttpSearch) -> None:

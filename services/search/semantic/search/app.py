@@ -297,6 +297,7 @@ def http_server(
         grace_seconds=settings.shutdown_grace_seconds,
         forwarded_allow_ips=settings.http_forwarded_allow_ips,
         on_stop=[pages.jobs.close],
+        max_head_bytes=settings.http_max_head_bytes,
     )
 
 

@@ -52,6 +52,12 @@ class SearchSettings(
     http_max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest HTTP request body (413 above)."
     )
+    http_max_head_bytes: int = Field(
+        64 * 1024,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="Largest HTTP request line and headers together (431 above).",
+    )
     http_cors_origins: str = Field(
         "",
         description="Comma-separated origins allowed by CORS (e.g. https://app.example.com); "

@@ -11,6 +11,8 @@ says which are worth retrying at start-up):
                 ``vector`` extension was re-created with new OIDs)
     busy        PostgreSQL refuses more connections or a call timed out (no recovery:
                 just retry later)
+    unresponsive  the guardian's probe got no answer to ``SELECT 1`` in time (a hung
+                server, a network partition): new work is refused until it answers
 
 All four become :class:`DatabaseOutage` (a ``DependencyUnavailable``: UNAVAILABLE for a
 client, an outage for the indexer, never INTERNAL). Every error raised while a
@@ -39,7 +41,7 @@ from semantic.core.spaces import NoActiveSpace
 
 log = structlog.get_logger(__name__)
 
-Outage = Literal["connection", "schema", "codecs", "busy", "recovering"]
+Outage = Literal["connection", "schema", "codecs", "busy", "recovering", "unresponsive"]
 
 _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,

@@ -69,6 +69,16 @@ class DatabaseRecoverySettings(BaseServiceSettings):
     database_recovery_max_backoff_s: float = Field(
         10.0, gt=0, description="Longest wait between two attempts to recover the database."
     )
+    database_probe_timeout_s: float = Field(
+        5.0,
+        ge=0,
+        description="A database that does not answer `SELECT 1` on the probe's own connection "
+        "within this many seconds is unresponsive (a hung server, a network partition): new "
+        "work is refused (reads go to the local index) until it answers again (0: no probe).",
+    )
+    database_probe_interval_s: float = Field(
+        2.0, gt=0, description="Seconds between two probes of the database (see above)."
+    )
 
 
 class DatabaseGuardian:
@@ -86,6 +96,8 @@ class DatabaseGuardian:
         max_backoff_s: float,
         attempt_timeout_s: float = 10.0,
         index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION,
+        probe_timeout_s: float = 0.0,
+        probe_interval_s: float = 2.0,
     ) -> None:
         self._pool = pool
         self._index_precision = index_precision
@@ -103,6 +115,9 @@ class DatabaseGuardian:
         self._hooks: list[Callable[[], None]] = []
         self._recovery: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
+        self._probe_timeout_s = probe_timeout_s
+        self._probe_interval_s = probe_interval_s
+        self._prober: asyncio.Task[None] | None = None
         self._space_id: int | None = None
         self._closed = False
 
@@ -128,6 +143,8 @@ class DatabaseGuardian:
             check_interval_s=settings.database_check_interval_s,
             max_backoff_s=settings.database_recovery_max_backoff_s,
             index_precision=index_precision,
+            probe_timeout_s=settings.database_probe_timeout_s,
+            probe_interval_s=settings.database_probe_interval_s,
         )
 
     @property
@@ -150,12 +167,14 @@ class DatabaseGuardian:
         db.watch(self._pool, self)
         if self._check_interval_s > 0:
             self._checker = asyncio.create_task(self._check_loop(), name="database-check")
+        if self._probe_timeout_s > 0:
+            self._prober = asyncio.create_task(self._probe_loop(), name="database-probe")
 
     async def close(self) -> None:
         """Stop watching and cancel a recovery in progress."""
         self._closed = True
         db.unwatch(self._pool, self)
-        tasks = [t for t in (self._checker, self._recovery) if t is not None]
+        tasks = [t for t in (self._checker, self._prober, self._recovery) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -286,3 +305,45 @@ class DatabaseGuardian:
                 continue
             if gaps:
                 self.noticed("schema", db.DatabaseOutage("schema", "missing: " + ", ".join(gaps)))
+
+    # --- probe --------------------------------------------------------------------------
+
+    async def _probe_loop(self) -> None:
+        """Notice a database that stopped answering (a hung server, a network partition):
+        a failed query notices the others, but a hung one only fails at the command timeout
+        (60 s), and every request meanwhile would wait as long. The probe has a connection
+        of its own, so a pool busy with slow queries does not look unresponsive."""
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(self._probe_interval_s)
+                if not self.available:
+                    _drop(conn)  # the recovery decides when it answers again
+                    conn = None
+                    continue
+                try:
+                    async with asyncio.timeout(self._probe_timeout_s):
+                        if conn is None or conn.is_closed():
+                            conn = await asyncpg.connect(
+                                self._dsn, server_settings={"application_name": "semantic-probe"}
+                            )
+                        await conn.fetchval("SELECT 1")
+                except TimeoutError:
+                    _drop(conn)
+                    conn = None
+                    self.noticed(
+                        "unresponsive",
+                        TimeoutError(f"no answer to SELECT 1 within {self._probe_timeout_s:g} s"),
+                    )
+                except Exception as exc:  # refused, reset: a query or the check notices those
+                    _drop(conn)
+                    conn = None
+                    log.debug("database_probe_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            _drop(conn)
+
+
+def _drop(conn: asyncpg.Connection | None) -> None:
+    """Close ``conn`` at once, without a round trip (it may hang on a hung server)."""
+    if conn is not None:
+        conn.terminate()

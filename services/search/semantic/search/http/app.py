@@ -37,6 +37,7 @@ from semantic.search.http.problems import (
     Problem,
     problem_for,
 )
+from semantic.search.http.protocol import bounded_protocol
 
 log = structlog.get_logger(__name__)
 
@@ -228,8 +229,10 @@ class HttpServer:
         grace_seconds: float,
         forwarded_allow_ips: str = "127.0.0.1",
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+        max_head_bytes: int = 64 * 1024,
     ) -> None:
-        """``on_stop``: called once the server no longer serves (the console's jobs)."""
+        """``on_stop``: called once the server no longer serves (the console's jobs);
+        ``max_head_bytes``: a request's line and headers at most (431 above)."""
         self.host = host
         self._on_stop = list(on_stop)
         self.port = port
@@ -237,7 +240,7 @@ class HttpServer:
             app,
             host=host,
             port=port,
-            http="httptools",
+            http=bounded_protocol(max_head_bytes),
             lifespan="off",
             log_config=None,
             access_log=False,

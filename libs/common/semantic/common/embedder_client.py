@@ -12,6 +12,7 @@ limit) -> FailedPrecondition.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
@@ -36,10 +37,21 @@ T = TypeVar("T")
 class EmbedderClient:
     """Async client; one channel, reused by every call."""
 
-    def __init__(self, address: str, *, timeout_s: float = 120.0, retry_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 120.0,
+        retry_s: float = 30.0,
+        query_timeout_s: float = 10.0,
+    ) -> None:
+        """``timeout_s`` per call and ``retry_s`` of retries for documents (a batch of long
+        texts may wait behind others); ``query_timeout_s`` for a query's embedding, retries
+        included: a search waits no longer for an embedder that stopped answering."""
         self._address = address
         self._timeout = timeout_s
         self._retry = retry_s
+        self._query_timeout = query_timeout_s
         self._channel = grpc.aio.insecure_channel(
             address,
             options=[
@@ -118,11 +130,18 @@ class EmbedderClient:
         self, texts: list[str], kind: pb.InputType.ValueType, model_id: str
     ) -> pb.EmbedResponse:
         request = pb.EmbedRequest(texts=texts, input_type=kind, model_id=model_id)
+        query = kind == pb.INPUT_TYPE_QUERY
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self._query_timeout if query else math.inf)
 
         async def call() -> pb.EmbedResponse:
-            return await self._call(self._stub.Embed(request, timeout=self._timeout))
+            timeout = min(self._timeout, deadline - loop.time())
+            if timeout <= 0:
+                raise DependencyUnavailable("embedder", "no answer to a query's embedding in time")
+            return await self._call(self._stub.Embed(request, timeout=timeout))
 
-        return await retry_async(call, what="embedder", timeout_s=self._retry, max_wait_s=1.0)
+        budget = min(self._retry, self._query_timeout) if query else self._retry
+        return await retry_async(call, what="embedder", timeout_s=budget, max_wait_s=1.0)
 
     async def _call(self, call: Awaitable[T]) -> T:
         try:

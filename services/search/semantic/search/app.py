@@ -131,7 +131,9 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             session_settings=session_settings(settings.search_ef_search),
         )
         closers.append(pool)
-        embedder = EmbedderClient(settings.embedder_address)
+        embedder = EmbedderClient(
+            settings.embedder_address, query_timeout_s=settings.search_query_embed_timeout_s
+        )
         closers.append(embedder)
         model = await embedder.default_model(wait_s=settings.startup_timeout_seconds)
         registry = PostgresSpaces(pool, index_precision=settings.vector_index_precision)

@@ -52,6 +52,13 @@ class SearchSettings(
     http_max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest HTTP request body (413 above)."
     )
+    search_query_embed_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="Longest wait for a query's embedding, retries included (UNAVAILABLE "
+        "after it: an embedder that stopped answering).",
+    )
     http_max_head_bytes: int = Field(
         64 * 1024,
         ge=4096,

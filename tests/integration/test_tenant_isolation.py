@@ -322,6 +322,27 @@ async def test_a_pinned_token_asking_for_no_tenant_reads_only_its_own(
     assert stats.nodes_total < theirs.nodes_total  # acme has fewer nodes than globex
 
 
+async def test_feedback_asking_for_no_tenant_goes_to_the_tokens_own(
+    search: search_pb2_grpc.SearchStub,
+) -> None:
+    """Feedback with the tenant left empty is the pinned token's tenant's, as every RPC:
+    it counts on acme's "doc", and "scratch" (globex's alone) is unknown."""
+    mine = _auth(Role.WRITER, tenant=MINE)
+    items = []
+    for node_id in ("doc", "scratch"):
+        item = epb.FeedbackItem(feedback_id=uuid.uuid4().hex, node_id=node_id)
+        item.outcome = epb.FEEDBACK_OUTCOME_SUCCESS
+        items.append(item)
+    reply = await search.Feedback(pb.FeedbackRequest(items=items), metadata=mine)
+    assert (reply.recorded, list(reply.unknown_node_items)) == (1, [1])
+    assert set(reply.feedback) == {"doc"}
+    # The default tenant holds no "doc": nothing was written there.
+    default = await search.Feedback(
+        pb.FeedbackRequest(items=[items[0]]), metadata=_auth(Role.WRITER)
+    )
+    assert (default.recorded, list(default.unknown_node_items)) == (0, [0])
+
+
 # --- all tenants at once --------------------------------------------------------------
 
 

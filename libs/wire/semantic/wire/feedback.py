@@ -79,9 +79,11 @@ def feedback_item_from_proto(
     )
 
 
-def feedback_request_from_proto(request: pb.FeedbackRequest, now: datetime) -> list[FeedbackRecord]:
-    """Every report of a Feedback request (1-500, each feedback_id once)."""
-    validation.tenant(request.tenant, "tenant")
+def feedback_request_from_proto(
+    request: pb.FeedbackRequest, tenant: str, now: datetime
+) -> list[FeedbackRecord]:
+    """Every report of a Feedback request (1-500, each feedback_id once), for ``tenant``:
+    the request's, as the caller's token allows it (``auth.enforce_tenant``)."""
     validation.count(len(request.items), "items", MAX_ITEMS, minimum=1)
     twice = validation.repeated(item.feedback_id for item in request.items)
     if twice is not None:
@@ -89,7 +91,7 @@ def feedback_request_from_proto(request: pb.FeedbackRequest, now: datetime) -> l
             f"items[{twice[1]}].feedback_id", f"repeats items[{twice[0]}].feedback_id"
         )
     return [
-        feedback_item_from_proto(item, f"items[{i}]", request.tenant, now)
+        feedback_item_from_proto(item, f"items[{i}]", tenant, now)
         for i, item in enumerate(request.items)
     ]
 

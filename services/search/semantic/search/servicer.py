@@ -210,8 +210,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         wire_feedback.attach(nodes, await self._service.feedback_of(tenant, ids))
 
     async def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
-        enforce_tenant(validation.tenant(request.tenant, "tenant"))
-        items = wire_feedback.feedback_request_from_proto(request, datetime.now(UTC))
+        tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
+        items = wire_feedback.feedback_request_from_proto(request, tenant, datetime.now(UTC))
         result = await self._service.record_feedback(items)
         response = pb.FeedbackResponse(
             recorded=result.recorded,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from indexer_kit import running_search, search_env
@@ -166,6 +168,37 @@ async def test_the_debug_shows_examples_filters_the_diversity_cap_and_a_given_ar
             assert candidate.dropped == pb.DROP_REASON_DIVERSITY_CAP
     assert debug.embeddings.query == "examples"
     assert list(debug.embeddings.example_node_ids) == ["garden0"]
+
+
+async def test_the_debug_explains_events_at_the_ends_of_the_time_range(
+    stubs: Stubs, database_url: str
+) -> None:
+    """An event at the first microsecond the API accepts, and one stored as -infinity (by a
+    version that let the range's first instant through): explained, not INTERNAL."""
+    search, admin = stubs
+    early = _event("old", "bread0", epb.USER_ACTION_VIEW)
+    early.occurred_at.FromDatetime(datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC))
+    await search.Track(pb.TrackRequest(events=[early]))
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE semantic.user_events SET occurred_at = '-infinity' WHERE user_id = 'old'"
+        )
+    finally:
+        await conn.close()
+    late = _event("old", "bread1", epb.USER_ACTION_CLICK)
+    late.occurred_at.FromDatetime(datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC))
+    await search.Track(pb.TrackRequest(events=[late]))
+    request = pb.RecommendRequest(user_id="old", top_k=4)
+    debug = await admin.ExplainRecommendation(pb.ExplainRecommendationRequest(request=request))
+    assert {item.node_id for item in debug.journey} == {"bread0", "bread1"}
+    assert all(item.decay < 1e-6 for item in debug.journey)
+    first = _event("old", "bread2", epb.USER_ACTION_VIEW)
+    first.occurred_at.FromDatetime(datetime(1, 1, 1, tzinfo=UTC))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await search.Track(pb.TrackRequest(events=[first]))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "events[0].occurred_at" in (refused.value.details() or "")
 
 
 async def test_the_debug_validates_its_request(stubs: Stubs) -> None:

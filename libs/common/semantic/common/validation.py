@@ -18,7 +18,8 @@ PostgreSQL column types the values end up in:
     text (title, body, texts, query ...)  no NUL, at most the limit of its field
     bigint / integer column               0 <= n <= 2^63 - 1 / 2^31 - 1
     space id                              ASCII digits only, 1 <= n <= 2^31 - 1
-    timestamp                             years 1 to 9999 (UTC), nanos in [0, 10^9)
+    timestamp                             years 1 to 9999 (UTC) but their first and last
+                                          microsecond, nanos in [0, 10^9)
     float                                 finite (NaN and infinity rejected), within bounds
     JSON (metadata, context, filter       numbers finite; strings without NUL; object keys
       values)                             1-256 characters without NUL; nesting <= 32 levels
@@ -179,7 +180,17 @@ def timestamp(seconds: int, nanos: int, field: str) -> datetime:
         raise InvalidArgument(field, "must be between the years 1 and 9999")
     if not 0 <= nanos < NANOS_PER_SECOND:
         raise InvalidArgument(f"{field}.nanos", f"must be in [0, {NANOS_PER_SECOND})")
-    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    at = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    if at in _INFINITE:
+        raise InvalidArgument(
+            field, "must be after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z"
+        )
+    return at
+
+
+_INFINITE = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+"""The first and last instants of the range, which the database driver stores as -infinity
+and infinity (and reads back without a time zone)."""
 
 
 def json_key(key: str, field: str) -> str:

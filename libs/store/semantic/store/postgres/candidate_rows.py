@@ -22,7 +22,7 @@ from semantic.core.recommend.values import (
 )
 from semantic.core.spaces import vector_table
 from semantic.store.postgres import dense
-from semantic.store.postgres.db import as_array
+from semantic.store.postgres.db import as_array, utc
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.mean_vector import mean_vector
 from semantic.store.postgres.node_rows import node_from_row, node_select
@@ -308,7 +308,7 @@ async def journey_items(
             title=r["title"],
             similarity=0.0,
             action=int(r["strongest"]),
-            occurred_at=r["last_at"],
+            occurred_at=utc(r["last_at"]),
             negative=bool(r["dismissed"]),
         )
         items.append((item, unit(as_array(r["vector"]))))

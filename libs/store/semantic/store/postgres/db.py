@@ -27,6 +27,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import asyncpg
@@ -157,6 +158,13 @@ def session_settings(ef_search: int) -> dict[str, str]:
         "hnsw.max_scan_tuples": str(DEFAULT_MAX_SCAN_TUPLES),
         "plan_cache_mode": "force_custom_plan",
     }
+
+
+def utc(value: datetime) -> datetime:
+    """A ``timestamptz`` read back as an aware datetime: the driver returns PostgreSQL's
+    ``-infinity`` and ``infinity`` (rows stored before the API refused the range's two ends)
+    as ``datetime.min`` and ``datetime.max`` without a time zone."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def as_array(value: Any) -> np.ndarray[Any, Any]:

@@ -9,6 +9,7 @@ import numpy as np
 
 from semantic.core.recommend.events import Action
 from semantic.core.recommend.journey import LoggedEvent, StoredUser
+from semantic.store.postgres.db import utc
 
 USER_COLUMNS = (
     "u.archetype, u.archetype_source, u.space_id, u.journey_sum, u.journey_weight,"
@@ -43,6 +44,8 @@ async def logged_events(
         limit,
     )
     return [
-        LoggedEvent(r["event_id"], r["node_id"], Action(r["action"]), r["weight"], r["occurred_at"])
+        LoggedEvent(
+            r["event_id"], r["node_id"], Action(r["action"]), r["weight"], utc(r["occurred_at"])
+        )
         for r in rows
     ]

@@ -12,6 +12,7 @@ from indexer_kit import running_search, search_env
 
 from semantic.common.auth import mint_token
 from semantic.v1 import common_pb2 as cpb
+from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
 from semantic.v1 import search_pb2_grpc
 
@@ -404,7 +405,27 @@ async def test_stats_counts_nodes_and_vectors(stub) -> None:  # type: ignore[no-
         "recipe": 2,
     }
     assert stats.active_space.vectors >= 5
+    assert stats.active_space.nodes == 5
+    assert [s.nodes for s in stats.spaces] == [5]
     assert stats.heal_backlog.missing == 0
+    assert {r.kind for r in stats.relations} == {"table", "index"}
+    assert (stats.users, stats.user_events) == (0, 0)
+    events = [
+        epb.UserEvent(event_id=f"e{i}", user_id=user, node_id="tls", action=epb.USER_ACTION_VIEW)
+        for i, user in enumerate(["u1", "u1", "u2"])
+    ]
+    await stub.Track(pb.TrackRequest(events=events))
+    elsewhere = _node("pasta")
+    elsewhere.tenant = "other"
+    await stub.Upsert(pb.UpsertRequest(nodes=[elsewhere]))
+    other = epb.UserEvent(
+        event_id="o1", user_id="u1", tenant="other", node_id="pasta", action=epb.USER_ACTION_VIEW
+    )
+    await stub.Track(pb.TrackRequest(events=[other]))  # another tenant: not counted
+    stats = await stub.Stats(pb.StatsRequest())
+    assert (stats.users, stats.user_events) == (2, 3)
+    every = await stub.Stats(pb.StatsRequest(all_tenants=True))
+    assert (every.users, every.user_events) == (3, 4)
 
 
 @pytest.mark.parametrize(

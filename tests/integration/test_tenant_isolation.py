@@ -320,6 +320,13 @@ async def test_a_pinned_token_asking_for_no_tenant_reads_only_its_own(
     stats = await search.Stats(pb.StatsRequest(), metadata=mine)
     theirs = await search.Stats(pb.StatsRequest(tenant=THEIRS), metadata=_auth(Role.READER))
     assert stats.nodes_total < theirs.nodes_total  # acme has fewer nodes than globex
+    # Vector and node counts are the tenant's own; table sizes (every tenant's rows) are
+    # not shown to a pinned token.
+    assert stats.active_space.nodes == stats.nodes_total
+    assert stats.active_space.nodes < theirs.active_space.nodes
+    assert stats.active_space.vectors < theirs.active_space.vectors
+    assert not stats.relations
+    assert theirs.relations
 
 
 async def test_feedback_asking_for_no_tenant_goes_to_the_tokens_own(

@@ -210,8 +210,10 @@ class Node(_message.Message):
     """Monotonic version of this node, chosen by the publisher (for example a CMS revision
     or a timestamp in microseconds). A write whose version is lower than the stored one
     is skipped (UPSERT_OUTCOME_STALE), so late or redelivered messages never overwrite
-    newer content. 0 on Upsert means "unversioned": the write always applies and the
-    server stores the previous version + 1. In ContentEvent the event's own `version` is
+    newer content. 0 on Upsert means "unversioned": the write always applies (last
+    writer wins) and the stored version is kept (a new node stores 0; a node deleted with
+    a version comes back with that tombstone's version). In ContentEvent the event's own
+    `version` is
     authoritative (see ContentEvent.version). Always set in responses.
     """
     content_hash: _builtins.str
@@ -865,8 +867,10 @@ class MetadataCondition(_message.Message):
     """When true the result of the test is inverted (NOT)."""
     @_builtins.property
     def equals(self) -> _struct_pb2.Value:
-        """JSON equality (numbers compare numerically, strings exactly). When the stored
-        value is an array, the condition holds when the array contains this value.
+        """Equality with a string, number or boolean (numbers compare numerically, strings
+        exactly); an object, a list or null is INVALID_ARGUMENT (use `exists` for presence).
+        When the stored value is an array, the condition holds when the array contains this
+        value.
         """
 
     @_builtins.property

@@ -635,8 +635,8 @@ class UpsertRequest(_message.Message):
     SPACE_ID_FIELD_NUMBER: _builtins.int
     space_id: _builtins.str
     """Embedding space that receives the vectors. Empty: the active space (and, during a
-    Reindex, the space being built too). Naming a space that does not exist:
-    INVALID_ARGUMENT.
+    Reindex, the space being built too). A malformed id: INVALID_ARGUMENT; a space that
+    does not exist: NOT_FOUND.
     """
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Node]:
@@ -2518,7 +2518,7 @@ class RelationSize(_message.Message):
     name: _builtins.str
     """Relation name, for example "nodes", "nodes_tsv_idx", "vectors_s2_hnsw"."""
     kind: _builtins.str
-    """Kind: "table", "hnsw", "gin", "btree", ..."""
+    """Kind: "table" or "index"."""
     bytes: _builtins.int
     """Total size in bytes (pg_total_relation_size for tables, pg_relation_size for
     indexes).
@@ -2583,24 +2583,30 @@ class StatsResponse(_message.Message):
     nodes_total: _builtins.int
     """Total number of nodes."""
     users: _builtins.int
-    """Number of users with at least one event."""
+    """Number of users with at least one stored event (of the tenant counted)."""
     user_events: _builtins.int
-    """Number of stored user events."""
+    """Number of stored user events (of the tenant counted)."""
     @_builtins.property
     def nodes_by_content_type(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentTypeCount]:
         """Node counts per content type, sorted by content type."""
 
     @_builtins.property
     def active_space(self) -> Global___EmbeddingSpace:
-        """The active embedding space (its counts are vectors and nodes with vectors)."""
+        """The active embedding space (its counts are vectors and nodes with vectors, of the
+        tenant counted).
+        """
 
     @_builtins.property
     def spaces(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmbeddingSpace]:
-        """Every embedding space, active one included, with vector counts and sizes."""
+        """Every embedding space, active one included, with vector and node counts of the
+        tenant counted.
+        """
 
     @_builtins.property
     def relations(self) -> _containers.RepeatedCompositeFieldContainer[Global___RelationSize]:
-        """Sizes of the main tables and indexes."""
+        """Sizes of the schema's tables and indexes. They count every tenant's rows, so they are
+        empty for a token limited to one tenant.
+        """
 
     @_builtins.property
     def heal_backlog(self) -> Global___HealBacklog:

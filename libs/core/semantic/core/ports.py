@@ -232,8 +232,10 @@ class Retrieval(Protocol):
 class SearchStatistics(Protocol):
     """Counts for Stats."""
 
-    async def stats(self, tenant: str | None) -> Stats:
-        """Nodes per type, spaces and their sizes, the active space's heal backlog."""
+    async def stats(self, tenant: str | None, *, sizes: bool) -> Stats:
+        """Counts of ``tenant`` (None: every tenant): nodes per type, vectors and nodes per
+        space, users and events, the active space's heal backlog; ``sizes``: the tables'
+        and indexes' sizes."""
         ...
 
 

@@ -80,6 +80,11 @@ class Stats:
     extra: dict[str, int] = field(default_factory=dict)
     nodes_by_tenant: dict[str, int] = field(default_factory=dict)
     """Nodes of each tenant counted (one tenant unless every tenant was asked for)."""
+    space_nodes: dict[int, int] = field(default_factory=dict)
+    """Space id -> nodes with at least one vector there (of the tenant counted)."""
+    users: int = 0
+    """Users with at least one stored event."""
+    user_events: int = 0
 
 
 class SearchService:
@@ -439,9 +444,11 @@ class SearchService:
                     hit.node = by_id.get(hit.node_id)
         hits[:] = [h for h in hits if h.node is not None]  # deleted between the two reads
 
-    async def stats(self, tenant: str | None) -> Stats:
-        """Nodes per type, spaces and their sizes, heal backlog of the active space."""
-        return await self._statistics.stats(tenant)
+    async def stats(self, tenant: str | None, *, sizes: bool) -> Stats:
+        """Nodes, vectors, users and events of ``tenant`` (None: every tenant), the heal
+        backlog of the active space; ``sizes``: the tables' and indexes' sizes too (which
+        count every tenant's rows: for callers who may see every tenant)."""
+        return await self._statistics.stats(tenant, sizes=sizes)
 
 
 def _fused(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from semantic.common import validation
-from semantic.common.auth import Role, enforce_tenant, require_every_tenant
+from semantic.common.auth import Role, current_principal, enforce_tenant, require_every_tenant
 from semantic.common.errors import DependencyUnavailable, InvalidArgument
 from semantic.core import domain
 from semantic.core.nodes import DeleteOutcome, Outcome, VectorRow
@@ -51,8 +51,11 @@ def space_id_from(text: str, field: str = "space_id") -> int | None:
     return validation.space_id(text, field)
 
 
-def space_to_proto(space: Space, vectors: int | None = None) -> pb.EmbeddingSpace:
-    """An embedding space as protobuf."""
+def space_to_proto(
+    space: Space, vectors: int | None = None, nodes: int | None = None
+) -> pb.EmbeddingSpace:
+    """An embedding space as protobuf (with its vectors and the nodes having one, when
+    counted)."""
     message = pb.EmbeddingSpace(
         id=str(space.id),
         model_id=space.model_id,
@@ -61,6 +64,7 @@ def space_to_proto(space: Space, vectors: int | None = None) -> pb.EmbeddingSpac
         version=space.version,
         state=_STATES.get(space.state, pb.SPACE_STATE_UNSPECIFIED),
         vectors=vectors or 0,
+        nodes=nodes or 0,
         index_precision=_PRECISIONS.get(space.index_precision, pb.INDEX_PRECISION_UNSPECIFIED),
     )
     message.created_at.FromDatetime(space.created_at)
@@ -323,7 +327,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             require_every_tenant(Role.ADMIN)  # a tenant claim never counts other tenants
         else:
             tenant = enforce_tenant(validation.tenant(request.tenant, "tenant"))
-        stats = await self._service.stats(tenant)
+        # Table sizes count every tenant's rows: only for a caller who may see them all.
+        stats = await self._service.stats(tenant, sizes=current_principal().tenant is None)
         response = pb.StatsResponse(
             nodes_by_content_type=[
                 pb.ContentTypeCount(content_type=t, nodes=n) for t, n in stats.nodes_by_type.items()
@@ -332,13 +337,21 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             nodes_by_tenant=[
                 pb.TenantCount(tenant=t, nodes=n) for t, n in stats.nodes_by_tenant.items()
             ],
-            spaces=[space_to_proto(s, stats.vectors.get(s.id)) for s in stats.spaces],
+            spaces=[
+                space_to_proto(s, stats.vectors.get(s.id), stats.space_nodes.get(s.id))
+                for s in stats.spaces
+            ],
             relations=[pb.RelationSize(name=n, kind=k, bytes=b) for n, k, b in stats.relations],
             heal_backlog=pb.HealBacklog(missing=stats.missing, stale=stats.stale),
+            users=stats.users,
+            user_events=stats.user_events,
         )
         if stats.active is not None:
+            active = stats.active.id
             response.active_space.CopyFrom(
-                space_to_proto(stats.active, stats.vectors.get(stats.active.id))
+                space_to_proto(
+                    stats.active, stats.vectors.get(active), stats.space_nodes.get(active)
+                )
             )
         response.computed_at.FromDatetime(datetime.now(UTC))
         return response

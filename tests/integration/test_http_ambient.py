@@ -115,6 +115,26 @@ def test_only_hosts_no_other_site_can_point_here_without_authentication(dev: Htt
     for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "search.internal"):
         answered = requests.get(f"{dev.url}{API}/stats", headers={"Host": host}, timeout=30)
         assert answered.status_code == 200, (host, answered.text)
+    # With authentication off any credential passes unchecked, so it vouches for nothing:
+    # a rebound name with a made-up token or session cookie is refused all the same.
+    for credentials in (
+        {"Authorization": "Bearer anything"},
+        {"Cookie": "semantic_session=anything"},
+    ):
+        headers = {"Host": f"evil.example.com:{port}", **credentials}
+        read = requests.get(f"{dev.url}{API}/stats", headers=headers, timeout=30)
+        assert read.status_code == 403, (credentials, read.status_code)
+        node = {"id": "rebound", "title": "t", "body": "b", "contentType": "page"}
+        write = requests.post(
+            f"{dev.url}{API}/nodes", json={"nodes": [node]}, headers=headers, timeout=30
+        )
+        assert write.status_code == 403, (credentials, write.status_code)
+        page = requests.get(
+            f"{dev.url}{CONSOLE}/query", headers=headers, allow_redirects=False, timeout=30
+        )
+        assert page.status_code in (403, 303), (credentials, page.status_code)
+    missing = requests.get(f"{dev.url}{API}/nodes", params={"id": "rebound"}, timeout=30)
+    assert missing.json().get("nodes", []) == [], missing.text
 
 
 @pytest.mark.parametrize("node_id", ODD_IDS)

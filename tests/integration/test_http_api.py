@@ -332,6 +332,35 @@ def test_a_request_head_past_the_limit_gets_431_and_is_not_kept(http: HttpSearch
         for _ in range(3):
             fine = session.get(f"{http.url}/healthz", headers={"X-Big": "a" * 40000})
             assert fine.status_code == 200, fine.text
+    # A head over the limit read at once: a header, or the request line.
+    big_header = b"X-Big: " + b"a" * 100_000 + b"\r\n"
+    for line, header in ((b"/healthz", big_header), (b"/healthz?" + b"a" * 100_000, b"")):
+        head, body = _raw(http.url, b"GET " + line + b" HTTP/1.1\r\nHost: x\r\n" + header)
+        assert head.startswith(b"HTTP/1.1 431 "), head
+        assert json.loads(body)["status"] == 431
+    # What the HTTP parser itself refuses is a problem document too.
+    for bad in (
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n",
+    ):
+        head, body = _raw(http.url, bad)
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        assert b"application/problem+json" in head
+        assert json.loads(body)["status"] == 400
+
+
+def _raw(url: str, request: bytes) -> tuple[bytes, bytes]:
+    """Send ``request`` (its head's end added) in one write; the answer's head and body."""
+    split = urlsplit(url)
+    with socket.create_connection((split.hostname or "", split.port or 80), timeout=30) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(request + b"\r\n")
+        reply = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, body
 
 
 def test_unknown_routes_and_methods_are_problems(loaded: HttpSearch) -> None:

@@ -3,9 +3,12 @@
 llhttp (under httptools) keeps no limit on the request line and headers, and uvicorn adds
 none: a client could send an endless header and the process would keep it all in memory
 (200 MB of one header line were accepted, and answered). Here the bytes received while a
-request's head is incomplete are counted (each read that ends inside a head); past
+request's head is incomplete are counted (each read that ends inside a head), and so are
+the request line and headers as the parser hands them over (a head read at once); past
 ``max_head_bytes`` the connection gets 431 (a problem document, as every other error) and
-is closed. At most one read of the socket beyond the limit is ever held.
+is closed. At most one read of the socket beyond the limit is ever held. A request the
+parser refuses (a bad chunk size, two Content-Length headers, an unknown method) gets a 400
+problem document too, not uvicorn's plain text.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from semantic.search.http.problems import MEDIA_TYPE, Kind, Problem
+from semantic.search.http.problems import INVALID, MEDIA_TYPE, Kind, Problem
 
 HEAD_TOO_LARGE = Kind(431, "Request header fields too large", "INVALID_ARGUMENT")
+
+
+class HeadTooLarge(Exception):
+    """Raised from a parser callback: the head passed the limit (the parser stops)."""
 
 
 def bounded_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
@@ -29,7 +36,9 @@ def bounded_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
             super().__init__(*args, **kwargs)
             self._in_head = False
             self._heads = 0
-            self._head_bytes = 0
+            self._head_bytes = 0  # received in reads that ended inside the head
+            self._head_size = 0  # the parsed request line and headers
+            self._too_large = False
 
         def data_received(self, data: bytes) -> None:
             heads = self._heads
@@ -43,19 +52,45 @@ def bounded_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             self._in_head = True
-            self._head_bytes = 0
+            self._head_bytes = self._head_size = 0
             super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._grow(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._grow(len(name) + len(value) + 4)  # ": " and CRLF
+            super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             self._heads += 1
             super().on_headers_complete()
 
+        def _grow(self, size: int) -> None:
+            """Count parsed head bytes; past the limit, stop parsing (the parser hands the
+            error to :meth:`send_400_response`, which answers 431)."""
+            self._head_size += size
+            if self._head_size > max_head_bytes:
+                self._too_large = True
+                raise HeadTooLarge
+
+        def send_400_response(self, msg: str) -> None:
+            """uvicorn's answer to a request the parser refused, as a problem document."""
+            if self._too_large:
+                self._refuse()
+                return
+            self._answer(400, "Bad Request", Problem(INVALID, f"request: {msg}"))
+
         def _refuse(self) -> None:
             detail = f"request line and headers: more than {max_head_bytes} bytes"
-            body = json.dumps(Problem(HEAD_TOO_LARGE, detail).body()).encode()
+            self._answer(431, "Request Header Fields Too Large", Problem(HEAD_TOO_LARGE, detail))
+
+        def _answer(self, status: int, reason: str, problem: Problem) -> None:
+            body = json.dumps(problem.body()).encode()
             self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                f"HTTP/1.1 {status} {reason}\r\n".encode()
                 + f"content-type: {MEDIA_TYPE}\r\n".encode()
                 + f"content-length: {len(body)}\r\n".encode()
                 + b"connection: close\r\n\r\n"

@@ -10,10 +10,12 @@ import pytest
 from semantic.common.errors import InvalidArgument
 from semantic.core import fusion
 from semantic.core.domain import (
+    MAX_HYBRID_CANDIDATES,
     MAX_VECTOR_LENGTH,
     MAX_WEIGHT,
     MIN_TARGET_WEIGHT,
     MIN_VECTOR_LENGTH,
+    HybridParams,
     VectorTarget,
     vector_problem,
 )
@@ -22,9 +24,11 @@ from semantic.store.postgres.dense_inputs import checked_targets, checked_vector
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import search_pb2 as pb
 from semantic.wire import convert
+from semantic.wire.search import search_query
 
 pytestmark = pytest.mark.unit
 LIMITS = convert.Limits()
+DEFAULTS = HybridParams(rrf_k=60, candidates=100)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +99,13 @@ def test_a_half_precision_space_refuses_what_half_precision_rounds_away_or_canno
     one = tiny.copy()
     one[0] = 1e-4
     check_half_range(one, "half", "vector")
+
+
+@pytest.mark.parametrize("candidates", [0, MAX_HYBRID_CANDIDATES + 1, 2**32 - 1])
+def test_hybrid_candidates_out_of_bounds_are_refused_not_clamped(candidates: int) -> None:
+    request = pb.SearchRequest(text="q", mode=pb.SEARCH_MODE_HYBRID)
+    request.hybrid.candidates = candidates
+    with pytest.raises(InvalidArgument, match=r"^hybrid\.candidates: must be between 1 and"):
+        search_query(request, "", LIMITS, DEFAULTS)
+    request.hybrid.candidates = MAX_HYBRID_CANDIDATES
+    assert search_query(request, "", LIMITS, DEFAULTS).hybrid.candidates == MAX_HYBRID_CANDIDATES

@@ -979,8 +979,8 @@ class HybridParams(_message.Message):
     weights cannot both be 0.
     """
     candidates: _builtins.int
-    """Number of candidates taken from each side before fusion. Unset: a setting (default
-    max(100, 2 x (offset + top_k))). At most a setting (default 1,000).
+    """Number of candidates taken from each side before fusion, 1 to 2,000 (others:
+    INVALID_ARGUMENT). Unset: a setting (default 100), at least offset + top_k.
     """
     fusion: Global___Fusion.ValueType
     """How the two sides are fused. Unset (FUSION_UNSPECIFIED): the server default. A value

@@ -81,10 +81,14 @@ def search_query(
         )
         if hybrid.HasField("keyword_weight")
         else 1.0,
-        candidates=min(
-            hybrid.candidates if hybrid.HasField("candidates") else defaults.candidates,
-            domain.MAX_HYBRID_CANDIDATES,
-        ),
+        candidates=validation.integer(
+            hybrid.candidates,
+            "hybrid.candidates",
+            minimum=1,
+            maximum=domain.MAX_HYBRID_CANDIDATES,
+        )
+        if hybrid.HasField("candidates")
+        else defaults.candidates,
         fusion=fusion(hybrid.fusion, defaults.fusion),
         expansion_docs=validation.integer(
             hybrid.expansion_docs,

@@ -363,6 +363,19 @@ def _raw(url: str, request: bytes) -> tuple[bytes, bytes]:
     return head, body
 
 
+def test_a_body_is_read_only_for_a_caller_allowed_to_send_it(http: HttpSearch) -> None:
+    """Authentication comes before the body: without a token, or with a role the route does
+    not allow, the body is neither read nor parsed (a big one would hold the loop)."""
+    json_type = {"Content-Type": "application/json"}
+    url = f"{http.url}{API}/search"
+    _problem(requests.post(url, data=b"{not json", headers=json_type), 401)
+    _problem(requests.post(url, data=b"x", headers={"Content-Type": "text/plain"}), 401)
+    ids = json.dumps({"text": "x", "filter": {"ids": ["n"] * 200_000}})
+    _problem(requests.post(url, data=ids, headers=json_type), 401)
+    reader = {**http.headers(["reader"]), **json_type}
+    _problem(requests.post(f"{http.url}{API}/nodes", data=b"{not json", headers=reader), 403)
+
+
 def test_unknown_routes_and_methods_are_problems(loaded: HttpSearch) -> None:
     headers = loaded.headers(["reader"])
     _problem(requests.get(f"{loaded.url}{API}/nowhere", headers=headers), 404)

@@ -88,8 +88,10 @@ _GET_RPCS = {"Search", "Nearest", "Recommend"}
 
 def _body_endpoint(gateway: Gateway, route: BodyRoute) -> Any:
     async def endpoint(request: Request) -> Response:
+        # The caller first: a body is read and parsed only for one allowed to send it.
+        caller = gateway.caller(request, f"/semantic.v1.{route.service}/{route.rpc}")
         message = await gateway.body(request, route.request())
-        result = await gateway.call(request, route.service, route.rpc, message)
+        result = await gateway.call(request, route.service, route.rpc, message, caller=caller)
         return MessageResponse(result)
 
     endpoint.__name__ = f"post_{route.rpc.lower()}"

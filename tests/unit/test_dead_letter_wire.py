@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
 
 from semantic.common.errors import InvalidArgument
+from semantic.core.pipeline import DEAD_LETTER_REASONS
 from semantic.v1 import common_pb2 as cpb
 from semantic.v1 import events_pb2 as epb
 from semantic.v1 import search_pb2 as pb
@@ -105,3 +108,21 @@ def test_valid_selections_and_listings() -> None:
     assert list_request(pb.ListDeadLettersRequest()) == (0, 0, "")
     with pytest.raises(InvalidArgument, match="limit"):
         list_request(pb.ListDeadLettersRequest(limit=501))
+
+
+def test_a_reason_filter_is_one_of_the_reasons_the_indexer_gives() -> None:
+    for reason in ("max-deliver", "MAX_DELIVER", "nope"):
+        with pytest.raises(InvalidArgument) as refused:
+            list_request(pb.ListDeadLettersRequest(reason=reason))
+        assert refused.value.field == "reason"
+        with pytest.raises(InvalidArgument):
+            selection(pb.DiscardDeadLettersRequest(all=True, reason=reason))
+    for reason in ("", *DEAD_LETTER_REASONS):
+        assert list_request(pb.ListDeadLettersRequest(reason=reason))[2] == reason
+    # Every reason the indexer dead-letters with is in the set the filter accepts.
+    source = "".join(
+        path.read_text()
+        for path in (Path(__file__).parents[2] / "services/indexer/semantic/indexer").glob("*.py")
+    )
+    given = set(re.findall(r'(?:Poison|DeadLetter)\(\s*"([a-z_]+)"', source))
+    assert given == set(DEAD_LETTER_REASONS), given

@@ -3298,7 +3298,8 @@ class ListDeadLettersRequest(_message.Message):
     """
     reason: _builtins.str
     """Only letters of this reason (`Semantic-Dlq-Reason`: decode_error, invalid,
-    too_large, tenant_mismatch, max_deliver). Empty: every reason.
+    too_large, tenant_mismatch, max_deliver; another value: INVALID_ARGUMENT). Empty:
+    every reason.
     """
     def __init__(
         self,

@@ -46,6 +46,10 @@ class PipelineState:
     server: str  # broker name and version, for display
 
 
+DEAD_LETTER_REASONS = ("decode_error", "invalid", "too_large", "tenant_mismatch", "max_deliver")
+"""Why the indexer dead-letters an event (the ``Semantic-Dlq-Reason`` header): a closed set."""
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One dead letter: the original payload and the headers the indexer added."""

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from semantic.common import validation
 from semantic.common.errors import InvalidArgument
 from semantic.core.pipeline import (
+    DEAD_LETTER_REASONS,
     MAX_LIST_LIMIT,
     MAX_SEQS,
     DeadLetter,
@@ -69,7 +70,11 @@ def selection(
 
 
 def _reason(value: str) -> str:
-    return validation.short_id(value, "reason")
+    """A reason filter: empty (every reason) or one of ``DEAD_LETTER_REASONS`` (a typo would
+    otherwise match nothing, and a discard of "all" of it would look like an empty queue)."""
+    if value and value not in DEAD_LETTER_REASONS:
+        raise InvalidArgument("reason", f"must be one of {', '.join(DEAD_LETTER_REASONS)}")
+    return value
 
 
 def page_to_proto(page: DeadLetterPage) -> pb.ListDeadLettersResponse:

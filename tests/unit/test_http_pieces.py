@@ -108,7 +108,16 @@ def test_requests_parse_json_names_proto_names_and_refuse_unknown_fields() -> No
         (b"[]", pb.SearchRequest(), "body", "must be a JSON object"),
         (b'{"text": "a", "filter": []}', pb.SearchRequest(), "filter", "must be a JSON object"),
         (b'{"nodes": [[]]}', pb.UpsertRequest(), "nodes[0]", "must be a JSON object"),
-        (b'{"top_k": 3, "topK": 4}', pb.SearchRequest(), "body.topK", "given as 'top_k' and"),
+        (b'{"top_k": 3, "topK": 4}', pb.SearchRequest(), "topK", "given as 'top_k' and"),
+        # Integers as strings: ASCII decimal digits only (int() takes "٣" and "1_2").
+        (b'{"text": "a", "topK": "\xd9\xa5"}', pb.SearchRequest(), "topK", "not a decimal"),
+        (b'{"text": "a", "top_k": "1_2"}', pb.SearchRequest(), "topK", "not a decimal"),
+        (
+            b'{"nodes": [{"id": "a", "contentType": "p", "version": "+3"}]}',
+            pb.UpsertRequest(),
+            "nodes[0].version",
+            "not a decimal integer",
+        ),
         (
             b'{"nodes": [{"id": "a", "content_type": "p", "contentType": "q"}]}',
             pb.UpsertRequest(),

@@ -82,6 +82,9 @@ def test_undecodable_payloads_are_decode_errors() -> None:
     assert _poison(b"\xff\xff\xff").reason == "decode_error"
     assert _poison(b"{not json", JSON).reason == "decode_error"
     assert _poison(b'{"op": "CONTENT_OP_NOPE"}', JSON).reason == "decode_error"
+    other_digits = _poison('{"eventId": "e", "version": "\u0667"}'.encode(), JSON)
+    assert other_digits.reason == "decode_error"
+    assert "version" in other_digits.detail
     assert _poison(b"x", {"Content-Type": "text/plain"}).reason == "decode_error"
 
 

@@ -12,6 +12,7 @@ import re
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from semantic.common.errors import InvalidArgument
@@ -79,21 +80,49 @@ def _check_shape(value: Any, descriptor: Any, path: str) -> None:
         if described is None:
             continue  # the library refused unknown names already
         other = seen.setdefault(described.name, key)
+        named = described.json_name if path == "body" else f"{path}.{described.json_name}"
         if other != key:
-            raise InvalidArgument(
-                f"{path}.{described.json_name}", f"given as {other!r} and {key!r}"
-            )
+            raise InvalidArgument(named, f"given as {other!r} and {key!r}")
         kind = described.message_type
+        if described.type in _INTEGERS:
+            _check_integers(item, named)
+            continue
         if item is None or kind is None or kind.full_name in _SPECIAL_JSON:
             continue
         if kind.GetOptions().map_entry:
             continue  # map values are checked by the library (scalars here)
-        inner = f"{path}.{described.json_name}" if path != "body" else described.json_name
+        inner = named
         if described.is_repeated:
             for index, element in enumerate(item if isinstance(item, list) else ()):
                 _check_shape(element, kind, f"{inner}[{index}]")
         else:
             _check_shape(item, kind, inner)
+
+
+_INTEGERS = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def _check_integers(item: Any, path: str) -> None:
+    """An integer field given as a string holds ASCII decimal digits: the library reads it
+    with ``int()``, which also takes other scripts' digits (``"٣"``) and ``_`` (``"1_2"``)."""
+    for index, element in enumerate(item if isinstance(item, list) else [item]):
+        if isinstance(element, str) and not _DECIMAL.fullmatch(element):
+            where = f"{path}[{index}]" if isinstance(item, list) else path
+            raise InvalidArgument(where, f"{element[:40]!r} is not a decimal integer")
 
 
 def parse_dict(value: Any, message: M, *, field: str = "body") -> M:

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from semantic.common import validation
 from semantic.common.errors import InvalidArgument
 from semantic.core import domain
 from semantic.v1 import events_pb2
-from semantic.wire import convert
+from semantic.wire import convert, protojson
 
 log = structlog.get_logger(__name__)
 
@@ -98,10 +97,10 @@ def parse_event(
         if media in PROTOBUF_TYPES:
             message.ParseFromString(payload)
         elif media in JSON_TYPES:
-            json_format.Parse(payload.decode("utf-8"), message)
+            protojson.parse(payload, message)
         else:
             raise Poison("decode_error", f"Content-Type {media!r} is not protobuf or JSON")
-    except (DecodeError, json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+    except (DecodeError, InvalidArgument, ValueError, TypeError, RecursionError) as exc:
         kind = "protobuf" if media in PROTOBUF_TYPES else "protobuf-JSON"
         raise Poison("decode_error", f"not a valid {kind} {type(message).__name__}: {exc}") from exc
 

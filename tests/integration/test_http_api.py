@@ -294,7 +294,18 @@ def test_bad_bodies_get_400_413_or_415(loaded: HttpSearch) -> None:
     _problem(requests.post(url, json={"text": "x", "topK": "many"}, headers=headers), 400, "topK")
     deep = "[" * 5000 + "]" * 5000
     _problem(requests.post(url, data=f'{{"text": "x", "x": {deep}}}', headers=headers), 400)
-    _problem(requests.post(url, json={"text": "x", "topK": 5000}, headers=headers), 400, "top_k")
+    # A problem found past parsing names the field as the body did: topK, or top_k.
+    _problem(requests.post(url, json={"text": "x", "topK": 5000}, headers=headers), 400, "topK")
+    _problem(requests.post(url, json={"text": "x", "top_k": 5000}, headers=headers), 400, "top_k")
+    rrf = {"text": "x", "mode": "SEARCH_MODE_HYBRID", "hybrid": {"rrfK": 0}}
+    _problem(requests.post(url, json=rrf, headers=headers), 400, "hybrid.rrfK")
+    event = {"eventId": "e1", "userId": "u", "nodeId": "n", "action": "USER_ACTION_VIEW"}
+    event["occurredAt"] = "0001-01-01T00:00:00Z"
+    track = f"{loaded.url}{API}/track"
+    writer = {**loaded.headers(["writer"]), "Content-Type": "application/json"}
+    _problem(
+        requests.post(track, json={"events": [event]}, headers=writer), 400, "events[0].occurredAt"
+    )
     fusion = {"text": "x", "hybrid": {"fusion": 7}}  # a number no server knows
     _problem(requests.post(url, json=fusion, headers=headers), 400, "hybrid.fusion")
     fusion = {"text": "x", "hybrid": {"fusion": "FUSION_LINEAR"}}
@@ -401,7 +412,7 @@ def test_admin_routes(loaded: HttpSearch) -> None:
     _problem(
         requests.post(f"{loaded.url}{API}/admin/reindex", json={"modelId": "nope"}, headers=admin),
         400,
-        "model_id",
+        "modelId",
     )
 
 

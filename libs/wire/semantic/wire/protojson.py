@@ -20,11 +20,14 @@ from semantic.common.errors import InvalidArgument
 M = TypeVar("M", bound=Message)
 
 
-def parse(payload: bytes | str, message: M, *, field: str = "body") -> M:
+def parse(
+    payload: bytes | str, message: M, *, field: str = "body", names: set[str] | None = None
+) -> M:
     """Fill ``message`` from protobuf-JSON; InvalidArgument(``field``) when it cannot be.
 
     Unknown fields are refused (a typo must not be silently ignored); both the JSON names
-    (``topK``) and the proto names (``top_k``) are accepted.
+    (``topK``) and the proto names (``top_k``) are accepted. ``names`` collects the field
+    names the payload used (so an error found later can name a field as it was sent).
     """
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
@@ -33,7 +36,7 @@ def parse(payload: bytes | str, message: M, *, field: str = "body") -> M:
         raise InvalidArgument(field, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(field, f"Failed to load JSON: {_reason(exc)}.") from exc
-    return parse_dict(value, message, field=field)
+    return parse_dict(value, message, field=field, names=names)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -66,7 +69,7 @@ _SPECIAL_JSON = frozenset(
 """Well-known types with a JSON form of their own (a string, a number, any JSON value)."""
 
 
-def _check_shape(value: Any, descriptor: Any, path: str) -> None:
+def _check_shape(value: Any, descriptor: Any, path: str, names: set[str]) -> None:
     """What the library's parser lets through: a message that is not a JSON object (``[]``
     for the whole body or for a message field) and one field given under both its names
     (``top_k`` and ``topK``: which one counted depended on their order)."""
@@ -79,6 +82,7 @@ def _check_shape(value: Any, descriptor: Any, path: str) -> None:
         )
         if described is None:
             continue  # the library refused unknown names already
+        names.add(key)
         other = seen.setdefault(described.name, key)
         named = described.json_name if path == "body" else f"{path}.{described.json_name}"
         if other != key:
@@ -94,9 +98,9 @@ def _check_shape(value: Any, descriptor: Any, path: str) -> None:
         inner = named
         if described.is_repeated:
             for index, element in enumerate(item if isinstance(item, list) else ()):
-                _check_shape(element, kind, f"{inner}[{index}]")
+                _check_shape(element, kind, f"{inner}[{index}]", names)
         else:
-            _check_shape(item, kind, inner)
+            _check_shape(item, kind, inner, names)
 
 
 _INTEGERS = frozenset(
@@ -125,10 +129,11 @@ def _check_integers(item: Any, path: str) -> None:
             raise InvalidArgument(where, f"{element[:40]!r} is not a decimal integer")
 
 
-def parse_dict(value: Any, message: M, *, field: str = "body") -> M:
+def parse_dict(value: Any, message: M, *, field: str = "body", names: set[str] | None = None) -> M:
     """Like :func:`parse`, from an already decoded JSON value."""
     try:
-        _check_shape(value, message.DESCRIPTOR, field)  # first: ParseDict takes [] for {}
+        # First: ParseDict takes [] for {}.
+        _check_shape(value, message.DESCRIPTOR, field, set() if names is None else names)
         json_format.ParseDict(value, message, ignore_unknown_fields=False)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise InvalidArgument(_field_of(exc, field), _reason(exc)) from exc
@@ -172,3 +177,17 @@ def _reason(exc: BaseException) -> str:
         return "nested too deeply"
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 500 else text[:497] + "..."
+
+
+def as_sent(field: str, names: set[str]) -> str:
+    """A field path named with the names the payload used: ``events[0].occurred_at`` for a
+    payload that said ``occurredAt`` becomes ``events[0].occurredAt`` (the domain names
+    fields by their proto names)."""
+    parts = []
+    for part in field.split("."):
+        name, bracket, rest = part.partition("[")
+        camel = re.sub(r"_([a-z0-9])", lambda m: m[1].upper(), name)
+        if name not in names and camel in names:
+            name = camel
+        parts.append(name + bracket + rest)
+    return ".".join(parts)

@@ -10,6 +10,7 @@ caller, and writes the response message as JSON; a raised error becomes a proble
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -132,7 +133,9 @@ class Gateway:
             with acting(caller):
                 result: Message = await getattr(servicer, rpc)(message, HttpContext(caller))
         except Exception as exc:
-            raise HttpProblem(problem_for(exc, request.url.path, renames)) from exc
+            sent = getattr(request.state, "sent_names", None)  # a body's (see body())
+            problem = problem_for(exc, request.url.path, renames, sent=sent)
+            raise HttpProblem(problem) from exc
         return result
 
     async def body(self, request: Request, message: M) -> M:
@@ -164,14 +167,19 @@ class Gateway:
                     path,
                 )
             )
+        # The field names the body used: a problem found later names fields as sent.
+        names: set[str] = set()
+        request.state.sent_names = names
         try:
             if len(data) <= PARSE_INLINE_BYTES:
-                return protojson.parse(bytes(data), message)
+                return protojson.parse(bytes(data), message, names=names)
             # A large body parses on a thread: the loop (gRPC and every other request)
             # keeps turning meanwhile instead of stalling for the parse's seconds.
-            return await asyncio.to_thread(protojson.parse, bytes(data), message)
+            return await asyncio.to_thread(
+                functools.partial(protojson.parse, bytes(data), message, names=names)
+            )
         except Exception as exc:
-            raise HttpProblem(problem_for(exc, path)) from exc
+            raise HttpProblem(problem_for(exc, path, sent=names)) from exc
 
     def _too_large(self, path: str) -> Problem:
         return Problem(TOO_LARGE, f"the body exceeds {self.max_body_bytes} bytes", path)

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from semantic.common import errors
+from semantic.wire import protojson
 
 log = structlog.get_logger(__name__)
 
@@ -116,12 +117,17 @@ class Problem:
 
 
 def problem_for(
-    exc: BaseException, instance: str = "", renames: Mapping[str, str] | None = None
+    exc: BaseException,
+    instance: str = "",
+    renames: Mapping[str, str] | None = None,
+    *,
+    sent: set[str] | None = None,
 ) -> Problem:
     """The problem an exception raised by a handler becomes.
 
     ``renames`` maps request field paths to the names the client used (a query parameter
-    ``k`` for the field ``top_k``), so the problem names what the client sent.
+    ``k`` for the field ``top_k``), so the problem names what the client sent; ``sent``: the
+    field names a JSON body used (``topK`` for ``top_k``: ``protojson.as_sent``).
     """
     kind = next((k for exc_type, k in STATUS_TABLE if isinstance(exc, exc_type)), None)
     if kind is None:
@@ -130,6 +136,8 @@ def problem_for(
         return Problem(INTERNAL, f"internal error (ref {ref})", instance, {"ref": ref})
     if isinstance(exc, errors.InvalidArgument):
         name = _renamed(exc.field, renames or {})
+        if sent:
+            name = protojson.as_sent(name, sent)
         return Problem(kind, f"{name}: {exc.problem}", instance, {"field": name})
     if kind is DEADLINE:
         return Problem(kind, "deadline exceeded while processing the request", instance)

@@ -253,3 +253,25 @@ def test_a_query_parameter_no_route_takes_is_refused_naming_it(dev: HttpSearch) 
     fine = requests.get(f"{dev.url}{API}/vector-search", params={"q": "refund", "k": 2})
     assert fine.status_code == 200, fine.text
     assert len(fine.json()["hits"]) == 2
+    # A single-valued parameter given twice: which one counts would be the framework's.
+    twice = requests.get(f"{dev.url}{API}/vector-search?q=refund&k=1&k=3", timeout=30)
+    assert twice.status_code == 400, twice.text
+    assert twice.json()["field"] == "k"
+    repeatable = f"{dev.url}{API}/vector-search?q=refund&type=page&type=quiz&tags_any=a&tags_any=b"
+    assert requests.get(repeatable, timeout=30).status_code == 200
+
+
+def test_percent_escapes_that_are_not_utf8_are_refused_naming_where(dev: HttpSearch) -> None:
+    """Read with U+FFFD in their place they would name another node: "%FF" is not "\ufffd"."""
+    for url, field in (
+        (f"{dev.url}{API}/nodes/%FF", "path"),
+        (f"{dev.url}{API}/nodes?id=%E9", "id"),
+        (f"{dev.url}{API}/vector-search?q=%FF%FE", "q"),
+    ):
+        refused = requests.get(url, timeout=30)
+        assert refused.status_code == 400, (url, refused.text)
+        assert refused.json()["field"] == field
+    deleted = requests.delete(f"{dev.url}{API}/nodes?id=%C0", timeout=30)
+    assert deleted.status_code == 400, deleted.text
+    fine = requests.get(f"{dev.url}{API}/nodes?id=%C3%A9", timeout=30)  # "é" in UTF-8
+    assert fine.status_code == 200, fine.text

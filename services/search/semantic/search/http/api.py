@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi._compat import field_annotation_is_sequence
 from google.protobuf.message import Message
 from starlette.responses import Response
 
@@ -390,18 +392,46 @@ def _add_get_routes(router: APIRouter, gateway: Gateway) -> None:
 
 
 def _known_parameters(request: Request) -> None:
-    """A query parameter the route does not take is refused (400 naming it), as a body
-    field the message does not have is: a typo (``topK`` for ``k``) must not be ignored."""
+    """Query parameters as the route takes them, else 400 naming the parameter: one the
+    route does not take (a typo, ``topK`` for ``k``, must not be ignored, as a body field
+    the message does not have is not), a single-valued one given twice (which one would
+    count is the framework's choice), and a path or parameter whose percent-escapes are not
+    UTF-8 (they would be read as U+FFFD: ``/nodes/%FF`` is not the node "\ufffd")."""
+    _utf8(request)
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    known = {param.alias for param in dependant.query_params}
+    known = {param.alias: param for param in dependant.query_params}
     for name in request.query_params:
-        if name not in known:
+        param = known.get(name)
+        if param is None:
             takes = ", ".join(sorted(known)) or "none"
             problem = InvalidArgument(name, f"unknown query parameter (this route takes: {takes})")
             raise HttpProblem(problem_for(problem, request.url.path))
+        given = len(request.query_params.getlist(name))
+        if given > 1 and not field_annotation_is_sequence(param.field_info.annotation):
+            problem = InvalidArgument(name, f"given {given} times; it takes one value")
+            raise HttpProblem(problem_for(problem, request.url.path))
+
+
+def _utf8(request: Request) -> None:
+    """400 when the path or a query parameter's percent-escapes are not UTF-8."""
+    raw_path = request.scope.get("raw_path") or b""
+    try:
+        unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problem = InvalidArgument("path", f"percent-escapes are not UTF-8 ({exc.reason})")
+        raise HttpProblem(problem_for(problem, request.url.path)) from exc
+    for pair in (request.scope.get("query_string") or b"").split(b"&"):
+        name, _, value = pair.partition(b"=")
+        for part in (name, value):
+            try:
+                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                shown = unquote_to_bytes(name).decode("utf-8", "replace")
+                problem = InvalidArgument(shown, f"percent-escapes are not UTF-8 ({exc.reason})")
+                raise HttpProblem(problem_for(problem, request.url.path)) from exc
 
 
 def _mode(text: str, request: Request) -> pb.SearchMode.ValueType:

@@ -236,6 +236,11 @@ def test_console_shows_bidi_overrides_and_serves_static_files_unsniffed(dev: Htt
     lab = requests.get(f"{dev.url}{CONSOLE}/query", params={"q": "spoofed name"}, timeout=60)
     assert "[U+202E]gnp.exe" in lab.text
     assert "\u202e" not in lab.text
+    # A form field keeps what was typed: sent again, it asks the same (not "[U+202E]...").
+    typed = requests.get(f"{dev.url}{CONSOLE}/query", params={"q": "\u202egnp"}, timeout=60)
+    assert 'value="\u202egnp"' in typed.text
+    asked = requests.get(f"{dev.url}{CONSOLE}/recommend", params={"userId": "\u202eu"}, timeout=60)
+    assert 'value="\u202eu"' in asked.text
     for name in ("console.js", "console.css"):
         static = requests.get(f"{dev.url}{CONSOLE}/static/{name}", timeout=30)
         assert static.status_code == 200

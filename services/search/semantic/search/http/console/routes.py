@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 from fastapi import APIRouter
 from google.protobuf.message import Message
 from starlette.requests import Request
@@ -91,6 +92,9 @@ class Console:
             undefined=jinja2.StrictUndefined,
             finalize=visible_controls,
         )
+        # A form field's value is written exactly (escaped, not shown as [U+202E]): what
+        # the visitor typed must come back unchanged when the form is sent again.
+        self.templates.filters["exact"] = markupsafe.escape
         self.templates.filters["size"] = megabytes
         self.templates.filters["number"] = number
         self.templates.globals.update(

@@ -116,7 +116,7 @@ function explorer() {
     dot.setAttribute("fill", colour(p.contentType || ""));
     dot.dataset.nodeId = p.nodeId;
     const title = document.createElementNS(ns, "title");
-    title.textContent = `${p.title || p.nodeId} (${p.contentType})`;
+    title.textContent = visibleControls(`${p.title || p.nodeId} (${p.contentType})`);
     dot.appendChild(title);
     dot.addEventListener("click", () => {
       if (selected) selected.classList.remove("selected");

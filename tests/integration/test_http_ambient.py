@@ -278,5 +278,9 @@ def test_percent_escapes_that_are_not_utf8_are_refused_naming_where(dev: HttpSea
         assert refused.json()["field"] == field
     deleted = requests.delete(f"{dev.url}{API}/nodes?id=%C0", timeout=30)
     assert deleted.status_code == 400, deleted.text
+    # A condition sent as a body would be ignored (an unconditional delete): refused.
+    conditional = requests.delete(f"{dev.url}{API}/nodes?id=x", json={"version": "9"}, timeout=30)
+    assert conditional.status_code == 400, conditional.text
+    assert conditional.json()["field"] == "body"
     fine = requests.get(f"{dev.url}{API}/nodes?id=%C3%A9", timeout=30)  # "é" in UTF-8
     assert fine.status_code == 200, fine.text

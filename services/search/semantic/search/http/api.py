@@ -398,6 +398,7 @@ def _known_parameters(request: Request) -> None:
     count is the framework's choice), and a path or parameter whose percent-escapes are not
     UTF-8 (they would be read as U+FFFD: ``/nodes/%FF`` is not the node "\ufffd")."""
     _utf8(request)
+    _no_body(request)
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -413,6 +414,19 @@ def _known_parameters(request: Request) -> None:
         if given > 1 and not field_annotation_is_sequence(param.field_info.annotation):
             problem = InvalidArgument(name, f"given {given} times; it takes one value")
             raise HttpProblem(problem_for(problem, request.url.path))
+
+
+def _no_body(request: Request) -> None:
+    """400 for a body sent to a GET, HEAD or DELETE route: they read the query only, so a
+    body (``{"version": "9"}`` on a DELETE, meant as a condition) would be ignored."""
+    if request.method not in ("GET", "HEAD", "DELETE"):
+        return
+    length = request.headers.get("content-length", "0").strip()
+    if length not in ("", "0") or "transfer-encoding" in request.headers:
+        problem = InvalidArgument(
+            "body", f"{request.method} takes no body: its parameters go in the query string"
+        )
+        raise HttpProblem(problem_for(problem, request.url.path))
 
 
 def _utf8(request: Request) -> None:

@@ -230,6 +230,9 @@ def test_query_lab_keeps_content_types_the_tenant_and_the_span(dev: HttpSearch) 
         f"{dev.url}{CONSOLE}/query", params={"q": "refund policy", "tenant": "acme"}, timeout=60
     )
     assert "explorer?focus=acme-1&amp;tenant=acme" in acme.text
+    # The navigation keeps it too, on the pages that take a tenant.
+    assert 'href="/admin/vector-search/recommend?tenant=acme"' in acme.text
+    assert 'href="/admin/vector-search/migration"' in acme.text
 
 
 def test_console_shows_bidi_overrides_and_serves_static_files_unsniffed(dev: HttpSearch) -> None:

@@ -427,6 +427,13 @@ def test_cors_only_for_configured_origins(loaded: HttpSearch) -> None:
     evil = {**preflight, "Origin": "https://evil.example.com"}
     refused = requests.options(f"{loaded.url}{API}/vector-search", headers=evil)
     assert "access-control-allow-origin" not in refused.headers
+    # A page of the allowed origin can read why it was refused and when to retry.
+    unauthenticated = requests.get(
+        f"{loaded.url}{API}/vector-search?q=x", headers={"Origin": "https://app.example.com"}
+    )
+    assert unauthenticated.status_code == 401
+    exposed = unauthenticated.headers["access-control-expose-headers"].lower()
+    assert {"www-authenticate", "retry-after"} <= {h.strip() for h in exposed.split(",")}
 
 
 def test_metrics_per_route_template(loaded: HttpSearch) -> None:

@@ -109,7 +109,7 @@ def create_app(
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type", "x-csrf-token"],
-            expose_headers=["retry-after"],
+            expose_headers=["retry-after", "www-authenticate", "allow"],
             max_age=600,
         )
     app.add_middleware(RouteMetrics)

@@ -4,6 +4,7 @@ removes) and the fsspec storage on a local folder and on fsspec's in-memory file
 from __future__ import annotations
 
 import asyncio
+import os
 import tarfile
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -70,10 +71,27 @@ def test_the_retention_removes_the_oldest_scheduled_snapshots_only() -> None:
         "scheduled-20261204T000000Z",
         "scheduled-20261202T000000Z",
     )
-    assert to_prune(stored, 2) == ["scheduled-20261201T000000Z", "scheduled-20261202T000000Z"]
-    assert to_prune(stored, 4) == []
-    assert to_prune(stored, 0) == to_prune(stored, 1)  # at least one is always kept
-    assert len(to_prune(stored, 1)) == 3
+    assert to_prune(stored, 2, NOW) == [
+        "scheduled-20261201T000000Z",
+        "scheduled-20261202T000000Z",
+    ]
+    assert to_prune(stored, 4, NOW) == []
+    assert to_prune(stored, 0, NOW) == to_prune(stored, 1, NOW)  # at least one is kept
+    assert len(to_prune(stored, 1, NOW)) == 3
+
+
+def test_a_snapshot_dated_in_the_future_is_neither_the_newest_nor_what_is_kept() -> None:
+    """A replica with a wrong clock wrote one dated 2099: the schedule must not stop until
+    then, and the retention must not delete the snapshots really taken because of it."""
+    day = timedelta(days=1)
+    stored = _stored("scheduled-20991231T000000Z", "scheduled-20261203T000000Z")
+    assert due(stored, NOW, day)
+    taken = "scheduled-20261205T020000Z"
+    stored = _stored("scheduled-20991231T000000Z", "scheduled-20261203T000000Z", taken)
+    assert to_prune(stored, 1, NOW) == ["scheduled-20261203T000000Z"]  # 2099 is left alone
+    assert to_prune(stored, 1, NOW, keep=taken) == ["scheduled-20261203T000000Z"]
+    just_written = _stored("scheduled-20261205T020000Z", "scheduled-20261205T020001Z")
+    assert to_prune(just_written, 1, NOW, keep="scheduled-20261205T020000Z") == []
 
 
 def _manifest() -> Manifest:
@@ -129,3 +147,14 @@ def test_an_unknown_protocol_is_a_failed_precondition_naming_the_location() -> N
     with pytest.raises(FailedPrecondition) as refused:
         FsspecSnapshots("nosuch://bucket/path")
     assert "nosuch://bucket/path" in str(refused.value)
+
+
+def test_a_file_name_that_is_not_utf8_is_not_listed(tmp_path: Path) -> None:
+    """Such a name comes back with surrogate escapes, which no response can carry: listing
+    every snapshot failed with INTERNAL."""
+    location = tmp_path / "backups"
+    location.mkdir()
+    (location / "good.tar").write_bytes(b"x")
+    os.close(os.open(bytes(location) + b"/bad-\xff.tar", os.O_CREAT | os.O_WRONLY))
+    names = [s.name for s in asyncio.run(FsspecSnapshots(str(location)).stored())]
+    assert names == ["good"]

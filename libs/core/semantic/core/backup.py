@@ -161,19 +161,36 @@ def scheduled_at(name: str) -> datetime | None:
         return None
 
 
+FUTURE_SKEW = timedelta(minutes=5)
+"""A scheduled name dated further ahead than this was written by a process whose clock is
+wrong: it neither counts as the newest (the schedule would stop until that date) nor makes
+the retention remove the snapshots really taken (it is left for an operator)."""
+
+
+def _dated(stored: Sequence[StoredSnapshot], now: datetime) -> list[tuple[datetime, str]]:
+    """The scheduled snapshots not dated in the future, newest first."""
+    dated = (
+        (t, s.name)
+        for s in stored
+        if (t := scheduled_at(s.name)) is not None and t <= now + FUTURE_SKEW
+    )
+    return sorted(dated, reverse=True)
+
+
 def due(stored: Sequence[StoredSnapshot], now: datetime, interval: timedelta) -> bool:
     """A scheduled snapshot is due when the newest one is ``interval`` old (or none is
     there). The location is the record, so every process, and a restarted one, agrees."""
-    taken = [t for s in stored if (t := scheduled_at(s.name)) is not None]
-    return not taken or now - max(taken) >= interval
+    taken = _dated(stored, now)
+    return not taken or now - taken[0][0] >= interval
 
 
-def to_prune(stored: Sequence[StoredSnapshot], retention: int) -> list[str]:
-    """The scheduled snapshots beyond the newest ``retention`` (oldest first)."""
-    dated = sorted(
-        ((t, s.name) for s in stored if (t := scheduled_at(s.name)) is not None), reverse=True
-    )
-    return [name for _, name in reversed(dated[max(retention, 1) :])]
+def to_prune(
+    stored: Sequence[StoredSnapshot], retention: int, now: datetime, keep: str = ""
+) -> list[str]:
+    """The scheduled snapshots beyond the newest ``retention`` (oldest first); never ``keep``
+    (the one just written) nor one dated in the future (:data:`FUTURE_SKEW`)."""
+    dated = _dated(stored, now)
+    return [name for _, name in reversed(dated[max(retention, 1) :]) if name != keep]
 
 
 class Backups:
@@ -233,7 +250,7 @@ class Backups:
             seconds = time.perf_counter() - started
         SNAPSHOTS.labels(trigger, "stored").inc()
         LAST_SNAPSHOT.set_to_current_time()
-        pruned = await self.prune() if scheduled else []
+        pruned = await self.prune(keep=stored.name) if scheduled else []
         log.info(
             "snapshot_written",
             name=stored.name,
@@ -244,9 +261,10 @@ class Backups:
         )
         return SnapshotResult(stored, manifest, seconds, pruned)
 
-    async def prune(self) -> list[str]:
-        """Remove the scheduled snapshots beyond the retention; their names."""
-        names = to_prune(await self._storage.stored(), self._retention)
+    async def prune(self, keep: str = "") -> list[str]:
+        """Remove the scheduled snapshots beyond the retention (never ``keep``); their
+        names."""
+        names = to_prune(await self._storage.stored(), self._retention, self._clock(), keep)
         for name in names:
             await self._storage.delete(name)
         return names

@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import structlog
 from fsspec.core import url_to_fs
 
 from semantic.common.errors import AlreadyExists, DependencyUnavailable, FailedPrecondition
 from semantic.core.backup import SUFFIX, StoredSnapshot, scheduled_at
 from semantic.core.snapshot import Manifest
+
+log = structlog.get_logger(__name__)
 
 PARTIAL = ".partial-"
 
@@ -93,6 +96,9 @@ class FsspecSnapshots:
             if not base.endswith(SUFFIX):
                 continue
             name = base[: -len(SUFFIX)]
+            if not _utf8(name):  # a file name of bytes no client could name or read back
+                log.warning("snapshot_name_not_utf8", name=repr(name))
+                continue
             found.append(
                 StoredSnapshot(
                     name,
@@ -152,3 +158,13 @@ def _modified(entry: dict[str, Any]) -> datetime | None:
                 continue
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
+
+
+def _utf8(name: str) -> bool:
+    """Whether ``name`` is text (a file name that is not UTF-8 comes back from the file
+    system with surrogate escapes, which no protobuf or JSON string can carry)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -270,7 +270,19 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
 
 
 @pytest.mark.parametrize(
-    "damage", ["tampered", "truncated", "wrong-format", "bad-tar", "row-twice"]
+    "damage",
+    [
+        "tampered",
+        "truncated",
+        "wrong-format",
+        "bad-tar",
+        "row-twice",
+        "no-version",
+        "rows-miscounted",
+        "version-as-text",
+        "format-version-true",
+        "manifest-key-twice",
+    ],
 )
 async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
     *,
@@ -310,6 +322,27 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
         manifest = json.loads((snap / "manifest.json").read_text())
         manifest["format"] = "something-else"
         (snap / "manifest.json").write_text(json.dumps(manifest))
+    elif damage in ("no-version", "rows-miscounted", "version-as-text"):
+        # Files the manifest vouches for (sizes and checksums re-signed) that break a rule.
+        nodes = pq.read_table(snap / "nodes.parquet")
+        rows = nodes.num_rows
+        if damage == "no-version":  # every node would come back unversioned
+            nodes = nodes.drop_columns(["version"])
+        elif damage == "rows-miscounted":
+            rows += 1
+        else:
+            at = nodes.schema.get_field_index("version")
+            nodes = nodes.set_column(at, "version", nodes["version"].cast(pa.string()))
+        pq.write_table(nodes, snap / "nodes.parquet")
+        _resign(snap, "nodes.parquet", rows)
+    elif damage == "format-version-true":  # true == 1 in Python
+        text = (snap / "manifest.json").read_text()
+        (snap / "manifest.json").write_text(
+            text.replace('"format_version": 1', '"format_version": true')
+        )
+    elif damage == "manifest-key-twice":
+        text = (snap / "manifest.json").read_text().rstrip().removesuffix("}")
+        (snap / "manifest.json").write_text(text + ', "format": "semantic-snapshot"}')
     else:
         target = tmp_path / "snap.tar"
         target.write_bytes(b"not a tar archive at all" * 100)
@@ -320,9 +353,29 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
     assert await _main("import", str(target)) != 0
     err = capsys.readouterr().err
     assert "import failed" in err
-    if damage == "row-twice":
-        assert "nodes.parquet holds one row twice" in err
+    named = {
+        "row-twice": "nodes.parquet holds one row twice",
+        "no-version": "nodes.parquet has no version column",
+        "rows-miscounted": "the manifest says",
+        "version-as-text": "nodes.parquet holds a value its column cannot take",
+        "format-version-true": "format_version True is not supported",
+        "manifest-key-twice": "given twice",
+    }
+    assert named.get(damage, "import failed") in err
+    assert "Traceback" not in err
     assert await _checksums(second_url) == before
+
+
+def _resign(snap: Path, name: str, rows: int) -> None:
+    """The manifest's entry for ``name`` made to match the file again (rows as given)."""
+    manifest = json.loads((snap / "manifest.json").read_text())
+    data = (snap / name).read_bytes()
+    manifest["files"][name] = {
+        "rows": rows,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    (snap / "manifest.json").write_text(json.dumps(manifest))
 
 
 async def test_a_snapshot_of_another_model_is_imported_and_re_embedded(

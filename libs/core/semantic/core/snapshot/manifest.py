@@ -87,14 +87,15 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         """Parse and check a manifest; :class:`SnapshotInvalid` names what is wrong."""
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_unique)
         except ValueError as exc:
             raise SnapshotInvalid(f"{MANIFEST} is not JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise SnapshotInvalid(f"{MANIFEST} is not a JSON object")
         if raw.get("format") != FORMAT:
             raise SnapshotInvalid(f"not a Semantic snapshot (format {raw.get('format')!r})")
-        if raw.get("format_version") != FORMAT_VERSION:
+        version = raw.get("format_version")
+        if type(version) is not int or version != FORMAT_VERSION:  # true == 1 in Python
             raise SnapshotInvalid(
                 f"snapshot format_version {raw.get('format_version')!r} is not supported "
                 f"(this version reads {FORMAT_VERSION})"
@@ -157,9 +158,19 @@ def _space(value: Any) -> dict[str, Any]:
     return space
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are distinct (a key twice: which value counts is unclear)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} is given twice")
+        out[key] = value
+    return out
+
+
 def _file(value: Any) -> dict[str, Any]:
     entry = dict(value)
-    if not all(isinstance(entry.get(k), int) for k in ("rows", "bytes")):
+    if not all(type(entry.get(k)) is int for k in ("rows", "bytes")):
         raise ValueError("file rows/bytes are not integers")
     if not isinstance(entry.get("sha256"), str):
         raise ValueError("file sha256 is not a string")

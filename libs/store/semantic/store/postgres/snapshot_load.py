@@ -160,6 +160,12 @@ class SnapshotLoader:
             raise SnapshotInvalid(
                 f"{self._file} holds one row twice (a key repeats): {exc}"
             ) from exc
+        except (UnicodeError, TypeError, ValueError, OverflowError, asyncpg.DataError) as exc:
+            # Rows the files' checksums vouch for but the tables cannot take: text that is
+            # not UTF-8, a column of another type.
+            raise SnapshotInvalid(
+                f"{self._file} holds a value its column cannot take: {exc}"
+            ) from exc
 
     async def _run(
         self,
@@ -225,8 +231,14 @@ class SnapshotLoader:
         }
         parquet = pq.ParquetFile(self._folder / file)
         columns = [c for c in parquet.schema_arrow.names if c in table_columns]
-        if "tenant" not in columns:
-            raise SnapshotInvalid(f"{file} has no tenant column")
+        missing = sorted(_REQUIRED.get(file, {"tenant"}) - set(columns))
+        if missing:
+            raise SnapshotInvalid(f"{file} has no {', '.join(missing)} column")
+        listed = self._manifest.files[file].rows if file in self._manifest.files else None
+        if listed is not None and parquet.metadata.num_rows != listed:
+            raise SnapshotInvalid(
+                f"{file} holds {parquet.metadata.num_rows} rows; the manifest says {listed}"
+            )
         for read in parquet.iter_batches(batch_size=self._batch, columns=columns):
             batch = read
             if self._tenants is not None:
@@ -537,6 +549,14 @@ async def _detach_hnsw(conn: asyncpg.Connection, table: str) -> list[str]:
     for row in rows:
         await conn.execute(f"DROP INDEX {row['name']}")
     return [row["definition"] for row in rows]
+
+
+_REQUIRED = {
+    table.file: {"tenant", *table.key, *({"version"} & set(table.schema.names))} for table in TABLES
+}
+"""Columns a snapshot file must have: its key and its version (a column missing from an
+older format takes its default, but a version of 0 for every row would let any older
+write replace the restored content)."""
 
 
 def _records(batch: pa.RecordBatch) -> list[tuple[object, ...]]:

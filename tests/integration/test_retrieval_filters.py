@@ -117,11 +117,14 @@ _T = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
     ("flt", "expected"),
     [
         pytest.param(Filter(), ["a", "b", "c", "d", "e", "f"], id="no filter"),
-        pytest.param(_meta(key="color", equals="red"), ["a"], id="equals string"),
+        pytest.param(_meta(key="color", equals="red"), ["a", "e"], id="equals string or in array"),
         pytest.param(
             _meta(key="color", equals="red", negate=True),
-            ["b", "c", "d", "e", "f"],
+            ["b", "c", "d", "f"],
             id="negated equals keeps missing keys",
+        ),
+        pytest.param(
+            _meta(key="color", any_of=("green", "red")), ["a", "e"], id="any_of reaches arrays"
         ),
         pytest.param(_meta(key="spec.size", equals=1), ["a"], id="equals nested number"),
         pytest.param(_meta(key="spec.size", equals=2), ["b"], id="equals 2 matches 2.0"),

@@ -68,14 +68,19 @@ def test_values_and_keys_never_reach_the_sql_text() -> None:
     assert "DROP" not in sql
     assert evil in params
     assert ["a", evil] not in params  # equals is a containment document, not a path
-    assert json.loads(params[3]) == {"a": {evil: evil}}
+    assert [json.loads(d) for d in params[3]] == [{"a": {evil: evil}}, {"a": {evil: [evil]}}]
     assert [evil] in params
 
 
 def test_metadata_equality_is_a_containment_document() -> None:
+    """The value itself, or an array holding it (jsonb containment reaches into a stored
+    array only with an array probe)."""
     sql, params = compile_filter("", Filter(metadata=(MetadataCondition("a.b.c", equals=1.5),)))
-    assert "n.metadata @> $2::text::jsonb" in sql
-    assert json.loads(params[1]) == {"a": {"b": {"c": 1.5}}}
+    assert "n.metadata @> ANY($2::text[]::jsonb[])" in sql
+    assert [json.loads(d) for d in params[1]] == [
+        {"a": {"b": {"c": 1.5}}},
+        {"a": {"b": {"c": [1.5]}}},
+    ]
 
 
 def test_negation_wraps_a_condition_that_is_never_null() -> None:

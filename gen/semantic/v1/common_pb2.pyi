@@ -868,7 +868,7 @@ class MetadataCondition(_message.Message):
     @_builtins.property
     def equals(self) -> _struct_pb2.Value:
         """Equality with a string, number or boolean (numbers compare numerically, strings
-        exactly); an object, a list or null is INVALID_ARGUMENT (use `exists` for presence).
+        exactly); null matches a stored JSON null; an object or a list is INVALID_ARGUMENT.
         When the stored value is an array, the condition holds when the array contains this
         value.
         """

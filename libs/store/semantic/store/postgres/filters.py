@@ -9,11 +9,12 @@ built from input. Semantics, all conditions ANDed:
 - ``created`` / ``updated``: ``[start, end)`` on ``n.created_at`` / ``n.updated_at``.
 - metadata, on a dotted key naming nested object keys (``"a.b"`` is ``metadata->'a'->'b'``;
   a key that itself contains a dot cannot be addressed), exactly one test per condition:
-  ``equals`` (JSON equality with a string, number or boolean; ``1`` equals ``1.0``) and
-  ``any_of`` (the same for several values, ``None`` meaning JSON null) are containment tests
-  that use the GIN index on ``metadata``; ``number_range`` compares JSON numbers only;
-  ``time_range`` compares RFC 3339 strings (a date alone, or a time without offset, is read as
-  UTC) as ``[start, end)``; ``exists`` tests that the key is present (a JSON null counts).
+  ``equals`` (JSON equality with a string, number or boolean; ``1`` equals ``1.0``; a stored
+  array matches when it holds the value) and ``any_of`` (the same for several values,
+  ``None`` meaning JSON null) are containment tests on ``metadata``; ``number_range``
+  compares JSON numbers only; ``time_range`` compares RFC 3339 strings (a date alone, or a
+  time without offset, is read as UTC) as ``[start, end)``; ``exists`` tests that the key is
+  present (a JSON null counts).
   A stored value of another type, or a string that is not a valid RFC 3339 date, simply does
   not match: guards (``jsonb_typeof`` and a calendar-exact regular expression checked before
   any cast) make sure a bad stored value never errors a query.
@@ -109,10 +110,11 @@ def _column_range(column: str, bounds: TimeRange, p: _Params) -> list[str]:
 
 def _metadata(condition: MetadataCondition, p: _Params) -> str:
     path = key_path(condition.key)
-    if condition.equals is not None:
-        sql = f"n.metadata @> {p.add(_nested_json(path, condition.equals))}::text::jsonb"
-    elif condition.any_of is not None:
-        docs = [_nested_json(path, value) for value in condition.any_of]
+    if condition.equals is not None or condition.any_of is not None:
+        # The stored value equals one of the values, or is an array holding one: jsonb
+        # containment reaches into an array only when the probe is an array too.
+        values = [condition.equals] if condition.equals is not None else condition.any_of
+        docs = [_nested_json(path, form) for value in values for form in (value, [value])]
         sql = f"n.metadata @> ANY({p.add(docs)}::text[]::jsonb[])"
     else:
         value = f"(n.metadata #> {p.add(path)}::text[])"

@@ -2,6 +2,7 @@
 filters, nearest, stats, admin spaces, and clear errors. Real PostgreSQL, real embedder."""
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -230,6 +231,35 @@ async def test_a_versioned_delete_by_a_slug_no_node_holds_blocks_an_older_upsert
     free.version = 1
     created = await stub.Upsert(pb.UpsertRequest(nodes=[free]))
     assert created.results[0].outcome == pb.UPSERT_OUTCOME_CREATED
+
+
+async def test_a_creation_time_given_on_upsert_is_kept_and_filtered_on(stub) -> None:  # type: ignore[no-untyped-def]
+    published = datetime(2020, 5, 1, 12, 0, tzinfo=UTC)
+    node = _node("bread", version=1)
+    node.created_at.FromDatetime(published)
+    await stub.Upsert(pb.UpsertRequest(nodes=[node]))
+    await stub.Upsert(pb.UpsertRequest(nodes=[_node("tls", version=1)]))  # no time: now
+
+    async def created() -> datetime:
+        got = await stub.Get(pb.GetRequest(ids=["bread"]))
+        return got.nodes[0].created_at.ToDatetime(tzinfo=UTC)
+
+    assert await created() == published
+    in_2020 = cpb.Filter()
+    in_2020.created.start.FromDatetime(datetime(2020, 1, 1, tzinfo=UTC))
+    in_2020.created.end.FromDatetime(datetime(2021, 1, 1, tzinfo=UTC))
+    found = await stub.Search(
+        pb.SearchRequest(text="bread", mode=pb.SEARCH_MODE_KEYWORD, filter=in_2020, top_k=5)
+    )
+    assert [h.node.id for h in found.hits] == ["bread"]
+    newer = _node("bread", version=2, tags=["kept"])  # a later version without a time
+    await stub.Upsert(pb.UpsertRequest(nodes=[newer]))
+    assert await created() == published
+    moved = _node("bread", version=3)
+    moved.created_at.FromDatetime(datetime(2019, 1, 1, tzinfo=UTC))
+    reply = await stub.Upsert(pb.UpsertRequest(nodes=[moved]))
+    assert reply.results[0].outcome == pb.UPSERT_OUTCOME_METADATA_UPDATED
+    assert await created() == datetime(2019, 1, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

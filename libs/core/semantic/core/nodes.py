@@ -167,6 +167,7 @@ def same_node(a: NodeRecord, b: NodeRecord) -> bool:
         and tuple(a.tags) == tuple(b.tags)
         and dict(a.metadata) == dict(b.metadata)
         and (a.version in (b.version, 0))
+        and (a.created_at is None or a.created_at == b.created_at)
         and (a.relations is None or same_relations(a.relations, b.relations or ()))
         and (a.rules is None or same_rules(a.rules, b.rules or ()))
     )

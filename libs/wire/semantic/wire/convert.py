@@ -123,8 +123,9 @@ def node_from_proto(
     for i, tag in enumerate(node.tags):
         validation.tag(tag, f"{field}.tags[{i}]")
     validation.integer(node.version, f"{field}.version")
-    if node.HasField("created_at"):
-        timestamp(node.created_at, f"{field}.created_at")
+    created_at = (
+        timestamp(node.created_at, f"{field}.created_at") if node.HasField("created_at") else None
+    )
     metadata: dict[str, Any] = {}
     if node.HasField("metadata"):
         if node.metadata.ByteSize() > limits.max_metadata_bytes:
@@ -146,6 +147,7 @@ def node_from_proto(
         tags=tuple(dict.fromkeys(node.tags)),
         metadata=metadata,
         version=node.version,
+        created_at=created_at,
         relations=relations,
         rules=rules,
     )

@@ -237,13 +237,16 @@ class NodeRepository:
     ) -> None:
         await conn.executemany(
             "INSERT INTO semantic.nodes (tenant, id, slug, content_type, title, body, texts,"
-            " tags, metadata, content_hash, version)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " tags, metadata, content_hash, version, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+            " coalesce($12::timestamptz, now()))"
             " ON CONFLICT (tenant, id) DO UPDATE SET slug = EXCLUDED.slug,"
             " content_type = EXCLUDED.content_type, title = EXCLUDED.title,"
             " body = EXCLUDED.body, texts = EXCLUDED.texts, tags = EXCLUDED.tags,"
             " metadata = EXCLUDED.metadata, content_hash = EXCLUDED.content_hash,"
-            " version = GREATEST(semantic.nodes.version, EXCLUDED.version), updated_at = now()"
+            " version = GREATEST(semantic.nodes.version, EXCLUDED.version), updated_at = now(),"
+            # A creation time given (a publish date) is kept; none given keeps the stored one.
+            " created_at = coalesce($12::timestamptz, semantic.nodes.created_at)"
             # Never reached under the node locks; a guard should a writer ever skip them.
             " WHERE semantic.nodes.version <= EXCLUDED.version",
             [
@@ -259,6 +262,7 @@ class NodeRepository:
                     dict(n.metadata),
                     n.content_hash,
                     n.version or _stored_version(stored, n),
+                    n.created_at,
                 )
                 for n in (w.node for w in writes)
             ],

@@ -171,6 +171,12 @@ async def test_cold_start_gets_the_archetype_or_global_popular_nodes(
     search, _ = stubs
     nobody = await _recommend(search, user_id="new-user", top_k=5)
     assert nobody.journey_events == 0  # no history, no popularity yet: still an answer
+    # Nothing is popular yet: the newest nodes fill the answer up to top_k.
+    assert len({h.node.id for h in nobody.hits}) == 5
+    await _track(search, _event("one", "tls0", epb.USER_ACTION_CLICK))
+    one_engaged = await _recommend(search, user_id="new-user", top_k=5)
+    assert len({h.node.id for h in one_engaged.hits}) == 5
+    assert "tls0" in {h.node.id for h in one_engaged.hits}
     await _track(
         search,
         *(_event(f"b{i}", "bread3", epb.USER_ACTION_LIKE, archetype="baker") for i in range(3)),

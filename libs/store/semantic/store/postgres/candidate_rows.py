@@ -195,6 +195,14 @@ _POPULAR = (
 )
 
 
+_NEWEST = (
+    "(SELECT n.id, false, 0::double precision, NULL::double precision"
+    " FROM semantic.nodes n WHERE n.tenant = ${tenant} AND {filter}"
+    " AND (SELECT count(*) FROM e) < ${limit}"
+    " ORDER BY n.updated_at DESC, n.id LIMIT ${limit})"
+)
+
+
 async def popular(
     conn: asyncpg.Connection,
     space_id: int,
@@ -220,8 +228,15 @@ async def popular(
         name=f"${n + 4}",
         to=f"${n + 5}",
     )
+    # Too few engaged nodes (a new tenant, few events): the newest nodes fill the list, so
+    # a cold start still answers top_k when that many pass the filters. The one-time
+    # condition keeps the scan from running otherwise.
+    newest = _NEWEST.replace("{filter}", sql)
+    for name, number in numbers.items():
+        newest = newest.replace(f"${{{name}}}", number)
     rows = await conn.fetch(
-        f"WITH p AS MATERIALIZED ({found}),"
+        f"WITH e AS MATERIALIZED ({found}),"
+        f" p AS (SELECT * FROM e UNION ALL {newest}),"
         " o AS (SELECT p.*, row_number() OVER () AS at FROM p)"
         f" SELECT o.node_id, o.from_archetype, o.best, {columns}"
         " FROM o LEFT JOIN semantic.nodes n ON n.tenant = $"

@@ -262,6 +262,28 @@ async def test_a_creation_time_given_on_upsert_is_kept_and_filtered_on(stub) -> 
     assert await created() == datetime(2019, 1, 1, tzinfo=UTC)
 
 
+async def test_named_targets_are_explained_with_their_weights(stub) -> None:  # type: ignore[no-untyped-def]
+    """Each target with its weight; one the node has no vector for counts 0, as it did in
+    the score (the weighted mean); a client vector without a span has no span."""
+    axis = np.eye(384, dtype=np.float32)
+    node = cpb.Node(id="cv", content_type="page", title="client vectors")
+    for name, vector in (("content", axis[0]), ("alpha", axis[1])):
+        node.vectors.add(name=name, vector=cpb.Vector(values=vector.tolist()))
+    await stub.Upsert(pb.UpsertRequest(nodes=[node]))
+    query = (0.6 * axis[0] + 0.8 * axis[1]).astype(np.float32)
+    request = pb.SearchRequest(
+        vector=cpb.Vector(values=query.tolist()), mode=pb.SEARCH_MODE_DENSE, top_k=1
+    )
+    for name, weight in (("content", 3.0), ("alpha", 1.0), ("beta", 2.0)):
+        request.targets.add(name=name, weight=weight)
+    (hit,) = (await stub.Search(request)).hits
+    explained = [(t.name, round(t.similarity, 4), t.weight) for t in hit.explanation.targets]
+    assert explained == [("content", 0.6, 3.0), ("alpha", 0.8, 1.0), ("beta", 0.0, 2.0)]
+    assert hit.score == pytest.approx((3 * 0.6 + 0.8) / 6, abs=1e-5)
+    assert not hit.chunk.HasField("span")
+    assert hit.chunk.text == ""
+
+
 @pytest.mark.parametrize(
     "mode", [pb.SEARCH_MODE_DENSE, pb.SEARCH_MODE_KEYWORD, pb.SEARCH_MODE_HYBRID]
 )

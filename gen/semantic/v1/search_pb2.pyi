@@ -931,10 +931,9 @@ class VectorTarget(_message.Message):
     """
     weight: _builtins.float
     """Weight of this target's similarity in the dense score; unset means 1.0. Must be
-    finite and >= 0. The dense score of a node is the sum over targets of weight x the
-    node's similarity for that name: the cosine similarity of its best chunk (how chunk
-    similarities are aggregated is a server setting; best chunk is the default). A node
-    without that vector contributes 0 for it.
+    finite and >= 0. The dense score of a node is the weighted mean over targets,
+    sum(weight x similarity) / sum(weights), of the node's similarity for each name: the
+    cosine similarity of its best chunk. A node without that vector contributes 0 for it.
     """
     def __init__(
         self,

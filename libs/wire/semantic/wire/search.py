@@ -3,6 +3,7 @@ responses, for every transport."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from semantic.common import validation
@@ -154,12 +155,20 @@ _EXPLAINED = (
 )
 
 
-def fill_hits(result: SearchResult, include_body: bool, into: Any) -> None:
-    """Append the result's hits to ``into`` (a response's ``hits``).
+def fill_hits(
+    result: SearchResult,
+    include_body: bool,
+    into: Any,
+    targets: Sequence[domain.VectorTarget] = (),
+) -> None:
+    """Append the result's hits to ``into`` (a response's ``hits``); ``targets``: the
+    query's named vectors, each explained with its weight (a dense hit without a vector of
+    one of them: similarity 0, as it counted).
 
     Every hit of every query comes through here: each message is written in place (a
     submessage given to a constructor is copied, which made this three times slower); the
     explanation is present only when it says something."""
+    weights = {t.name: float(t.weight) for t in targets}
     for hit in result.hits:
         node = hit.node
         assert node is not None
@@ -170,15 +179,20 @@ def fill_hits(result: SearchResult, include_body: bool, into: Any) -> None:
             match = message.chunk
             match.vector_name = chunk.vector_name
             match.chunk_index = chunk.chunk_index
-            match.text = node.text_for(chunk.vector_name)[chunk.span_start : chunk.span_end]
-            match.span.start = chunk.span_start
-            match.span.end = chunk.span_end
+            if chunk.span_end > chunk.span_start:  # unknown (a client vector without one): unset
+                match.text = node.text_for(chunk.vector_name)[chunk.span_start : chunk.span_end]
+                match.span.start = chunk.span_start
+                match.span.end = chunk.span_end
             match.similarity = chunk.similarity
         explanation = message.explanation
         for name in _EXPLAINED:
             value = getattr(hit, name)
             if value is not None:
                 setattr(explanation, name, value)
-        for target, similarity in hit.target_scores.items():
-            explanation.targets.add(name=target, similarity=similarity)
+        scores = hit.target_scores
+        if scores:
+            for name in weights or scores:
+                explanation.targets.add(
+                    name=name, similarity=scores.get(name, 0.0), weight=weights.get(name, 1.0)
+                )
         wire_feedback.explain(hit, explanation)

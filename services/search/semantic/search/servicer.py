@@ -241,7 +241,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             else pb.FUSION_UNSPECIFIED,
             expanded_with=result.expanded_with,
         )
-        wire_search.fill_hits(result, query.include_body, response.hits)
+        wire_search.fill_hits(result, query.include_body, response.hits, query.targets)
         if request.include_relations and response.hits and not result.degraded:
             await self._with_relations(tenant, [h.node for h in response.hits])
         if request.include_feedback and response.hits and not result.degraded:

@@ -282,6 +282,7 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
         "version-as-text",
         "format-version-true",
         "manifest-key-twice",
+        "vector-twice",
     ],
 )
 async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
@@ -335,6 +336,10 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
             nodes = nodes.set_column(at, "version", nodes["version"].cast(pa.string()))
         pq.write_table(nodes, snap / "nodes.parquet")
         _resign(snap, "nodes.parquet", rows)
+    elif damage == "vector-twice":  # ON CONFLICT DO NOTHING would drop it without a word
+        vectors = pq.read_table(snap / "vectors-1.parquet")
+        pq.write_table(pa.concat_tables([vectors, vectors.slice(0, 1)]), snap / "vectors-1.parquet")
+        _resign(snap, "vectors-1.parquet", vectors.num_rows + 1)
     elif damage == "format-version-true":  # true == 1 in Python
         text = (snap / "manifest.json").read_text()
         (snap / "manifest.json").write_text(
@@ -360,6 +365,7 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
         "version-as-text": "nodes.parquet holds a value its column cannot take",
         "format-version-true": "format_version True is not supported",
         "manifest-key-twice": "given twice",
+        "vector-twice": "vectors-1.parquet holds one row twice",
     }
     assert named.get(damage, "import failed") in err
     assert "Traceback" not in err

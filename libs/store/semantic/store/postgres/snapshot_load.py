@@ -29,6 +29,7 @@ table waits for the commit; the table was empty). The build uses the server's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -231,7 +232,7 @@ class SnapshotLoader:
         }
         parquet = pq.ParquetFile(self._folder / file)
         columns = [c for c in parquet.schema_arrow.names if c in table_columns]
-        missing = sorted(_REQUIRED.get(file, {"tenant"}) - set(columns))
+        missing = sorted(_REQUIRED.get(file, {"tenant", *_key_of(file)}) - set(columns))
         if missing:
             raise SnapshotInvalid(f"{file} has no {', '.join(missing)} column")
         listed = self._manifest.files[file].rows if file in self._manifest.files else None
@@ -249,6 +250,14 @@ class SnapshotLoader:
                 )
             if self._progress is not None:
                 await self._progress(file, batch.num_rows)
+        key = _key_of(file)
+        if key:  # a key twice would be dropped by ON CONFLICT DO NOTHING without a word
+            columns_sql = ", ".join(key)
+            twice = await self._conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {temp} GROUP BY {columns_sql} HAVING count(*) > 1)"
+            )
+            if twice:
+                raise SnapshotInvalid(f"{file} holds one row twice (a key repeats: {columns_sql})")
 
     async def _clear(self, tenants: list[str] | None) -> int:
         """Delete the tenants' rows (every tenant's when None) from every snapshot table and
@@ -549,6 +558,17 @@ async def _detach_hnsw(conn: asyncpg.Connection, table: str) -> list[str]:
     for row in rows:
         await conn.execute(f"DROP INDEX {row['name']}")
     return [row["definition"] for row in rows]
+
+
+_KEYS = {table.file: table.key for table in TABLES}
+_VECTOR_KEY = ("tenant", "node_id", "name", "chunk")
+
+
+def _key_of(file: str) -> tuple[str, ...]:
+    """The primary key of the table a snapshot file fills (a vectors file: a vector table's)."""
+    if re.fullmatch(r"vectors-[0-9]+\.parquet", file):
+        return _VECTOR_KEY
+    return _KEYS.get(file, ())
 
 
 _REQUIRED = {

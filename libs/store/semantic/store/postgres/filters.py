@@ -113,7 +113,7 @@ def _metadata(condition: MetadataCondition, p: _Params) -> str:
     if condition.equals is not None or condition.any_of is not None:
         # The stored value equals one of the values, or is an array holding one: jsonb
         # containment reaches into an array only when the probe is an array too.
-        values = [condition.equals] if condition.equals is not None else condition.any_of
+        values = [condition.equals] if condition.equals is not None else condition.any_of or ()
         docs = [_nested_json(path, form) for value in values for form in (value, [value])]
         sql = f"n.metadata @> ANY({p.add(docs)}::text[]::jsonb[])"
     else:

@@ -283,6 +283,7 @@ async def test_merge_keeps_newer_nodes_and_replace_restores_the_snapshot(
         "format-version-true",
         "manifest-key-twice",
         "vector-twice",
+        "undeclared-tenant",
     ],
 )
 async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
@@ -340,6 +341,10 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
         vectors = pq.read_table(snap / "vectors-1.parquet")
         pq.write_table(pa.concat_tables([vectors, vectors.slice(0, 1)]), snap / "vectors-1.parquet")
         _resign(snap, "vectors-1.parquet", vectors.num_rows + 1)
+    elif damage == "undeclared-tenant":  # rows of a tenant the manifest does not list
+        manifest = json.loads((snap / "manifest.json").read_text())
+        manifest["tenants"] = ["someone-else"]
+        (snap / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "format-version-true":  # true == 1 in Python
         text = (snap / "manifest.json").read_text()
         (snap / "manifest.json").write_text(
@@ -366,6 +371,7 @@ async def test_a_damaged_snapshot_is_refused_and_nothing_is_written(
         "format-version-true": "format_version True is not supported",
         "manifest-key-twice": "given twice",
         "vector-twice": "vectors-1.parquet holds one row twice",
+        "undeclared-tenant": "holds rows of a tenant its manifest does not list",
     }
     assert named.get(damage, "import failed") in err
     assert "Traceback" not in err

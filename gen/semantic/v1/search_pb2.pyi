@@ -1784,8 +1784,8 @@ class Diversity(_message.Message):
     MMR_LAMBDA_FIELD_NUMBER: _builtins.int
     max_share_per_content_type: _builtins.float
     """Maximum share of the returned hits that may have one content type, in (0, 1]; for
-    example 0.5 with top_k 10 allows at most 5 per type. Unset: a setting (default 1.0,
-    no cap).
+    example 0.5 with top_k 10 allows at most 5 per type (floor(share x top_k), but at least
+    1). Unset: a setting (default 1.0, no cap).
     """
     mmr_lambda: _builtins.float
     """Maximal marginal relevance trade-off in [0, 1]: 1 is pure relevance, lower values

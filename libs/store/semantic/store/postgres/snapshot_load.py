@@ -250,6 +250,12 @@ class SnapshotLoader:
                 )
             if self._progress is not None:
                 await self._progress(file, batch.num_rows)
+        listed_tenants = self._manifest.tenants
+        if listed_tenants is not None and await self._conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM {temp} WHERE tenant <> ALL($1::text[]))",
+            listed_tenants,
+        ):  # rows the manifest does not declare: a replace would not clear their tenant
+            raise SnapshotInvalid(f"{file} holds rows of a tenant its manifest does not list")
         key = _key_of(file)
         if key:  # a key twice would be dropped by ON CONFLICT DO NOTHING without a word
             columns_sql = ", ".join(key)

@@ -260,3 +260,43 @@ async def test_the_users_one_read_carries_conflicts_and_centroids(
 def test_beside_parameters_may_not_take_the_scans_names() -> None:
     with pytest.raises(ValueError, match="clash"):
         dense.Beside("n.id", "", {"limit": 1})
+
+
+class _Recording:
+    """A connection that records the statements it is sent."""
+
+    def __init__(self, conn: object) -> None:
+        self._conn = conn
+        self.sent: list[str] = []
+
+    async def fetch(self, sql: str, *args: object) -> object:
+        self.sent.append(sql)
+        return await self._conn.fetch(sql, *args)  # type: ignore[attr-defined]
+
+
+async def test_the_newest_nodes_fill_the_popular_ones_only_when_they_fall_short(
+    reads: tuple[RecommendReads, Space],
+) -> None:
+    """Four nodes have engagement. Asking for at most four sends one statement, without the
+    newest-node scan (planned beside the popular nodes, that scan started a parallel worker
+    on every call); asking for more, the newest nodes follow, with the same details."""
+    pool_reads, space = reads
+    wanted = Wanted(DEFAULT_VECTOR, "", slim=True, similarity_to=None)
+    async with pool_reads.session() as session:
+        conn = _Recording(session._conn)
+        recording = RecommendSession(conn, 150, 0)  # type: ignore[arg-type]
+        enough, _, _ = await recording.popular(space, "", Filter(), 4, wanted)
+        assert {n for n, _ in enough} == {"bread0", "bread1", "bread2", "garden0"}
+        assert len(conn.sent) == 1
+        assert "updated_at DESC" not in conn.sent[0]
+
+        conn.sent.clear()
+        filled, _, details = await recording.popular(space, "", Filter(), 8, wanted)
+        assert len(conn.sent) == 2
+        ids = [n for n, _ in filled]
+        assert ids[:4] == [n for n, _ in enough]
+        newest = await session._conn.fetch(
+            "SELECT id FROM semantic.nodes WHERE tenant = '' ORDER BY updated_at DESC, id LIMIT 8"
+        )
+        assert ids[4:] == [r["id"] for r in newest]
+        _same(details, await session.details(space, "", list(dict.fromkeys(ids)), wanted))

@@ -196,11 +196,16 @@ _POPULAR = (
 
 
 _NEWEST = (
-    "(SELECT n.id, false, 0::double precision, NULL::double precision"
+    "(SELECT n.id AS node_id, false AS from_archetype, 0::double precision AS rank,"
+    " NULL::double precision AS best"
     " FROM semantic.nodes n WHERE n.tenant = ${tenant} AND {filter}"
-    " AND (SELECT count(*) FROM e) < ${limit}"
     " ORDER BY n.updated_at DESC, n.id LIMIT ${limit})"
 )
+"""The fill of a tenant with too few engaged nodes: its newest nodes. A statement of its
+own, sent only when the popular ones fall short: as a branch of the popular statement
+behind a one-time condition, PostgreSQL still planned it (a parallel scan and sort of the
+tenant's nodes), and started its parallel worker on every call before the condition was
+checked (5-6 ms a cold-start Recommend at 100k nodes)."""
 
 
 async def popular(
@@ -213,11 +218,37 @@ async def popular(
     wanted: Wanted,
 ) -> tuple[list[tuple[str, bool]], float, dict[str, CandidateDetails]]:
     """Popular node ids (``wanted.archetype``'s first), the archetype's best score and
-    the nodes' details, in one statement."""
+    the nodes' details, in one statement; where fewer than ``limit`` nodes have
+    engagement (a new tenant, few events), the newest nodes follow (a second statement),
+    so a cold start still answers top_k when that many pass the filters."""
+    rows = await _with_details(conn, space_id, tenant, flt, _POPULAR, limit=limit, wanted=wanted)
+    if len(rows) < limit:
+        newest = await _with_details(
+            conn, space_id, tenant, flt, _NEWEST, limit=limit, wanted=wanted
+        )
+        rows = [*rows, *newest]
+    best = max((float(r["best"] or 0.0) for r in rows if r["from_archetype"]), default=0.0)
+    details = {r["id"]: _candidate(r, wanted) for r in rows if r["id"] is not None}
+    return [(r["node_id"], bool(r["from_archetype"])) for r in rows], best, details
+
+
+async def _with_details(
+    conn: asyncpg.Connection,
+    space_id: int,
+    tenant: str,
+    flt: Filter,
+    found: str,
+    *,
+    limit: int,
+    wanted: Wanted,
+) -> list[asyncpg.Record]:
+    """The rows of ``found`` (``node_id``, ``from_archetype``, a rank and ``best``; its
+    ``{filter}``, ``${tenant}``, ``${archetype}`` and ``${limit}`` filled in), in its
+    order, each with the details ``wanted`` asks of its node."""
     sql, params = compile_filter(tenant, flt, start=1)
     n = len(params)
     numbers = {"tenant": f"${n + 1}", "archetype": f"${n + 2}", "limit": f"${n + 3}"}
-    found = _POPULAR.replace("{filter}", sql)
+    found = found.replace("{filter}", sql)
     for name, number in numbers.items():
         found = found.replace(f"${{{name}}}", number)
     extra = _detail_params(wanted)[1:]  # the archetype is ${n + 2} already
@@ -228,15 +259,8 @@ async def popular(
         name=f"${n + 4}",
         to=f"${n + 5}",
     )
-    # Too few engaged nodes (a new tenant, few events): the newest nodes fill the list, so
-    # a cold start still answers top_k when that many pass the filters. The one-time
-    # condition keeps the scan from running otherwise.
-    newest = _NEWEST.replace("{filter}", sql)
-    for name, number in numbers.items():
-        newest = newest.replace(f"${{{name}}}", number)
-    rows = await conn.fetch(
-        f"WITH e AS MATERIALIZED ({found}),"
-        f" p AS (SELECT * FROM e UNION ALL {newest}),"
+    return await conn.fetch(
+        f"WITH p AS MATERIALIZED ({found}),"
         " o AS (SELECT p.*, row_number() OVER () AS at FROM p)"
         f" SELECT o.node_id, o.from_archetype, o.best, {columns}"
         " FROM o LEFT JOIN semantic.nodes n ON n.tenant = $"
@@ -248,9 +272,6 @@ async def popular(
         limit,
         *extra,
     )
-    best = max((float(r["best"] or 0.0) for r in rows if r["from_archetype"]), default=0.0)
-    details = {r["id"]: _candidate(r, wanted) for r in rows if r["id"] is not None}
-    return [(r["node_id"], bool(r["from_archetype"])) for r in rows], best, details
 
 
 async def details(

@@ -259,7 +259,7 @@ async def _with_details(
         name=f"${n + 4}",
         to=f"${n + 5}",
     )
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         f"WITH p AS MATERIALIZED ({found}),"
         " o AS (SELECT p.*, row_number() OVER () AS at FROM p)"
         f" SELECT o.node_id, o.from_archetype, o.best, {columns}"
@@ -272,6 +272,7 @@ async def _with_details(
         limit,
         *extra,
     )
+    return rows
 
 
 async def details(

@@ -243,5 +243,9 @@ async def test_one_slug_given_to_two_new_nodes_at_once_is_already_exists(stack: 
             r.code().name if isinstance(r, grpc.aio.AioRpcError) else "OK" for r in replies
         )
         assert codes == ["ALREADY_EXISTS", "OK"], replies
+        lost = next(r for r in replies if isinstance(r, grpc.aio.AioRpcError))
+        message = lost.details() or ""
+        assert repr(slug) in message, message  # named, whichever check saw the other
+        assert "Key (" not in message, message  # not the database's text
         found = await stack.search.Get(pb.GetRequest(slugs=[slug]), timeout=30)
         assert len(found.nodes) == 1

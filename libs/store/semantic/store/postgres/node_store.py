@@ -227,7 +227,7 @@ class NodeRepository:
         except asyncpg.UniqueViolationError as exc:
             # Two writers gave one slug to two nodes at the same moment: the check before the
             # insert could not see the other's uncommitted row; the unique index did.
-            raise AlreadyExists("slug", exc.detail or "the slug is used by another node") from exc
+            raise AlreadyExists("slug", _raced_slug(writes, exc.detail or "")) from exc
 
     async def _insert_nodes(
         self,
@@ -595,3 +595,15 @@ async def _relation_ends(
     given = {(n.tenant, r.node_id) for n in replaced for r in n.relations or ()}
     changed = [*((n.tenant, n.id) for n in replaced), *deleted]
     return given | await related_nodes(conn, changed) if changed else given
+
+
+def _raced_slug(writes: Sequence[NodeWrite], detail: str) -> str:
+    """What a slug race's ALREADY_EXISTS says: the slug (from the batch, the one the unique
+    index's ``Key (tenant, slug)=(..., slug) already exists.`` ends with), not the
+    database's own text."""
+    slugs = list(dict.fromkeys(w.node.slug for w in writes if w.node.slug))
+    raced = [s for s in slugs if detail.endswith(f", {s}) already exists.")]
+    if len(raced) == 1 or len(slugs) == 1:
+        slug = raced[0] if raced else slugs[0]
+        return f"{slug!r} was given to another node at the same moment"
+    return "one of the slugs was given to another node at the same moment"

@@ -100,6 +100,9 @@ def test_requests_parse_json_names_proto_names_and_refuse_unknown_fields() -> No
         protojson.parse(b"\xff", pb.SearchRequest())
     with pytest.raises(errors.InvalidArgument):
         protojson.parse(b'{"topK": -1}', pb.SearchRequest())
+    with pytest.raises(errors.InvalidArgument) as caught:  # which value would count?
+        protojson.parse(b'{"filter": {"tags": ["a"], "tags": ["b"]}}', pb.SearchRequest())
+    assert "'tags' is given twice" in caught.value.problem
 
 
 @pytest.mark.parametrize(

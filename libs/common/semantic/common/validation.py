@@ -35,6 +35,7 @@ import math
 import re
 from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from semantic.common.errors import InvalidArgument
 
@@ -241,6 +242,17 @@ def repeated(keys: Iterable[Hashable]) -> tuple[int, int] | None:
         if first != index:
             return first, index
     return None
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object (``json.loads``'s ``object_pairs_hook``) whose keys are distinct: a
+    key given twice raises ValueError (which of its values would count is unclear)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} is given twice")
+        out[key] = value
+    return out
 
 
 def _identifier(value: str, field: str, max_chars: int) -> str:

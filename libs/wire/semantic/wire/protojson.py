@@ -16,6 +16,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from semantic.common.errors import InvalidArgument
+from semantic.common.validation import unique_keys
 
 M = TypeVar("M", bound=Message)
 
@@ -31,22 +32,12 @@ def parse(
     """
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-        value = json.loads(text, object_pairs_hook=_unique_keys)  # parsed once, for both uses
+        value = json.loads(text, object_pairs_hook=unique_keys)  # parsed once, for both uses
     except UnicodeDecodeError as exc:
         raise InvalidArgument(field, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(field, f"Failed to load JSON: {_reason(exc)}.") from exc
     return parse_dict(value, message, field=field, names=names)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are distinct (as the library's own loader requires)."""
-    result: dict[str, Any] = {}
-    for key, item in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key}")
-        result[key] = item
-    return result
 
 
 _SPECIAL_JSON = frozenset(

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from semantic.common.errors import FailedPrecondition
+from semantic.common.validation import unique_keys
 from semantic.core.spaces import DEFAULT_INDEX_PRECISION, INDEX_PRECISIONS, IndexPrecision
 
 FORMAT = "semantic-snapshot"
@@ -87,7 +88,7 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         """Parse and check a manifest; :class:`SnapshotInvalid` names what is wrong."""
         try:
-            raw = json.loads(text, object_pairs_hook=_unique)
+            raw = json.loads(text, object_pairs_hook=unique_keys)
         except ValueError as exc:
             raise SnapshotInvalid(f"{MANIFEST} is not JSON: {exc}") from exc
         if not isinstance(raw, dict):
@@ -156,16 +157,6 @@ def _space(value: Any) -> dict[str, Any]:
     if not (0 < space["id"] < 2**31 and 1 <= space["dim"] <= MAX_DIM):
         raise ValueError(f"space id {space['id']} or dim {space['dim']} out of range")
     return space
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are distinct (a key twice: which value counts is unclear)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"the key {key!r} is given twice")
-        out[key] = value
-    return out
 
 
 def _file(value: Any) -> dict[str, Any]:

@@ -29,14 +29,10 @@ table waits for the commit; the table was empty). The build uses the server's
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from semantic.core.snapshot import DbSpace, ImportReport, Manifest, SnapshotInvalid, vectors_file
 from semantic.core.spaces import ACTIVE, vector_table
@@ -50,10 +46,9 @@ from semantic.store.postgres.snapshot import (
     TOMBSTONES,
     Table,
 )
+from semantic.store.postgres.snapshot_files import Progress, load_file
 from semantic.store.postgres.spaces import ensure_space
 
-Progress = Callable[[str, int], Awaitable[None]]
-"""Awaited after each batch loaded: the file's name and the batch's row count."""
 BULK_ROWS = 10_000
 """Vector rows from which an import into an empty vector table drops its HNSW index and
 builds it again after the rows (one build is several times faster than as many
@@ -219,51 +214,17 @@ class SnapshotLoader:
     async def _load(self, file: str, temp: str, like: str) -> None:
         """COPY a Parquet file (rows of the tenants in scope) into a new temp table."""
         self._file = file
-        await self._conn.execute(
-            f"CREATE TEMP TABLE {temp} (LIKE {like} INCLUDING DEFAULTS) ON COMMIT DROP"
+        await load_file(
+            self._conn,
+            self._folder,
+            self._manifest,
+            file,
+            temp=temp,
+            like=like,
+            tenants=self._tenants,
+            batch_size=self._batch,
+            progress=self._progress,
         )
-        table_columns = {
-            r["attname"]
-            for r in await self._conn.fetch(
-                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass"
-                " AND attnum > 0 AND NOT attisdropped",
-                temp,
-            )
-        }
-        parquet = pq.ParquetFile(self._folder / file)
-        columns = [c for c in parquet.schema_arrow.names if c in table_columns]
-        missing = sorted(_REQUIRED.get(file, {"tenant", *_key_of(file)}) - set(columns))
-        if missing:
-            raise SnapshotInvalid(f"{file} has no {', '.join(missing)} column")
-        listed = self._manifest.files[file].rows if file in self._manifest.files else None
-        if listed is not None and parquet.metadata.num_rows != listed:
-            raise SnapshotInvalid(
-                f"{file} holds {parquet.metadata.num_rows} rows; the manifest says {listed}"
-            )
-        for read in parquet.iter_batches(batch_size=self._batch, columns=columns):
-            batch = read
-            if self._tenants is not None:
-                batch = read.filter(pc.is_in(read.column("tenant"), pa.array(self._tenants)))
-            if batch.num_rows:
-                await self._conn.copy_records_to_table(
-                    temp, records=_records(batch), columns=columns
-                )
-            if self._progress is not None:
-                await self._progress(file, batch.num_rows)
-        listed_tenants = self._manifest.tenants
-        if listed_tenants is not None and await self._conn.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM {temp} WHERE tenant <> ALL($1::text[]))",
-            listed_tenants,
-        ):  # rows the manifest does not declare: a replace would not clear their tenant
-            raise SnapshotInvalid(f"{file} holds rows of a tenant its manifest does not list")
-        key = _key_of(file)
-        if key:  # a key twice would be dropped by ON CONFLICT DO NOTHING without a word
-            columns_sql = ", ".join(key)
-            twice = await self._conn.fetchval(
-                f"SELECT EXISTS (SELECT 1 FROM {temp} GROUP BY {columns_sql} HAVING count(*) > 1)"
-            )
-            if twice:
-                raise SnapshotInvalid(f"{file} holds one row twice (a key repeats: {columns_sql})")
 
     async def _clear(self, tenants: list[str] | None) -> int:
         """Delete the tenants' rows (every tenant's when None) from every snapshot table and
@@ -564,36 +525,6 @@ async def _detach_hnsw(conn: asyncpg.Connection, table: str) -> list[str]:
     for row in rows:
         await conn.execute(f"DROP INDEX {row['name']}")
     return [row["definition"] for row in rows]
-
-
-_KEYS = {table.file: table.key for table in TABLES}
-_VECTOR_KEY = ("tenant", "node_id", "name", "chunk")
-
-
-def _key_of(file: str) -> tuple[str, ...]:
-    """The primary key of the table a snapshot file fills (a vectors file: a vector table's)."""
-    if re.fullmatch(r"vectors-[0-9]+\.parquet", file):
-        return _VECTOR_KEY
-    return _KEYS.get(file, ())
-
-
-_REQUIRED = {
-    table.file: {"tenant", *table.key, *({"version"} & set(table.schema.names))} for table in TABLES
-}
-"""Columns a snapshot file must have: its key and its version (a column missing from an
-older format takes its default, but a version of 0 for every row would let any older
-write replace the restored content)."""
-
-
-def _records(batch: pa.RecordBatch) -> list[tuple[object, ...]]:
-    columns = [batch.column(i) for i in range(batch.num_columns)]
-    values = [
-        list(c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), c.type.list_size))
-        if pa.types.is_fixed_size_list(c.type)
-        else c.to_pylist()
-        for c in columns
-    ]  # fmt: skip
-    return list(zip(*values, strict=True))
 
 
 def _count(status: str) -> int:

@@ -37,19 +37,18 @@ from semantic.core.nodes import (
     decide,
     same_node,
 )
-from semantic.core.spaces import Space, vector_table
+from semantic.core.spaces import Space
 from semantic.store.postgres import keyword
 from semantic.store.postgres.db import as_array
+from semantic.store.postgres.node_deletes import delete_stored
 from semantic.store.postgres.node_locks import lock_nodes
 from semantic.store.postgres.node_rows import node_from_row, node_select
 from semantic.store.postgres.relations import (
     client_relations,
-    delete_node_relations,
     related_nodes,
     replace_client_relations,
 )
 from semantic.store.postgres.rules import (
-    delete_node_rules,
     node_rules,
     replace_node_rules,
     touch_rule_sets,
@@ -400,58 +399,7 @@ class NodeRepository:
         """Deletions inside the caller's transaction, the nodes' locks held; the tenants
         whose rules went are added to ``ruled`` (the caller touches them)."""
         stored = await self.stored(conn, [(d.tenant, d.id) for d in deletes])
-        results: list[DeleteResult] = []
-        doomed: dict[str, list[str]] = {}
-        tombs: dict[tuple[str, str], int] = {}
-        for d in deletes:
-            current = stored.get((d.tenant, d.id))
-            node = current.node if current else None
-            if d.by_slug is not None and node is not None and node.slug != d.by_slug:
-                results.append(DeleteResult(d.tenant, d.id, None, DeleteOutcome.NOT_FOUND))
-                continue  # another node's id (Deletion.by_slug): not this delete's
-            if current is not None and d.version and current.version > d.version:
-                results.append(
-                    DeleteResult(d.tenant, d.id, node.slug if node else None, DeleteOutcome.STALE)
-                )
-                continue
-            if node is None:
-                results.append(DeleteResult(d.tenant, d.id, None, DeleteOutcome.NOT_FOUND))
-            else:
-                doomed.setdefault(d.tenant, []).append(d.id)
-                results.append(DeleteResult(d.tenant, d.id, node.slug, DeleteOutcome.DELETED))
-            if d.version or node is not None:
-                version = max(d.version, current.version if current else 0)
-                tombs[(d.tenant, d.id)] = max(version, tombs.get((d.tenant, d.id), 0))
-        for tenant, node_ids in sorted(doomed.items()):
-            await keyword.remove_postings(conn, tenant, node_ids, stats)
-            for space in spaces:
-                await conn.execute(
-                    f"DELETE FROM {vector_table(space.id)}"
-                    " WHERE tenant = $1 AND node_id = ANY($2::text[])",
-                    tenant,
-                    node_ids,
-                )
-            await delete_node_relations(conn, tenant, node_ids)
-            if await delete_node_rules(conn, tenant, node_ids):
-                ruled.add(tenant)
-            await conn.execute(
-                "DELETE FROM semantic.nodes WHERE tenant = $1 AND id = ANY($2::text[])",
-                tenant,
-                node_ids,
-            )
-        if tombs:
-            await conn.execute(
-                "INSERT INTO semantic.node_tombstones (tenant, id, version)"
-                " SELECT k.tenant, k.id, k.version"
-                " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(tenant, id, version)"
-                " ON CONFLICT (tenant, id) DO UPDATE SET"
-                " version = GREATEST(semantic.node_tombstones.version, EXCLUDED.version),"
-                " deleted_at = now()",
-                [k[0] for k in tombs],
-                [k[1] for k in tombs],
-                list(tombs.values()),
-            )
-        return results
+        return await delete_stored(conn, spaces, deletes, stored, stats=stats, ruled=ruled)
 
     async def get(
         self,

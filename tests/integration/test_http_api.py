@@ -427,6 +427,8 @@ def test_cors_only_for_configured_origins(loaded: HttpSearch) -> None:
     evil = {**preflight, "Origin": "https://evil.example.com"}
     refused = requests.options(f"{loaded.url}{API}/vector-search", headers=evil)
     assert "access-control-allow-origin" not in refused.headers
+    _problem(refused, 400)  # a problem document, as every other refusal
+    assert "origin" in refused.json()["detail"]
     # A page of the allowed origin can read why it was refused and when to retry.
     unauthenticated = requests.get(
         f"{loaded.url}{API}/vector-search?q=x", headers={"Origin": "https://app.example.com"}

@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import Counter, Histogram
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -105,7 +106,7 @@ def create_app(
     _add_handlers(app)
     if cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            _Cors,
             allow_origins=list(cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["authorization", "content-type", "x-csrf-token"],
@@ -115,6 +116,22 @@ def create_app(
     app.add_middleware(RouteMetrics)
     app.add_middleware(HeadAsGet)
     return app
+
+
+class _Cors(CORSMiddleware):
+    """Starlette's CORS, its refused preflights (an origin, method or header not allowed)
+    answered as a problem document like every other 4xx, not as plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = bytes(response.body).decode()  # "Disallowed CORS origin, headers"
+        problem = problem_response(Problem(INVALID, f"CORS preflight refused: {refused}"))
+        for name, value in response.headers.items():
+            if name.lower() not in ("content-length", "content-type"):
+                problem.headers[name] = value
+        return problem
 
 
 def _add_handlers(app: FastAPI) -> None:

@@ -145,6 +145,22 @@ def test_no_node_data_can_make_a_score_nan_or_infinite(
     apply(hits, lambda node: modifiers, lambda _: None)
     assert all(math.isfinite(h.score) for h in hits)
     assert all(math.isfinite(c.effect) for h in hits for c in h.contributions)
+    for hit in hits:  # the explanation adds up to the score
+        applied = [c for c in hit.contributions if not c.skipped]
+        factor = math.prod(c.effect for c in applied if c.op is Op.MULTIPLY)
+        addend = math.fsum(c.effect for c in applied if c.op is Op.ADD)
+        assert hit.base_score is not None
+        assert hit.score == pytest.approx(hit.base_score * factor + addend, rel=1e-9, abs=1e-9)
+
+
+def test_effects_finite_apart_but_overflowing_together_apply_none() -> None:
+    """Two factors of 1e200 each: the score would overflow, so it stays the base score,
+    and the explanation says no modifier applied (not the factors it did not use)."""
+    hits = [_hit("n", 0.5, x=1e200)]
+    both = (Modifier(Source.METADATA, "x", weight=1.0), Modifier(Source.METADATA, "x", weight=1.0))
+    apply(hits, lambda node: both, lambda _: None)
+    assert hits[0].score == 0.5
+    assert [(c.effect, c.skipped) for c in hits[0].contributions] == [(1.0, True), (1.0, True)]
 
 
 def test_invalid_modifiers_name_their_field() -> None:

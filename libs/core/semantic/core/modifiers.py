@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -141,7 +141,12 @@ def rescore(
         else:
             addend += contribution.effect
     score = base * factor + addend
-    return (score if math.isfinite(score) else base), contributions
+    if not math.isfinite(score):  # each effect finite, together an overflow: none applies
+        return base, [
+            replace(c, effect=1.0 if c.op is Op.MULTIPLY else 0.0, skipped=True)
+            for c in contributions
+        ]
+    return score, contributions
 
 
 def apply(

@@ -163,6 +163,59 @@ async def test_poison_events_are_dead_lettered_with_their_reason(
     assert await node_versions(database_url) == {"good": 1}
 
 
+async def test_numbers_too_large_for_a_double_are_dead_lettered_and_the_loops_live_on(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON integer of 400 digits (valid JSON) in a number field made the JSON parser
+    raise OverflowError, which escaped the consumer loop and ended it without a word: three
+    such events stopped the three content loops. Each is an invalid event now, dead-lettered
+    naming its field, and the events after them are applied."""
+    huge = "9" * 400
+    json_headers = {"Content-Type": "application/json"}
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])
+        for i in range(4):
+            await publish_raw(
+                nc,
+                "semantic.content._.page",
+                (
+                    f'{{"eventId": "big{i}", "op": "CONTENT_OP_UPSERT", "version": 1,'
+                    f' "node": {{"id": "big{i}", "contentType": "page", "title": "t",'
+                    f' "metadata": {{"n": {huge}}}}}}}'
+                ).encode(),
+                json_headers,
+            )
+        await publish_raw(
+            nc,
+            "semantic.user._",
+            (
+                '{"eventId": "u-big", "userId": "u1", "nodeId": "good",'
+                f' "action": "USER_ACTION_VIEW", "weight": {huge}}}'
+            ).encode(),
+            json_headers,
+        )
+        await publish(nc, content_event("good", 1, title="Good", body="A valid event."))
+
+        async def all_dead() -> bool:
+            return len(await dead_letters(env["NATS_URL"])) >= 5
+
+        await wait_for(all_dead, what="five dead letters")
+
+        async def good_indexed() -> bool:
+            return (await vector_counts(database_url)).get("good", 0) > 0
+
+        await wait_for(good_indexed, what="the valid event after them")
+    letters = await dead_letters(env["NATS_URL"])
+    assert (
+        sorted(h["Semantic-Dlq-Reason"] for _, h, _ in letters)
+        == ["decode_error"] + ["invalid"] * 4
+    ), letters
+    details = sorted(h["Semantic-Dlq-Detail"] for _, h, _ in letters)
+    assert sum("node.metadata.n" in d for d in details) == 4, details
+    assert any("weight" in d for d in details), details
+    assert await node_versions(database_url) == {"good": 1}
+
+
 async def test_stream_and_consumer_are_created_or_updated_at_start(
     nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,6 +103,17 @@ def test_requests_parse_json_names_proto_names_and_refuse_unknown_fields() -> No
     with pytest.raises(errors.InvalidArgument) as caught:  # which value would count?
         protojson.parse(b'{"filter": {"tags": ["a"], "tags": ["b"]}}', pb.SearchRequest())
     assert "'tags' is given twice" in caught.value.problem
+    huge = b"9" * 400  # valid JSON; no double holds it (the parser raised OverflowError)
+    for body, field in (
+        (b'{"text": "a", "minScore": %s}' % huge, "minScore"),
+        (b'{"text": "a", "hybrid": {"rrfK": %s}}' % huge, "hybrid.rrfK"),
+        (b'{"text": "a", "topK": %s}' % huge, "topK"),
+    ):
+        with pytest.raises(errors.InvalidArgument) as caught:
+            protojson.parse(body, pb.SearchRequest())
+        assert caught.value.field == field, caught.value
+    wide = protojson.parse(b'{"text": "a", "minScore": %s}' % (b"9" * 50), pb.SearchRequest())
+    assert wide.min_score == pytest.approx(1e50)  # a double it fits stays a number
 
 
 @pytest.mark.parametrize(

@@ -32,12 +32,23 @@ def parse(
     """
     try:
         text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-        value = json.loads(text, object_pairs_hook=unique_keys)  # parsed once, for both uses
+        # parsed once, for both uses
+        value = json.loads(text, object_pairs_hook=unique_keys, parse_int=_integer)
     except UnicodeDecodeError as exc:
         raise InvalidArgument(field, f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(field, f"Failed to load JSON: {_reason(exc)}.") from exc
     return parse_dict(value, message, field=field, names=names)
+
+
+_INTEGER_DIGITS = 40
+"""More digits than any integer field holds (uint64: 20): such a literal is read as a
+number, so a double field takes it (or, beyond a double's range, refuses it naming the
+field) instead of failing to convert it to float."""
+
+
+def _integer(text: str) -> int | float:
+    return int(text) if len(text) <= _INTEGER_DIGITS else float(text)
 
 
 _SPECIAL_JSON = frozenset(
@@ -126,13 +137,15 @@ def parse_dict(value: Any, message: M, *, field: str = "body", names: set[str] |
         # First: ParseDict takes [] for {}.
         _check_shape(value, message.DESCRIPTOR, field, set() if names is None else names)
         json_format.ParseDict(value, message, ignore_unknown_fields=False)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+    except (json_format.ParseError, ValueError, TypeError, RecursionError, OverflowError) as exc:
+        # OverflowError: an integer literal too large for a double field (400 digits).
         raise InvalidArgument(_field_of(exc, field), _reason(exc)) from exc
     return message
 
 
 _FAILED = re.compile(r"Failed to parse (\w+) field: ")
 _UNKNOWN = re.compile(r'has no field named "([^"]+)" at "([^"]+)"')
+_AT = re.compile(r" at ([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+)\.?$")
 
 
 def _field_of(exc: BaseException, field: str) -> str:
@@ -147,6 +160,10 @@ def _field_of(exc: BaseException, field: str) -> str:
     if unknown is not None:
         at = [] if names else unknown.group(2).split(".")[1:]  # after the message's type
         names = [*names, *at, unknown.group(1)]
+    elif (where := _AT.search(text)) is not None:  # "... at SearchRequest.hybrid.rrfK."
+        at = where.group(1).split(".")[1:]
+        if at[: len(names)] == names:
+            names = at
     if not names:
         return field
     path = ".".join(names)

@@ -220,7 +220,12 @@ class ContentConsumer:
                     await _sleep_unless(stop, 1.0)
                     continue
                 failed = 0
-                await self.handle(messages)
+                try:
+                    await self.handle(messages)
+                except Exception:  # unsettled events come back after their ack wait
+                    log.exception("batch_handling_failed", consumer=self._consumer)
+                    await _sleep_unless(stop, 1.0)
+                    continue
                 gate_open = self._gate is None or self._gate.available
                 if self._outage_delay and gate_open:  # a closed gate pauses the loop itself
                     await _sleep_unless(stop, self._outage_delay)
@@ -272,6 +277,11 @@ class ContentConsumer:
                     valid.append(_Decoded(msg, self._handler.decode(msg)))
                 except Poison as poison:
                     failure = Failure.poison(poison.reason, poison.detail)
+                    poisoned = [_Decoded(msg, None)]
+                    await self._carry_out(poisoned, self._decide(poisoned, failure), failure)
+                except Exception as exc:  # a decoder bug: the event goes aside, the loop lives
+                    log.exception("decode_failed", consumer=self._consumer)
+                    failure = Failure.poison("decode_error", f"{type(exc).__name__}: {exc}")
                     poisoned = [_Decoded(msg, None)]
                     await self._carry_out(poisoned, self._decide(poisoned, failure), failure)
             if valid:

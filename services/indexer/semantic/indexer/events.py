@@ -100,7 +100,14 @@ def parse_event(
             protojson.parse(payload, message)
         else:
             raise Poison("decode_error", f"Content-Type {media!r} is not protobuf or JSON")
-    except (DecodeError, InvalidArgument, ValueError, TypeError, RecursionError) as exc:
+    except (
+        DecodeError,
+        InvalidArgument,
+        ValueError,
+        TypeError,
+        RecursionError,
+        OverflowError,
+    ) as exc:
         kind = "protobuf" if media in PROTOBUF_TYPES else "protobuf-JSON"
         raise Poison("decode_error", f"not a valid {kind} {type(message).__name__}: {exc}") from exc
 

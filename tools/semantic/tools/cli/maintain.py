@@ -55,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             default=None,
             help="nodes per embed+write batch (default: SEMANTIC_INDEXER_HEAL_BATCH_SIZE)",
         )
-        command.add_argument("--space", type=int, help="space id (default: the active space)")
+        command.add_argument("--space", type=_space, help="space id (default: the active space)")
         command.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     reindex = sub.add_parser(
@@ -91,6 +91,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     archetypes.add_argument("--k", type=int, default=8, help="archetypes per tenant")
     archetypes.add_argument("--min-events", type=int, default=3, help="events per user")
+
+
+def _space(text: str) -> int:
+    """A ``--space`` value: a space id (1 to 2^31 - 1), refused by argparse otherwise."""
+    from semantic.common.errors import InvalidArgument
+    from semantic.common.validation import space_id
+
+    try:
+        chosen = space_id(text, "--space")
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from exc
+    if chosen is None:
+        raise argparse.ArgumentTypeError("give a space id, or leave --space out")
+    return chosen
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,6 +166,13 @@ async def _heal(args: argparse.Namespace) -> int:
     settings = WritePathSettings()
     if settings.database_url is None:
         print("DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    if not settings.search_tokenizer.is_file():  # chunking needs it before anything is read
+        print(
+            f"SEMANTIC_SEARCH_TOKENIZER: no file at {settings.search_tokenizer}"
+            f" (from {Path.cwd()}); set it to the model's tokenizer.json",
+            file=sys.stderr,
+        )
         return 2
     pool = await create_pool(
         settings.dsn(), min_size=1, max_size=4, session_settings=default_session_settings()
@@ -255,6 +276,13 @@ async def _archetypes(args: argparse.Namespace) -> int:
     settings = WritePathSettings()
     if settings.database_url is None:
         print("DATABASE_URL is not set", file=sys.stderr)
+        return 2
+    if not settings.search_tokenizer.is_file():  # chunking needs it before anything is read
+        print(
+            f"SEMANTIC_SEARCH_TOKENIZER: no file at {settings.search_tokenizer}"
+            f" (from {Path.cwd()}); set it to the model's tokenizer.json",
+            file=sys.stderr,
+        )
         return 2
     pool = await create_pool(
         settings.dsn(), min_size=1, max_size=2, session_settings=default_session_settings()

@@ -184,3 +184,48 @@ async def test_a_delete_by_a_slug_no_node_holds_spares_the_node_with_that_id(
     late = {"upsert": True, "id": "", "slug": "s8", "node_slug": None, "version": 3, "title": "x"}
     assert (await apply.apply([_change(late, "spare", 3)])).outcomes["stale"] == 1
     assert ("s8", 5) in (await _state(pool, "spare"))[1]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        # publish order first; then orders two consumer loops or replicas can apply them in
+        (0, 1),
+        (1, 0),
+    ],
+)
+async def test_a_delete_by_slug_wins_over_an_older_upsert_by_id_in_any_order(
+    processor: tuple[ChangeProcessor, asyncpg.Pool], order: tuple[int, int]
+) -> None:
+    """Published: upsert id=P slug=S v1, then delete slug=S v2. Applied one at a time in
+    either order, P ends deleted (it survived when the delete came first: no node held S
+    yet, and the upsert by id did not know the slug was deleted)."""
+    apply, pool = processor
+    tenant = f"swap{''.join(map(str, order))}"
+    upsert = {"upsert": True, "id": "P", "slug": None, "node_slug": "s", "version": 1}
+    delete = {"upsert": False, "id": "", "slug": "s", "node_slug": None, "version": 2}
+    events = [{**upsert, "title": "t"}, {**delete, "title": ""}]
+    for number in order:
+        await apply.apply([_change(events[number], tenant, number)])
+    nodes, _ = await _state(pool, tenant)
+    assert nodes == []
+
+
+async def test_a_slug_deleted_stays_deleted_for_an_older_upsert_by_slug(
+    processor: tuple[ChangeProcessor, asyncpg.Pool],
+) -> None:
+    """Published: upsert id=D slug=S v1, upsert slug=S v2, delete slug=S v3. Applied: the
+    first, the delete, then the slug-only upsert, which by then found no node holding S
+    and created one whose id is S."""
+    apply, pool = processor
+    tenant = "slugged"
+    events = [
+        {"upsert": True, "id": "D", "slug": None, "node_slug": "s", "version": 1, "title": "1"},
+        {"upsert": True, "id": "", "slug": "s", "node_slug": None, "version": 2, "title": "2"},
+        {"upsert": False, "id": "", "slug": "s", "node_slug": None, "version": 3, "title": ""},
+    ]
+    for number in (0, 2, 1):
+        await apply.apply([_change(events[number], tenant, number)])
+    nodes, tombs = await _state(pool, tenant)
+    assert nodes == []
+    assert ("D", 3) in tombs

@@ -233,6 +233,46 @@ async def test_a_versioned_delete_by_a_slug_no_node_holds_blocks_an_older_upsert
     assert created.results[0].outcome == pb.UPSERT_OUTCOME_CREATED
 
 
+async def test_a_versioned_delete_by_slug_tombstones_the_slug_whatever_id_comes_later(  # type: ignore[no-untyped-def]
+    stub,
+) -> None:
+    """Applied out of publish order (two consumer loops, two replicas), events naming one
+    page by id and by slug must end as in order. A delete naming a slug tombstones the
+    slug: a later write carrying it at that version or older is stale, whatever its id."""
+    title, body = DOCS["bread"]
+    # Published: upsert id=P slug=S v1, then delete slug=S v2. Applied the other way round.
+    await stub.Delete(pb.DeleteRequest(slugs=["swapped"], version=2))
+    first = cpb.Node(id="P", slug="swapped", content_type="article", title=title, body=body)
+    first.version = 1
+    late = await stub.Upsert(pb.UpsertRequest(nodes=[first]))
+    assert late.results[0].outcome == pb.UPSERT_OUTCOME_STALE
+    assert not (await stub.Get(pb.GetRequest(ids=["P"], slugs=["swapped"]))).nodes
+    first.version = 3  # newer than the delete: the page is back
+    again = await stub.Upsert(pb.UpsertRequest(nodes=[first]))
+    assert again.results[0].outcome == pb.UPSERT_OUTCOME_CREATED
+
+    # Published: upsert id=D slug=T v1, upsert slug=T v2, delete slug=T v3. Applied: the
+    # first, the delete (it finds D), then the slug-only upsert, which found no node by then
+    # and created one whose id is the slug.
+    owner = cpb.Node(id="D", slug="taken", content_type="article", title=title, body=body)
+    owner.version = 1
+    await stub.Upsert(pb.UpsertRequest(nodes=[owner]))
+    gone = await stub.Delete(pb.DeleteRequest(slugs=["taken"], version=3))
+    assert [(r.id, r.outcome) for r in gone.results] == [("D", pb.DELETE_OUTCOME_DELETED)]
+    by_slug = cpb.Node(slug="taken", content_type="article", title=title, body="v2")
+    by_slug.version = 2
+    stale = await stub.Upsert(pb.UpsertRequest(nodes=[by_slug]))
+    assert stale.results[0].outcome == pb.UPSERT_OUTCOME_STALE
+    assert not (await stub.Get(pb.GetRequest(slugs=["taken"]))).nodes
+    # A delete by id names no slug: another node may take the slug at any version.
+    await stub.Upsert(pb.UpsertRequest(nodes=[_node("bread", version=4)]))
+    await stub.Delete(pb.DeleteRequest(ids=["bread"], version=9))
+    reuse = cpb.Node(id="fresh", slug="bread-page", content_type="article", title=title, body=body)
+    reuse.version = 1
+    fresh = await stub.Upsert(pb.UpsertRequest(nodes=[reuse]))
+    assert fresh.results[0].outcome == pb.UPSERT_OUTCOME_CREATED
+
+
 async def test_a_creation_time_given_on_upsert_is_kept_and_filtered_on(stub) -> None:  # type: ignore[no-untyped-def]
     published = datetime(2020, 5, 1, 12, 0, tzinfo=UTC)
     node = _node("bread", version=1)

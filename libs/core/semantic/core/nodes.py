@@ -78,12 +78,17 @@ class Deletion:
     ``by_slug``: the delete named this slug, which no node held when it was resolved, so
     ``id`` is the slug itself (the id an upsert by that slug creates): a node found at
     ``id`` is deleted only if it holds that slug (it was created by that slug meanwhile);
-    one holding another slug is not this delete's, and is left alone (NOT_FOUND)."""
+    one holding another slug is not this delete's, and is left alone (NOT_FOUND).
+
+    ``named_slug``: the delete named its node by this slug (held or not): a versioned
+    delete tombstones the slug too, so a write carrying it at ``version`` or older is
+    stale whatever its id (:func:`slug_stale`)."""
 
     tenant: str
     id: str
     version: int = 0
     by_slug: str | None = None
+    named_slug: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,18 @@ def decide(incoming: NodeRecord, stored: Stored | None) -> Outcome:
     if same_node(incoming, stored.node):
         return Outcome.UNCHANGED
     return Outcome.METADATA_UPDATED
+
+
+def slug_stale(incoming: NodeRecord, slug_tombstone: int | None) -> bool:
+    """Whether a versioned write carrying a slug is older than (or as old as) a delete that
+    named a node by that slug (``slug_tombstone``: that delete's version): it is stale, as
+    a write older than its own node's tombstone is; order of arrival cannot matter."""
+    return bool(
+        incoming.slug
+        and incoming.version
+        and slug_tombstone is not None
+        and incoming.version <= slug_tombstone
+    )
 
 
 def same_node(a: NodeRecord, b: NodeRecord) -> bool:

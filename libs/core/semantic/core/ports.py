@@ -193,11 +193,13 @@ class NodeStore(Protocol):
         ids: Sequence[str],
         version: int = 0,
         unheld_slugs: Sequence[str] = (),
+        named_slugs: Mapping[str, str] | None = None,
     ) -> list[tuple[str, str | None, DeleteOutcome]]:
         """Delete nodes and their vectors in every space, leaving tombstones.
         ``unheld_slugs``: slugs no node held when resolved, each deleted as the id an upsert
         by it creates (``Deletion.by_slug``); a result that found nothing names the slug
-        (``("", slug, NOT_FOUND)``)."""
+        (``("", slug, NOT_FOUND)``); ``named_slugs``: id -> the slug the delete named that
+        node by (a versioned delete tombstones the slug too: ``Deletion.named_slug``)."""
         ...
 
 

@@ -150,7 +150,8 @@ class SearchService:
         targets = list(dict.fromkeys([*ids, *(by_slug[s] for s in slugs if s in by_slug)]))
         unheld = list(dict.fromkeys(s for s in slugs if s not in by_slug))
         tombstoned = [s for s in unheld if s not in targets] if version else []
-        results = await self._nodes.delete(tenant, targets, version, tombstoned)
+        named = {by_slug[s]: s for s in slugs if s in by_slug}
+        results = await self._nodes.delete(tenant, targets, version, tombstoned, named)
         missing = [s for s in unheld if s not in tombstoned]  # the store answers those
         return results + [("", slug, DeleteOutcome.NOT_FOUND) for slug in missing]
 

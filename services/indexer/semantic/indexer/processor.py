@@ -156,7 +156,13 @@ class ChangeProcessor:
                 # store checks, under the node's lock, that a node found there holds it.
                 unheld = not change.id and node_id == change.slug
                 deletes.append(
-                    Deletion(tenant, node_id, change.version, by_slug=node_id if unheld else None)
+                    Deletion(
+                        tenant,
+                        node_id,
+                        change.version,
+                        by_slug=node_id if unheld else None,
+                        named_slug=change.slug if not change.id else None,
+                    )
                 )
         space = await self.active_space()
         written, removed = await self._writer.write(space, nodes, deletes)

@@ -32,6 +32,7 @@ async def delete_stored(
     results: list[DeleteResult] = []
     doomed: dict[str, list[str]] = {}
     tombs: dict[tuple[str, str], int] = {}
+    slugs: dict[tuple[str, str], str] = {}  # the slug a versioned delete named its node by
     for d in deletes:
         current = stored.get((d.tenant, d.id))
         node = current.node if current else None
@@ -51,6 +52,8 @@ async def delete_stored(
         if d.version or node is not None:
             version = max(d.version, current.version if current else 0)
             tombs[(d.tenant, d.id)] = max(version, tombs.get((d.tenant, d.id), 0))
+            if d.version and d.named_slug:
+                slugs[(d.tenant, d.id)] = d.named_slug
     for tenant, node_ids in sorted(doomed.items()):
         await keyword.remove_postings(conn, tenant, node_ids, stats)
         for space in spaces:
@@ -70,14 +73,16 @@ async def delete_stored(
         )
     if tombs:
         await conn.execute(
-            "INSERT INTO semantic.node_tombstones (tenant, id, version)"
-            " SELECT k.tenant, k.id, k.version"
-            " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(tenant, id, version)"
+            "INSERT INTO semantic.node_tombstones (tenant, id, version, slug)"
+            " SELECT k.tenant, k.id, k.version, k.slug FROM unnest("
+            "  $1::text[], $2::text[], $3::bigint[], $4::text[]) AS k(tenant, id, version, slug)"
             " ON CONFLICT (tenant, id) DO UPDATE SET"
             " version = GREATEST(semantic.node_tombstones.version, EXCLUDED.version),"
+            " slug = coalesce(EXCLUDED.slug, semantic.node_tombstones.slug),"
             " deleted_at = now()",
             [k[0] for k in tombs],
             [k[1] for k in tombs],
             list(tombs.values()),
+            [slugs.get(k) for k in tombs],
         )
     return results

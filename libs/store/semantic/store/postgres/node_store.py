@@ -36,6 +36,7 @@ from semantic.core.nodes import (
     content_hash,
     decide,
     same_node,
+    slug_stale,
 )
 from semantic.core.spaces import Space
 from semantic.store.postgres import keyword
@@ -140,6 +141,7 @@ class NodeRepository:
                 conn, [*winner, *deleted, *await _relation_ends(conn, writes, deleted)]
             )
             stored = await self.stored(conn, sorted(winner))
+            slug_tombs = await _slug_tombstones(conn, [writes[i].node for i in winner.values()])
             results: list[WriteResult] = []
             changed: list[NodeWrite] = []
             touched: list[NodeWrite] = []
@@ -150,6 +152,8 @@ class NodeRepository:
                 if winner[key] != index:
                     same = same_node(write.node, writes[winner[key]].node)
                     outcome = Outcome.UNCHANGED if same else Outcome.STALE
+                elif slug_stale(write.node, slug_tombs.get((key[0], write.node.slug or ""))):
+                    outcome = Outcome.STALE  # older than a delete that named its slug
                 else:
                     outcome = decide(write.node, current)
                 if winner[key] == index and outcome in (Outcome.CREATED, Outcome.UPDATED):
@@ -361,14 +365,20 @@ class NodeRepository:
         version: int = 0,
         *,
         unheld_slugs: Sequence[str] = (),
+        named_slugs: Mapping[str, str] | None = None,
     ) -> list[tuple[str, str | None, DeleteOutcome]]:
         """Delete nodes (and their vectors in every space) in one transaction, leaving
         tombstones so older upserts arriving later stay out; ``unheld_slugs``: slugs no
         node held when resolved, deleted as ``Deletion.by_slug`` (their results name the
-        slug, not an id)."""
-        deletes = [Deletion(tenant, node_id, version) for node_id in dict.fromkeys(ids)]
+        slug, not an id); ``named_slugs``: id -> the slug the delete named it by
+        (``Deletion.named_slug``)."""
+        named = named_slugs or {}
+        deletes = [
+            Deletion(tenant, node_id, version, named_slug=named.get(node_id))
+            for node_id in dict.fromkeys(ids)
+        ]
         deletes += [
-            Deletion(tenant, slug, version, by_slug=slug)
+            Deletion(tenant, slug, version, by_slug=slug, named_slug=slug)
             for slug in dict.fromkeys(unheld_slugs)
             if slug not in ids
         ]
@@ -543,6 +553,24 @@ async def _relation_ends(
     given = {(n.tenant, r.node_id) for n in replaced for r in n.relations or ()}
     changed = [*((n.tenant, n.id) for n in replaced), *deleted]
     return given | await related_nodes(conn, changed) if changed else given
+
+
+async def _slug_tombstones(
+    conn: asyncpg.Connection, nodes: Sequence[NodeRecord]
+) -> dict[tuple[str, str], int]:
+    """(tenant, slug) -> the newest version a delete naming a node by that slug left, for
+    the versioned nodes here that carry a slug."""
+    keys = sorted({(n.tenant, n.slug) for n in nodes if n.slug and n.version})
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "SELECT t.tenant, t.slug, max(t.version) AS version FROM semantic.node_tombstones t"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, slug)"
+        " ON t.tenant = k.tenant AND t.slug = k.slug GROUP BY t.tenant, t.slug",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r["tenant"], r["slug"]): r["version"] for r in rows}
 
 
 def _raced_slug(writes: Sequence[NodeWrite], detail: str) -> str:

@@ -100,10 +100,17 @@ class PostgresNodes:
         ids: Sequence[str],
         version: int = 0,
         unheld_slugs: Sequence[str] = (),
+        named_slugs: Mapping[str, str] | None = None,
     ) -> list[tuple[str, str | None, DeleteOutcome]]:
         """Delete nodes and their vectors in every space, leaving tombstones."""
         async with connection(self._pool) as conn:
             every_space = await spaces.list_spaces(conn)
             return await self._repository.delete(
-                conn, every_space, tenant, ids, version, unheld_slugs=unheld_slugs
+                conn,
+                every_space,
+                tenant,
+                ids,
+                version,
+                unheld_slugs=unheld_slugs,
+                named_slugs=named_slugs,
             )

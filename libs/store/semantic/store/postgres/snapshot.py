@@ -80,7 +80,7 @@ NODES = Table(
 )  # fmt: skip
 TOMBSTONES = Table(
     "node_tombstones",
-    _schema(("tenant", S), ("id", S), ("version", I64), ("deleted_at", TS)),
+    _schema(("tenant", S), ("id", S), ("version", I64), ("deleted_at", TS), ("slug", S)),
     ("tenant", "id"),
 )
 POSTINGS = Table(

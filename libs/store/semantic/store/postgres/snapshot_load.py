@@ -323,7 +323,8 @@ class SnapshotLoader:
         status = await self._conn.execute(
             "INSERT INTO semantic.node_tombstones AS t SELECT * FROM snap_node_tombstones"
             " ORDER BY tenant, id ON CONFLICT (tenant, id) DO UPDATE"
-            " SET version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at"
+            " SET version = EXCLUDED.version, deleted_at = EXCLUDED.deleted_at,"
+            " slug = coalesce(EXCLUDED.slug, t.slug)"
             " WHERE EXCLUDED.version > t.version"
             " OR (EXCLUDED.version = t.version AND EXCLUDED.deleted_at > t.deleted_at)"
         )

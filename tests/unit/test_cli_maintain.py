@@ -35,3 +35,22 @@ def test_a_missing_tokenizer_is_named_before_anything_runs(
     err = capsys.readouterr().err
     assert err.startswith("SEMANTIC_SEARCH_TOKENIZER: no file at ")
     assert str(tmp_path / "tokenizer.json") in err
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--batch-size", "0"],
+        ["--batch-size", "-5"],
+        ["--batch-size", "x"],
+        ["--type", "Bad Type!"],
+        ["--type", ""],
+    ],
+)
+def test_a_bad_batch_size_or_type_is_a_usage_error(
+    arguments: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["backfill", *arguments])
+    assert exited.value.code == 2
+    assert f"argument {arguments[0]}" in capsys.readouterr().err

@@ -48,10 +48,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--no-discover", action="store_true", help="skip relation discovery after the pass"
     )
     for command in (backfill, heal):
-        command.add_argument("--type", dest="content_type", help="only this content type")
+        command.add_argument(
+            "--type", dest="content_type", type=_content_type, help="only this content type"
+        )
         command.add_argument(
             "--batch-size",
-            type=int,
+            type=_positive,
             default=None,
             help="nodes per embed+write batch (default: SEMANTIC_INDEXER_HEAL_BATCH_SIZE)",
         )
@@ -105,6 +107,28 @@ def _space(text: str) -> int:
     if chosen is None:
         raise argparse.ArgumentTypeError("give a space id, or leave --space out")
     return chosen
+
+
+def _content_type(text: str) -> str:
+    """A ``--type`` value: a content type as nodes carry them ([a-z][a-z0-9_]{0,63})."""
+    from semantic.common.errors import InvalidArgument
+    from semantic.common.validation import name
+
+    try:
+        return name(text, "--type")
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from exc
+
+
+def _positive(text: str) -> int:
+    """A count of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

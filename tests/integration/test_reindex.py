@@ -102,6 +102,12 @@ async def test_reindex_switches_models_while_search_keeps_answering(
             again = await admin.Reindex(pb.ReindexRequest(model_dir=str(int8_model_dir)))
             assert not again.created  # idempotent: the same space
             assert again.space.id == started.space.id
+            listed = await admin.ListSpaces(pb.ListSpacesRequest())
+            old = next(s for s in listed.spaces if s.id != started.space.id)
+            assert old.vectors == 120  # the space being replaced, as listed
+            same = await admin.Reindex(pb.ReindexRequest(model_id=old.model_id))
+            assert (same.created, same.space.id) == (False, old.id)
+            assert (same.space.nodes, same.space.vectors) == (120, 120)  # counted, not 0
 
             async def switched() -> bool:
                 listed = await admin.ListSpaces(pb.ListSpacesRequest())

@@ -118,15 +118,22 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
             raise InvalidArgument("space_id", "must name the space to activate")
         previous, current = await self._spaces.activate(space_id, allow_building=request.force)
         before = await self._spaces.space(previous) if previous is not None else None
-        response = pb.ActivateSpaceResponse(current=_space_message(current))
+        counts = await self._spaces.registry.vector_counts(
+            [current, *([before] if before is not None else [])]
+        )
+        response = pb.ActivateSpaceResponse(current=_space_message(current, counts[current.id]))
         if before is not None:
-            response.previous.CopyFrom(_space_message(before))
+            response.previous.CopyFrom(_space_message(before, counts[before.id]))
         return response
 
     async def Rollback(self, request: pb.RollbackRequest, context: Any) -> pb.RollbackResponse:
         left, current = await self._spaces.rollback()
         before = await self._spaces.space(left)
-        return pb.RollbackResponse(previous=_space_message(before), current=_space_message(current))
+        counts = await self._spaces.registry.vector_counts([before, current])
+        return pb.RollbackResponse(
+            previous=_space_message(before, counts[before.id]),
+            current=_space_message(current, counts[current.id]),
+        )
 
     async def HealthReport(
         self, request: pb.HealthReportRequest, context: Any
@@ -266,7 +273,8 @@ class AdminServicer(search_pb2_grpc.AdminServicer):
         )
         if space.state == "building":
             self._start_build(space)
-        return pb.ReindexResponse(space=_space_message(space), created=created)
+        counts = await self._spaces.registry.vector_counts([space])
+        return pb.ReindexResponse(space=_space_message(space, counts[space.id]), created=created)
 
     def _start_build(self, space: Space) -> None:
         """Fill the space in the background; the task is kept so it is not collected."""

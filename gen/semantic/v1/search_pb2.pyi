@@ -740,6 +740,8 @@ class DeleteRequest(_message.Message):
     """Optional version of the deletion. 0: delete whatever is stored. Non-zero: delete
     only nodes whose stored version is lower or equal (others: DELETE_OUTCOME_STALE);
     the version is remembered so an older upsert arriving later cannot resurrect the node.
+    A slug of `slugs` is remembered too: a later write carrying it at this version or
+    older is stale, whatever its id.
     """
     @_builtins.property
     def ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -216,6 +216,33 @@ async def test_numbers_too_large_for_a_double_are_dead_lettered_and_the_loops_li
     assert await node_versions(database_url) == {"good": 1}
 
 
+async def test_a_heavy_event_does_not_hold_back_the_events_fetched_with_it(
+    nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Published while no indexer runs, one batch: a large body first, then three small
+    events of other nodes. The small ones are written before the large one is embedded
+    (their transaction is earlier), not after it in one transaction with it."""
+    async with running_indexer(env, monkeypatch):
+        await wait_for_streams(env["NATS_URL"])  # the streams exist; nothing is consumed
+    heavy_body = " ".join(f"paragraph {i} about the refund policy and returns" for i in range(150))
+    await publish(nc, content_event("heavy", 1, title="Heavy", body=heavy_body))
+    for name in ("l1", "l2", "l3"):
+        await publish(nc, content_event(name, 1, title=name, body="A short note."))
+    heavy_env = {**env, "SEMANTIC_INDEXER_HEAVY_EVENT_BYTES": "2000"}
+    async with running_indexer(heavy_env, monkeypatch):
+
+        async def all_written() -> bool:
+            return set(await node_versions(database_url)) == {"heavy", "l1", "l2", "l3"}
+
+        await wait_for(all_written, what="the four events")
+    conn = await asyncpg.connect(database_url)
+    try:
+        stamps = dict(await conn.fetch("SELECT id, updated_at FROM semantic.nodes"))
+    finally:
+        await conn.close()
+    assert all(stamps[name] < stamps["heavy"] for name in ("l1", "l2", "l3")), stamps
+
+
 async def test_stream_and_consumer_are_created_or_updated_at_start(
     nc: NatsClient, env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -126,6 +126,7 @@ async def serve(settings: IndexerSettings, stop: asyncio.Event | None = None) ->
             retry_initial_s=settings.indexer_retry_initial_s,
             retry_max_s=settings.indexer_retry_max_s,
             max_event_bytes=settings.indexer_max_event_bytes,
+            heavy_event_bytes=settings.indexer_heavy_event_bytes,
             limits=convert.Limits(max_text_chars=settings.indexer_max_text_chars),
         )
         guardian = DatabaseGuardian.from_settings(

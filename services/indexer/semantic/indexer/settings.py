@@ -73,6 +73,13 @@ class IndexerSettings(
     indexer_max_event_bytes: int = Field(
         1024 * 1024, ge=1024, description="Larger events are dead-lettered (too_large)."
     )
+    indexer_heavy_event_bytes: int = Field(
+        64 * 1024,
+        ge=1,
+        description="A content event this large is applied after its batch, alone (when no "
+        "other event of the batch names its node), so the batch does not wait for its "
+        "embedding.",
+    )
     indexer_max_text_chars: int = Field(
         InputLimitSettings.model_fields["search_max_text_chars"].default,
         ge=1,

@@ -112,6 +112,17 @@ def test_requests_parse_json_names_proto_names_and_refuse_unknown_fields() -> No
         with pytest.raises(errors.InvalidArgument) as caught:
             protojson.parse(body, pb.SearchRequest())
         assert caught.value.field == field, caught.value
+    for body, request, field in (
+        (b'{"events": [{"eventId": "e", "weight": %s}]}' % huge, pb.TrackRequest(), "events[0]"),
+        (
+            b'{"nodes": [{"id": "a"}, {"id": "b", "version": %s}]}' % huge,
+            pb.UpsertRequest(),
+            "nodes[1]",
+        ),
+    ):
+        with pytest.raises(errors.InvalidArgument) as caught:  # which item, named
+            protojson.parse(body, request)
+        assert caught.value.field in (f"{field}.weight", f"{field}.version"), caught.value
     wide = protojson.parse(b'{"text": "a", "minScore": %s}' % (b"9" * 50), pb.SearchRequest())
     assert wide.min_score == pytest.approx(1e50)  # a double it fits stays a number
 

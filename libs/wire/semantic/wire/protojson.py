@@ -145,7 +145,10 @@ def parse_dict(value: Any, message: M, *, field: str = "body", names: set[str] |
 
 _FAILED = re.compile(r"Failed to parse (\w+) field: ")
 _UNKNOWN = re.compile(r'has no field named "([^"]+)" at "([^"]+)"')
-_AT = re.compile(r" at ([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+)\.?$")
+_AT = re.compile(
+    r" at ([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[0-9]+\])*"
+    r"\.[A-Za-z_][A-Za-z0-9_]*(?:\[[0-9]+\])?)\.*$"
+)
 
 
 def _field_of(exc: BaseException, field: str) -> str:
@@ -160,10 +163,10 @@ def _field_of(exc: BaseException, field: str) -> str:
     if unknown is not None:
         at = [] if names else unknown.group(2).split(".")[1:]  # after the message's type
         names = [*names, *at, unknown.group(1)]
-    elif (where := _AT.search(text)) is not None:  # "... at SearchRequest.hybrid.rrfK."
-        at = where.group(1).split(".")[1:]
-        if at[: len(names)] == names:
-            names = at
+    elif (where := _AT.search(text)) is not None:  # "... at TrackRequest.events[0].weight."
+        at = where.group(1).split(".", 1)[1]  # after the message's type
+        if re.sub(r"\[[0-9]+\]", "", at).split(".")[: len(names)] == names:
+            return at if field == "body" else f"{field}.{at}"
     if not names:
         return field
     path = ".".join(names)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from semantic.core.domain import NodeRecord
-from semantic.indexer.consumer import _Decoded, _heavy_last
+from semantic.indexer.batching import Decoded, heavy_last
 from semantic.indexer.events import ContentChange
 
 HEAVY = 1000
@@ -15,7 +15,7 @@ HEAVY = 1000
 
 def _event(
     node_id: str, *, size: int = 10, slug: str | None = None, named_by_slug: bool = False
-) -> _Decoded:
+) -> Decoded:
     node = NodeRecord(tenant="", id=node_id, content_type="page", slug=slug)
     change = ContentChange(
         event_id=f"e-{node_id}",
@@ -28,22 +28,22 @@ def _event(
         occurred_at=None,
         source="tests",
     )
-    return _Decoded(SimpleNamespace(data=b"x" * size), change)  # type: ignore[arg-type]
+    return Decoded(SimpleNamespace(data=b"x" * size), change)  # type: ignore[arg-type]
 
 
-def _ids(items: list[_Decoded]) -> list[str]:
+def _ids(items: list[Decoded]) -> list[str]:
     return [i.item.id or f"slug:{i.item.slug}" for i in items]
 
 
 def test_a_heavy_event_of_its_own_node_goes_last() -> None:
     batch = [_event("a"), _event("big", size=HEAVY), _event("b", slug="b-page")]
-    light, heavy = _heavy_last(batch, HEAVY)
+    light, heavy = heavy_last(batch, HEAVY)
     assert (_ids(light), _ids(heavy)) == (["a", "b"], ["big"])
 
 
 def test_nothing_moves_where_the_order_could_matter() -> None:
-    def stays(*batch: _Decoded) -> None:
-        light, heavy = _heavy_last(list(batch), HEAVY)
+    def stays(*batch: Decoded) -> None:
+        light, heavy = heavy_last(list(batch), HEAVY)
         assert (_ids(light), heavy) == (_ids(list(batch)), [])
 
     stays(_event("big", size=HEAVY), _event("big"))  # the same node again
@@ -55,6 +55,6 @@ def test_nothing_moves_where_the_order_could_matter() -> None:
 
 def test_off_without_a_threshold_and_for_other_events() -> None:
     batch = [_event("big", size=HEAVY), _event("a")]
-    assert _heavy_last(batch, None) == (batch, [])
-    other: Any = _Decoded(SimpleNamespace(data=b"x" * HEAVY), object())  # type: ignore[arg-type]
-    assert _heavy_last([other], HEAVY) == ([other], [])
+    assert heavy_last(batch, None) == (batch, [])
+    other: Any = Decoded(SimpleNamespace(data=b"x" * HEAVY), object())  # type: ignore[arg-type]
+    assert heavy_last([other], HEAVY) == ([other], [])

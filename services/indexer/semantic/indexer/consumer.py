@@ -34,6 +34,8 @@ from nats.js import JetStreamContext
 from semantic.common.errors import DependencyUnavailable, FailedPrecondition, Overloaded
 from semantic.common.retry import is_transient
 from semantic.indexer import metrics
+from semantic.indexer.batching import Decoded as _Decoded
+from semantic.indexer.batching import heavy_last
 from semantic.indexer.events import (
     CONTENT_PREFIX,
     DLQ_PREFIX,
@@ -155,46 +157,6 @@ class ContentHandler:
         if outcome.superseded:
             applied.outcomes["superseded"] += outcome.superseded
         return applied
-
-
-@dataclass
-class _Decoded:
-    msg: Msg
-    item: Any
-
-
-def _heavy_last(
-    batch: list[_Decoded], heavy_bytes: int | None
-) -> tuple[list[_Decoded], list[_Decoded]]:
-    """The batch without its heavy content events, then those, to apply one by one after
-    it: a body of thousands of chunks takes minutes to embed, and the events fetched with
-    it would wait as long. Only an event named by id that no other event of the batch
-    names (by id or slug, its own or its node's) moves, and only in a batch without
-    events named by slug alone (which node such an event names can depend on what the
-    others write): for events of other nodes the order of application changes nothing."""
-    if heavy_bytes is None:
-        return batch, []
-    heavy = [
-        i
-        for i in batch
-        if isinstance(i.item, ContentChange) and i.item.id and len(i.msg.data) >= heavy_bytes
-    ]
-    if not heavy or any(isinstance(i.item, ContentChange) and not i.item.id for i in batch):
-        return batch, []
-    named: CounterType[tuple[str, str]] = CounterType()
-    for item in batch:
-        named.update(_names(item.item))
-    alone = {id(i) for i in heavy if all(named[n] == 1 for n in _names(i.item))}
-    return [i for i in batch if id(i) not in alone], [i for i in batch if id(i) in alone]
-
-
-def _names(item: Any) -> set[tuple[str, str]]:
-    """What a content event names its node by (other events: nothing)."""
-    if not isinstance(item, ContentChange):
-        return set()
-    names = {(item.tenant, f"id:{item.id}")} if item.id else set()
-    slugs = {item.slug, item.node.slug if item.node is not None else None}
-    return names | {(item.tenant, f"slug:{s}") for s in slugs if s}
 
 
 class ContentConsumer:
@@ -321,7 +283,7 @@ class ContentConsumer:
                     failure = Failure.poison("decode_error", f"{type(exc).__name__}: {exc}")
                     poisoned = [_Decoded(msg, None)]
                     await self._carry_out(poisoned, self._decide(poisoned, failure), failure)
-            light, heavy = _heavy_last(valid, self._config.heavy_event_bytes)
+            light, heavy = heavy_last(valid, self._config.heavy_event_bytes)
             if light:
                 await self._apply(light)
             for item in heavy:

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -95,29 +96,34 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     archetypes.add_argument("--min-events", type=int, default=3, help="events per user")
 
 
+def _argument(rule: Callable[[str, str], Any], flag: str) -> Callable[[str], Any]:
+    """An argparse ``type`` applying a validation rule; its refusal is a usage error."""
+    from semantic.common.errors import InvalidArgument
+
+    def checked(text: str) -> Any:
+        try:
+            return rule(text, flag)
+        except InvalidArgument as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from exc
+
+    return checked
+
+
 def _space(text: str) -> int:
     """A ``--space`` value: a space id (1 to 2^31 - 1), refused by argparse otherwise."""
-    from semantic.common.errors import InvalidArgument
     from semantic.common.validation import space_id
 
-    try:
-        chosen = space_id(text, "--space")
-    except InvalidArgument as exc:
-        raise argparse.ArgumentTypeError(exc.problem) from exc
+    chosen = _argument(space_id, "--space")(text)
     if chosen is None:
         raise argparse.ArgumentTypeError("give a space id, or leave --space out")
-    return chosen
+    return int(chosen)
 
 
 def _content_type(text: str) -> str:
     """A ``--type`` value: a content type as nodes carry them ([a-z][a-z0-9_]{0,63})."""
-    from semantic.common.errors import InvalidArgument
     from semantic.common.validation import name
 
-    try:
-        return name(text, "--type")
-    except InvalidArgument as exc:
-        raise argparse.ArgumentTypeError(exc.problem) from exc
+    return str(_argument(name, "--type")(text))
 
 
 def _positive(text: str) -> int:
@@ -300,13 +306,6 @@ async def _archetypes(args: argparse.Namespace) -> int:
     settings = WritePathSettings()
     if settings.database_url is None:
         print("DATABASE_URL is not set", file=sys.stderr)
-        return 2
-    if not settings.search_tokenizer.is_file():  # chunking needs it before anything is read
-        print(
-            f"SEMANTIC_SEARCH_TOKENIZER: no file at {settings.search_tokenizer}"
-            f" (from {Path.cwd()}); set it to the model's tokenizer.json",
-            file=sys.stderr,
-        )
         return 2
     pool = await create_pool(
         settings.dsn(), min_size=1, max_size=2, session_settings=default_session_settings()

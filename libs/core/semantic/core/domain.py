@@ -108,10 +108,22 @@ def assembled(
     return made
 
 
+_PLAINLY_VALID_SQUARES = ((2 * MIN_VECTOR_LENGTH) ** 2, (MAX_VECTOR_LENGTH / 2) ** 2)
+"""Sums of squares that leave no doubt about a vector's length, whatever the rounding of
+the sum in the vector's own precision."""
+
+
 def vector_problem(vector: np.ndarray[Any, Any]) -> str | None:
     """Why a one-dimensional float vector cannot be compared by cosine similarity (NaN or
     infinite values, all zeros, a length outside ``MIN_VECTOR_LENGTH``..``MAX_VECTOR_LENGTH``),
     or None when it can."""
+    array = np.asarray(vector)
+    if array.ndim == 1 and array.dtype.kind == "f":
+        # One pass for the common case (every query vector is checked): a NaN or an
+        # infinity makes the sum of squares NaN or infinite, which no bound admits.
+        squares = float(np.dot(array, array))
+        if _PLAINLY_VALID_SQUARES[0] <= squares <= _PLAINLY_VALID_SQUARES[1]:
+            return None
     if not np.isfinite(vector).all():
         return "holds NaN or infinite values"
     length = float(np.linalg.norm(np.asarray(vector, dtype=np.float64)))

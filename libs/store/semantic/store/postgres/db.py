@@ -264,30 +264,47 @@ async def create_pool(
     return pool
 
 
-@asynccontextmanager
-async def translated(pool: asyncpg.Pool | None = None) -> AsyncIterator[None]:
+class translated:  # noqa: N801 - used as a function: ``async with translated(pool):``
     """Turn outages (see the module doc) into DatabaseOutage, telling the pool's watcher,
     and statement timeouts into TimeoutError; every other driver error passes through
-    (a bug, hence INTERNAL)."""
+    (a bug, hence INTERNAL). A class rather than a generator: it wraps every statement
+    of the read path, where a generator's context manager costs several times more."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool | None = None) -> None:
+        self._pool = pool
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is not None:
+            _translate(exc, self._pool)
+
+
+def _translate(exc: BaseException, pool: asyncpg.Pool | None) -> None:
+    """Raise what ``exc`` becomes (:class:`translated`), or return to let it pass."""
+    if not isinstance(exc, Exception):
+        return  # cancellation and exits pass through
     watcher = _WATCHERS.get(id(pool)) if pool is not None else None
-    try:
-        yield
-    except asyncpg.QueryCanceledError as exc:
+    if isinstance(exc, asyncpg.QueryCanceledError):
         raise TimeoutError("statement timeout") from exc
-    except NoActiveSpace as exc:
+    if isinstance(exc, NoActiveSpace):
         if watcher is None:
-            raise
+            return
         # A guarded service made sure of a space at start: the database was replaced.
         _tell(watcher, "schema", exc)
         raise DatabaseOutage("schema", str(exc)) from exc
-    except Exception as exc:
-        kind = outage_of(exc)
-        if kind is None:
-            raise
-        _tell(watcher, kind, exc)
-        if isinstance(exc, DatabaseOutage):
-            raise
-        raise DatabaseOutage(kind, _detail(exc)) from exc
+    kind = outage_of(exc)
+    if kind is None:
+        return
+    _tell(watcher, kind, exc)
+    if isinstance(exc, DatabaseOutage):
+        return
+    raise DatabaseOutage(kind, _detail(exc)) from exc
 
 
 async def acquire(pool: asyncpg.Pool) -> asyncpg.Connection:
@@ -338,16 +355,12 @@ class ReadConnections:
         self._pool = pool
         self._releasing: set[asyncio.Future[None]] = set()
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, driver errors translated."""
-        conn = await acquire(self._pool)
-        try:
-            async with translated(self._pool):
-                yield conn
-        except BaseException:
-            self._release_later(conn)
-            raise
+    def reading(self) -> _Lease:
+        """A pooled connection (``async with reads.reading() as conn``), driver errors
+        translated."""
+        return _Lease(self)
+
+    async def _give_back(self, conn: asyncpg.Connection) -> None:
         read_only = getattr(conn, "lease_read_only", None)  # a PooledConnection's
         if read_only is None or conn.is_in_transaction():
             self._release_later(conn)
@@ -370,3 +383,29 @@ class ReadConnections:
         if not release.cancelled() and release.exception() is not None:
             # asyncpg closed the connection; the pool opens a new one when needed.
             log.warning("connection_release_failed", error=repr(release.exception()))
+
+
+class _Lease:
+    """One lease of :meth:`ReadConnections.reading` (a class, as :class:`translated`)."""
+
+    __slots__ = ("_conn", "_reads")
+
+    def __init__(self, reads: ReadConnections) -> None:
+        self._reads = reads
+        self._conn: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self._conn = await acquire(self._reads._pool)
+        return self._conn
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        conn, self._conn = self._conn, None
+        assert conn is not None
+        reads = self._reads
+        if exc is not None:
+            reads._release_later(conn)
+            _translate(exc, reads._pool)
+            return
+        await reads._give_back(conn)

@@ -4,8 +4,12 @@ field, at every entry: the wire conversion, the store's dense search inputs, the
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from semantic.common.errors import InvalidArgument
 from semantic.core import fusion
@@ -109,3 +113,48 @@ def test_hybrid_candidates_out_of_bounds_are_refused_not_clamped(candidates: int
         search_query(request, "", LIMITS, DEFAULTS)
     request.hybrid.candidates = MAX_HYBRID_CANDIDATES
     assert search_query(request, "", LIMITS, DEFAULTS).hybrid.candidates == MAX_HYBRID_CANDIDATES
+
+
+def _problem_by_definition(vector: np.ndarray) -> str | None:
+    """What ``vector_problem`` answers, computed the long way: every value finite, then
+    the length in float64 against the bounds."""
+    if not np.isfinite(vector).all():
+        return "non-finite"
+    length = float(np.linalg.norm(vector.astype(np.float64)))
+    if length == 0 or not MIN_VECTOR_LENGTH <= length <= MAX_VECTOR_LENGTH:
+        return "length"
+    return None
+
+
+_COMPONENTS = st.one_of(
+    st.floats(width=32, allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1.0, max_value=1.0, width=32),
+    st.sampled_from([0.0, 1e-45, 5e-7, 2e-6, 5.8e5, 6e5, 1e6, 3.4e38]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@example([math.nan, 0.5, 0.5], np.float32, 1.0)
+@example([0.5, math.inf, 0.5], np.float32, 1.0)
+@example([-math.inf, 0.5], np.float32, 1.0)
+@example([3.4e38, 1.0], np.float32, 1.0)
+@example([0.0, 1e-45], np.float32, 1.0)
+@given(
+    st.lists(_COMPONENTS, min_size=1, max_size=64),
+    st.sampled_from([np.float32, np.float64]),
+    st.sampled_from([1e-7, 1e-6, 1.0, 1e6, 1.1e6]),
+)
+def test_the_one_pass_check_answers_as_the_definition(
+    values: list[float], dtype: type, scale: float
+) -> None:
+    """The sum-of-squares shortcut never admits a vector the definition refuses (nor
+    refuses one it admits), at the bounds' edges and with NaN or infinity anywhere."""
+    with np.errstate(all="ignore"):
+        vector = (np.asarray(values, dtype=np.float64) * scale).astype(dtype)
+    expected = _problem_by_definition(vector)
+    got = vector_problem(vector)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert ("NaN or infinite" in got) == (expected == "non-finite")

@@ -109,8 +109,7 @@ def assembled(
 
 
 _PLAINLY_VALID_SQUARES = ((2 * MIN_VECTOR_LENGTH) ** 2, (MAX_VECTOR_LENGTH / 2) ** 2)
-"""Sums of squares that leave no doubt about a vector's length, whatever the rounding of
-the sum in the vector's own precision."""
+"""Sums of squares (float64, of a float32 vector) that leave no doubt about its length."""
 
 
 def vector_problem(vector: np.ndarray[Any, Any]) -> str | None:
@@ -118,10 +117,12 @@ def vector_problem(vector: np.ndarray[Any, Any]) -> str | None:
     infinite values, all zeros, a length outside ``MIN_VECTOR_LENGTH``..``MAX_VECTOR_LENGTH``),
     or None when it can."""
     array = np.asarray(vector)
-    if array.ndim == 1 and array.dtype.kind == "f":
+    if array.ndim == 1 and array.dtype == np.float32:
         # One pass for the common case (every query vector is checked): a NaN or an
-        # infinity makes the sum of squares NaN or infinite, which no bound admits.
-        squares = float(np.dot(array, array))
+        # infinity makes the sum of squares NaN or infinite, which no bound admits. In
+        # float64 no float32 value's square overflows (nor warns).
+        wide = array.astype(np.float64)
+        squares = float(np.dot(wide, wide))
         if _PLAINLY_VALID_SQUARES[0] <= squares <= _PLAINLY_VALID_SQUARES[1]:
             return None
     if not np.isfinite(vector).all():

@@ -23,7 +23,12 @@ from semantic.core.domain import (
     VectorTarget,
 )
 from semantic.store.postgres import dense
-from semantic.store.postgres.db import session_settings
+from semantic.store.postgres.db import (
+    ReadConnections,
+    connection,
+    create_pool,
+    session_settings,
+)
 from semantic.store.postgres.dense import DenseHit, dense_search
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.schema import bootstrap_schema
@@ -514,6 +519,70 @@ async def test_a_pool_connection_takes_a_wider_ef_search_for_its_session(
     # Back to the narrower value: the same answer as before, the session follows.
     assert [h.node_id for h in await search(EF_SEARCH)] == [h.node_id for h in narrow]
     assert await fast.fetchval("SELECT current_setting('hnsw.ef_search')") == str(EF_SEARCH)
+
+
+async def test_a_pool_connection_reset_to_its_start_up_ef_search_is_set_before_the_search(
+    corpus: Corpus,
+) -> None:
+    """A wider ef_search (a grown table) taken for a pool connection's session is undone
+    when a lease that is not read-only resets the session (RESET ALL). The connection
+    remembers which value its session has, so the next search sets the wider one first:
+    two round trips, not a search thrown away after reading back the narrower value."""
+    pool = await create_pool(
+        corpus.url, min_size=1, max_size=1, session_settings=session_settings(EF_SEARCH)
+    )
+    reads = ReadConnections(pool)
+    q = _queries(corpus, 1, seed=12)[0]
+    sql, params = compile_filter("", Filter())
+
+    async def search(ef: int) -> tuple[list[str], list[str]]:
+        statements: list[str] = []
+        async with reads.reading() as conn:
+            conn.add_query_logger(lambda record: statements.append(record.query))
+            hits = await dense_search(
+                conn,
+                corpus.table,
+                "",
+                q,
+                targets=(VectorTarget(),),
+                filter_sql=sql,
+                filter_params=params,
+                limit=10,
+                ef_search=ef,
+                exact_threshold=EXACT_THRESHOLD,
+                filtered=False,
+            )
+            await _logged(statements)
+            setting = await conn.fetchval("SELECT current_setting('hnsw.ef_search')")
+        return [h.node_id for h in hits], [*statements, f"ef={setting}"]
+
+    def kinds(statements: list[str]) -> list[str]:
+        return [
+            "set" if "set_config('hnsw.ef_search'" in s else "search" if "chunk" in s else s
+            for s in statements
+            if s != "SELECT current_setting('hnsw.ef_search')"
+        ]
+
+    try:
+        narrow, _ = await search(EF_SEARCH)
+        wide, ran = await search(EF_SEARCH * 3)
+        assert kinds(ran) == ["set", "search", f"ef={EF_SEARCH * 3}"]
+        assert kinds((await search(EF_SEARCH * 3))[1]) == ["search", f"ef={EF_SEARCH * 3}"]
+        async with connection(pool) as conn:  # a lease that is not read-only: reset after
+            await conn.execute("SELECT 1")
+        again, ran = await search(EF_SEARCH * 3)
+        assert again == wide
+        assert kinds(ran) == ["set", "search", f"ef={EF_SEARCH * 3}"]
+        # A record gone stale (the session changed behind the pool's back) costs a round
+        # trip, not the answer: the statement reads back what it ran with.
+        async with reads.reading() as conn:
+            await conn.execute("SET hnsw.ef_search = 7")
+        again, ran = await search(EF_SEARCH * 3)
+        assert again == wide
+        assert kinds(ran) == ["search", "set", "search", f"ef={EF_SEARCH * 3}"]
+        assert (await search(EF_SEARCH))[0] == narrow
+    finally:
+        await pool.close()
 
 
 async def test_table_sizes_follow_analyze_and_grow_ef_search(

@@ -24,6 +24,7 @@ recovers the database, refuses new work with ``DatabaseOutage("recovering")``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -203,11 +204,26 @@ class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
     included) leaves nothing to reset, and says so with :meth:`lease_read_only`.
     """
 
-    __slots__ = ("_read_only_lease",)
+    __slots__ = ("_read_only_lease", "ef_search", "startup_ef_search")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_only_lease = False
+        self.startup_ef_search: int | None = None
+        """``hnsw.ef_search`` as the pool started the session (its start-up value)."""
+        self.ef_search: int | None = None
+        """The session's ``hnsw.ef_search`` as far as this process knows (None: unknown):
+        a dense search sets another value before its statement rather than after
+        (``dense``). A search reads back what it ran with in any case, so a stale record
+        costs a round trip, never a wrong answer."""
+
+    def note_ef_search(self, value: int | None, *, start_up: bool = False) -> None:
+        """Record the session's ``hnsw.ef_search`` (:attr:`ef_search`; with ``start_up``,
+        as its start-up value too). A method: the pool hands out a proxy, through which
+        attributes can be read but not set."""
+        self.ef_search = value
+        if start_up:
+            self.startup_ef_search = value
 
     def lease_read_only(self) -> None:
         """Declare that this lease set no session state: its release skips the reset."""
@@ -227,6 +243,9 @@ async def reset_session(conn: asyncpg.Connection) -> None:
     query = conn.get_reset_query()
     if query:
         await conn.execute(query)
+        note = getattr(conn, "note_ef_search", None)  # isinstance holds for any connection
+        if note is not None:  # RESET ALL: back to the start-up value
+            note(conn.startup_ef_search)
 
 
 async def create_pool(
@@ -249,7 +268,7 @@ async def create_pool(
             dsn,
             min_size=min_size,
             max_size=max_size,
-            init=init_connection,
+            init=functools.partial(_init_pooled, ef_search=settings.get("hnsw.ef_search")),
             connection_class=PooledConnection,
             reset=reset_session,
             command_timeout=60,
@@ -332,6 +351,14 @@ def _tell(watcher: Watcher | None, kind: Outage, exc: BaseException) -> None:
 def _detail(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _init_pooled(conn: asyncpg.Connection, *, ef_search: str | None) -> None:
+    """A pool's new connection: the codecs, and the ``ef_search`` it starts with."""
+    await init_connection(conn)
+    note = getattr(conn, "note_ef_search", None)  # isinstance holds for any connection
+    if note is not None and ef_search is not None:
+        note(int(ef_search), start_up=True)
 
 
 @asynccontextmanager

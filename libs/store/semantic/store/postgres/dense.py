@@ -192,18 +192,33 @@ async def dense_search(
 async def _tuned(search: _DenseQuery) -> list[DenseHit]:
     """Run ``search`` with the settings it needs (module doc, step 1)."""
     conn = search.conn
+    note = getattr(conn, "note_ef_search", None)  # a pool's connection (PooledConnection)
+    known = getattr(conn, "ef_search", None)
+    if known is not None and known != search.ef:
+        await _set_ef(conn, search.ef)  # known to differ: set before, not after a search
     try:
         try:
-            return await search.run()
+            found = await search.run()
         except _Untuned as untuned:
             if not untuned.pooled:
                 raise
-            await conn.execute(SET_EF, search.ef)
-            return await search.run()
+            await _set_ef(conn, search.ef)
+            found = await search.run()
+        if note is not None:
+            note(search.ef)  # what the statement read back
+        return found
     except _Untuned:
         async with conn.transaction():
             await conn.execute(TUNE, search.ef, search.max_scan)
             return await search.run()
+
+
+async def _set_ef(conn: asyncpg.Connection, ef: int) -> None:
+    """``ef`` as the session's ``hnsw.ef_search`` (kept by a pool's read-only leases)."""
+    await conn.execute(SET_EF, ef)
+    note = getattr(conn, "note_ef_search", None)  # a pool's connection (PooledConnection)
+    if note is not None:
+        note(ef)
 
 
 async def explain_index_scan(

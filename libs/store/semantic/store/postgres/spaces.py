@@ -30,7 +30,7 @@ from semantic.core.spaces import (
     Space,
     vector_table,
 )
-from semantic.store.postgres.db import connection
+from semantic.store.postgres.db import ReadConnections, connection
 
 log = structlog.get_logger(__name__)
 
@@ -359,6 +359,7 @@ class PostgresSpaces:
         self, pool: asyncpg.Pool, *, index_precision: IndexPrecision = DEFAULT_INDEX_PRECISION
     ) -> None:
         self._pool = pool
+        self._reads = ReadConnections(pool)
         self._index_precision = _check_precision(index_precision)
 
     @property
@@ -367,13 +368,14 @@ class PostgresSpaces:
         return self._index_precision
 
     async def active(self) -> Space:
-        """The space search reads; NoActiveSpace when none is set up yet."""
-        async with connection(self._pool) as conn:
+        """The space search reads; NoActiveSpace when none is set up yet. (A read-path
+        lease: the search that finds the cached space expired waits for no session reset.)"""
+        async with self._reads.reading() as conn:
             return await active_space(conn)
 
     async def get(self, space_id: int) -> Space:
         """One space by id; NotFound when it does not exist."""
-        async with connection(self._pool) as conn:
+        async with self._reads.reading() as conn:
             return await get_space(conn, space_id)
 
     async def list_all(self) -> list[Space]:

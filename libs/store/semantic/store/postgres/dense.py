@@ -16,8 +16,11 @@ How a query runs (one round trip in the common case):
    (three more round trips). A search-pool connection that has them all but another
    ``ef_search`` (a ``limit`` above it, a space big enough for a wider search:
    ``table_sizes``) gets that one as its session's value instead (one round trip, paid
-   once per connection and value). The answer never depends on how the connection was
-   configured, only its cost does.
+   once per connection and value). The connection remembers the value its session has
+   (``PooledConnection.ef_search``, back to the start-up value when a lease that is not
+   read-only resets the session), so the round trip comes before the search rather
+   than after a search run with the wrong one. The answer never depends on how the
+   connection was configured, only its cost does.
 2. Without a filter (the tenant alone) the HNSW index scan runs directly, over the vector
    table alone (its rows carry the tenant; the node rows come with step 4). With one, the same
    statement first counts the matching nodes up to ``exact_threshold + 1`` and only scans the

@@ -77,7 +77,7 @@ class NodeRecord:
         (a recommendation scores a hundred and fifty of them per call)."""
         return assembled(
             cls,
-            _PARTIAL_DEFAULTS,
+            NODE_DEFAULTS,
             tenant=tenant,
             id=node_id,
             content_type=content_type,
@@ -138,8 +138,11 @@ def vector_problem(vector: np.ndarray[Any, Any]) -> str | None:
     return None
 
 
-_PARTIAL_DEFAULTS = {f.name: f.default for f in fields(NodeRecord) if f.default is not MISSING}
-"""NodeRecord's plain defaults (those with a factory are made anew by ``partial``)."""
+NODE_DEFAULTS = MappingProxyType(
+    {f.name: f.default for f in fields(NodeRecord) if f.default is not MISSING}
+)
+"""NodeRecord's plain defaults (those with a factory are made anew by whoever uses these
+with ``assembled``)."""
 
 
 @dataclass(frozen=True)

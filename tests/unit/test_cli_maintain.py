@@ -54,3 +54,20 @@ def test_a_bad_batch_size_or_type_is_a_usage_error(
         main(["backfill", *arguments])
     assert exited.value.code == 2
     assert f"argument {arguments[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["heal", "backfill", "archetypes"])
+def test_an_unreachable_database_is_one_line_not_a_traceback(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Nothing listens on port 1; the tokenizer only has to exist for the check before.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    monkeypatch.setenv("SEMANTIC_SEARCH_TOKENIZER", str(tmp_path / "tokenizer.json"))
+    assert main([command]) == 1
+    err = capsys.readouterr().err
+    assert f"{command} failed: postgresql unavailable" in err
+    assert "Traceback" not in err

@@ -204,9 +204,13 @@ async def _heal(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    pool = await create_pool(
-        settings.dsn(), min_size=1, max_size=4, session_settings=default_session_settings()
-    )
+    try:
+        pool = await create_pool(
+            settings.dsn(), min_size=1, max_size=4, session_settings=default_session_settings()
+        )
+    except SemanticError as exc:  # PostgreSQL unreachable: said, not a traceback
+        print(f"{args.command} failed: {exc}", file=sys.stderr)
+        return 1
     embedder = EmbedderClient(settings.embedder_address)
     bar = ProgressBar("scanned")
     try:
@@ -296,6 +300,7 @@ async def _discover(
 
 
 async def _archetypes(args: argparse.Namespace) -> int:
+    from semantic.common.errors import SemanticError
     from semantic.core.recommend.archetypes import ArchetypeRefresh
     from semantic.core.recommend.settings import RecommendSettings
     from semantic.core.settings import WritePathSettings
@@ -307,15 +312,19 @@ async def _archetypes(args: argparse.Namespace) -> int:
     if settings.database_url is None:
         print("DATABASE_URL is not set", file=sys.stderr)
         return 2
-    pool = await create_pool(
-        settings.dsn(), min_size=1, max_size=2, session_settings=default_session_settings()
-    )
     try:
-        space = await PostgresSpaces(pool).active()
-        refresh = ArchetypeRefresh(ArchetypeStore(pool), RecommendSettings().track_config())
-        done = await refresh.derive(space, k=args.k, min_events=args.min_events)
-    finally:
-        await pool.close()
+        pool = await create_pool(
+            settings.dsn(), min_size=1, max_size=2, session_settings=default_session_settings()
+        )
+        try:
+            space = await PostgresSpaces(pool).active()
+            refresh = ArchetypeRefresh(ArchetypeStore(pool), RecommendSettings().track_config())
+            done = await refresh.derive(space, k=args.k, min_events=args.min_events)
+        finally:
+            await pool.close()
+    except SemanticError as exc:  # PostgreSQL unreachable, no active space: said plainly
+        print(f"archetypes failed: {exc}", file=sys.stderr)
+        return 1
     for result in done:
         print(f"tenant {result.tenant or '_'}: {result.users} users, {result.clusters} archetypes")
     return 0

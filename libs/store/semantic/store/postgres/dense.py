@@ -195,21 +195,17 @@ async def dense_search(
 async def _tuned(search: _DenseQuery) -> list[DenseHit]:
     """Run ``search`` with the settings it needs (module doc, step 1)."""
     conn = search.conn
-    note = getattr(conn, "note_ef_search", None)  # a pool's connection (PooledConnection)
-    known = getattr(conn, "ef_search", None)
+    known = getattr(conn, "ef_search", None)  # a pool's connection's record
     if known is not None and known != search.ef:
         await _set_ef(conn, search.ef)  # known to differ: set before, not after a search
     try:
         try:
-            found = await search.run()
+            return await search.run()
         except _Untuned as untuned:
             if not untuned.pooled:
                 raise
             await _set_ef(conn, search.ef)
-            found = await search.run()
-        if note is not None:
-            note(search.ef)  # what the statement read back
-        return found
+            return await search.run()
     except _Untuned:
         async with conn.transaction():
             await conn.execute(TUNE, search.ef, search.max_scan)
@@ -363,6 +359,9 @@ class _DenseQuery:
                 return None  # few enough nodes match: exact
             if not head["tuned"]:
                 raise _Untuned(pooled=head["pooled"])
+            note = getattr(self.conn, "note_ef_search", None)  # a pool's connection
+            if note is not None and not self.conn.is_in_transaction():
+                note(self.ef)  # read back outside a transaction: the session has it
             gated = False
             if head["distinct_nodes"]:
                 key = (self.table, target.name)

@@ -482,27 +482,34 @@ async def test_a_connection_without_the_settings_gets_them_for_the_search_only(
     assert await conn.fetchval("SELECT current_setting('hnsw.ef_search')") == before
 
 
+async def _unfiltered(
+    conn: asyncpg.Connection, corpus: Corpus, q: np.ndarray[Any, Any], ef: int
+) -> list[DenseHit]:
+    """The 10 nearest nodes to ``q`` for the tenant alone, at ``ef_search`` ``ef``."""
+    sql, params = compile_filter("", Filter())
+    return await dense_search(
+        conn,
+        corpus.table,
+        "",
+        q,
+        targets=(VectorTarget(),),
+        filter_sql=sql,
+        filter_params=params,
+        limit=10,
+        ef_search=ef,
+        exact_threshold=EXACT_THRESHOLD,
+        filtered=False,
+    )
+
+
 async def test_a_pool_connection_takes_a_wider_ef_search_for_its_session(
     tuned: tuple[asyncpg.Connection, list[str]], corpus: Corpus
 ) -> None:
     fast, statements = tuned
     q = _queries(corpus, 1, seed=10)[0]
-    sql, params = compile_filter("", Filter())
 
     async def search(ef: int) -> list[DenseHit]:
-        return await dense_search(
-            fast,
-            corpus.table,
-            "",
-            q,
-            targets=(VectorTarget(),),
-            filter_sql=sql,
-            filter_params=params,
-            limit=10,
-            ef_search=ef,
-            exact_threshold=EXACT_THRESHOLD,
-            filtered=False,
-        )
+        return await _unfiltered(fast, corpus, q, ef)
 
     narrow = await search(EF_SEARCH)
     await _logged(statements)
@@ -533,25 +540,12 @@ async def test_a_pool_connection_reset_to_its_start_up_ef_search_is_set_before_t
     )
     reads = ReadConnections(pool)
     q = _queries(corpus, 1, seed=12)[0]
-    sql, params = compile_filter("", Filter())
 
     async def search(ef: int) -> tuple[list[str], list[str]]:
         statements: list[str] = []
         async with reads.reading() as conn:
             conn.add_query_logger(lambda record: statements.append(record.query))
-            hits = await dense_search(
-                conn,
-                corpus.table,
-                "",
-                q,
-                targets=(VectorTarget(),),
-                filter_sql=sql,
-                filter_params=params,
-                limit=10,
-                ef_search=ef,
-                exact_threshold=EXACT_THRESHOLD,
-                filtered=False,
-            )
+            hits = await _unfiltered(conn, corpus, q, ef)
             await _logged(statements)
             setting = await conn.fetchval("SELECT current_setting('hnsw.ef_search')")
         return [h.node_id for h in hits], [*statements, f"ef={setting}"]

@@ -103,7 +103,7 @@ integration: setup models
 	SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -m integration -q
 
 test: check models browser
-	SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q
+	SEMANTIC_TEST_MODELS=$(abspath $(MODELS)) $(BIN)/pytest -q --durations=15
 
 ## A long fuzz campaign against the real services (Hypothesis profile `fuzz`, thousands of
 ## examples per RPC; failures are replayed first next time from .hypothesis/).

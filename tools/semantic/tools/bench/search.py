@@ -54,6 +54,7 @@ from semantic.search.settings import SearchSettings
 from semantic.store.postgres import dense, spaces
 from semantic.store.postgres.db import default_session_settings, init_connection, session_settings
 from semantic.store.postgres.filters import compile_filter
+from semantic.store.postgres.table_sizes import grown_ef_search
 from semantic.tools.bench.corpus import (
     EMBEDDER_THREADS,
     SHARED_BUFFERS,
@@ -195,6 +196,7 @@ async def _latency_against_floor(
     exact: np.ndarray[Any, Any],
     top_k: int,
     vector_request: Callable[[np.ndarray[Any, Any]], pb.SearchRequest],
+    minimal_address: str,
 ) -> dict[str, Any]:
     """Service latencies and the floor's parts measured in the same rounds, one client.
 
@@ -208,13 +210,19 @@ async def _latency_against_floor(
     every part runs amid the others, as the hops of one query do, and the machine's
     moment is the same for the service and its floor (measured in separate loops minutes
     apart, a floor taken on a quiet machine sat under a service measured on a busy one;
-    ``floor_blocks`` keeps that method's figures)."""
+    ``floor_blocks`` keeps that method's figures). The vector rounds also send the query
+    to the minimal service (:mod:`semantic.tools.bench.minimal_search`, at
+    ``minimal_address``): what the product's own layers cost above the least a Python
+    service does."""
     samples: dict[str, list[float]] = {
-        k: [] for k in ("search", "text_search", "grpc", "sql", "text_sql", "embed")
+        k: [] for k in ("search", "text_search", "grpc", "sql", "text_sql", "embed", "minimal")
     }
     recalls: list[float] = []
+    minimal_recalls: list[float] = []
     health = health_pb2_grpc.HealthStub(channel)
     search = search_pb2_grpc.SearchStub(channel)
+    minimal_channel = grpc.aio.insecure_channel(minimal_address)
+    minimal = search_pb2_grpc.SearchStub(minimal_channel)
     n, m = len(queries), len(texts)
     text_vectors: list[np.ndarray[Any, Any] | None] = [None] * m
     conn = await asyncpg.connect(stack.database_url, server_settings=default_session_settings())
@@ -242,6 +250,14 @@ async def _latency_against_floor(
                     got = {int(h.node.id[1:]) for h in reply.hits}
                     recalls.append(len(got & set(exact[i].tolist())) / top_k)
 
+            async def minimal_search(i: int, measured: bool) -> None:
+                reply = await timed(
+                    "minimal", measured, lambda: minimal.Search(vector_request(queries[i]))
+                )
+                if measured:
+                    got = {int(h.node.id[1:]) for h in reply.hits}
+                    minimal_recalls.append(len(got & set(exact[i].tolist())) / top_k)
+
             async def text_search(i: int, measured: bool) -> None:
                 request = pb.SearchRequest(text=texts[i], mode=pb.SEARCH_MODE_DENSE, top_k=top_k)
                 await timed("text_search", measured, lambda: search.Search(request))
@@ -265,7 +281,7 @@ async def _latency_against_floor(
 
             for i in range(m):  # every text's own vector first: the bare text query needs it
                 await embed(i, False, own=True)
-            vector_parts = (vector_search, empty, bare_sql)
+            vector_parts = (vector_search, empty, bare_sql, minimal_search)
             text_parts = (text_search, embed, bare_text_sql, empty)
             for round_ in range(_FLOOR_ROUNDS + 1):
                 measured = round_ > 0
@@ -275,8 +291,13 @@ async def _latency_against_floor(
                             await parts[(i + round_ + k) % len(parts)](i, measured)
         finally:
             await conn.close()
+            await minimal_channel.close()
     return {
         "vector_query": percentiles(samples["search"]),
+        "minimal_service": {
+            **percentiles(samples["minimal"]),
+            "recall_at_10": round(statistics.fmean(minimal_recalls), 4),
+        },
         "text_query": percentiles(samples["text_search"]),
         "recall_at_10": round(statistics.fmean(recalls), 4),
         "floor": {
@@ -399,15 +420,18 @@ async def _measure(
         for q in warm:  # other queries than the measured ones: index pages into memory
             await stub.Search(vector_request(q))
         progress("vector and text queries, interleaved with the floor's parts")
-        latency = await _latency_against_floor(
-            stack,
-            channel,
-            queries=queries,
-            texts=texts,
-            exact=exact,
-            top_k=config.top_k,
-            vector_request=vector_request,
-        )
+        with _minimal_service(stack.database_url, config.n) as minimal:
+            await minimal.wait_serving(timeout_s=60)
+            latency = await _latency_against_floor(
+                stack,
+                channel,
+                queries=queries,
+                texts=texts,
+                exact=exact,
+                top_k=config.top_k,
+                vector_request=vector_request,
+                minimal_address=minimal.address,
+            )
         progress("hybrid text queries, expansion off and on (the default), alternating")
         expansion = await _expansion_cost(stub, texts, config.top_k)
     progress(f"throughput: {config.clients} clients, service against its own SQL, alternating")
@@ -432,6 +456,7 @@ async def _measure(
     sweep = await _ef_sweep(stack.database_url, queries, exact, config.top_k)
     vector, text_query, floor = latency["vector_query"], latency["text_query"], latency["floor"]
     recall = latency["recall_at_10"]
+    minimal = latency["minimal_service"]
     return {
         "data": {
             "kind": "embedding-like clusters (calibrated on MiniLM / NFCorpus)",
@@ -455,7 +480,10 @@ async def _measure(
         "vs_floor": {
             "vector_p50": round(vector["p50_ms"] / floor["vector_query_floor_p50_ms"], 3),
             "text_p50": round(text_query["p50_ms"] / floor["text_query_floor_p50_ms"], 3),
+            "minimal_service_p50": round(minimal["p50_ms"] / floor["vector_query_floor_p50_ms"], 3),
         },
+        "vector_vs_minimal_service_p50": round(vector["p50_ms"] / minimal["p50_ms"], 3),
+        "minimal_service": minimal,
         "vs_floor_blocks": {
             "vector_p50": round(vector["p50_ms"] / blocks["vector_query_floor_p50_ms"], 3),
             "text_p50": round(text_query["p50_ms"] / blocks["text_query_floor_p50_ms"], 3),
@@ -480,6 +508,22 @@ async def _measure(
             <= GOALS["text_vs_floor"] * floor["text_query_floor_p50_ms"],
         },
     }
+
+
+@contextmanager
+def _minimal_service(database_url: str, rows: int) -> Iterator[ServiceProcess]:
+    """The minimal search server (:mod:`semantic.tools.bench.minimal_search`) on the
+    bench's database, at the ``ef_search`` the service uses for a table of ``rows``."""
+    growth = SearchSettings.model_fields["search_ef_search_growth"].default
+    ef = grown_ef_search(EF_SEARCH, rows, growth)
+    service = ServiceProcess.spawn(
+        "semantic.tools.bench.minimal_search",
+        {"DATABASE_URL": database_url, "SEMANTIC_SEARCH_EF_SEARCH": str(ef)},
+    )
+    try:
+        yield service
+    finally:
+        service.stop(10.0)
 
 
 @contextmanager

@@ -432,21 +432,26 @@ async def _measure(
                 vector_request=vector_request,
                 minimal_address=minimal.address,
             )
-        progress("hybrid text queries, expansion off and on (the default), alternating")
-        expansion = await _expansion_cost(stub, texts, config.top_k)
-    progress(f"throughput: {config.clients} clients, service against its own SQL, alternating")
-    throughput = await measure_throughput(
-        search_address=stack.search_address,
-        database_url=stack.database_url,
-        search_pid=stack.pids()["search"],
-        ef_search=EF_SEARCH,
-        queries=queries,
-        node_ids=[f"n{i}" for i in rng.choice(config.n, size=config.queries, replace=False)],
-        clients=config.clients,
-        rounds=config.rounds,
-        per_round=config.per_round,
-        asyncio_search=(other.address, other.pid),
-    )
+            progress("hybrid text queries, expansion off and on (the default), alternating")
+            expansion = await _expansion_cost(stub, texts, config.top_k)
+            progress(
+                f"throughput: {config.clients} clients, service against its own SQL, alternating"
+            )
+            throughput = await measure_throughput(
+                search_address=stack.search_address,
+                database_url=stack.database_url,
+                search_pid=stack.pids()["search"],
+                ef_search=EF_SEARCH,
+                queries=queries,
+                node_ids=[
+                    f"n{i}" for i in rng.choice(config.n, size=config.queries, replace=False)
+                ],
+                clients=config.clients,
+                rounds=config.rounds,
+                per_round=config.per_round,
+                asyncio_search=(other.address, other.pid),
+                minimal_service=(minimal.address, minimal.pid),
+            )
     progress(f"throughput: {throughput['qps']}")
     progress("exact baseline")
     baseline = await _exact_baseline(stack.database_url, queries, exact, config.top_k)

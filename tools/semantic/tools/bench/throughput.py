@@ -18,7 +18,12 @@ medians over the rounds:
   statement that orders by the distance to that node's vector, excluding it;
 - ``search_asyncio`` (when a second search process is given): ``search`` against a search
   process on the standard library's event loop (``SEMANTIC_EVENT_LOOP=asyncio``), same
-  database, so ``event_loop`` compares the default (uvloop) with it in one run.
+  database, so ``event_loop`` compares the default (uvloop) with it in one run;
+- ``minimal_service`` (when given): the same ``Search`` requests answered by the bench's
+  minimal search service (``semantic.tools.bench.minimal_search``: grpc.aio on uvloop, the
+  service's own statement on plain connections, the node rows written into the reply), the
+  least a Python gRPC service does for them: ``minimal_service_vs_own_sql`` is what the
+  architecture allows, ``search_vs_minimal_service`` what the product's own layers cost.
 
 CPU milliseconds per query of each process (the search service, PostgreSQL's processes, the
 bench's own client) are read from the kernel's counters around every round, so the report
@@ -110,9 +115,11 @@ async def measure_throughput(
     rounds: int,
     per_round: int,
     asyncio_search: tuple[str, int] | None = None,
+    minimal_service: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """The report's ``throughput`` part (see the module doc). ``asyncio_search``: the address
-    and pid of a search process on the standard library's loop (``search_asyncio``)."""
+    and pid of a search process on the standard library's loop (``search_asyncio``);
+    ``minimal_service``: those of the minimal search service."""
     pool = await asyncpg.create_pool(
         database_url,
         min_size=clients,
@@ -124,6 +131,7 @@ async def measure_throughput(
     assert pool is not None
     channel = grpc.aio.insecure_channel(search_address)
     other = grpc.aio.insecure_channel(asyncio_search[0]) if asyncio_search else None
+    least = grpc.aio.insecure_channel(minimal_service[0]) if minimal_service else None
     try:
         conns = [await pool.acquire() for _ in range(clients)]
         space = await spaces.active_space(conns[0])
@@ -133,6 +141,8 @@ async def measure_throughput(
         roots = {"search": search_pid, "postgres": postmaster, "client": psutil.Process().pid}
         if asyncio_search:
             roots["search_asyncio"] = asyncio_search[1]
+        if minimal_service:
+            roots["minimal_service"] = minimal_service[1]
         cpu = _Cpu(roots, alone=frozenset({"client"}))  # the services may be its children
         stub = search_pb2_grpc.SearchStub(channel)
         requests = [
@@ -209,6 +219,13 @@ async def measure_throughput(
                 await other_stub.Search(requests[i % n])
 
             kinds["search_asyncio"] = search_asyncio
+        if least is not None:
+            least_stub = search_pb2_grpc.SearchStub(least)
+
+            async def minimal_rpc(k: int, i: int) -> None:
+                await least_stub.Search(requests[i % n])
+
+            kinds["minimal_service"] = minimal_rpc
         for call in kinds.values():  # warm-up: statements prepared, pages read in
             await _round(call, clients, min(per_round, 4 * n), cpu)
         samples: dict[str, list[dict[str, float]]] = {name: [] for name in kinds}
@@ -222,6 +239,8 @@ async def measure_throughput(
         await channel.close()
         if other is not None:
             await other.close()
+        if least is not None:
+            await least.close()
         await pool.close()
     medians = {
         name: {key: round(statistics.median(s[key] for s in runs), 3) for key in runs[0]}
@@ -242,6 +261,9 @@ async def measure_throughput(
             for name, m in medians.items()
         },
     }
+    if "minimal_service" in medians:
+        report["minimal_service_vs_own_sql"] = round(qps["minimal_service"] / qps["own_sql"], 3)
+        report["search_vs_minimal_service"] = round(qps["search"] / qps["minimal_service"], 3)
     if "search_asyncio" in medians:
         report["event_loop"] = {
             "uvloop_vs_asyncio_qps": round(qps["search"] / qps["search_asyncio"], 3),

@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,21 +242,24 @@ async def _latency_against_floor(
                     samples[kind].append((time.perf_counter() - started) * 1000)
                 return result
 
-            async def vector_search(i: int, measured: bool) -> None:
-                reply = await timed(
-                    "search", measured, lambda: search.Search(vector_request(queries[i]))
-                )
-                if measured:
-                    got = {int(h.node.id[1:]) for h in reply.hits}
-                    recalls.append(len(got & set(exact[i].tolist())) / top_k)
+            def vector_part(
+                kind: str, stub: search_pb2_grpc.SearchStub, found: list[float]
+            ) -> Callable[[int, bool], Awaitable[None]]:
+                """A vector ``Search`` through ``stub``, timed as ``kind``; its recall
+                into ``found``."""
 
-            async def minimal_search(i: int, measured: bool) -> None:
-                reply = await timed(
-                    "minimal", measured, lambda: minimal.Search(vector_request(queries[i]))
-                )
-                if measured:
-                    got = {int(h.node.id[1:]) for h in reply.hits}
-                    minimal_recalls.append(len(got & set(exact[i].tolist())) / top_k)
+                async def part(i: int, measured: bool) -> None:
+                    reply = await timed(
+                        kind, measured, lambda: stub.Search(vector_request(queries[i]))
+                    )
+                    if measured:
+                        got = {int(h.node.id[1:]) for h in reply.hits}
+                        found.append(len(got & set(exact[i].tolist())) / top_k)
+
+                return part
+
+            vector_search = vector_part("search", search, recalls)
+            minimal_search = vector_part("minimal", minimal, minimal_recalls)
 
             async def text_search(i: int, measured: bool) -> None:
                 request = pb.SearchRequest(text=texts[i], mode=pb.SEARCH_MODE_DENSE, top_k=top_k)

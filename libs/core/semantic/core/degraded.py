@@ -123,6 +123,12 @@ class ChangeFeed(Protocol):
         """Drop change-log rows older than this; how many."""
         ...
 
+    @property
+    def origin(self) -> int | None:
+        """The change-log table's identity at the last read (None before one): another one
+        means the log was made anew."""
+        ...
+
 
 class LocalIndex(Protocol):
     """The local copy of one space's vectors and node fields (see module doc)."""
@@ -171,6 +177,19 @@ class LocalIndex(Protocol):
         (content types, tags, ids only), scored as the dense search scores, nodes attached."""
         ...
 
+    def candidates(
+        self,
+        tenant: str,
+        vector: np.ndarray[Any, Any],
+        name: str,
+        flt: Filter,
+        limit: int,
+    ) -> tuple[list[str], bool] | None:
+        """The ids of at least ``limit`` nodes of ``tenant`` (vector ``name``, ``flt``'s content
+        types, tags and ids) nearest ``vector``, and whether they are every such node; None
+        when so few of the index's vectors qualify that finding them would take a wide search."""
+        ...
+
     def node(self, tenant: str, *, node_id: str | None, slug: str | None) -> IndexedNode | None:
         """One node by id or slug."""
         ...
@@ -190,6 +209,11 @@ class LocalIndex(Protocol):
 
 
 UNSUPPORTED = "degraded mode (PostgreSQL unreachable) filters by content type, tag and id only"
+
+
+def local_filter(flt: Filter) -> bool:
+    """Whether the local index can evaluate every part of ``flt``."""
+    return not flt.metadata and flt.created is None and flt.updated is None
 
 
 def check_supported(flt: Filter) -> None:
@@ -225,8 +249,40 @@ def matches(node: IndexedNode, flt: Filter) -> bool:
     return not (flt.exclude_ids and node.id in flt.exclude_ids)
 
 
+@dataclass(frozen=True)
+class LocalCandidates:
+    """The candidates of a local-first dense search (``DegradedReads.candidates``): node ids
+    from the local index, and what PostgreSQL needs to tell which nodes changed since."""
+
+    ids: tuple[str, ...]
+    complete: bool
+    """Every node of the tenant that the index holds and the filter passes is among ``ids``
+    (the index was searched exhaustively)."""
+    cursor: int
+    """The change-log cursor the index is current to: nodes changed by transactions at or
+    after it are scored from PostgreSQL whatever the index says."""
+    origin: int
+    """The change-log table's identity at the index's last sync (``ChangeFeed.origin``)."""
+
+
 class DegradedReads(Protocol):
-    """What the SearchService asks when PostgreSQL is unreachable (the follower)."""
+    """What the SearchService asks the local index's follower: the index while PostgreSQL is
+    unreachable, and the candidates of a local-first dense search while it is not."""
+
+    def candidates(
+        self,
+        space: Space,
+        tenant: str,
+        vector: np.ndarray[Any, Any],
+        *,
+        name: str,
+        flt: Filter,
+        limit: int,
+    ) -> LocalCandidates | None:
+        """Candidates for the ``limit`` nodes most similar to ``vector`` (vector ``name``,
+        content-type, tag and id filters applied), or None when the index cannot give them
+        (not ready, another space, not synced yet, or too few of the tenant's nodes near)."""
+        ...
 
     def reader(self, cause: BaseException) -> LocalIndex:
         """The index when it can serve; DependencyUnavailable (naming ``cause`` and why

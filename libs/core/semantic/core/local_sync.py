@@ -23,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import structlog
 from prometheus_client import Counter, Gauge
 
 from semantic.common.errors import DependencyUnavailable
-from semantic.core.degraded import ChangeFeed, LocalIndex, NodeChange
+from semantic.core.degraded import ChangeFeed, LocalCandidates, LocalIndex, NodeChange
+from semantic.core.domain import Filter
 from semantic.core.spaces import Space
 
 log = structlog.get_logger(__name__)
@@ -92,6 +95,9 @@ class LocalIndexFollower:
         self._pruned_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
+        self._origin: int | None = None
+        """The change log's identity when the index was last made current (None: not since
+        this process started): what a local-first search checks the log against."""
 
     # --- state ----------------------------------------------------------------------------
 
@@ -123,6 +129,29 @@ class LocalIndexFollower:
                 f"{cause}; degraded reads are unavailable: the local index is {self._state}",
             )
         return self._index
+
+    def candidates(
+        self,
+        space: Space,
+        tenant: str,
+        vector: np.ndarray[Any, Any],
+        *,
+        name: str,
+        flt: Filter,
+        limit: int,
+    ) -> LocalCandidates | None:
+        """A local-first search's candidates (``DegradedReads.candidates``): None unless the
+        index is ready, of ``space``, and made current by a sync of this process."""
+        index = self._index
+        indexed = index.space
+        origin = self._origin
+        if not self._ready or origin is None or indexed is None or not same_space(indexed, space):
+            return None
+        found = index.candidates(tenant, vector, name, flt, limit)
+        if found is None:
+            return None
+        ids, complete = found
+        return LocalCandidates(tuple(ids), complete, index.cursor, origin)
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -166,6 +195,7 @@ class LocalIndexFollower:
         now = self._clock()
         stale = current is not None and now - self._index.synced_at > RETENTION_S
         if current is None or not same_space(current, space) or stale:
+            self._origin = None
             await self._rebuild(space)
         else:
 
@@ -176,10 +206,12 @@ class LocalIndexFollower:
 
             batch = await self._feed.changes(space, self._index.cursor, apply, batch=CHANGES_BATCH)
             if batch.reset:
+                self._origin = None
                 log.warning("local_index_reset", space=space.id, reason=batch.reset)
                 await self._rebuild(space)
                 return await self._after_sync(now)
             self._index.mark_synced(batch.cursor, self._clock())
+            self._origin = self._feed.origin
             BEHIND.set(batch.log_rows)
             self._dirty = self._dirty or batch.changed > 0
             self._set_ready(True, "current")
@@ -215,6 +247,7 @@ class LocalIndexFollower:
 
         cursor = await self._feed.snapshot(space, apply, batch=SNAPSHOT_BATCH)
         self._index.mark_synced(cursor, self._clock())
+        self._origin = self._feed.origin
         REBUILDS.inc()
         BEHIND.set(0)
         self._dirty = True

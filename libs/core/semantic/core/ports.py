@@ -38,6 +38,7 @@ from semantic.common.embedding import InputType
 
 if TYPE_CHECKING:
     from semantic.core.consistency import AliasState, Offenders, SchemaState, SpaceTables
+    from semantic.core.degraded import LocalCandidates
     from semantic.core.domain import DenseHit, NodeRecord, SearchQuery
     from semantic.core.explore import ExploreQuery, Sample
     from semantic.core.nodes import (
@@ -217,6 +218,22 @@ class Retrieval(Protocol):
     ) -> list[DenseHit]:
         """The ``limit`` nodes most similar to ``vector`` (node rows attached after
         ``attach_after`` hits)."""
+        ...
+
+    async def dense_candidates(
+        self,
+        space: Space,
+        query: SearchQuery,
+        vector: np.ndarray[Any, Any],
+        limit: int,
+        candidates: LocalCandidates,
+        *,
+        attach_after: int | None = None,
+    ) -> list[DenseHit] | None:
+        """The ``limit`` nodes most similar to ``vector`` among a local index's candidates
+        and every node changed since its cursor, scored exactly (first target only; node rows
+        attached after ``attach_after`` hits); None when the source of truth cannot tell which
+        nodes changed since (the caller runs :meth:`dense` then)."""
         ...
 
     async def keyword(self, query: SearchQuery, limit: int) -> list[tuple[str, float]]:

@@ -7,6 +7,20 @@ Degraded reads: when the primary path of Search or Nearest raises ``DependencyUn
 for PostgreSQL and a local index is wired (:mod:`semantic.core.degraded`), the read is
 answered from that index: dense only (a keyword or hybrid query is embedded and searched
 densely, ``mode`` DENSE), content-type, tag and id filters only, ``degraded`` True.
+
+Local-first dense search: while PostgreSQL is reachable and the same local index is current
+(``local_first``), a dense search with one vector name and a filter the index can evaluate
+takes its candidates from the index (a few times the page's size, in-process) and PostgreSQL
+scores them exactly, together with every node its change log names since the index's last
+sync, the filter applied and the page's node rows read in the same statement
+(``Retrieval.dense_candidates``). What a search returns therefore always comes from
+PostgreSQL as it is at the statement: a node written a moment ago is a candidate through the
+log, a node deleted is gone, a node changed is scored and shown as it is now. PostgreSQL's
+HNSW index scan answers instead when the index is not ready, follows another space, has not
+synced since this process started, finds too few of the tenant's nodes near the query
+(a tenant or filter holding a small share of the index), when the log cannot vouch for the
+candidates (made anew, truncated, or too many changes since the sync), and when fewer than
+the page come back from candidates that were not all of the tenant's nodes.
 """
 
 from __future__ import annotations
@@ -18,12 +32,14 @@ from typing import Any
 
 import numpy as np
 import structlog
+from prometheus_client import Counter
 
 from semantic.common.errors import DependencyUnavailable, InvalidArgument, NotFound
 from semantic.core import expansion, fusion
 from semantic.core import modifiers as scoring
-from semantic.core.degraded import DegradedReads, LocalIndex, check_supported
+from semantic.core.degraded import DegradedReads, LocalIndex, check_supported, local_filter
 from semantic.core.domain import (
+    DEFAULT_VECTOR,
     DenseHit,
     Filter,
     Fusion,
@@ -44,6 +60,12 @@ from semantic.core.spaces import ActiveSpaces, Space, check_half_range
 from semantic.core.writer import ContentWriter
 
 log = structlog.get_logger(__name__)
+LOCAL_FIRST = Counter(
+    "semantic_local_first_searches_total",
+    "Dense searches that tried the local index's candidates first, by outcome: answered, or"
+    " why the HNSW index scan answered instead (unsupported, no_candidates, changes, too_few)",
+    ["outcome"],
+)
 
 Key = tuple[str, str]
 Chooser = Callable[[NodeRecord], Sequence[scoring.Modifier]]
@@ -100,10 +122,14 @@ class SearchService:
         *,
         fallback: DegradedReads | None = None,
         rescoring: Rescoring | None = None,
+        local_first: bool = False,
     ) -> None:
         """``fallback``: where reads go while PostgreSQL is unreachable (none: they fail);
-        ``rescoring``: score modifiers' defaults and feedback (none: no defaults)."""
+        ``rescoring``: score modifiers' defaults and feedback (none: no defaults);
+        ``local_first``: dense searches take their candidates from ``fallback`` while it is
+        current (module doc)."""
         self._spaces = spaces
+        self._local_first = fallback if local_first else None
         self._rescoring = rescoring or Rescoring()
         self._fallback = fallback
         self._nodes: NodeStore = writer.nodes
@@ -211,10 +237,13 @@ class SearchService:
         if query.mode is Mode.DENSE:
             assert vector is not None
             # The page's nodes come with the dense statement itself.
-            dense_hits = await self._retrieval.dense(
-                space, query, vector, wanted, attach_after=query.offset if chooser is None else 0
-            )
-            hits = fusion.from_dense(dense_hits)
+            attach = query.offset if chooser is None else 0
+            found = await self._local_dense(space, query, vector, wanted, attach)
+            if found is None:
+                found = await self._retrieval.dense(
+                    space, query, vector, wanted, attach_after=attach
+                )
+            hits = fusion.from_dense(found)
         elif query.mode is Mode.KEYWORD:
             if not query.text:
                 raise InvalidArgument("text", "keyword search needs query text")
@@ -243,6 +272,43 @@ class SearchService:
         result.hits = fusion.page(fusion.above(hits, query.min_score), query.offset, query.top_k)
         await self._attach(query.tenant, result.hits)
         return result
+
+    async def _local_dense(
+        self,
+        space: Space,
+        query: SearchQuery,
+        vector: np.ndarray[Any, Any],
+        wanted: int,
+        attach: int,
+    ) -> list[DenseHit] | None:
+        """A local-first dense search (module doc); None when it cannot answer (the index
+        scan answers then)."""
+        local = self._local_first
+        if local is None:
+            return None
+        targets = query.targets
+        if len(targets) > 1 or not local_filter(query.filter):
+            LOCAL_FIRST.labels("unsupported").inc()
+            return None
+        name = targets[0].name if targets else DEFAULT_VECTOR
+        candidates = local.candidates(
+            space, query.tenant, vector, name=name, flt=query.filter, limit=wanted
+        )
+        if candidates is None:
+            LOCAL_FIRST.labels("no_candidates").inc()
+            return None
+        hits = await self._retrieval.dense_candidates(
+            space, query, vector, wanted, candidates, attach_after=attach
+        )
+        if hits is None:
+            LOCAL_FIRST.labels("changes").inc()
+            return None
+        if len(hits) < wanted and not candidates.complete:
+            # Candidates gone or filtered out since the index's sync: the index scan knows.
+            LOCAL_FIRST.labels("too_few").inc()
+            return None
+        LOCAL_FIRST.labels("answered").inc()
+        return hits
 
     async def _expand(
         self, space: Space, query: SearchQuery, vector: np.ndarray[Any, Any], first: list[str]

@@ -134,6 +134,13 @@ class RetrievalSettings(BaseServiceSettings):
     search_exact_threshold: int = Field(
         2000, ge=0, description="Filters matching at most this many nodes are scanned exactly."
     )
+    search_local_first_max_changes: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="A local-first dense search scores the nodes changed since the local "
+        "index's last sync in PostgreSQL; with more than this many it runs the HNSW index scan.",
+    )
 
 
 class RankingSettings(BaseServiceSettings):

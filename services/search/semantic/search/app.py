@@ -163,6 +163,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             PostgresStatistics(pool),
             fallback=local,
             rescoring=rescoring,
+            local_first=settings.search_local_first,
         )
         reads = RecommendReads(
             pool,

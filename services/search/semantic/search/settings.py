@@ -134,6 +134,12 @@ class SearchSettings(
         description="Keep a local vector index of the active space that answers dense Search"
         " and Nearest while PostgreSQL is unreachable (degraded mode).",
     )
+    search_local_first: bool = Field(
+        True,
+        description="Dense Search takes its candidates from the local vector index (when it is"
+        " on and current) and scores them, and every node changed since its last sync, exactly"
+        " in PostgreSQL, instead of running PostgreSQL's HNSW index scan.",
+    )
     search_local_index_dir: str = Field(
         "",
         description="Folder of the local vector index (empty: a folder under the system temp"

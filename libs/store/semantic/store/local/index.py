@@ -38,6 +38,14 @@ OVERSAMPLE = 4
 """Chunks asked of the graph per wanted node on the first try."""
 GROWTH = 4
 CONNECTIVITY = 16
+EXACT_UNDER = 2048
+"""Up to this many vectors the graph is searched exhaustively (a fraction of a millisecond):
+a small index answers exactly, as PostgreSQL's exact path does for a small filter."""
+WIDEST_GROWTHS = 2
+WIDEST_MIN = 512
+"""A local-first search (``candidates``) asks the graph for at most ``GROWTH`` **
+``WIDEST_GROWTHS`` times its first count of chunks (and at least ``WIDEST_MIN``) before it
+leaves the query to PostgreSQL."""
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 128
 """Candidates a degraded search explores. At 200,000 nodes degraded answers found 0.946 of
@@ -195,12 +203,41 @@ class UsearchIndex:
         names = {t.name for t in targets}
         candidates: set[Key] = set()
         for name in names:
-            candidates |= self._candidates(
-                graph, query, tenant=tenant, name=name, flt=flt, limit=limit
-            )
+            found = self._candidates(graph, query, tenant=tenant, name=name, flt=flt, limit=limit)
+            assert found is not None  # no widest: it never gives up
+            candidates.update(found[0])
         scored = [self._score(graph, query, node, targets) for node in candidates]
         scored.sort(key=lambda hit: (-hit.score, hit.node_id))
         return scored[:limit]
+
+    def candidates(
+        self,
+        tenant: str,
+        vector: np.ndarray[Any, Any],
+        name: str,
+        flt: Filter,
+        limit: int,
+    ) -> tuple[list[str], bool] | None:
+        """The ids of at least ``limit`` nodes of ``tenant`` nearest ``vector`` (best chunk of
+        ``name`` first, ``flt``'s content types, tags and ids applied), and whether they are
+        all such nodes; None when the graph would have to be asked for more than
+        ``WIDEST_GROWTHS`` growths of its first count (a tenant or filter holding a small
+        share of the index: PostgreSQL finds those faster)."""
+        graph = self._graph
+        if graph is None or limit <= 0:
+            return None
+        if not self._refs:
+            return [], True
+        query = _normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+        first = max(limit * OVERSAMPLE, 32)
+        widest = max(first * GROWTH**WIDEST_GROWTHS, WIDEST_MIN)
+        found = self._candidates(
+            graph, query, tenant=tenant, name=name, flt=flt, limit=limit, widest=widest
+        )
+        if found is None:
+            return None
+        nodes, complete = found
+        return [key[1] for key in nodes], complete
 
     def _candidates(
         self,
@@ -211,24 +248,28 @@ class UsearchIndex:
         name: str,
         flt: Filter,
         limit: int,
-    ) -> set[Key]:
-        """The nodes of the best chunks of ``name`` that pass the filter, at least ``limit``
-        of them when that many exist."""
+        widest: int | None = None,
+    ) -> tuple[dict[Key, None], bool] | None:
+        """The nodes of the best chunks of ``name`` that pass the filter, nearest first, at
+        least ``limit`` of them when that many exist, and whether the whole graph was
+        searched; None when that takes asking for more than ``widest`` chunks."""
         total = len(graph)
-        count = min(total, max(limit * OVERSAMPLE, 32))
+        count = total if total <= EXACT_UNDER else min(total, max(limit * OVERSAMPLE, 32))
         while True:
             exact = count >= total
             found = graph.search(query, count, exact=exact)
-            nodes: set[Key] = set()
+            nodes: dict[Key, None] = {}
             for key in np.asarray(found.keys, dtype=np.uint64).tolist():
                 ref = self._refs.get(int(key))
                 if ref is None or ref.name != name or ref.node[0] != tenant:
                     continue
                 node = self._nodes.get(ref.node)
                 if node is not None and matches(node, flt):
-                    nodes.add(ref.node)
+                    nodes[ref.node] = None
             if len(nodes) >= limit or exact:
-                return nodes
+                return nodes, exact
+            if widest is not None and count >= widest:
+                return None
             count = min(total, count * GROWTH)
 
     def _score(
@@ -305,6 +346,8 @@ class UsearchIndex:
             return False
         contents, graph = loaded
         self.reset(contents.space)
+        # A restored graph has usearch's default; the setter exists (its stub misses it).
+        graph.expansion_search = EXPANSION_SEARCH  # type: ignore[misc]
         self._graph = graph
         self._cursor = contents.cursor
         self._synced_at = contents.synced_at

@@ -75,6 +75,11 @@ class PostgresChanges:
         self._origin: int | None = None
         """The change-log table's oid at the last read (module doc)."""
 
+    @property
+    def origin(self) -> int | None:
+        """The change-log table's oid at the last read (None before one)."""
+        return self._origin
+
     async def active_space(self) -> Space:
         """The active space, read now."""
         async with connection(self._pool) as conn:

@@ -68,6 +68,7 @@ from semantic.store.postgres.dense_statements import (
     SCAN_NAMES,
     SET_EF,
     TUNE,
+    candidate_text,
     exact_statement,
     index_scan_text,
 )
@@ -397,6 +398,58 @@ class _DenseQuery:
             attach=attach,
         )
         return [_combined_hit(row) for row in await self.conn.fetch(text, *params)]
+
+
+async def candidate_search(
+    conn: asyncpg.Connection,
+    space_table: str,
+    space_id: int,
+    tenant: str,
+    query_vector: np.ndarray[Any, Any],
+    *,
+    name: str,
+    filter_sql: str,
+    filter_params: Sequence[Any],
+    ids: Sequence[str],
+    cursor: int,
+    origin: int,
+    max_changed: int,
+    limit: int,
+    attach_after: int | None = None,
+) -> list[DenseHit] | None:
+    """The ``limit`` nodes nearest ``query_vector`` among ``ids`` (a local index's candidates,
+    current to change-log ``cursor`` of the log table ``origin``) and the nodes changed since,
+    scored exactly, the filter applied, best first, node rows read after ``attach_after``
+    hits, in one statement (``dense_statements._CANDIDATES``); None when the change log cannot
+    say which nodes changed since ``cursor`` or more than ``max_changed`` did (then an index
+    scan must answer)."""
+    if not _TABLE.match(space_table):
+        raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
+    q = checked_vector(query_vector)
+    if limit <= 0:
+        return []
+    text, names = candidate_text(space_table, filter_sql, len(filter_params))
+    values = {
+        "cursor": int(cursor),
+        "tenant": tenant,
+        "space": int(space_id),
+        "over": max(0, int(max_changed)) + 1,
+        "origin": int(origin),
+        "ids": list(ids),
+        "q": q,
+        "name": name,
+        "limit": int(limit),
+        "attach": attach_after,
+    }
+    try:
+        rows = await conn.fetch(text, *filter_params, *(values[n] for n in names))
+    except asyncpg.DataError as exc:
+        if "different vector dimensions" in str(exc):
+            raise InvalidArgument("vector", f"dimension does not match the space: {exc}") from exc
+        raise
+    if not rows[0]["usable"]:
+        return None
+    return [_single_hit(row, name) for row in rows if row["node_id"] is not None]
 
 
 def _node(row: asyncpg.Record) -> NodeRecord | None:

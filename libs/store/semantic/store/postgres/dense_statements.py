@@ -120,6 +120,54 @@ LEFT JOIN semantic.nodes n
 ORDER BY ranked.rank
 """
 
+# A local-first search (``dense.candidate_search``): the local index's candidates and every
+# node the change log names since the index's cursor (of this tenant, in this space or in
+# semantic.nodes), scored exactly, the filter applied to each, the page's node rows read
+# beside them. Nothing is scored, and ``usable`` is false, when the log cannot be trusted to
+# name every node the index may hold wrongly: another change-log table than the index
+# followed (the schema or database made anew), transactions behind the cursor (another
+# cluster), a TRUNCATE since the cursor, or ${over} changed nodes or more (a burst of writes
+# the index has not caught up with: an index scan is cheaper then).
+_CANDIDATES = """
+WITH changed AS MATERIALIZED (
+    SELECT DISTINCT c.node_id FROM semantic.node_changes c
+    WHERE c.xid >= ${cursor}::bigint::text::xid8
+      AND (c.tenant = ${tenant} OR c.node_id = '')
+      AND (c.space_id IS NULL OR c.space_id = ${space})
+    LIMIT ${over}
+),
+usable AS MATERIALIZED (
+    SELECT 'semantic.node_changes'::regclass::oid::bigint = ${origin}
+           AND pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= ${cursor}
+           AND (SELECT count(*) FROM changed) < ${over}
+           AND NOT EXISTS (SELECT 1 FROM changed WHERE changed.node_id = '') AS ok
+),
+matching AS MATERIALIZED (
+    SELECT n.id FROM semantic.nodes n
+    WHERE (SELECT usable.ok FROM usable) AND {filter}
+      AND n.id IN (SELECT unnest(${ids}::text[]) UNION SELECT changed.node_id FROM changed)
+),
+best AS (
+    SELECT DISTINCT ON (v.node_id) v.node_id, v.chunk, v.span_start, v.span_end,
+           v.embedding <=> ${q} AS distance
+    FROM matching JOIN {table} v
+        ON v.tenant = ${tenant} AND v.node_id = matching.id AND v.name = ${name}
+    ORDER BY v.node_id, v.embedding <=> ${q}, v.chunk
+),
+ranked AS (
+    SELECT best.*, row_number() OVER (ORDER BY distance, node_id) AS rank
+    FROM best ORDER BY distance, node_id LIMIT ${limit}
+)
+SELECT ranked.node_id, ranked.chunk, ranked.span_start, ranked.span_end, ranked.distance,
+       (SELECT usable.ok FROM usable) AS usable, (SELECT count(*) FROM changed) AS changed,
+       {nodes}
+FROM (SELECT 1) AS one
+LEFT JOIN ranked ON true
+LEFT JOIN semantic.nodes n
+    ON ranked.rank > ${attach}::bigint AND n.tenant = ${tenant} AND n.id = ranked.node_id
+ORDER BY ranked.rank
+"""
+
 NODES = node_select("n")
 
 
@@ -226,3 +274,25 @@ def exact_statement(
         attach=attach,
     )
     return sql.render(_EXACT, table=table, matching=matching, nodes=NODES), sql.params
+
+
+_CANDIDATE_PARAMS = (
+    "cursor",
+    "tenant",
+    "space",
+    "over",
+    "origin",
+    "ids",
+    "q",
+    "name",
+    "limit",
+    "attach",
+)
+
+
+@functools.lru_cache(maxsize=256)
+def candidate_text(table: str, filter_sql: str, filter_params: int) -> tuple[str, tuple[str, ...]]:
+    """A local-first search's SQL (``_CANDIDATES``), rendered once per shape, and the names of
+    the parameters it takes after the filter's ``filter_params``, in order."""
+    sql = Sql([None] * filter_params).bind(**dict.fromkeys(_CANDIDATE_PARAMS))
+    return sql.render(_CANDIDATES, table=table, filter=filter_sql, nodes=NODES), _CANDIDATE_PARAMS

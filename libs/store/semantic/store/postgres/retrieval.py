@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import numpy as np
 
+from semantic.core.degraded import LocalCandidates
 from semantic.core.domain import DEFAULT_VECTOR, DenseHit, SearchQuery, VectorTarget
 from semantic.core.settings import RetrievalSettings, WritePathSettings
 from semantic.core.spaces import Space
@@ -32,6 +33,7 @@ class RetrievalConfig:
     ef_search: int
     exact_threshold: int
     ef_search_growth: float = 0.0
+    local_first_max_changes: int = 1000
 
     @classmethod
     def from_settings(
@@ -45,6 +47,7 @@ class RetrievalConfig:
             ef_search=retrieval.search_ef_search,
             exact_threshold=retrieval.search_exact_threshold,
             ef_search_growth=retrieval.search_ef_search_growth,
+            local_first_max_changes=retrieval.search_local_first_max_changes,
         )
 
 
@@ -84,6 +87,39 @@ class PostgresRetrieval:
                 filtered=not query.filter.is_empty,
                 attach_after=attach_after,
                 halfvec_dim=spaces.halfvec_dim(space.index_precision, space.dim),
+            )
+
+    async def dense_candidates(
+        self,
+        space: Space,
+        query: SearchQuery,
+        vector: np.ndarray[Any, Any],
+        limit: int,
+        candidates: LocalCandidates,
+        *,
+        attach_after: int | None = None,
+    ) -> list[DenseHit] | None:
+        """The ``limit`` best of a local index's candidates and the nodes changed since its
+        cursor, scored exactly under the query's filter (``dense.candidate_search``); None
+        when the change log cannot vouch for the candidates."""
+        sql, params = compile_filter(query.tenant, query.filter, start=1)
+        target = (query.targets or (VectorTarget(DEFAULT_VECTOR),))[0]
+        async with self._reads.reading() as conn:
+            return await dense.candidate_search(
+                conn,
+                space.table,
+                space.id,
+                query.tenant,
+                vector,
+                name=target.name,
+                filter_sql=sql,
+                filter_params=params,
+                ids=candidates.ids,
+                cursor=candidates.cursor,
+                origin=candidates.origin,
+                max_changed=self._config.local_first_max_changes,
+                limit=limit,
+                attach_after=attach_after,
             )
 
     async def keyword(self, query: SearchQuery, limit: int) -> list[tuple[str, float]]:

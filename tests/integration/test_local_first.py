@@ -12,6 +12,7 @@ reaches its answers only through the change log.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,8 +91,34 @@ def _requests(vectors: np.ndarray, rng: np.random.Generator) -> Iterator[pb.Sear
             yield _query(moved, top_k=20, min_score=0.3)
 
 
-def _answer(reply: pb.SearchResponse) -> list[tuple[str, float, str, int]]:
-    return [(h.node.id, round(h.score, 5), h.node.title, h.node.version) for h in reply.hits]
+TOLERANCE = 5e-5
+"""Scores from the index's copy of a vector and from PostgreSQL's differ in float rounding."""
+
+
+def _alike(got: pb.SearchResponse, want: pb.SearchResponse) -> str:
+    """What differs between two answers beyond float rounding: a node's score or fields, the
+    order, or a node only one of them has that is not tied with the other's last hit."""
+    mine = {h.node.id: h for h in got.hits}
+    theirs = {h.node.id: h for h in want.hits}
+    if len(mine) != len(theirs):
+        return f"{len(mine)} hits against {len(theirs)}"
+    scores = [h.score for h in got.hits]
+    if any(b > a + TOLERANCE for a, b in itertools.pairwise(scores)):
+        return f"out of order: {scores}"
+    for node_id in mine.keys() & theirs.keys():
+        a, b = mine[node_id], theirs[node_id]
+        chunks = (
+            (a.chunk.vector_name, a.chunk.chunk_index),
+            (b.chunk.vector_name, b.chunk.chunk_index),
+        )
+        if abs(a.score - b.score) > TOLERANCE or a.node != b.node or chunks[0] != chunks[1]:
+            return f"{node_id}: {a.score} {a.node.title!r} against {b.score} {b.node.title!r}"
+    last = want.hits[-1].score if want.hits else 0.0
+    for node_id in mine.keys() ^ theirs.keys():
+        hit = mine.get(node_id) or theirs[node_id]
+        if abs(hit.score - last) > 2 * TOLERANCE:
+            return f"{node_id} ({hit.score}) in one answer only"
+    return ""
 
 
 async def test_local_first_answers_as_postgresql_and_sees_every_write_at_once(
@@ -139,7 +166,7 @@ async def test_local_first_answers_as_postgresql_and_sees_every_write_at_once(
                 for request in requests:
                     got = await local.Search(request, timeout=20)
                     want = await reference.Search(request, timeout=20)
-                    assert _answer(got) == _answer(want), request
+                    assert not _alike(got, want), (_alike(got, want), request)
                     assert not got.degraded
                 assert _outcome(outcome) - before == len(requests)
 

@@ -43,6 +43,7 @@ class Feed:
         self.queued: list[NodeChange] = []
         self.down = False
         self.reset = ""
+        self.origin: int | None = 7
 
     def _check(self) -> None:
         if self.down:
@@ -163,6 +164,48 @@ async def test_the_follower_rebuilds_when_the_change_log_cannot_say_what_changed
     assert index.nodes == len(feed.nodes) < 30
     assert index.node("", node_id="n5", slug=None) is None
     assert follower.ready
+
+
+async def test_candidates_come_only_from_an_index_this_process_made_current(
+    feed: Feed, tmp_path: Path
+) -> None:
+    index = UsearchIndex(tmp_path)
+    follower = LocalIndexFollower(feed, index, sync_s=60)
+    query = feed.nodes["n4"] + np.float32(0.1)
+
+    def asked(space: Space) -> Any:
+        return follower.candidates(space, "", query, name="content", flt=Filter(), limit=5)
+
+    assert asked(feed.space) is None  # not built yet
+    await follower.sync()
+    found = asked(feed.space)
+    assert found is not None
+    assert (found.cursor, found.origin, found.complete) == (10, 7, True)  # 30 nodes: exhaustive
+    unit = query / np.linalg.norm(query)
+    exact = {k: 1.0 - float(v @ unit / np.linalg.norm(v)) for k, v in feed.nodes.items()}
+    assert [c.node_id for c in found.found] == sorted(exact, key=exact.__getitem__)
+    assert all(abs(c.distance - exact[c.node_id]) < 1e-5 for c in found.found)
+    assert asked(_space(2)) is None  # another space than the index's
+    other = follower.candidates(feed.space, "other", query, name="content", flt=Filter(), limit=5)
+    assert other is not None
+    assert (other.found, other.complete) == ((), True)  # a tenant without nodes: none at all
+    # Loaded from disk by another process: ready for degraded reads, not for local-first
+    # ones until a sync of its own has checked the change log.
+    index.save()
+    loaded = LocalIndexFollower(feed, UsearchIndex(tmp_path), sync_s=60)
+    loaded.start()  # its first sync runs at the next await
+    try:
+        assert loaded.ready
+        assert asked_of(loaded, feed.space, query) is None
+    finally:
+        await loaded.close()
+    feed.reset = "a table was truncated"
+    await follower.sync()  # rebuilt from the snapshot: current again
+    assert asked(feed.space) is not None
+
+
+def asked_of(follower: LocalIndexFollower, space: Space, query: np.ndarray[Any, Any]) -> Any:
+    return follower.candidates(space, "", query, name="content", flt=Filter(), limit=5)
 
 
 async def test_search_and_nearest_fall_back_to_the_local_index_while_postgresql_is_down(

@@ -184,10 +184,11 @@ class LocalIndex(Protocol):
         name: str,
         flt: Filter,
         limit: int,
-    ) -> tuple[list[str], bool] | None:
-        """The ids of at least ``limit`` nodes of ``tenant`` (vector ``name``, ``flt``'s content
-        types, tags and ids) nearest ``vector``, and whether they are every such node; None
-        when so few of the index's vectors qualify that finding them would take a wide search."""
+    ) -> tuple[list[LocalCandidate], bool] | None:
+        """At least ``limit`` nodes of ``tenant`` (vector ``name``, ``flt``'s content types,
+        tags and ids) nearest ``vector``, nearest first, and whether they are every such
+        node; None when so few of the index's vectors qualify that finding them would take a
+        wide search."""
         ...
 
     def node(self, tenant: str, *, node_id: str | None, slug: str | None) -> IndexedNode | None:
@@ -250,13 +251,26 @@ def matches(node: IndexedNode, flt: Filter) -> bool:
 
 
 @dataclass(frozen=True)
-class LocalCandidates:
-    """The candidates of a local-first dense search (``DegradedReads.candidates``): node ids
-    from the local index, and what PostgreSQL needs to tell which nodes changed since."""
+class LocalCandidate:
+    """One node the local index found near a query: its best chunk of the vector name asked
+    and that chunk's cosine distance to the query (exact: computed from the stored vector)."""
 
-    ids: tuple[str, ...]
+    node_id: str
+    chunk: int
+    span_start: int
+    span_end: int
+    distance: float
+
+
+@dataclass(frozen=True)
+class LocalCandidates:
+    """The candidates of a local-first dense search (``DegradedReads.candidates``), nearest
+    first, and what the source of truth needs to tell which nodes changed since the index
+    last synced (their scores from the index do not hold; the others' do)."""
+
+    found: tuple[LocalCandidate, ...]
     complete: bool
-    """Every node of the tenant that the index holds and the filter passes is among ``ids``
+    """Every node of the tenant that the index holds and the filter passes is in ``found``
     (the index was searched exhaustively)."""
     cursor: int
     """The change-log cursor the index is current to: nodes changed by transactions at or

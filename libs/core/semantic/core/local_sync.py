@@ -150,8 +150,8 @@ class LocalIndexFollower:
         found = index.candidates(tenant, vector, name, flt, limit)
         if found is None:
             return None
-        ids, complete = found
-        return LocalCandidates(tuple(ids), complete, index.cursor, origin)
+        near, complete = found
+        return LocalCandidates(tuple(near), complete, index.cursor, origin)
 
     # --- life cycle -----------------------------------------------------------------------
 

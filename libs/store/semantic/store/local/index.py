@@ -27,7 +27,7 @@ import numpy as np
 import structlog
 from usearch.index import Index
 
-from semantic.core.degraded import IndexedNode, Key, NodeChange, matches
+from semantic.core.degraded import IndexedNode, Key, LocalCandidate, NodeChange, matches
 from semantic.core.domain import ChunkMatch, DenseHit, Filter, VectorTarget
 from semantic.core.spaces import Space
 from semantic.store.local import files
@@ -217,9 +217,9 @@ class UsearchIndex:
         name: str,
         flt: Filter,
         limit: int,
-    ) -> tuple[list[str], bool] | None:
-        """The ids of at least ``limit`` nodes of ``tenant`` nearest ``vector`` (best chunk of
-        ``name`` first, ``flt``'s content types, tags and ids applied), and whether they are
+    ) -> tuple[list[LocalCandidate], bool] | None:
+        """At least ``limit`` nodes of ``tenant`` nearest ``vector`` (best chunk of ``name``,
+        ``flt``'s content types, tags and ids applied), nearest first, and whether they are
         all such nodes; None when the graph would have to be asked for more than
         ``WIDEST_GROWTHS`` growths of its first count (a tenant or filter holding a small
         share of the index: PostgreSQL finds those faster)."""
@@ -237,7 +237,10 @@ class UsearchIndex:
         if found is None:
             return None
         nodes, complete = found
-        return [key[1] for key in nodes], complete
+        return [
+            LocalCandidate(key[1], ref.chunk, ref.span_start, ref.span_end, distance)
+            for key, (ref, distance) in nodes.items()
+        ], complete
 
     def _candidates(
         self,
@@ -249,23 +252,26 @@ class UsearchIndex:
         flt: Filter,
         limit: int,
         widest: int | None = None,
-    ) -> tuple[dict[Key, None], bool] | None:
-        """The nodes of the best chunks of ``name`` that pass the filter, nearest first, at
-        least ``limit`` of them when that many exist, and whether the whole graph was
-        searched; None when that takes asking for more than ``widest`` chunks."""
+    ) -> tuple[dict[Key, tuple[ChunkRef, float]], bool] | None:
+        """The nodes of the best chunks of ``name`` that pass the filter, nearest first, each
+        with its best chunk and that chunk's distance, at least ``limit`` of them when that
+        many exist, and whether the whole graph was searched; None when that takes asking
+        for more than ``widest`` chunks."""
         total = len(graph)
         count = total if total <= EXACT_UNDER else min(total, max(limit * OVERSAMPLE, 32))
         while True:
             exact = count >= total
             found = graph.search(query, count, exact=exact)
-            nodes: dict[Key, None] = {}
-            for key in np.asarray(found.keys, dtype=np.uint64).tolist():
+            keys = np.asarray(found.keys, dtype=np.uint64).tolist()
+            distances = np.asarray(found.distances, dtype=np.float64).tolist()
+            nodes: dict[Key, tuple[ChunkRef, float]] = {}
+            for key, distance in zip(keys, distances, strict=True):
                 ref = self._refs.get(int(key))
-                if ref is None or ref.name != name or ref.node[0] != tenant:
+                if ref is None or ref.name != name or ref.node[0] != tenant or ref.node in nodes:
                     continue
                 node = self._nodes.get(ref.node)
                 if node is not None and matches(node, flt):
-                    nodes[ref.node] = None
+                    nodes[ref.node] = (ref, distance)
             if len(nodes) >= limit or exact:
                 return nodes, exact
             if widest is not None and count >= widest:

@@ -61,6 +61,7 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
+from semantic.core.degraded import LocalCandidates
 from semantic.core.domain import ChunkMatch, DenseHit, NodeRecord, VectorTarget, assembled
 from semantic.store.postgres.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
 from semantic.store.postgres.dense_inputs import checked_targets, checked_vector
@@ -410,35 +411,38 @@ async def candidate_search(
     name: str,
     filter_sql: str,
     filter_params: Sequence[Any],
-    ids: Sequence[str],
-    cursor: int,
-    origin: int,
+    candidates: LocalCandidates,
     max_changed: int,
     limit: int,
     attach_after: int | None = None,
 ) -> list[DenseHit] | None:
-    """The ``limit`` nodes nearest ``query_vector`` among ``ids`` (a local index's candidates,
-    current to change-log ``cursor`` of the log table ``origin``) and the nodes changed since,
-    scored exactly, the filter applied, best first, node rows read after ``attach_after``
-    hits, in one statement (``dense_statements._CANDIDATES``); None when the change log cannot
-    say which nodes changed since ``cursor`` or more than ``max_changed`` did (then an index
-    scan must answer)."""
+    """The ``limit`` nodes nearest ``query_vector`` among a local index's ``candidates``
+    (their distances standing for the nodes unchanged since the index's cursor) and the nodes
+    changed since, scored exactly with the filter applied, best first, node rows read after
+    ``attach_after`` hits, in one statement (``dense_statements._CANDIDATES``); None when the
+    change log cannot say which nodes changed since the cursor, more than ``max_changed``
+    did, or a candidate the log does not name is missing (then an index scan must answer)."""
     if not _TABLE.match(space_table):
         raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
     q = checked_vector(query_vector)
     if limit <= 0:
         return []
+    found = candidates.found
     text, names = candidate_text(space_table, filter_sql, len(filter_params))
     values = {
-        "cursor": int(cursor),
+        "cursor": int(candidates.cursor),
         "tenant": tenant,
         "space": int(space_id),
         "over": max(0, int(max_changed)) + 1,
-        "origin": int(origin),
-        "ids": list(ids),
+        "ids": [c.node_id for c in found],
+        "chunks": [c.chunk for c in found],
+        "starts": [c.span_start for c in found],
+        "ends": [c.span_end for c in found],
+        "distances": [c.distance for c in found],
         "q": q,
         "name": name,
         "limit": int(limit),
+        "origin": int(candidates.origin),
         "attach": attach_after,
     }
     try:
@@ -449,7 +453,11 @@ async def candidate_search(
         raise
     if not rows[0]["usable"]:
         return None
-    return [_single_hit(row, name) for row in rows if row["node_id"] is not None]
+    ranked = [row for row in rows if row["node_id"] is not None]
+    floor = attach_after if attach_after is not None else len(ranked)
+    if any(row["id"] is None for row in ranked if row["rank"] > floor):
+        return None  # a node the index holds, unchanged by the log, is not there: distrust
+    return [_single_hit(row, name) for row in ranked]
 
 
 def _node(row: asyncpg.Record) -> NodeRecord | None:

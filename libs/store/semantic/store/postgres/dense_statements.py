@@ -120,12 +120,15 @@ LEFT JOIN semantic.nodes n
 ORDER BY ranked.rank
 """
 
-# A local-first search (``dense.candidate_search``): the local index's candidates and every
-# node the change log names since the index's cursor (of this tenant, in this space or in
-# semantic.nodes), scored exactly, the filter applied to each, the page's node rows read
-# beside them. Nothing is scored, and ``usable`` is false, when the log cannot be trusted to
-# name every node the index may hold wrongly: another change-log table than the index
-# followed (the schema or database made anew), transactions behind the cursor (another
+# A local-first search (``dense.candidate_search``): the local index's candidates, nearest
+# first with the distances it computed from its copies of their vectors, and every node the
+# change log names since the index's cursor (of this tenant, in this space or in
+# semantic.nodes). A candidate the log does not name is as the index holds it: its distance
+# and best chunk stand (its fields passed the filter in the index). A node the log names is
+# read as it is now: the filter applied, its best chunk scored exactly (gone or filtered out:
+# left out). The page's node rows are read beside. ``usable`` is false when the log cannot be
+# trusted to name every node the index may hold wrongly: another change-log table than the
+# index followed (the schema or database made anew), transactions behind the cursor (another
 # cluster), a TRUNCATE since the cursor, or ${over} changed nodes or more (a burst of writes
 # the index has not caught up with: an index scan is cheaper then).
 _CANDIDATES = """
@@ -136,30 +139,26 @@ WITH changed AS MATERIALIZED (
       AND (c.space_id IS NULL OR c.space_id = ${space})
     LIMIT ${over}
 ),
-usable AS MATERIALIZED (
-    SELECT 'semantic.node_changes'::regclass::oid::bigint = ${origin}
-           AND pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= ${cursor}
-           AND (SELECT count(*) FROM changed) < ${over}
-           AND NOT EXISTS (SELECT 1 FROM changed WHERE changed.node_id = '') AS ok
-),
-matching AS MATERIALIZED (
-    SELECT n.id FROM semantic.nodes n
-    WHERE (SELECT usable.ok FROM usable) AND {filter}
-      AND n.id IN (SELECT unnest(${ids}::text[]) UNION SELECT changed.node_id FROM changed)
-),
-best AS (
-    SELECT DISTINCT ON (v.node_id) v.node_id, v.chunk, v.span_start, v.span_end,
-           v.embedding <=> ${q} AS distance
-    FROM matching JOIN {table} v
-        ON v.tenant = ${tenant} AND v.node_id = matching.id AND v.name = ${name}
-    ORDER BY v.node_id, v.embedding <=> ${q}, v.chunk
-),
 ranked AS (
-    SELECT best.*, row_number() OVER (ORDER BY distance, node_id) AS rank
-    FROM best ORDER BY distance, node_id LIMIT ${limit}
+    SELECT u.*, row_number() OVER (ORDER BY u.distance, u.node_id) AS rank FROM (
+        SELECT c.node_id, c.chunk, c.span_start, c.span_end, c.distance
+        FROM unnest(${ids}::text[], ${chunks}::int[], ${starts}::int[], ${ends}::int[],
+                    ${distances}::float8[]) AS c (node_id, chunk, span_start, span_end, distance)
+        WHERE c.node_id NOT IN (SELECT changed.node_id FROM changed)
+        UNION ALL
+        (SELECT DISTINCT ON (v.node_id) v.node_id, v.chunk, v.span_start, v.span_end,
+                v.embedding <=> ${q}
+         FROM changed JOIN semantic.nodes n ON {filter} AND n.id = changed.node_id
+         JOIN {table} v ON v.tenant = ${tenant} AND v.node_id = n.id AND v.name = ${name}
+         ORDER BY v.node_id, v.embedding <=> ${q}, v.chunk)
+    ) AS u ORDER BY u.distance, u.node_id LIMIT ${limit}
 )
 SELECT ranked.node_id, ranked.chunk, ranked.span_start, ranked.span_end, ranked.distance,
-       (SELECT usable.ok FROM usable) AS usable, (SELECT count(*) FROM changed) AS changed,
+       ranked.rank,
+       'semantic.node_changes'::regclass::oid::bigint = ${origin}
+           AND pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= ${cursor}
+           AND (SELECT count(*) FROM changed) < ${over}
+           AND NOT EXISTS (SELECT 1 FROM changed WHERE changed.node_id = '') AS usable,
        {nodes}
 FROM (SELECT 1) AS one
 LEFT JOIN ranked ON true
@@ -283,6 +282,10 @@ _CANDIDATE_PARAMS = (
     "over",
     "origin",
     "ids",
+    "chunks",
+    "starts",
+    "ends",
+    "distances",
     "q",
     "name",
     "limit",

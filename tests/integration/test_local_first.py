@@ -12,6 +12,7 @@ reaches its answers only through the change log.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,12 @@ async def test_local_first_answers_as_postgresql_and_sees_every_write_at_once(
             await compare(requests, "answered")
             for request in requests[:6]:  # not empty answers alike
                 assert (await local.Search(request)).hits
+            # Concurrent searches (beyond SEMANTIC_SEARCH_LOCAL_FIRST_MAX_BUSY the index scan
+            # answers): the same answers whichever path took each.
+            replies = await asyncio.gather(*(local.Search(r, timeout=20) for r in requests))
+            for request, got in zip(requests, replies, strict=True):
+                want = await reference.Search(request, timeout=20)
+                assert not _alike(got, want), (_alike(got, want), request)
 
             # Writes after the index's only sync: a new node, a node moved far away, a node
             # retitled, a node deleted. Each shows at once, scored and shown as it is now.

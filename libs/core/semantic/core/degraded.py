@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -250,10 +250,10 @@ def matches(node: IndexedNode, flt: Filter) -> bool:
     return not (flt.exclude_ids and node.id in flt.exclude_ids)
 
 
-@dataclass(frozen=True)
-class LocalCandidate:
+class LocalCandidate(NamedTuple):
     """One node the local index found near a query: its best chunk of the vector name asked
-    and that chunk's cosine distance to the query (exact: computed from the stored vector)."""
+    and that chunk's cosine distance to the query (exact: computed from the stored vector).
+    A named tuple: a search makes dozens."""
 
     node_id: str
     chunk: int

@@ -8,19 +8,22 @@ for PostgreSQL and a local index is wired (:mod:`semantic.core.degraded`), the r
 answered from that index: dense only (a keyword or hybrid query is embedded and searched
 densely, ``mode`` DENSE), content-type, tag and id filters only, ``degraded`` True.
 
-Local-first dense search: while PostgreSQL is reachable and the same local index is current
+Local-first dense search: while PostgreSQL is reachable and the local index is current
 (``local_first``), a dense search with one vector name and a filter the index can evaluate
-takes its candidates from the index (a few times the page's size, in-process) and PostgreSQL
-scores them exactly, together with every node its change log names since the index's last
-sync, the filter applied and the page's node rows read in the same statement
-(``Retrieval.dense_candidates``). What a search returns therefore always comes from
-PostgreSQL as it is at the statement: a node written a moment ago is a candidate through the
-log, a node deleted is gone, a node changed is scored and shown as it is now. PostgreSQL's
-HNSW index scan answers instead when the index is not ready, follows another space, has not
-synced since this process started, finds too few of the tenant's nodes near the query
-(a tenant or filter holding a small share of the index), when the log cannot vouch for the
-candidates (made anew, truncated, or too many changes since the sync), and when fewer than
-the page come back from candidates that were not all of the tenant's nodes.
+takes its candidates from the index (a few times the page's size, with the distances the
+index computes from its copies of their vectors), and one PostgreSQL statement reads the
+nodes its change log names since the index's last sync (scored exactly from their current
+vectors, the filter applied) and the rows of the page (``Retrieval.dense_candidates``). A
+candidate the log does not name is as the index holds it; every other node is read as it is
+now: a node written a moment ago is a candidate through the log, a node deleted is gone, a
+node changed is scored and shown as it is now. PostgreSQL's HNSW index scan answers instead
+while more than ``local_first_max_busy`` other dense searches are under way in this process
+(the graph search holds the event loop; under concurrent load PostgreSQL's backends, on
+their own cores, serve more searches a second), when the index is not ready, follows
+another space or has not synced since this process started, when a tenant or filter holds
+too small a share of the index for the graph to find its nodes, when the log cannot vouch
+for the index (made anew, truncated, or too many changes since the sync), and when the rows
+the page needs are not there.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ log = structlog.get_logger(__name__)
 LOCAL_FIRST = Counter(
     "semantic_local_first_searches_total",
     "Dense searches that tried the local index's candidates first, by outcome: answered, or"
-    " why the HNSW index scan answered instead (unsupported, no_candidates, changes, too_few)",
+    " why the HNSW index scan answered instead (busy, unsupported, no_candidates, changes,"
+    " too_few)",
     ["outcome"],
 )
 
@@ -123,13 +127,17 @@ class SearchService:
         fallback: DegradedReads | None = None,
         rescoring: Rescoring | None = None,
         local_first: bool = False,
+        local_first_max_busy: int = 1,
     ) -> None:
         """``fallback``: where reads go while PostgreSQL is unreachable (none: they fail);
         ``rescoring``: score modifiers' defaults and feedback (none: no defaults);
         ``local_first``: dense searches take their candidates from ``fallback`` while it is
-        current (module doc)."""
+        current and at most ``local_first_max_busy`` other dense searches are under way in
+        this process (module doc)."""
         self._spaces = spaces
         self._local_first = fallback if local_first else None
+        self._local_first_max_busy = local_first_max_busy
+        self._dense_busy = 0
         self._rescoring = rescoring or Rescoring()
         self._fallback = fallback
         self._nodes: NodeStore = writer.nodes
@@ -238,11 +246,15 @@ class SearchService:
             assert vector is not None
             # The page's nodes come with the dense statement itself.
             attach = query.offset if chooser is None else 0
-            found = await self._local_dense(space, query, vector, wanted, attach)
-            if found is None:
-                found = await self._retrieval.dense(
-                    space, query, vector, wanted, attach_after=attach
-                )
+            self._dense_busy += 1
+            try:
+                found = await self._local_dense(space, query, vector, wanted, attach)
+                if found is None:
+                    found = await self._retrieval.dense(
+                        space, query, vector, wanted, attach_after=attach
+                    )
+            finally:
+                self._dense_busy -= 1
             hits = fusion.from_dense(found)
         elif query.mode is Mode.KEYWORD:
             if not query.text:
@@ -285,6 +297,11 @@ class SearchService:
         scan answers then)."""
         local = self._local_first
         if local is None:
+            return None
+        if self._dense_busy > self._local_first_max_busy + 1:  # this search counts itself
+            # The graph search runs on this process's one event loop: under concurrent load
+            # PostgreSQL's index scans, on its own cores, answer more searches a second.
+            LOCAL_FIRST.labels("busy").inc()
             return None
         targets = query.targets
         if len(targets) > 1 or not local_filter(query.filter):

@@ -164,6 +164,7 @@ async def serve(settings: SearchSettings, stop: asyncio.Event | None = None) -> 
             fallback=local,
             rescoring=rescoring,
             local_first=settings.search_local_first,
+            local_first_max_busy=settings.search_local_first_max_busy,
         )
         reads = RecommendReads(
             pool,
@@ -252,7 +253,9 @@ def local_index(settings: SearchSettings, feed: ChangeFeed) -> LocalIndexFollowe
         return None
     return LocalIndexFollower(
         feed,
-        UsearchIndex(settings.local_index_dir()),
+        UsearchIndex(
+            settings.local_index_dir(), expansion_search=settings.search_local_index_ef_search
+        ),
         sync_s=settings.search_local_index_sync_s,
         save_s=settings.search_local_index_save_s,
     )

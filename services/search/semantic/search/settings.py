@@ -140,6 +140,20 @@ class SearchSettings(
         " on and current) and scores them, and every node changed since its last sync, exactly"
         " in PostgreSQL, instead of running PostgreSQL's HNSW index scan.",
     )
+    search_local_index_ef_search: int = Field(
+        128,
+        ge=16,
+        le=1000,
+        description="Candidates the local index's HNSW graph explores per search (usearch's"
+        " expansion_search): local-first and degraded searches.",
+    )
+    search_local_first_max_busy: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="Local-first dense search runs while at most this many other dense"
+        " searches are under way in the process; beyond, PostgreSQL's index scan answers.",
+    )
     search_local_index_dir: str = Field(
         "",
         description="Folder of the local vector index (empty: a folder under the system temp"

@@ -19,6 +19,7 @@ thread (the event loop): searches, updates and saves never overlap.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ the normal answers' top 10 with 128 and 0.940 with 256 (`semantic bench snapshot
 runs): the difference between two approximate indexes, not the search's breadth."""
 
 
+NO_FILTER = Filter()
+
+
 class ChunkRef:
     """Where one usearch key points: a node's chunk of one vector name."""
 
@@ -69,14 +73,17 @@ class ChunkRef:
 class UsearchIndex:
     """One space's vectors and node fields in memory, saved to and loaded from ``folder``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, expansion_search: int = EXPANSION_SEARCH) -> None:
         self._folder = folder
+        self._expansion_search = expansion_search
         self._space: Space | None = None
         self._cursor = 0
         self._synced_at = 0.0
         self._graph: Index | None = None
         self._next_key = 1
         self._nodes: dict[Key, IndexedNode] = {}
+        self._tenants: Counter[str] = Counter()
+        """Nodes per tenant (a tenant of a small share of the graph is left to PostgreSQL)."""
         self._slugs: dict[tuple[str, str], str] = {}
         self._keys: dict[Key, list[int]] = {}
         self._refs: dict[int, ChunkRef] = {}
@@ -113,9 +120,10 @@ class UsearchIndex:
         self._space = space
         self._cursor = 0
         self._synced_at = 0.0
-        self._graph = _new_graph(space.dim)
+        self._graph = _new_graph(space.dim, self._expansion_search)
         self._next_key = 1
         self._nodes.clear()
+        self._tenants.clear()
         self._slugs.clear()
         self._keys.clear()
         self._refs.clear()
@@ -138,6 +146,7 @@ class UsearchIndex:
             if change.node is None:
                 continue
             self._nodes[change.key] = change.node
+            self._tenants[change.node.tenant] += 1
             if change.node.slug is not None:
                 self._slugs[(change.node.tenant, change.node.slug)] = change.node.id
             own: list[int] = []
@@ -158,6 +167,8 @@ class UsearchIndex:
 
     def _remove(self, node: Key) -> None:
         old = self._nodes.pop(node, None)
+        if old is not None:
+            self._tenants[old.tenant] -= 1
         if old is not None and old.slug is not None:
             self._slugs.pop((old.tenant, old.slug), None)
         keys = self._keys.pop(node, [])
@@ -228,6 +239,9 @@ class UsearchIndex:
             return None
         if not self._refs:
             return [], True
+        held = len(self._nodes)
+        if held > EXACT_UNDER and self._tenants[tenant] * GROWTH**WIDEST_GROWTHS < held:
+            return None  # too small a share of the graph: the widest search would miss it
         query = _normalised(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
         first = max(limit * OVERSAMPLE, 32)
         widest = max(first * GROWTH**WIDEST_GROWTHS, WIDEST_MIN)
@@ -259,18 +273,20 @@ class UsearchIndex:
         for more than ``widest`` chunks."""
         total = len(graph)
         count = total if total <= EXACT_UNDER else min(total, max(limit * OVERSAMPLE, 32))
+        unfiltered = flt == NO_FILTER
         while True:
             exact = count >= total
             found = graph.search(query, count, exact=exact)
             keys = np.asarray(found.keys, dtype=np.uint64).tolist()
             distances = np.asarray(found.distances, dtype=np.float64).tolist()
             nodes: dict[Key, tuple[ChunkRef, float]] = {}
+            refs, held = self._refs, self._nodes
             for key, distance in zip(keys, distances, strict=True):
-                ref = self._refs.get(int(key))
+                ref = refs.get(key)
                 if ref is None or ref.name != name or ref.node[0] != tenant or ref.node in nodes:
                     continue
-                node = self._nodes.get(ref.node)
-                if node is not None and matches(node, flt):
+                node = held.get(ref.node)
+                if node is not None and (unfiltered or matches(node, flt)):
                     nodes[ref.node] = (ref, distance)
             if len(nodes) >= limit or exact:
                 return nodes, exact
@@ -353,13 +369,14 @@ class UsearchIndex:
         contents, graph = loaded
         self.reset(contents.space)
         # A restored graph has usearch's default; the setter exists (its stub misses it).
-        graph.expansion_search = EXPANSION_SEARCH  # type: ignore[misc]
+        graph.expansion_search = self._expansion_search  # type: ignore[misc]
         self._graph = graph
         self._cursor = contents.cursor
         self._synced_at = contents.synced_at
         self._next_key = contents.next_key
         for node in contents.nodes:
             self._nodes[node.key] = node
+            self._tenants[node.tenant] += 1
             if node.slug is not None:
                 self._slugs[(node.tenant, node.slug)] = node.id
         for key, node_key, name, chunk, start, end in contents.refs:
@@ -368,14 +385,14 @@ class UsearchIndex:
         return True
 
 
-def _new_graph(dim: int) -> Index:
+def _new_graph(dim: int, expansion_search: int) -> Index:
     graph = Index(
         ndim=dim,
         metric="cos",
         dtype="f32",
         connectivity=CONNECTIVITY,
         expansion_add=EXPANSION_ADD,
-        expansion_search=EXPANSION_SEARCH,
+        expansion_search=expansion_search,
     )
     return graph
 

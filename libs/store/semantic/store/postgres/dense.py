@@ -61,7 +61,7 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
-from semantic.core.degraded import LocalCandidates
+from semantic.core.degraded import LocalCandidate, LocalCandidates
 from semantic.core.domain import ChunkMatch, DenseHit, NodeRecord, VectorTarget, assembled
 from semantic.store.postgres.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
 from semantic.store.postgres.dense_inputs import checked_targets, checked_vector
@@ -401,6 +401,11 @@ class _DenseQuery:
         return [_combined_hit(row) for row in await self.conn.fetch(text, *params)]
 
 
+CANDIDATE_ROWS_MARGIN = 8
+"""A local-first search reads the rows of this many candidates beyond the page: enough for
+the page when a few of the index's nearest nodes changed since its sync."""
+
+
 async def candidate_search(
     conn: asyncpg.Connection,
     space_table: str,
@@ -416,34 +421,30 @@ async def candidate_search(
     limit: int,
     attach_after: int | None = None,
 ) -> list[DenseHit] | None:
-    """The ``limit`` nodes nearest ``query_vector`` among a local index's ``candidates``
-    (their distances standing for the nodes unchanged since the index's cursor) and the nodes
-    changed since, scored exactly with the filter applied, best first, node rows read after
-    ``attach_after`` hits, in one statement (``dense_statements._CANDIDATES``); None when the
-    change log cannot say which nodes changed since the cursor, more than ``max_changed``
-    did, or a candidate the log does not name is missing (then an index scan must answer)."""
+    """The ``limit`` nodes nearest ``query_vector`` among a local index's ``candidates`` (the
+    distances it computed standing for the nodes the change log does not name since its
+    cursor) and the nodes the log names, scored exactly with the filter applied, best first,
+    node rows attached after ``attach_after`` hits, from one statement
+    (``dense_statements._CANDIDATES``); None when the log cannot say which nodes changed since
+    the cursor, more than ``max_changed`` did, or a row the page needs is not there (an index
+    scan must answer then)."""
     if not _TABLE.match(space_table):
         raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
     q = checked_vector(query_vector)
     if limit <= 0:
         return []
+    over = max(0, int(max_changed)) + 1
     found = candidates.found
     text, names = candidate_text(space_table, filter_sql, len(filter_params))
     values = {
         "cursor": int(candidates.cursor),
         "tenant": tenant,
         "space": int(space_id),
-        "over": max(0, int(max_changed)) + 1,
-        "ids": [c.node_id for c in found],
-        "chunks": [c.chunk for c in found],
-        "starts": [c.span_start for c in found],
-        "ends": [c.span_end for c in found],
-        "distances": [c.distance for c in found],
+        "over": over,
         "q": q,
         "name": name,
-        "limit": int(limit),
+        "ids": [c.node_id for c in found[: limit + CANDIDATE_ROWS_MARGIN]],
         "origin": int(candidates.origin),
-        "attach": attach_after,
     }
     try:
         rows = await conn.fetch(text, *filter_params, *(values[n] for n in names))
@@ -451,13 +452,68 @@ async def candidate_search(
         if "different vector dimensions" in str(exc):
             raise InvalidArgument("vector", f"dimension does not match the space: {exc}") from exc
         raise
-    if not rows[0]["usable"]:
+    head = rows[0]
+    changed = set(head["changed"])
+    if not head["usable"] or len(changed) >= over or "" in changed:
         return None
-    ranked = [row for row in rows if row["node_id"] is not None]
-    floor = attach_after if attach_after is not None else len(ranked)
-    if any(row["id"] is None for row in ranked if row["rank"] > floor):
-        return None  # a node the index holds, unchanged by the log, is not there: distrust
-    return [_single_hit(row, name) for row in ranked]
+    held: dict[str, asyncpg.Record] = {}
+    fresh: dict[str, asyncpg.Record] = {}
+    for row in rows:
+        node_id = row["node_id"]
+        if node_id is None:
+            continue
+        if row["distance"] is None:
+            held[node_id] = row
+            continue
+        best = fresh.get(node_id)
+        if best is None or (row["distance"], row["chunk"]) < (best["distance"], best["chunk"]):
+            fresh[node_id] = row
+    ranked: list[tuple[float, str, LocalCandidate | None, asyncpg.Record | None]] = [
+        (c.distance, c.node_id, c, held.get(c.node_id)) for c in found if c.node_id not in changed
+    ]
+    ranked += [(float(r["distance"]), node_id, None, r) for node_id, r in fresh.items()]
+    ranked.sort(key=lambda item: (item[0], item[1]))
+    floor = attach_after if attach_after is not None else limit
+    hits: list[DenseHit] = []
+    for rank, (distance, node_id, local, row) in enumerate(ranked[:limit], start=1):
+        wanted = rank > floor
+        if wanted and row is None:
+            return None  # a candidate beyond the rows read, or gone unlogged: distrust
+        chunk = (local.chunk, local.span_start, local.span_end) if local is not None else None
+        hits.append(_local_hit(node_id, name, distance, chunk, row, node=wanted))
+    return hits
+
+
+def _local_hit(
+    node_id: str,
+    name: str,
+    distance: float,
+    chunk: tuple[int, int, int] | None,
+    row: asyncpg.Record | None,
+    *,
+    node: bool,
+) -> DenseHit:
+    """A hit of a local-first search: ``chunk`` from the index, else from ``row``."""
+    similarity = 1.0 - distance
+    if chunk is None:
+        assert row is not None
+        chunk = (row["chunk"], row["span_start"], row["span_end"])
+    match = assembled(
+        ChunkMatch,
+        vector_name=name,
+        chunk_index=chunk[0],
+        span_start=chunk[1],
+        span_end=chunk[2],
+        similarity=similarity,
+    )
+    return assembled(
+        DenseHit,
+        node_id=node_id,
+        score=similarity,
+        chunk=match,
+        target_scores={name: similarity},
+        node=node_from_row(row) if node and row is not None else None,
+    )
 
 
 def _node(row: asyncpg.Record) -> NodeRecord | None:

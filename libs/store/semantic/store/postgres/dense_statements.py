@@ -120,17 +120,14 @@ LEFT JOIN semantic.nodes n
 ORDER BY ranked.rank
 """
 
-# A local-first search (``dense.candidate_search``): the local index's candidates, nearest
-# first with the distances it computed from its copies of their vectors, and every node the
-# change log names since the index's cursor (of this tenant, in this space or in
-# semantic.nodes). A candidate the log does not name is as the index holds it: its distance
-# and best chunk stand (its fields passed the filter in the index). A node the log names is
-# read as it is now: the filter applied, its best chunk scored exactly (gone or filtered out:
-# left out). The page's node rows are read beside. ``usable`` is false when the log cannot be
-# trusted to name every node the index may hold wrongly: another change-log table than the
-# index followed (the schema or database made anew), transactions behind the cursor (another
-# cluster), a TRUNCATE since the cursor, or ${over} changed nodes or more (a burst of writes
-# the index has not caught up with: an index scan is cheaper then).
+# A local-first search (``dense.candidate_search``), one statement: whether the change log
+# can vouch for the local index (``usable``: the change-log table the index followed, no
+# transaction behind its cursor), the nodes the log names since the cursor (of this tenant,
+# in this space or in semantic.nodes; ``changed``, ${over} at most: more means the index
+# has not caught up with a burst of writes), every chunk of those of them that exist and
+# pass the filter with its distance to the query and the node's row, and the rows of the
+# index's nearest candidates (``ids``). Which nodes make the page is decided by the caller:
+# a candidate the log does not name keeps the distance the index computed.
 _CANDIDATES = """
 WITH changed AS MATERIALIZED (
     SELECT DISTINCT c.node_id FROM semantic.node_changes c
@@ -138,33 +135,21 @@ WITH changed AS MATERIALIZED (
       AND (c.tenant = ${tenant} OR c.node_id = '')
       AND (c.space_id IS NULL OR c.space_id = ${space})
     LIMIT ${over}
-),
-ranked AS (
-    SELECT u.*, row_number() OVER (ORDER BY u.distance, u.node_id) AS rank FROM (
-        SELECT c.node_id, c.chunk, c.span_start, c.span_end, c.distance
-        FROM unnest(${ids}::text[], ${chunks}::int[], ${starts}::int[], ${ends}::int[],
-                    ${distances}::float8[]) AS c (node_id, chunk, span_start, span_end, distance)
-        WHERE c.node_id NOT IN (SELECT changed.node_id FROM changed)
-        UNION ALL
-        (SELECT DISTINCT ON (v.node_id) v.node_id, v.chunk, v.span_start, v.span_end,
-                v.embedding <=> ${q}
-         FROM changed JOIN semantic.nodes n ON {filter} AND n.id = changed.node_id
-         JOIN {table} v ON v.tenant = ${tenant} AND v.node_id = n.id AND v.name = ${name}
-         ORDER BY v.node_id, v.embedding <=> ${q}, v.chunk)
-    ) AS u ORDER BY u.distance, u.node_id LIMIT ${limit}
 )
-SELECT ranked.node_id, ranked.chunk, ranked.span_start, ranked.span_end, ranked.distance,
-       ranked.rank,
+SELECT r.*,
        'semantic.node_changes'::regclass::oid::bigint = ${origin}
-           AND pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= ${cursor}
-           AND (SELECT count(*) FROM changed) < ${over}
-           AND NOT EXISTS (SELECT 1 FROM changed WHERE changed.node_id = '') AS usable,
-       {nodes}
+           AND pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= ${cursor} AS usable,
+       ARRAY(SELECT changed.node_id FROM changed) AS changed
 FROM (SELECT 1) AS one
-LEFT JOIN ranked ON true
-LEFT JOIN semantic.nodes n
-    ON ranked.rank > ${attach}::bigint AND n.tenant = ${tenant} AND n.id = ranked.node_id
-ORDER BY ranked.rank
+LEFT JOIN (
+    SELECT v.node_id, v.chunk, v.span_start, v.span_end, v.embedding <=> ${q} AS distance,
+           {nodes}
+    FROM changed JOIN semantic.nodes n ON {filter} AND n.id = changed.node_id
+    JOIN {table} v ON v.tenant = ${tenant} AND v.node_id = n.id AND v.name = ${name}
+    UNION ALL
+    SELECT n.id, NULL, NULL, NULL, NULL, {nodes}
+    FROM semantic.nodes n WHERE n.tenant = ${tenant} AND n.id = ANY(${ids}::text[])
+) AS r ON true
 """
 
 NODES = node_select("n")
@@ -280,16 +265,10 @@ _CANDIDATE_PARAMS = (
     "tenant",
     "space",
     "over",
-    "origin",
-    "ids",
-    "chunks",
-    "starts",
-    "ends",
-    "distances",
     "q",
     "name",
-    "limit",
-    "attach",
+    "ids",
+    "origin",
 )
 
 

@@ -222,3 +222,32 @@ def test_filters_the_local_index_cannot_evaluate_are_refused_with_a_reason() -> 
     check_supported(Filter(content_types=("a",), tags_any=("b",), ids=("c",)))
     with pytest.raises(DependencyUnavailable, match="created"):
         check_supported(Filter(created=TimeRange(start=datetime(2026, 1, 1, tzinfo=UTC))))
+
+
+def test_local_first_candidates_leave_a_small_tenant_to_postgresql(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Above the exhaustive size, a tenant holding under 1/16 of the nodes gets None (the
+    graph search would have to grow past its widest before finding its nodes); a large one
+    gets its nearest nodes, nearest first, with their best chunk's exact distance, and a
+    node's later chunks never repeat it."""
+    built = UsearchIndex(tmp_path / "big")
+    built.reset(SPACE)
+    big = [_change(f"b{i}", [_vec(rng), _vec(rng)]) for i in range(2100)]
+    small = [_change(f"s{i}", [_vec(rng)], tenant="small") for i in range(100)]
+    built.apply([*big, *small])
+    query = _vec(rng)
+    assert built.candidates("small", query, "content", Filter(), 10) is None
+    found = built.candidates("", query, "content", Filter(), 10)
+    assert found is not None
+    near, complete = found
+    assert not complete
+    assert len(near) >= 10
+    assert len({c.node_id for c in near}) == len(near)
+    distances = [c.distance for c in near]
+    assert distances == sorted(distances)
+    vectors = {c.key[1]: [r.embedding for r in c.vectors] for c in big}
+    for c in near:
+        best = min(range(2), key=lambda i: 1 - _cosine(vectors[c.node_id][i], query))
+        assert c.chunk == best
+        assert c.distance == pytest.approx(1 - _cosine(vectors[c.node_id][best], query), abs=1e-5)

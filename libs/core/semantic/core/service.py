@@ -63,6 +63,9 @@ from semantic.core.spaces import ActiveSpaces, Space, check_half_range
 from semantic.core.writer import ContentWriter
 
 log = structlog.get_logger(__name__)
+LOCAL_FIRST_MAX_WANTED = 200
+"""Deeper pages (offset + top_k) go to PostgreSQL's index scan: the graph would be asked
+for thousands of chunks and the statement for as many rows."""
 LOCAL_FIRST = Counter(
     "semantic_local_first_searches_total",
     "Dense searches that tried the local index's candidates first, by outcome: answered, or"
@@ -304,7 +307,7 @@ class SearchService:
             LOCAL_FIRST.labels("busy").inc()
             return None
         targets = query.targets
-        if len(targets) > 1 or not local_filter(query.filter):
+        if len(targets) > 1 or not local_filter(query.filter) or wanted > LOCAL_FIRST_MAX_WANTED:
             LOCAL_FIRST.labels("unsupported").inc()
             return None
         name = targets[0].name if targets else DEFAULT_VECTOR

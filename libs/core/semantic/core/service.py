@@ -130,7 +130,7 @@ class SearchService:
         fallback: DegradedReads | None = None,
         rescoring: Rescoring | None = None,
         local_first: bool = False,
-        local_first_max_busy: int = 1,
+        local_first_max_busy: int = 0,
     ) -> None:
         """``fallback``: where reads go while PostgreSQL is unreachable (none: they fail);
         ``rescoring``: score modifiers' defaults and feedback (none: no defaults);

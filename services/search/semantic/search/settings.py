@@ -148,7 +148,7 @@ class SearchSettings(
         " expansion_search): local-first and degraded searches.",
     )
     search_local_first_max_busy: int = Field(
-        1,
+        0,
         ge=0,
         le=1000,
         description="Local-first dense search runs while at most this many other dense"

@@ -175,6 +175,16 @@ async def test_local_first_answers_as_postgresql_and_sees_every_write_at_once(
             await compare(requests, "answered")
             for request in requests[:6]:  # not empty answers alike
                 assert (await local.Search(request)).hits
+            # Nearest: the node's vector from PostgreSQL, its neighbours local-first.
+            before = _outcome("answered")
+            for i in range(0, 60, 6):
+                near = pb.NearestRequest(id=f"n{i}", top_k=8)
+                got_near = await local.Nearest(near, timeout=20)
+                want_near = await reference.Nearest(near, timeout=20)
+                as_search = pb.SearchResponse(hits=got_near.hits)
+                assert not _alike(as_search, pb.SearchResponse(hits=want_near.hits)), i
+                assert f"n{i}" not in [h.node.id for h in got_near.hits]
+            assert _outcome("answered") - before == 10
             # Concurrent searches (beyond SEMANTIC_SEARCH_LOCAL_FIRST_MAX_BUSY the index scan
             # answers): the same answers whichever path took each.
             replies = await asyncio.gather(*(local.Search(r, timeout=20) for r in requests))

@@ -9,7 +9,8 @@ answered from that index: dense only (a keyword or hybrid query is embedded and 
 densely, ``mode`` DENSE), content-type, tag and id filters only, ``degraded`` True.
 
 Local-first dense search: while PostgreSQL is reachable and the local index is current
-(``local_first``), a dense search with one vector name and a filter the index can evaluate
+(``local_first``), a dense search (Search, and Nearest once it has the node's vector from
+PostgreSQL) with one vector name and a filter the index can evaluate
 takes its candidates from the index (a few times the page's size, with the distances the
 index computes from its copies of their vectors), and one PostgreSQL statement reads the
 nodes its change log names since the index's last sync (scored exactly from their current
@@ -249,16 +250,7 @@ class SearchService:
             assert vector is not None
             # The page's nodes come with the dense statement itself.
             attach = query.offset if chooser is None else 0
-            self._dense_busy += 1
-            try:
-                found = await self._local_dense(space, query, vector, wanted, attach)
-                if found is None:
-                    found = await self._retrieval.dense(
-                        space, query, vector, wanted, attach_after=attach
-                    )
-            finally:
-                self._dense_busy -= 1
-            hits = fusion.from_dense(found)
+            hits = fusion.from_dense(await self._dense(space, query, vector, wanted, attach))
         elif query.mode is Mode.KEYWORD:
             if not query.text:
                 raise InvalidArgument("text", "keyword search needs query text")
@@ -287,6 +279,27 @@ class SearchService:
         result.hits = fusion.page(fusion.above(hits, query.min_score), query.offset, query.top_k)
         await self._attach(query.tenant, result.hits)
         return result
+
+    async def _dense(
+        self,
+        space: Space,
+        query: SearchQuery,
+        vector: np.ndarray[Any, Any],
+        wanted: int,
+        attach: int,
+    ) -> list[DenseHit]:
+        """The ``wanted`` nearest nodes: local-first when it can answer (module doc), else
+        PostgreSQL's index scan."""
+        self._dense_busy += 1
+        try:
+            found = await self._local_dense(space, query, vector, wanted, attach)
+            if found is None:
+                found = await self._retrieval.dense(
+                    space, query, vector, wanted, attach_after=attach
+                )
+            return found
+        finally:
+            self._dense_busy -= 1
 
     async def _local_dense(
         self,
@@ -446,7 +459,7 @@ class SearchService:
         pool = top_k if chooser is None else max(top_k, self._rescoring.candidates)
         # One more than wanted, the source left out here: excluding it in the filter would
         # turn an unfiltered search into a filtered one (a count of the matching nodes first).
-        dense_hits = await self._retrieval.dense(space, query, centre, pool + 1, attach_after=0)
+        dense_hits = await self._dense(space, query, centre, pool + 1, 0)
         hits = fusion.from_dense([h for h in dense_hits if h.node_id != source_id][:pool])
         if chooser is not None:
             await self._attach(tenant, hits)

@@ -212,14 +212,9 @@ class LocalIndex(Protocol):
 UNSUPPORTED = "degraded mode (PostgreSQL unreachable) filters by content type, tag and id only"
 
 
-def local_filter(flt: Filter) -> bool:
-    """Whether the local index can evaluate every part of ``flt``."""
-    return not flt.metadata and flt.created is None and flt.updated is None
-
-
-def check_supported(flt: Filter) -> None:
-    """Raise DependencyUnavailable for a filter the local index cannot evaluate."""
-    kinds = [
+def unsupported_parts(flt: Filter) -> list[str]:
+    """The parts of ``flt`` the local index cannot evaluate (empty: it evaluates all)."""
+    return [
         name
         for name, present in (
             ("metadata", bool(flt.metadata)),
@@ -228,6 +223,11 @@ def check_supported(flt: Filter) -> None:
         )
         if present
     ]
+
+
+def check_supported(flt: Filter) -> None:
+    """Raise DependencyUnavailable for a filter the local index cannot evaluate."""
+    kinds = unsupported_parts(flt)
     if kinds:
         raise DependencyUnavailable(
             "postgresql", f"{UNSUPPORTED}; this query also filters by {', '.join(kinds)}"

@@ -8,23 +8,9 @@ for PostgreSQL and a local index is wired (:mod:`semantic.core.degraded`), the r
 answered from that index: dense only (a keyword or hybrid query is embedded and searched
 densely, ``mode`` DENSE), content-type, tag and id filters only, ``degraded`` True.
 
-Local-first dense search: while PostgreSQL is reachable and the local index is current
-(``local_first``), a dense search (Search, and Nearest once it has the node's vector from
-PostgreSQL) with one vector name and a filter the index can evaluate
-takes its candidates from the index (a few times the page's size, with the distances the
-index computes from its copies of their vectors), and one PostgreSQL statement reads the
-nodes its change log names since the index's last sync (scored exactly from their current
-vectors, the filter applied) and the rows of the page (``Retrieval.dense_candidates``). A
-candidate the log does not name is as the index holds it; every other node is read as it is
-now: a node written a moment ago is a candidate through the log, a node deleted is gone, a
-node changed is scored and shown as it is now. PostgreSQL's HNSW index scan answers instead
-while more than ``local_first_max_busy`` other dense searches are under way in this process
-(the graph search holds the event loop; under concurrent load PostgreSQL's backends, on
-their own cores, serve more searches a second), when the index is not ready, follows
-another space or has not synced since this process started, when a tenant or filter holds
-too small a share of the index for the graph to find its nodes, when the log cannot vouch
-for the index (made anew, truncated, or too many changes since the sync), and when the rows
-the page needs are not there.
+Local-first dense search: while the local index is current, a dense search may take its
+candidates from it, and PostgreSQL score only what changed since its sync
+(:mod:`semantic.core.local_first`).
 """
 
 from __future__ import annotations
@@ -36,14 +22,12 @@ from typing import Any
 
 import numpy as np
 import structlog
-from prometheus_client import Counter
 
 from semantic.common.errors import DependencyUnavailable, InvalidArgument, NotFound
 from semantic.core import expansion, fusion
 from semantic.core import modifiers as scoring
-from semantic.core.degraded import DegradedReads, LocalIndex, check_supported, local_filter
+from semantic.core.degraded import DegradedReads, LocalIndex, check_supported
 from semantic.core.domain import (
-    DEFAULT_VECTOR,
     DenseHit,
     Filter,
     Fusion,
@@ -56,6 +40,7 @@ from semantic.core.domain import (
 )
 from semantic.core.feedback import FeedbackRecord, FeedbackResult, NodeFeedback
 from semantic.core.filters import validate_filter
+from semantic.core.local_first import LocalFirst
 from semantic.core.local_sync import DEGRADED_READS
 from semantic.core.modifiers import Rescoring
 from semantic.core.nodes import DeleteOutcome, VectorRow, WriteResult
@@ -64,16 +49,6 @@ from semantic.core.spaces import ActiveSpaces, Space, check_half_range
 from semantic.core.writer import ContentWriter
 
 log = structlog.get_logger(__name__)
-LOCAL_FIRST_MAX_WANTED = 200
-"""Deeper pages (offset + top_k) go to PostgreSQL's index scan: the graph would be asked
-for thousands of chunks and the statement for as many rows."""
-LOCAL_FIRST = Counter(
-    "semantic_local_first_searches_total",
-    "Dense searches that tried the local index's candidates first, by outcome: answered, or"
-    " why the HNSW index scan answered instead (busy, unsupported, no_candidates, changes,"
-    " too_few)",
-    ["outcome"],
-)
 
 Key = tuple[str, str]
 Chooser = Callable[[NodeRecord], Sequence[scoring.Modifier]]
@@ -139,9 +114,11 @@ class SearchService:
         current and at most ``local_first_max_busy`` other dense searches are under way in
         this process (module doc)."""
         self._spaces = spaces
-        self._local_first = fallback if local_first else None
-        self._local_first_max_busy = local_first_max_busy
-        self._dense_busy = 0
+        self._local_first = (
+            LocalFirst(fallback, retrieval, max_busy=local_first_max_busy)
+            if local_first and fallback is not None
+            else None
+        )
         self._rescoring = rescoring or Rescoring()
         self._fallback = fallback
         self._nodes: NodeStore = writer.nodes
@@ -288,60 +265,11 @@ class SearchService:
         wanted: int,
         attach: int,
     ) -> list[DenseHit]:
-        """The ``wanted`` nearest nodes: local-first when it can answer (module doc), else
-        PostgreSQL's index scan."""
-        self._dense_busy += 1
-        try:
-            found = await self._local_dense(space, query, vector, wanted, attach)
-            if found is None:
-                found = await self._retrieval.dense(
-                    space, query, vector, wanted, attach_after=attach
-                )
-            return found
-        finally:
-            self._dense_busy -= 1
-
-    async def _local_dense(
-        self,
-        space: Space,
-        query: SearchQuery,
-        vector: np.ndarray[Any, Any],
-        wanted: int,
-        attach: int,
-    ) -> list[DenseHit] | None:
-        """A local-first dense search (module doc); None when it cannot answer (the index
-        scan answers then)."""
-        local = self._local_first
-        if local is None:
-            return None
-        if self._dense_busy > self._local_first_max_busy + 1:  # this search counts itself
-            # The graph search runs on this process's one event loop: under concurrent load
-            # PostgreSQL's index scans, on its own cores, answer more searches a second.
-            LOCAL_FIRST.labels("busy").inc()
-            return None
-        targets = query.targets
-        if len(targets) > 1 or not local_filter(query.filter) or wanted > LOCAL_FIRST_MAX_WANTED:
-            LOCAL_FIRST.labels("unsupported").inc()
-            return None
-        name = targets[0].name if targets else DEFAULT_VECTOR
-        candidates = local.candidates(
-            space, query.tenant, vector, name=name, flt=query.filter, limit=wanted
-        )
-        if candidates is None:
-            LOCAL_FIRST.labels("no_candidates").inc()
-            return None
-        hits = await self._retrieval.dense_candidates(
-            space, query, vector, wanted, candidates, attach_after=attach
-        )
-        if hits is None:
-            LOCAL_FIRST.labels("changes").inc()
-            return None
-        if len(hits) < wanted and not candidates.complete:
-            # Candidates gone or filtered out since the index's sync: the index scan knows.
-            LOCAL_FIRST.labels("too_few").inc()
-            return None
-        LOCAL_FIRST.labels("answered").inc()
-        return hits
+        """The ``wanted`` nearest nodes: local-first when it is on, else PostgreSQL's index
+        scan (node rows attached after ``attach`` hits)."""
+        if self._local_first is not None:
+            return await self._local_first.dense(space, query, vector, wanted, attach)
+        return await self._retrieval.dense(space, query, vector, wanted, attach_after=attach)
 
     async def _expand(
         self, space: Space, query: SearchQuery, vector: np.ndarray[Any, Any], first: list[str]

@@ -54,9 +54,6 @@ the normal answers' top 10 with 128 and 0.940 with 256 (`semantic bench snapshot
 runs): the difference between two approximate indexes, not the search's breadth."""
 
 
-NO_FILTER = Filter()
-
-
 class ChunkRef:
     """Where one usearch key points: a node's chunk of one vector name."""
 
@@ -273,7 +270,7 @@ class UsearchIndex:
         for more than ``widest`` chunks."""
         total = len(graph)
         count = total if total <= EXACT_UNDER else min(total, max(limit * OVERSAMPLE, 32))
-        unfiltered = flt == NO_FILTER
+        unfiltered = flt.is_empty
         while True:
             exact = count >= total
             found = graph.search(query, count, exact=exact)

@@ -61,7 +61,6 @@ import asyncpg
 import numpy as np
 
 from semantic.common.errors import InvalidArgument
-from semantic.core.degraded import LocalCandidate, LocalCandidates
 from semantic.core.domain import ChunkMatch, DenseHit, NodeRecord, VectorTarget, assembled
 from semantic.store.postgres.db import DEFAULT_MAX_SCAN_TUPLES, MAX_EF_SEARCH
 from semantic.store.postgres.dense_inputs import checked_targets, checked_vector
@@ -69,7 +68,6 @@ from semantic.store.postgres.dense_statements import (
     SCAN_NAMES,
     SET_EF,
     TUNE,
-    candidate_text,
     exact_statement,
     index_scan_text,
 )
@@ -92,6 +90,12 @@ MAX_INDEX_FETCH = 20_000
 """Beyond this many chunk rows the exact path is cheaper than growing the index scan."""
 
 _TABLE = re.compile(r"^semantic\.vectors_[0-9]+$")
+
+
+def check_table(space_table: str) -> None:
+    """Refuse a table name that ``spaces.vector_table`` did not make (a programming error)."""
+    if not _TABLE.match(space_table):
+        raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
 
 
 @dataclass
@@ -157,8 +161,7 @@ async def dense_search(
     ``beside``: columns read beside every hit of an index scan instead of its node row
     (:class:`Beside`; ``attach_after`` does not apply then).
     """
-    if not _TABLE.match(space_table):
-        raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
+    check_table(space_table)
     if not filtered and len(filter_params) != 1:
         raise ValueError("filtered=False is for a filter that holds the tenant alone")
     chosen = checked_targets(targets)
@@ -238,8 +241,7 @@ async def explain_index_scan(
     """The plan (``EXPLAIN``, one line per row) of the first index-scan statement
     :func:`dense_search` runs with these arguments: whether it reaches the space's HNSW
     index (``Index Scan using vectors_<id>_hnsw``) is the question it answers."""
-    if not _TABLE.match(space_table):
-        raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
+    check_table(space_table)
     search = _DenseQuery(
         conn,
         space_table,
@@ -401,103 +403,31 @@ class _DenseQuery:
         return [_combined_hit(row) for row in await self.conn.fetch(text, *params)]
 
 
-CANDIDATE_ROWS_MARGIN = 8
-"""A local-first search reads the rows of this many candidates beyond the page: enough for
-the page when a few of the index's nearest nodes changed since its sync."""
+def _node(row: asyncpg.Record) -> NodeRecord | None:
+    return node_from_row(row) if row["id"] is not None else None
 
 
-async def candidate_search(
-    conn: asyncpg.Connection,
-    space_table: str,
-    space_id: int,
-    tenant: str,
-    query_vector: np.ndarray[Any, Any],
-    *,
-    name: str,
-    filter_sql: str,
-    filter_params: Sequence[Any],
-    candidates: LocalCandidates,
-    max_changed: int,
-    limit: int,
-    attach_after: int | None = None,
-) -> list[DenseHit] | None:
-    """The ``limit`` nodes nearest ``query_vector`` among a local index's ``candidates`` (the
-    distances it computed standing for the nodes the change log does not name since its
-    cursor) and the nodes the log names, scored exactly with the filter applied, best first,
-    node rows attached after ``attach_after`` hits, from one statement
-    (``dense_statements._CANDIDATES``); None when the log cannot say which nodes changed since
-    the cursor, more than ``max_changed`` did, or a row the page needs is not there (an index
-    scan must answer then)."""
-    if not _TABLE.match(space_table):
-        raise ValueError(f"{space_table!r} is not a vector table name from spaces.vector_table")
-    q = checked_vector(query_vector)
-    if limit <= 0:
-        return []
-    over = max(0, int(max_changed)) + 1
-    found = candidates.found
-    text, names = candidate_text(space_table, filter_sql, len(filter_params))
-    values = {
-        "cursor": int(candidates.cursor),
-        "tenant": tenant,
-        "space": int(space_id),
-        "over": over,
-        "q": q,
-        "name": name,
-        "ids": [c.node_id for c in found[: limit + CANDIDATE_ROWS_MARGIN]],
-        "origin": int(candidates.origin),
-    }
-    try:
-        rows = await conn.fetch(text, *filter_params, *(values[n] for n in names))
-    except asyncpg.DataError as exc:
-        if "different vector dimensions" in str(exc):
-            raise InvalidArgument("vector", f"dimension does not match the space: {exc}") from exc
-        raise
-    head = rows[0]
-    changed = set(head["changed"])
-    if not head["usable"] or len(changed) >= over or "" in changed:
-        return None
-    held: dict[str, asyncpg.Record] = {}
-    fresh: dict[str, asyncpg.Record] = {}
-    for row in rows:
-        node_id = row["node_id"]
-        if node_id is None:
-            continue
-        if row["distance"] is None:
-            held[node_id] = row
-            continue
-        best = fresh.get(node_id)
-        if best is None or (row["distance"], row["chunk"]) < (best["distance"], best["chunk"]):
-            fresh[node_id] = row
-    ranked: list[tuple[float, str, LocalCandidate | None, asyncpg.Record | None]] = [
-        (c.distance, c.node_id, c, held.get(c.node_id)) for c in found if c.node_id not in changed
-    ]
-    ranked += [(float(r["distance"]), node_id, None, r) for node_id, r in fresh.items()]
-    ranked.sort(key=lambda item: (item[0], item[1]))
-    floor = attach_after if attach_after is not None else limit
-    hits: list[DenseHit] = []
-    for rank, (distance, node_id, local, row) in enumerate(ranked[:limit], start=1):
-        wanted = rank > floor
-        if wanted and row is None:
-            return None  # a candidate beyond the rows read, or gone unlogged: distrust
-        chunk = (local.chunk, local.span_start, local.span_end) if local is not None else None
-        hits.append(_local_hit(node_id, name, distance, chunk, row, node=wanted))
-    return hits
+def _single_hit(row: asyncpg.Record, name: str, *, node: bool = True) -> DenseHit:
+    return dense_hit(
+        row["node_id"],
+        name,
+        float(row["distance"]),
+        (row["chunk"], row["span_start"], row["span_end"]),
+        _node(row) if node else None,
+    )
 
 
-def _local_hit(
+def dense_hit(
     node_id: str,
     name: str,
     distance: float,
-    chunk: tuple[int, int, int] | None,
-    row: asyncpg.Record | None,
-    *,
-    node: bool,
+    chunk: tuple[int, int, int],
+    node: NodeRecord | None,
 ) -> DenseHit:
-    """A hit of a local-first search: ``chunk`` from the index, else from ``row``."""
+    """A hit for one vector ``name``: its best ``chunk`` (index, span start, span end) at
+    cosine ``distance`` from the query (frozen values made without their field-by-field
+    ``__init__``: every hit of every search is one)."""
     similarity = 1.0 - distance
-    if chunk is None:
-        assert row is not None
-        chunk = (row["chunk"], row["span_start"], row["span_end"])
     match = assembled(
         ChunkMatch,
         vector_name=name,
@@ -512,31 +442,7 @@ def _local_hit(
         score=similarity,
         chunk=match,
         target_scores={name: similarity},
-        node=node_from_row(row) if node and row is not None else None,
-    )
-
-
-def _node(row: asyncpg.Record) -> NodeRecord | None:
-    return node_from_row(row) if row["id"] is not None else None
-
-
-def _single_hit(row: asyncpg.Record, name: str, *, node: bool = True) -> DenseHit:
-    similarity = 1.0 - float(row["distance"])
-    chunk = assembled(
-        ChunkMatch,
-        vector_name=name,
-        chunk_index=row["chunk"],
-        span_start=row["span_start"],
-        span_end=row["span_end"],
-        similarity=similarity,
-    )
-    return assembled(
-        DenseHit,
-        node_id=row["node_id"],
-        score=similarity,
-        chunk=chunk,
-        target_scores={name: similarity},
-        node=_node(row) if node else None,
+        node=node,
     )
 
 

@@ -120,7 +120,7 @@ LEFT JOIN semantic.nodes n
 ORDER BY ranked.rank
 """
 
-# A local-first search (``dense.candidate_search``), one statement: whether the change log
+# A local-first search (``local_first.candidate_search``), one statement: whether the change log
 # can vouch for the local index (``usable``: the change-log table the index followed, no
 # transaction behind its cursor), the nodes the log names since the cursor (of this tenant,
 # in this space or in semantic.nodes; ``changed``, ${over} at most: more means the index

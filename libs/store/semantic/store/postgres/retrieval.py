@@ -16,7 +16,7 @@ from semantic.core.degraded import LocalCandidates
 from semantic.core.domain import DEFAULT_VECTOR, DenseHit, SearchQuery, VectorTarget
 from semantic.core.settings import RetrievalSettings, WritePathSettings
 from semantic.core.spaces import Space
-from semantic.store.postgres import dense, keyword, spaces
+from semantic.store.postgres import dense, keyword, local_first, spaces
 from semantic.store.postgres.db import ReadConnections
 from semantic.store.postgres.filters import compile_filter
 from semantic.store.postgres.mean_vector import named_mean_vectors
@@ -100,12 +100,12 @@ class PostgresRetrieval:
         attach_after: int | None = None,
     ) -> list[DenseHit] | None:
         """The ``limit`` best of a local index's candidates and the nodes changed since its
-        cursor, scored exactly under the query's filter (``dense.candidate_search``); None
+        cursor, scored exactly under the query's filter (``local_first.candidate_search``); None
         when the change log cannot vouch for the candidates."""
         sql, params = compile_filter(query.tenant, query.filter, start=1)
         target = (query.targets or (VectorTarget(DEFAULT_VECTOR),))[0]
         async with self._reads.reading() as conn:
-            return await dense.candidate_search(
+            return await local_first.candidate_search(
                 conn,
                 space.table,
                 space.id,
